@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install what Sandlot needs on Debian 12, as root, into ./.venv.
+#   scripts/setup.sh          runtime dependencies
+#   scripts/setup.sh --test   and the test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: run as root (sandboxes need mounts, cgroups and runsc)" >&2
+  exit 1
+fi
+
+packages=(
+  runsc crun            # the gvisor and container runtimes
+  busybox-static        # the busybox test image
+  debootstrap           # builds the Debian base image from Debian's packages
+  golang-go gcc libc6-dev  # build the in-sandbox agent and the statx preload
+  e2fsprogs mount util-linux procps iproute2 ca-certificates
+  python3 python3-venv python3-pip
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "[setup] apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  /usr/bin/python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ "${1:-}" = "--test" ]; then
+  .venv/bin/python -m pip install -q -e '.[test]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi
+echo "[setup] done: $(.venv/bin/python -c 'import sandlot; print(sandlot.__file__)')"

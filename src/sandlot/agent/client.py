@@ -1,0 +1,399 @@
+"""The node's side of the agent protocol: a multiplexed connection and typed calls.
+
+The node listens on a Unix socket per sandbox; the agent dials in (and redials
+after a node restart). `AgentConnection` owns that listener and the current
+connection; `AgentClient` offers one async method per protocol method.
+
+Invariant: `_streams` holds every stream opened on the current connection; when
+the connection drops, each gets a SandboxStateError and the map is cleared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from sandlot import errors
+from sandlot.agent import protocol as p
+from sandlot.agent.protocol import Frame, FrameKind
+
+__all__ = ["AgentClient", "AgentConnection", "ProcessStream", "Stream", "WatchStream"]
+
+M = TypeVar("M", bound=BaseModel)
+_EOF = object()
+
+
+class Stream:
+    """One OPENed stream: incoming frames are queued until END."""
+
+    def __init__(self, conn: AgentConnection, stream_id: int, method: str) -> None:
+        self._conn = conn
+        self.id = stream_id
+        self.method = method
+        self._queue: asyncio.Queue[Frame | BaseException] = asyncio.Queue()
+        self.result: dict[str, Any] | None = None
+        self.done = False
+
+    def _deliver(self, item: Frame | BaseException) -> None:
+        self._queue.put_nowait(item)
+
+    async def send(self, data: bytes) -> None:
+        """Send input (a DATA frame) on this stream, in chunks the agent accepts."""
+        for i in range(0, len(data), p.CHUNK):
+            await self._conn._send(self.id, FrameKind.DATA, {"fd": 0}, data[i : i + p.CHUNK])
+
+    async def end_input(self) -> None:
+        await self._conn._send(self.id, FrameKind.END, {})
+
+    async def cancel(self) -> None:
+        if not self.done:
+            with contextlib.suppress(errors.SandlotError):
+                await self._conn._send(self.id, FrameKind.CANCEL, {})
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        """Yield DATA and EVENT frames; on END store the result or raise its error."""
+        while not self.done:
+            item = await self._queue.get()
+            if isinstance(item, BaseException):
+                self.done = True
+                raise item
+            if item.kind is FrameKind.END:
+                self.done = True
+                self._conn._streams.pop(self.id, None)
+                self._finish(item.header)
+                return
+            yield item
+
+    def _finish(self, header: dict[str, Any]) -> None:
+        if header.get("ok"):
+            result = header.get("result")
+            self.result = result if isinstance(result, dict) else {}
+            return
+        err = header.get("error") if isinstance(header.get("error"), dict) else {}
+        assert isinstance(err, dict)
+        code = str(err.get("code", "internal"))
+        message = str(err.get("message", "the agent reported an error"))[:4096]
+        path = err.get("path") if isinstance(err.get("path"), str) else None
+        raise errors.error_from_code(code, message, path=path, agent=True)
+
+    async def wait(self) -> dict[str, Any]:
+        async for _ in self.frames():
+            pass
+        assert self.result is not None
+        return self.result
+
+
+class AgentConnection:
+    """Listens on `socket_path` and keeps the agent's current connection."""
+
+    def __init__(self, socket_path: str, sandbox_id: str) -> None:
+        self.socket_path = socket_path
+        self.sandbox_id = sandbox_id
+        self._server: asyncio.AbstractServer | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._connected = asyncio.Event()
+        self._streams: dict[int, Stream] = {}
+        self._ids = itertools.count(1)
+        self._write_lock = asyncio.Lock()
+        self.hello: p.Hello | None = None
+        self.closed_reason: str | None = None
+
+    async def listen(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        self._server = await asyncio.start_unix_server(self._on_connect, path=self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._writer is not None:  # a redial replaces a half-dead connection
+            self._drop("the agent reconnected")
+            self._writer.close()
+        self._writer = writer
+        decoder = p.FrameDecoder()
+        try:
+            while True:
+                data = await reader.read(1 << 20)
+                if not data:
+                    break
+                for frame in decoder.feed(data):
+                    self._dispatch(frame)
+        except (p.ProtocolError, ConnectionError) as exc:
+            self.closed_reason = f"protocol error from agent: {exc}"
+        finally:
+            if self._writer is writer:
+                self._writer = None
+                self._connected.clear()
+                self._drop(self.closed_reason or "the connection to the agent was lost")
+            writer.close()
+
+    def _dispatch(self, frame: Frame) -> None:
+        if frame.stream == 0:
+            if frame.header.get("type") == "hello":
+                try:
+                    self.hello = p.Hello.model_validate(frame.header)
+                except ValidationError:
+                    return
+                self._connected.set()
+            return
+        stream = self._streams.get(frame.stream)
+        if stream is not None:
+            stream._deliver(frame)
+
+    def _drop(self, reason: str) -> None:
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream._deliver(errors.SandboxStateError(f"sandbox {self.sandbox_id}: {reason}"))
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float) -> p.Hello:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            raise errors.TimeoutError_(
+                f"sandbox {self.sandbox_id}: the agent did not connect within {timeout:.0f}s"
+            ) from None
+        assert self.hello is not None
+        return self.hello
+
+    async def _send(self, stream: int, kind: FrameKind, header: dict[str, Any], payload: bytes = b"") -> None:
+        writer = self._writer
+        if writer is None:
+            raise errors.SandboxStateError(f"sandbox {self.sandbox_id}: the agent is not connected")
+        async with self._write_lock:
+            try:
+                writer.write(p.encode_frame(stream, kind, header, payload))
+                await writer.drain()
+            except (ConnectionError, RuntimeError) as exc:
+                raise errors.SandboxStateError(
+                    f"sandbox {self.sandbox_id}: the agent connection broke: {exc}"
+                ) from None
+
+    async def open(self, method: str, params: BaseModel, payload: bytes = b"") -> Stream:
+        stream = Stream(self, next(self._ids), method)
+        self._streams[stream.id] = stream
+        try:
+            await self._send(stream.id, FrameKind.OPEN, {"method": method, "params": params.model_dump()}, payload)
+        except BaseException:
+            self._streams.pop(stream.id, None)
+            raise
+        return stream
+
+    async def close(self) -> None:
+        self._drop("the sandbox was closed")
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._connected.clear()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+
+def _validate(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise errors.InternalError(f"the agent sent a malformed {model.__name__}: {exc.errors()[0]['msg']}") from None
+
+
+class ProcessStream:
+    """Output of a process: `(fd, bytes)` pairs, then `exit` holds the ProcessExit."""
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+        self.pid: int | None = None
+        self.exit: p.ProcessExit | None = None
+
+    async def wait_started(self) -> int:
+        """Wait for the started event (or the error that stopped the start)."""
+        while self.pid is None:
+            item = await self._stream._queue.get()
+            if isinstance(item, BaseException):
+                self._stream.done = True
+                raise item
+            if item.kind is FrameKind.EVENT and item.header.get("type") == "started":
+                self.pid = _validate(p.ProcessStarted, item.header).pid
+            elif item.kind is FrameKind.END:
+                self._stream.done = True
+                self._stream._conn._streams.pop(self._stream.id, None)
+                self._stream._finish(item.header)
+                raise errors.InternalError("the agent ended a process stream before starting it")
+            else:  # output can only follow the start; keep it for output()
+                self._early.append(item)
+        return self.pid
+
+    _early: list[Frame]
+
+    def __aiter__(self) -> AsyncIterator[tuple[int, bytes]]:
+        return self.output()
+
+    async def output(self) -> AsyncIterator[tuple[int, bytes]]:
+        for frame in self.__dict__.pop("_early", []):
+            yield int(frame.header.get("fd", 1)), frame.payload
+        async for frame in self._stream.frames():
+            if frame.kind is FrameKind.DATA:
+                fd = frame.header.get("fd", 1)
+                yield (fd if fd in (1, 2) else 1), frame.payload
+            elif frame.kind is FrameKind.EVENT and frame.header.get("type") == "started":
+                self.pid = _validate(p.ProcessStarted, frame.header).pid
+        assert self._stream.result is not None
+        self.exit = _validate(p.ProcessExit, self._stream.result)
+
+    async def send_stdin(self, data: bytes) -> None:
+        await self._stream.send(data)
+
+    async def close_stdin(self) -> None:
+        await self._stream.end_input()
+
+    async def detach(self) -> None:
+        """Stop following the output; the process keeps running."""
+        await self._stream.cancel()
+
+
+class WatchStream:
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+
+    async def events(self) -> AsyncIterator[p.WatchEvent]:
+        async for frame in self._stream.frames():
+            if frame.kind is FrameKind.EVENT and frame.header.get("type") == "fs":
+                yield _validate(p.WatchEvent, frame.header)
+
+    async def close(self) -> None:
+        await self._stream.cancel()
+
+
+class AgentClient:
+    """Typed calls over an AgentConnection; one method per protocol method."""
+
+    def __init__(self, conn: AgentConnection) -> None:
+        self.conn = conn
+
+    async def _call(self, method: str, params: BaseModel, result: type[M], payload: bytes = b"") -> M:
+        stream = await self.conn.open(method, params, payload)
+        return _validate(result, await stream.wait())
+
+    async def ping(self) -> p.Hello:
+        return await self._call(p.Method.PING, p.Empty(), p.Hello)
+
+    # -- processes
+    async def start(self, params: p.ProcessStartParams) -> ProcessStream:
+        proc = ProcessStream(await self.conn.open(p.Method.PROCESS_START, params))
+        proc._early = []
+        await proc.wait_started()
+        return proc
+
+    async def connect(self, pid: int) -> ProcessStream:
+        proc = ProcessStream(await self.conn.open(p.Method.PROCESS_CONNECT, p.ProcessSelector(pid=pid)))
+        proc.pid = pid
+        proc._early = []
+        return proc
+
+    async def list_processes(self) -> list[p.ProcessInfo]:
+        return (await self._call(p.Method.PROCESS_LIST, p.Empty(), p.ProcessListResult)).processes
+
+    async def send_input(self, pid: int, data: bytes, eof: bool = False) -> None:
+        if not data and not eof:
+            return
+        for i in range(0, max(len(data), 1), p.CHUNK):
+            last = i + p.CHUNK >= len(data)
+            params = p.ProcessInputParams(pid=pid, eof=eof and last)
+            await self._call(p.Method.PROCESS_INPUT, params, p.Empty, data[i : i + p.CHUNK])
+
+    async def signal(self, pid: int, signal: int, group: bool = True) -> None:
+        await self._call(p.Method.PROCESS_SIGNAL, p.ProcessSignalParams(pid=pid, signal=signal, group=group), p.Empty)
+
+    async def resize(self, pid: int, rows: int, cols: int) -> None:
+        await self._call(p.Method.PROCESS_RESIZE, p.ProcessResizeParams(pid=pid, rows=rows, cols=cols), p.Empty)
+
+    # -- files
+    async def read(self, path: str, offset: int = 0, length: int = -1) -> AsyncIterator[bytes]:
+        stream = await self.conn.open(p.Method.FS_READ, p.ReadParams(path=path, offset=offset, length=length))
+        try:
+            async for frame in stream.frames():
+                if frame.kind is FrameKind.DATA:
+                    yield frame.payload
+        finally:
+            await stream.cancel()
+
+    async def write(
+        self,
+        path: str,
+        data: bytes | AsyncIterable[bytes],
+        *,
+        mode: int | None = None,
+        append: bool = False,
+        make_parents: bool = True,
+        user: str | None = None,
+    ) -> p.FileEntry:
+        params = p.WriteParams(path=path, mode=mode, append=append, make_parents=make_parents, user=user)
+        stream = await self.conn.open(p.Method.FS_WRITE, params)
+        return _validate(p.FileEntry, await self._feed(stream, data))
+
+    async def _feed(self, stream: Stream, data: bytes | AsyncIterable[bytes]) -> dict[str, Any]:
+        # The agent may fail early (a directory, no space): race the upload
+        # against the stream's end so an error never waits for the whole input.
+        async def pump() -> None:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                await stream.send(bytes(data))
+            else:
+                async for chunk in data:
+                    await stream.send(chunk)
+            await stream.end_input()
+
+        pumper = asyncio.ensure_future(pump())
+        try:
+            result = await stream.wait()
+        finally:
+            if not pumper.done():
+                pumper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, errors.SandlotError):
+                await pumper
+        return result
+
+    async def list(self, path: str, depth: int = 1) -> list[p.FileEntry]:
+        return (await self._call(p.Method.FS_LIST, p.ListParams(path=path, depth=depth), p.ListResult)).entries
+
+    async def stat(self, path: str) -> p.FileEntry:
+        return await self._call(p.Method.FS_STAT, p.PathParams(path=path), p.FileEntry)
+
+    async def exists(self, path: str) -> bool:
+        return (await self._call(p.Method.FS_EXISTS, p.PathParams(path=path), p.ExistsResult)).exists
+
+    async def mkdir(self, path: str, *, parents: bool = True, mode: int = 0o755, user: str | None = None) -> bool:
+        params = p.MkdirParams(path=path, parents=parents, mode=mode, user=user)
+        return (await self._call(p.Method.FS_MKDIR, params, p.MkdirResult)).created
+
+    async def rename(self, src: str, dst: str) -> p.FileEntry:
+        return await self._call(p.Method.FS_RENAME, p.RenameParams(src=src, dst=dst), p.FileEntry)
+
+    async def remove(self, path: str, recursive: bool = True) -> None:
+        await self._call(p.Method.FS_REMOVE, p.RemoveParams(path=path, recursive=recursive), p.Empty)
+
+    async def tar_read(self, path: str) -> AsyncIterator[bytes]:
+        stream = await self.conn.open(p.Method.FS_TAR_READ, p.PathParams(path=path))
+        try:
+            async for frame in stream.frames():
+                if frame.kind is FrameKind.DATA:
+                    yield frame.payload
+        finally:
+            await stream.cancel()
+
+    async def tar_write(self, path: str, data: bytes | AsyncIterable[bytes], user: str | None = None) -> p.TarResult:
+        stream = await self.conn.open(p.Method.FS_TAR_WRITE, p.TarWriteParams(path=path, user=user))
+        return _validate(p.TarResult, await self._feed(stream, data))
+
+    async def watch(self, path: str, recursive: bool = False) -> WatchStream:
+        stream = await self.conn.open(p.Method.FS_WATCH, p.WatchParams(path=path, recursive=recursive))
+        return WatchStream(stream)

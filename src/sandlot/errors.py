@@ -1,0 +1,219 @@
+"""Sandlot's exceptions: one tree for the node, the server and the SDK.
+
+    SandlotError
+    ├── NotFoundError
+    │   ├── SandboxNotFoundError
+    │   ├── ImageNotFoundError
+    │   ├── ProcessNotFoundError
+    │   └── SandboxFileNotFoundError   (also FileNotFoundError)
+    ├── InvalidArgumentError           (also ValueError)
+    │   ├── CommandNotFoundError
+    │   ├── UserNotFoundError
+    │   ├── IsADirectoryError_         (also IsADirectoryError)
+    │   ├── NotADirectoryError_        (also NotADirectoryError)
+    │   └── DirectoryNotEmptyError
+    ├── ConflictError
+    │   └── FileExistsError_           (also FileExistsError)
+    ├── SandboxStateError              (the sandbox is dead or in the wrong state)
+    ├── PermissionDeniedError          (also PermissionError)
+    ├── QuotaError
+    │   ├── NoSpaceError               (the sandbox's disk is full)
+    │   └── LimitReachedError          (pids limit, ...)
+    ├── TimeoutError_                  (also TimeoutError)
+    ├── CommandExitError               (check=True and a non-zero exit)
+    ├── RuntimeUnavailableError        (runsc / crun missing or broken on this host)
+    └── InternalError
+
+Error codes on the wire (agent END frames, API error bodies) map to these
+classes in exactly one table, `ERROR_CODES`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ERROR_CODES",
+    "CommandExitError",
+    "CommandNotFoundError",
+    "ConflictError",
+    "DirectoryNotEmptyError",
+    "FileExistsError_",
+    "ImageNotFoundError",
+    "InternalError",
+    "InvalidArgumentError",
+    "IsADirectoryError_",
+    "LimitReachedError",
+    "NoSpaceError",
+    "NotADirectoryError_",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProcessNotFoundError",
+    "QuotaError",
+    "RuntimeUnavailableError",
+    "SandboxFileNotFoundError",
+    "SandboxNotFoundError",
+    "SandboxStateError",
+    "SandlotError",
+    "TimeoutError_",
+    "UserNotFoundError",
+    "code_of",
+    "error_from_code",
+]
+
+
+class SandlotError(Exception):
+    """Root of every Sandlot error. `code` is the wire code, `field` the bad input."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, field: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFoundError(SandlotError):
+    code = "not_found"
+
+
+class SandboxNotFoundError(NotFoundError):
+    code = "sandbox_not_found"
+
+
+class ImageNotFoundError(NotFoundError):
+    code = "image_not_found"
+
+
+class ProcessNotFoundError(NotFoundError):
+    code = "process_not_found"
+
+
+class SandboxFileNotFoundError(NotFoundError, FileNotFoundError):
+    code = "file_not_found"
+
+
+class InvalidArgumentError(SandlotError, ValueError):
+    code = "invalid_argument"
+
+
+class CommandNotFoundError(InvalidArgumentError):
+    code = "command_not_found"
+
+
+class UserNotFoundError(InvalidArgumentError):
+    code = "user_not_found"
+
+
+class IsADirectoryError_(InvalidArgumentError, IsADirectoryError):
+    code = "is_a_directory"
+
+
+class NotADirectoryError_(InvalidArgumentError, NotADirectoryError):
+    code = "not_a_directory"
+
+
+class DirectoryNotEmptyError(InvalidArgumentError, OSError):
+    code = "not_empty"
+
+
+class ConflictError(SandlotError):
+    code = "conflict"
+
+
+class FileExistsError_(ConflictError, FileExistsError):
+    code = "exists"
+
+
+class SandboxStateError(SandlotError):
+    code = "wrong_state"
+
+
+class PermissionDeniedError(SandlotError, PermissionError):
+    code = "permission_denied"
+
+
+class QuotaError(SandlotError):
+    code = "quota"
+
+
+class NoSpaceError(QuotaError, OSError):
+    code = "no_space"
+
+
+class LimitReachedError(QuotaError):
+    code = "limit_reached"
+
+
+class TimeoutError_(SandlotError, TimeoutError):
+    code = "timeout"
+
+
+class CommandExitError(SandlotError):
+    """A command run with check=True exited non-zero; carries its result."""
+
+    code = "command_exit"
+
+    def __init__(self, message: str, *, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+    @property
+    def exit_code(self) -> int | None:
+        return getattr(self.result, "exit_code", None)
+
+
+class RuntimeUnavailableError(SandlotError):
+    code = "runtime_unavailable"
+
+
+class InternalError(SandlotError):
+    code = "internal"
+
+
+#: wire code -> exception class; the only place codes are mapped.
+ERROR_CODES: dict[str, type[SandlotError]] = {
+    cls.code: cls
+    for cls in (
+        NotFoundError,
+        SandboxNotFoundError,
+        ImageNotFoundError,
+        ProcessNotFoundError,
+        SandboxFileNotFoundError,
+        InvalidArgumentError,
+        CommandNotFoundError,
+        UserNotFoundError,
+        IsADirectoryError_,
+        NotADirectoryError_,
+        DirectoryNotEmptyError,
+        ConflictError,
+        FileExistsError_,
+        SandboxStateError,
+        PermissionDeniedError,
+        QuotaError,
+        NoSpaceError,
+        LimitReachedError,
+        TimeoutError_,
+        CommandExitError,
+        RuntimeUnavailableError,
+        InternalError,
+    )
+}
+# The agent reports a missing path as plain "not_found": inside a sandbox that is a file.
+_AGENT_ALIASES = {"not_found": SandboxFileNotFoundError, "invalid_argument": InvalidArgumentError}
+
+
+def error_from_code(code: str, message: str, *, path: str | None = None, agent: bool = False) -> SandlotError:
+    """Build the exception for a wire error code (unknown codes become InternalError)."""
+    cls = (_AGENT_ALIASES.get(code) if agent else None) or ERROR_CODES.get(code, InternalError)
+    if cls is CommandExitError:
+        return CommandExitError(message)
+    return cls(message, path=path)
+
+
+def code_of(exc: BaseException) -> str:
+    return exc.code if isinstance(exc, SandlotError) else InternalError.code

@@ -1,0 +1,59 @@
+"""The host cgroups of a sandbox (cgroup v1 and v2), for accounting and cleanup.
+
+The runtimes create them from the OCI config's `cgroupsPath`
+(`/sandlot/<sandbox id>`); this module finds what they left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from sandlot.node.spec import CGROUP_PARENT
+
+__all__ = ["ROOT", "memory_usage", "paths", "procs", "remove"]
+
+ROOT = Path("/sys/fs/cgroup")
+
+
+def _hierarchies() -> list[Path]:
+    if (ROOT / "cgroup.controllers").exists():  # pure v2
+        return [ROOT]
+    return [p for p in sorted(ROOT.iterdir()) if p.is_dir() and not p.is_symlink()]
+
+
+def paths(sandbox_id: str) -> list[Path]:
+    """Every existing cgroup directory of the sandbox, in any hierarchy."""
+    return [p for h in _hierarchies() if (p := h / CGROUP_PARENT / sandbox_id).is_dir()]
+
+
+def procs(sandbox_id: str) -> list[int]:
+    pids: set[int] = set()
+    for p in paths(sandbox_id):
+        with contextlib.suppress(OSError):
+            pids.update(int(x) for x in (p / "cgroup.procs").read_text().split())
+    return sorted(pids)
+
+
+def memory_usage(sandbox_id: str) -> int | None:
+    for h in _hierarchies():
+        for name in ("memory.usage_in_bytes", "memory.current"):
+            f = h / CGROUP_PARENT / sandbox_id / name
+            with contextlib.suppress(OSError, ValueError):
+                return int(f.read_text())
+    return None
+
+
+def remove(sandbox_id: str) -> list[str]:
+    """rmdir the sandbox's cgroups (children first). Returns what could not be removed."""
+    problems = []
+    for p in paths(sandbox_id):
+        for d in [*sorted((x for x in p.rglob("*") if x.is_dir()), key=lambda x: -len(x.parts)), p]:
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                problems.append(f"cgroup {d}: {exc.strerror}")
+    return problems

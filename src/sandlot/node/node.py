@@ -1,0 +1,257 @@
+"""The node: creates, tracks and destroys the sandboxes of one host.
+
+Invariant: `_sandboxes` holds every sandbox this node created that is not yet
+killed; a sandbox leaves it only after `_destroy` ran, so nothing the node made
+(runtime state, cgroups, mounts, files) outlives a sandbox the node forgot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandlot import errors
+from sandlot.agent import protocol as p
+from sandlot.agent.client import AgentConnection
+from sandlot.node import cgroups
+from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
+from sandlot.node.images import ImageStore
+from sandlot.node.rootfs import WritableLayer
+from sandlot.node.runtimes import Runtime, make_runtime
+from sandlot.node.sandbox import Sandbox, State
+from sandlot.node.spec import SandboxSpec, new_sandbox_id, oci_config
+
+__all__ = ["Node", "NodeConfig"]
+
+log = logging.getLogger("sandlot.node")
+
+#: How long a new sandbox's agent may take to dial in (gVisor boots in ~0.2 s).
+AGENT_CONNECT_TIMEOUT = 30.0
+
+
+def default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/sandlot")
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) / "sandlot"
+
+
+@dataclass
+class NodeConfig:
+    data_dir: Path = field(default_factory=default_data_dir)
+    #: Where images are built and cached; shared by every node on the host by default.
+    images_dir: Path | None = None
+    gvisor_platform: str = "ptrace"
+    default_runtime: str = "gvisor"
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        self.images_dir = Path(self.images_dir) if self.images_dir else self.data_dir / "images"
+
+
+class Node:
+    def __init__(self, config: NodeConfig | None = None) -> None:
+        self.config = config or NodeConfig()
+        assert self.config.images_dir is not None
+        self.images = ImageStore(self.config.images_dir)
+        self.sandboxes_dir = self.config.data_dir / "sandboxes"
+        self.state_dir = self.config.data_dir / "runtime"
+        self._runtimes: dict[str, Runtime] = {}
+        self._sandboxes: dict[str, Sandbox] = {}
+        self._bundle: Bundle | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------ setup
+
+    def runtime(self, name: str) -> Runtime:
+        rt = self._runtimes.get(name)
+        if rt is None:
+            rt = make_runtime(name, self.state_dir, gvisor_platform=self.config.gvisor_platform)
+            rt.check()
+            self._runtimes[name] = rt
+        return rt
+
+    async def bundle(self) -> Bundle:
+        if self._bundle is None:
+            self._bundle = await asyncio.to_thread(ensure_bundle, self.config.data_dir / "bundle")
+        return self._bundle
+
+    # ------------------------------------------------------------ queries
+
+    def get(self, sandbox_id: str) -> Sandbox:
+        sbx = self._sandboxes.get(sandbox_id)
+        if sbx is None:
+            raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
+        return sbx
+
+    def list_sandboxes(self) -> list[Sandbox]:
+        return list(self._sandboxes.values())
+
+    # ------------------------------------------------------------ create
+
+    async def create(self, spec: SandboxSpec | None = None) -> Sandbox:
+        spec = (spec or SandboxSpec(runtime=self.config.default_runtime)).validate()
+        runtime = self.runtime(spec.runtime)
+        bundle = await self.bundle()
+        image = await asyncio.to_thread(self.images.ensure, spec.image)
+        sandbox_id = new_sandbox_id()
+        sdir = self.sandboxes_dir / sandbox_id
+        layer = WritableLayer(sdir, image.rootfs, spec.limits.disk_mb << 20)
+        conn = AgentConnection(str(sdir / "run" / "agent.sock"), sandbox_id)
+        sbx = Sandbox(sandbox_id, spec, image, runtime, sdir, layer, conn)
+        self._sandboxes[sandbox_id] = sbx
+        try:
+            await self._provision(sbx, bundle)
+            await runtime.start(sandbox_id, sdir / "bundle", sdir / "runtime.log")
+            await self._wait_agent(sbx)
+        except BaseException as exc:
+            problems = await self._destroy(sbx, f"failed to start: {exc}")
+            self._sandboxes.pop(sandbox_id, None)
+            if problems:
+                log.error("cleanup after a failed start of %s: %s", sandbox_id, "; ".join(problems))
+            raise
+        sbx.transition(State.RUNNING)
+        task = asyncio.create_task(self._watch(sbx))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+        return sbx
+
+    async def _provision(self, sbx: Sandbox, bundle: Bundle) -> None:
+        spec, image = sbx.spec, sbx.image
+        run_dir = sbx.dir / "run"
+        run_dir.mkdir(parents=True)
+        os.chmod(run_dir, 0o711)
+        await asyncio.to_thread(sbx.layer.mount)
+        root = sbx.layer.rootfs
+        (root / MOUNT_POINT.lstrip("/") / "run").mkdir(parents=True, exist_ok=True)
+        if sbx.runtime.name == "gvisor" and image.has_glibc:
+            _add_preload(root, bundle.statx_fix_in_sandbox)
+        iconf = image.config
+        limits = spec.limits
+        res = sbx.runtime.resources(limits.memory_mb << 20, limits.pids)
+        agent_config = p.AgentConfig(
+            sandbox_id=sbx.id,
+            env={**iconf.env, **spec.env},
+            cwd=spec.cwd or iconf.cwd,
+            user=spec.user or iconf.user,
+            hostname=spec.hostname,
+            memory_limit_bytes=limits.memory_mb << 20,
+            pids_limit=limits.pids,
+        )
+        (run_dir / "config.json").write_text(agent_config.model_dump_json())
+        config = oci_config(
+            sandbox_id=sbx.id,
+            spec=spec,
+            image=image,
+            rootfs=str(root),
+            bundle_dir=str(bundle.path),
+            run_dir=str(run_dir),
+            agent_path=bundle.agent_in_sandbox,
+            memory_limit_bytes=res.memory_bytes,
+            pids_limit=res.pids,
+            extra_env={"SANDLOT_AGENT_CONFIG": f"{MOUNT_POINT}/run/config.json"},
+        )
+        sbx.runtime.adjust(config)
+        (sbx.dir / "bundle").mkdir()
+        (sbx.dir / "bundle" / "config.json").write_text(json.dumps(config, indent=1))
+        (sbx.dir / "sandbox.json").write_text(
+            json.dumps({"id": sbx.id, "runtime": sbx.runtime.name, "image": image.name, "created_at": sbx.created_at})
+        )
+        await sbx.conn.listen()
+
+    async def _wait_agent(self, sbx: Sandbox) -> None:
+        waiter = asyncio.ensure_future(sbx.conn.wait_connected(AGENT_CONNECT_TIMEOUT))
+        while not waiter.done():
+            await asyncio.wait({waiter}, timeout=0.5)
+            if not waiter.done() and not await sbx.runtime.alive(sbx.id):
+                waiter.cancel()
+                tail = _tail(sbx.dir / "runtime.log")
+                raise errors.InternalError(f"sandbox {sbx.id} exited before its agent connected: {tail}")
+        waiter.result()
+
+    # ------------------------------------------------------------ death and kill
+
+    async def _watch(self, sbx: Sandbox) -> None:
+        """Notice a sandbox whose init died, and clean up after it."""
+        while not sbx.killed:
+            await asyncio.sleep(0.5)
+            if sbx.conn.connected or sbx.killed:
+                continue
+            await asyncio.sleep(0.5)  # the agent redials within 50 ms when it lives
+            if sbx.conn.connected or sbx.killed:
+                continue
+            if not await sbx.runtime.alive(sbx.id):
+                reason = "out of memory" if _oom_happened(sbx.id) else "the sandbox's init exited"
+                async with sbx._kill_lock:
+                    if not sbx.killed:
+                        problems = await self._destroy(sbx, reason)
+                        self._sandboxes.pop(sbx.id, None)
+                        if problems:
+                            log.error("cleanup of dead sandbox %s: %s", sbx.id, "; ".join(problems))
+                return
+
+    async def kill(self, sandbox_id: str) -> None:
+        """Stop every process and free everything the sandbox holds. Idempotent."""
+        sbx = self._sandboxes.get(sandbox_id)
+        if sbx is None:
+            raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
+        async with sbx._kill_lock:
+            if sbx.killed:
+                return
+            problems = await self._destroy(sbx, "killed")
+            self._sandboxes.pop(sandbox_id, None)
+        if problems:
+            raise errors.InternalError(f"sandbox {sandbox_id} was killed, but cleanup failed: " + "; ".join(problems))
+
+    async def _destroy(self, sbx: Sandbox, reason: str) -> list[str]:
+        """Tear down in order, keep going after failures, return them all."""
+        if not sbx.killed:
+            sbx.transition(State.KILLED)
+        sbx.exit_reason = reason
+        problems: list[str] = []
+        with contextlib.suppress(Exception):
+            await sbx.conn.close()
+        try:
+            problems += await sbx.runtime.destroy(sbx.id)
+        except Exception as exc:  # keep cleaning: the mounts and files must still go
+            problems.append(f"runtime: {exc}")
+        problems += await asyncio.to_thread(sbx.layer.remove)
+        return problems
+
+    async def close(self) -> None:
+        """Kill every sandbox (the library's shutdown; `sandlot serve` keeps them)."""
+        for sbx in list(self._sandboxes.values()):
+            with contextlib.suppress(errors.SandlotError):
+                await self.kill(sbx.id)
+        for task in list(self._watchers):
+            task.cancel()
+
+
+def _add_preload(root: Path, lib: str) -> None:
+    """Make glibc programs load `lib` (see bundle.STATX_FIX_C), keeping the image's own list."""
+    target = root / "etc" / "ld.so.preload"
+    existing = target.read_text() if target.exists() else ""
+    if lib not in existing.split():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(existing + ("" if existing.endswith("\n") or not existing else "\n") + lib + "\n")
+
+
+def _oom_happened(sandbox_id: str) -> bool:
+    for h in cgroups.paths(sandbox_id):
+        f = h / "memory.oom_control"
+        if f.exists():
+            with contextlib.suppress(OSError, ValueError):
+                fields = dict(line.split() for line in f.read_text().splitlines())
+                return int(fields.get("oom_kill", "0")) > 0 or fields.get("under_oom") == "1"
+    return False
+
+
+def _tail(path: Path, n: int = 1500) -> str:
+    try:
+        return path.read_bytes()[-n:].decode(errors="replace").strip() or "(no output)"
+    except OSError:
+        return "(no log)"

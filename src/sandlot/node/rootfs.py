@@ -1,0 +1,144 @@
+"""A sandbox's root filesystem: the image's read-only rootfs, one writable layer on top.
+
+The writable layer is an ext4 filesystem in a sparse file of the sandbox's disk
+size, loop-mounted at `layer/`; overlayfs joins `image/rootfs` (lower) and
+`layer/upper` at `rootfs/`. So:
+
+- starting a sandbox never copies the image (only a sparse file is created);
+- two sandboxes of one image never see each other's writes;
+- a disk filler gets ENOSPC when its layer is full, and the host's disk is safe;
+- checkpoint/fork cost can follow what changed (the layer), not the image size.
+
+Every step is undone by `unmount()`, which keeps going after a failure and
+returns every error so the caller can report them all.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from sandlot import errors
+
+__all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "umount"]
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+MNT_DETACH = 2
+
+
+def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mount {fstype} on {target}: {os.strerror(e)}")
+
+
+def mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
+    _mount("overlay", str(target), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+
+
+def umount(target: Path) -> None:
+    if _libc.umount2(str(target).encode(), 0) != 0:
+        e = ctypes.get_errno()
+        if e == errno.EBUSY:  # still held (e.g. a dying gofer): detach it lazily
+            if _libc.umount2(str(target).encode(), MNT_DETACH) == 0:
+                return
+            e = ctypes.get_errno()
+        if e in (errno.EINVAL, errno.ENOENT):  # not mounted (any more)
+            return
+        raise OSError(e, f"umount {target}: {os.strerror(e)}")
+
+
+def is_mountpoint(path: Path) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+class WritableLayer:
+    """The per-sandbox layer and overlay under `dir`."""
+
+    def __init__(self, dir: Path, lower: Path, disk_bytes: int) -> None:
+        self.dir = Path(dir)
+        self.lower = Path(lower)
+        self.disk_bytes = disk_bytes
+
+    @property
+    def image_file(self) -> Path:
+        return self.dir / "disk.img"
+
+    @property
+    def layer(self) -> Path:
+        return self.dir / "layer"
+
+    @property
+    def upper(self) -> Path:
+        return self.layer / "upper"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.dir / "rootfs"
+
+    def mount(self) -> None:
+        for d in (self.layer, self.rootfs):
+            d.mkdir(parents=True, exist_ok=True)
+        with open(self.image_file, "wb") as f:
+            f.truncate(self.disk_bytes)
+        mkfs = subprocess.run(
+            # No journal and lazy init: a sandbox layer is rebuilt, not repaired.
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-O",
+                "^has_journal",
+                "-E",
+                "lazy_itable_init=1,nodiscard",
+                str(self.image_file),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if mkfs.returncode != 0:
+            raise errors.InternalError(f"mkfs.ext4 of the sandbox disk failed: {mkfs.stderr.strip()}")
+        res = subprocess.run(
+            ["mount", "-o", "loop,noatime", str(self.image_file), str(self.layer)], capture_output=True, text=True
+        )
+        if res.returncode != 0:
+            raise errors.InternalError(f"mounting the sandbox disk failed: {res.stderr.strip()}")
+        (self.layer / "lost+found").rmdir()
+        self.upper.mkdir()
+        (self.layer / "work").mkdir()
+        mount_overlay(self.lower, self.upper, self.layer / "work", self.rootfs)
+
+    @property
+    def mounted(self) -> bool:
+        return is_mountpoint(self.rootfs)
+
+    def unmount(self) -> list[str]:
+        """Undo mount(); every failure is collected, never raised."""
+        problems: list[str] = []
+        for target in (self.rootfs, self.layer):
+            try:
+                if target.exists() and is_mountpoint(target):
+                    umount(target)  # the loop device was set up with autoclear
+            except OSError as exc:
+                problems.append(str(exc))
+        return problems
+
+    def remove(self) -> list[str]:
+        problems = self.unmount()
+        if not problems:
+            try:
+                shutil.rmtree(self.dir)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                problems.append(f"removing {self.dir}: {exc}")
+        return problems

@@ -1,0 +1,98 @@
+"""The one interface every isolation backend implements.
+
+A runtime starts an OCI bundle whose init is the Sandlot agent, and stops it.
+It never talks to the agent: that is the agent protocol's job, the same for
+every runtime. So a new isolation technology adds a `Runtime` and nothing else.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sandlot import errors
+
+__all__ = ["Resources", "Runtime", "run_tool", "start_detached"]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Limits as the host enforces them, after the runtime added its own overhead."""
+
+    memory_bytes: int
+    pids: int
+
+
+async def run_tool(*argv: str, timeout: float = 30.0) -> tuple[int, str]:
+    """Run a runtime's CLI; returns (exit code, stderr+stdout). Never raises for a non-zero exit."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return -1, f"{argv[0]} {argv[1] if len(argv) > 1 else ''} timed out after {timeout:.0f}s"
+    return proc.returncode or 0, out.decode(errors="replace").strip()
+
+
+async def start_detached(cli: list[str], log: Path, what: str) -> None:
+    """Run a runtime's `run --detach`; the sandbox inherits `log` as its stdio.
+
+    The sandbox gets a session of its own: it must not die with the node's
+    process group (a Ctrl-C to `sandlot serve` must not kill every sandbox).
+    """
+    with open(log, "ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *cli, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+        rc = await proc.wait()
+    if rc != 0:
+        tail = log.read_bytes()[-2000:].decode(errors="replace").strip()
+        raise errors.InternalError(f"{what}: {tail}")
+
+
+class Runtime(abc.ABC):
+    """An isolation backend: gvisor (runsc) or container (crun)."""
+
+    name: ClassVar[str]
+    binary: ClassVar[str]
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+
+    def check(self) -> None:
+        """Raise RuntimeUnavailableError, saying what to install, when this host cannot run it."""
+        if shutil.which(self.binary) is None:
+            raise errors.RuntimeUnavailableError(
+                f"runtime {self.name!r} needs {self.binary}, which is not installed (Debian package {self.binary})"
+            )
+
+    @abc.abstractmethod
+    def resources(self, memory_bytes: int, pids: int) -> Resources:
+        """Host-side limits for a sandbox whose processes may use `memory_bytes` and `pids`."""
+
+    @abc.abstractmethod
+    def adjust(self, config: dict[str, Any]) -> None:
+        """Edit the shared OCI config for this runtime (in place)."""
+
+    @abc.abstractmethod
+    async def start(self, sandbox_id: str, bundle: Path, log: Path) -> None:
+        """Create and start the sandbox; return once its init (the agent) runs."""
+
+    @abc.abstractmethod
+    async def destroy(self, sandbox_id: str) -> list[str]:
+        """Kill every process and release the runtime's state. Idempotent; returns failures."""
+
+    @abc.abstractmethod
+    async def alive(self, sandbox_id: str) -> bool:
+        """Whether the sandbox's init still runs."""
+
+    @abc.abstractmethod
+    def host_pids(self, sandbox_id: str) -> list[int]:
+        """Host pids of every process this sandbox adds to the host (for accounting and tests)."""

@@ -1,0 +1,93 @@
+"""gVisor (runsc): a user-space kernel between untrusted code and the host. The default."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sandlot import errors
+from sandlot.node import cgroups
+from sandlot.node.runtimes.base import Resources, Runtime, run_tool, start_detached
+
+__all__ = ["GVisorRuntime"]
+
+# The sentry and gofer live in the sandbox's host cgroup beside the workload;
+# the agent enforces the workload's own limit, the host cgroup only backstops it.
+SENTRY_MEMORY_OVERHEAD = 96 << 20
+# Under the ptrace platform each sandboxed thread is a host thread, and the
+# sentry has threads of its own; the agent's RLIMIT_NPROC stops the workload
+# first, cleanly, and the host pids limit only stops a runaway sentry.
+SENTRY_PIDS_OVERHEAD = 256
+
+
+class GVisorRuntime(Runtime):
+    name = "gvisor"
+    binary = "runsc"
+
+    def __init__(self, state_dir: Path, platform: str = "ptrace", debug_log: bool = False) -> None:
+        super().__init__(state_dir)
+        if platform not in ("ptrace", "kvm", "systrap"):
+            raise errors.InvalidArgumentError(f"unknown gVisor platform {platform!r} (ptrace, kvm or systrap)")
+        self.platform = platform
+        self.debug_log = debug_log
+
+    @property
+    def _root(self) -> str:
+        return str(self.state_dir / "runsc")
+
+    def _cli(self, *args: str) -> list[str]:
+        return ["runsc", "--root", self._root, "--platform", self.platform, "--network", "none",
+                "--host-uds", "open", *args]  # fmt: skip
+
+    def resources(self, memory_bytes: int, pids: int) -> Resources:
+        return Resources(memory_bytes + SENTRY_MEMORY_OVERHEAD, 2 * pids + SENTRY_PIDS_OVERHEAD)
+
+    def adjust(self, config: dict[str, Any]) -> None:
+        # gVisor enforces its own seccomp on the sentry; the workload's syscalls
+        # never reach the host kernel, so no OCI seccomp profile is needed here.
+        pass
+
+    async def start(self, sandbox_id: str, bundle: Path, log: Path) -> None:
+        os.makedirs(self._root, exist_ok=True)
+        cli = self._cli("run", "--detach", "--bundle", str(bundle), sandbox_id)
+        if self.debug_log:
+            cli[1:1] = ["--debug", "--debug-log", str(log.parent / "runsc-debug/")]
+        await start_detached(cli, log, f"runsc could not start sandbox {sandbox_id}")
+
+    async def destroy(self, sandbox_id: str) -> list[str]:
+        problems: list[str] = []
+        if not (self.state_dir / "runsc").exists():
+            return problems
+        await run_tool(*self._cli("kill", "--all", sandbox_id, "KILL"))
+        rc, out = await run_tool(*self._cli("delete", "--force", sandbox_id))
+        if rc != 0 and "does not exist" not in out and "not found" not in out.lower():
+            problems.append(f"runsc delete {sandbox_id}: {out}")
+        problems += cgroups.remove(sandbox_id)
+        return problems
+
+    async def alive(self, sandbox_id: str) -> bool:
+        rc, out = await run_tool(*self._cli("state", sandbox_id))
+        if rc != 0:
+            return False
+        try:
+            return bool(json.loads(out).get("status") == "running")
+        except ValueError:
+            return False
+
+    def host_pids(self, sandbox_id: str) -> list[int]:
+        pids = set(cgroups.procs(sandbox_id))
+        # The gofer is started outside the sandbox's cgroup; find it from the state file.
+        for f in (self.state_dir / "runsc").glob(f"*{sandbox_id}*.state"):
+            try:
+                state = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            for key in ("GoferPid", "goferPid"):
+                if isinstance(state.get(key), int) and state[key] > 0:
+                    pids.add(state[key])
+            sandbox = state.get("Sandbox") or {}
+            if isinstance(sandbox.get("Pid"), int) and sandbox["Pid"] > 0:
+                pids.add(sandbox["Pid"])
+        return sorted(p for p in pids if os.path.exists(f"/proc/{p}"))

@@ -1,0 +1,201 @@
+"""One sandbox on this node: its lifecycle state machine and its agent.
+
+States (see DESIGN.md): starting -> running <-> paused -> hibernated -> running,
+and any state -> killed. `TRANSITIONS` is the table; an illegal transition is a
+bug (assert), a request in the wrong state is the caller's error
+(SandboxStateError naming the state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandlot import errors
+from sandlot.agent import protocol as p
+from sandlot.agent.client import AgentClient, AgentConnection, ProcessStream
+from sandlot.node.images import Image
+from sandlot.node.rootfs import WritableLayer
+from sandlot.node.runtimes import Runtime
+from sandlot.node.spec import SandboxSpec
+
+__all__ = ["TRANSITIONS", "CommandResult", "Sandbox", "State"]
+
+
+class State(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    HIBERNATED = "hibernated"
+    KILLED = "killed"
+
+
+TRANSITIONS: dict[State, set[State]] = {
+    State.STARTING: {State.RUNNING, State.KILLED},
+    State.RUNNING: {State.PAUSED, State.KILLED},
+    State.PAUSED: {State.RUNNING, State.HIBERNATED, State.KILLED},
+    State.HIBERNATED: {State.RUNNING, State.KILLED},
+    State.KILLED: set(),
+}
+
+
+@dataclass
+class CommandResult:
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    signal: int | None = None
+    oom_killed: bool = False
+    timed_out: bool = False
+    pid: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+OutputCallback = Callable[[str], object]
+
+
+class Sandbox:
+    """A running sandbox. Created by `Node.create`; use `agent` for every operation."""
+
+    def __init__(
+        self,
+        sandbox_id: str,
+        spec: SandboxSpec,
+        image: Image,
+        runtime: Runtime,
+        dir: Path,
+        layer: WritableLayer,
+        conn: AgentConnection,
+    ) -> None:
+        self.id = sandbox_id
+        self.spec = spec
+        self.image = image
+        self.runtime = runtime
+        self.dir = dir
+        self.layer = layer
+        self.conn = conn
+        self._agent = AgentClient(conn)
+        self.state = State.STARTING
+        self.created_at = time.time()
+        self.exit_reason: str | None = None
+        self._kill_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Sandbox {self.id} {self.runtime.name} {self.state.value}>"
+
+    @property
+    def killed(self) -> bool:
+        return self.state is State.KILLED
+
+    def transition(self, new: State) -> None:
+        assert new in TRANSITIONS[self.state], f"illegal transition {self.state.value} -> {new.value} ({self.id})"
+        self.state = new
+
+    def require(self, *states: State) -> None:
+        if self.state not in states:
+            reason = f" ({self.exit_reason})" if self.exit_reason else ""
+            raise errors.SandboxStateError(f"sandbox {self.id} is {self.state.value}{reason}")
+
+    @property
+    def agent(self) -> AgentClient:
+        """The agent client; raises SandboxStateError unless the sandbox runs."""
+        self.require(State.RUNNING)
+        return self._agent
+
+    async def run(
+        self,
+        cmd: str | list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> CommandResult:
+        """Run a command (argv list, or a shell string) to completion.
+
+        Output is passed to the callbacks as it arrives and collected in the result.
+        A non-zero exit is data, not an error; a signal death sets `signal`.
+        """
+        proc = await self.start(cmd, env=env, cwd=cwd, user=user, stdin=stdin is not None, timeout=timeout)
+        if stdin is not None:
+            await proc.send_stdin(stdin)
+            await proc.close_stdin()
+        return await collect(proc, on_stdout, on_stderr)
+
+    async def start(
+        self,
+        cmd: str | list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        stdin: bool = False,
+        timeout: float | None = None,
+        pty: p.PtySize | None = None,
+        tag: str | None = None,
+    ) -> ProcessStream:
+        """Start a process and return its output stream (it can be detached from)."""
+        if isinstance(cmd, str):
+            params = p.ProcessStartParams(cmd=cmd)
+        elif cmd and all(isinstance(a, str) for a in cmd):
+            params = p.ProcessStartParams(argv=list(cmd))
+        else:
+            raise errors.InvalidArgumentError("cmd must be a shell string or a non-empty list of strings", field="cmd")
+        if timeout is not None and timeout <= 0:
+            raise errors.InvalidArgumentError(f"timeout must be positive, got {timeout}", field="timeout")
+        params.env = dict(env or {})
+        params.cwd, params.user, params.stdin, params.pty, params.tag = cwd, user, stdin, pty, tag
+        params.timeout_ms = int(timeout * 1000) if timeout else 0
+        return await self.agent.start(params)
+
+
+async def collect(
+    proc: ProcessStream, on_stdout: OutputCallback | None = None, on_stderr: OutputCallback | None = None
+) -> CommandResult:
+    """Drain a process's output into a CommandResult."""
+    out: list[bytes] = []
+    err: list[bytes] = []
+    async for fd, data in decoded(proc, on_stdout, on_stderr):
+        (out if fd == 1 else err).append(data)
+    assert proc.exit is not None
+    ex = proc.exit
+    return CommandResult(
+        stdout=b"".join(out).decode(errors="replace"),
+        stderr=b"".join(err).decode(errors="replace"),
+        exit_code=ex.exit_code,
+        signal=ex.signal,
+        oom_killed=ex.oom_killed,
+        timed_out=ex.timed_out,
+        pid=ex.pid,
+    )
+
+
+async def decoded(
+    proc: ProcessStream, on_stdout: OutputCallback | None, on_stderr: OutputCallback | None
+) -> AsyncIterator[tuple[int, bytes]]:
+    """Pass output through, calling the callbacks with text (UTF-8 split safely across chunks)."""
+    import codecs
+
+    decoders = {
+        1: codecs.getincrementaldecoder("utf-8")("replace"),
+        2: codecs.getincrementaldecoder("utf-8")("replace"),
+    }
+    async for fd, data in proc.output():
+        cb = on_stdout if fd == 1 else on_stderr
+        if cb is not None:
+            text = decoders[fd].decode(data)
+            if text:
+                res = cb(text)
+                if asyncio.iscoroutine(res):
+                    await res
+        yield fd, data

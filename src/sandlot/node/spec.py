@@ -1,0 +1,164 @@
+"""What a sandbox is asked to be (`SandboxSpec`) and the OCI runtime spec made from it."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandlot import errors
+from sandlot.node.images import Image
+
+__all__ = ["CGROUP_PARENT", "SANDBOX_ID_RE", "Limits", "SandboxSpec", "new_sandbox_id", "oci_config"]
+
+#: Sandbox ids have one fixed length: runsc matches container ids by prefix,
+#: so ids of equal length can never shadow each other (`sb-1` vs `sb-11`).
+SANDBOX_ID_RE = re.compile(r"^sb-[0-9a-z]{16}$")
+CGROUP_PARENT = "sandlot"
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def new_sandbox_id() -> str:
+    return "sb-" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu: float = 1.0  # cores
+    memory_mb: int = 512
+    pids: int = 256
+    disk_mb: int = 1024
+
+    def validate(self) -> Limits:
+        if not 0.01 <= self.cpu <= 64:
+            raise errors.InvalidArgumentError(f"cpu must be between 0.01 and 64 cores, got {self.cpu}", field="cpu")
+        if not 16 <= self.memory_mb <= 1 << 20:
+            raise errors.InvalidArgumentError(
+                f"memory_mb must be between 16 and 1048576, got {self.memory_mb}", field="memory_mb"
+            )
+        if not 8 <= self.pids <= 1 << 16:
+            raise errors.InvalidArgumentError(f"pids must be between 8 and 65536, got {self.pids}", field="pids")
+        if not 16 <= self.disk_mb <= 1 << 22:
+            raise errors.InvalidArgumentError(
+                f"disk_mb must be between 16 and 4194304, got {self.disk_mb}", field="disk_mb"
+            )
+        return self
+
+
+@dataclass
+class SandboxSpec:
+    image: str = "base"
+    runtime: str = "gvisor"
+    limits: Limits = field(default_factory=Limits)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    user: str | None = None
+    network: str = "none"
+    hostname: str = "sandbox"
+
+    def validate(self) -> SandboxSpec:
+        self.limits.validate()
+        if self.network != "none":
+            raise errors.InvalidArgumentError(
+                f"network {self.network!r} is not supported yet; use 'none'", field="network"
+            )
+        for key in self.env:
+            if not key or "=" in key or "\0" in key:
+                raise errors.InvalidArgumentError(f"bad environment variable name {key!r}", field="env")
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}", self.hostname):
+            raise errors.InvalidArgumentError(f"bad hostname {self.hostname!r}", field="hostname")
+        return self
+
+
+# Docker's default capability set: enough for a root user to act as root inside
+# (setuid to other users, chown, bind low ports), nothing that administers the host.
+DEFAULT_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]  # fmt: skip
+
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+]  # fmt: skip
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
+def oci_config(
+    *,
+    sandbox_id: str,
+    spec: SandboxSpec,
+    image: Image,
+    rootfs: str,
+    bundle_dir: str,
+    run_dir: str,
+    agent_path: str,
+    memory_limit_bytes: int,
+    pids_limit: int,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The OCI runtime config both runtimes start from; each adjusts its own parts."""
+    caps = list(DEFAULT_CAPS)
+    period = 100_000
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": [agent_path],
+            "env": [f"{k}={v}" for k, v in {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(extra_env or {})}.items()],
+            "cwd": "/",
+            "capabilities": {k: caps for k in ("bounding", "effective", "permitted", "inheritable")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
+            "noNewPrivileges": False,
+        },
+        "root": {"path": rootfs, "readonly": False},
+        "hostname": spec.hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+            },
+            {
+                "destination": "/dev/pts",
+                "type": "devpts",
+                "source": "devpts",
+                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            },
+            {
+                "destination": "/dev/shm",
+                "type": "tmpfs",
+                "source": "shm",
+                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            },
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {
+                "destination": "/.sandlot",
+                "type": "bind",
+                "source": bundle_dir,
+                "options": ["rbind", "ro", "nosuid", "nodev"],
+            },
+            {
+                "destination": "/.sandlot/run",
+                "type": "bind",
+                "source": run_dir,
+                "options": ["rbind", "rw", "nosuid", "nodev", "noexec"],
+            },
+        ],
+        "linux": {
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "cgroupsPath": f"/{CGROUP_PARENT}/{sandbox_id}",
+            "resources": {
+                "memory": {"limit": memory_limit_bytes, "swap": memory_limit_bytes},
+                "cpu": {"quota": max(1000, int(spec.limits.cpu * period)), "period": period},
+                "pids": {"limit": pids_limit},
+            },
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        },
+    }

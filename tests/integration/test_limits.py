@@ -1,0 +1,53 @@
+"""cpu, memory, pids and disk limits are enforced, and the sandbox survives its own excess."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from sandlot.node import Limits, cgroups
+
+pytestmark = pytest.mark.integration
+
+HOG = 'python3 -c "b=[]\nwhile True: b.append(bytearray(8<<20))"'
+
+
+def test_memory_hog_is_killed_inside_the_sandbox(make_sandbox: Any, aio: Any, runtime_name: str) -> None:
+    sbx = make_sandbox("debian", runtime_name, limits=Limits(memory_mb=128))
+    other = make_sandbox("busybox", runtime_name)
+    res = aio(sbx.run(HOG, timeout=60))
+    assert res.oom_killed, res
+    assert res.signal == 9 and res.exit_code is None
+    # The sandbox, its neighbours and the host keep working.
+    assert aio(sbx.run("echo still-here")).stdout == "still-here\n"
+    assert aio(other.run("echo neighbour")).stdout == "neighbour\n"
+
+
+def test_fork_bomb_stops_at_the_pids_limit(make_sandbox: Any, aio: Any, runtime_name: str) -> None:
+    sbx = make_sandbox("busybox", runtime_name, limits=Limits(pids=64))
+    res = aio(sbx.run("bomb() { bomb | bomb & }; bomb; sleep 3; echo survived", timeout=30))
+    assert "survived" in res.stdout or res.timed_out
+    aio(sbx.run("kill -9 -1 2>/dev/null; true", timeout=30))
+    time.sleep(1)
+    assert aio(sbx.run("echo alive", timeout=30)).stdout == "alive\n"
+
+
+def test_disk_filler_gets_enospc(make_sandbox: Any, aio: Any, runtime_name: str) -> None:
+    sbx = make_sandbox("busybox", runtime_name, limits=Limits(disk_mb=64))
+    res = aio(sbx.run("dd if=/dev/zero of=/fill bs=1M count=200", timeout=120))
+    assert res.exit_code != 0 and "No space left" in res.stderr, res
+    # Freeing the space makes the sandbox usable again; the host never saw the writes.
+    assert aio(sbx.run("rm /fill && echo ok > /after && cat /after")).stdout == "ok\n"
+
+
+def test_cpu_limit_is_enforced(make_sandbox: Any, aio: Any, runtime_name: str) -> None:
+    sbx = make_sandbox("busybox", runtime_name, limits=Limits(cpu=0.25))
+    cg = next(p for p in cgroups.paths(sbx.id) if p.parent.parent.name == "cpuacct")
+    before = int((cg / "cpuacct.usage").read_text())
+    t0 = time.monotonic()
+    aio(sbx.run("timeout 3 sh -c 'while true; do :; done'; true", timeout=30))
+    wall = time.monotonic() - t0
+    used = (int((cg / "cpuacct.usage").read_text()) - before) / 1e9
+    assert used / wall < 0.45, f"used {used:.2f}s of CPU in {wall:.2f}s with a 0.25-core limit"
