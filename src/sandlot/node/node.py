@@ -177,14 +177,15 @@ class Node:
 
     async def _watch(self, sbx: Sandbox) -> None:
         """Notice a sandbox whose init died, and clean up after it."""
+        def cut_off() -> bool:
+            return not (sbx.conn.connected or sbx.killed)
+
         while not sbx.killed:
             await asyncio.sleep(0.5)
-            if sbx.conn.connected or sbx.killed:
+            if not cut_off():
                 continue
             await asyncio.sleep(0.5)  # the agent redials within 50 ms when it lives
-            if sbx.conn.connected or sbx.killed:
-                continue
-            if not await sbx.runtime.alive(sbx.id):
+            if cut_off() and not await sbx.runtime.alive(sbx.id):
                 reason = "out of memory" if _oom_happened(sbx.id) else "the sandbox's init exited"
                 async with sbx._kill_lock:
                     if not sbx.killed:
