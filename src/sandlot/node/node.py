@@ -12,13 +12,15 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection
-from sandlot.node import cgroups
+from sandlot.node import cgroups, reaper
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.images import ImageStore
 from sandlot.node.rootfs import WritableLayer
@@ -64,6 +66,8 @@ class Node:
         self._sandboxes: dict[str, Sandbox] = {}
         self._bundle: Bundle | None = None
         self._watchers: set[asyncio.Task[None]] = set()
+        # Orphaned sandbox processes must come to us, not to a lazy host init.
+        reaper.become_subreaper()
 
     # ------------------------------------------------------------ setup
 
@@ -106,8 +110,12 @@ class Node:
         self._sandboxes[sandbox_id] = sbx
         try:
             await self._provision(sbx, bundle)
-            await runtime.start(sandbox_id, sdir / "bundle", sdir / "runtime.log")
-            await self._wait_agent(sbx)
+            pid = await runtime.start(sandbox_id, sdir / "bundle", sdir / "runtime.log")
+            exited = self._spawn(reaper.wait_exit(pid))
+            for other in reaper.children_of_self(runtime.host_pids(sandbox_id)):
+                if other != pid:  # the gofer, under gVisor
+                    self._spawn(reaper.wait_exit(other))
+            await self._wait_agent(sbx, exited)
         except BaseException as exc:
             problems = await self._destroy(sbx, f"failed to start: {exc}")
             self._sandboxes.pop(sandbox_id, None)
@@ -115,10 +123,14 @@ class Node:
                 log.error("cleanup after a failed start of %s: %s", sandbox_id, "; ".join(problems))
             raise
         sbx.transition(State.RUNNING)
-        task = asyncio.create_task(self._watch(sbx))
+        self._spawn(self._on_exit(sbx, exited))
+        return sbx
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
-        return sbx
+        return task
 
     async def _provision(self, sbx: Sandbox, bundle: Bundle) -> None:
         spec, image = sbx.spec, sbx.image
@@ -163,37 +175,29 @@ class Node:
         )
         await sbx.conn.listen()
 
-    async def _wait_agent(self, sbx: Sandbox) -> None:
+    async def _wait_agent(self, sbx: Sandbox, exited: asyncio.Task[None]) -> None:
         waiter = asyncio.ensure_future(sbx.conn.wait_connected(AGENT_CONNECT_TIMEOUT))
-        while not waiter.done():
-            await asyncio.wait({waiter}, timeout=0.5)
-            if not waiter.done() and not await sbx.runtime.alive(sbx.id):
-                waiter.cancel()
-                tail = _tail(sbx.dir / "runtime.log")
-                raise errors.InternalError(f"sandbox {sbx.id} exited before its agent connected: {tail}")
+        await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            tail = _tail(sbx.dir / "runtime.log")
+            raise errors.InternalError(f"sandbox {sbx.id} exited before its agent connected: {tail}")
         waiter.result()
 
     # ------------------------------------------------------------ death and kill
 
-    async def _watch(self, sbx: Sandbox) -> None:
-        """Notice a sandbox whose init died, and clean up after it."""
-        def cut_off() -> bool:
-            return not (sbx.conn.connected or sbx.killed)
-
-        while not sbx.killed:
-            await asyncio.sleep(0.5)
-            if not cut_off():
-                continue
-            await asyncio.sleep(0.5)  # the agent redials within 50 ms when it lives
-            if cut_off() and not await sbx.runtime.alive(sbx.id):
-                reason = "out of memory" if _oom_happened(sbx.id) else "the sandbox's init exited"
-                async with sbx._kill_lock:
-                    if not sbx.killed:
-                        problems = await self._destroy(sbx, reason)
-                        self._sandboxes.pop(sbx.id, None)
-                        if problems:
-                            log.error("cleanup of dead sandbox %s: %s", sbx.id, "; ".join(problems))
-                return
+    async def _on_exit(self, sbx: Sandbox, exited: asyncio.Task[None]) -> None:
+        """When the sandbox's main host process exits on its own, clean up after it."""
+        await exited
+        if sbx.killed:
+            return
+        reason = "out of memory" if _oom_happened(sbx.id) else "the sandbox's init exited"
+        async with sbx._kill_lock:
+            if not sbx.killed:
+                problems = await self._destroy(sbx, reason)
+                self._sandboxes.pop(sbx.id, None)
+                if problems:
+                    log.error("cleanup of dead sandbox %s: %s", sbx.id, "; ".join(problems))
 
     async def kill(self, sandbox_id: str) -> None:
         """Stop every process and free everything the sandbox holds. Idempotent."""

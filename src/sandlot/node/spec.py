@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import resource
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +102,8 @@ def oci_config(
 ) -> dict[str, Any]:
     """The OCI runtime config both runtimes start from; each adjusts its own parts."""
     caps = list(DEFAULT_CAPS)
+    # A container may not raise its hard limit above the node's own.
+    nofile = min(1 << 20, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     period = 100_000
     return {
         "ociVersion": "1.0.2",
@@ -111,7 +114,7 @@ def oci_config(
             "env": [f"{k}={v}" for k, v in {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(extra_env or {})}.items()],
             "cwd": "/",
             "capabilities": {k: caps for k in ("bounding", "effective", "permitted", "inheritable")},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
             "noNewPrivileges": False,
         },
         "root": {"path": rootfs, "readonly": False},

@@ -41,7 +41,7 @@ async def run_tool(*argv: str, timeout: float = 30.0) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace").strip()
 
 
-async def start_detached(cli: list[str], log: Path, what: str) -> None:
+async def start_detached(cli: list[str], log: Path, pid_file: Path, what: str) -> int:
     """Run a runtime's `run --detach`; the sandbox inherits `log` as its stdio.
 
     The sandbox gets a session of its own: it must not die with the node's
@@ -55,6 +55,10 @@ async def start_detached(cli: list[str], log: Path, what: str) -> None:
     if rc != 0:
         tail = log.read_bytes()[-2000:].decode(errors="replace").strip()
         raise errors.InternalError(f"{what}: {tail}")
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        raise errors.InternalError(f"{what}: the runtime wrote no pid file") from None
 
 
 class Runtime(abc.ABC):
@@ -82,8 +86,8 @@ class Runtime(abc.ABC):
         """Edit the shared OCI config for this runtime (in place)."""
 
     @abc.abstractmethod
-    async def start(self, sandbox_id: str, bundle: Path, log: Path) -> None:
-        """Create and start the sandbox; return once its init (the agent) runs."""
+    async def start(self, sandbox_id: str, bundle: Path, log: Path) -> int:
+        """Create and start the sandbox; return the host pid whose exit means the sandbox died."""
 
     @abc.abstractmethod
     async def destroy(self, sandbox_id: str) -> list[str]:

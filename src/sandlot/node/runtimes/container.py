@@ -100,10 +100,12 @@ class ContainerRuntime(Runtime):
             k: [c for c in v if c != "CAP_NET_RAW"] for k, v in config["process"]["capabilities"].items()
         }
 
-    async def start(self, sandbox_id: str, bundle: Path, log: Path) -> None:
+    async def start(self, sandbox_id: str, bundle: Path, log: Path) -> int:
         os.makedirs(self._root, exist_ok=True)
-        cli = ["crun", "--root", self._root, "run", "--detach", "--bundle", str(bundle), sandbox_id]
-        await start_detached(cli, log, f"crun could not start sandbox {sandbox_id}")
+        pid_file = bundle / "pid"
+        cli = ["crun", "--root", self._root, "run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle),
+               sandbox_id]  # fmt: skip
+        return await start_detached(cli, log, pid_file, f"crun could not start sandbox {sandbox_id}")
 
     async def destroy(self, sandbox_id: str) -> list[str]:
         problems: list[str] = []

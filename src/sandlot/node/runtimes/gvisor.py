@@ -49,12 +49,13 @@ class GVisorRuntime(Runtime):
         # never reach the host kernel, so no OCI seccomp profile is needed here.
         pass
 
-    async def start(self, sandbox_id: str, bundle: Path, log: Path) -> None:
+    async def start(self, sandbox_id: str, bundle: Path, log: Path) -> int:
         os.makedirs(self._root, exist_ok=True)
-        cli = self._cli("run", "--detach", "--bundle", str(bundle), sandbox_id)
+        pid_file = bundle / "pid"
+        cli = self._cli("run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle), sandbox_id)
         if self.debug_log:
             cli[1:1] = ["--debug", "--debug-log", str(log.parent / "runsc-debug/")]
-        await start_detached(cli, log, f"runsc could not start sandbox {sandbox_id}")
+        return await start_detached(cli, log, pid_file, f"runsc could not start sandbox {sandbox_id}")
 
     async def destroy(self, sandbox_id: str) -> list[str]:
         problems: list[str] = []

@@ -1,0 +1,389 @@
+"""The SDK <-> API wire protocol: one typed model per request and response.
+
+Both ends import this module (the server validates requests with it, the SDK
+parses responses with it), so it depends on pydantic only: never on FastAPI,
+the node or the database.
+
+Streams (command output, process output, file watches) are NDJSON: one JSON
+object per line, each tagged by `type` (see `StreamEvent`). The same objects
+travel as Server-Sent Events when a client asks for `text/event-stream`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sandlot.agent import protocol as p
+
+__all__ = [
+    "MAX_TIMEOUT_S",
+    "NDJSON",
+    "SSE",
+    "ErrorBody",
+    "ErrorEvent",
+    "ExistsResponse",
+    "ExitEvent",
+    "FileEntry",
+    "FileList",
+    "KeyCreate",
+    "KeyCreated",
+    "KeyInfo",
+    "KeyList",
+    "MkdirRequest",
+    "MkdirResponse",
+    "OutputEvent",
+    "ProcessInfo",
+    "ProcessList",
+    "ProcessStarted",
+    "PtyClientMessage",
+    "PtySize",
+    "RenameRequest",
+    "ResizeRequest",
+    "SandboxCreate",
+    "SandboxInfo",
+    "SandboxList",
+    "SandboxState",
+    "SignalRequest",
+    "StartEvent",
+    "StreamEvent",
+    "TarResult",
+    "TimeoutUpdate",
+    "WatchEventOut",
+]
+
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
+#: A sandbox lives at most 30 days unless its timeout is extended again.
+MAX_TIMEOUT_S = 30 * 24 * 3600
+
+
+def _no_nul(value: str, what: str) -> str:
+    if "\0" in value:
+        raise ValueError(f"{what} must not contain NUL characters")
+    return value
+
+
+class _Request(BaseModel):
+    # Requests are strict about unknown fields: a typo must not pass silently.
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Response(BaseModel):
+    # Responses tolerate new fields, so an older SDK can talk to a newer server.
+    model_config = ConfigDict(extra="ignore")
+
+
+class ErrorBody(_Response):
+    """Every error response: `code` maps to an exception in sandlot.errors.ERROR_CODES."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+# ---------------------------------------------------------------- sandboxes
+
+
+class SandboxState(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    HIBERNATED = "hibernated"
+    KILLED = "killed"
+
+
+EnvDict = dict[Annotated[str, Field(min_length=1, max_length=1024)], Annotated[str, Field(max_length=65536)]]
+MetaDict = dict[Annotated[str, Field(min_length=1, max_length=256)], Annotated[str, Field(max_length=4096)]]
+
+
+def _check_env(env: dict[str, str]) -> dict[str, str]:
+    for key, value in env.items():
+        if "=" in key:
+            raise ValueError(f"environment variable name {key!r} must not contain '='")
+        _no_nul(key, "environment variable names")
+        _no_nul(value, "environment variable values")
+    return env
+
+
+class SandboxCreate(_Request):
+    """POST /sandboxes."""
+
+    template: str | None = Field(
+        default=None, min_length=1, max_length=256, description="image name; default: the server's ('base': Debian)"
+    )
+    runtime: str | None = Field(default=None, min_length=1, max_length=64, description="gvisor (default) or container")
+    cpu: float = Field(default=1.0, allow_inf_nan=False, description="cores")
+    memory_mb: int = 512
+    disk_mb: int = 1024
+    env: EnvDict = Field(default_factory=dict)
+    metadata: MetaDict = Field(default_factory=dict, max_length=64)
+    timeout: int = Field(default=300, ge=1, le=MAX_TIMEOUT_S, description="seconds until the server kills it")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_env(v)
+
+    @field_validator("template", "runtime")
+    @classmethod
+    def _names(cls, v: str | None) -> str | None:
+        return None if v is None else _no_nul(v, "names")
+
+    @field_validator("metadata")
+    @classmethod
+    def _meta(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            _no_nul(key, "metadata keys")
+            _no_nul(value, "metadata values")
+        return v
+
+
+class SandboxInfo(_Response):
+    sandbox_id: str
+    team: str
+    template: str
+    runtime: str
+    cpu: float
+    memory_mb: int
+    disk_mb: int
+    metadata: dict[str, str]
+    state: SandboxState
+    created_at: float
+    ends_at: float
+    exit_reason: str | None = None
+
+
+class SandboxList(_Response):
+    sandboxes: list[SandboxInfo]
+    next_cursor: str | None = None
+
+
+class TimeoutUpdate(_Request):
+    """POST /sandboxes/{id}/timeout: the sandbox now ends `timeout` seconds from now."""
+
+    timeout: int = Field(ge=1, le=MAX_TIMEOUT_S)
+
+
+# ---------------------------------------------------------------- processes
+
+
+class PtySize(_Request):
+    rows: int = Field(default=24, ge=1, le=1000)
+    cols: int = Field(default=80, ge=1, le=1000)
+
+
+class CommandRequest(_Request):
+    """POST /sandboxes/{id}/commands: a shell string (run by /bin/sh -c) or an argv list."""
+
+    cmd: (
+        Annotated[str, Field(min_length=1, max_length=1 << 20)]
+        | Annotated[list[Annotated[str, Field(max_length=1 << 20)]], Field(min_length=1, max_length=4096)]
+    )
+    env: EnvDict = Field(default_factory=dict)
+    cwd: str | None = Field(default=None, min_length=1, max_length=4096)
+    user: str | None = Field(default=None, min_length=1, max_length=256)
+    timeout: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False, description="kill after this many seconds"
+    )
+    stdin: str | None = Field(default=None, max_length=1 << 24, description="foreground only: fed, then closed")
+    background: bool = Field(default=False, description="answer {pid} at once; stdin stays open")
+    pty: PtySize | None = None
+    tag: str | None = Field(default=None, max_length=256)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_env(v)
+
+    @field_validator("cmd")
+    @classmethod
+    def _cmd(cls, v: str | list[str]) -> str | list[str]:
+        for arg in [v] if isinstance(v, str) else v:
+            _no_nul(arg, "cmd")
+        return v
+
+    @field_validator("cwd", "user", "tag")
+    @classmethod
+    def _strings(cls, v: str | None) -> str | None:
+        return None if v is None else _no_nul(v, "this field")
+
+
+class ProcessStarted(_Response):
+    pid: int
+
+
+class ProcessExitInfo(_Response):
+    pid: int
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+    timed_out: bool = False
+
+
+class ProcessInfo(_Response):
+    pid: int
+    argv: list[str]
+    cmd: str | None = None
+    cwd: str
+    user: str
+    tag: str | None = None
+    pty: bool = False
+    running: bool = True
+    started_at_ms: int = 0
+    exit: ProcessExitInfo | None = None
+
+    @classmethod
+    def from_agent(cls, info: p.ProcessInfo) -> ProcessInfo:
+        return cls.model_validate(info.model_dump())
+
+
+class ProcessList(_Response):
+    processes: list[ProcessInfo]
+
+
+class SignalRequest(_Request):
+    signal: int = Field(default=15, ge=1, le=64)
+    group: bool = True
+
+
+class ResizeRequest(_Request):
+    rows: int = Field(ge=1, le=1000)
+    cols: int = Field(ge=1, le=1000)
+
+
+# Stream events: the lines of an NDJSON output stream.
+
+
+class StartEvent(_Response):
+    type: Literal["start"] = "start"
+    pid: int
+
+
+class OutputEvent(_Response):
+    type: Literal["stdout", "stderr"]
+    data: str
+
+
+class ExitEvent(_Response):
+    type: Literal["exit"] = "exit"
+    pid: int
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+    timed_out: bool = False
+
+
+class ErrorEvent(_Response):
+    """The stream broke after it started (the sandbox died, ...): the error, as a line."""
+
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+class WatchEventOut(_Response):
+    type: Literal["fs"] = "fs"
+    op: str
+    path: str
+
+
+StreamEvent = Annotated[StartEvent | OutputEvent | ExitEvent | ErrorEvent | WatchEventOut, Field(discriminator="type")]
+
+
+class PtyClientMessage(_Request):
+    """A text message from a terminal client over the WebSocket (binary messages are input)."""
+
+    type: Literal["input", "resize"]
+    data: str | None = None
+    rows: int | None = Field(default=None, ge=1, le=1000)
+    cols: int | None = Field(default=None, ge=1, le=1000)
+
+
+# ---------------------------------------------------------------- files
+
+
+class FileEntry(_Response):
+    name: str
+    path: str
+    type: Literal["file", "dir", "symlink", "other"]
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    owner: str = ""
+    group: str = ""
+    mtime_ms: int
+    symlink_target: str | None = None
+
+    @classmethod
+    def from_agent(cls, entry: p.FileEntry) -> FileEntry:
+        return cls.model_validate(entry.model_dump())
+
+
+class FileList(_Response):
+    entries: list[FileEntry]
+
+
+class ExistsResponse(_Response):
+    exists: bool
+
+
+class MkdirRequest(_Request):
+    path: str = Field(min_length=1, max_length=4096)
+    parents: bool = True
+    mode: int = Field(default=0o755, ge=0, le=0o7777)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return _no_nul(v, "path")
+
+
+class MkdirResponse(_Response):
+    created: bool
+
+
+class RenameRequest(_Request):
+    src: str = Field(min_length=1, max_length=4096)
+    dst: str = Field(min_length=1, max_length=4096)
+
+    @field_validator("src", "dst")
+    @classmethod
+    def _paths(cls, v: str) -> str:
+        return _no_nul(v, "paths")
+
+
+class TarResult(_Response):
+    entries: int
+    bytes: int
+
+
+# ---------------------------------------------------------------- keys
+
+
+class KeyCreate(_Request):
+    team: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(default="", max_length=256)
+    admin: bool = False
+
+
+class KeyInfo(_Response):
+    key_id: str
+    team: str
+    name: str
+    admin: bool
+    created_at: float
+    revoked: bool = False
+
+
+class KeyCreated(KeyInfo):
+    """Answer to POST /keys: the only time the secret is shown."""
+
+    key: str
+
+
+class KeyList(_Response):
+    keys: list[KeyInfo]

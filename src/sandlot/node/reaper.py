@@ -1,0 +1,67 @@
+"""The node is the parent of its sandboxes' host processes, and reaps them.
+
+`runsc run --detach` and `crun run --detach` exit once the sandbox runs, so the
+sandbox's processes are orphaned. Unless the node is a child subreaper they go
+to the host's init, and on hosts whose init reaps lazily a dead sandbox stays a
+zombie: it still looks alive to `kill(pid, 0)`, which stalls `runsc delete` for
+seconds and hides a crash. So the node makes itself a subreaper and waits for
+each sandbox process with a pidfd, which also tells it, without polling, the
+moment a sandbox dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import os
+
+__all__ = ["become_subreaper", "wait_exit", "children_of_self"]
+
+PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def become_subreaper() -> bool:
+    return bool(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+async def wait_exit(pid: int) -> None:
+    """Return once `pid` has exited, reaping it when it is the node's child."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        _reap(pid)
+        return
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def ready() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+        _reap(pid)
+
+
+def children_of_self(pids: list[int]) -> list[int]:
+    """The pids among `pids` whose parent is this process."""
+    me = os.getpid()
+    out = []
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = open(f"/proc/{pid}/stat").read()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                out.append(pid)
+    return out
