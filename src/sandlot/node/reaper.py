@@ -17,7 +17,7 @@ import ctypes
 import ctypes.util
 import os
 
-__all__ = ["become_subreaper", "wait_exit", "children_of_self"]
+__all__ = ["become_subreaper", "children_of_self", "wait_exit"]
 
 PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
