@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sandlot.agent import protocol as p  # noqa: E402
 
-TARGET = ROOT / "agent" / "protocol_gen.go"
+TARGET = ROOT / "src" / "sandlot" / "agent" / "go" / "protocol_gen.go"
 
 
 def _camel(name: str) -> str:

@@ -9,6 +9,7 @@ import tarfile
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,9 +111,13 @@ def test_paths_resolve_inside_the_sandbox(make_sandbox: Any, aio: Any) -> None:
     for path in ("/../../../../etc/shadow", "../../../../../../etc/shadow", "/proc/1/root/etc/shadow"):
         with pytest.raises(errors.SandboxFileNotFoundError):
             aio(_read_all(sbx.agent.read(path)))
-    aio(sbx.run("ln -s / /tmp/up; ln -s ../../../../../etc /tmp/dots"))
-    assert not aio(sbx.agent.exists("/tmp/up/etc/shadow"))
-    assert not aio(sbx.agent.exists("/tmp/dots/shadow"))
+    aio(sbx.run("mkdir /w; ln -s / /w/up; ln -s ../../../../../etc /w/dots"))
+    host_shadow = Path("/etc/shadow").read_bytes()
+    for path in ("/w/up/etc/shadow", "/w/dots/shadow"):
+        # gVisor 20221219 resolves "<symlink to />/etc" to "/" itself (a bug inside
+        # the sandbox); either way the host's file is never what comes back.
+        with pytest.raises((errors.SandboxFileNotFoundError, errors.IsADirectoryError_)):
+            assert aio(_read_all(sbx.agent.read(path))) != host_shadow
     # Writes through a symlink land inside the sandbox, not on the host.
     aio(sbx.run("ln -s /etc /tmp/etclink"))
     aio(sbx.agent.write("/tmp/etclink/sandlot-probe", b"inside"))
@@ -135,7 +140,7 @@ def test_tar_upload_and_download_directory(make_sandbox: Any, aio: Any, runtime_
         tar.addfile(link)
     res = aio(sbx.agent.tar_write("/up", buf.getvalue()))
     assert res.entries >= 4
-    assert aio(sbx.run("cat /up/sub/link; stat -c %a /up/a.txt")).stdout.split() == ["BB", "640"]
+    assert aio(sbx.run("cat /up/sub/link; echo; stat -c %a /up/a.txt")).stdout.split() == ["BB", "640"]
     raw = aio(_read_all(sbx.agent.tar_read("/up")))
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         members = {m.name.lstrip("./"): m for m in tar.getmembers()}

@@ -125,6 +125,8 @@ class AgentConnection:
                     self._dispatch(frame)
         except (p.ProtocolError, ConnectionError) as exc:
             self.closed_reason = f"protocol error from agent: {exc}"
+        except asyncio.CancelledError:  # the loop is shutting down: nothing to report
+            pass
         finally:
             if self._writer is writer:
                 self._writer = None
@@ -395,5 +397,9 @@ class AgentClient:
         return _validate(p.TarResult, await self._feed(stream, data))
 
     async def watch(self, path: str, recursive: bool = False) -> WatchStream:
+        """Watch a directory; returns once the watch is in place, so no later change is missed."""
         stream = await self.conn.open(p.Method.FS_WATCH, p.WatchParams(path=path, recursive=recursive))
+        async for frame in stream.frames():  # raises the agent's error (not found, ...) if any
+            if frame.kind is FrameKind.EVENT and frame.header.get("type") == "ready":
+                break
         return WatchStream(stream)

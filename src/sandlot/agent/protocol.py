@@ -192,7 +192,7 @@ class AgentConfig(_Model):
     user: str = "root"
     hostname: str = "sandbox"
     memory_limit_bytes: int = 0  # 0 = none; the agent's OOM watchdog enforces it
-    pids_limit: int = 0  # 0 = none; applied as RLIMIT_NPROC to spawned processes
+    pids_limit: int = 0  # 0 = none; RLIMIT_NPROC of spawned processes, and the agent's watchdog
     socket_path: str = "/.sandlot/run/agent.sock"
     output_buffer_bytes: int = 1 << 20  # per process, kept for reconnects
 
@@ -241,6 +241,7 @@ class ProcessExit(_Model):
     signal: int | None = None
     oom_killed: bool = False
     timed_out: bool = False
+    pids_limit_hit: bool = False  # its process tree outgrew the pids limit and was killed
 
 
 class ProcessInfo(_Model):
@@ -375,6 +376,12 @@ class WatchParams(_Model):
     recursive: bool = False
 
 
+class WatchReady(_Model):
+    """EVENT on an fs.watch stream once the watch is in place (events before it are not seen)."""
+
+    type: Literal["ready"] = "ready"
+
+
 class WatchEvent(_Model):
     """EVENT on an fs.watch stream."""
 
@@ -416,4 +423,4 @@ METHODS: dict[str, tuple[type[_Model], type[_Model]]] = {
 }
 
 #: Models that are not params/results but travel on the wire too.
-EXTRA_MODELS: list[type[_Model]] = [AgentConfig, ProcessStarted, WatchEvent, ErrorBody]
+EXTRA_MODELS: list[type[_Model]] = [AgentConfig, ProcessStarted, WatchReady, WatchEvent, ErrorBody]

@@ -126,6 +126,20 @@ class Node:
         self._spawn(self._on_exit(sbx, exited))
         return sbx
 
+    def adopt(self, sbx: Sandbox) -> None:
+        """Register a sandbox found again after a restart (its agent already called back).
+
+        Its processes are no longer the node's children, but a pidfd still says
+        when its main process exits; `bundle/pid` is where the runtime wrote it.
+        """
+        try:
+            pid = int((sbx.dir / "bundle" / "pid").read_text().strip())
+        except (OSError, ValueError):
+            raise errors.InternalError(f"sandbox {sbx.id} has no pid file to watch") from None
+        sbx.transition(State.RUNNING)
+        self._sandboxes[sbx.id] = sbx
+        self._spawn(self._on_exit(sbx, self._spawn(reaper.wait_exit(pid))))
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._watchers.add(task)
@@ -192,6 +206,7 @@ class Node:
         if sbx.killed:
             return
         reason = "out of memory" if _oom_happened(sbx.id) else "the sandbox's init exited"
+        log.warning("sandbox %s died (%s); its runtime log ends: %s", sbx.id, reason, _tail(sbx.dir / "runtime.log"))
         async with sbx._kill_lock:
             if not sbx.killed:
                 problems = await self._destroy(sbx, reason)
@@ -220,10 +235,12 @@ class Node:
         problems: list[str] = []
         with contextlib.suppress(Exception):
             await sbx.conn.close()
+        pids = sbx.runtime.host_pids(sbx.id)
         try:
             problems += await sbx.runtime.destroy(sbx.id)
         except Exception as exc:  # keep cleaning: the mounts and files must still go
             problems.append(f"runtime: {exc}")
+        problems += await _wait_gone(pids)
         problems += await asyncio.to_thread(sbx.layer.remove)
         return problems
 
@@ -234,6 +251,27 @@ class Node:
                 await self.kill(sbx.id)
         for task in list(self._watchers):
             task.cancel()
+
+
+async def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[str]:
+    """Wait for a destroyed sandbox's host processes to exit, reaping those re-parented to us."""
+    waits = [asyncio.ensure_future(reaper.wait_exit(pid)) for pid in pids]
+    if waits:
+        _, pending = await asyncio.wait(waits, timeout=timeout)
+        for w in pending:
+            w.cancel()
+    reaper.sweep()
+    left = [pid for pid in pids if _is_live(pid)]
+    return [f"host processes still running: {left}"] if left else []
+
+
+def _is_live(pid: int) -> bool:
+    """True for a process that exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _add_preload(root: Path, lib: str) -> None:
@@ -255,7 +293,7 @@ def _oom_happened(sandbox_id: str) -> bool:
     return False
 
 
-def _tail(path: Path, n: int = 1500) -> str:
+def _tail(path: Path, n: int = 6000) -> str:
     try:
         return path.read_bytes()[-n:].decode(errors="replace").strip() or "(no output)"
     except OSError:

@@ -16,8 +16,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+from pathlib import Path
 
-__all__ = ["become_subreaper", "children_of_self", "wait_exit"]
+__all__ = ["become_subreaper", "children_of_self", "protected", "sweep", "wait_exit"]
 
 PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -61,7 +62,38 @@ def children_of_self(pids: list[int]) -> list[int]:
     out = []
     for pid in pids:
         with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = open(f"/proc/{pid}/stat").read()
+            stat = Path(f"/proc/{pid}/stat").read_text()
             if int(stat.rsplit(")", 1)[1].split()[1]) == me:
                 out.append(pid)
     return out
+
+
+#: Children that asyncio's child watcher waits for (the runtimes' CLIs): a
+#: sweep must never reap them, or asyncio would lose their exit status.
+protected: set[int] = set()
+
+
+def sweep() -> int:
+    """Reap every zombie child that nobody waits for; returns how many.
+
+    A dead sandbox's helper processes (gVisor's stubs, crun's intermediate
+    processes) are re-parented to the node, the subreaper, and only it can
+    reap them.
+    """
+    me = os.getpid()
+    reaped = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid in protected:
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] == "Z" and int(fields[1]) == me:
+            with contextlib.suppress(ChildProcessError, OSError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    reaped += 1
+    return reaped

@@ -51,6 +51,7 @@ class CommandResult:
     signal: int | None = None
     oom_killed: bool = False
     timed_out: bool = False
+    pids_limit_hit: bool = False
     pid: int = 0
 
     @property
@@ -176,6 +177,7 @@ async def collect(
         signal=ex.signal,
         oom_killed=ex.oom_killed,
         timed_out=ex.timed_out,
+        pids_limit_hit=ex.pids_limit_hit,
         pid=ex.pid,
     )
 

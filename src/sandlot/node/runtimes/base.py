@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sandlot import errors
+from sandlot.node import reaper
 
 __all__ = ["Resources", "Runtime", "run_tool", "start_detached"]
 
@@ -32,12 +33,15 @@ async def run_tool(*argv: str, timeout: float = 30.0) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
+    reaper.protected.add(proc.pid)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()
         return -1, f"{argv[0]} {argv[1] if len(argv) > 1 else ''} timed out after {timeout:.0f}s"
+    finally:
+        reaper.protected.discard(proc.pid)
     return proc.returncode or 0, out.decode(errors="replace").strip()
 
 
@@ -51,7 +55,11 @@ async def start_detached(cli: list[str], log: Path, pid_file: Path, what: str) -
         proc = await asyncio.create_subprocess_exec(
             *cli, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
-        rc = await proc.wait()
+        reaper.protected.add(proc.pid)
+        try:
+            rc = await proc.wait()
+        finally:
+            reaper.protected.discard(proc.pid)
     if rc != 0:
         tail = log.read_bytes()[-2000:].decode(errors="replace").strip()
         raise errors.InternalError(f"{what}: {tail}")

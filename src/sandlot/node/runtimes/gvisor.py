@@ -14,12 +14,17 @@ from sandlot.node.runtimes.base import Resources, Runtime, run_tool, start_detac
 __all__ = ["GVisorRuntime"]
 
 # The sentry and gofer live in the sandbox's host cgroup beside the workload;
-# the agent enforces the workload's own limit, the host cgroup only backstops it.
-SENTRY_MEMORY_OVERHEAD = 96 << 20
-# Under the ptrace platform each sandboxed thread is a host thread, and the
-# sentry has threads of its own; the agent's RLIMIT_NPROC stops the workload
-# first, cleanly, and the host pids limit only stops a runaway sentry.
-SENTRY_PIDS_OVERHEAD = 256
+# the agent enforces the workload's own limit (polling every 25 ms), the host
+# cgroup only backstops it, with room for a hog that grows between two polls.
+SENTRY_MEMORY_OVERHEAD = 128 << 20
+# Under the ptrace platform one sandboxed process costs about ten host tasks
+# (measured: 50 sleeping processes = 505 tasks in the sandbox's pids cgroup),
+# and the sentry keeps stub processes around for reuse. Inside, RLIMIT_NPROC
+# (which gVisor applies) and the agent's watchdog stop a fork bomb at the
+# sandbox's own limit; the host cgroup only stops a runaway sentry, which
+# would otherwise crash the whole sandbox, so it sits well above that.
+SENTRY_PIDS_PER_PROCESS = 32
+SENTRY_PIDS_OVERHEAD = 1024
 
 
 class GVisorRuntime(Runtime):
@@ -42,7 +47,10 @@ class GVisorRuntime(Runtime):
                 "--host-uds", "open", *args]  # fmt: skip
 
     def resources(self, memory_bytes: int, pids: int) -> Resources:
-        return Resources(memory_bytes + SENTRY_MEMORY_OVERHEAD, 2 * pids + SENTRY_PIDS_OVERHEAD)
+        return Resources(
+            memory_bytes + memory_bytes // 2 + SENTRY_MEMORY_OVERHEAD,
+            SENTRY_PIDS_PER_PROCESS * pids + SENTRY_PIDS_OVERHEAD,
+        )
 
     def adjust(self, config: dict[str, Any]) -> None:
         # gVisor enforces its own seccomp on the sentry; the workload's syscalls

@@ -77,11 +77,12 @@ type ProcessStartParams struct {
 }
 
 type ProcessExit struct {
-	Pid       int64  `json:"pid"`
-	ExitCode  *int64 `json:"exit_code"`
-	Signal    *int64 `json:"signal"`
-	OomKilled bool   `json:"oom_killed"`
-	TimedOut  bool   `json:"timed_out"`
+	Pid          int64  `json:"pid"`
+	ExitCode     *int64 `json:"exit_code"`
+	Signal       *int64 `json:"signal"`
+	OomKilled    bool   `json:"oom_killed"`
+	TimedOut     bool   `json:"timed_out"`
+	PidsLimitHit bool   `json:"pids_limit_hit"`
 }
 
 type ProcessListResult struct {
@@ -209,6 +210,10 @@ type AgentConfig struct {
 type ProcessStarted struct {
 	Type string `json:"type"`
 	Pid  int64  `json:"pid"`
+}
+
+type WatchReady struct {
+	Type string `json:"type"`
 }
 
 type WatchEvent struct {

@@ -1,0 +1,226 @@
+package main
+
+// The node link: framing, one writer lock, streams routed by id.
+//
+// Invariant: `streams` holds every stream whose handler has not returned;
+// a stream's `in` channel is only written by the read loop, and only while
+// the handler is alive (`done` open), so the read loop never blocks on a
+// stream nobody reads.
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+type frame struct {
+	stream  uint32
+	kind    byte
+	header  json.RawMessage
+	payload []byte
+}
+
+type conn struct {
+	c       net.Conn
+	wmu     sync.Mutex
+	smu     sync.Mutex
+	streams map[uint32]*stream
+}
+
+type stream struct {
+	id       uint32
+	conn     *conn
+	in       chan frame
+	cancel   chan struct{}
+	done     chan struct{}
+	cancelMu sync.Once
+	ended    bool
+	endMu    sync.Mutex
+}
+
+func newConn(c net.Conn) *conn {
+	return &conn{c: c, streams: map[uint32]*stream{}}
+}
+
+func (c *conn) send(id uint32, kind byte, header interface{}, payload []byte) error {
+	var h []byte
+	if header == nil {
+		h = []byte("{}")
+	} else {
+		var err error
+		if h, err = json.Marshal(header); err != nil {
+			return err
+		}
+	}
+	length := 9 + len(h) + len(payload)
+	if length > MaxFrame {
+		return fmt.Errorf("frame of %d bytes exceeds the limit", length)
+	}
+	buf := make([]byte, 13, 13+len(h)+len(payload))
+	binary.BigEndian.PutUint32(buf[0:], uint32(length))
+	binary.BigEndian.PutUint32(buf[4:], id)
+	buf[8] = kind
+	binary.BigEndian.PutUint32(buf[9:], uint32(len(h)))
+	buf = append(buf, h...)
+	buf = append(buf, payload...)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err := c.c.Write(buf)
+	return err
+}
+
+func readFrame(r io.Reader) (frame, error) {
+	var prefix [13]byte
+	if _, err := io.ReadFull(r, prefix[:4]); err != nil {
+		return frame{}, err
+	}
+	length := binary.BigEndian.Uint32(prefix[:4])
+	if length < 9 || length > MaxFrame {
+		return frame{}, fmt.Errorf("bad frame length %d", length)
+	}
+	body := make([]byte, length)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return frame{}, err
+	}
+	hlen := binary.BigEndian.Uint32(body[5:9])
+	if hlen > length-9 {
+		return frame{}, fmt.Errorf("bad header length %d", hlen)
+	}
+	return frame{
+		stream:  binary.BigEndian.Uint32(body[0:4]),
+		kind:    body[4],
+		header:  json.RawMessage(body[9 : 9+hlen]),
+		payload: body[9+hlen:],
+	}, nil
+}
+
+// serve reads frames until the connection drops, then cancels every stream.
+func (c *conn) serve(a *agent) {
+	r := bufio.NewReaderSize(c.c, 1<<20)
+	for {
+		f, err := readFrame(r)
+		if err != nil {
+			break
+		}
+		switch f.kind {
+		case KindOpen:
+			var open struct {
+				Method string          `json:"method"`
+				Params json.RawMessage `json:"params"`
+			}
+			if err := json.Unmarshal(f.header, &open); err != nil {
+				_ = c.send(f.stream, KindEnd, endErr(errInvalid("bad OPEN header: %v", err)), nil)
+				continue
+			}
+			s := &stream{id: f.stream, conn: c, in: make(chan frame, 64), cancel: make(chan struct{}), done: make(chan struct{})}
+			c.smu.Lock()
+			c.streams[f.stream] = s
+			c.smu.Unlock()
+			go a.handle(s, open.Method, open.Params, f.payload)
+		case KindData, KindEnd:
+			if s := c.get(f.stream); s != nil {
+				select {
+				case s.in <- f:
+				case <-s.done:
+				}
+			}
+		case KindCancel:
+			if s := c.get(f.stream); s != nil {
+				s.cancelNow()
+			}
+		}
+	}
+	c.c.Close()
+	c.smu.Lock()
+	for _, s := range c.streams {
+		s.cancelNow()
+	}
+	c.smu.Unlock()
+}
+
+func (c *conn) get(id uint32) *stream {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	return c.streams[id]
+}
+
+func (s *stream) cancelNow() { s.cancelMu.Do(func() { close(s.cancel) }) }
+
+func (s *stream) cancelled() bool {
+	select {
+	case <-s.cancel:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *stream) data(header interface{}, payload []byte) error {
+	return s.conn.send(s.id, KindData, header, payload)
+}
+
+func (s *stream) event(v interface{}) error { return s.conn.send(s.id, KindEvent, v, nil) }
+
+type endHeader struct {
+	Ok     bool        `json:"ok"`
+	Result interface{} `json:"result,omitempty"`
+	Error  *ErrorBody  `json:"error,omitempty"`
+}
+
+func endErr(err error) endHeader {
+	var ae *agentError
+	if !errors.As(err, &ae) {
+		ae = &agentError{Code: ErrInternal, Message: err.Error()}
+	}
+	body := &ErrorBody{Code: ae.Code, Message: ae.Message}
+	if ae.Path != "" {
+		p := ae.Path
+		body.Path = &p
+	}
+	return endHeader{Ok: false, Error: body}
+}
+
+// finish sends the one END frame of the stream and forgets it.
+func (s *stream) finish(result interface{}, err error) {
+	s.endMu.Lock()
+	if s.ended {
+		s.endMu.Unlock()
+		return
+	}
+	s.ended = true
+	s.endMu.Unlock()
+	if err != nil {
+		_ = s.conn.send(s.id, KindEnd, endErr(err), nil)
+	} else {
+		if result == nil {
+			result = struct{}{}
+		}
+		_ = s.conn.send(s.id, KindEnd, endHeader{Ok: true, Result: result}, nil)
+	}
+	s.conn.smu.Lock()
+	delete(s.conn.streams, s.id)
+	s.conn.smu.Unlock()
+	close(s.done)
+}
+
+// input returns the next DATA payload; io.EOF after END, errCancelled on cancel.
+var errCancelled = errors.New("stream cancelled")
+
+func (s *stream) input() ([]byte, error) {
+	select {
+	case f := <-s.in:
+		if f.kind == KindEnd {
+			return nil, io.EOF
+		}
+		return f.payload, nil
+	case <-s.cancel:
+		return nil, errCancelled
+	case <-s.done:
+		return nil, errCancelled
+	}
+}

@@ -1,0 +1,3 @@
+module sandlot/agent
+
+go 1.19

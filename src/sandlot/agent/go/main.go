@@ -1,0 +1,150 @@
+// Command sandlot-agent is the init of every Sandlot sandbox.
+//
+// It is a static binary run from the read-only bundle at /.sandlot, so it works
+// in any image. It reaps zombies, forwards signals to the processes it started,
+// enforces the sandbox's memory limit from inside, and serves the node over
+// one Unix socket that it dials (and redials) at config.socket_path. The wire
+// protocol is defined in src/sandlot/agent/protocol.py; protocol_gen.go is
+// generated from it.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+)
+
+type agent struct {
+	config    AgentConfig
+	procs     *processTable
+	startedAt int64
+}
+
+func loadConfig() (AgentConfig, error) {
+	path := os.Getenv("SANDLOT_AGENT_CONFIG")
+	if path == "" {
+		path = "/.sandlot/run/config.json"
+	}
+	var c AgentConfig
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("%s: %v", path, err)
+	}
+	if c.Cwd == "" {
+		c.Cwd = "/"
+	}
+	if c.OutputBufferBytes <= 0 {
+		c.OutputBufferBytes = 1 << 20
+	}
+	return c, nil
+}
+
+func main() {
+	cfg, err := loadConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sandlot-agent: cannot read config:", err)
+		os.Exit(1)
+	}
+	if os.Getpid() != 1 {
+		// Not init (tests on a host): still become the parent of orphans.
+		_ = prctlSubreaper()
+	}
+	a := &agent{config: cfg, startedAt: time.Now().UnixMilli()}
+	a.procs = newProcessTable(a)
+	go a.procs.reap()
+	go a.forwardSignals()
+	if cfg.MemoryLimitBytes > 0 || cfg.PidsLimit > 0 {
+		go a.procs.watchdog(cfg.MemoryLimitBytes, cfg.PidsLimit)
+	}
+	for {
+		c, err := net.Dial("unix", cfg.SocketPath)
+		if err != nil {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		cn := newConn(c)
+		hello := Hello{Type: "hello", Version: ProtocolVersion, AgentPid: int64(os.Getpid()), StartedAtMs: a.startedAt}
+		if err := cn.send(0, KindEvent, hello, nil); err == nil {
+			cn.serve(a)
+		}
+		c.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func prctlSubreaper() error {
+	const prSetChildSubreaper = 36
+	_, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// forwardSignals passes what the runtime sends to init on to every process group we started.
+func (a *agent) forwardSignals() {
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	for sig := range ch {
+		a.procs.signalAll(sig.(syscall.Signal))
+	}
+}
+
+type handler func(a *agent, s *stream, params json.RawMessage, payload []byte) (interface{}, error)
+
+var handlers = map[string]handler{
+	MethodPing: func(a *agent, s *stream, _ json.RawMessage, _ []byte) (interface{}, error) {
+		return Hello{Type: "hello", Version: ProtocolVersion, AgentPid: int64(os.Getpid()), StartedAtMs: a.startedAt}, nil
+	},
+	MethodProcessStart:   handleProcessStart,
+	MethodProcessList:    handleProcessList,
+	MethodProcessConnect: handleProcessConnect,
+	MethodProcessInput:   handleProcessInput,
+	MethodProcessSignal:  handleProcessSignal,
+	MethodProcessResize:  handleProcessResize,
+	MethodFsRead:         handleRead,
+	MethodFsWrite:        handleWrite,
+	MethodFsList:         handleList,
+	MethodFsStat:         handleStat,
+	MethodFsExists:       handleExists,
+	MethodFsMkdir:        handleMkdir,
+	MethodFsRename:       handleRename,
+	MethodFsRemove:       handleRemove,
+	MethodFsTarRead:      handleTarRead,
+	MethodFsTarWrite:     handleTarWrite,
+	MethodFsWatch:        handleWatch,
+}
+
+func (a *agent) handle(s *stream, method string, params json.RawMessage, payload []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.finish(nil, fmt.Errorf("agent bug in %s: %v\n%s", method, r, debug.Stack()))
+		}
+	}()
+	h, ok := handlers[method]
+	if !ok {
+		s.finish(nil, errInvalid("unknown method %q", method))
+		return
+	}
+	result, err := h(a, s, params, payload)
+	s.finish(result, err)
+}
+
+// decode parses params into v; a malformed one is the caller's error.
+func decode(params json.RawMessage, v interface{}) error {
+	if len(params) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(params, v); err != nil {
+		return errInvalid("bad params: %v", err)
+	}
+	return nil
+}

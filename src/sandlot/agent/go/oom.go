@@ -1,0 +1,193 @@
+package main
+
+// The sandbox's memory limit, enforced from inside: when the processes we
+// started use more than the limit, the largest one is killed and reported as
+// out of memory, so the sandbox (and its init) survive a memory hog. The host
+// cgroup stays as a backstop a little above the limit.
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var pageSize = int64(os.Getpagesize())
+
+func readProcStat(pid int) (ppid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0, false
+	}
+	ppid, err = strconv.Atoi(f[1])
+	return ppid, err == nil
+}
+
+func rssBytes(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.ParseInt(f[1], 10, 64)
+	return n * pageSize
+}
+
+// owner finds the tracked process that pid belongs to (itself or an ancestor).
+func (t *processTable) owner(pid int, parents map[int]int) *process {
+	for i := 0; i < 64 && pid > 1; i++ {
+		t.mu.Lock()
+		p := t.procs[pid]
+		t.mu.Unlock()
+		if p != nil {
+			return p
+		}
+		pid = parents[pid]
+	}
+	return nil
+}
+
+// watchdog enforces the memory and pids limits from inside, every 25 ms.
+//
+// Memory: over the limit, the largest process is killed (out of memory).
+// Pids: gVisor does not apply RLIMIT_NPROC to root, and its sentry dies when
+// the host pids cgroup fills up, so a tree that outgrows the limit (a fork
+// bomb) is killed whole, before the host limit is near.
+func (t *processTable) watchdog(memLimit, pidsLimit int64) {
+	self := os.Getpid()
+	tick := 0
+	for range time.Tick(10 * time.Millisecond) {
+		tick++
+		t.mu.Lock()
+		n := len(t.procs)
+		t.mu.Unlock()
+		if n == 0 {
+			continue
+		}
+		entries, err := os.ReadDir("/proc")
+		if err != nil {
+			continue
+		}
+		// Cheap check every 10 ms (one readdir); the full scan, which reads
+		// two files per process, when a limit may be near or every 30 ms.
+		over := pidsLimit > 0 && int64(countPids(entries)) > pidsLimit+1
+		if tick%3 != 0 && !over {
+			continue
+		}
+		if over && self == 1 {
+			// A fork bomb outruns any scan: stop every process (init is
+			// exempt) so the tree we kill is the one that exists, then resume
+			// the rest. As init, a kill(-1) reaches the whole sandbox.
+			_ = syscall.Kill(-1, syscall.SIGSTOP)
+			entries, _ = os.ReadDir("/proc")
+		}
+		parents := map[int]int{}
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == self {
+				continue
+			}
+			if ppid, ok := readProcStat(pid); ok {
+				parents[pid] = ppid
+			}
+		}
+		// As init, every process but us is the sandbox's: orphans (re-parented
+		// to us, so owned by no tracked process) form a tree of their own (nil).
+		// Elsewhere (tests on a host) only our own processes' trees count.
+		owners := map[int]*process{}
+		trees := map[*process][]int{}
+		for pid := range parents {
+			p := t.owner(pid, parents)
+			if p == nil && self != 1 {
+				continue
+			}
+			owners[pid] = p
+			trees[p] = append(trees[p], pid)
+		}
+		if pidsLimit > 0 && int64(len(owners)) > pidsLimit {
+			var worst *process
+			most := -1
+			for p, pids := range trees {
+				if len(pids) > most {
+					worst, most = p, len(pids)
+				}
+			}
+			if worst != nil {
+				worst.mu.Lock()
+				worst.pidsHit = true
+				worst.mu.Unlock()
+			}
+			for _, pid := range trees[worst] {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			if self == 1 {
+				_ = syscall.Kill(-1, syscall.SIGCONT)
+			}
+			continue
+		}
+		if over && self == 1 {
+			_ = syscall.Kill(-1, syscall.SIGCONT)
+		}
+		if memLimit <= 0 {
+			continue
+		}
+		var total, biggest int64
+		victim := 0
+		for pid := range owners {
+			r := rssBytes(pid)
+			total += r
+			if r > biggest {
+				biggest, victim = r, pid
+			}
+		}
+		if total <= memLimit || victim == 0 {
+			continue
+		}
+		if p := owners[victim]; p != nil {
+			p.mu.Lock()
+			p.oom = true
+			p.mu.Unlock()
+		}
+		_ = syscall.Kill(victim, syscall.SIGKILL)
+	}
+}
+
+// cgroupOOMKills reads the kernel's OOM kill count of our cgroup (crun mounts
+// it read-only); -1 when there is none (gVisor).
+func cgroupOOMKills() int64 {
+	b, err := os.ReadFile("/sys/fs/cgroup/memory/memory.oom_control")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "oom_kill" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+func countPids(entries []os.DirEntry) int {
+	n := 0
+	for _, e := range entries {
+		if c := e.Name()[0]; c >= '0' && c <= '9' {
+			n++
+		}
+	}
+	return n
+}

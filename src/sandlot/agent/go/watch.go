@@ -1,0 +1,117 @@
+package main
+
+// Directory watches with inotify, recursive on request (new subdirectories too).
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+const watchMask = syscall.IN_CREATE | syscall.IN_MODIFY | syscall.IN_CLOSE_WRITE | syscall.IN_DELETE |
+	syscall.IN_DELETE_SELF | syscall.IN_MOVED_FROM | syscall.IN_MOVED_TO | syscall.IN_ATTRIB
+
+func handleWatch(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{}, error) {
+	var params WatchParams
+	if err := decode(raw, &params); err != nil {
+		return nil, err
+	}
+	root, err := a.abs(params.Path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(root)
+	if err != nil {
+		return nil, fsErr(err, root)
+	}
+	if !st.IsDir() {
+		return nil, errCode(ErrNotADirectory, root, "not a directory: %s", root)
+	}
+	fd, err := syscall.InotifyInit1(syscall.IN_NONBLOCK | syscall.IN_CLOEXEC)
+	if err != nil {
+		return nil, errCode(ErrInternal, root, "inotify: %v", err)
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	defer f.Close()
+	dirs := map[int32]string{}
+	add := func(dir string) {
+		if wd, err := syscall.InotifyAddWatch(fd, dir, watchMask); err == nil {
+			dirs[int32(wd)] = dir
+		}
+	}
+	add(root)
+	if params.Recursive {
+		_ = filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+			if err == nil && info.IsDir() && p != root {
+				add(p)
+			}
+			return nil
+		})
+	}
+	_ = s.event(WatchReady{Type: "ready"})
+	go func() {
+		<-s.cancel
+		f.Close() // unblocks the read below
+	}()
+	buf := make([]byte, 64*1024)
+	for {
+		n, err := f.Read(buf)
+		if err != nil {
+			return struct{}{}, nil
+		}
+		for off := 0; off+syscall.SizeofInotifyEvent <= n; {
+			wd := int32(binary.LittleEndian.Uint32(buf[off:]))
+			mask := binary.LittleEndian.Uint32(buf[off+4:])
+			nameLen := int(binary.LittleEndian.Uint32(buf[off+12:]))
+			nameBytes := buf[off+syscall.SizeofInotifyEvent : off+syscall.SizeofInotifyEvent+nameLen]
+			off += syscall.SizeofInotifyEvent + nameLen
+			name := string(trimNul(nameBytes))
+			dir, ok := dirs[wd]
+			if !ok {
+				continue
+			}
+			path := dir
+			if name != "" {
+				path = filepath.Join(dir, name)
+			}
+			op := ""
+			switch {
+			case mask&syscall.IN_CREATE != 0:
+				op = "create"
+				if mask&syscall.IN_ISDIR != 0 && params.Recursive {
+					add(path)
+				}
+			case mask&(syscall.IN_MODIFY|syscall.IN_CLOSE_WRITE) != 0:
+				op = "write"
+			case mask&(syscall.IN_DELETE|syscall.IN_DELETE_SELF) != 0:
+				op = "remove"
+			case mask&syscall.IN_MOVED_TO != 0:
+				op = "rename"
+				if mask&syscall.IN_ISDIR != 0 && params.Recursive {
+					add(path)
+				}
+			case mask&syscall.IN_MOVED_FROM != 0:
+				op = "rename"
+			case mask&syscall.IN_ATTRIB != 0:
+				op = "chmod"
+			}
+			if op == "" {
+				continue
+			}
+			if err := s.event(WatchEvent{Type: "fs", Op: op, Path: path}); err != nil {
+				return struct{}{}, nil
+			}
+		}
+	}
+}
+
+func trimNul(b []byte) []byte {
+	for i, c := range b {
+		if c == 0 {
+			return b[:i]
+		}
+	}
+	return b
+}
