@@ -16,6 +16,7 @@
     │   └── FileExistsError_           (also FileExistsError)
     ├── SandboxStateError              (the sandbox is dead or in the wrong state)
     ├── PermissionDeniedError          (also PermissionError)
+    │   └── AuthenticationError        (no API key, or not a valid one)
     ├── QuotaError
     │   ├── NoSpaceError               (the sandbox's disk is full)
     │   └── LimitReachedError          (pids limit, ...)
@@ -34,6 +35,7 @@ from typing import Any
 
 __all__ = [
     "ERROR_CODES",
+    "AuthenticationError",
     "CommandExitError",
     "CommandNotFoundError",
     "ConflictError",
@@ -137,6 +139,10 @@ class PermissionDeniedError(SandlotError, PermissionError):
     code = "permission_denied"
 
 
+class AuthenticationError(PermissionDeniedError):
+    code = "unauthenticated"
+
+
 class QuotaError(SandlotError):
     code = "quota"
 
@@ -194,6 +200,7 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         FileExistsError_,
         SandboxStateError,
         PermissionDeniedError,
+        AuthenticationError,
         QuotaError,
         NoSpaceError,
         LimitReachedError,

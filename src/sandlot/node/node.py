@@ -1,7 +1,7 @@
 """The node: creates, tracks and destroys the sandboxes of one host.
 
 Invariant: `_sandboxes` holds every sandbox this node created that is not yet
-killed; a sandbox leaves it only after `_destroy` ran, so nothing the node made
+killed; a sandbox leaves it only after `destroy` ran, so nothing the node made
 (runtime state, cgroups, mounts, files) outlives a sandbox the node forgot.
 """
 
@@ -27,6 +27,7 @@ from sandlot.node.rootfs import WritableLayer
 from sandlot.node.runtimes import Runtime, make_runtime
 from sandlot.node.sandbox import Sandbox, State
 from sandlot.node.spec import SandboxSpec, new_sandbox_id, oci_config
+from sandlot.paths import default_data_dir
 
 __all__ = ["Node", "NodeConfig"]
 
@@ -34,12 +35,6 @@ log = logging.getLogger("sandlot.node")
 
 #: How long a new sandbox's agent may take to dial in (gVisor boots in ~0.2 s).
 AGENT_CONNECT_TIMEOUT = 30.0
-
-
-def default_data_dir() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/sandlot")
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) / "sandlot"
 
 
 @dataclass
@@ -95,6 +90,9 @@ class Node:
     def list_sandboxes(self) -> list[Sandbox]:
         return list(self._sandboxes.values())
 
+    def knows(self, sandbox_id: str) -> bool:
+        return sandbox_id in self._sandboxes
+
     # ------------------------------------------------------------ create
 
     async def create(self, spec: SandboxSpec | None = None) -> Sandbox:
@@ -117,7 +115,7 @@ class Node:
                     self._spawn(reaper.wait_exit(other))
             await self._wait_agent(sbx, exited)
         except BaseException as exc:
-            problems = await self._destroy(sbx, f"failed to start: {exc}")
+            problems = await self.destroy(sbx, f"failed to start: {exc}")
             self._sandboxes.pop(sandbox_id, None)
             if problems:
                 log.error("cleanup after a failed start of %s: %s", sandbox_id, "; ".join(problems))
@@ -209,7 +207,7 @@ class Node:
         log.warning("sandbox %s died (%s); its runtime log ends: %s", sbx.id, reason, _tail(sbx.dir / "runtime.log"))
         async with sbx._kill_lock:
             if not sbx.killed:
-                problems = await self._destroy(sbx, reason)
+                problems = await self.destroy(sbx, reason)
                 self._sandboxes.pop(sbx.id, None)
                 if problems:
                     log.error("cleanup of dead sandbox %s: %s", sbx.id, "; ".join(problems))
@@ -222,13 +220,17 @@ class Node:
         async with sbx._kill_lock:
             if sbx.killed:
                 return
-            problems = await self._destroy(sbx, "killed")
+            problems = await self.destroy(sbx, "killed")
             self._sandboxes.pop(sandbox_id, None)
         if problems:
             raise errors.InternalError(f"sandbox {sandbox_id} was killed, but cleanup failed: " + "; ".join(problems))
 
-    async def _destroy(self, sbx: Sandbox, reason: str) -> list[str]:
-        """Tear down in order, keep going after failures, return them all."""
+    async def destroy(self, sbx: Sandbox, reason: str) -> list[str]:
+        """Tear down in order, keep going after failures, return them all.
+
+        For sandboxes this node does not track (found again after a restart and
+        not wanted); tracked ones are killed with `kill`.
+        """
         if not sbx.killed:
             sbx.transition(State.KILLED)
         sbx.exit_reason = reason

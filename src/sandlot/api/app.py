@@ -1,0 +1,111 @@
+"""The API application: FastAPI around an embedded node.
+
+`create_app(config)` builds the app; its lifespan opens the store, makes the
+first admin key, starts the node and re-adopts the sandboxes a previous
+process left running, then starts the reaper. The node runs on the server's
+own event loop: there is one process and one loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from sandlot import errors
+from sandlot.api import routes_commands, routes_files, routes_keys, routes_pty, routes_sandboxes
+from sandlot.api.auth import bootstrap_admin_key
+from sandlot.api.config import ApiConfig
+from sandlot.api.http_errors import error_response, install_handlers
+from sandlot.api.service import SandboxService
+from sandlot.api.store import Store, database_url_for
+from sandlot.node import Node, NodeConfig
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("sandlot.api")
+
+
+def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> FastAPI:
+    """The API as an ASGI app (serve it with uvicorn, or test it in-process).
+
+    Args:
+        config: where state lives and how the server behaves.
+        node: a node to embed instead of making one from `config` (it must use
+            `config.data_dir`, so that restarts find its sandboxes).
+    """
+    config = config or ApiConfig()
+    given_node = node
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = Store(database_url_for(config.data_dir, config.database_url))
+        await store.init()
+        key = await bootstrap_admin_key(store, config.data_dir)
+        if key is not None:
+            print(
+                f"sandlot: created the admin API key (shown once; also in {config.data_dir / 'admin.key'}):\n  {key}",
+                file=sys.stderr,
+                flush=True,
+            )
+        node = given_node or Node(
+            NodeConfig(
+                data_dir=config.data_dir,
+                images_dir=config.images_dir,
+                gvisor_platform=config.gvisor_platform,
+                default_runtime=config.default_runtime,
+            )
+        )
+        service = SandboxService(node, store, default_template=config.default_template, quotas=config.quotas)
+        app.state.config, app.state.store, app.state.node, app.state.service = config, store, node, service
+        app.state.ready, app.state.not_ready_reason = False, "starting"
+        await service.start(config.reap_interval)
+        warmup = asyncio.create_task(_warm_up(app, node, config))
+        try:
+            yield
+        finally:
+            warmup.cancel()
+            await service.stop()
+            if config.kill_on_shutdown:
+                await node.close()
+            await store.close()
+
+    app = FastAPI(
+        title="Sandlot",
+        version="0.1.0",
+        summary="Secure sandboxes for AI code execution",
+        lifespan=lifespan,
+    )
+    install_handlers(app)
+
+    @app.get("/health", tags=["health"], responses={503: {"description": "not ready yet"}})
+    async def health(request: Request) -> JSONResponse:
+        """200 once sandboxes can be created; 503 (with the reason) before."""
+        if request.app.state.ready:
+            return JSONResponse({"status": "ok"})
+        reason = request.app.state.not_ready_reason
+        return error_response(503, errors.RuntimeUnavailableError.code, f"not ready: {reason}")
+
+    for module in (routes_sandboxes, routes_commands, routes_files, routes_keys, routes_pty):
+        app.include_router(module.router)
+    return app
+
+
+async def _warm_up(app: FastAPI, node: Node, config: ApiConfig) -> None:
+    """Build what creating a sandbox needs (agent bundle, runtime check, default image)."""
+    try:
+        await node.bundle()
+        node.runtime(config.default_runtime)
+        if config.warm_default_template:
+            app.state.not_ready_reason = f"preparing the {config.default_template!r} image"
+            await asyncio.to_thread(node.images.ensure, config.default_template)
+        app.state.ready = True
+    except errors.SandlotError as exc:
+        app.state.not_ready_reason = str(exc)
+        log.error("the node cannot create sandboxes: %s", exc)

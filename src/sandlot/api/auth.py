@@ -1,0 +1,105 @@
+"""API keys: made, stored hashed, checked on every request.
+
+A key is `sl_` + 32 random bytes (base32); the store keeps only its SHA-256, so
+a leaked database leaks no usable key. Every key belongs to one team and sees
+only that team's sandboxes; an admin key may also manage keys.
+
+Clients send the key as `X-API-Key: <key>` or `Authorization: Bearer <key>`
+(a WebSocket may also pass `?api_key=`, since browsers cannot set its headers).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request, WebSocket
+
+from sandlot import errors
+from sandlot.api.store import KeyRecord, Store
+
+__all__ = ["ADMIN_TEAM", "Principal", "bootstrap_admin_key", "hash_key", "new_key", "principal", "require_admin"]
+
+ADMIN_TEAM = "admin"
+KEY_PREFIX = "sl_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    team: str
+    admin: bool
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + base64.b32encode(secrets.token_bytes(32)).decode().rstrip("=").lower()
+
+
+async def create_key(store: Store, team: str, name: str = "", admin: bool = False) -> tuple[KeyRecord, str]:
+    key = new_key()
+    rec = KeyRecord(key_id="key-" + secrets.token_hex(8), team=team, name=name, admin=admin, created_at=time.time())
+    await store.add_key(rec, hash_key(key))
+    return rec, key
+
+
+async def bootstrap_admin_key(store: Store, data_dir: Path) -> str | None:
+    """On the first start (no key at all), make the admin key and write it to `admin.key` (0600).
+
+    Returns the new key (to print once), or None when keys already exist.
+    """
+    if await store.count_keys() > 0:
+        return None
+    _, key = await create_key(store, ADMIN_TEAM, "admin (first start)", admin=True)
+    path = Path(data_dir) / "admin.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(path, 0o600)
+    return key
+
+
+def _key_from(headers: dict[str, str] | object, query_key: str | None) -> str | None:
+    assert hasattr(headers, "get")
+    key = headers.get("x-api-key")
+    if not key:
+        authz = headers.get("authorization") or ""
+        scheme, _, token = authz.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            key = token.strip()
+    return key or query_key or None
+
+
+async def _authenticate(store: Store, key: str | None) -> Principal:
+    if not key:
+        raise errors.AuthenticationError("no API key: send it as the X-API-Key header (or Authorization: Bearer KEY)")
+    if len(key) > 256:
+        raise errors.AuthenticationError("this API key is not valid")
+    rec = await store.key_by_hash(hash_key(key))
+    if rec is None or rec.revoked_at is not None:
+        raise errors.AuthenticationError("this API key is not valid (unknown or revoked)")
+    return Principal(rec.key_id, rec.team, rec.admin)
+
+
+async def principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller, from its API key."""
+    store: Store = request.app.state.store
+    return await _authenticate(store, _key_from(request.headers, None))
+
+
+async def ws_principal(websocket: WebSocket) -> Principal:
+    store: Store = websocket.app.state.store
+    return await _authenticate(store, _key_from(websocket.headers, websocket.query_params.get("api_key")))
+
+
+def require_admin(who: Principal) -> None:
+    if not who.admin:
+        raise errors.PermissionDeniedError("only an admin API key may manage keys")

@@ -1,0 +1,40 @@
+"""FastAPI dependencies shared by the routers: the caller, the service, common parameters."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+
+from sandlot import errors
+from sandlot.api.auth import Principal, principal
+from sandlot.api.service import SandboxService
+from sandlot.node import Sandbox as NodeSandbox
+
+__all__ = ["FilePath", "Pid", "SandboxId", "Svc", "Who", "check_path", "get_service", "running"]
+
+
+def get_service(request: Request) -> SandboxService:
+    svc: SandboxService = request.app.state.service
+    return svc
+
+
+Who = Annotated[Principal, Depends(principal)]
+Svc = Annotated[SandboxService, Depends(get_service)]
+SandboxId = Annotated[str, Path(min_length=1, max_length=64, description="the sandbox's id (sb-...)")]
+Pid = Annotated[int, Path(ge=1, le=(1 << 31) - 1, description="a process id inside the sandbox")]
+FilePath = Annotated[str, Query(min_length=1, max_length=4096, description="a path inside the sandbox")]
+
+
+def check_path(path: str, field: str = "path") -> str:
+    if "\0" in path:
+        raise errors.InvalidArgumentError(f"{field} must not contain NUL characters", field=field)
+    return path
+
+
+async def running(sandbox_id: SandboxId, who: Who, svc: Svc) -> NodeSandbox:
+    """The caller's running sandbox (404 for another team's, 409 for a dead one)."""
+    return await svc.sandbox(who, sandbox_id)
+
+
+Running = Annotated[NodeSandbox, Depends(running)]

@@ -1,0 +1,71 @@
+"""Sandboxes: create, get, list, kill, set timeout."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from sandlot import errors
+from sandlot.api.deps import SandboxId, Svc, Who
+from sandlot.api.models import ErrorBody, SandboxCreate, SandboxInfo, SandboxList, SandboxState, TimeoutUpdate
+from sandlot.api.service import info
+
+__all__ = ["router"]
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 422, 429, 503, 504, 507)
+}
+router = APIRouter(prefix="/sandboxes", tags=["sandboxes"], responses=_ERRORS)
+
+
+@router.post("", status_code=201, response_model=SandboxInfo)
+async def create_sandbox(body: SandboxCreate, who: Who, svc: Svc) -> SandboxInfo:
+    """Start a sandbox from a template (image) with limits, env and metadata."""
+    return info(await svc.create(who, body))
+
+
+def _metadata_filter(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or "\0" in item:
+            raise errors.InvalidArgumentError(f"metadata filter must be KEY=VALUE, got {item!r}", field="metadata")
+        out[key] = value
+    return out
+
+
+@router.get("", response_model=SandboxList)
+async def list_sandboxes(
+    who: Who,
+    svc: Svc,
+    state: Annotated[list[SandboxState], Query(description="states to list (default: the live ones)")] = [],  # noqa: B006
+    metadata: Annotated[
+        list[Annotated[str, Query(max_length=4500)]], Query(description="KEY=VALUE; repeat to require several")
+    ] = [],  # noqa: B006
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=1024, description="next_cursor of the previous page")] = None,
+) -> SandboxList:
+    """The team's sandboxes, oldest first, a page at a time."""
+    recs, nxt = await svc.list(
+        who, states=[s.value for s in state], metadata=_metadata_filter(metadata), limit=limit, cursor=cursor
+    )
+    return SandboxList(sandboxes=[info(r) for r in recs], next_cursor=nxt)
+
+
+@router.get("/{sandbox_id}", response_model=SandboxInfo)
+async def get_sandbox(sandbox_id: SandboxId, who: Who, svc: Svc) -> SandboxInfo:
+    return info(await svc.get(who, sandbox_id))
+
+
+@router.delete("/{sandbox_id}", status_code=204, response_class=Response)
+async def kill_sandbox(sandbox_id: SandboxId, who: Who, svc: Svc) -> Response:
+    """Kill the sandbox and free everything it holds (idempotent)."""
+    await svc.kill(who, sandbox_id)
+    return Response(status_code=204)
+
+
+@router.post("/{sandbox_id}/timeout", response_model=SandboxInfo)
+async def set_timeout(sandbox_id: SandboxId, body: TimeoutUpdate, who: Who, svc: Svc) -> SandboxInfo:
+    """The sandbox is killed `timeout` seconds from now (replaces the previous deadline)."""
+    return info(await svc.set_timeout(who, sandbox_id, body.timeout))

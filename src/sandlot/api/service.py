@@ -1,0 +1,243 @@
+"""Sandboxes as the API sees them: node sandboxes plus their persisted records.
+
+The node owns the sandboxes themselves; the store owns the records (team,
+limits, metadata, state, `ends_at`). `SandboxService` keeps the two in step:
+
+- a record is written as soon as the node has made the sandbox, and marked
+  killed whenever the node loses it (kill, timeout, death, a failed recovery);
+- the reaper kills sandboxes past `ends_at` and reconciles records whose
+  sandbox died on its own;
+- at start, `recover` re-adopts the sandboxes the records say are running.
+
+Invariant: a record in an active state whose sandbox the node no longer has is
+stale; every read goes through `_reconcile`, which fixes it before answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sandlot import errors
+from sandlot.api.auth import Principal
+from sandlot.api.models import SandboxCreate, SandboxInfo, SandboxState
+from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
+from sandlot.node import Limits, Node, SandboxSpec
+from sandlot.node import Sandbox as NodeSandbox
+from sandlot.node.recovery import RecoveryReport, recover
+
+__all__ = ["Quotas", "SandboxService"]
+
+log = logging.getLogger("sandlot.api")
+
+
+@dataclass(frozen=True)
+class Quotas:
+    #: running sandboxes per team
+    max_sandboxes: int = 100
+    max_disk_mb: int = 64 << 10
+    max_memory_mb: int = 64 << 10
+
+
+def info(rec: SandboxRecord) -> SandboxInfo:
+    return SandboxInfo(
+        sandbox_id=rec.sandbox_id,
+        team=rec.team,
+        template=rec.template,
+        runtime=rec.runtime,
+        cpu=rec.cpu,
+        memory_mb=rec.memory_mb,
+        disk_mb=rec.disk_mb,
+        metadata=rec.metadata,
+        state=SandboxState(rec.state),
+        created_at=rec.created_at,
+        ends_at=rec.ends_at,
+        exit_reason=rec.exit_reason,
+    )
+
+
+class SandboxService:
+    def __init__(
+        self, node: Node, store: Store, *, default_template: str = "base", quotas: Quotas | None = None
+    ) -> None:
+        self.node = node
+        self.store = store
+        self.default_template = default_template
+        self.quotas = quotas or Quotas()
+        # _pending counts creates in flight per team (the quota check must see them).
+        self._pending: dict[str, int] = {}
+        # _gone remembers why a sandbox died, for records reconciled after the node forgot it.
+        self._gone: dict[str, str] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, reap_interval: float = 1.0) -> RecoveryReport:
+        report = await self.recover()
+        self._reaper = asyncio.create_task(self._reap_forever(reap_interval))
+        return report
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+
+    async def recover(self) -> RecoveryReport:
+        """Re-adopt the sandboxes the records say are running; mark the rest killed."""
+        records = await self.store.active()
+        wanted = {
+            r.sandbox_id: SandboxSpec(
+                image=r.template,
+                runtime=r.runtime,
+                limits=Limits(cpu=r.cpu, memory_mb=r.memory_mb, disk_mb=r.disk_mb),
+            )
+            for r in records
+        }
+        report = await recover(self.node, wanted)
+        for sid, reason in report.lost.items():
+            if sid in wanted:
+                await self.store.set_state(sid, "killed", f"lost: {reason}")
+        if report.adopted or report.lost:
+            log.info("recovered %d sandbox(es); lost %d", len(report.adopted), len(report.lost))
+        return report
+
+    # ------------------------------------------------------------ create / read
+
+    async def create(self, who: Principal, req: SandboxCreate) -> SandboxRecord:
+        template = req.template or self.default_template
+        runtime = req.runtime or self.node.config.default_runtime
+        if req.disk_mb > self.quotas.max_disk_mb:
+            raise errors.InvalidArgumentError(
+                f"disk_mb must be at most {self.quotas.max_disk_mb} on this server, got {req.disk_mb}", field="disk_mb"
+            )
+        if req.memory_mb > self.quotas.max_memory_mb:
+            raise errors.InvalidArgumentError(
+                f"memory_mb must be at most {self.quotas.max_memory_mb} on this server, got {req.memory_mb}",
+                field="memory_mb",
+            )
+        spec = SandboxSpec(
+            image=template,
+            runtime=runtime,
+            limits=Limits(cpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_mb),
+            env=dict(req.env),
+        ).validate()
+        self._pending[who.team] = self._pending.get(who.team, 0) + 1
+        try:
+            active = await self.store.count_active(who.team) + self._pending[who.team] - 1
+            if active >= self.quotas.max_sandboxes:
+                raise errors.LimitReachedError(
+                    f"team {who.team!r} already runs {active} sandboxes, its limit; kill one first"
+                )
+            sbx = await self.node.create(spec)
+        finally:
+            self._pending[who.team] -= 1
+        now = time.time()
+        rec = SandboxRecord(
+            sandbox_id=sbx.id,
+            team=who.team,
+            template=template,
+            runtime=runtime,
+            cpu=req.cpu,
+            memory_mb=req.memory_mb,
+            disk_mb=req.disk_mb,
+            state="running",
+            created_at=now,
+            ends_at=now + req.timeout,
+            metadata=dict(req.metadata),
+        )
+        try:
+            await self.store.add_sandbox(rec)
+        except BaseException:
+            with contextlib.suppress(errors.SandlotError):
+                await self.node.kill(sbx.id)
+            raise
+        return rec
+
+    async def get(self, who: Principal, sandbox_id: str) -> SandboxRecord:
+        rec = await self.store.get_sandbox(sandbox_id, who.team)
+        if rec is None:
+            raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
+        return await self._reconcile(rec)
+
+    async def list(
+        self,
+        who: Principal,
+        *,
+        states: Sequence[str],
+        metadata: dict[str, str],
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[SandboxRecord], str | None]:
+        recs, nxt = await self.store.list_sandboxes(
+            team=who.team, states=states or ACTIVE_STATES, metadata=metadata, limit=limit, cursor=cursor
+        )
+        return [await self._reconcile(r) for r in recs], nxt
+
+    async def sandbox(self, who: Principal, sandbox_id: str) -> NodeSandbox:
+        """The running node sandbox behind a record of the caller's team."""
+        rec = await self.get(who, sandbox_id)
+        if rec.state not in ACTIVE_STATES:
+            reason = f" ({rec.exit_reason})" if rec.exit_reason else ""
+            raise errors.SandboxStateError(f"sandbox {sandbox_id} is {rec.state}{reason}")
+        return self.node.get(sandbox_id)
+
+    async def _reconcile(self, rec: SandboxRecord) -> SandboxRecord:
+        if rec.state not in ACTIVE_STATES:
+            return rec
+        try:
+            sbx = self.node.get(rec.sandbox_id)
+        except errors.SandboxNotFoundError:
+            sbx = None
+        if sbx is not None and not sbx.killed:
+            return rec
+        reason = (sbx.exit_reason if sbx else None) or self._gone.get(rec.sandbox_id) or "it died"
+        await self.store.set_state(rec.sandbox_id, "killed", reason)
+        rec.state, rec.exit_reason = "killed", reason
+        return rec
+
+    # ------------------------------------------------------------ kill / timeout
+
+    async def kill(self, who: Principal, sandbox_id: str) -> None:
+        rec = await self.get(who, sandbox_id)
+        if rec.state in ACTIVE_STATES:
+            await self._kill(sandbox_id, "killed by request")
+
+    async def _kill(self, sandbox_id: str, reason: str) -> None:
+        self._gone[sandbox_id] = reason
+        try:
+            await self.node.kill(sandbox_id)
+        except errors.SandboxNotFoundError:
+            pass
+        finally:
+            await self.store.set_state(sandbox_id, "killed", reason)
+
+    async def set_timeout(self, who: Principal, sandbox_id: str, timeout: int) -> SandboxRecord:
+        rec = await self.get(who, sandbox_id)
+        if rec.state not in ACTIVE_STATES:
+            raise errors.SandboxStateError(f"cannot set the timeout of sandbox {sandbox_id} in state {rec.state}")
+        rec.ends_at = time.time() + timeout
+        await self.store.set_ends_at(sandbox_id, rec.ends_at)
+        return rec
+
+    async def _reap_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reap()
+            except Exception:  # the reaper must outlive a bad tick (a database hiccup)
+                log.exception("reaper tick failed")
+
+    async def reap(self) -> None:
+        """Kill sandboxes past their timeout and reconcile ones that died on their own."""
+        for sid in await self.store.expired(time.time()):
+            try:
+                await self._kill(sid, "its timeout passed")
+            except errors.SandlotError as exc:
+                log.error("killing expired sandbox %s: %s", sid, exc)
+        for rec in await self.store.active():
+            await self._reconcile(rec)

@@ -1,0 +1,309 @@
+"""The control plane's records: API keys and sandboxes, in SQLite or PostgreSQL.
+
+One code path for both databases: SQLAlchemy Core with portable types only (no
+JSON columns: metadata lives in its own key/value table, so filtering by it is
+plain SQL everywhere). The engine is synchronous; `Store` runs each call in a
+worker thread so the event loop (and the node on it) never blocks on the disk.
+
+Timestamps are Unix seconds (float): what the API shows, and comparable in SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from sandlot import errors
+
+__all__ = ["ACTIVE_STATES", "KeyRecord", "SandboxRecord", "Store", "database_url_for"]
+
+T = TypeVar("T")
+
+#: States in which a sandbox holds resources on its node.
+ACTIVE_STATES = ("starting", "running", "paused")
+
+metadata_obj = sa.MetaData()
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata_obj,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("team", sa.String(128), nullable=False, index=True),
+    sa.Column("name", sa.String(256), nullable=False, default=""),
+    sa.Column("admin", sa.Boolean, nullable=False, default=False),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+sandboxes = sa.Table(
+    "sandboxes",
+    metadata_obj,
+    sa.Column("sandbox_id", sa.String(64), primary_key=True),
+    sa.Column("team", sa.String(128), nullable=False, index=True),
+    sa.Column("template", sa.String(256), nullable=False),
+    sa.Column("runtime", sa.String(64), nullable=False),
+    sa.Column("cpu", sa.Float, nullable=False),
+    sa.Column("memory_mb", sa.Integer, nullable=False),
+    sa.Column("disk_mb", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(32), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("ends_at", sa.Float, nullable=False),
+    sa.Column("exit_reason", sa.Text, nullable=True),
+    sa.Index("ix_sandboxes_team_created", "team", "created_at", "sandbox_id"),
+)
+
+sandbox_metadata = sa.Table(
+    "sandbox_metadata",
+    metadata_obj,
+    sa.Column("sandbox_id", sa.String(64), sa.ForeignKey("sandboxes.sandbox_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+@dataclass
+class KeyRecord:
+    key_id: str
+    team: str
+    name: str
+    admin: bool
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass
+class SandboxRecord:
+    sandbox_id: str
+    team: str
+    template: str
+    runtime: str
+    cpu: float
+    memory_mb: int
+    disk_mb: int
+    state: str
+    created_at: float
+    ends_at: float
+    exit_reason: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def database_url_for(data_dir: Path, url: str | None) -> str:
+    """The SQLAlchemy URL: `url` (PostgreSQL via psycopg 3) or SQLite in the data dir."""
+    if not url:
+        return f"sqlite:///{Path(data_dir) / 'sandlot.db'}"
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def encode_cursor(created_at: float, sandbox_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at, sandbox_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, sandbox_id = json.loads(raw)
+        if isinstance(created_at, bool) or not isinstance(created_at, (int, float)) or not isinstance(sandbox_id, str):
+            raise ValueError
+        return float(created_at), sandbox_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise errors.InvalidArgumentError(
+            "cursor is not one this server handed out; pass next_cursor from the previous page", field="cursor"
+        ) from None
+
+
+class Store:
+    """Records of keys and sandboxes. Every public method is async and thread-backed."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine(url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def _run(self, fn: Callable[[Connection], T]) -> T:
+        def txn() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn)
+
+        return await asyncio.to_thread(txn)
+
+    async def init(self) -> None:
+        await asyncio.to_thread(metadata_obj.create_all, self.engine)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.engine.dispose)
+
+    # ------------------------------------------------------------ keys
+
+    async def add_key(self, key: KeyRecord, key_hash: str) -> None:
+        row = {**key.__dict__, "hash": key_hash}
+        await self._run(lambda c: c.execute(api_keys.insert().values(**row)))
+
+    async def key_by_hash(self, key_hash: str) -> KeyRecord | None:
+        def q(c: Connection) -> KeyRecord | None:
+            cols = [api_keys.c[n] for n in KeyRecord.__dataclass_fields__]
+            row = c.execute(sa.select(*cols).where(api_keys.c.hash == key_hash)).first()
+            return KeyRecord(**row._mapping) if row else None
+
+        return await self._run(q)
+
+    async def list_keys(self) -> list[KeyRecord]:
+        def q(c: Connection) -> list[KeyRecord]:
+            cols = [api_keys.c[n] for n in KeyRecord.__dataclass_fields__]
+            rows = c.execute(sa.select(*cols).order_by(api_keys.c.created_at, api_keys.c.key_id))
+            return [KeyRecord(**r._mapping) for r in rows]
+
+        return await self._run(q)
+
+    async def count_keys(self) -> int:
+        return await self._run(lambda c: int(c.execute(sa.select(sa.func.count()).select_from(api_keys)).scalar_one()))
+
+    async def revoke_key(self, key_id: str) -> bool:
+        def q(c: Connection) -> bool:
+            res = c.execute(
+                api_keys.update()
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+            return bool(res.rowcount)
+
+        return await self._run(q)
+
+    # ------------------------------------------------------------ sandboxes
+
+    async def add_sandbox(self, rec: SandboxRecord) -> None:
+        def q(c: Connection) -> None:
+            row = {k: v for k, v in rec.__dict__.items() if k != "metadata"}
+            c.execute(sandboxes.insert().values(**row))
+            if rec.metadata:
+                c.execute(
+                    sandbox_metadata.insert(),
+                    [{"sandbox_id": rec.sandbox_id, "key": k, "value": v} for k, v in rec.metadata.items()],
+                )
+
+        await self._run(q)
+
+    async def get_sandbox(self, sandbox_id: str, team: str | None = None) -> SandboxRecord | None:
+        """One record; with `team`, only that team's (another team's id is simply not found)."""
+
+        def q(c: Connection) -> SandboxRecord | None:
+            where = [sandboxes.c.sandbox_id == sandbox_id]
+            if team is not None:
+                where.append(sandboxes.c.team == team)
+            recs = _records(c, sa.select(sandboxes).where(*where))
+            return recs[0] if recs else None
+
+        return await self._run(q)
+
+    async def list_sandboxes(
+        self,
+        *,
+        team: str | None = None,
+        states: Sequence[str] = (),
+        metadata: dict[str, str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[SandboxRecord], str | None]:
+        """A page of records ordered by creation, and the cursor of the next page (None at the end)."""
+        after = decode_cursor(cursor) if cursor else None
+
+        def q(c: Connection) -> tuple[list[SandboxRecord], str | None]:
+            stmt = sa.select(sandboxes)
+            if team is not None:
+                stmt = stmt.where(sandboxes.c.team == team)
+            if states:
+                stmt = stmt.where(sandboxes.c.state.in_(list(states)))
+            for key, value in (metadata or {}).items():
+                m = sandbox_metadata
+                stmt = stmt.where(
+                    sa.exists().where(m.c.sandbox_id == sandboxes.c.sandbox_id, m.c.key == key, m.c.value == value)
+                )
+            if after is not None:
+                stmt = stmt.where(sa.tuple_(sandboxes.c.created_at, sandboxes.c.sandbox_id) > sa.tuple_(*after))
+            stmt = stmt.order_by(sandboxes.c.created_at, sandboxes.c.sandbox_id).limit(limit + 1)
+            recs = _records(c, stmt)
+            more = len(recs) > limit
+            recs = recs[:limit]
+            nxt = encode_cursor(recs[-1].created_at, recs[-1].sandbox_id) if more and recs else None
+            return recs, nxt
+
+        return await self._run(q)
+
+    async def count_active(self, team: str) -> int:
+        def q(c: Connection) -> int:
+            stmt = sa.select(sa.func.count()).where(sandboxes.c.team == team, sandboxes.c.state.in_(ACTIVE_STATES))
+            return int(c.execute(stmt).scalar_one())
+
+        return await self._run(q)
+
+    async def set_state(self, sandbox_id: str, state: str, exit_reason: str | None = None) -> None:
+        values: dict[str, Any] = {"state": state}
+        if exit_reason is not None:
+            values["exit_reason"] = exit_reason
+        await self._run(
+            lambda c: c.execute(sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(**values))
+        )
+
+    async def set_ends_at(self, sandbox_id: str, ends_at: float) -> None:
+        await self._run(
+            lambda c: c.execute(sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(ends_at=ends_at))
+        )
+
+    async def expired(self, now: float) -> list[str]:
+        def q(c: Connection) -> list[str]:
+            stmt = sa.select(sandboxes.c.sandbox_id).where(
+                sandboxes.c.state.in_(ACTIVE_STATES), sandboxes.c.ends_at <= now
+            )
+            return [r[0] for r in c.execute(stmt)]
+
+        return await self._run(q)
+
+    async def active(self) -> list[SandboxRecord]:
+        return await self._run(lambda c: _records(c, sa.select(sandboxes).where(sandboxes.c.state.in_(ACTIVE_STATES))))
+
+
+def _records(c: Connection, stmt: sa.Select[Any]) -> list[SandboxRecord]:
+    rows = [dict(r._mapping) for r in c.execute(stmt)]
+    if not rows:
+        return []
+    ids = [r["sandbox_id"] for r in rows]
+    meta: dict[str, dict[str, str]] = {i: {} for i in ids}
+    for sid, key, value in c.execute(
+        sa.select(sandbox_metadata.c.sandbox_id, sandbox_metadata.c.key, sandbox_metadata.c.value).where(
+            sandbox_metadata.c.sandbox_id.in_(ids)
+        )
+    ):
+        meta[sid][key] = value
+    return [SandboxRecord(**r, metadata=meta[r["sandbox_id"]]) for r in rows]

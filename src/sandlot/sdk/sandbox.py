@@ -1,0 +1,194 @@
+"""`AsyncSandbox`: the SDK's source of truth (the sync `Sandbox` wraps it)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from sandlot import errors
+from sandlot.api.models import SandboxInfo, SandboxList
+from sandlot.sdk._transport import Transport
+from sandlot.sdk.commands import AsyncCommands
+from sandlot.sdk.files import AsyncFiles
+from sandlot.sdk.pty import AsyncPty
+
+__all__ = ["AsyncSandbox"]
+
+
+class AsyncSandbox:
+    """A sandbox on a Sandlot server.
+
+    Example:
+        >>> async with await AsyncSandbox.create(template="base") as sbx:
+        ...     res = await sbx.commands.run("python3 -c 'print(6*7)'")
+        ...     res.stdout
+        '42\\n'
+    """
+
+    def __init__(self, info: SandboxInfo, transport: Transport) -> None:
+        self._transport = transport
+        self._info = info
+        self.sandbox_id = info.sandbox_id
+        self.commands = AsyncCommands(self)
+        self.files = AsyncFiles(self)
+        self.pty = AsyncPty(self)
+
+    def __repr__(self) -> str:
+        return f"<AsyncSandbox {self.sandbox_id}>"
+
+    @classmethod
+    async def create(
+        cls,
+        template: str | None = None,
+        *,
+        timeout: int = 300,
+        runtime: str | None = None,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+        disk_mb: int | None = None,
+        env: dict[str, str] | None = None,
+        metadata: dict[str, str] | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        request_timeout: float | None = None,
+    ) -> AsyncSandbox:
+        """Start a new sandbox.
+
+        Args:
+            template: image name (default: the server's, "base" = Debian with python3).
+            timeout: seconds until the server kills it (extend with `set_timeout`).
+            runtime: "gvisor" (default) or "container".
+            cpu: cores.
+            memory_mb: memory limit.
+            disk_mb: size of its writable disk.
+            env: environment of every command.
+            metadata: free-form labels, to find it again with `list(metadata=...)`.
+            api_url: the API (default $SANDLOT_API_URL, else http://127.0.0.1:7770).
+            api_key: the key (default $SANDLOT_API_KEY, else a local server's admin key).
+            request_timeout: HTTP timeout of each request (not of commands).
+
+        Returns:
+            The running sandbox.
+
+        Raises:
+            ImageNotFoundError: unknown template.
+            InvalidArgumentError: a bad limit (the `field` attribute names it).
+            LimitReachedError: the team runs as many sandboxes as it may.
+            PermissionDeniedError: no valid API key.
+        """
+        body: dict[str, Any] = {"timeout": timeout, "env": env or {}, "metadata": metadata or {}}
+        for key, value in (
+            ("template", template),
+            ("runtime", runtime),
+            ("cpu", cpu),
+            ("memory_mb", memory_mb),
+            ("disk_mb", disk_mb),
+        ):
+            if value is not None:
+                body[key] = value
+        transport = Transport(api_url, api_key, request_timeout)
+        try:
+            info = SandboxInfo.model_validate(await transport.json("POST", "/sandboxes", json=body))
+        except BaseException:
+            await transport.close()
+            raise
+        return cls(info, transport)
+
+    @classmethod
+    async def connect(
+        cls,
+        sandbox_id: str,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        request_timeout: float | None = None,
+    ) -> AsyncSandbox:
+        """Attach to an existing sandbox.
+
+        Raises:
+            SandboxNotFoundError: no such sandbox (or another team's).
+            SandboxStateError: it is no longer running.
+        """
+        transport = Transport(api_url, api_key, request_timeout)
+        try:
+            info = SandboxInfo.model_validate(await transport.json("GET", f"/sandboxes/{sandbox_id}"))
+            if info.state.value == "killed":
+                reason = f" ({info.exit_reason})" if info.exit_reason else ""
+                raise errors.SandboxStateError(f"sandbox {sandbox_id} is killed{reason}")
+        except BaseException:
+            await transport.close()
+            raise
+        return cls(info, transport)
+
+    @classmethod
+    async def list(
+        cls,
+        *,
+        metadata: dict[str, str] | None = None,
+        state: Sequence[str] | None = None,
+        limit: int | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> builtins.list[SandboxInfo]:
+        """The team's sandboxes (by default the live ones), following every page.
+
+        Args:
+            metadata: only sandboxes with all these labels.
+            state: only these states ("running", "killed", ...).
+            limit: stop after this many.
+        """
+        transport = Transport(api_url, api_key, None)
+        out: builtins.list[SandboxInfo] = []
+        cursor: str | None = None
+        try:
+            while True:
+                params: builtins.list[tuple[str, str]] = [("metadata", f"{k}={v}") for k, v in (metadata or {}).items()]
+                params += [("state", s) for s in state or ()]
+                params.append(("limit", str(min(limit - len(out), 1000) if limit else 1000)))
+                if cursor:
+                    params.append(("cursor", cursor))
+                page = SandboxList.model_validate(await transport.json("GET", "/sandboxes", params=params))
+                out += page.sandboxes
+                cursor = page.next_cursor
+                if not cursor or (limit and len(out) >= limit):
+                    return out
+        finally:
+            await transport.close()
+
+    async def get_info(self) -> SandboxInfo:
+        """The sandbox's current record (state, limits, metadata, `ends_at`)."""
+        self._info = SandboxInfo.model_validate(await self._transport.json("GET", f"/sandboxes/{self.sandbox_id}"))
+        return self._info
+
+    async def is_running(self) -> bool:
+        return (await self.get_info()).state.value == "running"
+
+    async def set_timeout(self, timeout: int) -> None:
+        """The server kills the sandbox `timeout` seconds from now (replacing the previous deadline).
+
+        Raises:
+            SandboxStateError: it is no longer running.
+        """
+        raw = await self._transport.json("POST", f"/sandboxes/{self.sandbox_id}/timeout", json={"timeout": timeout})
+        self._info = SandboxInfo.model_validate(raw)
+
+    async def kill(self) -> None:
+        """Kill the sandbox and free everything it holds (idempotent)."""
+        await self._transport.request("DELETE", f"/sandboxes/{self.sandbox_id}")
+
+    async def close(self) -> None:
+        """Close this handle's connections (the sandbox keeps running)."""
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncSandbox:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self.kill()
+        finally:
+            await self.close()

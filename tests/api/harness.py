@@ -1,0 +1,199 @@
+"""Run a real API server for tests: a subprocess on a free 127.0.0.1 port with its own data dir.
+
+    python -m tests.api.harness --port N --data-dir D [--fake] [--database-url URL] [--max-sandboxes N]
+
+With `--fake` (used only when the Go agent's source is missing from this
+checkout), sandboxes use `FakeRuntime`: the node, layers, store, API and SDK are
+all real, but the "sandbox" is tests/api/fake_agent.py running on the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sandlot.node.bundle import AGENT_SOURCE
+
+IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/images"))
+ROOT = Path(__file__).resolve().parents[2]
+FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
+
+
+def agent_available() -> bool:
+    """Whether to use the real agent (set SANDLOT_TEST_FAKE_AGENT=1 to force the stand-in)."""
+    return (AGENT_SOURCE / "go.mod").exists() and os.environ.get("SANDLOT_TEST_FAKE_AGENT") != "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _fake_node(data_dir: Path) -> Any:
+    from sandlot.node import Node, NodeConfig
+    from sandlot.node.bundle import Bundle
+    from sandlot.node.runtimes.base import Resources, Runtime
+
+    class FakeRuntime(Runtime):
+        name = "fake"
+        binary = sys.executable
+
+        def resources(self, memory_bytes: int, pids: int) -> Resources:
+            return Resources(memory_bytes, pids)
+
+        def adjust(self, config: dict[str, Any]) -> None:
+            pass
+
+        async def start(self, sandbox_id: str, bundle: Path, log: Path) -> int:
+            sdir = bundle.parent
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                argv = [sys.executable, str(FAKE_AGENT), str(sdir / "run" / "agent.sock"), str(sdir / "rootfs")]
+                pid = os.posix_spawn(
+                    sys.executable,
+                    argv,
+                    {**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                    file_actions=[(os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)],
+                    setsid=True,
+                )
+            finally:
+                os.close(fd)
+            (bundle / "pid").write_text(str(pid))
+            return pid
+
+        def _pid(self, sandbox_id: str) -> int | None:
+            with contextlib.suppress(OSError, ValueError):
+                return int((data_dir / "sandboxes" / sandbox_id / "bundle" / "pid").read_text())
+            return None
+
+        async def destroy(self, sandbox_id: str) -> list[str]:
+            pid = self._pid(sandbox_id)
+            if pid and await self.alive(sandbox_id):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            return []
+
+        async def alive(self, sandbox_id: str) -> bool:
+            pid = self._pid(sandbox_id)
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return False
+            return state != "Z"
+
+        def host_pids(self, sandbox_id: str) -> list[int]:
+            return []
+
+    node = Node(NodeConfig(data_dir=data_dir, images_dir=IMAGE_CACHE, default_runtime="fake"))
+    node._runtimes["fake"] = FakeRuntime(node.state_dir)
+    (data_dir / "bundle").mkdir(parents=True, exist_ok=True)
+    node._bundle = Bundle(data_dir / "bundle")
+    return node
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--fake", action="store_true")
+    parser.add_argument("--max-sandboxes", type=int, default=100)
+    parser.add_argument("--template", default="busybox")
+    args = parser.parse_args()
+
+    import uvicorn
+
+    from sandlot.api import create_app
+    from sandlot.api.config import ApiConfig
+    from sandlot.api.service import Quotas
+
+    config = ApiConfig(
+        data_dir=args.data_dir,
+        images_dir=IMAGE_CACHE,
+        database_url=args.database_url,
+        default_template=args.template,
+        default_runtime="fake" if args.fake else "gvisor",
+        quotas=Quotas(max_sandboxes=args.max_sandboxes),
+        reap_interval=0.5,
+        kill_on_shutdown=True,
+    )
+    node = _fake_node(args.data_dir) if args.fake else None
+    app = create_app(config, node=node)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", ws="websockets-sansio")
+
+
+class Server:
+    """A server subprocess. `kill()` is SIGKILL (sandboxes survive); `stop()` kills them too."""
+
+    def __init__(self, data_dir: Path, *, database_url: str | None = None, max_sandboxes: int = 100) -> None:
+        self.data_dir = data_dir
+        self.database_url = database_url
+        self.max_sandboxes = max_sandboxes
+        self.fake = not agent_available()
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"{data_dir.name}.server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_key(self) -> str:
+        return (self.data_dir / "admin.key").read_text().strip()
+
+    def start(self, timeout: float = 300) -> Server:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "tests.api.harness", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        cmd += ["--max-sandboxes", str(self.max_sandboxes)]
+        if self.fake:
+            cmd.append("--fake")
+        if self.database_url:
+            cmd += ["--database-url", self.database_url]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                health = httpx.get(self.url + "/health", timeout=2)
+                if health.status_code == 200:
+                    return self
+                if "not ready: starting" not in health.text and "preparing" not in health.text:
+                    self.kill()
+                    raise RuntimeError(f"the server cannot create sandboxes: {health.text}")
+            time.sleep(0.2)
+        raise RuntimeError(f"the server did not become healthy:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc = None
+
+
+if __name__ == "__main__":
+    main()
