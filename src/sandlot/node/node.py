@@ -23,7 +23,7 @@ from sandlot.agent.client import AgentConnection
 from sandlot.node import cgroups, reaper
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.images import ImageStore
-from sandlot.node.rootfs import WritableLayer
+from sandlot.node.rootfs import SpareDisks, WritableLayer
 from sandlot.node.runtimes import Runtime, make_runtime
 from sandlot.node.sandbox import Sandbox, State
 from sandlot.node.spec import SandboxSpec, new_sandbox_id, oci_config
@@ -61,6 +61,8 @@ class Node:
         self._sandboxes: dict[str, Sandbox] = {}
         self._bundle: Bundle | None = None
         self._watchers: set[asyncio.Task[None]] = set()
+        self.spares = SpareDisks(self.config.data_dir / "spare-disks")
+        self._refilling: asyncio.Future[None] | None = None
         # Orphaned sandbox processes must come to us, not to a lazy host init.
         reaper.become_subreaper()
 
@@ -124,6 +126,10 @@ class Node:
         self._spawn(self._on_exit(sbx, exited))
         return sbx
 
+    def _refill_spares(self) -> None:
+        if self._refilling is None or self._refilling.done():
+            self._refilling = asyncio.ensure_future(asyncio.to_thread(self.spares.refill))
+
     def adopt(self, sbx: Sandbox) -> None:
         """Register a sandbox found again after a restart (its agent already called back).
 
@@ -149,7 +155,8 @@ class Node:
         run_dir = sbx.dir / "run"
         run_dir.mkdir(parents=True)
         os.chmod(run_dir, 0o711)
-        await asyncio.to_thread(sbx.layer.mount)
+        await asyncio.to_thread(sbx.layer.mount, self.spares)
+        self._refill_spares()
         root = sbx.layer.rootfs
         (root / MOUNT_POINT.lstrip("/") / "run").mkdir(parents=True, exist_ok=True)
         if sbx.runtime.name == "gvisor" and image.has_glibc:
@@ -253,6 +260,9 @@ class Node:
                 await self.kill(sbx.id)
         for task in list(self._watchers):
             task.cancel()
+        if self._refilling is not None:  # a thread: let it finish its file
+            with contextlib.suppress(Exception):
+                await self._refilling
 
 
 async def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[str]:

@@ -21,6 +21,8 @@ import errno
 import os
 import shutil
 import subprocess
+import threading
+import uuid
 from pathlib import Path
 
 from sandlot import errors
@@ -59,6 +61,61 @@ def is_mountpoint(path: Path) -> bool:
         return any(line.split()[4] == target for line in f)
 
 
+def make_disk(path: Path, size: int) -> None:
+    """A sparse file of `size` bytes holding an empty ext4 filesystem."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    mkfs = subprocess.run(
+        # No journal and lazy init: a sandbox layer is rebuilt, not repaired.
+        ["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mkfs.returncode != 0:
+        path.unlink(missing_ok=True)
+        raise errors.InternalError(f"mkfs.ext4 of the sandbox disk failed: {mkfs.stderr.strip()}")
+
+
+class SpareDisks:
+    """Empty sandbox disks made ahead of time, so mkfs is off a create's path.
+
+    A create takes a spare of its size by renaming it (same filesystem), and
+    `refill` makes new ones in the background. Spares are plain files: a
+    crash leaves at most a few, which the next node reuses.
+    Invariant: `_lock` guards the directory listing and renames.
+    """
+
+    def __init__(self, dir: Path, keep: int = 2) -> None:
+        self.dir = Path(dir)
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._sizes: set[int] = set()
+
+    def _spares(self, size: int) -> list[Path]:
+        return sorted(self.dir.glob(f"{size}-*.img")) if self.dir.exists() else []
+
+    def take(self, size: int, dest: Path) -> bool:
+        with self._lock:
+            self._sizes.add(size)
+            for spare in self._spares(size):
+                try:
+                    os.rename(spare, dest)
+                    return True
+                except OSError:
+                    continue
+        return False
+
+    def refill(self) -> None:
+        """Make spares for every size asked for so far (run it in a thread)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for size in list(self._sizes):
+            while len(self._spares(size)) < self.keep:
+                tmp = self.dir / f".{size}-{uuid.uuid4().hex}.tmp"
+                make_disk(tmp, size)
+                with self._lock:
+                    os.rename(tmp, self.dir / f"{size}-{uuid.uuid4().hex}.img")
+
+
 class WritableLayer:
     """The per-sandbox layer and overlay under `dir`."""
 
@@ -83,30 +140,11 @@ class WritableLayer:
     def rootfs(self) -> Path:
         return self.dir / "rootfs"
 
-    def mount(self) -> None:
+    def mount(self, spares: SpareDisks | None = None) -> None:
         for d in (self.layer, self.rootfs):
             d.mkdir(parents=True, exist_ok=True)
-        with open(self.image_file, "wb") as f:
-            f.truncate(self.disk_bytes)
-        mkfs = subprocess.run(
-            # No journal and lazy init: a sandbox layer is rebuilt, not repaired.
-            [
-                "mkfs.ext4",
-                "-q",
-                "-F",
-                "-m",
-                "0",
-                "-O",
-                "^has_journal",
-                "-E",
-                "lazy_itable_init=1,nodiscard",
-                str(self.image_file),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if mkfs.returncode != 0:
-            raise errors.InternalError(f"mkfs.ext4 of the sandbox disk failed: {mkfs.stderr.strip()}")
+        if spares is None or not spares.take(self.disk_bytes, self.image_file):
+            make_disk(self.image_file, self.disk_bytes)
         res = subprocess.run(
             ["mount", "-o", "loop,noatime", str(self.image_file), str(self.layer)], capture_output=True, text=True
         )
