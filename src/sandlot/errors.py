@@ -156,7 +156,13 @@ class LimitReachedError(QuotaError):
 
 
 class TimeoutError_(SandlotError, TimeoutError):
+    """Something took longer than allowed; a command's `result` holds its output so far."""
+
     code = "timeout"
+
+    def __init__(self, message: str, *, field: str | None = None, path: str | None = None, result: Any = None) -> None:
+        super().__init__(message, field=field, path=path)
+        self.result = result
 
 
 class CommandExitError(SandlotError):

@@ -71,7 +71,9 @@ def test_exit_code_signal_and_not_found(make_sandbox: Any, aio: Any, runtime_nam
 def test_timeout_kills_the_command(make_sandbox: Any, aio: Any) -> None:
     sbx = make_sandbox()
     t0 = time.monotonic()
-    res = aio(sbx.run("echo start; sleep 30", timeout=1))
+    with pytest.raises(errors.TimeoutError_, match="timed out after 1s") as info:
+        aio(sbx.run("echo start; sleep 30", timeout=1))
+    res = info.value.result
     assert res.timed_out and res.signal == 9 and res.stdout == "start\n"
     assert time.monotonic() - t0 < 10
 

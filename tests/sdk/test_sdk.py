@@ -147,3 +147,11 @@ def test_pty(sdk_env: str) -> None:
         res = term.wait(timeout=20)
         assert res.exit_code == 5 and "30 100" in res.stdout and "40 90" in res.stdout
         assert b"".join(got).decode(errors="replace") == res.stdout
+
+
+def test_command_timeout_raises_with_its_output(sdk_env: str) -> None:
+    with Sandbox.create() as sbx:
+        with pytest.raises(errors.TimeoutError_, match="timed out after 1s") as info:
+            sbx.commands.run("echo early; sleep 30", timeout=1)
+        assert info.value.result.stdout == "early\n" and info.value.result.timed_out
+        assert sbx.commands.run("echo after").stdout == "after\n"

@@ -126,12 +126,17 @@ class Sandbox:
 
         Output is passed to the callbacks as it arrives and collected in the result.
         A non-zero exit is data, not an error; a signal death sets `signal`.
+        Past `timeout` the command is killed and TimeoutError_ raised (its
+        `result` holds the output so far).
         """
         proc = await self.start(cmd, env=env, cwd=cwd, user=user, stdin=stdin is not None, timeout=timeout)
         if stdin is not None:
             await proc.send_stdin(stdin)
             await proc.close_stdin()
-        return await collect(proc, on_stdout, on_stderr)
+        res = await collect(proc, on_stdout, on_stderr)
+        if res.timed_out:
+            raise errors.TimeoutError_(f"command timed out after {timeout}s and was killed: {cmd}", result=res)
+        return res
 
     async def start(
         self,

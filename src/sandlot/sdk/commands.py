@@ -256,6 +256,7 @@ class AsyncCommands:
             SandboxFileNotFoundError: `cwd` does not exist.
             UserNotFoundError: `user` does not exist.
             CommandExitError: `check` and a non-zero exit.
+            TimeoutError_: the command ran past `timeout` and was killed (`.result` has its output).
             SandboxStateError: the sandbox is not running.
 
         Example:
@@ -276,6 +277,8 @@ class AsyncCommands:
         async for event in self._sbx._transport.lines("POST", f"{self._base}/commands", json=body):
             await collector.feed(event)
         result = collector.result()
+        if result.timed_out:
+            raise errors.TimeoutError_(f"command timed out after {timeout}s and was killed: {cmd}", result=result)
         return check_result(cmd, result) if check else result
 
     async def list(self) -> builtins.list[ProcessInfo]:
