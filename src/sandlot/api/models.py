@@ -221,6 +221,7 @@ class ProcessExitInfo(_Response):
     signal: int | None = None
     oom_killed: bool = False
     timed_out: bool = False
+    pids_limit_hit: bool = False
 
 
 class ProcessInfo(_Response):
@@ -274,6 +275,7 @@ class ExitEvent(_Response):
     signal: int | None = None
     oom_killed: bool = False
     timed_out: bool = False
+    pids_limit_hit: bool = False
 
 
 class ErrorEvent(_Response):

@@ -89,7 +89,12 @@ async def process_events(proc: ProcessStream, *, announce: bool = True) -> Async
         ex = proc.exit
         assert ex is not None
         yield ExitEvent(
-            pid=ex.pid, exit_code=ex.exit_code, signal=ex.signal, oom_killed=ex.oom_killed, timed_out=ex.timed_out
+            pid=ex.pid,
+            exit_code=ex.exit_code,
+            signal=ex.signal,
+            oom_killed=ex.oom_killed,
+            timed_out=ex.timed_out,
+            pids_limit_hit=ex.pids_limit_hit,
         )
     finally:
         if not finished:

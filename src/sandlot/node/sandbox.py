@@ -12,7 +12,6 @@ import asyncio
 import enum
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandlot import errors
@@ -22,6 +21,7 @@ from sandlot.node.images import Image
 from sandlot.node.rootfs import WritableLayer
 from sandlot.node.runtimes import Runtime
 from sandlot.node.spec import SandboxSpec
+from sandlot.results import CommandResult
 
 __all__ = ["TRANSITIONS", "CommandResult", "Sandbox", "State"]
 
@@ -41,22 +41,6 @@ TRANSITIONS: dict[State, set[State]] = {
     State.HIBERNATED: {State.RUNNING, State.KILLED},
     State.KILLED: set(),
 }
-
-
-@dataclass
-class CommandResult:
-    stdout: str
-    stderr: str
-    exit_code: int | None
-    signal: int | None = None
-    oom_killed: bool = False
-    timed_out: bool = False
-    pids_limit_hit: bool = False
-    pid: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
 
 
 OutputCallback = Callable[[str], object]

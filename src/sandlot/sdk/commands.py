@@ -7,11 +7,11 @@ import builtins
 import contextlib
 import signal as _signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from sandlot import errors
 from sandlot.api.models import ProcessInfo, ProcessList, ProcessStarted
+from sandlot.results import CommandResult
 
 if TYPE_CHECKING:
     from sandlot.sdk.sandbox import AsyncSandbox
@@ -22,36 +22,6 @@ __all__ = ["AsyncCommandHandle", "AsyncCommands", "CommandResult", "OutputHandle
 OutputHandler = Callable[[str], Any] | Callable[[str], Awaitable[Any]]
 #: The default command timeout, in seconds; pass None for none.
 DEFAULT_COMMAND_TIMEOUT = 60.0
-
-
-@dataclass
-class CommandResult:
-    """How a command ended. A non-zero `exit_code` is data; `check=True` turns it into CommandExitError."""
-
-    stdout: str
-    stderr: str
-    exit_code: int | None
-    signal: int | None = None
-    oom_killed: bool = False
-    timed_out: bool = False
-    pid: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-    @property
-    def error(self) -> str | None:
-        """A one-line reason when the command failed, else None."""
-        if self.ok:
-            return None
-        if self.timed_out:
-            return "timed out"
-        if self.oom_killed:
-            return "killed: out of memory"
-        if self.signal is not None:
-            return f"killed by signal {self.signal}"
-        return f"exited with code {self.exit_code}"
 
 
 def check_result(cmd: object, result: CommandResult) -> CommandResult:
@@ -110,6 +80,7 @@ class _Collector:
             signal=ex.get("signal"),
             oom_killed=bool(ex.get("oom_killed")),
             timed_out=bool(ex.get("timed_out")),
+            pids_limit_hit=bool(ex.get("pids_limit_hit")),
             pid=int(ex.get("pid") or self.pid),
         )
 
