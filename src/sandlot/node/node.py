@@ -33,6 +33,8 @@ __all__ = ["Node", "NodeConfig"]
 
 log = logging.getLogger("sandlot.node")
 
+#: Unix socket paths are limited to 108 bytes (with the NUL) by sockaddr_un.
+MAX_SOCKET_PATH = 107
 #: How long a new sandbox's agent may take to dial in (gVisor boots in ~0.2 s).
 AGENT_CONNECT_TIMEOUT = 30.0
 
@@ -105,7 +107,14 @@ class Node:
         sandbox_id = new_sandbox_id()
         sdir = self.sandboxes_dir / sandbox_id
         layer = WritableLayer(sdir, image.rootfs, spec.limits.disk_mb << 20)
-        conn = AgentConnection(str(sdir / "run" / "agent.sock"), sandbox_id)
+        socket_path = str(sdir / "run" / "agent.sock")
+        if len(socket_path.encode()) > MAX_SOCKET_PATH:
+            raise errors.InvalidArgumentError(
+                f"the data directory {self.config.data_dir} is too long a path: a sandbox's agent socket "
+                f"({socket_path}) must fit in {MAX_SOCKET_PATH} bytes; choose a shorter --data-dir",
+                field="data_dir",
+            )
+        conn = AgentConnection(socket_path, sandbox_id)
         sbx = Sandbox(sandbox_id, spec, image, runtime, sdir, layer, conn)
         self._sandboxes[sandbox_id] = sbx
         try:

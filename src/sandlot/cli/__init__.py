@@ -1,0 +1,74 @@
+"""The `sandlot` command line: one module per command, each a thin layer over the SDK.
+
+    sandlot serve                          run the API server (sandlot.api.serve)
+    sandlot create [options]               start a sandbox, print its id
+    sandlot ls [--state S] [--metadata K=V]
+    sandlot exec SANDBOX_ID -- CMD...      run a command, stream its output, exit with its code
+    sandlot shell SANDBOX_ID               an interactive terminal
+    sandlot cp SRC DST                     copy files and directories (SANDBOX_ID:/path on one side)
+    sandlot logs SANDBOX_ID [PID]          output of the sandbox's processes
+    sandlot kill SANDBOX_ID...
+    sandlot keys create|list|revoke        API keys (admin)
+    sandlot run -- CMD...                  one command in a fresh sandbox on this host (embeds a node)
+
+Every command but `run` and `serve` talks to the API at --api-url / $SANDLOT_API_URL
+with --api-key / $SANDLOT_API_KEY (else a local server's admin key). A user error
+prints `sandlot: <message>` on stderr and exits 2; a command's own exit code is
+passed through by `exec`, `shell` and `run`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import click
+
+from sandlot import errors
+from sandlot.cli import cp, create, exec_, keys, kill, logs, ls, run, serve, shell
+from sandlot.cli._common import Api, OutputClosed
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--api-url", default=None, metavar="URL", help="the API (default $SANDLOT_API_URL, else :7770 locally)")
+@click.option(
+    "--api-key", default=None, metavar="KEY", help="API key (default $SANDLOT_API_KEY, else the local admin key)"
+)
+@click.pass_context
+def cli(ctx: click.Context, api_url: str | None, api_key: str | None) -> None:
+    """Secure sandboxes for AI code execution."""
+    ctx.obj = Api(url=api_url, key=api_key)
+
+
+for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run):
+    cli.add_command(_module.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (the console script exits with it)."""
+    try:
+        result = cli.main(args=argv, prog_name="sandlot", standalone_mode=False)
+    except errors.SandlotError as exc:
+        print(f"sandlot: {exc}", file=sys.stderr)
+        return 2
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        print(file=sys.stderr)
+        return 130
+    except OutputClosed:  # `sandlot ... | head`: stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 128 + signal.SIGPIPE
+    except OSError as exc:  # a local file: cp's source missing, destination unwritable, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"sandlot: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`sandlot create`: start a sandbox and print its id (or its record as JSON)."""
+
+from __future__ import annotations
+
+import click
+
+from sandlot.cli._common import Api, json_option, pairs, pass_api, print_json, run_async
+from sandlot.sdk import AsyncSandbox, SandboxInfo
+
+__all__ = ["command"]
+
+
+@click.command("create")
+@click.option("--template", "-t", default=None, help="image (default: the server's, usually base)")
+@click.option("--runtime", default=None, help="gvisor (default) or container")
+@click.option("--cpu", type=float, default=None, help="cores")
+@click.option("--memory-mb", type=int, default=None, help="memory limit in MiB")
+@click.option("--disk-mb", type=int, default=None, help="writable disk in MiB")
+@click.option("--timeout", type=int, default=300, show_default=True, help="seconds until the server kills it")
+@click.option("--env", "-e", multiple=True, metavar="KEY=VALUE", help="environment of every command (repeatable)")
+@click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE", help="label (repeatable)")
+@json_option
+@pass_api
+def command(
+    api: Api,
+    template: str | None,
+    runtime: str | None,
+    cpu: float | None,
+    memory_mb: int | None,
+    disk_mb: int | None,
+    timeout: int,
+    env: tuple[str, ...],
+    metadata: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Start a sandbox; print its id."""
+
+    async def create() -> SandboxInfo:
+        sbx = await AsyncSandbox.create(
+            template,
+            timeout=timeout,
+            runtime=runtime,
+            cpu=cpu,
+            memory_mb=memory_mb,
+            disk_mb=disk_mb,
+            env=pairs(env, "--env"),
+            metadata=pairs(metadata, "--metadata"),
+            api_url=api.url,
+            api_key=api.key,
+        )
+        try:
+            return await sbx.get_info()
+        finally:
+            await sbx.close()
+
+    info = run_async(create())
+    if as_json:
+        print_json(info)
+    else:
+        click.echo(info.sandbox_id)

@@ -1,0 +1,51 @@
+"""`sandlot serve`: run the API server and its node in the foreground.
+
+Ctrl-C stops the server; its sandboxes keep running and are adopted again by
+the next start (the server runs with `kill_on_shutdown=False`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+__all__ = ["command"]
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", type=int, default=7770, show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="state directory (default /var/lib/sandlot as root, else ~/.local/share/sandlot)",
+)
+@click.option("--images-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="image cache")
+@click.option("--database-url", default=None, help="PostgreSQL URL (default: SQLite in the data dir)")
+@click.option("--default-template", default="base", show_default=True)
+@click.option("--log-level", default="info", show_default=True)
+def command(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    images_dir: Path | None,
+    database_url: str | None,
+    default_template: str,
+    log_level: str,
+) -> None:
+    """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
+    from sandlot.api import serve
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    serve(
+        host,
+        port,
+        data_dir,
+        log_level=log_level,
+        images_dir=images_dir,
+        database_url=database_url,
+        default_template=default_template,
+    )
