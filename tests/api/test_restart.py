@@ -26,6 +26,8 @@ def test_sigkill_restart_readopts_and_cleans(tmp_path_factory: pytest.TempPathFa
         with httpx.Client(base_url=server.url, headers={"X-API-Key": server.admin_key}, timeout=60) as c:
             live = c.post("/sandboxes", json={"metadata": {"who": "live"}}).json()["sandbox_id"]
             dead = c.post("/sandboxes", json={}).json()["sandbox_id"]
+            paused = c.post("/sandboxes", json={}).json()["sandbox_id"]
+            assert c.post(f"/sandboxes/{paused}/pause").json()["state"] == "paused"
             assert c.put(f"/sandboxes/{live}/files", params={"path": "/tmp/keep"}, content=b"kept").status_code == 200
         server.kill()
         # One sandbox dies while no server watches it.
@@ -39,6 +41,11 @@ def test_sigkill_restart_readopts_and_cleans(tmp_path_factory: pytest.TempPathFa
             assert c.get(f"/sandboxes/{live}/files", params={"path": "/tmp/keep"}).content == b"kept"
             r = c.post(f"/sandboxes/{live}/commands", json={"cmd": "echo alive"})
             assert '"data":"alive\\n"' in r.text
+            # A paused sandbox survives the restart, still paused, and resumes.
+            assert c.get(f"/sandboxes/{paused}").json()["state"] == "paused"
+            assert c.post(f"/sandboxes/{paused}/resume").json()["state"] == "running"
+            r = c.post(f"/sandboxes/{paused}/commands", json={"cmd": "echo thawed"})
+            assert '"data":"thawed\\n"' in r.text
             info = c.get(f"/sandboxes/{dead}").json()
             assert info["state"] == "killed" and info["exit_reason"].startswith("lost"), info
             assert not dead_dir.exists() and not _mounted(dead_dir)

@@ -54,6 +54,17 @@ def test_create_ls_kill(cli: Cli) -> None:
     assert (res.returncode, res.stderr) == (2, f"sandlot: sandbox {sid} is killed (killed by request)\n")
 
 
+def test_pause_and_resume(cli: Cli, sandbox: str) -> None:
+    assert cli("pause", sandbox, check=True).stdout.split() == [sandbox]
+    assert json.loads(cli("ls", "--state", "paused", "--json", check=True).stdout)[0]["sandbox_id"] == sandbox
+    res = cli("exec", sandbox, "true")
+    assert res.returncode == 2 and "paused" in res.stderr
+    res = cli("pause", sandbox)
+    assert (res.returncode, res.stderr) == (2, f"sandlot: cannot pause sandbox {sandbox} in state paused\n")
+    assert cli("resume", sandbox, check=True).stdout.split() == [sandbox]
+    assert cli("exec", sandbox, "echo thawed", check=True).stdout == "thawed\n"
+
+
 def test_exec_output_and_exit_codes(cli: Cli, sandbox: str) -> None:
     res = cli(
         "exec",

@@ -123,3 +123,33 @@ def test_unknown_image_and_runtime_are_clear_errors(node: Any, aio: Any) -> None
         )
     after = set(os.listdir(node.sandboxes_dir)) if node.sandboxes_dir.exists() else set()
     assert before == after
+
+
+def test_pause_freezes_and_resume_continues(make_sandbox: Any, aio: Any, node: Any, runtime_name: str) -> None:
+    sbx = make_sandbox("busybox", runtime_name)
+    proc = aio(sbx.start("while true; do echo tick >> /ticks; sleep 0.05; done"))
+    aio(proc.detach())
+    time.sleep(0.5)
+
+    def ticks() -> int:
+        return int(aio(sbx.run("wc -l < /ticks")).stdout)
+
+    before = ticks()
+    aio(node.pause(sbx.id))
+    assert sbx.state.value == "paused"
+    with pytest.raises(errors.SandboxStateError, match="paused"):
+        aio(sbx.run("true"))
+    with pytest.raises(errors.SandboxStateError, match="cannot pause"):
+        aio(node.pause(sbx.id))
+    time.sleep(2)  # 40 ticks if anything still ran
+    aio(node.resume(sbx.id))
+    after = ticks()
+    assert after - before < 20, (before, after)
+    time.sleep(0.5)
+    assert ticks() > after  # it continues where it stopped
+    with pytest.raises(errors.SandboxStateError, match="cannot resume"):
+        aio(node.resume(sbx.id))
+    # A paused sandbox is killed as cleanly as a running one.
+    aio(node.pause(sbx.id))
+    aio(node.kill(sbx.id))
+    _assert_clean(node, sbx)

@@ -155,3 +155,20 @@ def test_command_timeout_raises_with_its_output(sdk_env: str) -> None:
             sbx.commands.run("echo early; sleep 30", timeout=1)
         assert info.value.result.stdout == "early\n" and info.value.result.timed_out
         assert sbx.commands.run("echo after").stdout == "after\n"
+
+
+def test_pause_and_resume(sdk_env: str) -> None:
+    with Sandbox.create() as sbx:
+        sbx.commands.run("while true; do echo t >> /ticks; sleep 0.05; done", background=True)
+        time.sleep(0.5)
+        sbx.pause()
+        assert sbx.get_info().state.value == "paused"
+        with pytest.raises(errors.SandboxStateError, match="paused"):
+            sbx.commands.run("true")
+        with pytest.raises(errors.SandboxStateError, match="cannot pause"):
+            sbx.pause()
+        sbx.resume()
+        assert sbx.get_info().state.value == "running"
+        before = int(sbx.commands.run("wc -l < /ticks").stdout)
+        time.sleep(0.5)
+        assert int(sbx.commands.run("wc -l < /ticks").stdout) > before

@@ -65,6 +65,18 @@ async def kill_sandbox(sandbox_id: SandboxId, who: Who, svc: Svc) -> Response:
     return Response(status_code=204)
 
 
+@router.post("/{sandbox_id}/pause", response_model=SandboxInfo)
+async def pause_sandbox(sandbox_id: SandboxId, who: Who, svc: Svc) -> SandboxInfo:
+    """Freeze every process of the sandbox (no CPU used); its memory and files stay."""
+    return info(await svc.pause(who, sandbox_id))
+
+
+@router.post("/{sandbox_id}/resume", response_model=SandboxInfo)
+async def resume_sandbox(sandbox_id: SandboxId, who: Who, svc: Svc) -> SandboxInfo:
+    """Continue a paused sandbox exactly where it stopped."""
+    return info(await svc.resume(who, sandbox_id))
+
+
 @router.post("/{sandbox_id}/timeout", response_model=SandboxInfo)
 async def set_timeout(sandbox_id: SandboxId, body: TimeoutUpdate, who: Who, svc: Svc) -> SandboxInfo:
     """The sandbox is killed `timeout` seconds from now (replaces the previous deadline)."""

@@ -102,6 +102,14 @@ class SandboxService:
         for sid, reason in report.lost.items():
             if sid in wanted:
                 await self.store.set_state(sid, "killed", f"lost: {reason}")
+        # Recovery thaws a paused sandbox so its agent can call back; freeze it again.
+        for rec in records:
+            if rec.state == "paused" and rec.sandbox_id in report.adopted:
+                try:
+                    await self.node.pause(rec.sandbox_id)
+                except errors.SandlotError as exc:
+                    log.error("re-pausing sandbox %s after a restart: %s", rec.sandbox_id, exc)
+                    await self.store.set_state(rec.sandbox_id, "running")
         if report.adopted or report.lost:
             log.info("recovered %d sandbox(es); lost %d", len(report.adopted), len(report.lost))
         return report
@@ -198,6 +206,26 @@ class SandboxService:
         reason = (sbx.exit_reason if sbx else None) or self._gone.get(rec.sandbox_id) or "it died"
         await self.store.set_state(rec.sandbox_id, "killed", reason)
         rec.state, rec.exit_reason = "killed", reason
+        return rec
+
+    # ------------------------------------------------------------ pause / resume
+
+    async def pause(self, who: Principal, sandbox_id: str) -> SandboxRecord:
+        rec = await self.get(who, sandbox_id)
+        if rec.state != "running":
+            raise errors.SandboxStateError(f"cannot pause sandbox {sandbox_id} in state {rec.state}")
+        await self.node.pause(sandbox_id)
+        await self.store.set_state(sandbox_id, "paused")
+        rec.state = "paused"
+        return rec
+
+    async def resume(self, who: Principal, sandbox_id: str) -> SandboxRecord:
+        rec = await self.get(who, sandbox_id)
+        if rec.state != "paused":
+            raise errors.SandboxStateError(f"cannot resume sandbox {sandbox_id} in state {rec.state}")
+        await self.node.resume(sandbox_id)
+        await self.store.set_state(sandbox_id, "running")
+        rec.state = "running"
         return rec
 
     # ------------------------------------------------------------ kill / timeout

@@ -26,7 +26,7 @@ import sys
 import click
 
 from sandlot import errors
-from sandlot.cli import cp, create, exec_, keys, kill, logs, ls, run, serve, shell
+from sandlot.cli import cp, create, exec_, keys, kill, logs, ls, pause, run, serve, shell
 from sandlot.cli._common import Api, OutputClosed
 
 __all__ = ["cli", "main"]
@@ -45,6 +45,8 @@ def cli(ctx: click.Context, api_url: str | None, api_key: str | None) -> None:
 
 for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run):
     cli.add_command(_module.command)
+cli.add_command(pause.pause_command)
+cli.add_command(pause.resume_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -228,6 +228,23 @@ class Node:
                 if problems:
                     log.error("cleanup of dead sandbox %s: %s", sbx.id, "; ".join(problems))
 
+    async def pause(self, sandbox_id: str) -> None:
+        """Freeze every process of a running sandbox; `resume` continues them."""
+        sbx = self.get(sandbox_id)
+        async with sbx._kill_lock:
+            if sbx.state is not State.RUNNING:
+                raise errors.SandboxStateError(f"cannot pause sandbox {sandbox_id} in state {sbx.state.value}")
+            await sbx.runtime.pause(sandbox_id)
+            sbx.transition(State.PAUSED)
+
+    async def resume(self, sandbox_id: str) -> None:
+        sbx = self.get(sandbox_id)
+        async with sbx._kill_lock:
+            if sbx.state is not State.PAUSED:
+                raise errors.SandboxStateError(f"cannot resume sandbox {sandbox_id} in state {sbx.state.value}")
+            await sbx.runtime.resume(sandbox_id)
+            sbx.transition(State.RUNNING)
+
     async def kill(self, sandbox_id: str) -> None:
         """Stop every process and free everything the sandbox holds. Idempotent."""
         sbx = self._sandboxes.get(sandbox_id)
@@ -247,6 +264,7 @@ class Node:
         For sandboxes this node does not track (found again after a restart and
         not wanted); tracked ones are killed with `kill`.
         """
+        was_paused = sbx.state is State.PAUSED
         if not sbx.killed:
             sbx.transition(State.KILLED)
         sbx.exit_reason = reason
@@ -254,6 +272,9 @@ class Node:
         with contextlib.suppress(Exception):
             await sbx.conn.close()
         pids = sbx.runtime.host_pids(sbx.id)
+        if was_paused:  # a frozen sandbox cannot act on its kill signals
+            with contextlib.suppress(errors.SandlotError):
+                await sbx.runtime.resume(sbx.id)
         try:
             problems += await sbx.runtime.destroy(sbx.id)
         except Exception as exc:  # keep cleaning: the mounts and files must still go

@@ -16,6 +16,7 @@ main host process again; the rest go through `Node.destroy`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -116,6 +117,10 @@ async def _adopt(node: Node, sbx: Sandbox, *, wanted: bool) -> str | None:
         return "it stopped while the node was down"
     if not sbx.layer.mounted:
         return "its root filesystem was unmounted while the node was down"
+    # A paused sandbox's agent is frozen and cannot call back: thaw it first
+    # (resuming a running sandbox is a harmless error); the caller re-pauses it.
+    with contextlib.suppress(errors.SandlotError):
+        await sbx.runtime.resume(sbx.id)
     try:
         await sbx.conn.listen()
         await sbx.conn.wait_connected(REDIAL_TIMEOUT)

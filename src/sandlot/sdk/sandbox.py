@@ -174,6 +174,27 @@ class AsyncSandbox:
         raw = await self._transport.json("POST", f"/sandboxes/{self.sandbox_id}/timeout", json={"timeout": timeout})
         self._info = SandboxInfo.model_validate(raw)
 
+    async def pause(self) -> None:
+        """Freeze every process in the sandbox (no CPU used); `resume()` continues them.
+
+        Raises:
+            SandboxStateError: it is not running.
+
+        Example:
+            >>> sbx.pause(); sbx.resume()
+        """
+        raw = await self._transport.json("POST", f"/sandboxes/{self.sandbox_id}/pause")
+        self._info = SandboxInfo.model_validate(raw)
+
+    async def resume(self) -> None:
+        """Continue a paused sandbox exactly where it stopped.
+
+        Raises:
+            SandboxStateError: it is not paused.
+        """
+        raw = await self._transport.json("POST", f"/sandboxes/{self.sandbox_id}/resume")
+        self._info = SandboxInfo.model_validate(raw)
+
     async def kill(self) -> None:
         """Kill the sandbox and free everything it holds (idempotent)."""
         await self._transport.request("DELETE", f"/sandboxes/{self.sandbox_id}")

@@ -386,6 +386,8 @@ class Sandbox:
     is_running = _blocking(AsyncSandbox.is_running)
     set_timeout = _blocking(AsyncSandbox.set_timeout)
     kill = _blocking(AsyncSandbox.kill)
+    pause = _blocking(AsyncSandbox.pause)
+    resume = _blocking(AsyncSandbox.resume)
     close = _blocking(AsyncSandbox.close)
 
     def __enter__(self) -> Sandbox:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from sandlot import errors
 from sandlot.node import reaper
 
-__all__ = ["Resources", "Runtime", "run_tool", "start_detached"]
+__all__ = ["Resources", "Runtime", "run_or_raise", "run_tool", "start_detached"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,12 @@ async def run_tool(*argv: str, timeout: float = 30.0) -> tuple[int, str]:
     finally:
         reaper.protected.discard(proc.pid)
     return proc.returncode or 0, out.decode(errors="replace").strip()
+
+
+async def run_or_raise(what: str, *argv: str) -> None:
+    rc, out = await run_tool(*argv)
+    if rc != 0:
+        raise errors.InternalError(f"{what}: {out}")
 
 
 async def start_detached(cli: list[str], log: Path, pid_file: Path, what: str) -> int:
@@ -102,8 +108,16 @@ class Runtime(abc.ABC):
         """Kill every process and release the runtime's state. Idempotent; returns failures."""
 
     @abc.abstractmethod
+    async def pause(self, sandbox_id: str) -> None:
+        """Freeze every process of the sandbox (no CPU used); memory stays where it is."""
+
+    @abc.abstractmethod
+    async def resume(self, sandbox_id: str) -> None:
+        """Undo `pause`: the processes continue exactly where they stopped."""
+
+    @abc.abstractmethod
     async def alive(self, sandbox_id: str) -> bool:
-        """Whether the sandbox's init still runs."""
+        """Whether the sandbox's init still exists (running or paused)."""
 
     @abc.abstractmethod
     def host_pids(self, sandbox_id: str) -> list[int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sandlot import errors
 from sandlot.node import cgroups
-from sandlot.node.runtimes.base import Resources, Runtime, run_tool, start_detached
+from sandlot.node.runtimes.base import Resources, Runtime, run_or_raise, run_tool, start_detached
 
 __all__ = ["BLOCKED_SYSCALLS", "ContainerRuntime"]
 
@@ -116,9 +116,17 @@ class ContainerRuntime(Runtime):
         problems += cgroups.remove(sandbox_id)
         return problems
 
+    async def pause(self, sandbox_id: str) -> None:
+        what = f"crun could not pause sandbox {sandbox_id}"
+        await run_or_raise(what, "crun", "--root", self._root, "pause", sandbox_id)
+
+    async def resume(self, sandbox_id: str) -> None:
+        what = f"crun could not resume sandbox {sandbox_id}"
+        await run_or_raise(what, "crun", "--root", self._root, "resume", sandbox_id)
+
     async def alive(self, sandbox_id: str) -> bool:
         rc, out = await run_tool("crun", "--root", self._root, "state", sandbox_id)
-        return rc == 0 and '"running"' in out
+        return rc == 0 and ('"running"' in out or '"paused"' in out)
 
     def host_pids(self, sandbox_id: str) -> list[int]:
         return cgroups.procs(sandbox_id)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sandlot import errors
 from sandlot.node import cgroups
-from sandlot.node.runtimes.base import Resources, Runtime, run_tool, start_detached
+from sandlot.node.runtimes.base import Resources, Runtime, run_or_raise, run_tool, start_detached
 
 __all__ = ["GVisorRuntime"]
 
@@ -76,12 +76,18 @@ class GVisorRuntime(Runtime):
         problems += cgroups.remove(sandbox_id)
         return problems
 
+    async def pause(self, sandbox_id: str) -> None:
+        await run_or_raise(f"runsc could not pause sandbox {sandbox_id}", *self._cli("pause", sandbox_id))
+
+    async def resume(self, sandbox_id: str) -> None:
+        await run_or_raise(f"runsc could not resume sandbox {sandbox_id}", *self._cli("resume", sandbox_id))
+
     async def alive(self, sandbox_id: str) -> bool:
         rc, out = await run_tool(*self._cli("state", sandbox_id))
         if rc != 0:
             return False
         try:
-            return bool(json.loads(out).get("status") == "running")
+            return json.loads(out).get("status") in ("running", "paused")
         except ValueError:
             return False
 
