@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from sandlot import errors
-from sandlot.api import routes_commands, routes_files, routes_keys, routes_pty, routes_sandboxes
+from sandlot.api import routes_commands, routes_files, routes_keys, routes_pools, routes_pty, routes_sandboxes
 from sandlot.api.auth import bootstrap_admin_key
 from sandlot.api.config import ApiConfig
 from sandlot.api.http_errors import error_response, install_handlers
@@ -72,6 +72,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         finally:
             warmup.cancel()
             await service.stop()
+            await node.pool.close()  # idle pool sandboxes serve nobody once we are gone
             if config.kill_on_shutdown:
                 await node.close()
             await store.close()
@@ -92,7 +93,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         reason = request.app.state.not_ready_reason
         return error_response(503, errors.RuntimeUnavailableError.code, f"not ready: {reason}")
 
-    for module in (routes_sandboxes, routes_commands, routes_files, routes_keys, routes_pty):
+    for module in (routes_sandboxes, routes_commands, routes_files, routes_keys, routes_pools, routes_pty):
         app.include_router(module.router)
     return app
 
@@ -106,6 +107,9 @@ async def _warm_up(app: FastAPI, node: Node, config: ApiConfig) -> None:
             app.state.not_ready_reason = f"preparing the {config.default_template!r} image"
             await asyncio.to_thread(node.images.ensure, config.default_template)
         app.state.ready = True
+        for template, size in config.warm_pools.items():
+            await asyncio.to_thread(node.images.ensure, template)
+            node.pool.set_size(routes_pools.pool_spec(node, template, None), size)
     except errors.SandlotError as exc:
         app.state.not_ready_reason = str(exc)
         log.error("the node cannot create sandboxes: %s", exc)

@@ -29,6 +29,8 @@ class ApiConfig:
     kill_on_shutdown: bool = False
     #: build the default template at start, so /health means "create will be quick"
     warm_default_template: bool = True
+    #: template -> started sandboxes to keep ready (warm pools; also PUT /pools/{template})
+    warm_pools: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -389,3 +389,19 @@ class KeyCreated(KeyInfo):
 
 class KeyList(_Response):
     keys: list[KeyInfo]
+
+
+class PoolSize(_Request):
+    size: int = Field(ge=0, le=256, description="idle started sandboxes to keep (0 empties the pool)")
+    runtime: str | None = Field(default=None, min_length=1, max_length=64, description="default: the server's")
+
+
+class PoolInfo(_Response):
+    template: str
+    runtime: str
+    size: int
+    idle: int
+
+
+class PoolList(_Response):
+    pools: list[PoolInfo]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from sandlot import errors
+
 __all__ = ["command"]
 
 
@@ -27,6 +29,13 @@ __all__ = ["command"]
 @click.option("--database-url", default=None, help="PostgreSQL URL (default: SQLite in the data dir)")
 @click.option("--default-template", default="base", show_default=True)
 @click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--warm-pool",
+    "warm_pools",
+    multiple=True,
+    metavar="TEMPLATE=N",
+    help="keep N started sandboxes of TEMPLATE ready for creates (repeatable)",
+)
 def command(
     host: str,
     port: int,
@@ -35,10 +44,17 @@ def command(
     database_url: str | None,
     default_template: str,
     log_level: str,
+    warm_pools: tuple[str, ...],
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
     from sandlot.api import serve
 
+    pools: dict[str, int] = {}
+    for item in warm_pools:
+        template, _, size = item.partition("=")
+        if not template or not size.isdigit():
+            raise errors.InvalidArgumentError(f"--warm-pool wants TEMPLATE=N, got {item!r}", field="warm_pool")
+        pools[template] = int(size)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     serve(
         host,
@@ -48,4 +64,5 @@ def command(
         images_dir=images_dir,
         database_url=database_url,
         default_template=default_template,
+        warm_pools=pools,
     )

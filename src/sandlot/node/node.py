@@ -23,6 +23,7 @@ from sandlot.agent.client import AgentConnection
 from sandlot.node import cgroups, reaper
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.images import ImageStore
+from sandlot.node.pool import WarmPool
 from sandlot.node.rootfs import SpareDisks, WritableLayer
 from sandlot.node.runtimes import Runtime, make_runtime
 from sandlot.node.sandbox import Sandbox, State
@@ -64,6 +65,7 @@ class Node:
         self._bundle: Bundle | None = None
         self._watchers: set[asyncio.Task[None]] = set()
         self.spares = SpareDisks(self.config.data_dir / "spare-disks")
+        self.pool = WarmPool(self._start, self.kill)
         self._refilling: asyncio.Future[None] | None = None
         # Orphaned sandbox processes must come to us, not to a lazy host init.
         reaper.become_subreaper()
@@ -92,7 +94,8 @@ class Node:
         return sbx
 
     def list_sandboxes(self) -> list[Sandbox]:
-        return list(self._sandboxes.values())
+        """Sandboxes handed out (idle ones in the warm pool are not listed)."""
+        return [s for s in self._sandboxes.values() if not s.pooled]
 
     def knows(self, sandbox_id: str) -> bool:
         return sandbox_id in self._sandboxes
@@ -100,7 +103,14 @@ class Node:
     # ------------------------------------------------------------ create
 
     async def create(self, spec: SandboxSpec | None = None) -> Sandbox:
+        """A running sandbox for `spec`: from the warm pool when it holds one, else started now."""
         spec = (spec or SandboxSpec(runtime=self.config.default_runtime)).validate()
+        pooled = self.pool.take(spec)
+        if pooled is not None:
+            return pooled
+        return await self._start(spec)
+
+    async def _start(self, spec: SandboxSpec) -> Sandbox:
         runtime = self.runtime(spec.runtime)
         bundle = await self.bundle()
         image = await asyncio.to_thread(self.images.ensure, spec.image)
@@ -285,6 +295,7 @@ class Node:
 
     async def close(self) -> None:
         """Kill every sandbox (the library's shutdown; `sandlot serve` keeps them)."""
+        await self.pool.close()
         for sbx in list(self._sandboxes.values()):
             with contextlib.suppress(errors.SandlotError):
                 await self.kill(sbx.id)

@@ -70,6 +70,8 @@ class Sandbox:
         self.state = State.STARTING
         self.created_at = time.time()
         self.exit_reason: str | None = None
+        #: idle in the warm pool: nobody has seen it yet
+        self.pooled = False
         self._kill_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -143,7 +145,8 @@ class Sandbox:
             raise errors.InvalidArgumentError("cmd must be a shell string or a non-empty list of strings", field="cmd")
         if timeout is not None and timeout <= 0:
             raise errors.InvalidArgumentError(f"timeout must be positive, got {timeout}", field="timeout")
-        params.env = dict(env or {})
+        # The sandbox's env applies to every process (a pooled sandbox booted without it).
+        params.env = {**self.spec.env, **(env or {})}
         params.cwd, params.user, params.stdin, params.pty, params.tag = cwd, user, stdin, pty, tag
         params.timeout_ms = int(timeout * 1000) if timeout else 0
         return await self.agent.start(params)
