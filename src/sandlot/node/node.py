@@ -111,6 +111,20 @@ class Node:
         return await self._start(spec)
 
     async def _start(self, spec: SandboxSpec) -> Sandbox:
+        """Start a sandbox; a caller cancelled meanwhile (a client gone) never leaks one.
+
+        Cancelling halfway through `runsc run` would orphan a sandbox that no
+        state records yet, so the start runs to its end and is then killed.
+        """
+        task = asyncio.ensure_future(self._start_now(spec))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self.kill((await task).id)
+            raise
+
+    async def _start_now(self, spec: SandboxSpec) -> Sandbox:
         runtime = self.runtime(spec.runtime)
         bundle = await self.bundle()
         image = await asyncio.to_thread(self.images.ensure, spec.image)

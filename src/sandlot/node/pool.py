@@ -129,10 +129,11 @@ class WarmPool:
                 await self._kill(idle.pop().id)
 
     async def close(self) -> None:
-        for task in self._refills.values():
-            task.cancel()
-        for task in self._refills.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+        """Empty every pool: refills finish the start in flight, then kill what is idle."""
+        for key, (spec, _) in list(self._sizes.items()):
+            self._sizes[key] = (spec, 0)
+        for task in list(self._refills.values()):
+            with contextlib.suppress(Exception):
                 await task
         for idle in self._idle.values():
             while idle:
