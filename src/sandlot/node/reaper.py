@@ -68,6 +68,8 @@ def children_of_self(pids: list[int]) -> list[int]:
     return out
 
 
+RUNTIME_CLIS = ("runsc", "crun")
+
 #: Children that asyncio's child watcher waits for (the runtimes' CLIs): a
 #: sweep must never reap them, or asyncio would lose their exit status.
 protected: set[int] = set()
@@ -89,8 +91,15 @@ def sweep() -> int:
         if pid in protected:
             continue
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat.rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            continue
+        # The runtimes' CLIs are asyncio's to reap, and one may exit before its
+        # pid reaches `protected` (spawning awaits); a sandbox's own processes
+        # are re-executed runsc ("exe"), stubs or the agent, never these names.
+        if comm in RUNTIME_CLIS:
             continue
         if fields[0] == "Z" and int(fields[1]) == me:
             with contextlib.suppress(ChildProcessError, OSError):
