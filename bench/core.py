@@ -18,103 +18,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from lib import IMAGE_CACHE, RawRuntime, pss_kb, summary
 
 from sandlot.node import Node, NodeConfig, SandboxSpec
-from sandlot.node.spec import new_sandbox_id
-
-IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/images"))
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(q / 100 * (len(xs) - 1)))]
-
-
-def summary(xs: list[float]) -> dict[str, float]:
-    return {"p50_ms": statistics.median(xs) * 1000, "p99_ms": pct(xs, 99) * 1000, "runs": len(xs)}
-
-
-def pss_kb(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-class RawRuntime:
-    """The same runtime driven directly through its CLI, on a plain bundle of the image."""
-
-    def __init__(self, runtime: str, rootfs: Path, state: Path) -> None:
-        self.runtime = runtime
-        self.state = state
-        self.bundle = Path(tempfile.mkdtemp(prefix="sandlot-bench-raw-"))
-        config = {
-            "ociVersion": "1.0.2",
-            "process": {"user": {"uid": 0, "gid": 0}, "args": ["/bin/true"], "env": ["PATH=/bin"], "cwd": "/"},
-            "root": {"path": str(rootfs), "readonly": True},
-            "hostname": "raw",
-            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
-            "linux": {"namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]},
-        }
-        (self.bundle / "config.json").write_text(json.dumps(config))
-
-    def cli(self, *args: str) -> list[str]:
-        if self.runtime == "gvisor":
-            return ["runsc", "--root", str(self.state), "--platform", "ptrace", "--network", "none", *args]
-        return ["crun", "--root", str(self.state), *args]
-
-    def set_args(self, args: list[str]) -> None:
-        config = json.loads((self.bundle / "config.json").read_text())
-        config["process"]["args"] = args
-        (self.bundle / "config.json").write_text(json.dumps(config))
-
-    def run_true(self) -> float:
-        cid = new_sandbox_id()
-        t0 = time.perf_counter()
-        subprocess.run(self.cli("run", "--bundle", str(self.bundle), cid), check=True, stdout=subprocess.DEVNULL)
-        dt = time.perf_counter() - t0
-        subprocess.run(self.cli("delete", "--force", cid), capture_output=True)
-        return dt
-
-    def start_sleeper(self) -> str:
-        self.set_args(["/bin/sleep", "1000"])
-        cid = new_sandbox_id()
-        subprocess.run(
-            self.cli("run", "--detach", "--bundle", str(self.bundle), cid),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        return cid
-
-    def exec_true(self, cid: str) -> float:
-        t0 = time.perf_counter()
-        subprocess.run(self.cli("exec", cid, "/bin/true"), check=True)
-        return time.perf_counter() - t0
-
-    def remove(self, cid: str) -> None:
-        subprocess.run(self.cli("kill", cid, "KILL"), capture_output=True)
-        subprocess.run(self.cli("delete", "--force", cid), capture_output=True)
-
-    def close(self) -> None:
-        shutil.rmtree(self.bundle, ignore_errors=True)
-
 
 INSIDE_SPAWN = """
 import subprocess, time, statistics
@@ -167,11 +80,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         raw_exec = [await asyncio.to_thread(raw.exec_true, cid) for _ in range(args.runs)]
         results["raw_exec"] = summary(raw_exec)
         time.sleep(2)
-        raw_pids = [int(p) for p in subprocess.run(["pgrep", "-f", cid], capture_output=True, text=True).stdout.split()]
-        from sandlot.node import cgroups
-
-        raw_pids += [p for p in cgroups.procs(cid) if p not in raw_pids]
-        results["raw_idle_pss_mb"] = pss_kb(raw_pids) / 1024
+        results["raw_idle_pss_mb"] = pss_kb(raw.pids(cid)) / 1024
         raw.remove(cid)
 
         idle = [await node.create(SandboxSpec(image="busybox", runtime=args.runtime)) for _ in range(5)]

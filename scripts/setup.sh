@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what Sandlot needs on Debian 12, as root, into ./.venv.
 #   scripts/setup.sh          runtime dependencies
-#   scripts/setup.sh --test   and the test tools
+#   scripts/setup.sh --test   and the test and benchmark tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,7 @@ packages=(
   golang-go gcc libc6-dev  # build the in-sandbox agent and the statx preload
   e2fsprogs mount util-linux procps iproute2 ca-certificates
   postgresql            # the API's PostgreSQL tests start a throwaway cluster
+  bubblewrap            # a baseline of bench/run
   python3 python3-venv python3-pip
 )
 missing=()
@@ -34,7 +35,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [ "${1:-}" = "--test" ]; then
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e '.[test,bench]'
 else
   .venv/bin/python -m pip install -q -e .
 fi

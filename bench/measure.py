@@ -1,0 +1,250 @@
+"""Sandlot's own figures: through the core `Node`, and over HTTP through the API and SDK.
+
+Every sandbox a measurement creates is killed in a `finally`; the node's
+`close()` (and the server's kill-on-shutdown) is the backstop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from api_server import Server
+from baselines import Plan
+from lib import IMAGE_CACHE, arepeat, host_available_fraction, pss_kb, summary
+
+from sandlot.node import Node, NodeConfig, SandboxSpec
+from sandlot.node.bundle import ensure_bundle
+from sandlot.node.sandbox import Sandbox
+
+__all__ = ["http_figures", "make_node", "node_figures"]
+
+FILE_MB = 100
+
+
+def make_node(data_dir: Path, bundle_cache: Path) -> Node:
+    """A node whose agent bundle is copied from a cache kept between runs (no Go build each time)."""
+    built = ensure_bundle(bundle_cache)
+    dest = data_dir / "bundle" / built.path.name
+    if not dest.exists():
+        shutil.copytree(built.path, dest, symlinks=True)
+    return Node(NodeConfig(data_dir=data_dir, images_dir=IMAGE_CACHE))
+
+
+async def _create(node: Node, runtime: str, image: str = "busybox") -> Sandbox:
+    return await node.create(SandboxSpec(image=image, runtime=runtime))
+
+
+async def cold_starts(node: Node, runtime: str, plan: Plan) -> list[float]:
+    async def once() -> float:
+        t0 = time.perf_counter()
+        sbx = await _create(node, runtime)
+        try:
+            await sbx.run(["/bin/true"])
+            return time.perf_counter() - t0
+        finally:
+            await node.kill(sbx.id)
+
+    await once()  # warm, unmeasured
+    return await arepeat(once, plan.slow, plan.budget)
+
+
+async def round_trips(node: Node, runtime: str, plan: Plan) -> list[float]:
+    sbx = await _create(node, runtime)
+    try:
+
+        async def once() -> None:
+            await sbx.run(["/bin/true"])
+
+        await once()
+        return await arepeat(once, plan.round_trips, plan.budget)
+    finally:
+        await node.kill(sbx.id)
+
+
+async def idle_pss(node: Node, runtime: str, n: int = 5) -> dict[str, Any]:
+    sbxs: list[Sandbox] = []
+    try:
+        for _ in range(n):
+            sbxs.append(await _create(node, runtime))
+        await asyncio.sleep(2)
+        per = [pss_kb(s.runtime.host_pids(s.id)) / 1024 for s in sbxs]
+        return {"pss_mb": statistics.median(per), "sandboxes": n}
+    finally:
+        for s in sbxs:
+            await node.kill(s.id)
+
+
+async def files(node: Node, plan: Plan) -> dict[str, Any]:
+    """Write then read back a 100 MB file through the agent, in a gVisor sandbox."""
+    data = os.urandom(FILE_MB << 20)
+    sbx = await _create(node, "gvisor")
+    writes: list[float] = []
+    reads: list[float] = []
+    try:
+        for _ in range(plan.file_runs):
+            t0 = time.perf_counter()
+            await sbx.agent.write("/root/blob", data)
+            writes.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            got = 0
+            async for chunk in sbx.agent.read("/root/blob"):
+                got += len(chunk)
+            reads.append(time.perf_counter() - t0)
+            assert got == len(data), f"read back {got} of {len(data)} bytes"
+    finally:
+        await node.kill(sbx.id)
+    return {"write": summary(writes), "read": summary(reads), "mb": FILE_MB}
+
+
+async def concurrent(node: Node, plan: Plan) -> dict[str, Any]:
+    """`plan.concurrent` gVisor creates at once: total time, per-create latency, errors."""
+    made: list[Sandbox] = []
+
+    async def one() -> float:
+        t0 = time.perf_counter()
+        sbx = await asyncio.wait_for(_create(node, "gvisor"), 120)
+        made.append(sbx)
+        return time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    try:
+        got = await asyncio.gather(*(one() for _ in range(plan.concurrent)), return_exceptions=True)
+        total = time.perf_counter() - t0
+    finally:
+        for sbx in made:
+            with contextlib.suppress(Exception):
+                await node.kill(sbx.id)
+    ok = [x for x in got if isinstance(x, float)]
+    errors = [repr(x)[:200] for x in got if not isinstance(x, float)]
+    return {
+        "n": plan.concurrent,
+        "total_s": total,
+        "create": summary(ok),
+        "errors": len(errors),
+        "error_samples": errors[:3],
+    }
+
+
+def _density_steps(quick: bool) -> list[int]:
+    return [5, 10] if quick else [5, 10, 20, 40, 60, 80, 120, 160, 240, 320]
+
+
+async def density(node: Node, plan: Plan) -> dict[str, Any]:
+    """Idle gVisor sandboxes added in steps; stops when free memory < 25% or create p50 degrades 3x."""
+    sbxs: list[Sandbox] = []
+    steps: list[dict[str, Any]] = []
+    stop = "the last step"
+    deadline = time.monotonic() + (30 if plan.quick else 300)
+    try:
+        for target in _density_steps(plan.quick):
+            lat: list[float] = []
+            while len(sbxs) < target:
+                t0 = time.perf_counter()
+                sbxs.append(await _create(node, "gvisor"))
+                lat.append(time.perf_counter() - t0)
+            await asyncio.sleep(2)
+            per = [pss_kb(s.runtime.host_pids(s.id)) / 1024 for s in sbxs]
+            step = {
+                "sandboxes": len(sbxs),
+                "idle_pss_mb": statistics.median(per),
+                "total_pss_mb": sum(per),
+                "create": summary(lat),
+                "host_available": host_available_fraction(),
+            }
+            steps.append(step)
+            p50 = step["create"]["p50_ms"]
+            print(f"  density {len(sbxs)}: {step['idle_pss_mb']:.1f} MB each, create p50 {p50:.0f} ms", flush=True)
+            if step["host_available"] < 0.25:
+                stop = "host free memory below 25%"
+                break
+            if step["create"]["p50_ms"] > 3 * steps[0]["create"]["p50_ms"]:
+                stop = "create p50 degraded 3x"
+                break
+            if time.monotonic() > deadline:
+                stop = "time bound"
+                break
+    finally:
+        for s in sbxs:
+            with contextlib.suppress(Exception):
+                await node.kill(s.id)
+    return {"steps": steps, "stopped_by": stop}
+
+
+async def node_figures(node: Node, plan: Plan) -> dict[str, Any]:
+    await node.bundle()
+    for name in ("busybox", "debian"):
+        await asyncio.to_thread(node.images.ensure, name)
+    out: dict[str, Any] = {}
+    for runtime in ("gvisor", "container"):
+        print(f"sandlot core: {runtime}", flush=True)
+        out[f"core cold {runtime}"] = summary(await cold_starts(node, runtime, plan))
+        out[f"core round trip {runtime}"] = summary(await round_trips(node, runtime, plan))
+        out[f"core idle {runtime}"] = await idle_pss(node, runtime)
+    print("sandlot core: files", flush=True)
+    out["core files"] = await files(node, plan)
+    # Density before the concurrent burst: the burst leaves the host loaded for a while.
+    print("sandlot core: density", flush=True)
+    out["density"] = await density(node, plan)
+    print(f"sandlot core: {plan.concurrent} concurrent creates", flush=True)
+    out["core concurrent"] = await concurrent(node, plan)
+    return out
+
+
+async def http_figures(data_dir: Path, bundle_cache: Path, plan: Plan) -> dict[str, Any]:
+    """The same through a real server subprocess and the async SDK."""
+    from sandlot.sdk import AsyncSandbox
+
+    built = ensure_bundle(bundle_cache)
+    shutil.copytree(built.path, data_dir / "bundle" / built.path.name, symlinks=True, dirs_exist_ok=True)
+    print("sandlot http: starting the server", flush=True)
+    server = Server(data_dir).start()
+    conn = {"api_url": server.url, "api_key": server.admin_key, "request_timeout": 120.0}
+    out: dict[str, Any] = {}
+    try:
+
+        async def cold() -> float:
+            t0 = time.perf_counter()
+            sbx = await AsyncSandbox.create(template="busybox", **conn)
+            try:
+                await sbx.commands.run(["/bin/true"])
+                return time.perf_counter() - t0
+            finally:
+                await sbx.kill()
+                await sbx.close()
+
+        await cold()
+        print("sandlot http: cold starts", flush=True)
+        out["http cold gvisor"] = summary(await arepeat(cold, plan.slow, plan.budget))
+        sbx = await AsyncSandbox.create(template="busybox", **conn)
+        try:
+
+            async def rt() -> None:
+                await sbx.commands.run(["/bin/true"])
+
+            await rt()
+            print("sandlot http: round trips, files", flush=True)
+            out["http round trip gvisor"] = summary(await arepeat(rt, plan.round_trips, plan.budget))
+            data = os.urandom(FILE_MB << 20)
+            writes, reads = [], []
+            for _ in range(plan.file_runs):
+                t0 = time.perf_counter()
+                await sbx.files.write("/root/blob", data)
+                writes.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                got = await sbx.files.read("/root/blob", format="bytes")
+                reads.append(time.perf_counter() - t0)
+                assert len(got) == len(data), f"read back {len(got)} of {len(data)} bytes"
+            out["http files"] = {"write": summary(writes), "read": summary(reads), "mb": FILE_MB}
+        finally:
+            await sbx.kill()
+            await sbx.close()
+    finally:
+        server.stop()
+    return out

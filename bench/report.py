@@ -1,0 +1,261 @@
+"""Turn one run's results into the Markdown table, the plots and the one-line summary.
+
+Missing or skipped figures show as "n/a": a report never fails on a number.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ANCHORS", "NOT_YET", "markdown", "plots", "rows", "summary_line"]
+
+#: Published figures of hosted products, for scale; not measured here.
+ANCHORS = [
+    ("E2B", "~150 ms sandbox start"),
+    ("Daytona", '"sub-90 ms" sandbox creation'),
+    ("Northflank", "1-2 s sandbox start"),
+    ("Sprites (Fly.io)", "rollback to a checkpoint under a second"),
+]
+
+NOT_YET = [
+    "create from a warm pool",
+    "checkpoint",
+    "restore",
+    "fork",
+    "pause / resume",
+]
+
+
+def _get(results: dict[str, Any], *path: str) -> float:
+    cur: Any = results
+    for key in path:
+        if not isinstance(cur, dict) or key not in cur:
+            return math.nan
+        cur = cur[key]
+    return float(cur) if isinstance(cur, (int, float)) else math.nan
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def rows(r: dict[str, Any]) -> list[tuple[str, float, str, str, float, str]]:
+    """(metric, sandlot, unit, nearest baseline, baseline value, runs) for each Sandlot figure."""
+    b, s = r["baselines"], r["sandlot"]
+    n = _get(s, "core concurrent", "n")
+    out = []
+
+    def lat(metric: str, skey: str, bname: str, bkey: str, q: str = "p50_ms", sub: str | None = None) -> None:
+        spath = (skey, sub, q) if sub else (skey, q)
+        runs = _get(s, *((skey, sub, "runs") if sub else (skey, "runs")))
+        out.append((metric, _get(s, *spath), "ms", bname, _get(b, bkey, q), f"{runs:.0f}"))
+
+    for q in ("p50_ms", "p99_ms"):
+        tag = q[:3]
+        lat(f"cold create → first command {tag}, gVisor (core)", "core cold gvisor", "`runsc run true`", "runsc run", q)
+        lat(f"cold create → first command {tag}, crun (core)", "core cold container", "`crun run true`", "crun run", q)
+        lat(
+            f"cold create → first command {tag}, gVisor (HTTP+SDK)",
+            "http cold gvisor",
+            "`runsc run true`",
+            "runsc run",
+            q,
+        )
+    out.append(
+        (
+            "HTTP create → first command p50 vs core",
+            _get(s, "http cold gvisor", "p50_ms"),
+            "ms",
+            "the same through the core Node",
+            _get(s, "core cold gvisor", "p50_ms"),
+            f"{_get(s, 'http cold gvisor', 'runs'):.0f}",
+        )
+    )
+    for q in ("p50_ms", "p99_ms"):
+        tag = q[:3]
+        lat(f"command round trip {tag}, gVisor (core)", "core round trip gvisor", "`runsc exec true`", "runsc exec", q)
+        lat(f"command round trip {tag}, crun (core)", "core round trip container", "`crun exec true`", "crun exec", q)
+        lat(
+            f"command round trip {tag}, gVisor (HTTP+SDK)",
+            "http round trip gvisor",
+            "`runsc exec true`",
+            "runsc exec",
+            q,
+        )
+    for op in ("write", "read"):
+        host = f"host file {op} 100 MB"
+        lat(f"file {op} 100 MB p50 (core agent)", "core files", f"{op} on the host disk", host, sub=op)
+        lat(f"file {op} 100 MB p50 (HTTP+SDK)", "http files", f"{op} on the host disk", host, sub=op)
+    core_p50 = _get(s, "core cold gvisor", "p50_ms")
+    out.append(
+        (
+            f"{n:.0f} concurrent creates, total (errors: {_get(s, 'core concurrent', 'errors'):.0f})",
+            _get(s, "core concurrent", "total_s") * 1000,
+            "ms",
+            f"{n:.0f} x core cold p50, one at a time",
+            n * core_p50,
+            "1",
+        )
+    )
+    lat(f"{n:.0f} concurrent creates, per-create p50", "core concurrent", "`runsc run true`", "runsc run", sub="create")
+    for rt, raw in (("gvisor", "runsc"), ("container", "crun")):
+        out.append(
+            (
+                f"idle memory per sandbox (PSS), {'gVisor' if rt == 'gvisor' else 'crun'}",
+                _get(s, f"core idle {rt}", "pss_mb"),
+                "MB",
+                f"raw {raw} sandbox running `sleep`",
+                _get(b, f"{raw} idle sleeper", "pss_mb"),
+                f"{_get(s, f'core idle {rt}', 'sandboxes'):.0f}",
+            )
+        )
+    return out
+
+
+def _fmt(x: float | None, unit: str) -> str:
+    if x is None or math.isnan(x):
+        return "n/a"
+    if unit == "ms" and x >= 10000:
+        return f"{x / 1000:.2f} s"
+    return f"{x:.3g} {unit}" if x < 100 else f"{x:.0f} {unit}"
+
+
+def _ratio_str(a: float, b: float) -> str:
+    r = _ratio(a, b)
+    return "n/a" if math.isnan(r) else f"{r:.2f}x"
+
+
+def baseline_rows(r: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, fig in r["baselines"].items():
+        if "skipped" in fig:
+            lines.append(f"| {name} | skipped: {fig['skipped']} | | |")
+        elif "pss_mb" in fig:
+            lines.append(f"| {name} (idle PSS) | {_fmt(fig['pss_mb'], 'MB')} | | 1 |")
+        else:
+            lines.append(f"| {name} | {_fmt(fig['p50_ms'], 'ms')} | {_fmt(fig['p99_ms'], 'ms')} | {fig['runs']} |")
+    return lines
+
+
+def markdown(r: dict[str, Any]) -> str:
+    meta = r["meta"]
+    lines = [
+        f"# Sandlot benchmarks, {meta['date']} ({'quick' if meta['quick'] else 'full'} run)",
+        "",
+        f"{meta['host']}. Every baseline was measured in the same run; ratios are Sandlot / baseline "
+        f"(below 1 is faster or smaller). Run time {meta['wall_s']:.0f} s. Command: `{meta['command']}`.",
+        "",
+        "| metric | sandlot | nearest baseline | baseline | ratio | runs |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for metric, ours, unit, bname, base, runs in rows(r):
+        lines.append(
+            f"| {metric} | {_fmt(ours, unit)} | {bname} | {_fmt(base, unit)} | {_ratio_str(ours, base)} | {runs} |"
+        )
+    for name in NOT_YET:
+        lines.append(f"| {name} | not yet implemented | | | | |")
+    d = r["sandlot"].get("density", {})
+    lines += ["", "## Density (idle gVisor sandboxes, busybox)", ""]
+    lines += [
+        "| sandboxes | idle PSS each | total PSS | create p50 | host memory available |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for st in d.get("steps", []):
+        lines.append(
+            f"| {st['sandboxes']} | {_fmt(st['idle_pss_mb'], 'MB')} | {_fmt(st['total_pss_mb'], 'MB')} | "
+            f"{_fmt(st['create']['p50_ms'], 'ms')} | {st['host_available'] * 100:.0f}% |"
+        )
+    lines += ["", f"Stopped by: {d.get('stopped_by', 'n/a')}.", ""]
+    lines += ["## Baselines (measured in this run)", "", "| baseline | p50 | p99 | runs |", "| --- | --- | --- | --- |"]
+    lines += baseline_rows(r)
+    lines += ["", "## Published anchors (not measured here)", ""]
+    lines += [f"- {who}: {what}" for who, what in ANCHORS]
+    lines += ["", f"![latency]({meta['date']}-latency.png)", "", f"![density]({meta['date']}-density.png)", ""]
+    return "\n".join(lines)
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    b, s = r["baselines"], r["sandlot"]
+    cold = _ratio(_get(s, "core cold gvisor", "p50_ms"), _get(b, "runsc run", "p50_ms"))
+    rt = _ratio(_get(s, "core round trip gvisor", "p50_ms"), _get(b, "runsc exec", "p50_ms"))
+    http = _ratio(_get(s, "http cold gvisor", "p50_ms"), _get(s, "core cold gvisor", "p50_ms"))
+    idle = _get(s, "core idle gvisor", "pss_mb")
+    n = _get(s, "core concurrent", "n")
+    total = _get(s, "core concurrent", "total_s")
+    errors = _get(s, "core concurrent", "errors")
+    return (
+        f"summary: cold start {cold:.2f}x runsc run, round trip {rt:.2f}x runsc exec, "
+        f"HTTP create {http:.2f}x core, idle {idle:.1f} MB/sandbox, "
+        f"{n:.0f} concurrent creates in {total:.1f} s ({errors:.0f} errors)"
+    )
+
+
+def _series(r: dict[str, Any]) -> list[tuple[str, list[float]]]:
+    b, s = r["baselines"], r["sandlot"]
+    picks = [
+        ("host fork/exec", b.get("host fork/exec")),
+        ("bwrap", b.get("bwrap")),
+        ("crun run", b.get("crun run")),
+        ("Sandlot crun (core)", s.get("core cold container")),
+        ("runsc run", b.get("runsc run")),
+        ("runsc do", b.get("runsc do")),
+        ("podman run (crun)", b.get("podman run (crun)")),
+        ("podman run (runsc)", b.get("podman run (runsc)")),
+        ("Sandlot gVisor (core)", s.get("core cold gvisor")),
+        ("Sandlot gVisor (HTTP)", s.get("http cold gvisor")),
+        ("crun exec", b.get("crun exec")),
+        ("Sandlot crun round trip", s.get("core round trip container")),
+        ("runsc exec", b.get("runsc exec")),
+        ("Sandlot gVisor round trip", s.get("core round trip gvisor")),
+        ("Sandlot HTTP round trip", s.get("http round trip gvisor")),
+    ]
+    return [(name, fig["samples_ms"]) for name, fig in picks if isinstance(fig, dict) and fig.get("samples_ms")]
+
+
+def plots(r: dict[str, Any], latency_png: Path, density_png: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        print("no plots: matplotlib is missing (pip install -e '.[bench]')")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = _series(r)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * max(len(series), 4) + 1.5))
+    if series:
+        names, data = zip(*series, strict=True)
+        # Labels set by hand: boxplot's keyword for them was renamed in matplotlib 3.9.
+        box = ax.boxplot(data, vert=False, showfliers=True, patch_artist=True)
+        ax.set_yticks(range(1, len(names) + 1), names)
+        for patch, name in zip(box["boxes"], names, strict=True):
+            patch.set_facecolor("#f4a261" if name.startswith("Sandlot") else "#a8dadc")
+        ax.set_xscale("log")
+    ax.set_xlabel("ms (log scale): create → first command done, or command round trip")
+    ax.set_title(f"Latency distributions, {r['meta']['date']} (orange: Sandlot; blue: baselines)")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(latency_png, dpi=110)
+    plt.close(fig)
+
+    steps = r["sandlot"].get("density", {}).get("steps", [])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if steps:
+        xs = [st["sandboxes"] for st in steps]
+        ax.plot(xs, [st["idle_pss_mb"] for st in steps], "o-", color="#e76f51", label="idle PSS per sandbox (MB)")
+        ax.set_ylabel("MB per sandbox")
+        ax.set_ylim(bottom=0)
+        ax2 = ax.twinx()
+        ax2.plot(xs, [st["create"]["p50_ms"] for st in steps], "s--", color="#264653", label="create p50 (ms)")
+        ax2.set_ylabel("create p50 (ms)")
+        ax2.set_ylim(bottom=0)
+        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="upper left")
+    ax.set_xlabel("idle gVisor sandboxes running")
+    ax.set_title(f"Density, {r['meta']['date']}")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(density_png, dpi=110)
+    plt.close(fig)
