@@ -177,6 +177,57 @@ async def density(node: Node, plan: Plan) -> dict[str, Any]:
     return {"steps": steps, "stopped_by": stop}
 
 
+async def warm_pool_starts(node: Node, plan: Plan) -> list[float]:
+    """Create -> first command with a warm pool of 2 (each measured once the pool is full again)."""
+    from sandlot.node.pool import pool_key
+
+    spec = SandboxSpec(image="busybox")
+    node.pool.set_size(spec, 2)
+
+    async def once() -> float:
+        deadline = time.monotonic() + 30
+        while node.pool.idle(pool_key(spec)) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        sbx = await node.create(spec)
+        try:
+            await sbx.run(["/bin/true"])
+            return time.perf_counter() - t0
+        finally:
+            await node.kill(sbx.id)
+
+    try:
+        return await arepeat(once, plan.slow, plan.budget)
+    finally:
+        node.pool.set_size(spec, 0)
+
+
+async def pause_resume(node: Node, plan: Plan) -> dict[str, Any]:
+    """`Node.pause` and `Node.resume` of an idle gVisor sandbox (freeze, no memory to disk)."""
+    from sandlot.node.runtimes.base import run_tool
+
+    sbx = await _create(node, "gvisor")
+    rt = node.runtime("gvisor")
+    times: dict[str, list[float]] = {"pause": [], "resume": [], "raw pause": [], "raw resume": []}
+    try:
+
+        async def once() -> None:
+            for op, call in (("pause", node.pause), ("resume", node.resume)):
+                t0 = time.perf_counter()
+                await call(sbx.id)
+                times[op].append(time.perf_counter() - t0)
+            # The baseline: runsc itself on the same sandbox, in the same run.
+            for op in ("pause", "resume"):
+                t0 = time.perf_counter()
+                await run_tool(*rt._cli(op, sbx.id))  # type: ignore[attr-defined]
+                times[f"raw {op}"].append(time.perf_counter() - t0)
+
+        await arepeat(once, plan.slow, plan.budget)
+    finally:
+        await node.kill(sbx.id)
+    return {k: summary(v) for k, v in times.items()}
+
+
 async def node_figures(node: Node, plan: Plan) -> dict[str, Any]:
     await node.bundle()
     for name in ("busybox", "debian"):
@@ -187,6 +238,9 @@ async def node_figures(node: Node, plan: Plan) -> dict[str, Any]:
         out[f"core cold {runtime}"] = summary(await cold_starts(node, runtime, plan))
         out[f"core round trip {runtime}"] = summary(await round_trips(node, runtime, plan))
         out[f"core idle {runtime}"] = await idle_pss(node, runtime)
+    print("sandlot core: warm pool, pause/resume", flush=True)
+    out["core warm pool gvisor"] = summary(await warm_pool_starts(node, plan))
+    out["core pause resume"] = await pause_resume(node, plan)
     print("sandlot core: files", flush=True)
     out["core files"] = await files(node, plan)
     # Density before the concurrent burst: the burst leaves the host loaded for a while.

@@ -20,11 +20,10 @@ ANCHORS = [
 ]
 
 NOT_YET = [
-    "create from a warm pool",
     "checkpoint",
     "restore",
     "fork",
-    "pause / resume",
+    "pause with memory to disk",
 ]
 
 
@@ -100,6 +99,28 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, str, float, str]]:
         )
     )
     lat(f"{n:.0f} concurrent creates, per-create p50", "core concurrent", "`runsc run true`", "runsc run", sub="create")
+    if "core warm pool gvisor" in s:
+        lat(
+            "create from a warm pool → first command p50, gVisor",
+            "core warm pool gvisor",
+            "`runsc run true`",
+            "runsc run",
+        )
+        warm, runs = _get(s, "core warm pool gvisor", "p50_ms"), f"{_get(s, 'core warm pool gvisor', 'runs'):.0f}"
+        out.append(("  the same vs a cold create", warm, "ms", "Sandlot cold create → first command", core_p50, runs))
+    if "core pause resume" in s:
+        for op in ("pause", "resume"):
+            pr = s["core pause resume"]
+            out.append(
+                (
+                    f"{op} p50 (freeze), gVisor",
+                    _get(pr, op, "p50_ms"),
+                    "ms",
+                    f"`runsc {op}` of the same sandbox",
+                    _get(pr, f"raw {op}", "p50_ms"),
+                    f"{_get(pr, op, 'runs'):.0f}",
+                )
+            )
     for rt, raw in (("gvisor", "runsc"), ("container", "crun")):
         out.append(
             (
