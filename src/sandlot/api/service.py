@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from sandlot import errors
@@ -211,21 +211,21 @@ class SandboxService:
     # ------------------------------------------------------------ pause / resume
 
     async def pause(self, who: Principal, sandbox_id: str) -> SandboxRecord:
-        rec = await self.get(who, sandbox_id)
-        if rec.state != "running":
-            raise errors.SandboxStateError(f"cannot pause sandbox {sandbox_id} in state {rec.state}")
-        await self.node.pause(sandbox_id)
-        await self.store.set_state(sandbox_id, "paused")
-        rec.state = "paused"
-        return rec
+        return await self._freeze(who, sandbox_id, "running", "paused", self.node.pause)
 
     async def resume(self, who: Principal, sandbox_id: str) -> SandboxRecord:
+        return await self._freeze(who, sandbox_id, "paused", "running", self.node.resume)
+
+    async def _freeze(
+        self, who: Principal, sandbox_id: str, before: str, after: str, act: Callable[[str], Awaitable[None]]
+    ) -> SandboxRecord:
         rec = await self.get(who, sandbox_id)
-        if rec.state != "paused":
-            raise errors.SandboxStateError(f"cannot resume sandbox {sandbox_id} in state {rec.state}")
-        await self.node.resume(sandbox_id)
-        await self.store.set_state(sandbox_id, "running")
-        rec.state = "running"
+        if rec.state != before:
+            verb = "pause" if after == "paused" else "resume"
+            raise errors.SandboxStateError(f"cannot {verb} sandbox {sandbox_id} in state {rec.state}")
+        await act(sandbox_id)
+        await self.store.set_state(sandbox_id, after)
+        rec.state = after
         return rec
 
     # ------------------------------------------------------------ kill / timeout
