@@ -277,6 +277,11 @@ class ExitEvent(_Response):
     timed_out: bool = False
     pids_limit_hit: bool = False
 
+    @classmethod
+    def from_agent(cls, ex: p.ProcessExit) -> ExitEvent:
+        """The agent's exit report as an event, every field carried over."""
+        return cls.model_validate(ex.model_dump())
+
 
 class ErrorEvent(_Response):
     """The stream broke after it started (the sandbox died, ...): the error, as a line."""

@@ -105,9 +105,7 @@ async def _output(ws: WebSocket, proc: ProcessStream, pid: int) -> None:
             await ws.send_bytes(data)
         ex = proc.exit
         assert ex is not None
-        exit_event = ExitEvent(
-            pid=pid, exit_code=ex.exit_code, signal=ex.signal, oom_killed=ex.oom_killed, timed_out=ex.timed_out
-        )
+        exit_event = ExitEvent.from_agent(ex)
         await ws.send_text(exit_event.model_dump_json())
     except errors.SandlotError as exc:
         with contextlib.suppress(Exception):

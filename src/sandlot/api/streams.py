@@ -88,14 +88,7 @@ async def process_events(proc: ProcessStream, *, announce: bool = True) -> Async
                 yield OutputEvent(type="stdout" if fd == 1 else "stderr", data=tail)
         ex = proc.exit
         assert ex is not None
-        yield ExitEvent(
-            pid=ex.pid,
-            exit_code=ex.exit_code,
-            signal=ex.signal,
-            oom_killed=ex.oom_killed,
-            timed_out=ex.timed_out,
-            pids_limit_hit=ex.pids_limit_hit,
-        )
+        yield ExitEvent.from_agent(ex)
     finally:
         if not finished:
             later(proc.detach())
