@@ -5,6 +5,7 @@
     │   ├── SandboxNotFoundError
     │   ├── ImageNotFoundError
     │   ├── ProcessNotFoundError
+    │   ├── CheckpointNotFoundError
     │   └── SandboxFileNotFoundError   (also FileNotFoundError)
     ├── InvalidArgumentError           (also ValueError)
     │   ├── CommandNotFoundError
@@ -36,6 +37,7 @@ from typing import Any
 __all__ = [
     "ERROR_CODES",
     "AuthenticationError",
+    "CheckpointNotFoundError",
     "CommandExitError",
     "CommandNotFoundError",
     "ConflictError",
@@ -93,6 +95,10 @@ class ImageNotFoundError(NotFoundError):
 
 class ProcessNotFoundError(NotFoundError):
     code = "process_not_found"
+
+
+class CheckpointNotFoundError(NotFoundError):
+    code = "checkpoint_not_found"
 
 
 class SandboxFileNotFoundError(NotFoundError, FileNotFoundError):
@@ -195,6 +201,7 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         SandboxNotFoundError,
         ImageNotFoundError,
         ProcessNotFoundError,
+        CheckpointNotFoundError,
         SandboxFileNotFoundError,
         InvalidArgumentError,
         CommandNotFoundError,

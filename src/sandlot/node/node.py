@@ -22,6 +22,8 @@ from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection
 from sandlot.node import cgroups, reaper
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
+from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
+from sandlot.node.diskstore import DiskStore
 from sandlot.node.images import ImageStore
 from sandlot.node.pool import WarmPool
 from sandlot.node.rootfs import SpareDisks, WritableLayer
@@ -47,6 +49,8 @@ class NodeConfig:
     images_dir: Path | None = None
     gvisor_platform: str = "ptrace"
     default_runtime: str = "gvisor"
+    #: Size of the node's disk store (sparse; sandbox disks and checkpoints); default: the host filesystem's.
+    disk_store_bytes: int | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -64,7 +68,9 @@ class Node:
         self._sandboxes: dict[str, Sandbox] = {}
         self._bundle: Bundle | None = None
         self._watchers: set[asyncio.Task[None]] = set()
-        self.spares = SpareDisks(self.config.data_dir / "spare-disks")
+        self.disks = DiskStore(self.config.data_dir, self.config.disk_store_bytes)
+        self.spares = SpareDisks(self.disks.spares)
+        self.checkpoints = CheckpointStore(self.disks.checkpoints)
         self.pool = WarmPool(self._start, self.kill)
         self._starting = asyncio.Semaphore(max(2, 2 * (os.cpu_count() or 1)))
         self._refilling: asyncio.Future[None] | None = None
@@ -111,13 +117,13 @@ class Node:
             return pooled
         return await self._start(spec)
 
-    async def _start(self, spec: SandboxSpec) -> Sandbox:
+    async def _start(self, spec: SandboxSpec, disk_from: Path | None = None) -> Sandbox:
         """Start a sandbox; a caller cancelled meanwhile (a client gone) never leaks one.
 
         Cancelling halfway through `runsc run` would orphan a sandbox that no
         state records yet, so the start runs to its end and is then killed.
         """
-        task = asyncio.ensure_future(self._start_gated(spec))
+        task = asyncio.ensure_future(self._start_gated(spec, disk_from))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -125,19 +131,22 @@ class Node:
                 await self.kill((await task).id)
             raise
 
-    async def _start_gated(self, spec: SandboxSpec) -> Sandbox:
+    async def _start_gated(self, spec: SandboxSpec, disk_from: Path | None) -> Sandbox:
         # A burst of starts on a small host (100 at once on 2 cores) makes every
         # one of them slow enough to time out; queued, they all finish quickly.
         async with self._starting:
-            return await self._start_now(spec)
+            return await self._start_now(spec, disk_from)
 
-    async def _start_now(self, spec: SandboxSpec) -> Sandbox:
+    async def _start_now(self, spec: SandboxSpec, disk_from: Path | None = None) -> Sandbox:
+        """Start a sandbox of `spec`, on a fresh disk or a clone of `disk_from` (a checkpoint's)."""
         runtime = self.runtime(spec.runtime)
         bundle = await self.bundle()
         image = await asyncio.to_thread(self.images.ensure, spec.image)
+        await asyncio.to_thread(self.disks.ensure)
         sandbox_id = new_sandbox_id()
         sdir = self.sandboxes_dir / sandbox_id
-        layer = WritableLayer(sdir, image.rootfs, spec.limits.disk_mb << 20)
+        layer = WritableLayer(sdir, image.rootfs, spec.limits.disk_mb << 20, self.disks.disk_of(sandbox_id))
+        layer.source = disk_from
         socket_path = str(sdir / "run" / "agent.sock")
         if len(socket_path.encode()) > MAX_SOCKET_PATH:
             raise errors.InvalidArgumentError(
@@ -150,12 +159,7 @@ class Node:
         self._sandboxes[sandbox_id] = sbx
         try:
             await self._provision(sbx, bundle)
-            pid = await runtime.start(sandbox_id, sdir / "bundle", sdir / "runtime.log")
-            exited = self._spawn(reaper.wait_exit(pid))
-            for other in reaper.children_of_self(runtime.host_pids(sandbox_id)):
-                if other != pid:  # the gofer, under gVisor
-                    self._spawn(reaper.wait_exit(other))
-            await self._wait_agent(sbx, exited)
+            exited = await self._boot(sbx)
         except BaseException as exc:
             problems = await self.destroy(sbx, f"failed to start: {exc}")
             self._sandboxes.pop(sandbox_id, None)
@@ -165,6 +169,16 @@ class Node:
         sbx.transition(State.RUNNING)
         self._spawn(self._on_exit(sbx, exited))
         return sbx
+
+    async def _boot(self, sbx: Sandbox) -> asyncio.Task[None]:
+        """Start the provisioned sandbox's runtime and wait for its agent; returns its exit watcher."""
+        pid = await sbx.runtime.start(sbx.id, sbx.dir / "bundle", sbx.dir / "runtime.log")
+        exited = self._spawn(reaper.wait_exit(pid))
+        for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
+            if other != pid:  # the gofer, under gVisor
+                self._spawn(reaper.wait_exit(other))
+        await self._wait_agent(sbx, exited)
+        return exited
 
     def _refill_spares(self) -> None:
         if self._refilling is None or self._refilling.done():
@@ -195,7 +209,7 @@ class Node:
         run_dir = sbx.dir / "run"
         run_dir.mkdir(parents=True)
         os.chmod(run_dir, 0o711)
-        await asyncio.to_thread(sbx.layer.mount, self.spares)
+        await asyncio.to_thread(sbx.layer.mount, self.spares, sbx.layer.source)
         self._refill_spares()
         root = sbx.layer.rootfs
         (root / MOUNT_POINT.lstrip("/") / "run").mkdir(parents=True, exist_ok=True)
@@ -247,8 +261,9 @@ class Node:
 
     async def _on_exit(self, sbx: Sandbox, exited: asyncio.Task[None]) -> None:
         """When the sandbox's main host process exits on its own, clean up after it."""
+        generation = sbx.generation
         await exited
-        if sbx.killed:
+        if sbx.killed or sbx.generation != generation:  # killed, or restarted on purpose (restore)
             return
         reason = "out of memory" if _oom_happened(sbx.id) else "the sandbox's init exited"
         log.warning("sandbox %s died (%s); its runtime log ends: %s", sbx.id, reason, _tail(sbx.dir / "runtime.log"))
@@ -275,6 +290,90 @@ class Node:
                 raise errors.SandboxStateError(f"cannot resume sandbox {sandbox_id} in state {sbx.state.value}")
             await sbx.runtime.resume(sandbox_id)
             sbx.transition(State.RUNNING)
+
+    # ------------------------------------------------------------ checkpoints
+
+    async def checkpoint(self, sandbox_id: str, name: str) -> Checkpoint:
+        """Checkpoint the filesystem of a running or paused sandbox (frozen while it is copied)."""
+        sbx = self.get(sandbox_id)
+        async with sbx._kill_lock:
+            if sbx.state not in (State.RUNNING, State.PAUSED):
+                raise errors.SandboxStateError(f"cannot checkpoint sandbox {sandbox_id} in state {sbx.state.value}")
+            was_running = sbx.state is State.RUNNING
+
+            async def snapshot(dest: Path) -> None:
+                if was_running:
+                    await sbx.runtime.pause(sandbox_id)
+                try:
+                    await asyncio.to_thread(sbx.layer.snapshot, dest)
+                finally:
+                    if was_running:
+                        await sbx.runtime.resume(sandbox_id)
+
+            return await self.checkpoints.take(sandbox_id, name, sbx.spec, snapshot)
+
+    async def restore(self, sandbox_id: str, checkpoint_id: str) -> None:
+        """Roll the sandbox's filesystem back to one of its checkpoints; its processes start afresh.
+
+        The checkpoint's disk is cloned before anything stops, so a failure
+        there (a full disk store) leaves the sandbox as it was.
+        """
+        sbx = self.get(sandbox_id)
+        ck = self.checkpoints.get(checkpoint_id)
+        if ck.sandbox_id != sandbox_id:
+            raise errors.InvalidArgumentError(
+                f"checkpoint {checkpoint_id} is of sandbox {ck.sandbox_id}, not {sandbox_id}; "
+                "fork it to start a sandbox from it",
+                field="checkpoint_id",
+            )
+        async with sbx._kill_lock:
+            if sbx.state not in (State.RUNNING, State.PAUSED):
+                raise errors.SandboxStateError(f"cannot restore sandbox {sandbox_id} in state {sbx.state.value}")
+            staged = await asyncio.to_thread(sbx.layer.stage, ck.disk)
+            try:
+                await self._halt(sbx)
+                await asyncio.to_thread(sbx.layer.swap, staged)
+                await sbx.reconnect()
+                exited = await self._boot(sbx)
+            except BaseException as exc:
+                staged.unlink(missing_ok=True)
+                problems = await self.destroy(sbx, f"failed to restore checkpoint {checkpoint_id}: {exc}")
+                self._sandboxes.pop(sandbox_id, None)
+                if problems:
+                    log.error("cleanup after a failed restore of %s: %s", sandbox_id, "; ".join(problems))
+                raise
+            if sbx.state is State.PAUSED:
+                sbx.transition(State.RUNNING)
+            self._spawn(self._on_exit(sbx, exited))
+
+    async def _halt(self, sbx: Sandbox) -> None:
+        """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot)."""
+        sbx.generation += 1
+        await sbx.conn.close()
+        pids = sbx.runtime.host_pids(sbx.id)
+        if sbx.state is State.PAUSED:
+            with contextlib.suppress(errors.SandlotError):
+                await sbx.runtime.resume(sbx.id)
+        problems = await sbx.runtime.destroy(sbx.id)
+        problems += await _wait_gone(pids)
+        if problems:
+            raise errors.InternalError(f"stopping sandbox {sbx.id} failed: " + "; ".join(problems))
+
+    async def fork(self, checkpoint_id: str, count: int = 1) -> list[Sandbox]:
+        """Start `count` new sandboxes from a checkpoint, each on its own copy of its filesystem."""
+        if not isinstance(count, int) or not 1 <= count <= MAX_FORK:
+            raise errors.InvalidArgumentError(f"count must be between 1 and {MAX_FORK}, got {count!r}", field="count")
+        ck = self.checkpoints.get(checkpoint_id)
+        spec = spec_from_dict(ck.spec).validate()
+        results = await asyncio.gather(*(self._start(spec, ck.disk) for _ in range(count)), return_exceptions=True)
+        made = [r for r in results if isinstance(r, Sandbox)]
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            for sbx in made:
+                with contextlib.suppress(errors.SandlotError):
+                    await self.kill(sbx.id)
+            raise failed[0]
+        return made
 
     async def kill(self, sandbox_id: str) -> None:
         """Stop every process and free everything the sandbox holds. Idempotent."""
@@ -322,9 +421,12 @@ class Node:
                 await self.kill(sbx.id)
         for task in list(self._watchers):
             task.cancel()
+
         if self._refilling is not None:  # a thread: let it finish its file
             with contextlib.suppress(Exception):
                 await self._refilling
+        for problem in await asyncio.to_thread(self.disks.release):
+            log.error("unmounting the disk store: %s", problem)
 
 
 async def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[str]:

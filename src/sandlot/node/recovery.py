@@ -59,6 +59,8 @@ async def recover(node: Node, wanted: Mapping[str, SandboxSpec]) -> RecoveryRepo
         What was adopted, what was lost (and cleaned up) and why.
     """
     report = RecoveryReport()
+    if node.sandboxes_dir.is_dir() and any(node.sandboxes_dir.iterdir()):
+        await asyncio.to_thread(node.disks.ensure)  # the sandboxes' disks are files in it
     found: dict[str, Path] = {}
     if node.sandboxes_dir.is_dir():
         for sdir in sorted(node.sandboxes_dir.iterdir()):
@@ -96,7 +98,10 @@ async def _recover_one(
     image = node.images.get(image_name) if image_name else None
     wanted = spec is not None and image is not None
     spec = spec or SandboxSpec(image=image_name or "unknown", runtime=runtime_name)
-    layer = WritableLayer(sdir, image.rootfs if image else Path("/nonexistent"), spec.limits.disk_mb << 20)
+    # Disks live in the node's disk store (sandboxes made before it: `disk.img` in their directory).
+    disk = node.disks.disk_of(sandbox_id)
+    disk_file = disk if disk.exists() or not (sdir / "disk.img").exists() else None
+    layer = WritableLayer(sdir, image.rootfs if image else Path("/nonexistent"), spec.limits.disk_mb << 20, disk_file)
     conn = AgentConnection(str(sdir / "run" / "agent.sock"), sandbox_id)
     sbx = Sandbox(sandbox_id, spec, image or Image(image_name, Path("/nonexistent")), runtime, sdir, layer, conn)
     if created_at:

@@ -1,13 +1,15 @@
 """A sandbox's root filesystem: the image's read-only rootfs, one writable layer on top.
 
 The writable layer is an ext4 filesystem in a sparse file of the sandbox's disk
-size, loop-mounted at `layer/`; overlayfs joins `image/rootfs` (lower) and
+size (kept in the node's DiskStore, which can clone files: diskstore.py),
+loop-mounted at `layer/`; overlayfs joins `image/rootfs` (lower) and
 `layer/upper` at `rootfs/`. So:
 
 - starting a sandbox never copies the image (only a sparse file is created);
 - two sandboxes of one image never see each other's writes;
 - a disk filler gets ENOSPC when its layer is full, and the host's disk is safe;
-- checkpoint/fork cost can follow what changed (the layer), not the image size.
+- checkpoint, restore and fork clone that file (`snapshot`, `mount(source=)`,
+  `reset_to`), so they cost what the sandbox changed, not the image size.
 
 Every step is undone by `unmount()`, which keeps going after a failure and
 returns every error so the caller can report them all.
@@ -15,6 +17,7 @@ returns every error so the caller can report them all.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -26,6 +29,7 @@ import uuid
 from pathlib import Path
 
 from sandlot import errors
+from sandlot.node.fileclone import clone_file, frozen_fs
 
 __all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "umount"]
 
@@ -119,14 +123,17 @@ class SpareDisks:
 class WritableLayer:
     """The per-sandbox layer and overlay under `dir`."""
 
-    def __init__(self, dir: Path, lower: Path, disk_bytes: int) -> None:
+    def __init__(self, dir: Path, lower: Path, disk_bytes: int, disk_file: Path | None = None) -> None:
         self.dir = Path(dir)
         self.lower = Path(lower)
         self.disk_bytes = disk_bytes
+        self._disk_file = Path(disk_file) if disk_file else None
+        #: a disk to clone instead of a fresh one (a checkpoint's, for a fork)
+        self.source: Path | None = None
 
     @property
     def image_file(self) -> Path:
-        return self.dir / "disk.img"
+        return self._disk_file or self.dir / "disk.img"
 
     @property
     def layer(self) -> Path:
@@ -140,20 +147,46 @@ class WritableLayer:
     def rootfs(self) -> Path:
         return self.dir / "rootfs"
 
-    def mount(self, spares: SpareDisks | None = None) -> None:
+    def mount(self, spares: SpareDisks | None = None, source: Path | None = None) -> None:
+        """Make the disk (a clone of `source`, a spare, or a new one) and mount the overlay."""
         for d in (self.layer, self.rootfs):
             d.mkdir(parents=True, exist_ok=True)
-        if spares is None or not spares.take(self.disk_bytes, self.image_file):
+        if source is not None:
+            clone_file(source, self.image_file)
+        elif spares is None or not spares.take(self.disk_bytes, self.image_file):
             make_disk(self.image_file, self.disk_bytes)
+        self._mount_disk()
+
+    def _mount_disk(self) -> None:
         res = subprocess.run(
             ["mount", "-o", "loop,noatime", str(self.image_file), str(self.layer)], capture_output=True, text=True
         )
         if res.returncode != 0:
             raise errors.InternalError(f"mounting the sandbox disk failed: {res.stderr.strip()}")
-        (self.layer / "lost+found").rmdir()
-        self.upper.mkdir()
-        (self.layer / "work").mkdir()
+        with contextlib.suppress(FileNotFoundError):
+            (self.layer / "lost+found").rmdir()
+        self.upper.mkdir(exist_ok=True)
+        (self.layer / "work").mkdir(exist_ok=True)
         mount_overlay(self.lower, self.upper, self.layer / "work", self.rootfs)
+
+    def snapshot(self, dest: Path) -> None:
+        """Copy the disk, consistent, to `dest` (a clone: costs what was written)."""
+        with frozen_fs(self.layer):
+            clone_file(self.image_file, dest)
+
+    def stage(self, source: Path) -> Path:
+        """Clone `source` beside the disk, for `swap`; a failure (a full store) changes nothing."""
+        staged = self.image_file.with_name(self.image_file.name + ".restore")
+        clone_file(source, staged)
+        return staged
+
+    def swap(self, staged: Path) -> None:
+        """Put the `stage`d disk in place of this one and mount it (the overlay must be unused)."""
+        problems = self.unmount()
+        if problems:
+            raise errors.InternalError("unmounting the sandbox disk for a restore failed: " + "; ".join(problems))
+        os.rename(staged, self.image_file)
+        self._mount_disk()
 
     @property
     def mounted(self) -> bool:
@@ -179,4 +212,10 @@ class WritableLayer:
                 pass
             except OSError as exc:
                 problems.append(f"removing {self.dir}: {exc}")
+            if self._disk_file is not None:
+                try:
+                    self._disk_file.unlink(missing_ok=True)
+                    self._disk_file.with_name(self._disk_file.name + ".restore").unlink(missing_ok=True)
+                except OSError as exc:
+                    problems.append(f"removing {self._disk_file}: {exc}")
         return problems

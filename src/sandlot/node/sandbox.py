@@ -72,6 +72,8 @@ class Sandbox:
         self.exit_reason: str | None = None
         #: idle in the warm pool: nobody has seen it yet
         self.pooled = False
+        #: bumped when the node restarts the runtime on purpose (a restore): old exit watchers stand down
+        self.generation = 0
         self._kill_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -89,6 +91,13 @@ class Sandbox:
         if self.state not in states:
             reason = f" ({self.exit_reason})" if self.exit_reason else ""
             raise errors.SandboxStateError(f"sandbox {self.id} is {self.state.value}{reason}")
+
+    async def reconnect(self) -> None:
+        """Listen for a new agent (the runtime is being booted again); the old connection is closed."""
+        await self.conn.close()
+        self.conn = AgentConnection(self.conn.socket_path, self.id)
+        self._agent = AgentClient(self.conn)
+        await self.conn.listen()
 
     @property
     def agent(self) -> AgentClient:

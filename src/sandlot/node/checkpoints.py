@@ -1,0 +1,173 @@
+"""Checkpoints of a sandbox's filesystem: take, list, delete, restore, fork.
+
+A checkpoint is a clone of the sandbox's disk file (its writable layer: an ext4
+image holding only what the sandbox changed since its image) taken while the
+sandbox is frozen (`runtime.pause`) and its layer flushed and frozen
+(FIFREEZE), plus a small record. Clones share blocks (diskstore.py), so the
+cost follows what the sandbox wrote, never the image nor the disk size.
+
+- `restore` stops the sandbox's processes, puts a clone of the checkpoint in
+  place of its disk and boots the sandbox again, same id, same spec: the
+  filesystem is the checkpoint's, the processes start fresh (a filesystem
+  checkpoint holds no memory).
+- `fork` starts new sandboxes of the checkpoint's spec, each on its own clone.
+
+Checkpoints outlive the sandbox they were taken of (fork still works) until
+deleted. Records live in `<disk store>/checkpoints/<id>/checkpoint.json`
+beside `disk.img`, so they survive a restart of the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import re
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sandlot import errors
+from sandlot.node.spec import Limits, SandboxSpec
+
+__all__ = ["CHECKPOINT_ID_RE", "MAX_FORK", "Checkpoint", "CheckpointStore", "spec_from_dict", "spec_to_dict"]
+
+CHECKPOINT_ID_RE = re.compile(r"^ck-[0-9a-z]{16}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: At most this many sandboxes from one fork call.
+MAX_FORK = 64
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def spec_to_dict(spec: SandboxSpec) -> dict[str, Any]:
+    return dataclasses.asdict(spec)
+
+
+def spec_from_dict(d: dict[str, Any]) -> SandboxSpec:
+    """Rebuild a spec, ignoring fields this version does not know."""
+    known = {f.name for f in dataclasses.fields(SandboxSpec)}
+    kw = {k: v for k, v in d.items() if k in known and k != "limits"}
+    lk = {f.name for f in dataclasses.fields(Limits)}
+    limits = Limits(**{k: v for k, v in (d.get("limits") or {}).items() if k in lk})
+    return SandboxSpec(**kw, limits=limits)
+
+
+@dataclass
+class Checkpoint:
+    id: str
+    name: str
+    sandbox_id: str
+    created_at: float
+    #: bytes the checkpoint's disk holds (what the sandbox had written, plus ext4's metadata)
+    size_bytes: int
+    spec: dict[str, Any]
+    dir: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk.img"
+
+    def record(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("dir")
+        return d
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise errors.InvalidArgumentError(
+            f"checkpoint name must be 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit), "
+            f"got {name!r}",
+            field="name",
+        )
+    return name
+
+
+class CheckpointStore:
+    """Checkpoint records and disks under `dir` (inside the node's DiskStore).
+
+    Invariant: a checkpoint is listed only once its disk and record are both
+    complete: both are written under a temporary name and renamed into place.
+    """
+
+    def __init__(self, dir: Path) -> None:
+        self.dir = Path(dir)
+        self._lock = asyncio.Lock()
+
+    def _new_id(self) -> str:
+        return "ck-" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
+
+    def get(self, checkpoint_id: str) -> Checkpoint:
+        if not isinstance(checkpoint_id, str) or not CHECKPOINT_ID_RE.match(checkpoint_id):
+            raise errors.CheckpointNotFoundError(f"checkpoint {checkpoint_id!r} not found")
+        ck = self._load(self.dir / checkpoint_id)
+        if ck is None:
+            raise errors.CheckpointNotFoundError(f"checkpoint {checkpoint_id} not found")
+        return ck
+
+    def _load(self, d: Path) -> Checkpoint | None:
+        try:
+            r = json.loads((d / "checkpoint.json").read_text())
+            return Checkpoint(
+                id=str(r["id"]),
+                name=str(r["name"]),
+                sandbox_id=str(r["sandbox_id"]),
+                created_at=float(r["created_at"]),
+                size_bytes=int(r["size_bytes"]),
+                spec=dict(r["spec"]),
+                dir=d,
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def list(self, sandbox_id: str | None = None) -> list[Checkpoint]:
+        if not self.dir.is_dir():
+            return []
+        out = []
+        for d in self.dir.iterdir():
+            if CHECKPOINT_ID_RE.match(d.name):
+                ck = self._load(d)
+                if ck is not None and (sandbox_id is None or ck.sandbox_id == sandbox_id):
+                    out.append(ck)
+        return sorted(out, key=lambda c: (c.created_at, c.id))
+
+    async def take(self, sandbox_id: str, name: str, spec: SandboxSpec, snapshot: Any) -> Checkpoint:
+        """Record a checkpoint whose disk `snapshot(path)` writes (in a thread)."""
+        validate_name(name)
+        async with self._lock:  # names are unique per sandbox
+            if any(c.name == name for c in self.list(sandbox_id)):
+                raise errors.ConflictError(
+                    f"sandbox {sandbox_id} already has a checkpoint named {name!r}; delete it or choose another name",
+                    field="name",
+                )
+            ck_id = self._new_id()
+            tmp = self.dir / f".{ck_id}.tmp"
+            tmp.mkdir(parents=True)
+            try:
+                await snapshot(tmp / "disk.img")
+                ck = Checkpoint(
+                    id=ck_id,
+                    name=name,
+                    sandbox_id=sandbox_id,
+                    created_at=time.time(),
+                    size_bytes=(tmp / "disk.img").stat().st_blocks * 512,
+                    spec=spec_to_dict(spec),
+                    dir=self.dir / ck_id,
+                )
+                (tmp / "checkpoint.json").write_text(json.dumps(ck.record()))
+                tmp.rename(ck.dir)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return ck
+
+    def delete(self, checkpoint_id: str) -> None:
+        ck = self.get(checkpoint_id)
+        trash = self.dir / f".{ck.id}.deleting"
+        ck.dir.rename(trash)  # unlisted at once; the blocks go with the files
+        with contextlib.suppress(OSError):
+            shutil.rmtree(trash)

@@ -1,0 +1,55 @@
+"""Copy-on-write file clones (FICLONE) and filesystem freezes (FIFREEZE), the two
+host primitives behind checkpoints: see diskstore.py for why they are cheap."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from sandlot import errors
+
+__all__ = ["clone_file", "frozen_fs"]
+
+FICLONE = 0x40049409
+FIFREEZE = 0xC0045877
+FITHAW = 0xC0045878
+
+
+def clone_file(src: Path, dest: Path) -> None:
+    """Make `dest` a copy of `src` that shares its blocks (copy-on-write)."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    s = os.open(src, os.O_RDONLY)
+    try:
+        d = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fcntl.ioctl(d, FICLONE, s)
+        except OSError as exc:
+            os.close(d)
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise errors.NoSpaceError(
+                    f"the node's disk store is full: cannot copy {src.name}; delete checkpoints or sandboxes"
+                ) from None
+            raise errors.InternalError(f"cloning {src} to {dest}: {exc.strerror}") from None
+        os.close(d)
+    finally:
+        os.close(s)
+    os.rename(tmp, dest)
+
+
+@contextlib.contextmanager
+def frozen_fs(mountpoint: Path) -> Iterator[None]:
+    """Flush and freeze the filesystem mounted at `mountpoint` (FIFREEZE) for a consistent copy."""
+    fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, FIFREEZE, 0)
+        try:
+            yield
+        finally:
+            fcntl.ioctl(fd, FITHAW, 0)
+    finally:
+        os.close(fd)
