@@ -18,7 +18,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from sandlot import errors
-from sandlot.api import routes_commands, routes_files, routes_keys, routes_pools, routes_pty, routes_sandboxes
+from sandlot.api import (
+    routes_checkpoints,
+    routes_commands,
+    routes_files,
+    routes_keys,
+    routes_pools,
+    routes_pty,
+    routes_sandboxes,
+)
 from sandlot.api.auth import bootstrap_admin_key
 from sandlot.api.config import ApiConfig
 from sandlot.api.http_errors import error_response, install_handlers
@@ -75,6 +83,8 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
             await node.pool.close()  # idle pool sandboxes serve nobody once we are gone
             if config.kill_on_shutdown:
                 await node.close()
+            else:  # unmounted only when no sandbox disk is left in it
+                await asyncio.to_thread(node.disks.release)
             await store.close()
 
     app = FastAPI(
@@ -95,6 +105,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
 
     for module in (routes_sandboxes, routes_commands, routes_files, routes_keys, routes_pools, routes_pty):
         app.include_router(module.router)
+    app.include_router(routes_checkpoints.router)
     return app
 
 

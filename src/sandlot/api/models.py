@@ -22,12 +22,16 @@ __all__ = [
     "MAX_TIMEOUT_S",
     "NDJSON",
     "SSE",
+    "CheckpointCreate",
+    "CheckpointInfo",
+    "CheckpointList",
     "ErrorBody",
     "ErrorEvent",
     "ExistsResponse",
     "ExitEvent",
     "FileEntry",
     "FileList",
+    "ForkRequest",
     "KeyCreate",
     "KeyCreated",
     "KeyInfo",
@@ -42,6 +46,7 @@ __all__ = [
     "PtySize",
     "RenameRequest",
     "ResizeRequest",
+    "RestoreRequest",
     "SandboxCreate",
     "SandboxInfo",
     "SandboxList",
@@ -410,3 +415,46 @@ class PoolInfo(_Response):
 
 class PoolList(_Response):
     pools: list[PoolInfo]
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+class CheckpointCreate(_Request):
+    """POST /sandboxes/{id}/checkpoints: freeze the sandbox's filesystem under `name`."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class CheckpointInfo(_Response):
+    checkpoint_id: str
+    name: str
+    sandbox_id: str
+    created_at: float
+    size_bytes: int = Field(description="what the checkpoint's disk holds: what the sandbox had written")
+
+
+class CheckpointList(_Response):
+    checkpoints: list[CheckpointInfo]
+
+
+class RestoreRequest(_Request):
+    """POST /sandboxes/{id}/restore: roll the filesystem back; the processes start afresh."""
+
+    checkpoint_id: str = Field(min_length=1, max_length=64)
+
+
+class ForkRequest(_Request):
+    """POST /checkpoints/{id}/fork: start `count` new sandboxes from the checkpoint."""
+
+    count: int = Field(default=1, ge=1, le=64)
+    metadata: MetaDict = Field(default_factory=dict, max_length=64)
+    timeout: int = Field(default=300, ge=1, le=MAX_TIMEOUT_S, description="seconds until the server kills each")
+
+    @field_validator("metadata")
+    @classmethod
+    def _meta(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            _no_nul(key, "metadata keys")
+            _no_nul(value, "metadata values")
+        return v

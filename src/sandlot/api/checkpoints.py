@@ -1,0 +1,113 @@
+"""Checkpoints as the API sees them: the node's checkpoints, scoped to the caller's team.
+
+A checkpoint belongs to the team of the sandbox it was taken of (the sandbox's
+record outlives the sandbox, so a checkpoint of a killed sandbox keeps its
+owner). Another team's checkpoint is "not found", never "forbidden": ids do not
+leak across teams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from sandlot import errors
+from sandlot.api.auth import Principal
+from sandlot.api.models import CheckpointInfo, ForkRequest
+from sandlot.api.service import SandboxService
+from sandlot.api.store import SandboxRecord
+from sandlot.node.checkpoints import Checkpoint
+
+__all__ = ["checkpoint", "checkpoint_info", "delete", "fork", "get", "list_checkpoints", "restore"]
+
+_LIVE = ("running", "paused")
+
+
+def checkpoint_info(ck: Checkpoint) -> CheckpointInfo:
+    return CheckpointInfo(
+        checkpoint_id=ck.id, name=ck.name, sandbox_id=ck.sandbox_id, created_at=ck.created_at, size_bytes=ck.size_bytes
+    )
+
+
+async def get(svc: SandboxService, who: Principal, checkpoint_id: str) -> Checkpoint:
+    ck = svc.node.checkpoints.get(checkpoint_id)
+    if await svc.store.get_sandbox(ck.sandbox_id, who.team) is None:
+        raise errors.CheckpointNotFoundError(f"checkpoint {checkpoint_id} not found")
+    return ck
+
+
+async def _live(svc: SandboxService, who: Principal, sandbox_id: str, verb: str) -> SandboxRecord:
+    rec = await svc.get(who, sandbox_id)
+    if rec.state not in _LIVE:
+        reason = f" ({rec.exit_reason})" if rec.exit_reason else ""
+        raise errors.SandboxStateError(f"cannot {verb} sandbox {sandbox_id} in state {rec.state}{reason}")
+    return rec
+
+
+async def checkpoint(svc: SandboxService, who: Principal, sandbox_id: str, name: str) -> Checkpoint:
+    await _live(svc, who, sandbox_id, "checkpoint")
+    return await svc.node.checkpoint(sandbox_id, name)
+
+
+async def list_checkpoints(svc: SandboxService, who: Principal, sandbox_id: str) -> list[Checkpoint]:
+    await svc.get(who, sandbox_id)
+    return await asyncio.to_thread(svc.node.checkpoints.list, sandbox_id)
+
+
+async def delete(svc: SandboxService, who: Principal, checkpoint_id: str) -> None:
+    await get(svc, who, checkpoint_id)
+    await asyncio.to_thread(svc.node.checkpoints.delete, checkpoint_id)
+
+
+async def restore(svc: SandboxService, who: Principal, sandbox_id: str, checkpoint_id: str) -> SandboxRecord:
+    rec = await _live(svc, who, sandbox_id, "restore")
+    await get(svc, who, checkpoint_id)
+    try:
+        await svc.node.restore(sandbox_id, checkpoint_id)
+    finally:  # a failed reboot kills the sandbox: the record must say so
+        await svc._reconcile(rec)
+    if rec.state == "paused":
+        await svc.store.set_state(sandbox_id, "running")
+        rec.state = "running"
+    return rec
+
+
+async def fork(svc: SandboxService, who: Principal, checkpoint_id: str, req: ForkRequest) -> list[SandboxRecord]:
+    ck = await get(svc, who, checkpoint_id)
+    parent = await svc.store.get_sandbox(ck.sandbox_id, who.team)
+    assert parent is not None  # get() checked it
+    active = await svc.store.count_active(who.team)
+    if active + req.count > svc.quotas.max_sandboxes:
+        raise errors.LimitReachedError(
+            f"team {who.team!r} runs {active} sandboxes and may run {svc.quotas.max_sandboxes}: "
+            f"a fork of {req.count} does not fit; kill some first",
+            field="count",
+        )
+    sandboxes = await svc.node.fork(checkpoint_id, req.count)
+    now = time.time()
+    recs = [
+        SandboxRecord(
+            sandbox_id=sbx.id,
+            team=who.team,
+            template=parent.template,
+            runtime=parent.runtime,
+            cpu=parent.cpu,
+            memory_mb=parent.memory_mb,
+            disk_mb=parent.disk_mb,
+            state="running",
+            created_at=now,
+            ends_at=now + req.timeout,
+            metadata=dict(req.metadata),
+        )
+        for sbx in sandboxes
+    ]
+    try:
+        for rec in recs:
+            await svc.store.add_sandbox(rec)
+    except BaseException:
+        for sbx in sandboxes:
+            with contextlib.suppress(errors.SandlotError):
+                await svc.node.kill(sbx.id)
+        raise
+    return recs
