@@ -11,7 +11,7 @@ key $SANDLOT_API_KEY (default: a local server's admin key, when readable).
 
 from __future__ import annotations
 
-from sandlot.api.models import FileEntry, ProcessInfo, SandboxInfo, WatchEventOut
+from sandlot.api.models import CheckpointInfo, FileEntry, ProcessInfo, SandboxInfo, WatchEventOut
 from sandlot.sdk.commands import AsyncCommandHandle, CommandResult
 from sandlot.sdk.files import AsyncWatchHandle
 from sandlot.sdk.pty import AsyncPtyHandle, PtySize
@@ -23,6 +23,7 @@ __all__ = [
     "AsyncPtyHandle",
     "AsyncSandbox",
     "AsyncWatchHandle",
+    "CheckpointInfo",
     "CommandHandle",
     "CommandResult",
     "FileEntry",

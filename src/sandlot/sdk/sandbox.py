@@ -8,7 +8,8 @@ from types import TracebackType
 from typing import Any
 
 from sandlot import errors
-from sandlot.api.models import SandboxInfo, SandboxList
+from sandlot.api.models import CheckpointInfo, SandboxInfo, SandboxList
+from sandlot.sdk import checkpoints as _ck
 from sandlot.sdk._transport import Transport
 from sandlot.sdk.commands import AsyncCommands
 from sandlot.sdk.files import AsyncFiles
@@ -194,6 +195,88 @@ class AsyncSandbox:
         """
         raw = await self._transport.json("POST", f"/sandboxes/{self.sandbox_id}/resume")
         self._info = SandboxInfo.model_validate(raw)
+
+    async def checkpoint(self, name: str) -> CheckpointInfo:
+        """Checkpoint the sandbox's filesystem (the sandbox is frozen for the copy, then continues).
+
+        Args:
+            name: unique among this sandbox's checkpoints (letters, digits, '.', '_', '-').
+
+        Returns:
+            The checkpoint, to `restore` this sandbox to or to `fork` new ones from.
+
+        Raises:
+            ConflictError: the sandbox already has a checkpoint of that name.
+            SandboxStateError: the sandbox is not running or paused.
+            NoSpaceError: the server's disk store is full.
+
+        Example:
+            >>> ck = sbx.checkpoint("clean"); ...; sbx.restore(ck)
+        """
+        return await _ck.take(self, name)
+
+    async def list_checkpoints(self) -> builtins.list[CheckpointInfo]:
+        """This sandbox's checkpoints, oldest first."""
+        return await _ck.list_checkpoints(self)
+
+    async def restore(self, checkpoint: CheckpointInfo | str) -> None:
+        """Roll the filesystem back to one of this sandbox's checkpoints; its processes start afresh.
+
+        Raises:
+            CheckpointNotFoundError: no such checkpoint (or another team's).
+            InvalidArgumentError: the checkpoint is of another sandbox (fork it instead).
+        """
+        await _ck.restore(self, checkpoint)
+        await self.get_info()
+
+    @classmethod
+    async def fork(
+        cls,
+        checkpoint: CheckpointInfo | str,
+        count: int = 1,
+        *,
+        timeout: int = 300,
+        metadata: dict[str, str] | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        request_timeout: float | None = None,
+    ) -> builtins.list[AsyncSandbox]:
+        """Start `count` new sandboxes, each on its own copy of the checkpoint's filesystem.
+
+        Args:
+            checkpoint: a checkpoint (or its id), of a live sandbox or of one since killed.
+            count: how many (1-64).
+            timeout: seconds until the server kills each.
+            metadata: labels for each new sandbox.
+
+        Raises:
+            CheckpointNotFoundError: no such checkpoint (or another team's).
+            LimitReachedError: the team may not run that many more sandboxes.
+
+        Example:
+            >>> kids = Sandbox.fork(sbx.checkpoint("ready"), 10)
+        """
+        return await _ck.fork(
+            cls,
+            checkpoint,
+            count,
+            timeout=timeout,
+            metadata=metadata,
+            api_url=api_url,
+            api_key=api_key,
+            request_timeout=request_timeout,
+        )
+
+    @staticmethod
+    async def delete_checkpoint(
+        checkpoint: CheckpointInfo | str, *, api_url: str | None = None, api_key: str | None = None
+    ) -> None:
+        """Delete a checkpoint and free its disk.
+
+        Raises:
+            CheckpointNotFoundError: no such checkpoint (or another team's).
+        """
+        await _ck.delete(checkpoint, api_url=api_url, api_key=api_key)
 
     async def kill(self) -> None:
         """Kill the sandbox and free everything it holds (idempotent)."""

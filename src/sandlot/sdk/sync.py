@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from sandlot.api.models import SandboxInfo, WatchEventOut
+from sandlot.api.models import CheckpointInfo, SandboxInfo, WatchEventOut
 from sandlot.sdk.commands import (
     DEFAULT_COMMAND_TIMEOUT,
     AsyncCommandHandle,
@@ -388,7 +388,41 @@ class Sandbox:
     kill = _blocking(AsyncSandbox.kill)
     pause = _blocking(AsyncSandbox.pause)
     resume = _blocking(AsyncSandbox.resume)
+    checkpoint = _blocking(AsyncSandbox.checkpoint)
+    list_checkpoints = _blocking(AsyncSandbox.list_checkpoints)
+    restore = _blocking(AsyncSandbox.restore)
     close = _blocking(AsyncSandbox.close)
+
+    @classmethod
+    def fork(
+        cls,
+        checkpoint: CheckpointInfo | str,
+        count: int = 1,
+        *,
+        timeout: int = 300,
+        metadata: dict[str, str] | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        request_timeout: float | None = None,
+    ) -> builtins.list[Sandbox]:
+        """Start `count` sandboxes from a checkpoint; see `AsyncSandbox.fork`."""
+        inner = AsyncSandbox.fork(
+            checkpoint,
+            count,
+            timeout=timeout,
+            metadata=metadata,
+            api_url=api_url,
+            api_key=api_key,
+            request_timeout=request_timeout,
+        )
+        return [cls(s) for s in _Portal.call(inner)]
+
+    @staticmethod
+    def delete_checkpoint(
+        checkpoint: CheckpointInfo | str, *, api_url: str | None = None, api_key: str | None = None
+    ) -> None:
+        """Delete a checkpoint; see `AsyncSandbox.delete_checkpoint`."""
+        _Portal.call(AsyncSandbox.delete_checkpoint(checkpoint, api_url=api_url, api_key=api_key))
 
     def __enter__(self) -> Sandbox:
         return self

@@ -1,0 +1,50 @@
+"""Checkpoints in the SDK, sync and async, against a live server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sandlot import AsyncSandbox, Sandbox, errors
+
+pytestmark = pytest.mark.integration
+
+
+def test_sync_checkpoint_restore_fork(sdk_env: str) -> None:
+    with Sandbox.create(timeout=120) as sbx:
+        sbx.files.write("/work.txt", "v1")
+        ck = sbx.checkpoint("v1")
+        assert [c.checkpoint_id for c in sbx.list_checkpoints()] == [ck.checkpoint_id]
+        sbx.files.write("/work.txt", "v2")
+        sbx.restore(ck)
+        assert sbx.files.read("/work.txt") == "v1"
+        with pytest.raises(errors.ConflictError):
+            sbx.checkpoint("v1")
+        kids = Sandbox.fork(ck, 2, metadata={"kid": "yes"}, timeout=120)
+        try:
+            assert [k.files.read("/work.txt") for k in kids] == ["v1", "v1"]
+            assert all(k.get_info().metadata == {"kid": "yes"} for k in kids)
+        finally:
+            for k in kids:
+                k.kill()
+                k.close()
+        Sandbox.delete_checkpoint(ck)
+        with pytest.raises(errors.CheckpointNotFoundError):
+            Sandbox.fork(ck.checkpoint_id)
+
+
+def test_async_checkpoint_restore_fork(sdk_env: str) -> None:
+    async def main() -> None:
+        async with await AsyncSandbox.create(timeout=120) as sbx:
+            await sbx.commands.run("echo a > /f")
+            ck = await sbx.checkpoint("a")
+            await sbx.commands.run("echo b > /f")
+            await sbx.restore(ck.checkpoint_id)
+            assert (await sbx.commands.run("cat /f")).stdout == "a\n"
+            (kid,) = await AsyncSandbox.fork(ck)
+            async with kid:
+                assert (await kid.commands.run("cat /f")).stdout == "a\n"
+            await AsyncSandbox.delete_checkpoint(ck)
+
+    asyncio.run(main())
