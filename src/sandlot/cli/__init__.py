@@ -8,6 +8,10 @@
     sandlot cp SRC DST                     copy files and directories (SANDBOX_ID:/path on one side)
     sandlot logs SANDBOX_ID [PID]          output of the sandbox's processes
     sandlot kill SANDBOX_ID...
+    sandlot pause|resume SANDBOX_ID...
+    sandlot checkpoint create|ls|rm        filesystem checkpoints of a sandbox
+    sandlot restore SANDBOX_ID CHECKPOINT_ID
+    sandlot fork CHECKPOINT_ID [-n COUNT]  new sandboxes from a checkpoint
     sandlot keys create|list|revoke        API keys (admin)
     sandlot run -- CMD...                  one command in a fresh sandbox on this host (embeds a node)
 
@@ -26,7 +30,7 @@ import sys
 import click
 
 from sandlot import errors
-from sandlot.cli import cp, create, exec_, keys, kill, logs, ls, pause, run, serve, shell
+from sandlot.cli import checkpoint, cp, create, exec_, keys, kill, logs, ls, pause, run, serve, shell
 from sandlot.cli._common import Api, OutputClosed
 
 __all__ = ["cli", "main"]
@@ -47,6 +51,9 @@ for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run):
     cli.add_command(_module.command)
 cli.add_command(pause.pause_command)
 cli.add_command(pause.resume_command)
+cli.add_command(checkpoint.checkpoint_group)
+cli.add_command(checkpoint.restore_command)
+cli.add_command(checkpoint.fork_command)
 
 
 def main(argv: list[str] | None = None) -> int:

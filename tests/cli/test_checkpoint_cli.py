@@ -1,0 +1,33 @@
+"""`sandlot checkpoint create|ls|rm`, `sandlot restore` and `sandlot fork` against a live server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli.conftest import Cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_checkpoint_restore_fork_rm(cli: Cli) -> None:
+    sid = cli("create", "--timeout", "120", check=True).stdout.strip()
+    cli("exec", sid, "echo saved > /f", check=True)
+    ck = cli("checkpoint", "create", sid, "saved", check=True).stdout.strip()
+    assert ck.startswith("ck-")
+    listed = json.loads(cli("checkpoint", "ls", sid, "--json", check=True).stdout)
+    assert [(c["checkpoint_id"], c["name"]) for c in listed] == [(ck, "saved")]
+    assert "saved" in cli("checkpoint", "ls", sid, check=True).stdout
+    cli("exec", sid, "echo changed > /f", check=True)
+    assert cli("restore", sid, ck, check=True).stdout.strip() == sid
+    assert cli("exec", sid, "cat /f", check=True).stdout == "saved\n"
+    kids = cli("fork", ck, "-n", "2", check=True).stdout.split()
+    assert len(kids) == 2 and all(k.startswith("sb-") for k in kids)
+    assert cli("exec", kids[1], "cat /f", check=True).stdout == "saved\n"
+    res = cli("checkpoint", "create", sid, "saved")
+    assert res.returncode == 2 and "already has a checkpoint named 'saved'" in res.stderr, res.stderr
+    assert cli("checkpoint", "rm", ck, check=True).stdout.strip() == ck
+    res = cli("fork", ck)
+    assert res.returncode == 2 and f"checkpoint {ck} not found" in res.stderr, res.stderr
+    cli("kill", sid, *kids, check=True)
