@@ -18,6 +18,7 @@ from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentClient, AgentConnection, ProcessStream
 from sandlot.node.images import Image
+from sandlot.node.network import SandboxNet
 from sandlot.node.rootfs import WritableLayer
 from sandlot.node.runtimes import Runtime
 from sandlot.node.spec import SandboxSpec
@@ -72,6 +73,8 @@ class Sandbox:
         self.exit_reason: str | None = None
         #: idle in the warm pool: nobody has seen it yet
         self.pooled = False
+        #: its network namespace, interfaces and rules; None for network "none"
+        self.net: SandboxNet | None = None
         self._kill_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
