@@ -55,7 +55,7 @@ def _fake_node(data_dir: Path) -> Any:
         def adjust(self, config: dict[str, Any]) -> None:
             pass
 
-        async def start(self, sandbox_id: str, bundle: Path, log: Path) -> int:
+        async def start(self, sandbox_id: str, bundle: Path, log: Path, *, connected: bool = False) -> int:
             sdir = bundle.parent
             fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:

@@ -29,6 +29,6 @@ def test_bad_limits_name_their_field(limits: Limits, field: str) -> None:
 
 def test_bad_spec_fields() -> None:
     with pytest.raises(errors.InvalidArgumentError, match="network"):
-        SandboxSpec(network="full").validate()
+        SandboxSpec(network="open").validate()
     with pytest.raises(errors.InvalidArgumentError, match="environment"):
         SandboxSpec(env={"A=B": "x"}).validate()

@@ -24,7 +24,10 @@ from sandlot.node import cgroups, reaper
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
+from sandlot.node.dns import system_nameservers
 from sandlot.node.images import ImageStore
+from sandlot.node.netpolicy import NetworkPolicy
+from sandlot.node.network import DEFAULT_SUBNET, NetworkManager, SandboxNet
 from sandlot.node.pool import WarmPool
 from sandlot.node.rootfs import SpareDisks, WritableLayer
 from sandlot.node.runtimes import Runtime, make_runtime
@@ -51,6 +54,11 @@ class NodeConfig:
     default_runtime: str = "gvisor"
     #: Size of the node's disk store (sparse; sandbox disks and checkpoints); default: the host filesystem's.
     disk_store_bytes: int | None = None
+    #: where connected sandboxes get their addresses (a /30 each)
+    net_subnet: str = DEFAULT_SUBNET
+    #: resolvers that sandboxes' DNS queries go to, and that resolve policy host
+    #: names (default: the host's non-loopback resolvers); [] disables DNS
+    dns_servers: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -72,6 +80,12 @@ class Node:
         self.spares = SpareDisks(self.disks.spares)
         self.checkpoints = CheckpointStore(self.disks.checkpoints)
         self.pool = WarmPool(self._start, self.kill)
+        dns = self.config.dns_servers
+        self.network = NetworkManager(
+            str(self.config.data_dir),
+            subnet=self.config.net_subnet,
+            dns_servers=system_nameservers() if dns is None else dns,
+        )
         self._starting = asyncio.Semaphore(max(2, 2 * (os.cpu_count() or 1)))
         self._refilling: asyncio.Future[None] | None = None
         # Orphaned sandbox processes must come to us, not to a lazy host init.
@@ -114,6 +128,13 @@ class Node:
         spec = (spec or SandboxSpec(runtime=self.config.default_runtime)).validate()
         pooled = self.pool.take(spec)
         if pooled is not None:
+            if pooled.net is not None:  # booted with an interface; now the caller's policy
+                try:
+                    await self.set_network(pooled.id, spec.network)
+                except BaseException:
+                    with contextlib.suppress(errors.SandlotError):
+                        await self.kill(pooled.id)
+                    raise
             return pooled
         return await self._start(spec)
 
@@ -157,10 +178,17 @@ class Node:
         conn = AgentConnection(socket_path, sandbox_id)
         sbx = Sandbox(sandbox_id, spec, image, runtime, sdir, layer, conn)
         self._sandboxes[sandbox_id] = sbx
+        # The network (~60 ms of ip/nft calls) is made while the rootfs is mounted.
+        net_setup = None
+        if spec.network.connected:
+            net_setup = asyncio.ensure_future(self.network.setup(sandbox_id, spec.network))
         try:
-            await self._provision(sbx, bundle)
+            await self._provision(sbx, bundle, net_setup)
             exited = await self._boot(sbx)
         except BaseException as exc:
+            if net_setup is not None and sbx.net is None:
+                with contextlib.suppress(BaseException):
+                    sbx.net = await net_setup
             problems = await self.destroy(sbx, f"failed to start: {exc}")
             self._sandboxes.pop(sandbox_id, None)
             if problems:
@@ -172,7 +200,8 @@ class Node:
 
     async def _boot(self, sbx: Sandbox) -> asyncio.Task[None]:
         """Start the provisioned sandbox's runtime and wait for its agent; returns its exit watcher."""
-        pid = await sbx.runtime.start(sbx.id, sbx.dir / "bundle", sbx.dir / "runtime.log")
+        connected = sbx.net is not None
+        pid = await sbx.runtime.start(sbx.id, sbx.dir / "bundle", sbx.dir / "runtime.log", connected=connected)
         exited = self._spawn(reaper.wait_exit(pid))
         for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
             if other != pid:  # the gofer, under gVisor
@@ -204,7 +233,7 @@ class Node:
         task.add_done_callback(self._watchers.discard)
         return task
 
-    async def _provision(self, sbx: Sandbox, bundle: Bundle) -> None:
+    async def _provision(self, sbx: Sandbox, bundle: Bundle, net_setup: asyncio.Future[SandboxNet] | None) -> None:
         spec, image = sbx.spec, sbx.image
         run_dir = sbx.dir / "run"
         run_dir.mkdir(parents=True)
@@ -239,6 +268,7 @@ class Node:
             memory_limit_bytes=res.memory_bytes,
             pids_limit=res.pids,
             extra_env={"SANDLOT_AGENT_CONFIG": f"{MOUNT_POINT}/run/config.json"},
+            netns_path=await self._attach_network(sbx, net_setup),
         )
         sbx.runtime.adjust(config)
         (sbx.dir / "bundle").mkdir()
@@ -247,6 +277,43 @@ class Node:
             json.dumps({"id": sbx.id, "runtime": sbx.runtime.name, "image": image.name, "created_at": sbx.created_at})
         )
         await sbx.conn.listen()
+
+    async def _attach_network(self, sbx: Sandbox, net_setup: asyncio.Future[SandboxNet] | None) -> str | None:
+        """Wait for the sandbox's network; point its DNS at the gateway. None: no network."""
+        if net_setup is None:
+            return None
+        sbx.net = await net_setup
+        _save_network(sbx)
+        resolv = self.network.resolv_conf(sbx.net)
+        if resolv:
+            etc = sbx.layer.rootfs / "etc"
+            target = etc / "resolv.conf"
+            if target.is_symlink():  # e.g. into /run/systemd: ours replaces it in the writable layer
+                target.unlink()
+            etc.mkdir(exist_ok=True)
+            target.write_text(resolv)
+        return str(sbx.net.netns_path)
+
+    async def set_network(self, sandbox_id: str, policy: NetworkPolicy | str | dict[str, Any]) -> NetworkPolicy:
+        """Change a running sandbox's network policy; it applies at once, no restart.
+
+        A sandbox created with mode `none` has no interface to give a policy to.
+        """
+        sbx = self.get(sandbox_id)
+        new = NetworkPolicy.parse(policy)
+        if sbx.killed:
+            raise errors.SandboxStateError(f"cannot change the network of sandbox {sandbox_id}: it is killed")
+        if sbx.net is None:
+            if not new.connected:
+                return new
+            raise errors.SandboxStateError(
+                f"sandbox {sandbox_id} was created with network 'none' and has no interface; create it with "
+                "mode 'egress' (an empty allow list reaches nothing) to change its policy while it runs"
+            )
+        await self.network.apply(sbx.net, new)
+        sbx.spec.network = new
+        _save_network(sbx)
+        return new
 
     async def _wait_agent(self, sbx: Sandbox, exited: asyncio.Task[None]) -> None:
         waiter = asyncio.ensure_future(sbx.conn.wait_connected(AGENT_CONNECT_TIMEOUT))
@@ -410,6 +477,8 @@ class Node:
         except Exception as exc:  # keep cleaning: the mounts and files must still go
             problems.append(f"runtime: {exc}")
         problems += await _wait_gone(pids)
+        if sbx.net is not None:
+            problems += await self.network.teardown(sbx.net)
         problems += await asyncio.to_thread(sbx.layer.remove)
         return problems
 
@@ -448,6 +517,12 @@ def _is_live(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _save_network(sbx: Sandbox) -> None:
+    """Beside the sandbox, so a restarted node finds (and can tear down) its network."""
+    assert sbx.net is not None
+    (sbx.dir / "network.json").write_text(sbx.net.to_json())
 
 
 def _add_preload(root: Path, lib: str) -> None:

@@ -42,7 +42,10 @@ class PoolKey:
 
 
 def pool_key(spec: SandboxSpec) -> PoolKey:
-    return PoolKey(spec.image, spec.runtime, spec.limits, spec.cwd, spec.user, spec.network, spec.hostname)
+    # Only whether the sandbox has an interface shapes it at boot: the node
+    # applies the requested policy (allow/deny lists, limits) when it hands one out.
+    network = "connected" if spec.network.connected else "none"
+    return PoolKey(spec.image, spec.runtime, spec.limits, spec.cwd, spec.user, network, spec.hostname)
 
 
 Starter = Callable[[SandboxSpec], Awaitable[Sandbox]]

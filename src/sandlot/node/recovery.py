@@ -26,6 +26,7 @@ from pathlib import Path
 from sandlot import errors
 from sandlot.agent.client import AgentConnection
 from sandlot.node.images import Image
+from sandlot.node.network import SandboxNet
 from sandlot.node.node import Node
 from sandlot.node.rootfs import WritableLayer
 from sandlot.node.sandbox import Sandbox
@@ -78,6 +79,12 @@ async def recover(node: Node, wanted: Mapping[str, SandboxSpec]) -> RecoveryRepo
         if problems:
             report.problems[sid] = problems
             log.error("cleanup of sandbox %s after a restart: %s", sid, "; ".join(problems))
+    # Networks whose sandbox directory is gone (a crash mid-create or mid-kill).
+    known = {s.id for s in node._sandboxes.values()}
+    for sid, problems in (await node.network.sweep(known)).items():
+        if problems:
+            report.problems.setdefault(sid, []).extend(problems)
+            log.error("cleanup of the network of sandbox %s after a restart: %s", sid, "; ".join(problems))
     return report
 
 
@@ -106,6 +113,13 @@ async def _recover_one(
     sbx = Sandbox(sandbox_id, spec, image or Image(image_name, Path("/nonexistent")), runtime, sdir, layer, conn)
     if created_at:
         sbx.created_at = created_at
+    net_file = sdir / "network.json"
+    if net_file.exists():  # its rules are still loaded: the kernel kept them
+        try:
+            sbx.net = SandboxNet.from_json(net_file.read_text())
+            spec.network = sbx.net.policy
+        except (OSError, ValueError, KeyError, errors.SandlotError) as exc:
+            log.error("sandbox %s: unreadable network.json (%s); its network is swept", sandbox_id, exc)
 
     reason = await _adopt(node, sbx, wanted=wanted)
     if reason is None:

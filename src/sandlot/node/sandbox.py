@@ -18,6 +18,7 @@ from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentClient, AgentConnection, ProcessStream
 from sandlot.node.images import Image
+from sandlot.node.network import SandboxNet
 from sandlot.node.rootfs import WritableLayer
 from sandlot.node.runtimes import Runtime
 from sandlot.node.spec import SandboxSpec
@@ -74,6 +75,8 @@ class Sandbox:
         self.pooled = False
         #: bumped when the node restarts the runtime on purpose (a restore): old exit watchers stand down
         self.generation = 0
+        #: its network namespace, interfaces and rules; None for network "none"
+        self.net: SandboxNet | None = None
         self._kill_lock = asyncio.Lock()
 
     def __repr__(self) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sandlot import errors
 from sandlot.node.images import Image
+from sandlot.node.netpolicy import NetworkPolicy
 
 __all__ = ["CGROUP_PARENT", "SANDBOX_ID_RE", "Limits", "SandboxSpec", "new_sandbox_id", "oci_config"]
 
@@ -55,15 +56,17 @@ class SandboxSpec:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     user: str | None = None
-    network: str = "none"
+    #: a NetworkPolicy; a mode name or the API's dict is accepted too (see NetworkPolicy.parse)
+    network: NetworkPolicy = field(default_factory=NetworkPolicy)
     hostname: str = "sandbox"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.network, NetworkPolicy):  # a mode name or a dict, from untyped callers
+            self.network = NetworkPolicy.parse(self.network)  # type: ignore[unreachable]
 
     def validate(self) -> SandboxSpec:
         self.limits.validate()
-        if self.network != "none":
-            raise errors.InvalidArgumentError(
-                f"network {self.network!r} is not supported yet; use 'none'", field="network"
-            )
+        self.network = NetworkPolicy.parse(self.network)
         for key in self.env:
             if not key or "=" in key or "\0" in key:
                 raise errors.InvalidArgumentError(f"bad environment variable name {key!r}", field="env")
@@ -99,6 +102,7 @@ def oci_config(
     memory_limit_bytes: int,
     pids_limit: int,
     extra_env: dict[str, str] | None = None,
+    netns_path: str | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime config both runtimes start from; each adjusts its own parts."""
     caps = list(DEFAULT_CAPS)
@@ -154,7 +158,9 @@ def oci_config(
             },
         ],
         "linux": {
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            # A connected sandbox joins the namespace the node made for it (node/network.py).
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+            + [{"type": "network", **({"path": netns_path} if netns_path else {})}],
             "cgroupsPath": f"/{CGROUP_PARENT}/{sandbox_id}",
             "resources": {
                 "memory": {"limit": memory_limit_bytes, "swap": memory_limit_bytes},

@@ -100,8 +100,12 @@ class Runtime(abc.ABC):
         """Edit the shared OCI config for this runtime (in place)."""
 
     @abc.abstractmethod
-    async def start(self, sandbox_id: str, bundle: Path, log: Path) -> int:
-        """Create and start the sandbox; return the host pid whose exit means the sandbox died."""
+    async def start(self, sandbox_id: str, bundle: Path, log: Path, *, connected: bool = False) -> int:
+        """Create and start the sandbox; return the host pid whose exit means the sandbox died.
+
+        `connected`: the bundle's config joins a network namespace the node made
+        (node/network.py), whose interface the sandbox must use.
+        """
 
     @abc.abstractmethod
     async def destroy(self, sandbox_id: str) -> list[str]:

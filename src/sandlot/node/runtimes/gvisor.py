@@ -42,8 +42,8 @@ class GVisorRuntime(Runtime):
     def _root(self) -> str:
         return str(self.state_dir / "runsc")
 
-    def _cli(self, *args: str) -> list[str]:
-        return ["runsc", "--root", self._root, "--platform", self.platform, "--network", "none",
+    def _cli(self, *args: str, network: str = "none") -> list[str]:
+        return ["runsc", "--root", self._root, "--platform", self.platform, "--network", network,
                 "--host-uds", "open", *args]  # fmt: skip
 
     def resources(self, memory_bytes: int, pids: int) -> Resources:
@@ -57,12 +57,20 @@ class GVisorRuntime(Runtime):
         # never reach the host kernel, so no OCI seccomp profile is needed here.
         pass
 
-    async def start(self, sandbox_id: str, bundle: Path, log: Path) -> int:
+    async def start(self, sandbox_id: str, bundle: Path, log: Path, *, connected: bool = False) -> int:
         os.makedirs(self._root, exist_ok=True)
         pid_file = bundle / "pid"
-        cli = self._cli("run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle), sandbox_id)
+        args = ("run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle), sandbox_id)
+        cli = self._cli(*args, network="sandbox" if connected else "none")
         if self.debug_log:
             cli[1:1] = ["--debug", "--debug-log", str(log.parent / "runsc-debug/")]
+        if connected:
+            # The netstack takes over the namespace's eth0. This runsc refuses
+            # ("cannot run with network enabled in root network namespace")
+            # unless /proc/sys/net is hidden from it: do so in a mount namespace
+            # of its own (MEASURED.md).
+            cli = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   'mount -t tmpfs none /proc/sys/net && exec "$@"', "runsc-net", *cli]  # fmt: skip
         return await start_detached(cli, log, pid_file, f"runsc could not start sandbox {sandbox_id}")
 
     async def destroy(self, sandbox_id: str) -> list[str]:

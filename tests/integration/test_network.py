@@ -1,0 +1,246 @@
+"""Network policy on real gVisor and crun, against the tests' own "internet" (tests/netlab.py).
+
+Every destination here is either inside a namespace these tests made or on the
+host itself (which sandboxes must not reach): no packet leaves the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandlot import errors
+from tests.conftest import IMAGE_CACHE, LoopThread
+from tests.netlab import Internet, host_http_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+PROBE = r"""
+import json, socket, sys, time, urllib.request
+out = []
+for url in sys.argv[1:]:
+    try:
+        out.append(urllib.request.urlopen(url, timeout=4).read().decode())
+    except Exception as e:
+        out.append("ERR " + type(e).__name__)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def internet() -> Iterator[Internet]:
+    inet = Internet().start()
+    yield inet
+    inet.stop()
+
+
+@pytest.fixture(scope="module")
+def net_node(loop: LoopThread, internet: Internet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A node whose sandboxes' DNS goes to the lab's server (never a real resolver)."""
+    from sandlot.node import Node, NodeConfig
+
+    data = Path(tmp_path_factory.mktemp("netnode", numbered=True))
+    n = Node(NodeConfig(data_dir=data, images_dir=IMAGE_CACHE, dns_servers=[internet.dns]))
+    loop.run(n.bundle(), timeout=300)
+    yield n
+    loop.run(n.close(), timeout=120)
+
+
+@pytest.fixture
+def make(net_node: Any, aio: Any) -> Iterator[Any]:
+    from sandlot.node import SandboxSpec
+
+    made: list[Any] = []
+
+    def make(network: Any, runtime: str = "gvisor", image: str = "debian") -> Any:
+        sbx = aio(net_node.create(SandboxSpec(image=image, runtime=runtime, network=network)))
+        made.append(sbx)
+        return sbx
+
+    yield make
+    for sbx in made:
+        try:
+            aio(net_node.kill(sbx.id))
+        except errors.SandlotError:
+            pass
+
+
+def fetch(aio: Any, sbx: Any, *urls: str) -> list[str]:
+    res = aio(sbx.run(["python3", "-c", PROBE, *urls], timeout=60))
+    assert res.exit_code == 0, res.stderr
+    out: list[str] = json.loads(res.stdout)
+    return out
+
+
+def host_address() -> str:
+    """The host's own address on its default route's interface (not loopback)."""
+    out = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True, check=True).stdout
+    for link in json.loads(out):
+        for a in link.get("addr_info", []):
+            if not a["local"].startswith(("127.", "198.18.", "10.242.")):
+                return str(a["local"])
+    pytest.skip("the host has no non-loopback address to test against")
+
+
+@pytest.mark.parametrize("runtime", ["gvisor", "container"])
+def test_egress_allows_listed_destinations_and_deny_wins(make: Any, aio: Any, internet: Internet, runtime: str) -> None:
+    sbx = make({"mode": "egress", "allow": ["allowed.test", "198.18.0.0/24"], "deny": ["denied.test"]}, runtime)
+    got = fetch(aio, sbx, f"http://{internet.web}/", f"http://{internet.other}/", "http://allowed.test/",
+                "http://denied.test/")  # fmt: skip
+    assert got[0] == f"hello from {internet.web}"
+    assert got[1].startswith("ERR"), "198.18.0.3 is denied by name (denied.test), deny wins over the allowed /24"
+    assert got[2] == f"hello from {internet.web}", "names resolve through the sandbox's DNS"
+    assert got[3].startswith("ERR")
+
+
+def test_egress_reaches_nothing_unlisted(make: Any, aio: Any, internet: Internet) -> None:
+    sbx = make({"mode": "egress", "allow": ["allowed.test"]})
+    assert fetch(aio, sbx, f"http://{internet.web}/", f"http://{internet.other}/") == [
+        f"hello from {internet.web}",
+        "ERR URLError",
+    ]
+
+
+def test_host_metadata_and_private_ranges_are_unreachable_even_in_full_mode(
+    make: Any, aio: Any, internet: Internet
+) -> None:
+    server, port = host_http_server()
+    server.close()
+    # A real service on every host address: the sandbox must reach none of them.
+    svc = subprocess.Popen(
+        ["python3", "-m", "http.server", str(port), "--bind", "0.0.0.0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        host = host_address()
+        _wait_port("127.0.0.1", port)
+        sbx = make("full")
+        assert sbx.net is not None
+        urls = [
+            f"http://{internet.web}/",
+            f"http://{sbx.net.gateway}:{port}/",
+            f"http://{host}:{port}/",
+            "http://169.254.169.254/latest/meta-data/",
+            f"http://10.0.0.1:{port}/",
+        ]
+        got = fetch(aio, sbx, *urls)
+        assert got[0] == f"hello from {internet.web}"
+        assert all(g.startswith("ERR") for g in got[1:]), got
+        # The same service answers the host itself: the test can fail.
+        with socket.create_connection((host, port), timeout=2):
+            pass
+    finally:
+        svc.kill()
+        svc.wait()
+
+
+def test_one_sandbox_cannot_reach_another(make: Any, aio: Any) -> None:
+    a = make("full")
+    b = make("full")
+    b_server = aio(b.start(["python3", "-m", "http.server", "8000"]))
+    assert b_server.pid
+    for _ in range(100):
+        res = aio(b.run(["python3", "-c", PROBE, "http://127.0.0.1:8000/"]))
+        if "ERR" not in res.stdout:
+            break
+        time.sleep(0.1)
+    assert "Directory listing" in res.stdout, "b's server answers inside b"
+    assert fetch(aio, a, f"http://{b.net.address}:8000/") == ["ERR URLError"]
+
+
+def test_policy_changes_apply_to_a_running_sandbox(make: Any, aio: Any, net_node: Any, internet: Internet) -> None:
+    sbx = make({"mode": "egress"})
+    url = f"http://{internet.web}/"
+    assert fetch(aio, sbx, url) == ["ERR URLError"]
+    aio(net_node.set_network(sbx.id, "full"))
+    assert fetch(aio, sbx, url) == [f"hello from {internet.web}"]
+    aio(net_node.set_network(sbx.id, {"mode": "full", "deny": [internet.web]}))
+    assert fetch(aio, sbx, url) == ["ERR URLError"]
+    aio(net_node.set_network(sbx.id, "none"))
+    assert fetch(aio, sbx, f"http://{internet.other}/") == ["ERR URLError"]
+
+
+def test_a_sandbox_without_network_cannot_be_given_one_live(make: Any, aio: Any, net_node: Any) -> None:
+    sbx = make("none", image="busybox")
+    with pytest.raises(errors.SandboxStateError, match="created with network 'none'"):
+        aio(net_node.set_network(sbx.id, "full"))
+
+
+def test_bad_policies_name_the_field(net_node: Any, aio: Any) -> None:
+    from sandlot.node import SandboxSpec
+
+    for bad, field in [
+        ({"mode": "open"}, "network.mode"),
+        ({"mode": "egress", "allow": ["300.1.1.1/8"]}, "network.allow"),
+        ({"mode": "egress", "deny": ["*.example.com"]}, "network.deny"),
+        ({"mode": "full", "max_connections": 0}, "network.max_connections"),
+        ({"mode": "none", "allow": ["1.2.3.4"]}, "network.mode"),
+    ]:
+        with pytest.raises(errors.InvalidArgumentError) as info:
+            aio(net_node.create(SandboxSpec(image="busybox", network=bad)))
+        assert info.value.field == field, bad
+
+
+def test_open_connections_are_bounded(make: Any, aio: Any, internet: Internet) -> None:
+    sbx = make({"mode": "full", "max_connections": 3})
+    script = (
+        "import socket\nheld=[]\nfor i in range(5):\n"
+        f"    try:\n        held.append(socket.create_connection(('{internet.web}', 80), timeout=3))\n"
+        "    except OSError as e:\n        print('refused', i)\n"
+    )
+    res = aio(sbx.run(["python3", "-c", script], timeout=60))
+    assert res.stdout.split("\n")[:2] == ["refused 3", "refused 4"], res.stdout + res.stderr
+
+
+def test_kill_removes_namespace_interface_rules_and_lease(make: Any, aio: Any, net_node: Any) -> None:
+    sbx = make({"mode": "egress"})
+    net = sbx.net
+    assert net.netns_path.exists() and _iface(net.host_if) and _table(net.table)
+    lease = net_node.network.lease_dir / str(net.index)
+    assert lease.exists()
+    aio(net_node.kill(sbx.id))
+    assert not net.netns_path.exists()
+    assert not _iface(net.host_if)
+    assert not _table(net.table)
+    assert not lease.exists()
+
+
+def test_a_restarted_node_sweeps_networks_it_no_longer_knows(net_node: Any, aio: Any) -> None:
+    from sandlot.node import Node
+    from sandlot.node.netpolicy import NetworkPolicy
+    from sandlot.node.recovery import recover
+
+    # What a crash between "network made" and "sandbox recorded" leaves behind.
+    orphan = aio(net_node.network.setup("sb-orphan0000000000", NetworkPolicy.parse("full")))
+    assert orphan.netns_path.exists() and _table(orphan.table)
+    assert not net_node.list_sandboxes()  # every earlier test's sandbox is killed
+    aio(recover(Node(net_node.config), {}))
+    assert not orphan.netns_path.exists()
+    assert not _iface(orphan.host_if)
+    assert not _table(orphan.table)
+
+
+def _iface(name: str) -> bool:
+    return Path(f"/sys/class/net/{name}").exists()
+
+
+def _table(name: str) -> bool:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return f"inet {name}" in out.split("\n") or f"table inet {name}" in out
+
+
+def _wait_port(host: str, port: int) -> None:
+    for _ in range(100):
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)

@@ -1,0 +1,66 @@
+"""Run inside the tests' "internet" namespace: HTTP on :80 and DNS on ADDR:53.
+
+    python lab_server.py ADDR name=1.2.3.4,other=5.6.7.8
+
+HTTP answers every GET with `hello from <the address it was reached on>`.
+DNS answers A queries for the given names (NXDOMAIN for the rest).
+Prints `ready` once both listen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+
+
+class Dns(asyncio.DatagramProtocol):
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            q = DNSRecord.parse(data)
+        except Exception:
+            return
+        reply = q.reply()
+        name = str(q.q.qname).rstrip(".").lower()
+        if name in self.names and q.q.qtype == QTYPE.A:
+            reply.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(self.names[name]), ttl=5))
+        elif name not in self.names:
+            reply.header.rcode = RCODE.NXDOMAIN
+        self.transport.sendto(reply.pack(), addr)
+
+
+async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head:
+                break
+            body = f"hello from {writer.get_extra_info('sockname')[0]}".encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def main() -> None:
+    addr = sys.argv[1]
+    names = dict(item.split("=", 1) for item in sys.argv[2].split(",") if item)
+    loop = asyncio.get_running_loop()
+    await loop.create_datagram_endpoint(lambda: Dns(names), local_addr=(addr, 53))
+    server = await asyncio.start_server(http, "0.0.0.0", 80)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
