@@ -22,7 +22,8 @@ from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection
 from sandlot.node import cgroups, reaper
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
-from sandlot.node.images import ImageStore
+from sandlot.node.oci.registry import RegistryConfig
+from sandlot.node.oci.store import ImageStore
 from sandlot.node.pool import WarmPool
 from sandlot.node.rootfs import SpareDisks, WritableLayer
 from sandlot.node.runtimes import Runtime, make_runtime
@@ -45,19 +46,21 @@ class NodeConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     #: Where images are built and cached; shared by every node on the host by default.
     images_dir: Path | None = None
+    #: registry host[:port] -> credentials and `insecure` (plain HTTP)
+    registries: dict[str, RegistryConfig] = field(default_factory=dict)
     gvisor_platform: str = "ptrace"
     default_runtime: str = "gvisor"
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
-        self.images_dir = Path(self.images_dir) if self.images_dir else self.data_dir / "images"
+        self.images_dir = Path(self.images_dir) if self.images_dir else self.data_dir / "store-v2"
 
 
 class Node:
     def __init__(self, config: NodeConfig | None = None) -> None:
         self.config = config or NodeConfig()
         assert self.config.images_dir is not None
-        self.images = ImageStore(self.config.images_dir)
+        self.images = ImageStore(self.config.images_dir, self.config.registries)
         self.sandboxes_dir = self.config.data_dir / "sandboxes"
         self.state_dir = self.config.data_dir / "runtime"
         self._runtimes: dict[str, Runtime] = {}
@@ -137,7 +140,7 @@ class Node:
         image = await asyncio.to_thread(self.images.ensure, spec.image)
         sandbox_id = new_sandbox_id()
         sdir = self.sandboxes_dir / sandbox_id
-        layer = WritableLayer(sdir, image.rootfs, spec.limits.disk_mb << 20)
+        layer = WritableLayer(sdir, image.lowerdir, spec.limits.disk_mb << 20)
         socket_path = str(sdir / "run" / "agent.sock")
         if len(socket_path.encode()) > MAX_SOCKET_PATH:
             raise errors.InvalidArgumentError(

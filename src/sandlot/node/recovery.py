@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sandlot import errors
 from sandlot.agent.client import AgentConnection
-from sandlot.node.images import Image
+from sandlot.node.images import Image, ImageConfig
 from sandlot.node.node import Node
 from sandlot.node.rootfs import WritableLayer
 from sandlot.node.sandbox import Sandbox
@@ -96,9 +96,9 @@ async def _recover_one(
     image = node.images.get(image_name) if image_name else None
     wanted = spec is not None and image is not None
     spec = spec or SandboxSpec(image=image_name or "unknown", runtime=runtime_name)
-    layer = WritableLayer(sdir, image.rootfs if image else Path("/nonexistent"), spec.limits.disk_mb << 20)
+    layer = WritableLayer(sdir, image.lowerdir if image else "/nonexistent", spec.limits.disk_mb << 20)
     conn = AgentConnection(str(sdir / "run" / "agent.sock"), sandbox_id)
-    sbx = Sandbox(sandbox_id, spec, image or Image(image_name, Path("/nonexistent")), runtime, sdir, layer, conn)
+    sbx = Sandbox(sandbox_id, spec, image or Image(image_name, (), ImageConfig()), runtime, sdir, layer, conn)
     if created_at:
         sbx.created_at = created_at
 
