@@ -93,3 +93,59 @@ def test_clear_errors_and_no_template_left(inode: Any, registry: Registry) -> No
     assert not any("nope" in n or "nothing" in n or n.startswith(("127.0.0.1:1/", "localhost")) for n in names)
     with pytest.raises(errors.ImageNotFoundError):
         inode.images.ensure("no-such-template")
+
+
+def test_corrupt_blob_is_never_used_and_downloads_resume(
+    inode: Any, registry: Registry, layouts: Any, work_dir: Any
+) -> None:
+    from tests.images.registry import _run, marker_layer
+
+    L = layouts.layout
+    marker_layer(work_dir / "unique.tar", f"unique {os.getpid()}")
+    _run(["umoci", "raw", "add-layer", "--image", f"{L}:base", "--tag", "unique", str(work_dir / "unique.tar")])
+    ref = registry.push(L, "unique", "t/unique:1")
+    manifest = inode.images.layers  # the layer store
+    import json as _json
+    import subprocess
+
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"], capture_output=True, check=True
+    ).stdout
+    top = _json.loads(raw)["layers"][-1]
+    hexd = top["digest"].removeprefix("sha256:")
+    stored = next((registry.dir / "data").rglob(f"blobs/sha256/{hexd[:2]}/{hexd}/data"))
+    good = stored.read_bytes()
+    # A blob whose bytes do not match its digest: an error, and no template, no layer.
+    stored.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
+    with pytest.raises(errors.ImageCorruptError, match="does not match its digest"):
+        inode.images.pull(ref)
+    assert inode.images.get(ref) is None and not manifest.has(hexd)
+    assert not (manifest.blobs / f"{hexd}.partial").exists()
+    stored.write_bytes(good)
+    # Half a download already here: the pull resumes it (a Range request) and verifies the whole.
+    (manifest.blobs / f"{hexd}.partial").write_bytes(good[: len(good) // 2])
+    image = inode.images.pull(ref)
+    assert (image.layers[-1] / "platform").read_text() == f"unique {os.getpid()}\n"
+    assert not (manifest.blobs / f"{hexd}.partial").exists()
+
+
+def test_removing_templates_frees_only_unshared_layers(inode: Any, registry: Registry) -> None:
+    store = inode.images
+    a = store.pull(f"{registry.host}/t/app:1", name="gc-a")
+    b = store.pull(f"{registry.host}/t/multi:1", name="gc-b")
+    base, app_top, marker = a.layers[0].parent.name, a.layers[1].parent.name, b.layers[1].parent.name
+    assert b.layers[0] == a.layers[0]
+    store.remove("gc-a")
+    assert store.get("gc-a") is None
+    assert store.layers.has(base) and store.layers.has(marker)
+    # The app layer is still used by the template named after its reference, if that one is here.
+    users = [i.name for i in store.list_templates() if any(p.parent.name == app_top for p in i.layers)]
+    assert store.layers.has(app_top) == bool(users)
+    for name in users:
+        store.remove(name)
+    assert not store.layers.has(app_top)
+    with pytest.raises(errors.ImageNotFoundError):
+        store.remove("gc-a")
+    with pytest.raises(errors.ConflictError, match="used by running sandboxes"):
+        store.remove("gc-b", in_use=["gc-b"])
+    store.remove("gc-b")

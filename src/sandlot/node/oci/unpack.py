@@ -28,9 +28,12 @@ import posixpath
 import shutil
 import stat
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
+
+import zstandard
 
 from sandlot import errors
 
@@ -80,8 +83,6 @@ def _decompressed(f: BinaryIO) -> Any:
     if magic[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=f, mode="rb")
     if magic == b"\x28\xb5\x2f\xfd":
-        import zstandard
-
         return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
     return f
 
@@ -237,7 +238,7 @@ def unpack_layer(blob: Path, dest: Path, what: str) -> UnpackStats:
                     _apply(tar, m, tree, stats, dirs)
             while stream.read(_COPY):  # tar's trailing padding belongs to the diff id
                 pass
-        except (tarfile.TarError, EOFError, ValueError) as exc:
+        except (tarfile.TarError, EOFError, ValueError, gzip.BadGzipFile, zlib.error, zstandard.ZstdError) as exc:
             raise LayerError(f"layer {what} is not a valid tar archive: {exc}") from None
     for path, m in reversed(dirs):  # children first: their creation changed the parents' mtimes
         _attrs(path, m, False)
