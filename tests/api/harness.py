@@ -127,6 +127,7 @@ def main() -> None:
         quotas=Quotas(max_sandboxes=args.max_sandboxes),
         reap_interval=0.5,
         kill_on_shutdown=True,
+        registries_only=True,  # generated requests (the fuzz test) must never reach beyond 127.0.0.1
     )
     node = _fake_node(args.data_dir) if args.fake else None
     app = create_app(config, node=node)

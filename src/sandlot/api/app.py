@@ -18,7 +18,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from sandlot import errors
-from sandlot.api import routes_commands, routes_files, routes_keys, routes_pools, routes_pty, routes_sandboxes
+from sandlot.api import (
+    routes_commands,
+    routes_files,
+    routes_images,
+    routes_keys,
+    routes_pools,
+    routes_pty,
+    routes_sandboxes,
+)
 from sandlot.api.auth import bootstrap_admin_key
 from sandlot.api.config import ApiConfig
 from sandlot.api.http_errors import error_response, install_handlers
@@ -58,6 +66,8 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
             NodeConfig(
                 data_dir=config.data_dir,
                 images_dir=config.images_dir,
+                registries=config.registries,
+                registries_only=config.registries_only,
                 gvisor_platform=config.gvisor_platform,
                 default_runtime=config.default_runtime,
             )
@@ -93,7 +103,15 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         reason = request.app.state.not_ready_reason
         return error_response(503, errors.RuntimeUnavailableError.code, f"not ready: {reason}")
 
-    for module in (routes_sandboxes, routes_commands, routes_files, routes_keys, routes_pools, routes_pty):
+    for module in (
+        routes_sandboxes,
+        routes_commands,
+        routes_files,
+        routes_keys,
+        routes_pools,
+        routes_pty,
+        routes_images,
+    ):
         app.include_router(module.router)
     return app
 

@@ -1,7 +1,7 @@
 """The `sandlot` command line: one module per command, each a thin layer over the SDK.
 
     sandlot serve                          run the API server (sandlot.api.serve)
-    sandlot create [options]               start a sandbox, print its id
+    sandlot create [--image REF] [options] start a sandbox, print its id
     sandlot ls [--state S] [--metadata K=V]
     sandlot exec SANDBOX_ID -- CMD...      run a command, stream its output, exit with its code
     sandlot shell SANDBOX_ID               an interactive terminal
@@ -9,6 +9,8 @@
     sandlot logs SANDBOX_ID [PID]          output of the sandbox's processes
     sandlot kill SANDBOX_ID...
     sandlot keys create|list|revoke        API keys (admin)
+    sandlot image pull REF                 pull an image from a registry into a template
+    sandlot template ls|inspect|rm         the server's templates
     sandlot run -- CMD...                  one command in a fresh sandbox on this host (embeds a node)
 
 Every command but `run` and `serve` talks to the API at --api-url / $SANDLOT_API_URL
@@ -26,7 +28,7 @@ import sys
 import click
 
 from sandlot import errors
-from sandlot.cli import cp, create, exec_, keys, kill, logs, ls, pause, run, serve, shell
+from sandlot.cli import cp, create, exec_, keys, kill, logs, ls, pause, run, serve, shell, templates
 from sandlot.cli._common import Api, OutputClosed
 
 __all__ = ["cli", "main"]
@@ -47,6 +49,8 @@ for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run):
     cli.add_command(_module.command)
 cli.add_command(pause.pause_command)
 cli.add_command(pause.resume_command)
+cli.add_command(templates.image_group)
+cli.add_command(templates.template_group)
 
 
 def main(argv: list[str] | None = None) -> int:

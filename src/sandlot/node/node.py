@@ -48,6 +48,8 @@ class NodeConfig:
     images_dir: Path | None = None
     #: registry host[:port] -> credentials and `insecure` (plain HTTP)
     registries: dict[str, RegistryConfig] = field(default_factory=dict)
+    #: refuse pulls from registries not in `registries`
+    registries_only: bool = False
     gvisor_platform: str = "ptrace"
     default_runtime: str = "gvisor"
 
@@ -60,7 +62,9 @@ class Node:
     def __init__(self, config: NodeConfig | None = None) -> None:
         self.config = config or NodeConfig()
         assert self.config.images_dir is not None
-        self.images = ImageStore(self.config.images_dir, self.config.registries)
+        self.images = ImageStore(
+            self.config.images_dir, self.config.registries, registries_only=self.config.registries_only
+        )
         self.sandboxes_dir = self.config.data_dir / "sandboxes"
         self.state_dir = self.config.data_dir / "runtime"
         self._runtimes: dict[str, Runtime] = {}

@@ -55,12 +55,16 @@ def check_template_name(name: str) -> str:
 class ImageStore:
     """Templates under one directory, built, pulled or imported on demand and cached."""
 
-    def __init__(self, root: Path, registries: dict[str, RegistryConfig] | None = None) -> None:
+    def __init__(
+        self, root: Path, registries: dict[str, RegistryConfig] | None = None, *, registries_only: bool = False
+    ) -> None:
         self.root = Path(root)
         self.layers = LayerStore(self.root)
         self.templates_dir = self.root / "templates"
         self.templates_dir.mkdir(parents=True, exist_ok=True)
         self.registries = dict(registries or {})
+        #: pull only from the registries configured above (a server that must not reach elsewhere)
+        self.registries_only = registries_only
 
     # ------------------------------------------------------------ locks and files
 
@@ -169,6 +173,11 @@ class ImageStore:
         if name in builtin.BUILDERS or name in builtin.ALIASES:
             raise errors.InvalidArgumentError(f"{name!r} is a built-in template's name", field="name")
         config = self.registries.get(ref.registry)
+        if config is None and self.registries_only:
+            raise errors.PermissionDeniedError(
+                f"this server pulls only from its configured registries ({', '.join(sorted(self.registries))}), "
+                f"not from {ref.registry}"
+            )
         if auth is not None:  # credentials given with the call win; `insecure` stays the node's choice
             config = RegistryConfig(auth.username, auth.password, config.insecure if config else False)
         with self._store_lock(fcntl.LOCK_SH), self._name_lock(name):
@@ -212,7 +221,7 @@ class ImageStore:
         image = self.get(name)
         if image is None:
             raise errors.ImageNotFoundError(f"template {name!r} not found")
-        busy = set(in_use)
+        busy = {builtin.ALIASES.get(n, n) for n in in_use}
         if image.name in busy:
             raise errors.ConflictError(f"template {image.name!r} is used by running sandboxes; kill them first")
         with self._name_lock(image.name):
