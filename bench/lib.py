@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sandlot.node.spec import new_sandbox_id  # noqa: E402
 
-IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/images"))
+IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/store-v2"))
 
 __all__ = [
     "IMAGE_CACHE",

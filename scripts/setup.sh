@@ -21,6 +21,12 @@ packages=(
   bubblewrap            # a baseline of bench/run
   python3 python3-venv python3-pip
 )
+if [ "${1:-}" = "--test" ]; then
+  packages+=(
+    docker-registry apache2-utils  # a real registry on 127.0.0.1 for the image tests (htpasswd for its auth)
+    skopeo umoci                   # push test images to it; the baseline of the pull benchmark
+  )
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

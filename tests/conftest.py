@@ -4,7 +4,7 @@ Integration tests drive a real `Node` (real runsc and crun, real mounts and
 cgroups). The node is async and runs on an event loop in a background thread;
 tests are plain functions that call `aio(coro)`. One node serves the session;
 its data directory is fresh per run, while built images are cached in
-`SANDLOT_TEST_IMAGE_CACHE` (default /var/cache/sandlot/images) across runs.
+`SANDLOT_TEST_IMAGE_CACHE` (default /var/cache/sandlot/store-v2) across runs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 T = TypeVar("T")
 
-IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/images"))
+IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/store-v2"))
 
 
 class LoopThread:

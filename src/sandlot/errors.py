@@ -17,13 +17,17 @@
     │   └── FileExistsError_           (also FileExistsError)
     ├── SandboxStateError              (the sandbox is dead or in the wrong state)
     ├── PermissionDeniedError          (also PermissionError)
-    │   └── AuthenticationError        (no API key, or not a valid one)
+    │   ├── AuthenticationError        (no API key, or not a valid one)
+    │   └── RegistryAuthError          (a registry refused the credentials, or wants some)
     ├── QuotaError
     │   ├── NoSpaceError               (the sandbox's disk is full)
     │   └── LimitReachedError          (pids limit, ...)
     ├── TimeoutError_                  (also TimeoutError)
     ├── CommandExitError               (check=True and a non-zero exit)
     ├── RuntimeUnavailableError        (runsc / crun missing or broken on this host)
+    ├── RegistryError                  (an image registry failed us)
+    │   ├── RegistryUnreachableError   (no answer, TLS to a plain-HTTP registry, ...)
+    │   └── ImageCorruptError          (a blob or manifest does not match its digest)
     └── InternalError
 
 Error codes on the wire (agent END frames, API error bodies) map to these
@@ -43,6 +47,7 @@ __all__ = [
     "ConflictError",
     "DirectoryNotEmptyError",
     "FileExistsError_",
+    "ImageCorruptError",
     "ImageNotFoundError",
     "InternalError",
     "InvalidArgumentError",
@@ -54,6 +59,9 @@ __all__ = [
     "PermissionDeniedError",
     "ProcessNotFoundError",
     "QuotaError",
+    "RegistryAuthError",
+    "RegistryError",
+    "RegistryUnreachableError",
     "RuntimeUnavailableError",
     "SandboxFileNotFoundError",
     "SandboxNotFoundError",
@@ -149,6 +157,10 @@ class AuthenticationError(PermissionDeniedError):
     code = "unauthenticated"
 
 
+class RegistryAuthError(PermissionDeniedError):
+    code = "registry_unauthorized"
+
+
 class QuotaError(SandlotError):
     code = "quota"
 
@@ -189,6 +201,18 @@ class RuntimeUnavailableError(SandlotError):
     code = "runtime_unavailable"
 
 
+class RegistryError(SandlotError):
+    code = "registry_error"
+
+
+class RegistryUnreachableError(RegistryError):
+    code = "registry_unreachable"
+
+
+class ImageCorruptError(RegistryError):
+    code = "image_corrupt"
+
+
 class InternalError(SandlotError):
     code = "internal"
 
@@ -214,12 +238,16 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         SandboxStateError,
         PermissionDeniedError,
         AuthenticationError,
+        RegistryAuthError,
         QuotaError,
         NoSpaceError,
         LimitReachedError,
         TimeoutError_,
         CommandExitError,
         RuntimeUnavailableError,
+        RegistryError,
+        RegistryUnreachableError,
+        ImageCorruptError,
         InternalError,
     )
 }

@@ -24,7 +24,7 @@ import httpx
 
 from sandlot.node.bundle import AGENT_SOURCE
 
-IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/images"))
+IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/store-v2"))
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 
@@ -127,6 +127,7 @@ def main() -> None:
         quotas=Quotas(max_sandboxes=args.max_sandboxes),
         reap_interval=0.5,
         kill_on_shutdown=True,
+        registries_only=True,  # generated requests (the fuzz test) must never reach beyond 127.0.0.1
     )
     node = _fake_node(args.data_dir) if args.fake else None
     app = create_app(config, node=node)

@@ -95,7 +95,7 @@ def test_serve_stops_on_ctrl_c_and_keeps_the_sandboxes(served: Serve) -> None:
 def test_run_embeds_a_node(tmp_path: Path) -> None:
     data = tmp_path / "node"
     data.mkdir()
-    (data / "images").symlink_to(IMAGE_CACHE)  # reuse the test image cache
+    (data / "store-v2").symlink_to(IMAGE_CACHE)  # reuse the test image cache
     argv = [*SANDLOT, "run", "--image", "busybox", "--data-dir", str(data), "--", "sh", "-c", "echo hi; exit 4"]
     res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (res.returncode, res.stdout) == (4, "hi\n"), res.stderr

@@ -22,6 +22,7 @@ from sandlot.api import (
     routes_checkpoints,
     routes_commands,
     routes_files,
+    routes_images,
     routes_keys,
     routes_pools,
     routes_pty,
@@ -66,6 +67,8 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
             NodeConfig(
                 data_dir=config.data_dir,
                 images_dir=config.images_dir,
+                registries=config.registries,
+                registries_only=config.registries_only,
                 gvisor_platform=config.gvisor_platform,
                 default_runtime=config.default_runtime,
             )
@@ -103,7 +106,15 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         reason = request.app.state.not_ready_reason
         return error_response(503, errors.RuntimeUnavailableError.code, f"not ready: {reason}")
 
-    for module in (routes_sandboxes, routes_commands, routes_files, routes_keys, routes_pools, routes_pty):
+    for module in (
+        routes_sandboxes,
+        routes_commands,
+        routes_files,
+        routes_keys,
+        routes_pools,
+        routes_pty,
+        routes_images,
+    ):
         app.include_router(module.router)
     app.include_router(routes_checkpoints.router)
     return app

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandlot import errors
 from sandlot.api.service import Quotas
+from sandlot.node.oci.registry import RegistryConfig
 from sandlot.paths import default_data_dir
 
-__all__ = ["ApiConfig"]
+__all__ = ["ApiConfig", "load_registries"]
 
 
 @dataclass
@@ -31,6 +34,12 @@ class ApiConfig:
     warm_default_template: bool = True
     #: template -> started sandboxes to keep ready (warm pools; also PUT /pools/{template})
     warm_pools: dict[str, int] = field(default_factory=dict)
+    #: registry host[:port] -> credentials and `insecure` (plain HTTP); default: the JSON file
+    #: $SANDLOT_REGISTRIES, else <data_dir>/registries.json, when there is one:
+    #: {"127.0.0.1:5000": {"insecure": true}, "ghcr.io": {"username": "u", "password": "token"}}
+    registries: dict[str, RegistryConfig] = field(default_factory=dict)
+    #: pull only from the registries above
+    registries_only: bool = False
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -38,3 +47,20 @@ class ApiConfig:
             self.database_url = os.environ.get("SANDLOT_DATABASE_URL") or None
         if self.images_dir is not None:
             self.images_dir = Path(self.images_dir)
+        if not self.registries:
+            self.registries = load_registries(
+                Path(os.environ.get("SANDLOT_REGISTRIES") or self.data_dir / "registries.json")
+            )
+
+
+def load_registries(path: Path) -> dict[str, RegistryConfig]:
+    """The registries file, or nothing when there is none; a malformed one is an error that names it."""
+    try:
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("the top level must be an object of host -> settings")
+        return {str(host): RegistryConfig.from_dict(dict(v)) for host, v in raw.items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, TypeError) as exc:
+        raise errors.InvalidArgumentError(f"registries file {path}: {exc}", field="registries") from None

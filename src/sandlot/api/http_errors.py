@@ -38,6 +38,7 @@ HTTP_STATUS: dict[type[errors.SandlotError], int] = {
     errors.TimeoutError_: 504,
     errors.CommandExitError: 400,
     errors.RuntimeUnavailableError: 503,
+    errors.RegistryError: 502,
     errors.InternalError: 500,
 }
 

@@ -113,6 +113,13 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+class RegistryAuth(_Request):
+    """Credentials for the image's registry (used for this request only, never stored)."""
+
+    username: str = Field(min_length=1, max_length=256)
+    password: str = Field(max_length=4096)
+
+
 class SandboxCreate(_Request):
     """POST /sandboxes."""
 
@@ -126,6 +133,9 @@ class SandboxCreate(_Request):
     env: EnvDict = Field(default_factory=dict)
     metadata: MetaDict = Field(default_factory=dict, max_length=64)
     timeout: int = Field(default=300, ge=1, le=MAX_TIMEOUT_S, description="seconds until the server kills it")
+    registry_auth: RegistryAuth | None = Field(
+        default=None, description="credentials to pull `template` when it is an image reference not yet here"
+    )
 
     @field_validator("env")
     @classmethod
@@ -458,3 +468,49 @@ class ForkRequest(_Request):
             _no_nul(key, "metadata keys")
             _no_nul(value, "metadata values")
         return v
+
+
+# Images and templates.
+
+
+class ImagePull(_Request):
+    """POST /images/pull: make (or refresh) a template from an image in a registry."""
+
+    ref: str = Field(min_length=1, max_length=512, description="host[:port]/repository[:tag][@sha256:...]")
+    name: str | None = Field(default=None, min_length=1, max_length=512, description="template name (default: ref)")
+    platform: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$", description="os/arch[/variant] of an index"
+    )
+    auth: RegistryAuth | None = None
+
+
+class TemplateInfo(_Response):
+    name: str
+    source: str = Field(description="the image reference, or how it was made")
+    digest: str = Field(description="the manifest's digest ('' for built templates)")
+    layers: int
+    size: int = Field(description="bytes of unpacked files")
+    created_at: float
+    env: dict[str, str]
+    cwd: str
+    user: str
+    entrypoint: list[str]
+    cmd: list[str]
+
+
+class TemplateList(_Response):
+    templates: list[TemplateInfo]
+
+
+class ProgressEvent(_Response):
+    """A line of progress of a long operation (a pull, a build)."""
+
+    type: Literal["progress"] = "progress"
+    message: str
+
+
+class TemplateEvent(_Response):
+    """The last line of a pull or build that worked: the template made."""
+
+    type: Literal["template"] = "template"
+    template: TemplateInfo

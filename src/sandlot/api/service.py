@@ -28,6 +28,7 @@ from sandlot.api.models import SandboxCreate, SandboxInfo, SandboxState
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
 from sandlot.node import Limits, Node, SandboxSpec
 from sandlot.node import Sandbox as NodeSandbox
+from sandlot.node.oci.registry import RegistryConfig
 from sandlot.node.recovery import RecoveryReport, recover
 
 __all__ = ["Quotas", "SandboxService"]
@@ -134,6 +135,9 @@ class SandboxService:
             limits=Limits(cpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_mb),
             env=dict(req.env),
         ).validate()
+        if req.registry_auth is not None and self.node.images.get(template) is None:
+            auth = RegistryConfig(req.registry_auth.username, req.registry_auth.password)
+            await asyncio.to_thread(self.node.images.pull, template, auth=auth)
         self._pending[who.team] = self._pending.get(who.team, 0) + 1
         try:
             active = await self.store.count_active(who.team) + self._pending[who.team] - 1

@@ -1,7 +1,7 @@
 """The `sandlot` command line: one module per command, each a thin layer over the SDK.
 
     sandlot serve                          run the API server (sandlot.api.serve)
-    sandlot create [options]               start a sandbox, print its id
+    sandlot create [--image REF] [options] start a sandbox, print its id
     sandlot ls [--state S] [--metadata K=V]
     sandlot exec SANDBOX_ID -- CMD...      run a command, stream its output, exit with its code
     sandlot shell SANDBOX_ID               an interactive terminal
@@ -13,6 +13,8 @@
     sandlot restore SANDBOX_ID CHECKPOINT_ID
     sandlot fork CHECKPOINT_ID [-n COUNT]  new sandboxes from a checkpoint
     sandlot keys create|list|revoke        API keys (admin)
+    sandlot image pull REF                 pull an image from a registry into a template
+    sandlot template ls|inspect|rm         the server's templates
     sandlot run -- CMD...                  one command in a fresh sandbox on this host (embeds a node)
 
 Every command but `run` and `serve` talks to the API at --api-url / $SANDLOT_API_URL
@@ -30,7 +32,7 @@ import sys
 import click
 
 from sandlot import errors
-from sandlot.cli import checkpoint, cp, create, exec_, keys, kill, logs, ls, pause, run, serve, shell
+from sandlot.cli import checkpoint, cp, create, exec_, keys, kill, logs, ls, pause, run, serve, shell, templates
 from sandlot.cli._common import Api, OutputClosed
 
 __all__ = ["cli", "main"]
@@ -54,6 +56,8 @@ cli.add_command(pause.resume_command)
 cli.add_command(checkpoint.checkpoint_group)
 cli.add_command(checkpoint.restore_command)
 cli.add_command(checkpoint.fork_command)
+cli.add_command(templates.image_group)
+cli.add_command(templates.template_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@ __all__ = ["command"]
 
 
 @click.command("create")
-@click.option("--template", "-t", default=None, help="image (default: the server's, usually base)")
+@click.option("--template", "-t", default=None, help="template (default: the server's, usually base)")
+@click.option("--image", "-i", default=None, metavar="REF", help="an image reference instead, pulled on first use")
 @click.option("--runtime", default=None, help="gvisor (default) or container")
 @click.option("--cpu", type=float, default=None, help="cores")
 @click.option("--memory-mb", type=int, default=None, help="memory limit in MiB")
@@ -24,6 +25,7 @@ __all__ = ["command"]
 def command(
     api: Api,
     template: str | None,
+    image: str | None,
     runtime: str | None,
     cpu: float | None,
     memory_mb: int | None,
@@ -38,6 +40,7 @@ def command(
     async def create() -> SandboxInfo:
         sbx = await AsyncSandbox.create(
             template,
+            image=image,
             timeout=timeout,
             runtime=runtime,
             cpu=cpu,

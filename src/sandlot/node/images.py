@@ -1,37 +1,38 @@
-"""Unpacked images on the node: a read-only root filesystem plus its OCI config.
+"""Images (templates) on the node: read-only layers plus an OCI config, and the built-ins.
 
-An image lives in `<images dir>/<name>/` as `rootfs/` and `image.json` (the
-`config` object of an OCI image config: Env, WorkingDir, User, Entrypoint,
-Cmd). Sandboxes use `rootfs/` as the read-only lower layer of their overlay, so
-an image directory is never written once it is published.
+An `Image` is a template of the store (`sandlot.node.oci.store.ImageStore`):
+its layers, bottom to top, each an unpacked directory of the shared layer
+store, which sandboxes stack as the read-only lowers of their overlay; and the
+`config` object of its OCI image config (Env, WorkingDir, User, Entrypoint, Cmd).
 
-Two builders ship with the node, both from Debian's packages (this project's
-machines reach no container registry):
+Templates come from registries, imports, or the builders registered in
+`BUILDERS` (name -> `builder(rootfs_dir, progress) -> ImageConfig`), built on
+first use. Two ship with the node, both from Debian's packages:
 
 - `busybox`: busybox-static and its applet links; seconds to build.
-- `debian` (`base`): `debootstrap --variant=minbase bookworm` with python3.
+- `debian` (`base`): Debian bookworm with Python 3 (pip, venv), git, curl, build-essential.
 
 Builds go to a temporary directory and are renamed into place, under a file
-lock, so a crash never leaves a half-made image that looks complete.
+lock, so a crash never leaves a half-made image that looks complete. A
+builder's layer is keyed by a hash of its source: change the recipe and the
+next use builds it afresh.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sandlot import errors
 
-__all__ = ["BUILDERS", "Image", "ImageConfig", "ImageStore"]
+__all__ = ["ALIASES", "BUILDERS", "Image", "ImageConfig"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEBIAN_MIRROR = os.environ.get("SANDLOT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -75,20 +76,32 @@ class ImageConfig:
 
 @dataclass(frozen=True)
 class Image:
+    """A template: read-only layers (bottom to top) plus its OCI config and where it came from."""
+
     name: str
-    path: Path
+    layers: tuple[Path, ...]
+    config: ImageConfig
+    source: str = ""
+    digest: str = ""
+    created_at: float = 0.0
+    size: int = 0
+
+    @property
+    def lowerdir(self) -> str:
+        """The overlayfs `lowerdir` option: the top layer first."""
+        return ":".join(str(p) for p in reversed(self.layers))
 
     @property
     def rootfs(self) -> Path:
-        return self.path / "rootfs"
-
-    @property
-    def config(self) -> ImageConfig:
-        return ImageConfig.from_oci(json.loads((self.path / "image.json").read_text()))
+        """The one directory of a single-layer image (a built-in); layered images have no single root."""
+        if len(self.layers) != 1:
+            raise errors.InvalidArgumentError(f"template {self.name!r} has {len(self.layers)} layers, not one")
+        return self.layers[0]
 
     @property
     def has_glibc(self) -> bool:
-        return any((self.rootfs / d / "ld-linux-x86-64.so.2").exists() for d in ("lib64", "lib/x86_64-linux-gnu"))
+        dirs = ("lib64", "lib/x86_64-linux-gnu")
+        return any((layer / d / "ld-linux-x86-64.so.2").exists() for layer in self.layers for d in dirs)
 
 
 Progress = Callable[[str], None]
@@ -132,33 +145,56 @@ def build_busybox(rootfs: Path, progress: Progress) -> ImageConfig:
     return ImageConfig(env={"PATH": DEFAULT_PATH}, cwd="/", user="root", cmd=["/bin/sh"])
 
 
-def build_debian(rootfs: Path, progress: Progress) -> ImageConfig:
-    """Debian bookworm (minbase) with python3, from Debian's packages."""
-    if shutil.which("debootstrap") is None:
-        raise errors.RuntimeUnavailableError("debootstrap is not installed (Debian package debootstrap)")
-    progress(f"building the Debian bookworm image with debootstrap from {DEBIAN_MIRROR} (about a minute)")
-    cmd = [
-        "debootstrap",
-        "--variant=minbase",
-        "--include=python3,ca-certificates,procps",
-        "bookworm",
-        str(rootfs),
-        DEBIAN_MIRROR,
-    ]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+#: What the `base` template holds beyond debootstrap's minbase: what agents expect to find.
+DEBIAN_PACKAGES = [
+    "python3", "python3-pip", "python3-venv", "python3-dev", "git", "curl", "ca-certificates",
+    "build-essential", "procps", "less", "nano", "unzip", "zip", "openssh-client", "jq",
+]  # fmt: skip
+
+
+def _stream(cmd: list[str], progress: Progress, what: str, interesting: Callable[[str], bool]) -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
         assert proc.stdout is not None
         tail: list[str] = []
         for line in proc.stdout:
             tail = [*tail, line.rstrip()][-20:]
-            if line.startswith("I: ") and ("Retrieving" in line or "Installing" in line or "Configuring" in line):
-                progress(line[3:].strip())
+            if interesting(line):
+                progress(line.removeprefix("I: ").strip())
     if proc.returncode != 0:
-        raise errors.InternalError("debootstrap failed:\n" + "\n".join(tail))
+        raise errors.InternalError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+
+
+def build_debian(rootfs: Path, progress: Progress) -> ImageConfig:
+    """Debian bookworm with Python 3 (pip, venv), git, curl and build-essential, from Debian's packages."""
+    if shutil.which("debootstrap") is None:
+        raise errors.RuntimeUnavailableError("debootstrap is not installed (Debian package debootstrap)")
+    progress(f"building the Debian bookworm image with debootstrap from {DEBIAN_MIRROR} (a few minutes)")
+    cmd = ["debootstrap", "--variant=minbase", "--include=python3,ca-certificates,procps", "bookworm"]
+    _stream(
+        [*cmd, str(rootfs), DEBIAN_MIRROR],
+        progress,
+        "debootstrap",
+        lambda line: line.startswith("I: ") and any(w in line for w in ("Retrieving", "Installing", "Configuring")),
+    )
+    progress(f"installing {', '.join(DEBIAN_PACKAGES)}")
+    apt = ["chroot", str(rootfs), "apt-get", "-q", "-o", "Dpkg::Use-Pty=0"]
+    _stream([*apt, "update"], progress, "apt-get update", lambda line: False)
+    _stream(
+        [*apt, "install", "-y", "--no-install-recommends", *DEBIAN_PACKAGES],
+        progress,
+        "apt-get install",
+        lambda line: (
+            (line.startswith(("Setting up", "Get:")) and " python3" in line) or line.startswith("Setting up git")
+        ),
+    )
     # A regular user, as E2B and most agent tooling expect one.
     subprocess.run(["chroot", str(rootfs), "useradd", "-m", "-u", "1000", "-s", "/bin/bash", "user"], check=True)
-    with contextlib.suppress(FileNotFoundError):  # apt caches are dead weight in every sandbox
-        shutil.rmtree(rootfs / "var/cache/apt/archives")
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):  # dead weight in every sandbox
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(rootfs / junk)
     (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+    (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
     progress("Debian image built")
     return ImageConfig(env={"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"}, cwd="/", user="root", cmd=["/bin/bash"])
 
@@ -171,62 +207,10 @@ BUILDERS: dict[str, Callable[[Path, Progress], ImageConfig]] = {
 ALIASES = {"base": "debian"}
 
 
-class ImageStore:
-    """Images under one directory, built on first use and cached."""
+def __getattr__(name: str) -> Any:
+    # ImageStore lives in sandlot.node.oci.store, which imports this module's builders.
+    if name == "ImageStore":
+        from sandlot.node.oci.store import ImageStore
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    @contextlib.contextmanager
-    def _lock(self, name: str) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f".{name}.lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            yield
-
-    def get(self, name: str) -> Image | None:
-        name = ALIASES.get(name, name)
-        path = self.root / name
-        return Image(name, path) if (path / "image.json").exists() else None
-
-    def ensure(self, name: str, progress: Progress = _print_progress) -> Image:
-        """Return the image, building it first when a builder knows its name."""
-        image = self.get(name)
-        if image is not None:
-            return image
-        real = ALIASES.get(name, name)
-        builder = BUILDERS.get(real)
-        if builder is None:
-            known = ", ".join(sorted([*BUILDERS, *ALIASES]))
-            raise errors.ImageNotFoundError(f"image {name!r} not found (images here: {known})")
-        with self._lock(real):
-            image = self.get(real)
-            if image is not None:
-                return image
-            tmp = self.root / f".{real}.building"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            (tmp / "rootfs").mkdir(parents=True)
-            try:
-                config = builder(tmp / "rootfs", progress)
-                (tmp / "image.json").write_text(json.dumps(config.to_oci(), indent=1))
-                os.rename(tmp, self.root / real)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        image = self.get(real)
-        assert image is not None
-        return image
-
-    def add(self, name: str, rootfs: Path, config: ImageConfig) -> Image:
-        """Publish an already unpacked root filesystem (moved, not copied)."""
-        with self._lock(name):
-            dest = self.root / name
-            if dest.exists():
-                raise errors.FileExistsError_(f"image {name!r} already exists")
-            tmp = self.root / f".{name}.adding"
-            tmp.mkdir(parents=True)
-            os.rename(rootfs, tmp / "rootfs")
-            (tmp / "image.json").write_text(json.dumps(config.to_oci(), indent=1))
-            os.rename(tmp, dest)
-        return Image(name, dest)
+        return ImageStore
+    raise AttributeError(name)

@@ -25,9 +25,10 @@ from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
 from sandlot.node.dns import system_nameservers
-from sandlot.node.images import ImageStore
 from sandlot.node.netpolicy import NetworkPolicy
 from sandlot.node.network import DEFAULT_SUBNET, NetworkManager, SandboxNet
+from sandlot.node.oci.registry import RegistryConfig
+from sandlot.node.oci.store import ImageStore
 from sandlot.node.pool import WarmPool
 from sandlot.node.rootfs import SpareDisks, WritableLayer
 from sandlot.node.runtimes import Runtime, make_runtime
@@ -50,6 +51,10 @@ class NodeConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     #: Where images are built and cached; shared by every node on the host by default.
     images_dir: Path | None = None
+    #: registry host[:port] -> credentials and `insecure` (plain HTTP)
+    registries: dict[str, RegistryConfig] = field(default_factory=dict)
+    #: refuse pulls from registries not in `registries`
+    registries_only: bool = False
     gvisor_platform: str = "ptrace"
     default_runtime: str = "gvisor"
     #: Size of the node's disk store (sparse; sandbox disks and checkpoints); default: the host filesystem's.
@@ -62,14 +67,16 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
-        self.images_dir = Path(self.images_dir) if self.images_dir else self.data_dir / "images"
+        self.images_dir = Path(self.images_dir) if self.images_dir else self.data_dir / "store-v2"
 
 
 class Node:
     def __init__(self, config: NodeConfig | None = None) -> None:
         self.config = config or NodeConfig()
         assert self.config.images_dir is not None
-        self.images = ImageStore(self.config.images_dir)
+        self.images = ImageStore(
+            self.config.images_dir, self.config.registries, registries_only=self.config.registries_only
+        )
         self.sandboxes_dir = self.config.data_dir / "sandboxes"
         self.state_dir = self.config.data_dir / "runtime"
         self._runtimes: dict[str, Runtime] = {}
@@ -166,7 +173,7 @@ class Node:
         await asyncio.to_thread(self.disks.ensure)
         sandbox_id = new_sandbox_id()
         sdir = self.sandboxes_dir / sandbox_id
-        layer = WritableLayer(sdir, image.rootfs, spec.limits.disk_mb << 20, self.disks.disk_of(sandbox_id))
+        layer = WritableLayer(sdir, image.lowerdir, spec.limits.disk_mb << 20, self.disks.disk_of(sandbox_id))
         layer.source = disk_from
         socket_path = str(sdir / "run" / "agent.sock")
         if len(socket_path.encode()) > MAX_SOCKET_PATH:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sandlot import errors
 from sandlot.agent.client import AgentConnection
-from sandlot.node.images import Image
+from sandlot.node.images import Image, ImageConfig
 from sandlot.node.network import SandboxNet
 from sandlot.node.node import Node
 from sandlot.node.rootfs import WritableLayer
@@ -108,9 +108,9 @@ async def _recover_one(
     # Disks live in the node's disk store (sandboxes made before it: `disk.img` in their directory).
     disk = node.disks.disk_of(sandbox_id)
     disk_file = disk if disk.exists() or not (sdir / "disk.img").exists() else None
-    layer = WritableLayer(sdir, image.rootfs if image else Path("/nonexistent"), spec.limits.disk_mb << 20, disk_file)
+    layer = WritableLayer(sdir, image.lowerdir if image else "/nonexistent", spec.limits.disk_mb << 20, disk_file)
     conn = AgentConnection(str(sdir / "run" / "agent.sock"), sandbox_id)
-    sbx = Sandbox(sandbox_id, spec, image or Image(image_name, Path("/nonexistent")), runtime, sdir, layer, conn)
+    sbx = Sandbox(sandbox_id, spec, image or Image(image_name, (), ImageConfig()), runtime, sdir, layer, conn)
     if created_at:
         sbx.created_at = created_at
     net_file = sdir / "network.json"

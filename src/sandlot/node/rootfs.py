@@ -43,7 +43,8 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None
         raise OSError(e, f"mount {fstype} on {target}: {os.strerror(e)}")
 
 
-def mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
+def mount_overlay(lower: str | Path, upper: Path, work: Path, target: Path) -> None:
+    """`lower` is one directory or several joined by ':' (the top one first)."""
     _mount("overlay", str(target), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
 
 
@@ -123,9 +124,9 @@ class SpareDisks:
 class WritableLayer:
     """The per-sandbox layer and overlay under `dir`."""
 
-    def __init__(self, dir: Path, lower: Path, disk_bytes: int, disk_file: Path | None = None) -> None:
+    def __init__(self, dir: Path, lower: str | Path, disk_bytes: int, disk_file: Path | None = None) -> None:
         self.dir = Path(dir)
-        self.lower = Path(lower)
+        self.lower = str(lower)  # overlayfs lowerdir: the image's layers, top first
         self.disk_bytes = disk_bytes
         self._disk_file = Path(disk_file) if disk_file else None
         #: a disk to clone instead of a fresh one (a checkpoint's, for a fork)

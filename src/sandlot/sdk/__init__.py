@@ -11,17 +11,19 @@ key $SANDLOT_API_KEY (default: a local server's admin key, when readable).
 
 from __future__ import annotations
 
-from sandlot.api.models import CheckpointInfo, FileEntry, ProcessInfo, SandboxInfo, WatchEventOut
+from sandlot.api.models import CheckpointInfo, FileEntry, ProcessInfo, SandboxInfo, TemplateInfo, WatchEventOut
 from sandlot.sdk.commands import AsyncCommandHandle, CommandResult
 from sandlot.sdk.files import AsyncWatchHandle
 from sandlot.sdk.pty import AsyncPtyHandle, PtySize
 from sandlot.sdk.sandbox import AsyncSandbox
 from sandlot.sdk.sync import CommandHandle, PtyHandle, Sandbox, WatchHandle
+from sandlot.sdk.templates import AsyncTemplates, Templates
 
 __all__ = [
     "AsyncCommandHandle",
     "AsyncPtyHandle",
     "AsyncSandbox",
+    "AsyncTemplates",
     "AsyncWatchHandle",
     "CheckpointInfo",
     "CommandHandle",
@@ -32,6 +34,8 @@ __all__ = [
     "PtySize",
     "Sandbox",
     "SandboxInfo",
+    "TemplateInfo",
+    "Templates",
     "WatchEventOut",
     "WatchHandle",
 ]

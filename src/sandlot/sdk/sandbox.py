@@ -44,6 +44,8 @@ class AsyncSandbox:
         cls,
         template: str | None = None,
         *,
+        image: str | None = None,
+        registry_auth: tuple[str, str] | None = None,
         timeout: int = 300,
         runtime: str | None = None,
         cpu: float | None = None,
@@ -58,7 +60,9 @@ class AsyncSandbox:
         """Start a new sandbox.
 
         Args:
-            template: image name (default: the server's, "base" = Debian with python3).
+            template: template name (default: the server's, "base" = Debian with python3).
+            image: an image reference instead (`host:port/repo:tag`), pulled on first use.
+            registry_auth: (username, password) for `image`'s registry, if the server has none configured.
             timeout: seconds until the server kills it (extend with `set_timeout`).
             runtime: "gvisor" (default) or "container".
             cpu: cores.
@@ -74,12 +78,18 @@ class AsyncSandbox:
             The running sandbox.
 
         Raises:
-            ImageNotFoundError: unknown template.
+            ImageNotFoundError: unknown template, or no such image in the registry.
+            RegistryAuthError: the image's registry wants credentials, or refused them.
             InvalidArgumentError: a bad limit (the `field` attribute names it).
             LimitReachedError: the team runs as many sandboxes as it may.
             PermissionDeniedError: no valid API key.
         """
+        if image is not None and template is not None:
+            raise errors.InvalidArgumentError("give template or image, not both", field="image")
+        template = image if image is not None else template
         body: dict[str, Any] = {"timeout": timeout, "env": env or {}, "metadata": metadata or {}}
+        if registry_auth is not None:
+            body["registry_auth"] = {"username": registry_auth[0], "password": registry_auth[1]}
         for key, value in (
             ("template", template),
             ("runtime", runtime),

@@ -324,6 +324,8 @@ class Sandbox:
         cls,
         template: str | None = None,
         *,
+        image: str | None = None,
+        registry_auth: tuple[str, str] | None = None,
         timeout: int = 300,
         runtime: str | None = None,
         cpu: float | None = None,
@@ -340,6 +342,8 @@ class Sandbox:
             _Portal.call(
                 AsyncSandbox.create(
                     template,
+                    image=image,
+                    registry_auth=registry_auth,
                     timeout=timeout,
                     runtime=runtime,
                     cpu=cpu,

@@ -1,0 +1,93 @@
+"""`sandlot image pull` and `sandlot template ls|inspect|rm`: templates on the server."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from sandlot.cli._common import Api, console, fmt_ago, json_option, pass_api, print_json, run_async, table
+from sandlot.sdk import AsyncTemplates, TemplateInfo
+
+__all__ = ["image_group", "template_group"]
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+@click.group("image")
+def image_group() -> None:
+    """Images in registries (pulled into templates)."""
+
+
+@image_group.command("pull")
+@click.argument("ref")
+@click.option("--name", default=None, help="template name (default: REF itself)")
+@click.option(
+    "--platform", default=None, metavar="OS/ARCH", help="pick from a multi-platform image (default linux/amd64)"
+)
+@click.option("--username", "-u", default=None, help="registry user (password from $SANDLOT_REGISTRY_PASSWORD)")
+@click.option("--quiet", "-q", is_flag=True, help="no progress lines")
+@json_option
+@pass_api
+def pull(
+    api: Api, ref: str, name: str | None, platform: str | None, username: str | None, quiet: bool, as_json: bool
+) -> None:
+    """Pull REF (host[:port]/repo[:tag]) into a template; progress on stderr."""
+    password = os.environ.get("SANDLOT_REGISTRY_PASSWORD") if username else None
+    info = run_async(
+        AsyncTemplates.pull(
+            ref,
+            name=name,
+            platform=platform,
+            username=username,
+            password=password,
+            on_progress=None if quiet else (lambda line: click.echo(line, err=True)),
+            api_url=api.url,
+            api_key=api.key,
+        )
+    )
+    if as_json:
+        print_json(info)
+    else:
+        click.echo(f"{info.name} {info.digest} ({info.layers} layers, {_size(info.size)})")
+
+
+@click.group("template")
+def template_group() -> None:
+    """Templates: what sandboxes start from."""
+
+
+@template_group.command("ls")
+@json_option
+@pass_api
+def ls(api: Api, as_json: bool) -> None:
+    """List the server's templates."""
+    templates = run_async(AsyncTemplates.list(api_url=api.url, api_key=api.key))
+    if as_json:
+        print_json(templates)
+    elif templates:
+        rows = [[t.name, t.source, str(t.layers), _size(t.size), fmt_ago(t.created_at)] for t in templates]
+        console().print(table(["NAME", "SOURCE", "LAYERS", "SIZE", "CREATED"], rows))  # type: ignore[arg-type]
+    else:
+        click.echo("no templates", err=True)
+
+
+@template_group.command("inspect")
+@click.argument("name")
+@pass_api
+def inspect(api: Api, name: str) -> None:
+    """A template's source, digest, layers and config, as JSON."""
+    info: TemplateInfo = run_async(AsyncTemplates.get(name, api_url=api.url, api_key=api.key))
+    print_json(info)
+
+
+@template_group.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@pass_api
+def rm(api: Api, names: tuple[str, ...]) -> None:
+    """Delete templates (admin key) and free the layers nothing else uses."""
+    for name in names:
+        run_async(AsyncTemplates.delete(name, api_url=api.url, api_key=api.key))
+        click.echo(name)

@@ -1,0 +1,262 @@
+"""Templates over the layer store: named images, built, pulled or imported, and GC.
+
+    <root>/templates/<key>.json   {"name", "source", "digest", "layers": [ids, bottom to top],
+                                   "config": {OCI config}, "created_at", "size"}
+    <root>/layers/, blobs/, tmp/  see `layers`
+
+A template exists once its JSON file is renamed into place, which happens only
+after every layer it names is complete: a failed pull, import or build never
+leaves a half-made template. Built-in templates (`BUILDERS` in
+`sandlot.node.images`) are built on first use; their layer id hashes the
+builder's source, so changing a recipe builds afresh instead of reusing a stale
+layer. Pulls and builds hold the store's lock shared, GC holds it exclusively,
+so GC never removes a layer a pull is about to publish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import inspect
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sandlot import errors
+from sandlot.node import images as builtin
+from sandlot.node.oci.layers import LayerStore
+from sandlot.node.oci.pull import pull
+from sandlot.node.oci.reference import Reference, looks_like_reference
+from sandlot.node.oci.registry import RegistryConfig
+
+__all__ = ["ImageStore", "check_template_name"]
+
+Progress = Callable[[str], None]
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+
+
+def check_template_name(name: str) -> str:
+    if _NAME.match(name) or looks_like_reference(name):
+        if looks_like_reference(name):
+            Reference.parse(name)
+        return name
+    raise errors.InvalidArgumentError(
+        f"bad template name {name!r}: use lowercase letters, digits, '.', '_' and '-' (or an image reference)",
+        field="name",
+    )
+
+
+class ImageStore:
+    """Templates under one directory, built, pulled or imported on demand and cached."""
+
+    def __init__(
+        self, root: Path, registries: dict[str, RegistryConfig] | None = None, *, registries_only: bool = False
+    ) -> None:
+        self.root = Path(root)
+        self.layers = LayerStore(self.root)
+        self.templates_dir = self.root / "templates"
+        self.templates_dir.mkdir(parents=True, exist_ok=True)
+        self.registries = dict(registries or {})
+        #: pull only from the registries configured above (a server that must not reach elsewhere)
+        self.registries_only = registries_only
+
+    # ------------------------------------------------------------ locks and files
+
+    def _file(self, name: str) -> Path:
+        return self.templates_dir / (hashlib.sha256(name.encode()).hexdigest()[:40] + ".json")
+
+    @contextlib.contextmanager
+    def _store_lock(self, mode: int) -> Iterator[None]:
+        with open(self.root / ".store.lock", "w") as f:
+            fcntl.flock(f, mode)
+            yield
+
+    @contextlib.contextmanager
+    def _name_lock(self, name: str) -> Iterator[None]:
+        with open(self._file(name).with_suffix(".lock"), "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    def _load(self, path: Path) -> builtin.Image | None:
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        layers = tuple(self.layers.fs(lid) for lid in d["layers"])
+        if not all(self.layers.has(lid) for lid in d["layers"]):
+            return None  # a layer went missing (removed by hand): treat as absent, rebuild or re-pull
+        return builtin.Image(
+            name=d["name"],
+            layers=layers,
+            config=builtin.ImageConfig.from_oci(d.get("config") or {}),
+            source=d.get("source", ""),
+            digest=d.get("digest", ""),
+            created_at=float(d.get("created_at", 0)),
+            size=int(d.get("size", 0)),
+        )
+
+    def _publish(
+        self, name: str, layer_ids: list[str], config: dict[str, Any], source: str, digest: str
+    ) -> builtin.Image:
+        size = sum(int(self.layers.meta(lid).get("size", 0)) for lid in layer_ids)
+        record = {
+            "name": name, "source": source, "digest": digest, "layers": layer_ids,
+            "config": config, "created_at": time.time(), "size": size,
+        }  # fmt: skip
+        tmp = self.templates_dir / f".{uuid.uuid4().hex}.tmp"
+        tmp.write_text(json.dumps(record, indent=1))
+        os.rename(tmp, self._file(name))
+        image = self._load(self._file(name))
+        assert image is not None
+        return image
+
+    # ------------------------------------------------------------ queries
+
+    def get(self, name: str) -> builtin.Image | None:
+        name = builtin.ALIASES.get(name, name)
+        return self._load(self._file(name))
+
+    def list_templates(self) -> list[builtin.Image]:
+        found = (self._load(p) for p in sorted(self.templates_dir.glob("*.json")))
+        return sorted((i for i in found if i is not None), key=lambda i: i.name)
+
+    # ------------------------------------------------------------ making templates
+
+    def ensure(self, name: str, progress: Progress = builtin._print_progress) -> builtin.Image:
+        """The template `name`: built (a built-in) or pulled (an image reference) on first use."""
+        image = self.get(name)
+        if image is not None:
+            return image
+        real = builtin.ALIASES.get(name, name)
+        if real in builtin.BUILDERS:
+            return self._build(real, progress)
+        if looks_like_reference(name):
+            return self.pull(name, progress=progress)
+        known = ", ".join(sorted({*builtin.BUILDERS, *builtin.ALIASES, *(i.name for i in self.list_templates())}))
+        raise errors.ImageNotFoundError(f"template {name!r} not found (templates here: {known})")
+
+    def _build(self, real: str, progress: Progress) -> builtin.Image:
+        builder = builtin.BUILDERS[real]
+        lid = "built-" + hashlib.sha256(f"{real}\0{_recipe(builder)}".encode()).hexdigest()
+        with self._store_lock(fcntl.LOCK_SH), self._name_lock(real):
+            image = self.get(real)
+            if image is not None:
+                return image
+
+            def fill(fs: Path) -> dict[str, Any]:
+                config = builder(fs, progress)
+                return {"config": config.to_oci(), "size": _tree_size(fs)}
+
+            with self.layers.locked(lid):
+                self.layers.add(lid, fill)
+            config = self.layers.meta(lid)["config"]
+            return self._publish(real, [lid], config, source=f"built-in {real}", digest="")
+
+    def pull(
+        self,
+        ref_text: str,
+        *,
+        name: str | None = None,
+        platform: str | None = None,
+        auth: RegistryConfig | None = None,
+        progress: Progress = builtin._print_progress,
+    ) -> builtin.Image:
+        """Pull `ref_text` from its registry (again, if already here) into template `name` (default: the ref)."""
+        ref = Reference.parse(ref_text)
+        name = check_template_name(name or ref_text)
+        if name in builtin.BUILDERS or name in builtin.ALIASES:
+            raise errors.InvalidArgumentError(f"{name!r} is a built-in template's name", field="name")
+        config = self.registries.get(ref.registry)
+        if config is None and self.registries_only:
+            raise errors.PermissionDeniedError(
+                f"this server pulls only from its configured registries ({', '.join(sorted(self.registries))}), "
+                f"not from {ref.registry}"
+            )
+        if auth is not None:  # credentials given with the call win; `insecure` stays the node's choice
+            config = RegistryConfig(auth.username, auth.password, config.insecure if config else False)
+        with self._store_lock(fcntl.LOCK_SH), self._name_lock(name):
+            pulled = pull(ref, self.layers, config, platform=platform, progress=progress)
+            return self._publish(name, pulled.layers, pulled.config, source=str(ref), digest=pulled.digest)
+
+    def add_layers(
+        self, name: str, layer_ids: list[str], config: dict[str, Any], source: str, digest: str = ""
+    ) -> builtin.Image:
+        """Publish a template over layers already in the store (imports, builds)."""
+        check_template_name(name)
+        with self._name_lock(name):
+            return self._publish(name, layer_ids, config, source, digest)
+
+    @contextlib.contextmanager
+    def adding(self) -> Iterator[LayerStore]:
+        """Hold off GC while layers for a new template are being added."""
+        with self._store_lock(fcntl.LOCK_SH):
+            yield self.layers
+
+    def add(self, name: str, rootfs: Path, config: builtin.ImageConfig) -> builtin.Image:
+        """Publish an already unpacked root filesystem as a one-layer template (moved, not copied)."""
+        check_template_name(name)
+        if self.get(name) is not None:
+            raise errors.FileExistsError_(f"template {name!r} already exists")
+        lid = "local-" + uuid.uuid4().hex
+        with self.adding() as layers:
+
+            def fill(fs: Path) -> dict[str, Any]:
+                fs.rmdir()
+                os.rename(rootfs, fs)
+                return {"size": _tree_size(fs)}
+
+            layers.add(lid, fill)
+            return self.add_layers(name, [lid], config.to_oci(), source="added")
+
+    # ------------------------------------------------------------ removal and GC
+
+    def remove(self, name: str, in_use: Iterable[str] = ()) -> list[str]:
+        """Delete template `name` and every layer no other template uses; return the layers freed."""
+        image = self.get(name)
+        if image is None:
+            raise errors.ImageNotFoundError(f"template {name!r} not found")
+        busy = {builtin.ALIASES.get(n, n) for n in in_use}
+        if image.name in busy:
+            raise errors.ConflictError(f"template {image.name!r} is used by running sandboxes; kill them first")
+        with self._name_lock(image.name):
+            self._file(image.name).unlink(missing_ok=True)
+        return self.gc()
+
+    def gc(self) -> list[str]:
+        """Remove every layer no template references (and download debris); return their ids."""
+        with self._store_lock(fcntl.LOCK_EX):
+            used: set[str] = set()
+            for path in self.templates_dir.glob("*.json"):
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    used.update(json.loads(path.read_text())["layers"])
+            freed = [lid for lid in self.layers.ids() if lid not in used]
+            for lid in freed:
+                self.layers.remove(lid)
+            self.layers.clear_tmp()
+            return freed
+
+
+def _recipe(builder: Callable[..., Any]) -> str:
+    """What a built-in's layer is keyed by: its module's source and the base Debian recipe it may call."""
+    parts = [getattr(builder, "__qualname__", "")]
+    for obj in (inspect.getmodule(builder), builtin.build_debian):
+        try:
+            parts.append(inspect.getsource(obj))  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            parts.append(repr(obj))
+    return "\0".join(parts)
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+    return total

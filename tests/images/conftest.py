@@ -1,0 +1,66 @@
+"""Fixtures for image tests: test images in an OCI layout, a registry with and without auth."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.images.registry import Layouts, Registry, make_layouts
+
+
+def _need(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (scripts/setup.sh --test installs them)")
+
+
+@pytest.fixture(scope="session")
+def work_dir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="sandlot-images-", dir="/var/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def layouts(work_dir: Path) -> Layouts:
+    _need("umoci", "skopeo", "busybox")
+    d = work_dir / "layouts"
+    d.mkdir()
+    return make_layouts(d)
+
+
+@pytest.fixture(scope="session")
+def registry(work_dir: Path, layouts: Layouts) -> Iterator[Registry]:
+    """An anonymous registry holding t/app:1 (gzip), t/appz:1 (zstd), t/multi:1 (an index)."""
+    _need("docker-registry")
+    reg = Registry(work_dir / "registry").start()
+    reg.push(layouts.layout, "app", "t/app:1")
+    reg.push(layouts.layout, "app", "t/appz:1", zstd=True)
+    reg.push(layouts.layout, "multi", "t/multi:1", all_=True)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_registry(work_dir: Path, layouts: Layouts) -> Iterator[Registry]:
+    """A registry behind htpasswd (basic auth) holding t/private:1."""
+    _need("docker-registry", "htpasswd")
+    reg = Registry(work_dir / "auth-registry", auth=True).start()
+    reg.push(layouts.layout, "amd", "t/private:1")
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def inode(node: Any, registry: Registry, auth_registry: Registry) -> Any:
+    """The session node, told that the test registries speak plain HTTP."""
+    from sandlot.node.oci.registry import RegistryConfig
+
+    node.images.registries[registry.host] = RegistryConfig(insecure=True)
+    node.images.registries[auth_registry.host] = RegistryConfig(insecure=True)
+    return node

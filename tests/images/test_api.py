@@ -1,0 +1,141 @@
+"""Images over the API, the SDK and the CLI, against a live server and the test registries."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sandlot import errors
+from tests.api.harness import ROOT, Server
+from tests.images.registry import PASSWORD, USER, Registry
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def server(registry: Registry, auth_registry: Registry) -> Iterator[Server]:
+    if os.geteuid() != 0:
+        pytest.skip("a real node needs root")
+    d = Path(tempfile.mkdtemp(prefix="sandlot-images-api-", dir="/var/tmp"))
+    (d / "data").mkdir()
+    # How an operator says which registries speak plain HTTP (and may hold credentials).
+    (d / "data" / "registries.json").write_text(
+        json.dumps(
+            {
+                registry.host: {"insecure": True},
+                auth_registry.host: {"insecure": True},
+                "127.0.0.1:1": {"insecure": True},
+            }
+        )
+    )
+    srv = Server(d / "data").start()
+    yield srv
+    srv.stop()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def admin(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": server.admin_key}, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def env(server: Server) -> dict[str, str]:
+    return {**os.environ, "SANDLOT_API_URL": server.url, "SANDLOT_API_KEY": server.admin_key,
+            "PYTHONPATH": str(ROOT / "src")}  # fmt: skip
+
+
+def sandlot(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sandlot.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_pull_streams_progress_then_the_template(admin: httpx.Client, registry: Registry) -> None:
+    ref = f"{registry.host}/t/app:1"
+    with admin.stream("POST", "/images/pull", json={"ref": ref, "name": "api-app"}) as r:
+        assert r.status_code == 200
+        events = [json.loads(line) for line in r.iter_lines() if line.strip()]
+    assert {e["type"] for e in events[:-1]} == {"progress"} and len(events) > 2
+    last = events[-1]
+    assert last["type"] == "template" and last["template"]["name"] == "api-app"
+    assert last["template"]["layers"] == 2 and last["template"]["env"]["GREETING"] == "hi"
+    got = admin.get("/templates/api-app").json()
+    assert got["digest"] == last["template"]["digest"] and got["source"] == ref
+    assert "api-app" in [t["name"] for t in admin.get("/templates").json()["templates"]]
+    # Errors: a 400 before the stream for a malformed reference, an error line for a missing image.
+    bad = admin.post("/images/pull", json={"ref": "Not A Ref"})
+    assert bad.status_code == 400 and "bad image reference" in bad.json()["message"]
+    with admin.stream("POST", "/images/pull", json={"ref": f"{registry.host}/t/app:missing"}) as r:
+        last = [json.loads(line) for line in r.iter_lines() if line.strip()][-1]
+    assert last["type"] == "error" and last["code"] == "image_not_found"
+    assert admin.get("/templates/nope").json()["code"] == "image_not_found"
+
+
+def test_sdk_pull_create_and_delete(server: Server, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandlot.sdk import Sandbox, Templates
+
+    monkeypatch.setenv("SANDLOT_API_URL", server.url)
+    monkeypatch.setenv("SANDLOT_API_KEY", server.admin_key)
+    ref = f"{registry.host}/t/appz:1"
+    lines: list[str] = []
+    info = Templates.pull(ref, on_progress=lines.append)
+    assert info.name == ref and info.layers == 2 and lines
+    with Sandbox.create(image=ref) as sbx:
+        assert sbx.commands.run("cat /app/data.txt").stdout == "hello from the app layer\n"
+        with pytest.raises(errors.ConflictError, match="used by running sandboxes"):
+            Templates.delete(ref)
+    Templates.delete(ref)
+    with pytest.raises(errors.ImageNotFoundError):
+        Templates.get(ref)
+    # Straight from an image never pulled before: pulled on first use.
+    with Sandbox.create(image=f"{registry.host}/t/multi:1") as sbx:
+        assert sbx.commands.run("cat /platform").stdout == "amd64\n"
+
+
+def test_sdk_registry_credentials(server: Server, auth_registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandlot.sdk import Sandbox, Templates
+
+    monkeypatch.setenv("SANDLOT_API_URL", server.url)
+    monkeypatch.setenv("SANDLOT_API_KEY", server.admin_key)
+    ref = f"{auth_registry.host}/t/private:1"
+    with pytest.raises(errors.RegistryAuthError, match="wants a username and password"):
+        Sandbox.create(image=ref)
+    with pytest.raises(errors.RegistryAuthError, match="refused"):
+        Templates.pull(ref, username=USER, password="nope")
+    with Sandbox.create(image=ref, registry_auth=(USER, PASSWORD)) as sbx:
+        assert sbx.commands.run("cat /platform").stdout == "amd64\n"
+
+
+def test_cli_image_pull_template_ls_inspect_rm_and_create(env: dict[str, str], registry: Registry) -> None:
+    ref = f"{registry.host}/t/app:1"
+    res = sandlot(env, "image", "pull", ref, "--name", "cli-app")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("cli-app sha256:") and "resolving" in res.stderr
+    res = sandlot(env, "template", "ls")
+    assert res.returncode == 0 and "cli-app" in res.stdout
+    assert json.loads(sandlot(env, "template", "inspect", "cli-app").stdout)["cwd"] == "/etc"
+    res = sandlot(env, "create", "--image", ref)
+    assert res.returncode == 0, res.stderr
+    sid = res.stdout.strip()
+    out = sandlot(env, "exec", sid, "--", "cat", "/app/data.txt")
+    assert out.stdout == "hello from the app layer\n"
+    sandlot(env, "kill", sid)
+    assert sandlot(env, "template", "rm", "cli-app").returncode == 0
+    res = sandlot(env, "template", "inspect", "cli-app")
+    assert res.returncode == 2 and "template 'cli-app' not found" in res.stderr
+    res = sandlot(env, "image", "pull", "127.0.0.1:1/t/app:1")
+    assert res.returncode == 2 and "cannot reach registry 127.0.0.1:1" in res.stderr
+    # This server pulls only from the registries it is configured with.
+    res = sandlot(env, "image", "pull", "example.invalid/t/app:1")
+    assert res.returncode == 2 and "pulls only from its configured registries" in res.stderr
