@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from sandlot import errors
-from sandlot.api import routes_commands, routes_files, routes_keys, routes_pools, routes_pty, routes_sandboxes
+from sandlot.api import e2b, routes_commands, routes_files, routes_keys, routes_pools, routes_pty, routes_sandboxes
 from sandlot.api.auth import bootstrap_admin_key
 from sandlot.api.config import ApiConfig
 from sandlot.api.http_errors import error_response, install_handlers
@@ -95,6 +95,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
 
     for module in (routes_sandboxes, routes_commands, routes_files, routes_keys, routes_pools, routes_pty):
         app.include_router(module.router)
+    e2b.install(app)
     return app
 
 
