@@ -18,7 +18,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from sandlot import errors
-from sandlot.api import e2b, routes_commands, routes_files, routes_keys, routes_pools, routes_pty, routes_sandboxes
+from sandlot.api import (
+    e2b,
+    routes_code,
+    routes_commands,
+    routes_files,
+    routes_keys,
+    routes_pools,
+    routes_pty,
+    routes_sandboxes,
+)
 from sandlot.api.auth import bootstrap_admin_key
 from sandlot.api.config import ApiConfig
 from sandlot.api.http_errors import error_response, install_handlers
@@ -93,7 +102,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         reason = request.app.state.not_ready_reason
         return error_response(503, errors.RuntimeUnavailableError.code, f"not ready: {reason}")
 
-    for module in (routes_sandboxes, routes_commands, routes_files, routes_keys, routes_pools, routes_pty):
+    for module in (routes_sandboxes, routes_commands, routes_files, routes_keys, routes_pools, routes_pty, routes_code):
         app.include_router(module.router)
     e2b.install(app)
     return app

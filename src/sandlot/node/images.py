@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
+from sandlot.node import image_code_interpreter
 
 __all__ = ["BUILDERS", "Image", "ImageConfig", "ImageStore"]
 
@@ -166,9 +167,10 @@ def build_debian(rootfs: Path, progress: Progress) -> ImageConfig:
 BUILDERS: dict[str, Callable[[Path, Progress], ImageConfig]] = {
     "busybox": build_busybox,
     "debian": build_debian,
+    "code-interpreter": image_code_interpreter.build_code_interpreter,
 }
 #: Names that mean another image.
-ALIASES = {"base": "debian"}
+ALIASES = {"base": "debian", "code-interpreter-v1": "code-interpreter"}
 
 
 class ImageStore:

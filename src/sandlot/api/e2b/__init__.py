@@ -18,9 +18,9 @@ __all__ = ["env_exports", "install"]
 
 
 def install(app: FastAPI) -> None:
-    from sandlot.api.e2b import control, envd_filesystem, envd_process, routing
+    from sandlot.api.e2b import control, envd_filesystem, envd_process, interpreter, routing
 
-    for module in (control, envd_process, envd_filesystem):
+    for module in (control, envd_process, envd_filesystem, interpreter):
         app.include_router(module.router)
     app.add_middleware(routing.E2BRoutingMiddleware)
 
