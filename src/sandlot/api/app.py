@@ -19,7 +19,9 @@ from fastapi.responses import JSONResponse
 
 from sandlot import errors
 from sandlot.api import (
+    e2b,
     routes_checkpoints,
+    routes_code,
     routes_commands,
     routes_files,
     routes_images,
@@ -114,9 +116,11 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         routes_pools,
         routes_pty,
         routes_images,
+        routes_checkpoints,
+        routes_code,
     ):
         app.include_router(module.router)
-    app.include_router(routes_checkpoints.router)
+    e2b.install(app)
     return app
 
 

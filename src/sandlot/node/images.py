@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
+from sandlot.node import image_code_interpreter
 
 __all__ = ["ALIASES", "BUILDERS", "Image", "ImageConfig"]
 
@@ -202,9 +203,10 @@ def build_debian(rootfs: Path, progress: Progress) -> ImageConfig:
 BUILDERS: dict[str, Callable[[Path, Progress], ImageConfig]] = {
     "busybox": build_busybox,
     "debian": build_debian,
+    "code-interpreter": image_code_interpreter.build_code_interpreter,
 }
 #: Names that mean another image.
-ALIASES = {"base": "debian"}
+ALIASES = {"base": "debian", "code-interpreter-v1": "code-interpreter"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,37 @@
+"""The E2B facade: the official `e2b` and `e2b-code-interpreter` SDKs, unchanged, drive Sandlot.
+
+- `control`: E2B's REST control plane under `/e2b` (`E2B_API_URL`).
+- `routing`: which sandbox and port an in-sandbox request is for
+  (`E2b-Sandbox-Id`/`E2b-Sandbox-Port` headers, or `{port}-{id}.{domain}` hosts).
+- `envd_process`, `envd_filesystem`: envd's Connect services, `/files`, `/health`.
+- `interpreter`: the code interpreter's `/execute` and `/contexts`.
+
+`install(app)` adds all of it to the API app. `env_exports` gives the settings
+that point the SDKs here (`sandlot e2b-env`).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+__all__ = ["env_exports", "install"]
+
+
+def install(app: FastAPI) -> None:
+    from sandlot.api.e2b import control, envd_filesystem, envd_process, interpreter, routing
+
+    for module in (control, envd_process, envd_filesystem, interpreter):
+        app.include_router(module.router)
+    app.add_middleware(routing.E2BRoutingMiddleware)
+
+
+def env_exports(api_url: str, api_key: str) -> dict[str, str]:
+    """The E2B SDK settings that point it at the Sandlot server at `api_url`."""
+    base = api_url.rstrip("/")
+    return {
+        "E2B_API_KEY": api_key,
+        "E2B_API_URL": f"{base}/e2b",
+        "E2B_SANDBOX_URL": base,
+        # uvicorn speaks HTTP/1.1; the SDK's default is HTTP/2 (prior knowledge on http://).
+        "E2B_HTTP_VERSION": "1.1",
+    }

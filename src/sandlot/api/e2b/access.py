@@ -1,0 +1,63 @@
+"""Who may use a sandbox's in-sandbox API: E2B's per-sandbox access token.
+
+E2B hands each sandbox an `envdAccessToken` when it is created or connected
+to, and the SDK sends it back as `X-Access-Token` (the code interpreter's
+context calls send it as `E2B-Traffic-Access-Token` instead, which we hand out
+too). Ours is HMAC-SHA256(server secret, sandbox id): nothing to store, valid
+for that sandbox only, and it dies with the secret in the data directory.
+An API key of the sandbox's team is accepted as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from fastapi import Request
+
+from sandlot import errors
+from sandlot.api.auth import Principal, principal
+from sandlot.api.service import SandboxService
+from sandlot.api.store import SandboxRecord
+
+__all__ = ["access_token", "sandbox_principal"]
+
+_SECRET_FILE = "e2b-access.secret"
+
+
+def _secret(request: Request) -> bytes:
+    cached: bytes | None = getattr(request.app.state, "e2b_secret", None)
+    if cached is not None:
+        return cached
+    path = Path(request.app.state.config.data_dir) / _SECRET_FILE
+    try:
+        secret = path.read_bytes()
+    except FileNotFoundError:
+        secret = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret)
+    request.app.state.e2b_secret = secret
+    return secret
+
+
+def access_token(request: Request, sandbox_id: str) -> str:
+    return hmac.new(_secret(request), sandbox_id.encode(), hashlib.sha256).hexdigest()
+
+
+async def sandbox_principal(request: Request, sandbox_id: str) -> tuple[Principal, SandboxRecord]:
+    """The caller of an in-sandbox request, as a principal of the sandbox's team."""
+    svc: SandboxService = request.app.state.service
+    rec = await svc.store.get_sandbox(sandbox_id)
+    token = request.headers.get("x-access-token") or request.headers.get("e2b-traffic-access-token")
+    if token:
+        if rec is None or not hmac.compare_digest(token, access_token(request, sandbox_id)):
+            raise errors.AuthenticationError(f"the access token is not valid for sandbox {sandbox_id}")
+        return Principal("e2b-access-token", rec.team, False), rec
+    who = await principal(request)  # an API key, or AuthenticationError
+    if rec is None or (rec.team != who.team):
+        raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
+    return who, rec

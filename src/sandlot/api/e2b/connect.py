@@ -1,0 +1,162 @@
+"""The Connect RPC protocol, server side, as the E2B SDK's envd clients speak it.
+
+The SDK's Connect client uses the JSON codec (protobuf's JSON mapping:
+camelCase names, bytes as base64, enums by name) without compression:
+
+- unary: `POST /{service}/{Method}`, `Content-Type: application/json`, the
+  message as the body; the answer is the message (200) or an error
+  `{"code": "not_found", "message": ...}` with the matching HTTP status;
+- server streaming: `Content-Type: application/connect+json`; request and
+  response bodies are envelopes (1 flag byte, 4-byte big-endian length, JSON);
+  the last response envelope has flag 0x02 and carries `{}` or `{"error": ...}`.
+
+Errors raised by a handler are Sandlot errors; `connect_code` maps them (by
+their HTTP status, from the one table in `sandlot.api.http_errors`) to Connect
+codes, which the SDK maps to its own exceptions (NOT_FOUND to
+NotFoundException, DEADLINE_EXCEEDED to TimeoutException, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from sandlot import errors
+from sandlot.api.http_errors import status_of
+
+__all__ = ["Message", "connect_code", "stream_body", "stream_response", "timeout_ms", "unary", "unary_body"]
+
+log = logging.getLogger("sandlot.api.e2b")
+
+Message = dict[str, Any]
+
+END_STREAM = 0x02
+MAX_MESSAGE = 16 << 20
+
+# HTTP status (of a Sandlot error) -> Connect code, and Connect code -> HTTP status.
+_CODE_OF_STATUS = {
+    400: "invalid_argument",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    409: "failed_precondition",
+    429: "resource_exhausted",
+    504: "deadline_exceeded",
+    507: "resource_exhausted",
+    503: "unavailable",
+}
+STATUS_OF_CODE = {
+    "invalid_argument": 400,
+    "unauthenticated": 401,
+    "permission_denied": 403,
+    "not_found": 404,
+    "already_exists": 409,
+    "failed_precondition": 412,
+    "resource_exhausted": 429,
+    "deadline_exceeded": 504,
+    "unavailable": 503,
+    "unimplemented": 501,
+    "internal": 500,
+}
+
+
+def connect_code(exc: errors.SandlotError) -> str:
+    if isinstance(exc, errors.FileExistsError_):
+        return "already_exists"
+    return _CODE_OF_STATUS.get(status_of(exc), "internal")
+
+
+def _error(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, errors.SandlotError):
+        return connect_code(exc), str(exc)
+    log.exception("E2B facade: unexpected error", exc_info=exc)
+    return "internal", f"internal error: {type(exc).__name__}"
+
+
+def error_response(code: str, message: str) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=STATUS_OF_CODE.get(code, 500))
+
+
+def timeout_ms(request: Request) -> int:
+    """The deadline the client sent (`Connect-Timeout-Ms`), 0 for none."""
+    value = request.headers.get("connect-timeout-ms", "")
+    return int(value) if value.isdigit() and len(value) <= 10 else 0
+
+
+def _parse(data: bytes) -> Message:
+    try:
+        msg = json.loads(data or b"{}")
+    except ValueError as exc:
+        raise errors.InvalidArgumentError(f"request body is not JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise errors.InvalidArgumentError("request body must be a JSON object")
+    return msg
+
+
+async def unary_body(request: Request) -> Message:
+    body = await request.body()
+    if len(body) > MAX_MESSAGE:
+        raise errors.InvalidArgumentError("request message is too large")
+    return _parse(body)
+
+
+async def stream_body(request: Request) -> Message:
+    """The single request message of a server-streaming call (one envelope)."""
+    body = await request.body()
+    if len(body) < 5:
+        raise errors.InvalidArgumentError("streaming request must be one Connect envelope")
+    flags, length = struct.unpack(">BI", body[:5])
+    if flags & 0x01:
+        raise errors.InvalidArgumentError("compressed Connect messages are not supported")
+    return _parse(body[5 : 5 + length])
+
+
+def envelope(msg: Message, flags: int = 0) -> bytes:
+    data = json.dumps(msg, separators=(",", ":")).encode()
+    return struct.pack(">BI", flags, len(data)) + data
+
+
+async def unary(request: Request, handler: Callable[[Message], Awaitable[Message]]) -> Response:
+    """Run a unary handler and answer in Connect's unary JSON form."""
+    try:
+        result = await handler(await unary_body(request))
+    except Exception as exc:
+        return error_response(*_error(exc))
+    return JSONResponse(result)
+
+
+async def stream_response(request: Request, events: Callable[[Message], AsyncIterator[Message]]) -> Response:
+    """Run a server-streaming handler. Errors before its first message are unary-style errors
+    with an HTTP status; later ones end the stream with an error envelope."""
+    try:
+        it = aiter(events(await stream_body(request)))
+        first = await anext(it)
+    except StopAsyncIteration:
+        first, it = None, None
+    except Exception as exc:
+        code, message = _error(exc)
+        return Response(
+            envelope({"error": {"code": code, "message": message}}, END_STREAM),
+            media_type="application/connect+json",
+        )
+
+    async def body() -> AsyncIterator[bytes]:
+        end: Message = {}
+        if first is not None:
+            yield envelope(first)
+        if it is not None:
+            try:
+                async for msg in it:
+                    yield envelope(msg)
+            except Exception as exc:
+                code, message = _error(exc)
+                end = {"error": {"code": code, "message": message}}
+        yield envelope(end, END_STREAM)
+
+    return StreamingResponse(body(), media_type="application/connect+json")

@@ -1,0 +1,193 @@
+"""E2B's REST control plane (`E2B_API_URL`), mapped onto Sandlot's sandboxes.
+
+Mounted under `/e2b`, beside Sandlot's own `/sandboxes`: the SDK joins its
+paths (`/sandboxes`, `/v2/sandboxes`, ...) to the API URL, so pointing
+`E2B_API_URL` at `http://HOST:PORT/e2b` is all it takes. Authentication is the
+SDK's `X-API-KEY` header with a Sandlot API key; errors are Sandlot's
+`{code, message}` bodies with the statuses the SDK maps (401, 404, 409, ...).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import urllib.parse
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from sandlot import errors
+from sandlot.api.deps import SandboxId, Svc, Who
+from sandlot.api.e2b.access import access_token
+from sandlot.api.models import MAX_TIMEOUT_S, EnvDict, MetaDict, SandboxCreate
+from sandlot.api.store import SandboxRecord
+
+__all__ = ["ENVD_VERSION", "router"]
+
+#: The envd version we answer as: the SDK picks wire features by it
+#: (octet-stream uploads from 0.5.7; file metadata, watch entry info later: not offered).
+ENVD_VERSION = "0.5.7"
+
+router = APIRouter(prefix="/e2b", tags=["e2b"], include_in_schema=False)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class NewSandbox(_Body):
+    template_id: str = Field(alias="templateID", min_length=1, max_length=256)
+    timeout: int = Field(default=300, ge=1, le=MAX_TIMEOUT_S)
+    metadata: MetaDict | None = None
+    env_vars: EnvDict | None = Field(default=None, alias="envVars")
+
+
+class TimeoutBody(_Body):
+    timeout: int = Field(ge=0, le=MAX_TIMEOUT_S)
+
+
+class ConnectBody(_Body):
+    timeout: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
+
+
+class RefreshBody(_Body):
+    duration: int | None = Field(default=None, ge=0, le=3600)
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _sandbox(request: Request, rec: SandboxRecord) -> dict[str, object]:
+    """E2B's `Sandbox` (what create, connect and resume answer)."""
+    token = access_token(request, rec.sandbox_id)
+    return {
+        "templateID": rec.template,
+        "sandboxID": rec.sandbox_id,
+        "clientID": "sandlot",
+        "envdVersion": ENVD_VERSION,
+        "envdAccessToken": token,
+        "trafficAccessToken": token,
+        "domain": None,
+    }
+
+
+def _listed(rec: SandboxRecord) -> dict[str, object]:
+    """E2B's `ListedSandbox` (and, with the token, `SandboxDetail`)."""
+    return {
+        "templateID": rec.template,
+        "sandboxID": rec.sandbox_id,
+        "clientID": "sandlot",
+        "startedAt": _iso(rec.created_at),
+        "endAt": _iso(rec.ends_at),
+        "cpuCount": max(1, round(rec.cpu)),
+        "memoryMB": rec.memory_mb,
+        "diskSizeMB": rec.disk_mb,
+        "state": "paused" if rec.state == "paused" else "running",
+        "envdVersion": ENVD_VERSION,
+        "metadata": rec.metadata,
+    }
+
+
+@router.post("/sandboxes", status_code=201)
+@router.post("/v2/sandboxes", status_code=201)
+async def create(body: NewSandbox, request: Request, who: Who, svc: Svc) -> JSONResponse:
+    req = SandboxCreate(
+        template=body.template_id, timeout=body.timeout, env=body.env_vars or {}, metadata=body.metadata or {}
+    )
+    rec = await svc.create(who, req)
+    return JSONResponse(_sandbox(request, rec), status_code=201)
+
+
+def _metadata_query(value: str | None) -> dict[str, str]:
+    """The SDK sends `metadata=urlencode({quote(k): quote(v)})`: decode both layers."""
+    if not value:
+        return {}
+    try:
+        pairs = urllib.parse.parse_qsl(value, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        message = f"metadata filter must be k=v&k2=v2, got {value!r}"
+        raise errors.InvalidArgumentError(message, field="metadata") from None
+    return {urllib.parse.unquote(k): urllib.parse.unquote(v) for k, v in pairs}
+
+
+@router.get("/sandboxes")
+@router.get("/v2/sandboxes")
+async def list_sandboxes(
+    who: Who,
+    svc: Svc,
+    metadata: Annotated[str | None, Query(max_length=8192)] = None,
+    state: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    next_token: Annotated[str | None, Query(alias="nextToken", max_length=512)] = None,
+) -> JSONResponse:
+    states = [s for s in (state or "running,paused").split(",") if s]
+    for s in states:
+        if s not in ("running", "paused"):
+            raise errors.InvalidArgumentError(f"state must be running or paused, got {s!r}", field="state")
+    recs, nxt = await svc.list(who, states=states, metadata=_metadata_query(metadata), limit=limit, cursor=next_token)
+    headers = {"x-next-token": nxt} if nxt else {}
+    return JSONResponse([_listed(r) for r in recs if r.state in states], headers=headers)
+
+
+@router.get("/sandboxes/{sandbox_id}")
+async def get(sandbox_id: SandboxId, request: Request, who: Who, svc: Svc) -> JSONResponse:
+    rec = await svc.get(who, sandbox_id)
+    if rec.state not in ("running", "paused"):
+        raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} is {rec.state}")
+    token = access_token(request, sandbox_id)
+    return JSONResponse({**_listed(rec), "envdAccessToken": token, "domain": None})
+
+
+@router.delete("/sandboxes/{sandbox_id}", status_code=204)
+async def kill(sandbox_id: SandboxId, who: Who, svc: Svc) -> Response:
+    rec = await svc.get(who, sandbox_id)
+    if rec.state not in ("running", "paused"):
+        raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} is already {rec.state}")
+    await svc.kill(who, sandbox_id)
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/timeout", status_code=204)
+async def set_timeout(sandbox_id: SandboxId, body: TimeoutBody, who: Who, svc: Svc) -> Response:
+    await svc.set_timeout(who, sandbox_id, body.timeout)
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/refreshes", status_code=204)
+async def refresh(sandbox_id: SandboxId, who: Who, svc: Svc, body: RefreshBody | None = None) -> Response:
+    rec = await svc.get(who, sandbox_id)
+    duration = (body.duration if body else None) or 60
+    if rec.ends_at < time.time() + duration:
+        await svc.set_timeout(who, sandbox_id, duration)
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/pause", status_code=204)
+async def pause(sandbox_id: SandboxId, who: Who, svc: Svc) -> Response:
+    rec = await svc.get(who, sandbox_id)
+    if rec.state == "paused":
+        raise errors.SandboxStateError(f"sandbox {sandbox_id} is already paused")
+    await svc.pause(who, sandbox_id)
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/resume", status_code=201)
+@router.post("/sandboxes/{sandbox_id}/connect")
+@router.post("/v2/sandboxes/{sandbox_id}/connect")
+async def connect(
+    sandbox_id: SandboxId, request: Request, who: Who, svc: Svc, body: ConnectBody | None = None
+) -> JSONResponse:
+    """Resume a paused sandbox (201) or attach to a running one (200); a timeout only ever extends it."""
+    rec = await svc.get(who, sandbox_id)
+    if rec.state not in ("running", "paused"):
+        raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} is {rec.state}")
+    status = 200
+    if rec.state == "paused":
+        rec = await svc.resume(who, sandbox_id)
+        status = 201
+    if body is not None and body.timeout is not None and rec.ends_at < time.time() + body.timeout:
+        rec = await svc.set_timeout(who, sandbox_id, body.timeout)
+    return JSONResponse(_sandbox(request, rec), status_code=status)
