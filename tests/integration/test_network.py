@@ -244,3 +244,20 @@ def _wait_port(host: str, port: int) -> None:
             return
         except OSError:
             time.sleep(0.05)
+
+
+def test_restore_and_fork_keep_the_network(make: Any, aio: Any, net_node: Any, internet: Internet) -> None:
+    """A restore restarts the runtime in the same namespace; a fork gets a namespace of its own."""
+    sbx = make({"mode": "egress", "allow": ["allowed.test"]})
+    ck = aio(net_node.checkpoint(sbx.id, "net"))
+    aio(net_node.restore(sbx.id, ck.id))
+    assert fetch(aio, sbx, "http://allowed.test/", f"http://{internet.other}/") == [
+        f"hello from {internet.web}",
+        "ERR URLError",
+    ]
+    (child,) = aio(net_node.fork(ck.id, 1))
+    try:
+        assert child.net is not None and child.net.netns != sbx.net.netns
+        assert fetch(aio, child, "http://allowed.test/") == [f"hello from {internet.web}"]
+    finally:
+        aio(net_node.kill(child.id))

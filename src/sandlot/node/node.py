@@ -301,6 +301,17 @@ class Node:
             target.write_text(resolv)
         return str(sbx.net.netns_path)
 
+    async def _renew_network(self, sbx: Sandbox) -> None:
+        """A fresh namespace for a runtime that starts again: runsc takes the interface's
+        address into its own netstack when it starts, so a namespace serves one start only."""
+        if sbx.net is None:
+            return
+        old, sbx.net = sbx.net, None
+        problems = await self.network.teardown(old)
+        if problems:
+            raise errors.InternalError(f"removing the old network of sandbox {sbx.id} failed: " + "; ".join(problems))
+        await self._attach_network(sbx, asyncio.ensure_future(self.network.setup(sbx.id, old.policy)))
+
     async def set_network(self, sandbox_id: str, policy: NetworkPolicy | str | dict[str, Any]) -> NetworkPolicy:
         """Change a running sandbox's network policy; it applies at once, no restart.
 
@@ -407,6 +418,7 @@ class Node:
             try:
                 await self._halt(sbx)
                 await asyncio.to_thread(sbx.layer.swap, staged)
+                await self._renew_network(sbx)
                 await sbx.reconnect()
                 exited = await self._boot(sbx)
             except BaseException as exc:
