@@ -23,6 +23,7 @@
     ├── TimeoutError_                  (also TimeoutError)
     ├── CommandExitError               (check=True and a non-zero exit)
     ├── RuntimeUnavailableError        (runsc / crun missing or broken on this host)
+    ├── PortNotListeningError          (an exposed port that nothing in the sandbox listens on)
     └── InternalError
 
 Error codes on the wire (agent END frames, API error bodies) map to these
@@ -50,6 +51,7 @@ __all__ = [
     "NotADirectoryError_",
     "NotFoundError",
     "PermissionDeniedError",
+    "PortNotListeningError",
     "ProcessNotFoundError",
     "QuotaError",
     "RuntimeUnavailableError",
@@ -183,6 +185,12 @@ class RuntimeUnavailableError(SandlotError):
     code = "runtime_unavailable"
 
 
+class PortNotListeningError(SandlotError):
+    """A request for a sandbox's port that no process in the sandbox accepts on."""
+
+    code = "port_not_listening"
+
+
 class InternalError(SandlotError):
     code = "internal"
 
@@ -213,6 +221,7 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         TimeoutError_,
         CommandExitError,
         RuntimeUnavailableError,
+        PortNotListeningError,
         InternalError,
     )
 }

@@ -127,6 +127,7 @@ def main() -> None:
         quotas=Quotas(max_sandboxes=args.max_sandboxes),
         reap_interval=0.5,
         kill_on_shutdown=True,
+        dns_servers=[],  # tests never ask a real resolver
     )
     node = _fake_node(args.data_dir) if args.fake else None
     app = create_app(config, node=node)

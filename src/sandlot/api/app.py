@@ -18,7 +18,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from sandlot import errors
-from sandlot.api import routes_commands, routes_files, routes_keys, routes_pools, routes_pty, routes_sandboxes
+from sandlot.api import (
+    routes_commands,
+    routes_files,
+    routes_keys,
+    routes_pools,
+    routes_ports,
+    routes_pty,
+    routes_sandboxes,
+)
 from sandlot.api.auth import bootstrap_admin_key
 from sandlot.api.config import ApiConfig
 from sandlot.api.http_errors import error_response, install_handlers
@@ -60,6 +68,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
                 images_dir=config.images_dir,
                 gvisor_platform=config.gvisor_platform,
                 default_runtime=config.default_runtime,
+                dns_servers=config.dns_servers,
             )
         )
         service = SandboxService(node, store, default_template=config.default_template, quotas=config.quotas)
@@ -71,6 +80,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
             yield
         finally:
             warmup.cancel()
+            await app.state.port_proxy.close()
             await service.stop()
             await node.pool.close()  # idle pool sandboxes serve nobody once we are gone
             if config.kill_on_shutdown:
@@ -95,6 +105,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
 
     for module in (routes_sandboxes, routes_commands, routes_files, routes_keys, routes_pools, routes_pty):
         app.include_router(module.router)
+    routes_ports.install(app, config.ports_domain)
     return app
 
 

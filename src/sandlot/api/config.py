@@ -31,6 +31,10 @@ class ApiConfig:
     warm_default_template: bool = True
     #: template -> started sandboxes to keep ready (warm pools; also PUT /pools/{template})
     warm_pools: dict[str, int] = field(default_factory=dict)
+    #: sandbox ports are also served at `{port}-{sandbox id}.{ports_domain}` (point a wildcard DNS name here)
+    ports_domain: str = "localhost"
+    #: resolvers for sandboxes' DNS and policy host names (None: the host's own, non-loopback; []: no DNS)
+    dns_servers: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
