@@ -8,6 +8,8 @@
     sandlot cp SRC DST                     copy files and directories (SANDBOX_ID:/path on one side)
     sandlot logs SANDBOX_ID [PID]          output of the sandbox's processes
     sandlot kill SANDBOX_ID...
+    sandlot network SANDBOX_ID [--mode M ...]  show or change its network policy (live)
+    sandlot port url|public|private SANDBOX_ID PORT   a server in the sandbox, through the API
     sandlot keys create|list|revoke        API keys (admin)
     sandlot run -- CMD...                  one command in a fresh sandbox on this host (embeds a node)
 
@@ -26,7 +28,7 @@ import sys
 import click
 
 from sandlot import errors
-from sandlot.cli import cp, create, exec_, keys, kill, logs, ls, pause, run, serve, shell
+from sandlot.cli import cp, create, exec_, keys, kill, logs, ls, network, pause, port, run, serve, shell
 from sandlot.cli._common import Api, OutputClosed
 
 __all__ = ["cli", "main"]
@@ -43,7 +45,7 @@ def cli(ctx: click.Context, api_url: str | None, api_key: str | None) -> None:
     ctx.obj = Api(url=api_url, key=api_key)
 
 
-for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run):
+for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run, network, port):
     cli.add_command(_module.command)
 cli.add_command(pause.pause_command)
 cli.add_command(pause.resume_command)
