@@ -86,6 +86,7 @@ def main() -> None:
         default_template="busybox",
         quotas=Quotas(max_sandboxes=1000),
         kill_on_shutdown=True,
+        dns_servers=[],  # the benchmark's sandboxes resolve no names
     )
     uvicorn.run(create_app(config), host="127.0.0.1", port=args.port, log_level="warning", ws="websockets-sansio")
 

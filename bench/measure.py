@@ -18,6 +18,7 @@ from typing import Any
 from api_server import Server
 from baselines import Plan
 from lib import IMAGE_CACHE, arepeat, host_available_fraction, pss_kb, summary
+from ports import port_proxy_figures
 
 from sandlot.node import Node, NodeConfig, SandboxSpec
 from sandlot.node.bundle import ensure_bundle
@@ -299,6 +300,7 @@ async def http_figures(data_dir: Path, bundle_cache: Path, plan: Plan) -> dict[s
         finally:
             await sbx.kill()
             await sbx.close()
+        out["http ports"] = await port_proxy_figures(conn, plan.quick)
     finally:
         server.stop()
     return out

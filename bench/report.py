@@ -121,6 +121,30 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, str, float, str]]:
                     f"{_get(pr, op, 'runs'):.0f}",
                 )
             )
+    if "http ports" in s:
+        ports = s["http ports"]
+        runs = f"{_get(ports, 'port proxy', 'runs'):.0f}"
+        conc = f"{_get(ports, 'concurrency'):.0f}"
+        out.append(
+            (
+                f"HTTP through the port proxy, requests/s ({conc} clients; above 1 is faster)",
+                _get(ports, "port proxy", "rps"),
+                "req/s",
+                "the same server at its sandbox address, direct",
+                _get(ports, "port direct", "rps"),
+                runs,
+            )
+        )
+        out.append(
+            (
+                "HTTP through the port proxy, p50 latency",
+                _get(ports, "port proxy", "p50_ms"),
+                "ms",
+                "the same server at its sandbox address, direct",
+                _get(ports, "port direct", "p50_ms"),
+                runs,
+            )
+        )
     for rt, raw in (("gvisor", "runsc"), ("container", "crun")):
         out.append(
             (

@@ -2,7 +2,8 @@
 
     python lab_server.py ADDR name=1.2.3.4,other=5.6.7.8
 
-HTTP answers every GET with `hello from <the address it was reached on>`.
+HTTP answers every GET with `hello from <the address it was reached on>`;
+port 9000 counts the bytes it receives until EOF and answers the count.
 DNS answers A queries for the given names (NXDOMAIN for the rest).
 Prints `ready` once both listen.
 """
@@ -51,12 +52,23 @@ async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
+async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Port 9000: count what arrives until EOF, answer the count."""
+    total = 0
+    while chunk := await reader.read(65536):
+        total += len(chunk)
+    writer.write(str(total).encode())
+    await writer.drain()
+    writer.close()
+
+
 async def main() -> None:
     addr = sys.argv[1]
     names = dict(item.split("=", 1) for item in sys.argv[2].split(",") if item)
     loop = asyncio.get_running_loop()
     await loop.create_datagram_endpoint(lambda: Dns(names), local_addr=(addr, 53))
     server = await asyncio.start_server(http, "0.0.0.0", 80)
+    await asyncio.start_server(sink, "0.0.0.0", 9000)
     print("ready", flush=True)
     async with server:
         await server.serve_forever()

@@ -28,6 +28,7 @@
     ├── RegistryError                  (an image registry failed us)
     │   ├── RegistryUnreachableError   (no answer, TLS to a plain-HTTP registry, ...)
     │   └── ImageCorruptError          (a blob or manifest does not match its digest)
+    ├── PortNotListeningError          (an exposed port that nothing in the sandbox listens on)
     └── InternalError
 
 Error codes on the wire (agent END frames, API error bodies) map to these
@@ -57,6 +58,7 @@ __all__ = [
     "NotADirectoryError_",
     "NotFoundError",
     "PermissionDeniedError",
+    "PortNotListeningError",
     "ProcessNotFoundError",
     "QuotaError",
     "RegistryAuthError",
@@ -211,6 +213,10 @@ class RegistryUnreachableError(RegistryError):
 
 class ImageCorruptError(RegistryError):
     code = "image_corrupt"
+class PortNotListeningError(SandlotError):
+    """A request for a sandbox's port that no process in the sandbox accepts on."""
+
+    code = "port_not_listening"
 
 
 class InternalError(SandlotError):
@@ -248,6 +254,7 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         RegistryError,
         RegistryUnreachableError,
         ImageCorruptError,
+        PortNotListeningError,
         InternalError,
     )
 }

@@ -128,6 +128,7 @@ def main() -> None:
         reap_interval=0.5,
         kill_on_shutdown=True,
         registries_only=True,  # generated requests (the fuzz test) must never reach beyond 127.0.0.1
+        dns_servers=[],  # tests never ask a real resolver
     )
     node = _fake_node(args.data_dir) if args.fake else None
     app = create_app(config, node=node)

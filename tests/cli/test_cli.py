@@ -270,3 +270,24 @@ def test_shell_is_an_interactive_terminal(cli: Cli, sandbox: str) -> None:
         ],
     )
     assert status == 5, out
+
+
+def test_network_and_port_commands(cli: Cli) -> None:
+    created = cli("create", "--network", "egress", "--allow", "198.18.0.0/24", "--json", check=True)
+    info = json.loads(created.stdout)
+    sid = info["sandbox_id"]
+    assert info["network"]["mode"] == "egress" and info["network"]["allow"] == ["198.18.0.0/24"]
+    shown = cli("network", sid, check=True).stdout
+    assert "mode: egress" in shown and "allow: 198.18.0.0/24" in shown
+    changed = cli("network", sid, "--mode", "full", "--deny", "198.18.0.3", check=True).stdout
+    assert "mode: full" in changed and "deny: 198.18.0.3/32" in changed
+    bad = cli("network", sid, "--mode", "full", "--allow", "no such host!")
+    assert bad.returncode == 2 and "network.allow" in bad.stderr
+    url = cli("port", "url", sid, "8080", check=True).stdout.strip()
+    assert url.endswith(f"/sandboxes/{sid}/ports/8080/")
+    host = cli("port", "url", sid, "8080", "--host", "--token", check=True).stdout.strip()
+    assert host.startswith(f"http://8080-{sid}.localhost:") and "sandlot_access_token=" in host
+    assert cli("port", "public", sid, "8080", check=True).stdout.strip() == f"port 8080 of {sid} is public"
+    assert "public ports: 8080" in cli("network", sid, check=True).stdout
+    cli("port", "private", sid, "8080", check=True)
+    cli("kill", sid, check=True)

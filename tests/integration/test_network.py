@@ -200,6 +200,63 @@ def test_open_connections_are_bounded(make: Any, aio: Any, internet: Internet) -
     assert res.stdout.split("\n")[:2] == ["refused 3", "refused 4"], res.stdout + res.stderr
 
 
+SEND = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 9000), timeout=30)
+t = time.monotonic()
+s.sendall(b"x" * int(sys.argv[2]))
+s.shutdown(socket.SHUT_WR)
+got = s.recv(100).decode()
+print(got, round(time.monotonic() - t, 2))
+"""
+
+
+def test_egress_bandwidth_cap(make: Any, aio: Any, net_node: Any, internet: Internet) -> None:
+    size = 256 * 1024
+    sbx = make({"mode": "full", "egress_bytes_per_s": 64 * 1024})
+
+    def send() -> float:
+        res = aio(sbx.run(["python3", "-c", SEND, internet.web, str(size)], timeout=60))
+        got, secs = res.stdout.split()
+        assert int(got) == size, res.stdout + res.stderr
+        return float(secs)
+
+    capped = send()
+    assert capped >= 2.0, f"256 KiB at 64 KiB/s took {capped}s"
+    aio(net_node.set_network(sbx.id, "full"))
+    assert send() < capped / 2
+
+
+def test_a_warm_pool_hands_out_sandboxes_with_the_requested_policy(net_node: Any, aio: Any, internet: Internet) -> None:
+    from sandlot.node import SandboxSpec
+
+    pool_spec = SandboxSpec(image="debian", network={"mode": "egress"})
+
+    async def set_size(n: int) -> Any:  # on the node's loop: it starts tasks
+        return net_node.pool.set_size(pool_spec, n)
+
+    key = aio(set_size(1))
+    try:
+        deadline = time.monotonic() + 60
+        while net_node.pool.idle(key) < 1:
+            assert time.monotonic() < deadline, "the pool never filled"
+            time.sleep(0.2)
+        hits = net_node.pool.hits
+        sbx = aio(net_node.create(SandboxSpec(image="debian", network={"mode": "egress", "allow": [internet.web]})))
+        try:
+            assert net_node.pool.hits == hits + 1, "served from the pool"
+            assert sbx.net.policy.allow == (f"{internet.web}/32",)
+            assert fetch(aio, sbx, f"http://{internet.web}/", f"http://{internet.other}/") == [
+                f"hello from {internet.web}",
+                "ERR URLError",
+            ]
+        finally:
+            aio(net_node.kill(sbx.id))
+    finally:
+        aio(set_size(0))
+        aio(net_node.pool.close())
+
+
 def test_kill_removes_namespace_interface_rules_and_lease(make: Any, aio: Any, net_node: Any) -> None:
     sbx = make({"mode": "egress"})
     net = sbx.net

@@ -23,7 +23,7 @@ from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.protocol import Frame, FrameKind
 
-__all__ = ["AgentClient", "AgentConnection", "ProcessStream", "Stream", "WatchStream"]
+__all__ = ["AgentClient", "AgentConnection", "PortTunnel", "ProcessStream", "Stream", "WatchStream"]
 
 M = TypeVar("M", bound=BaseModel)
 _EOF = object()
@@ -276,6 +276,44 @@ class WatchStream:
         await self._stream.cancel()
 
 
+class PortTunnel:
+    """A TCP connection to a port inside the sandbox (`port.connect`), as a byte stream.
+
+    `send` writes to it, `end_input` half-closes it, `received()` yields what it
+    sends until it closes, `close` drops it. Opened by `AgentClient.connect_port`.
+    """
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+
+    async def _wait_connected(self) -> None:
+        item = await self._stream._queue.get()
+        if isinstance(item, BaseException):
+            self._stream.done = True
+            raise item
+        if item.kind is FrameKind.END:
+            self._stream.done = True
+            self._stream._conn._streams.pop(self._stream.id, None)
+            self._stream._finish(item.header)  # raises the agent's error (port_not_listening, ...)
+            raise errors.InternalError("the agent ended a port stream before connecting")
+        if not (item.kind is FrameKind.EVENT and item.header.get("type") == "connected"):
+            raise errors.InternalError(f"the agent sent {item.kind.name} before connecting a port")
+
+    async def send(self, data: bytes) -> None:
+        await self._stream.send(data)
+
+    async def end_input(self) -> None:
+        await self._stream.end_input()
+
+    async def received(self) -> AsyncIterator[bytes]:
+        async for frame in self._stream.frames():
+            if frame.kind is FrameKind.DATA and frame.payload:
+                yield frame.payload
+
+    async def close(self) -> None:
+        await self._stream.cancel()
+
+
 class AgentClient:
     """Typed calls over an AgentConnection; one method per protocol method."""
 
@@ -395,6 +433,12 @@ class AgentClient:
     async def tar_write(self, path: str, data: bytes | AsyncIterable[bytes], user: str | None = None) -> p.TarResult:
         stream = await self.conn.open(p.Method.FS_TAR_WRITE, p.TarWriteParams(path=path, user=user))
         return _validate(p.TarResult, await self._feed(stream, data))
+
+    async def connect_port(self, port: int) -> PortTunnel:
+        """Connect to 127.0.0.1:`port` inside the sandbox; PortNotListeningError when nothing accepts."""
+        tunnel = PortTunnel(await self.conn.open(p.Method.PORT_CONNECT, p.PortConnectParams(port=port)))
+        await tunnel._wait_connected()
+        return tunnel
 
     async def watch(self, path: str, recursive: bool = False) -> WatchStream:
         """Watch a directory; returns once the watch is in place, so no later change is missed."""

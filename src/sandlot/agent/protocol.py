@@ -155,6 +155,7 @@ class Method:
     FS_TAR_READ = "fs.tar_read"
     FS_TAR_WRITE = "fs.tar_write"
     FS_WATCH = "fs.watch"
+    PORT_CONNECT = "port.connect"
 
 
 class ErrorCode:
@@ -172,6 +173,7 @@ class ErrorCode:
     USER_NOT_FOUND = "user_not_found"
     INVALID = "invalid_argument"
     LIMIT = "limit_reached"  # e.g. the pids limit stopped a spawn
+    PORT_NOT_LISTENING = "port_not_listening"  # port.connect: nothing accepts on that port
     INTERNAL = "internal"
 
 
@@ -390,6 +392,32 @@ class WatchEvent(_Model):
     path: str
 
 
+# ---------------------------------------------------------------- ports
+
+
+class PortConnectParams(_Model):
+    """Open a TCP connection to 127.0.0.1:port inside the sandbox and relay it.
+
+    The agent answers with a `PortConnected` EVENT, then relays: the node's DATA
+    frames are written to the connection, its END half-closes it (shutdown
+    write); what the connection sends comes back as DATA frames; when the
+    sandbox side closes, the agent sends END (`PortClosed`). CANCEL drops it.
+    Works in every network mode: the bytes travel over the agent's socket,
+    never over a network between host and sandbox.
+    """
+
+    port: int
+
+
+class PortConnected(_Model):
+    type: Literal["connected"] = "connected"
+
+
+class PortClosed(_Model):
+    bytes_in: int = 0  # node -> sandbox
+    bytes_out: int = 0  # sandbox -> node
+
+
 class Empty(_Model):
     pass
 
@@ -420,7 +448,8 @@ METHODS: dict[str, tuple[type[_Model], type[_Model]]] = {
     Method.FS_TAR_READ: (PathParams, TarResult),
     Method.FS_TAR_WRITE: (TarWriteParams, TarResult),
     Method.FS_WATCH: (WatchParams, Empty),
+    Method.PORT_CONNECT: (PortConnectParams, PortClosed),
 }
 
 #: Models that are not params/results but travel on the wire too.
-EXTRA_MODELS: list[type[_Model]] = [AgentConfig, ProcessStarted, WatchReady, WatchEvent, ErrorBody]
+EXTRA_MODELS: list[type[_Model]] = [AgentConfig, ProcessStarted, WatchReady, WatchEvent, ErrorBody, PortConnected]

@@ -27,6 +27,7 @@ from sandlot.api import (
     routes_images,
     routes_keys,
     routes_pools,
+    routes_ports,
     routes_pty,
     routes_sandboxes,
 )
@@ -73,6 +74,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
                 registries_only=config.registries_only,
                 gvisor_platform=config.gvisor_platform,
                 default_runtime=config.default_runtime,
+                dns_servers=config.dns_servers,
             )
         )
         service = SandboxService(node, store, default_template=config.default_template, quotas=config.quotas)
@@ -84,6 +86,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
             yield
         finally:
             warmup.cancel()
+            await app.state.port_proxy.close()
             await service.stop()
             await node.pool.close()  # idle pool sandboxes serve nobody once we are gone
             if config.kill_on_shutdown:
@@ -120,6 +123,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         routes_code,
     ):
         app.include_router(module.router)
+    routes_ports.install(app, config.ports_domain)
     e2b.install(app)
     return app
 

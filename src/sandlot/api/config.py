@@ -40,6 +40,10 @@ class ApiConfig:
     registries: dict[str, RegistryConfig] = field(default_factory=dict)
     #: pull only from the registries above
     registries_only: bool = False
+    #: sandbox ports are also served at `{port}-{sandbox id}.{ports_domain}` (point a wildcard DNS name here)
+    ports_domain: str = "localhost"
+    #: resolvers for sandboxes' DNS and policy host names (None: the host's own, non-loopback; []: no DNS)
+    dns_servers: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -4,7 +4,8 @@ Every error the API returns is JSON `{"code", "message", "field"}`; `code` is a
 key of `sandlot.errors.ERROR_CODES`, so the SDK rebuilds the same exception.
 A class not in `HTTP_STATUS` takes its nearest listed base class's status.
 Bad input is always a 4xx: request validation, unknown routes and methods
-included; only an InternalError (a bug or a broken host) is a 5xx.
+included; only an InternalError (a bug or a broken host) is a 5xx, and a 502
+when a sandbox's exposed port has nothing listening on it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ HTTP_STATUS: dict[type[errors.SandlotError], int] = {
     errors.CommandExitError: 400,
     errors.RuntimeUnavailableError: 503,
     errors.RegistryError: 502,
+    errors.PortNotListeningError: 502,
     errors.InternalError: 500,
 }
 

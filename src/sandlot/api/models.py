@@ -120,6 +120,40 @@ class RegistryAuth(_Request):
     password: str = Field(max_length=4096)
 
 
+NetworkMode = Literal["none", "egress", "full"]
+NetEntry = Annotated[str, Field(min_length=1, max_length=253, description="an IPv4 CIDR or a host name")]
+
+
+class NetworkSettings(_Request):
+    """A sandbox's network policy: POST /sandboxes `network`, PUT /sandboxes/{id}/network.
+
+    `none`: no network. `egress`: only `allow` (minus `deny`). `full`: anything
+    but `deny` and what is always blocked (the host, other sandboxes, private
+    ranges, 169.254.0.0/16) unless `allow` names it. `deny` wins.
+    """
+
+    mode: NetworkMode = "none"
+    allow: list[NetEntry] = Field(default_factory=list, max_length=256)
+    deny: list[NetEntry] = Field(default_factory=list, max_length=256)
+    egress_bytes_per_s: int | None = Field(default=None, ge=1024, le=1 << 40, description="bandwidth cap")
+    max_connections: int = Field(default=256, ge=1, le=65536, description="open connections at most")
+
+
+class NetworkInfo(_Response):
+    """A sandbox's network and exposed-port access (its team sees the access token)."""
+
+    mode: str
+    allow: list[str] = []
+    deny: list[str] = []
+    egress_bytes_per_s: int | None = None
+    max_connections: int = 256
+    address: str | None = Field(default=None, description="the sandbox's IPv4 address (none for mode 'none')")
+    resolved: dict[str, list[str]] = Field(default_factory=dict, description="host names of the policy, as resolved")
+    access_token: str = Field(description="opens its private ports: header X-Sandlot-Access-Token")
+    public_ports: list[int] = []
+    port_host: str = Field(description="host name pattern of its ports: '{port}-<sandbox id>.<domain>'")
+
+
 class SandboxCreate(_Request):
     """POST /sandboxes."""
 
@@ -136,6 +170,7 @@ class SandboxCreate(_Request):
     registry_auth: RegistryAuth | None = Field(
         default=None, description="credentials to pull `template` when it is an image reference not yet here"
     )
+    network: NetworkMode | NetworkSettings = Field(default="none", description="a mode, or a policy")
 
     @field_validator("env")
     @classmethod
@@ -169,6 +204,8 @@ class SandboxInfo(_Response):
     created_at: float
     ends_at: float
     exit_reason: str | None = None
+    #: filled in by GET /sandboxes/{id} and POST /sandboxes (not in lists)
+    network: NetworkInfo | None = None
 
 
 class SandboxList(_Response):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from sandlot import errors
 from sandlot.api.deps import SandboxId, Svc, Who
 from sandlot.api.models import ErrorBody, SandboxCreate, SandboxInfo, SandboxList, SandboxState, TimeoutUpdate
+from sandlot.api.routes_ports import network_info
 from sandlot.api.service import info
 
 __all__ = ["router"]
@@ -20,9 +21,10 @@ router = APIRouter(prefix="/sandboxes", tags=["sandboxes"], responses=_ERRORS)
 
 
 @router.post("", status_code=201, response_model=SandboxInfo)
-async def create_sandbox(body: SandboxCreate, who: Who, svc: Svc) -> SandboxInfo:
-    """Start a sandbox from a template (image) with limits, env and metadata."""
-    return info(await svc.create(who, body))
+async def create_sandbox(body: SandboxCreate, who: Who, svc: Svc, request: Request) -> SandboxInfo:
+    """Start a sandbox from a template (image) with limits, env, network and metadata."""
+    rec = await svc.create(who, body)
+    return info(rec).model_copy(update={"network": network_info(request.app, svc.node.get(rec.sandbox_id))})
 
 
 def _metadata_filter(items: list[str]) -> dict[str, str]:
@@ -54,8 +56,12 @@ async def list_sandboxes(
 
 
 @router.get("/{sandbox_id}", response_model=SandboxInfo)
-async def get_sandbox(sandbox_id: SandboxId, who: Who, svc: Svc) -> SandboxInfo:
-    return info(await svc.get(who, sandbox_id))
+async def get_sandbox(sandbox_id: SandboxId, who: Who, svc: Svc, request: Request) -> SandboxInfo:
+    rec = await svc.get(who, sandbox_id)
+    out = info(rec)
+    if svc.node.knows(sandbox_id) and rec.state in ("running", "paused"):
+        out.network = network_info(request.app, svc.node.get(sandbox_id))
+    return out
 
 
 @router.delete("/{sandbox_id}", status_code=204, response_class=Response)

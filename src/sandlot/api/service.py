@@ -28,6 +28,7 @@ from sandlot.api.models import SandboxCreate, SandboxInfo, SandboxState
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
 from sandlot.node import Limits, Node, SandboxSpec
 from sandlot.node import Sandbox as NodeSandbox
+from sandlot.node.netpolicy import NetworkPolicy
 from sandlot.node.oci.registry import RegistryConfig
 from sandlot.node.recovery import RecoveryReport, recover
 
@@ -134,6 +135,7 @@ class SandboxService:
             runtime=runtime,
             limits=Limits(cpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_mb),
             env=dict(req.env),
+            network=NetworkPolicy.parse(req.network if isinstance(req.network, str) else req.network.model_dump()),
         ).validate()
         if req.registry_auth is not None and self.node.images.get(template) is None:
             auth = RegistryConfig(req.registry_auth.username, req.registry_auth.password)

@@ -12,6 +12,8 @@
     sandlot checkpoint create|ls|rm        filesystem checkpoints of a sandbox
     sandlot restore SANDBOX_ID CHECKPOINT_ID
     sandlot fork CHECKPOINT_ID [-n COUNT]  new sandboxes from a checkpoint
+    sandlot network SANDBOX_ID [--mode M ...]  show or change its network policy (live)
+    sandlot port url|public|private SANDBOX_ID PORT   a server in the sandbox, through the API
     sandlot keys create|list|revoke        API keys (admin)
     sandlot image pull REF                 pull an image from a registry into a template
     sandlot template ls|inspect|rm         the server's templates
@@ -32,7 +34,23 @@ import sys
 import click
 
 from sandlot import errors
-from sandlot.cli import checkpoint, cp, create, exec_, keys, kill, logs, ls, pause, run, serve, shell, templates
+from sandlot.cli import (
+    checkpoint,
+    cp,
+    create,
+    exec_,
+    keys,
+    kill,
+    logs,
+    ls,
+    network,
+    pause,
+    port,
+    run,
+    serve,
+    shell,
+    templates,
+)
 from sandlot.cli._common import Api, OutputClosed
 
 __all__ = ["cli", "main"]
@@ -49,7 +67,7 @@ def cli(ctx: click.Context, api_url: str | None, api_key: str | None) -> None:
     ctx.obj = Api(url=api_url, key=api_key)
 
 
-for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run):
+for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run, network, port):
     cli.add_command(_module.command)
 cli.add_command(pause.pause_command)
 cli.add_command(pause.resume_command)

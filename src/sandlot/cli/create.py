@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sandlot.cli._common import Api, json_option, pairs, pass_api, print_json, run_async
+from sandlot.cli.network import network_options, policy
 from sandlot.sdk import AsyncSandbox, SandboxInfo
 
 __all__ = ["command"]
@@ -20,6 +21,8 @@ __all__ = ["command"]
 @click.option("--timeout", type=int, default=300, show_default=True, help="seconds until the server kills it")
 @click.option("--env", "-e", multiple=True, metavar="KEY=VALUE", help="environment of every command (repeatable)")
 @click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE", help="label (repeatable)")
+@click.option("--network", type=click.Choice(["none", "egress", "full"]), default=None, help="default: none")
+@network_options
 @json_option
 @pass_api
 def command(
@@ -33,6 +36,11 @@ def command(
     timeout: int,
     env: tuple[str, ...],
     metadata: tuple[str, ...],
+    network: str | None,
+    allow: tuple[str, ...],
+    deny: tuple[str, ...],
+    egress_bytes_per_s: int | None,
+    max_connections: int | None,
     as_json: bool,
 ) -> None:
     """Start a sandbox; print its id."""
@@ -48,6 +56,9 @@ def command(
             disk_mb=disk_mb,
             env=pairs(env, "--env"),
             metadata=pairs(metadata, "--metadata"),
+            network=policy(network or "none", allow, deny, egress_bytes_per_s, max_connections)
+            if network or allow or deny
+            else None,
             api_url=api.url,
             api_key=api.key,
         )

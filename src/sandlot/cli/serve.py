@@ -36,6 +36,19 @@ __all__ = ["command"]
     metavar="TEMPLATE=N",
     help="keep N started sandboxes of TEMPLATE ready for creates (repeatable)",
 )
+@click.option(
+    "--ports-domain",
+    default="localhost",
+    show_default=True,
+    help="sandbox ports also answer at {port}-{id}.DOMAIN (point a wildcard DNS name at this server)",
+)
+@click.option(
+    "--dns",
+    "dns_servers",
+    multiple=True,
+    metavar="ADDR",
+    help="resolver for sandboxes' DNS and policy host names (repeatable; default: the host's own)",
+)
 def command(
     host: str,
     port: int,
@@ -45,6 +58,8 @@ def command(
     default_template: str,
     log_level: str,
     warm_pools: tuple[str, ...],
+    ports_domain: str,
+    dns_servers: tuple[str, ...],
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
     from sandlot.api import serve
@@ -65,4 +80,6 @@ def command(
         database_url=database_url,
         default_template=default_template,
         warm_pools=pools,
+        ports_domain=ports_domain,
+        dns_servers=list(dns_servers) or None,
     )

@@ -6,6 +6,7 @@ import builtins
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 from sandlot import errors
 from sandlot.api.models import CheckpointInfo, SandboxInfo, SandboxList
@@ -13,6 +14,7 @@ from sandlot.sdk import checkpoints as _ck
 from sandlot.sdk._transport import Transport
 from sandlot.sdk.commands import AsyncCommands
 from sandlot.sdk.files import AsyncFiles
+from sandlot.sdk.network import AsyncNetwork, policy_body
 from sandlot.sdk.pty import AsyncPty
 
 __all__ = ["AsyncSandbox"]
@@ -35,6 +37,7 @@ class AsyncSandbox:
         self.commands = AsyncCommands(self)
         self.files = AsyncFiles(self)
         self.pty = AsyncPty(self)
+        self.network = AsyncNetwork(self)
 
     def __repr__(self) -> str:
         return f"<AsyncSandbox {self.sandbox_id}>"
@@ -53,6 +56,7 @@ class AsyncSandbox:
         disk_mb: int | None = None,
         env: dict[str, str] | None = None,
         metadata: dict[str, str] | None = None,
+        network: str | dict[str, Any] | None = None,
         api_url: str | None = None,
         api_key: str | None = None,
         request_timeout: float | None = None,
@@ -70,6 +74,9 @@ class AsyncSandbox:
             disk_mb: size of its writable disk.
             env: environment of every command.
             metadata: free-form labels, to find it again with `list(metadata=...)`.
+            network: "none" (default), "egress" or "full", or a policy such as
+                `{"mode": "egress", "allow": ["pypi.org"], "deny": [...]}` (see `network.update`).
+                Its ports are reachable through the server in every mode (`get_url`).
             api_url: the API (default $SANDLOT_API_URL, else http://127.0.0.1:7770).
             api_key: the key (default $SANDLOT_API_KEY, else a local server's admin key).
             request_timeout: HTTP timeout of each request (not of commands).
@@ -96,6 +103,7 @@ class AsyncSandbox:
             ("cpu", cpu),
             ("memory_mb", memory_mb),
             ("disk_mb", disk_mb),
+            ("network", policy_body(network) if network is not None else None),
         ):
             if value is not None:
                 body[key] = value
@@ -167,6 +175,34 @@ class AsyncSandbox:
                     return out
         finally:
             await transport.close()
+
+    @property
+    def access_token(self) -> str | None:
+        """Opens the sandbox's private ports: send it as the X-Sandlot-Access-Token header."""
+        return self._info.network.access_token if self._info.network else None
+
+    def get_host(self, port: int) -> str:
+        """The host name (and the server's port) at which `port` of this sandbox answers.
+
+        `{port}-{sandbox id}.{domain}[:server port]`: point a wildcard DNS name at the
+        server (the default domain, `localhost`, resolves to it on this machine).
+
+        Example:
+            >>> f"http://{sbx.get_host(8000)}/"
+            'http://8000-sb-....localhost:7770/'
+        """
+        if self._info.network is None:
+            raise errors.InternalError("the server did not say how its sandbox ports are named")
+        host = self._info.network.port_host.replace("{port}", str(int(port)))
+        server = urlsplit(self._transport.api_url)
+        return f"{host}:{server.port}" if server.port else host
+
+    def get_url(self, port: int, path: str = "/") -> str:
+        """A URL of `port` of this sandbox through the server (path form; works without DNS).
+
+        Private ports need the access token (`access_token`) or a key of the team.
+        """
+        return f"{self._transport.api_url}/sandboxes/{self.sandbox_id}/ports/{int(port)}/{path.lstrip('/')}"
 
     async def get_info(self) -> SandboxInfo:
         """The sandbox's current record (state, limits, metadata, `ends_at`)."""

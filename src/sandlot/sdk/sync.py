@@ -29,6 +29,7 @@ from sandlot.sdk.commands import (
     OutputHandler,
 )
 from sandlot.sdk.files import AsyncFiles, AsyncWatchHandle
+from sandlot.sdk.network import AsyncNetwork
 from sandlot.sdk.pty import AsyncPty, AsyncPtyHandle, DataHandler, PtySize
 from sandlot.sdk.sandbox import AsyncSandbox
 
@@ -297,6 +298,18 @@ class Pty:
     kill = _blocking(AsyncPty.kill)
 
 
+# ---------------------------------------------------------------- network
+
+
+class Network:
+    def __init__(self, network: AsyncNetwork) -> None:
+        self._async = network
+
+    get = _blocking(AsyncNetwork.get)
+    update = _blocking(AsyncNetwork.update)
+    set_public = _blocking(AsyncNetwork.set_public)
+
+
 # ---------------------------------------------------------------- sandbox
 
 
@@ -315,9 +328,22 @@ class Sandbox:
         self.commands = Commands(inner.commands)
         self.files = Files(inner.files)
         self.pty = Pty(inner.pty)
+        self.network = Network(inner.network)
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.sandbox_id}>"
+
+    @property
+    def access_token(self) -> str | None:
+        return self._async.access_token
+
+    def get_host(self, port: int) -> str:
+        """See `AsyncSandbox.get_host`."""
+        return self._async.get_host(port)
+
+    def get_url(self, port: int, path: str = "/") -> str:
+        """See `AsyncSandbox.get_url`."""
+        return self._async.get_url(port, path)
 
     @classmethod
     def create(
@@ -333,6 +359,7 @@ class Sandbox:
         disk_mb: int | None = None,
         env: dict[str, str] | None = None,
         metadata: dict[str, str] | None = None,
+        network: str | dict[str, Any] | None = None,
         api_url: str | None = None,
         api_key: str | None = None,
         request_timeout: float | None = None,
@@ -351,6 +378,7 @@ class Sandbox:
                     disk_mb=disk_mb,
                     env=env,
                     metadata=metadata,
+                    network=network,
                     api_url=api_url,
                     api_key=api_key,
                     request_timeout=request_timeout,

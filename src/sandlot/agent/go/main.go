@@ -121,6 +121,7 @@ var handlers = map[string]handler{
 	MethodFsTarRead:      handleTarRead,
 	MethodFsTarWrite:     handleTarWrite,
 	MethodFsWatch:        handleWatch,
+	MethodPortConnect:    handlePortConnect,
 }
 
 func (a *agent) handle(s *stream, method string, params json.RawMessage, payload []byte) {

@@ -35,6 +35,7 @@ const (
 	MethodFsTarRead      = "fs.tar_read"
 	MethodFsTarWrite     = "fs.tar_write"
 	MethodFsWatch        = "fs.watch"
+	MethodPortConnect    = "port.connect"
 )
 
 // Error codes.
@@ -51,6 +52,7 @@ const (
 	ErrUserNotFound     = "user_not_found"
 	ErrInvalid          = "invalid_argument"
 	ErrLimit            = "limit_reached"
+	ErrPortNotListening = "port_not_listening"
 	ErrInternal         = "internal"
 )
 
@@ -195,6 +197,15 @@ type WatchParams struct {
 	Recursive bool   `json:"recursive"`
 }
 
+type PortConnectParams struct {
+	Port int64 `json:"port"`
+}
+
+type PortClosed struct {
+	BytesIn  int64 `json:"bytes_in"`
+	BytesOut int64 `json:"bytes_out"`
+}
+
 type AgentConfig struct {
 	SandboxId         string            `json:"sandbox_id"`
 	Env               map[string]string `json:"env"`
@@ -226,6 +237,10 @@ type ErrorBody struct {
 	Code    string  `json:"code"`
 	Message string  `json:"message"`
 	Path    *string `json:"path"`
+}
+
+type PortConnected struct {
+	Type string `json:"type"`
 }
 
 type PtySize struct {

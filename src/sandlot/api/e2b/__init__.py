@@ -18,11 +18,12 @@ __all__ = ["env_exports", "install"]
 
 
 def install(app: FastAPI) -> None:
+    """Add the facade's routes; E2B's in-sandbox requests join the API's host router (installed first)."""
     from sandlot.api.e2b import control, envd_filesystem, envd_process, interpreter, routing
 
     for module in (control, envd_process, envd_filesystem, interpreter):
         app.include_router(module.router)
-    app.add_middleware(routing.E2BRoutingMiddleware)
+    routing.install(app.state.host_routes)
 
 
 def env_exports(api_url: str, api_key: str) -> dict[str, str]:

@@ -1,0 +1,98 @@
+"""Routing of requests meant for a port of a sandbox, before the API's own routes.
+
+A request is for port P of sandbox S when its Host header is `{P}-{S}.{domain}`
+(the configured domain), or when a registered *finder* says so from its headers
+(E2B's SDKs, for instance, name the target in `E2b-Sandbox-Id`/`-Port` headers
+when they are given one URL for every sandbox). Such a request never reaches
+the API's routes as it came:
+
+- a port that has a *mount* (`HostRoutes.mount(port, prefix)`) is served by the
+  API's own routes under `{prefix}/{S}/{P}{path}` (E2B's envd and code
+  interpreter ports are implemented by the API itself, not by a process in the
+  sandbox);
+- any other port goes to the default handler: the port proxy.
+
+Everything else passes through untouched. The handler finds the target in
+`scope["sandlot.port_target"]` as (sandbox id, port).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+__all__ = ["SCOPE_KEY", "Finder", "HostRoutes", "HostRoutingMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: headers (names lower-cased) -> (sandbox id, port), or None when the request is not for a sandbox
+Finder = Callable[[Mapping[str, str]], "tuple[str, int] | None"]
+
+SCOPE_KEY = "sandlot.port_target"
+
+
+class HostRoutes:
+    """How requests for a sandbox's port are recognised and who serves them."""
+
+    def __init__(self, domain: str, default: ASGIApp) -> None:
+        self.domain = domain.strip(".").lower()
+        self.default = default
+        self._mounts: dict[int, str] = {}
+        self._finders: list[Finder] = []
+        self._pattern = re.compile(
+            r"^(?P<port>[0-9]{1,5})-(?P<sid>sb-[0-9a-z]{16})\." + re.escape(self.domain) + r"(:[0-9]{1,5})?$"
+        )
+
+    def mount(self, port: int, prefix: str) -> None:
+        """Serve port `port` of every sandbox with the API's routes under `{prefix}/{id}/{port}`."""
+        self._mounts[port] = prefix.rstrip("/")
+
+    def add_finder(self, finder: Finder) -> None:
+        """Also treat requests as sandbox-bound when `finder` names a target from their headers."""
+        self._finders.append(finder)
+
+    def host_for(self, sandbox_id: str, port: int) -> str:
+        return f"{port}-{sandbox_id}.{self.domain}"
+
+    def match(self, host: str) -> tuple[str, int] | None:
+        m = self._pattern.match(host.lower())
+        if m is None:
+            return None
+        return m["sid"], int(m["port"])
+
+    def target(self, headers: Mapping[str, str]) -> tuple[str, int] | None:
+        host = headers.get("host", "")
+        found = self.match(host) if host else None
+        for finder in self._finders:
+            if found is not None:
+                break
+            found = finder(headers)
+        return found
+
+    def mounted_path(self, target: tuple[str, int], path: str) -> str | None:
+        prefix = self._mounts.get(target[1])
+        return None if prefix is None else f"{prefix}/{target[0]}/{target[1]}{path}"
+
+
+class HostRoutingMiddleware:
+    def __init__(self, app: ASGIApp, routes: HostRoutes) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            target = self.routes.target(headers)
+            if target is not None:
+                scope = dict(scope)
+                scope[SCOPE_KEY] = target
+                path = self.routes.mounted_path(target, scope.get("path", "/"))
+                if path is None:
+                    await self.routes.default(scope, receive, send)
+                    return
+                scope["path"] = path
+                scope["raw_path"] = path.encode()
+        await self.app(scope, receive, send)

@@ -1,0 +1,150 @@
+"""Network and exposed ports: a sandbox's policy, its port access, and the proxy itself.
+
+- `GET/PUT /sandboxes/{id}/network`: the policy (changed live) and port access.
+- `PUT/DELETE /sandboxes/{id}/public-ports/{port}`: open a port to anyone / close it again.
+- `/sandboxes/{id}/ports/{port}/{path}` (any method, and WebSocket): the port itself.
+- `{port}-{id}.{domain}` host names reach the same ports (see host_routing).
+
+`install(app, domain)` adds all of it to the API app.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Path, Request, WebSocket
+from starlette.responses import Response
+
+from sandlot import errors
+from sandlot.api.deps import SandboxId, Svc, Who
+from sandlot.api.host_routing import SCOPE_KEY, HostRoutes, HostRoutingMiddleware, Receive, Scope, Send
+from sandlot.api.http_errors import error_response, status_of
+from sandlot.api.models import ErrorBody, NetworkInfo, NetworkSettings
+from sandlot.api.port_access import PortAccessRegistry
+from sandlot.api.port_proxy import PortProxy
+from sandlot.node import Sandbox as NodeSandbox
+from sandlot.node.netpolicy import NetworkPolicy
+
+__all__ = ["install", "network_info", "router"]
+
+_ERRORS: dict[int | str, dict[str, object]] = {s: {"model": ErrorBody} for s in (400, 401, 404, 409, 422)}
+router = APIRouter(tags=["network"], responses=_ERRORS)
+Port = Annotated[int, Path(ge=1, le=65535, description="a TCP port inside the sandbox")]
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _registry(app: FastAPI) -> PortAccessRegistry:
+    reg = getattr(app.state, "port_access", None)
+    if reg is None:
+        reg = app.state.port_access = PortAccessRegistry(app.state.node, app.state.store)
+    assert isinstance(reg, PortAccessRegistry)
+    return reg
+
+
+def network_info(app: FastAPI, sbx: NodeSandbox) -> NetworkInfo:
+    access = _registry(app).get(sbx)
+    routes: HostRoutes = app.state.host_routes
+    policy = sbx.net.policy if sbx.net is not None else sbx.spec.network
+    return NetworkInfo(
+        **policy.to_dict(),
+        address=sbx.net.address if sbx.net is not None else None,
+        resolved=dict(sbx.net.resolved) if sbx.net is not None else {},
+        access_token=access.token,
+        public_ports=sorted(access.public),
+        port_host=routes.host_for(sbx.id, 0).replace("0-", "{port}-", 1),
+    )
+
+
+@router.get("/sandboxes/{sandbox_id}/network", response_model=NetworkInfo)
+async def get_network(sandbox_id: SandboxId, who: Who, svc: Svc, request: Request) -> NetworkInfo:
+    """The sandbox's network policy, address, and what opens its ports."""
+    return network_info(request.app, await svc.sandbox(who, sandbox_id))
+
+
+@router.put("/sandboxes/{sandbox_id}/network", response_model=NetworkInfo)
+async def set_network(
+    sandbox_id: SandboxId, body: NetworkSettings, who: Who, svc: Svc, request: Request
+) -> NetworkInfo:
+    """Replace the policy of a running sandbox; it applies at once (no restart)."""
+    sbx = await svc.sandbox(who, sandbox_id)
+    await svc.node.set_network(sbx.id, NetworkPolicy.parse(body.model_dump()))
+    return network_info(request.app, sbx)
+
+
+@router.put("/sandboxes/{sandbox_id}/public-ports/{port}", response_model=NetworkInfo)
+async def make_public(sandbox_id: SandboxId, port: Port, who: Who, svc: Svc, request: Request) -> NetworkInfo:
+    """Anyone may reach this port now, without a token."""
+    sbx = await svc.sandbox(who, sandbox_id)
+    _registry(request.app).set_public(sbx, port, True)
+    return network_info(request.app, sbx)
+
+
+@router.delete("/sandboxes/{sandbox_id}/public-ports/{port}", response_model=NetworkInfo)
+async def make_private(sandbox_id: SandboxId, port: Port, who: Who, svc: Svc, request: Request) -> NetworkInfo:
+    """The port needs the access token (or a team key) again."""
+    sbx = await svc.sandbox(who, sandbox_id)
+    _registry(request.app).set_public(sbx, port, False)
+    return network_info(request.app, sbx)
+
+
+async def _serve_http(request: Request, sandbox_id: str, port: int, path: str) -> Response:
+    try:
+        sbx = await _registry(request.app).authorize(sandbox_id, port, request.headers, request.query_params)
+    except errors.SandlotError as exc:
+        return error_response(status_of(exc), exc.code, exc.message, exc.field)
+    proxy: PortProxy = request.app.state.port_proxy
+    return await proxy.http(request, sbx, port, path)
+
+
+async def _serve_ws(ws: WebSocket, sandbox_id: str, port: int, path: str) -> None:
+    try:
+        sbx = await _registry(ws.app).authorize(sandbox_id, port, ws.headers, ws.query_params)
+    except errors.SandlotError as exc:
+        await ws.close(code=1008 if status_of(exc) in (401, 403, 404) else 1011, reason=exc.message[:120])
+        return
+    proxy: PortProxy = ws.app.state.port_proxy
+    await proxy.websocket(ws, sbx, port, path)
+
+
+@router.api_route("/sandboxes/{sandbox_id}/ports/{port}/{path:path}", methods=_METHODS, include_in_schema=False)
+async def port_http(sandbox_id: str, port: int, path: str, request: Request) -> Response:
+    return await _serve_http(request, sandbox_id, port, path)
+
+
+@router.api_route("/sandboxes/{sandbox_id}/ports/{port}", methods=_METHODS, include_in_schema=False)
+async def port_http_root(sandbox_id: str, port: int, request: Request) -> Response:
+    return await _serve_http(request, sandbox_id, port, "")
+
+
+@router.websocket("/sandboxes/{sandbox_id}/ports/{port}/{path:path}")
+async def port_ws(ws: WebSocket, sandbox_id: str, port: int, path: str) -> None:
+    await _serve_ws(ws, sandbox_id, port, path)
+
+
+@router.websocket("/sandboxes/{sandbox_id}/ports/{port}")
+async def port_ws_root(ws: WebSocket, sandbox_id: str, port: int) -> None:
+    await _serve_ws(ws, sandbox_id, port, "")
+
+
+def _host_routed(app: FastAPI) -> object:
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        sandbox_id, port = scope[SCOPE_KEY]
+        scope["app"] = app
+        path = scope.get("path", "/")
+        if scope["type"] == "http":
+            request = Request(scope, receive)
+            response = await _serve_http(request, sandbox_id, port, path)
+            await response(scope, receive, send)
+        else:
+            await _serve_ws(WebSocket(scope, receive, send), sandbox_id, port, path)
+
+    return serve
+
+
+def install(app: FastAPI, domain: str) -> None:
+    """Add the network routes, the port proxy and host-name routing to the API app."""
+    app.state.port_proxy = PortProxy()
+    routes = HostRoutes(domain, _host_routed(app))  # type: ignore[arg-type]
+    app.state.host_routes = routes
+    app.include_router(router)
+    app.add_middleware(HostRoutingMiddleware, routes=routes)

@@ -1,0 +1,153 @@
+"""Exposed ports through the server, and network policy over the API (real gVisor).
+
+A server inside a sandbox (tests/api/port_server.py; the sandbox has network
+`none`, as ports travel through the agent) is reached at both URL forms over
+HTTP, server-sent events and WebSocket, with and without credentials.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tests.api.harness import Server, agent_available
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+PORT = 8080
+SERVER_SRC = Path(__file__).with_name("port_server.py").read_text()
+
+
+@pytest.fixture(scope="module")
+def served(api_server: Server, admin: httpx.Client) -> Iterator[dict[str, Any]]:
+    """One sandbox running port_server.py on PORT (shared: the server is stateless)."""
+    if not agent_available():
+        pytest.skip("ports need the real agent")
+    r = admin.post("/sandboxes", json={"template": "debian", "timeout": 600})
+    assert r.status_code == 201, r.text
+    info = r.json()
+    sid = info["sandbox_id"]
+    admin.put(f"/sandboxes/{sid}/files", params={"path": "/srv.py"}, content=SERVER_SRC.encode())
+    r = admin.post(f"/sandboxes/{sid}/commands", json={"cmd": ["python3", "/srv.py", str(PORT)], "background": True})
+    assert r.status_code in (200, 201), r.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if admin.get(f"/sandboxes/{sid}/ports/{PORT}/ready").status_code == 200:
+            break
+        time.sleep(0.2)
+    yield info
+    admin.delete(f"/sandboxes/{sid}")
+
+
+def _host(sid: str, port: int = PORT) -> str:
+    return f"{port}-{sid}.localhost"
+
+
+def test_http_at_the_path_and_the_host_name(api_server: Server, admin: httpx.Client, served: dict[str, Any]) -> None:
+    sid = served["sandbox_id"]
+    r = admin.get(f"/sandboxes/{sid}/ports/{PORT}/hello/world", params={"q": "1"})
+    assert r.status_code == 200, r.text
+    assert r.text.startswith("hello /hello/world?q=1 ") and r.headers["x-server"] == "in-sandbox"
+    token = served["network"]["access_token"]
+    r = httpx.get(f"{api_server.url}/hi", headers={"Host": _host(sid), "X-Sandlot-Access-Token": token})
+    assert r.status_code == 200 and r.text == f"hello /hi host={_host(sid)}"
+    r = httpx.post(f"{api_server.url}/sandboxes/{sid}/ports/{PORT}/echo", content=b"x" * 300_000,
+                   headers={"X-Sandlot-Access-Token": token})  # fmt: skip
+    assert r.status_code == 200 and r.content == b"x" * 300_000
+
+
+def test_ports_are_private_until_made_public(api_server: Server, admin: httpx.Client, served: dict[str, Any]) -> None:
+    sid = served["sandbox_id"]
+    url = f"{api_server.url}/sandboxes/{sid}/ports/{PORT}/x"
+    r = httpx.get(url)
+    assert r.status_code == 401 and "private" in r.json()["message"]
+    assert httpx.get(url, headers={"X-Sandlot-Access-Token": "wrong"}).status_code == 401
+    other = admin.post("/keys", json={"team": "outsiders"}).json()["key"]
+    assert httpx.get(url, headers={"X-API-Key": other}).status_code == 404, "another team's key opens nothing"
+    token = served["network"]["access_token"]
+    assert httpx.get(url, params={"sandlot_access_token": token}).status_code == 200
+    assert httpx.get(f"{api_server.url}/x", headers={"Host": _host(sid)}).status_code == 401
+    info = admin.put(f"/sandboxes/{sid}/public-ports/{PORT}").json()
+    assert info["public_ports"] == [PORT]
+    try:
+        assert httpx.get(url).status_code == 200
+        assert httpx.get(f"{api_server.url}/x", headers={"Host": _host(sid)}).status_code == 200
+    finally:
+        assert admin.delete(f"/sandboxes/{sid}/public-ports/{PORT}").json()["public_ports"] == []
+    assert httpx.get(url).status_code == 401
+
+
+def test_server_sent_events_stream_as_they_are_sent(admin: httpx.Client, served: dict[str, Any]) -> None:
+    sid = served["sandbox_id"]
+    t0 = time.monotonic()
+    seen: list[tuple[float, str]] = []
+    with admin.stream("GET", f"/sandboxes/{sid}/ports/{PORT}/sse") as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                seen.append((time.monotonic() - t0, line))
+    assert [s for _, s in seen] == ["data: event 0", "data: event 1", "data: event 2"]
+    # The server sleeps 0.7 s between events: the first arrived before the last was sent.
+    assert seen[2][0] - seen[0][0] > 1.0, seen
+
+
+def test_websocket_at_the_path_and_the_host_name(
+    api_server: Server, admin: httpx.Client, served: dict[str, Any]
+) -> None:
+    sid = served["sandbox_id"]
+    key = admin.headers["X-API-Key"]
+    ws_url = api_server.url.replace("http", "ws")
+    with connect(f"{ws_url}/sandboxes/{sid}/ports/{PORT}/ws", additional_headers={"X-API-Key": key}) as ws:
+        ws.send("ping")
+        assert ws.recv() == "echo: ping"
+        ws.send(b"\x01\x02\x03" * 50_000)
+        assert ws.recv() == b"\x03\x02\x01" * 50_000
+    token = served["network"]["access_token"]
+    sock = socket.create_connection(("127.0.0.1", api_server.port))
+    with connect(f"ws://{_host(sid)}:{api_server.port}/ws", sock=sock,
+                 additional_headers={"X-Sandlot-Access-Token": token}) as ws:  # fmt: skip
+        ws.send("by host")
+        assert ws.recv() == "echo: by host"
+    with pytest.raises(InvalidStatus):  # no credentials: refused before the upgrade... or closed right after
+        with connect(f"{ws_url}/sandboxes/{sid}/ports/{PORT}/ws") as ws:
+            ws.recv(timeout=5)
+
+
+def test_a_port_nobody_listens_on_answers_502(admin: httpx.Client, served: dict[str, Any]) -> None:
+    sid = served["sandbox_id"]
+    t0 = time.monotonic()
+    r = admin.get(f"/sandboxes/{sid}/ports/9/")
+    assert r.status_code == 502
+    body = r.json()
+    assert body["code"] == "port_not_listening" and "port 9" in body["message"] and sid in body["message"]
+    assert time.monotonic() - t0 < 10, "an answer, not a hang"
+    assert admin.get(f"/sandboxes/{sid}/ports/70000/").status_code in (400, 422)
+    assert admin.get("/sandboxes/sb-0000000000000000/ports/80/").status_code == 404
+
+
+def test_network_policy_over_the_api(team: httpx.Client) -> None:
+    r = team.post("/sandboxes", json={"network": {"mode": "egress", "allow": ["198.18.0.0/24"]}})
+    assert r.status_code == 201, r.text
+    sid = r.json()["sandbox_id"]
+    net = r.json()["network"]
+    assert net["mode"] == "egress" and net["allow"] == ["198.18.0.0/24"] and net["address"]
+    assert net["port_host"] == f"{{port}}-{sid}.localhost"
+    r = team.put(f"/sandboxes/{sid}/network", json={"mode": "full", "deny": ["198.18.0.3"]})
+    assert r.status_code == 200 and r.json()["mode"] == "full" and r.json()["deny"] == ["198.18.0.3/32"]
+    assert team.get(f"/sandboxes/{sid}").json()["network"]["mode"] == "full"
+    r = team.put(f"/sandboxes/{sid}/network", json={"mode": "open"})
+    assert r.status_code == 422 and r.json()["field"] == "mode"
+    r = team.put(f"/sandboxes/{sid}/network", json={"mode": "full", "allow": ["not a host"]})
+    assert r.status_code == 400 and r.json()["field"] == "network.allow"
+    plain = team.post("/sandboxes", json={}).json()
+    assert plain["network"]["mode"] == "none" and plain["network"]["address"] is None
+    r = team.put(f"/sandboxes/{plain['sandbox_id']}/network", json={"mode": "full"})
+    assert r.status_code == 409 and "created with network 'none'" in r.json()["message"]
