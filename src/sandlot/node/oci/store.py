@@ -30,7 +30,9 @@ from typing import Any
 
 from sandlot import errors
 from sandlot.node import images as builtin
+from sandlot.node.oci.export import export_layout
 from sandlot.node.oci.layers import LayerStore
+from sandlot.node.oci.layout import import_archive, import_layout
 from sandlot.node.oci.pull import pull
 from sandlot.node.oci.reference import Reference, looks_like_reference
 from sandlot.node.oci.registry import RegistryConfig
@@ -184,6 +186,39 @@ class ImageStore:
             pulled = pull(ref, self.layers, config, platform=platform, progress=progress)
             return self._publish(name, pulled.layers, pulled.config, source=str(ref), digest=pulled.digest)
 
+    def import_image(
+        self,
+        path: Path,
+        name: str,
+        *,
+        tag: str | None = None,
+        platform: str | None = None,
+        progress: Progress = builtin._print_progress,
+    ) -> builtin.Image:
+        """A template from an OCI layout directory or a `docker save` / `podman save` tarball."""
+        path = Path(path)
+        check_template_name(name)
+        if name in builtin.BUILDERS or name in builtin.ALIASES:
+            raise errors.InvalidArgumentError(f"{name!r} is a built-in template's name", field="name")
+        if not path.exists():
+            raise errors.InvalidArgumentError(f"{path} does not exist", field="path")
+        with self._store_lock(fcntl.LOCK_SH), self._name_lock(name):
+            if path.is_dir():
+                got = import_layout(path, self.layers, tag=tag, platform=platform, progress=progress)
+            else:
+                got = import_archive(path, self.layers, tag=tag, platform=platform, progress=progress)
+            return self._publish(name, got.layers, got.config, source=f"import {path}", digest=got.digest)
+
+    def export(
+        self, name: str, dest: Path, *, tag: str = "latest", progress: Progress = builtin._print_progress
+    ) -> str:
+        """Write template `name` as image `tag` of the OCI layout `dest`; return the manifest's digest."""
+        image = self.get(name)
+        if image is None:
+            raise errors.ImageNotFoundError(f"template {name!r} not found")
+        with self._store_lock(fcntl.LOCK_SH):
+            return export_layout(list(image.layers), _oci_config(image), Path(dest), tag=tag, progress=progress)
+
     def add_layers(
         self, name: str, layer_ids: list[str], config: dict[str, Any], source: str, digest: str = ""
     ) -> builtin.Image:
@@ -240,6 +275,10 @@ class ImageStore:
                 self.layers.remove(lid)
             self.layers.clear_tmp()
             return freed
+
+
+def _oci_config(image: builtin.Image) -> dict[str, Any]:
+    return image.config.to_oci()
 
 
 def _recipe(builder: Callable[..., Any]) -> str:
