@@ -126,7 +126,7 @@ class ImageStore:
 
     def list_templates(self) -> list[builtin.Image]:
         found = (self._load(p) for p in sorted(self.templates_dir.glob("*.json")))
-        return sorted((i for i in found if i is not None), key=lambda i: i.name)
+        return sorted((i for i in found if i is not None and not i.name.startswith(".")), key=lambda i: i.name)
 
     # ------------------------------------------------------------ making templates
 
@@ -227,6 +227,22 @@ class ImageStore:
         with self._name_lock(name):
             return self._publish(name, layer_ids, config, source, digest)
 
+    def config_of(self, name: str) -> dict[str, Any]:
+        """The full OCI `config` object a template was published with (labels and ports included)."""
+        image = self.get(name)
+        if image is None:
+            raise errors.ImageNotFoundError(f"template {name!r} not found")
+        return dict(json.loads(self._file(image.name).read_text()).get("config") or {})
+
+    def add_hidden(self, name: str, layer_ids: list[str], config: dict[str, Any]) -> builtin.Image:
+        """A template for the store's own use (a build step's sandbox): not listed, removed with drop_hidden."""
+        assert name.startswith(".")
+        return self._publish(name, layer_ids, config, "internal", "")
+
+    def drop_hidden(self, name: str) -> None:
+        assert name.startswith(".")
+        self._file(name).unlink(missing_ok=True)
+
     @contextlib.contextmanager
     def adding(self) -> Iterator[LayerStore]:
         """Hold off GC while layers for a new template are being added."""
@@ -267,7 +283,8 @@ class ImageStore:
         """Remove every layer no template references (and download debris); return their ids."""
         with self._store_lock(fcntl.LOCK_EX):
             used: set[str] = set()
-            for path in self.templates_dir.glob("*.json"):
+            # Templates and the build cache's steps hold layers.
+            for path in [*self.templates_dir.glob("*.json"), *(self.root / "build-cache").glob("*.json")]:
                 with contextlib.suppress(OSError, ValueError, KeyError):
                     used.update(json.loads(path.read_text())["layers"])
             freed = [lid for lid in self.layers.ids() if lid not in used]
