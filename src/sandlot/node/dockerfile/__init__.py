@@ -1,1 +1,1 @@
-"""Templates built from Dockerfiles: `dockerfile` parses, `context` copies files, `builder` runs the steps."""
+"""Templates built from Dockerfiles: `parser` parses, `context` copies files in, `builder` runs the steps."""

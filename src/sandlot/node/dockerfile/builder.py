@@ -262,8 +262,9 @@ class _Build:
             if wd != "/":
                 await sbx.run(["mkdir", "-p", wd], user="root")
             t0 = time.monotonic()
+            limit = self.opts.step_timeout
             res = await sbx.run(
-                argv, env=dict(self.args), cwd=wd, user=user, timeout=self.opts.step_timeout, on_stdout=out, on_stderr=out
+                argv, env=dict(self.args), cwd=wd, user=user, timeout=limit, on_stdout=out, on_stderr=out
             )
             if res.exit_code != 0:
                 output = "".join(tail)[-OUTPUT_TAIL:]

@@ -172,7 +172,8 @@ def copy_into(layer: Path, inst: Instruction, sources: Sources, dest: str, workd
             own(abs_)
 
     for src, name, downloaded in sources.files:
-        if inst.cmd == "ADD" and not downloaded and src.is_file() and tarfile.is_tarfile(src):  # ADD unpacks local archives into the destination directory
+        # ADD unpacks local archives into the destination directory
+        if inst.cmd == "ADD" and not downloaded and src.is_file() and tarfile.is_tarfile(src):
             tree.ensure_dir(target)
             with tarfile.open(src) as tar:
                 tar.extractall(tree.abs(target), filter="data")
