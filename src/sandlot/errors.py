@@ -9,6 +9,7 @@
     │   └── SandboxFileNotFoundError   (also FileNotFoundError)
     ├── InvalidArgumentError           (also ValueError)
     │   ├── CommandNotFoundError
+    │   ├── DockerfileError            (a Dockerfile that does not parse; names its line)
     │   ├── UserNotFoundError
     │   ├── IsADirectoryError_         (also IsADirectoryError)
     │   ├── NotADirectoryError_        (also NotADirectoryError)
@@ -24,6 +25,7 @@
     │   └── LimitReachedError          (pids limit, ...)
     ├── TimeoutError_                  (also TimeoutError)
     ├── CommandExitError               (check=True and a non-zero exit)
+    ├── BuildError                     (a Dockerfile step failed: its output and exit code)
     ├── RuntimeUnavailableError        (runsc / crun missing or broken on this host)
     ├── RegistryError                  (an image registry failed us)
     │   ├── RegistryUnreachableError   (no answer, TLS to a plain-HTTP registry, ...)
@@ -42,11 +44,13 @@ from typing import Any
 __all__ = [
     "ERROR_CODES",
     "AuthenticationError",
+    "BuildError",
     "CheckpointNotFoundError",
     "CommandExitError",
     "CommandNotFoundError",
     "ConflictError",
     "DirectoryNotEmptyError",
+    "DockerfileError",
     "FileExistsError_",
     "ImageCorruptError",
     "ImageNotFoundError",
@@ -121,6 +125,16 @@ class InvalidArgumentError(SandlotError, ValueError):
 
 class CommandNotFoundError(InvalidArgumentError):
     code = "command_not_found"
+
+
+class DockerfileError(InvalidArgumentError):
+    """A Dockerfile that does not parse (or asks for what builds here cannot do); `line` is where."""
+
+    code = "dockerfile_error"
+
+    def __init__(self, message: str, *, field: str | None = None, path: str | None = None, line: int = 0) -> None:
+        super().__init__(message, field=field, path=path)
+        self.line = line
 
 
 class UserNotFoundError(InvalidArgumentError):
@@ -199,6 +213,17 @@ class CommandExitError(SandlotError):
         return getattr(self.result, "exit_code", None)
 
 
+class BuildError(SandlotError):
+    """A build step failed: the message holds the step, its exit code and the end of its output."""
+
+    code = "build_failed"
+
+    def __init__(self, message: str, *, exit_code: int | None = None, output: str = "") -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.output = output
+
+
 class RuntimeUnavailableError(SandlotError):
     code = "runtime_unavailable"
 
@@ -235,6 +260,7 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         SandboxFileNotFoundError,
         InvalidArgumentError,
         CommandNotFoundError,
+        DockerfileError,
         UserNotFoundError,
         IsADirectoryError_,
         NotADirectoryError_,
@@ -250,6 +276,7 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         LimitReachedError,
         TimeoutError_,
         CommandExitError,
+        BuildError,
         RuntimeUnavailableError,
         RegistryError,
         RegistryUnreachableError,
@@ -265,8 +292,8 @@ _AGENT_ALIASES = {"not_found": SandboxFileNotFoundError, "invalid_argument": Inv
 def error_from_code(code: str, message: str, *, path: str | None = None, agent: bool = False) -> SandlotError:
     """Build the exception for a wire error code (unknown codes become InternalError)."""
     cls = (_AGENT_ALIASES.get(code) if agent else None) or ERROR_CODES.get(code, InternalError)
-    if cls is CommandExitError:
-        return CommandExitError(message)
+    if cls in (CommandExitError, BuildError):
+        return cls(message)
     return cls(message, path=path)
 
 

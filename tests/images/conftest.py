@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -57,10 +58,19 @@ def auth_registry(work_dir: Path, layouts: Layouts) -> Iterator[Registry]:
 
 
 @pytest.fixture(scope="session")
-def inode(node: Any, registry: Registry, auth_registry: Registry) -> Any:
-    """The session node, told that the test registries speak plain HTTP."""
+def inode(node: Any, registry: Registry, auth_registry: Registry) -> Iterator[Any]:
+    """The session node, told that the test registries speak plain HTTP.
+
+    The store is the test image cache, kept across runs: templates these tests
+    made (all but the built-ins) are removed afterwards, and their layers freed.
+    """
+    from sandlot.node.images import ALIASES, BUILDERS
     from sandlot.node.oci.registry import RegistryConfig
 
     node.images.registries[registry.host] = RegistryConfig(insecure=True)
     node.images.registries[auth_registry.host] = RegistryConfig(insecure=True)
-    return node
+    yield node
+    for image in node.images.list_templates():
+        if image.name not in BUILDERS and image.name not in ALIASES:
+            with contextlib.suppress(Exception):  # in use by a sandbox another test still holds
+                node.images.remove(image.name)

@@ -38,6 +38,7 @@ HTTP_STATUS: dict[type[errors.SandlotError], int] = {
     errors.NoSpaceError: 507,
     errors.TimeoutError_: 504,
     errors.CommandExitError: 400,
+    errors.BuildError: 400,
     errors.RuntimeUnavailableError: 503,
     errors.RegistryError: 502,
     errors.PortNotListeningError: 502,

@@ -30,7 +30,9 @@ from typing import Any
 
 from sandlot import errors
 from sandlot.node import images as builtin
+from sandlot.node.oci.export import export_layout
 from sandlot.node.oci.layers import LayerStore
+from sandlot.node.oci.layout import import_archive, import_layout
 from sandlot.node.oci.pull import pull
 from sandlot.node.oci.reference import Reference, looks_like_reference
 from sandlot.node.oci.registry import RegistryConfig
@@ -124,7 +126,7 @@ class ImageStore:
 
     def list_templates(self) -> list[builtin.Image]:
         found = (self._load(p) for p in sorted(self.templates_dir.glob("*.json")))
-        return sorted((i for i in found if i is not None), key=lambda i: i.name)
+        return sorted((i for i in found if i is not None and not i.name.startswith(".")), key=lambda i: i.name)
 
     # ------------------------------------------------------------ making templates
 
@@ -184,6 +186,39 @@ class ImageStore:
             pulled = pull(ref, self.layers, config, platform=platform, progress=progress)
             return self._publish(name, pulled.layers, pulled.config, source=str(ref), digest=pulled.digest)
 
+    def import_image(
+        self,
+        path: Path,
+        name: str,
+        *,
+        tag: str | None = None,
+        platform: str | None = None,
+        progress: Progress = builtin._print_progress,
+    ) -> builtin.Image:
+        """A template from an OCI layout directory or a `docker save` / `podman save` tarball."""
+        path = Path(path)
+        check_template_name(name)
+        if name in builtin.BUILDERS or name in builtin.ALIASES:
+            raise errors.InvalidArgumentError(f"{name!r} is a built-in template's name", field="name")
+        if not path.exists():
+            raise errors.InvalidArgumentError(f"{path} does not exist", field="path")
+        with self._store_lock(fcntl.LOCK_SH), self._name_lock(name):
+            if path.is_dir():
+                got = import_layout(path, self.layers, tag=tag, platform=platform, progress=progress)
+            else:
+                got = import_archive(path, self.layers, tag=tag, platform=platform, progress=progress)
+            return self._publish(name, got.layers, got.config, source=f"import {path}", digest=got.digest)
+
+    def export(
+        self, name: str, dest: Path, *, tag: str = "latest", progress: Progress = builtin._print_progress
+    ) -> str:
+        """Write template `name` as image `tag` of the OCI layout `dest`; return the manifest's digest."""
+        image = self.get(name)
+        if image is None:
+            raise errors.ImageNotFoundError(f"template {name!r} not found")
+        with self._store_lock(fcntl.LOCK_SH):
+            return export_layout(list(image.layers), _oci_config(image), Path(dest), tag=tag, progress=progress)
+
     def add_layers(
         self, name: str, layer_ids: list[str], config: dict[str, Any], source: str, digest: str = ""
     ) -> builtin.Image:
@@ -191,6 +226,22 @@ class ImageStore:
         check_template_name(name)
         with self._name_lock(name):
             return self._publish(name, layer_ids, config, source, digest)
+
+    def config_of(self, name: str) -> dict[str, Any]:
+        """The full OCI `config` object a template was published with (labels and ports included)."""
+        image = self.get(name)
+        if image is None:
+            raise errors.ImageNotFoundError(f"template {name!r} not found")
+        return dict(json.loads(self._file(image.name).read_text()).get("config") or {})
+
+    def add_hidden(self, name: str, layer_ids: list[str], config: dict[str, Any]) -> builtin.Image:
+        """A template for the store's own use (a build step's sandbox): not listed, removed with drop_hidden."""
+        assert name.startswith(".")
+        return self._publish(name, layer_ids, config, "internal", "")
+
+    def drop_hidden(self, name: str) -> None:
+        assert name.startswith(".")
+        self._file(name).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def adding(self) -> Iterator[LayerStore]:
@@ -232,7 +283,8 @@ class ImageStore:
         """Remove every layer no template references (and download debris); return their ids."""
         with self._store_lock(fcntl.LOCK_EX):
             used: set[str] = set()
-            for path in self.templates_dir.glob("*.json"):
+            # Templates and the build cache's steps hold layers.
+            for path in [*self.templates_dir.glob("*.json"), *(self.root / "build-cache").glob("*.json")]:
                 with contextlib.suppress(OSError, ValueError, KeyError):
                     used.update(json.loads(path.read_text())["layers"])
             freed = [lid for lid in self.layers.ids() if lid not in used]
@@ -240,6 +292,10 @@ class ImageStore:
                 self.layers.remove(lid)
             self.layers.clear_tmp()
             return freed
+
+
+def _oci_config(image: builtin.Image) -> dict[str, Any]:
+    return image.config.to_oci()
 
 
 def _recipe(builder: Callable[..., Any]) -> str:

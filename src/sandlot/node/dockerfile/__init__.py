@@ -1,0 +1,1 @@
+"""Templates built from Dockerfiles: `parser` parses, `context` copies files in, `builder` runs the steps."""
