@@ -1,9 +1,10 @@
 """The code interpreter: run code in a Jupyter kernel (or bash) inside a sandbox, streamed.
 
-`POST /sandboxes/{id}/code` answers NDJSON events, the same ones the driver
-reports: `stdout`/`stderr` `{text}`, `result` `{text, png, html, ...,
-is_main_result}`, `error` `{name, value, traceback}`, `number_of_executions`
-`{execution_count}`, and `end` last. State persists per context; the default
+`POST /sandboxes/{id}/code` answers NDJSON events: `stdout`/`stderr` `{text}`,
+`result` `{text, png, html, ..., is_main_result}`, `exception` `{name, value,
+traceback}` (the code raised: data, not an API error), `number_of_executions`
+`{execution_count}`, and `end` last; an API failure mid-run is the usual
+`error` event `{code, message}`. State persists per context; the default
 context is Python. The sandbox must have python3 with ipykernel (the
 `code-interpreter` template).
 """
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandlot import errors
 from sandlot.api.deps import Running
 from sandlot.api.models import NDJSON, EnvDict, ErrorBody
 from sandlot.interpreter import Interpreter, interpreter_for
@@ -59,15 +61,24 @@ async def interpreter(request: Request, sbx: NodeSandbox) -> Interpreter:
     return await interpreter_for(registry, sbx)
 
 
+def _line(ev: dict[str, Any]) -> bytes:
+    if ev.get("type") == "error":  # the code's exception; `error` events are API errors here
+        ev = {**ev, "type": "exception"}
+    return json.dumps(ev).encode() + b"\n"
+
+
 async def stream_events(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     """NDJSON of the events; the first is fetched first, so a bad request is an HTTP error."""
     it = aiter(events)
     first = await anext(it)
 
     async def body() -> AsyncIterator[bytes]:
-        yield json.dumps(first).encode() + b"\n"
-        async for ev in it:
-            yield json.dumps(ev).encode() + b"\n"
+        yield _line(first)
+        try:
+            async for ev in it:
+                yield _line(ev)
+        except errors.SandlotError as exc:
+            yield json.dumps({"type": "error", "code": exc.code, "message": exc.message}).encode() + b"\n"
 
     return StreamingResponse(body(), media_type=NDJSON, headers={"Cache-Control": "no-cache"})
 

@@ -12,6 +12,7 @@ key $SANDLOT_API_KEY (default: a local server's admin key, when readable).
 from __future__ import annotations
 
 from sandlot.api.models import FileEntry, ProcessInfo, SandboxInfo, WatchEventOut
+from sandlot.sdk.code import CodeContext, Execution, ExecutionError, Result
 from sandlot.sdk.commands import AsyncCommandHandle, CommandResult
 from sandlot.sdk.files import AsyncWatchHandle
 from sandlot.sdk.pty import AsyncPtyHandle, PtySize
@@ -23,12 +24,16 @@ __all__ = [
     "AsyncPtyHandle",
     "AsyncSandbox",
     "AsyncWatchHandle",
+    "CodeContext",
     "CommandHandle",
     "CommandResult",
+    "Execution",
+    "ExecutionError",
     "FileEntry",
     "ProcessInfo",
     "PtyHandle",
     "PtySize",
+    "Result",
     "Sandbox",
     "SandboxInfo",
     "WatchEventOut",

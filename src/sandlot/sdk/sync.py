@@ -389,6 +389,8 @@ class Sandbox:
     pause = _blocking(AsyncSandbox.pause)
     resume = _blocking(AsyncSandbox.resume)
     close = _blocking(AsyncSandbox.close)
+    run_code = _blocking(AsyncSandbox.run_code)
+    create_code_context = _blocking(AsyncSandbox.create_code_context)
 
     def __enter__(self) -> Sandbox:
         return self
