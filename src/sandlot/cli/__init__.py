@@ -10,6 +10,7 @@
     sandlot kill SANDBOX_ID...
     sandlot keys create|list|revoke        API keys (admin)
     sandlot run -- CMD...                  one command in a fresh sandbox on this host (embeds a node)
+    sandlot e2b-env                        export lines that point the E2B SDKs here
 
 Every command but `run` and `serve` talks to the API at --api-url / $SANDLOT_API_URL
 with --api-key / $SANDLOT_API_KEY (else a local server's admin key). A user error
@@ -26,7 +27,7 @@ import sys
 import click
 
 from sandlot import errors
-from sandlot.cli import cp, create, exec_, keys, kill, logs, ls, pause, run, serve, shell
+from sandlot.cli import cp, create, e2b_env, exec_, keys, kill, logs, ls, pause, run, serve, shell
 from sandlot.cli._common import Api, OutputClosed
 
 __all__ = ["cli", "main"]
@@ -43,7 +44,7 @@ def cli(ctx: click.Context, api_url: str | None, api_key: str | None) -> None:
     ctx.obj = Api(url=api_url, key=api_key)
 
 
-for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run):
+for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run, e2b_env):
     cli.add_command(_module.command)
 cli.add_command(pause.pause_command)
 cli.add_command(pause.resume_command)
