@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from e2b.exceptions import TimeoutException
 from e2b_code_interpreter import Sandbox
 
 import sandlot
@@ -69,6 +70,15 @@ def test_contexts_have_own_state_and_cwd(ci: Sandbox) -> None:
     assert ci.run_code("import os; os.getcwd()", context=ctx).text == "'/tmp/ctxdir'"
     default = ci.run_code("secret")
     assert default.error is not None and default.error.name == "NameError"
+
+
+def test_timeout_interrupts_the_kernel(ci: Sandbox) -> None:
+    ci.run_code("kept = 'still here'")
+    with pytest.raises(TimeoutException):
+        ci.run_code("import time\nfor i in range(600): time.sleep(0.1)", timeout=2)
+    # The abandoned execution was interrupted: the kernel answers at once, its state intact.
+    after = ci.run_code("kept", timeout=20)
+    assert after.text == "'still here'"
 
 
 def test_bash(ci: Sandbox) -> None:

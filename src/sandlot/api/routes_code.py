@@ -67,13 +67,16 @@ def _line(ev: dict[str, Any]) -> bytes:
     return json.dumps(ev).encode() + b"\n"
 
 
-async def stream_events(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    """NDJSON of the events; the first is fetched first, so a bad request is an HTTP error."""
+async def stream_events(events: AsyncIterator[dict[str, Any]]) -> Response:
+    """NDJSON of the events. The first (`accepted`) is awaited before answering, so a bad
+    request (no such context, no interpreter) is an HTTP error, not a broken stream."""
     it = aiter(events)
-    first = await anext(it)
+    try:
+        await anext(it)
+    except StopAsyncIteration:  # the client left before anything happened
+        return Response(status_code=499)
 
     async def body() -> AsyncIterator[bytes]:
-        yield _line(first)
         try:
             async for ev in it:
                 yield _line(ev)
@@ -87,7 +90,8 @@ async def stream_events(events: AsyncIterator[dict[str, Any]]) -> StreamingRespo
 async def run_code(body: CodeRequest, sbx: Running, request: Request) -> Response:
     """Run code; stream its output, results and error as NDJSON, ending with `{"type": "end"}`."""
     it = await interpreter(request, sbx)
-    return await stream_events(it.execute(body.code, language=body.language, context=body.context, env=body.env))
+    events = it.execute(body.code, language=body.language, context=body.context, env=body.env)
+    return await stream_events(events)
 
 
 @router.post("/contexts", response_model=CodeContext, status_code=201)
