@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from compat import e2b_rows
+
 __all__ = ["ANCHORS", "NOT_YET", "markdown", "plots", "rows", "summary_line"]
 
 #: Published figures of hosted products, for scale; not measured here.
@@ -199,6 +201,11 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {metric} | {_fmt(ours, unit)} | {bname} | {_fmt(base, unit)} | {_ratio_str(ours, base)} | {runs} |"
         )
+    for metric, ours, unit, bname, base, runs in e2b_rows(r["sandlot"]):
+        if ours == ours:  # not NaN: the E2B SDKs were installed
+            lines.append(
+                f"| {metric} | {_fmt(ours, unit)} | {bname} | {_fmt(base, unit)} | {_ratio_str(ours, base)} | {runs} |"
+            )
     for name in NOT_YET:
         lines.append(f"| {name} | not yet implemented | | | | |")
     d = r["sandlot"].get("density", {})

@@ -238,6 +238,8 @@ class RegistryUnreachableError(RegistryError):
 
 class ImageCorruptError(RegistryError):
     code = "image_corrupt"
+
+
 class PortNotListeningError(SandlotError):
     """A request for a sandbox's port that no process in the sandbox accepts on."""
 

@@ -10,7 +10,11 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from e2b.exceptions import TimeoutException
 from e2b_code_interpreter import Sandbox
+
+import sandlot
+import sandlot.errors
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,6 +72,15 @@ def test_contexts_have_own_state_and_cwd(ci: Sandbox) -> None:
     assert default.error is not None and default.error.name == "NameError"
 
 
+def test_timeout_interrupts_the_kernel(ci: Sandbox) -> None:
+    ci.run_code("kept = 'still here'")
+    with pytest.raises(TimeoutException):
+        ci.run_code("import time\nfor i in range(600): time.sleep(0.1)", timeout=2)
+    # The abandoned execution was interrupted: the kernel answers at once, its state intact.
+    after = ci.run_code("kept", timeout=20)
+    assert after.text == "'still here'"
+
+
 def test_bash(ci: Sandbox) -> None:
     ex = ci.run_code("GREETING=hello; cd /tmp; echo $GREETING from $(pwd)", language="bash")
     assert ex.logs.stdout == ["hello from /tmp\n"] or "".join(ex.logs.stdout) == "hello from /tmp\n"
@@ -75,3 +88,38 @@ def test_bash(ci: Sandbox) -> None:
     assert "".join(again.logs.stdout) == "hello again\n"
     failed = ci.run_code("exit_with() { return 4; }; exit_with", language="bash")
     assert failed.error is not None and "4" in failed.error.value
+
+
+# ---------------------------------------------------------------- the same interpreter from Sandlot's SDK
+
+
+@pytest.fixture(scope="module")
+def own(ci: Sandbox, e2b_env: dict[str, str], e2b_key: str) -> Iterator[sandlot.Sandbox]:
+    """Sandlot's own SDK, attached to the same sandbox (and so the same kernels)."""
+    s = sandlot.Sandbox.connect(ci.sandbox_id, api_url=e2b_env["E2B_SANDBOX_URL"], api_key=e2b_key)
+    yield s
+    s.close()
+
+
+def test_sandlot_sdk_run_code(own: sandlot.Sandbox) -> None:
+    own.run_code("y = 6 * 7")
+    out: list[str] = []
+    ex = own.run_code("print('y is', y)\ny", on_stdout=out.append)
+    assert ex.text == "42" and ex.stdout == ["y is 42\n"] and out == ["y is 42\n"]
+    err = own.run_code("1 / 0")
+    assert err.error is not None and err.error.name == "ZeroDivisionError"
+    fig = own.run_code("import matplotlib.pyplot as plt\nplt.bar([1, 2], [3, 4])\nplt.show()")
+    assert any(r.png and base64.b64decode(r.png).startswith(b"\x89PNG") for r in fig.results)
+    assert own.run_code("echo $((2 + 3))", language="bash").stdout == ["5\n"]
+
+
+def test_sandlot_sdk_contexts_and_errors(own: sandlot.Sandbox) -> None:
+    ctx = own.create_code_context(cwd="/tmp")
+    assert ctx.cwd == "/tmp"
+    own.run_code("z = 'ctx'", context=ctx)
+    assert own.run_code("z", context=ctx).text == "'ctx'"
+    assert own.run_code("import os; os.getcwd()", context=ctx).text == "'/tmp'"
+    with pytest.raises(sandlot.errors.NotFoundError):
+        own.run_code("1", context="no-such-context")
+    with pytest.raises(sandlot.errors.InvalidArgumentError):
+        own.run_code("1", language="cobol")

@@ -1,9 +1,10 @@
 """The code interpreter: run code in a Jupyter kernel (or bash) inside a sandbox, streamed.
 
-`POST /sandboxes/{id}/code` answers NDJSON events, the same ones the driver
-reports: `stdout`/`stderr` `{text}`, `result` `{text, png, html, ...,
-is_main_result}`, `error` `{name, value, traceback}`, `number_of_executions`
-`{execution_count}`, and `end` last. State persists per context; the default
+`POST /sandboxes/{id}/code` answers NDJSON events: `stdout`/`stderr` `{text}`,
+`result` `{text, png, html, ..., is_main_result}`, `exception` `{name, value,
+traceback}` (the code raised: data, not an API error), `number_of_executions`
+`{execution_count}`, and `end` last; an API failure mid-run is the usual
+`error` event `{code, message}`. State persists per context; the default
 context is Python. The sandbox must have python3 with ipykernel (the
 `code-interpreter` template).
 """
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandlot import errors
 from sandlot.api.deps import Running
 from sandlot.api.models import NDJSON, EnvDict, ErrorBody
 from sandlot.interpreter import Interpreter, interpreter_for
@@ -59,15 +61,27 @@ async def interpreter(request: Request, sbx: NodeSandbox) -> Interpreter:
     return await interpreter_for(registry, sbx)
 
 
-async def stream_events(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    """NDJSON of the events; the first is fetched first, so a bad request is an HTTP error."""
+def _line(ev: dict[str, Any]) -> bytes:
+    if ev.get("type") == "error":  # the code's exception; `error` events are API errors here
+        ev = {**ev, "type": "exception"}
+    return json.dumps(ev).encode() + b"\n"
+
+
+async def stream_events(events: AsyncIterator[dict[str, Any]]) -> Response:
+    """NDJSON of the events. The first (`accepted`) is awaited before answering, so a bad
+    request (no such context, no interpreter) is an HTTP error, not a broken stream."""
     it = aiter(events)
-    first = await anext(it)
+    try:
+        await anext(it)
+    except StopAsyncIteration:  # the client left before anything happened
+        return Response(status_code=499)
 
     async def body() -> AsyncIterator[bytes]:
-        yield json.dumps(first).encode() + b"\n"
-        async for ev in it:
-            yield json.dumps(ev).encode() + b"\n"
+        try:
+            async for ev in it:
+                yield _line(ev)
+        except errors.SandlotError as exc:
+            yield json.dumps({"type": "error", "code": exc.code, "message": exc.message}).encode() + b"\n"
 
     return StreamingResponse(body(), media_type=NDJSON, headers={"Cache-Control": "no-cache"})
 
@@ -76,7 +90,8 @@ async def stream_events(events: AsyncIterator[dict[str, Any]]) -> StreamingRespo
 async def run_code(body: CodeRequest, sbx: Running, request: Request) -> Response:
     """Run code; stream its output, results and error as NDJSON, ending with `{"type": "end"}`."""
     it = await interpreter(request, sbx)
-    return await stream_events(it.execute(body.code, language=body.language, context=body.context, env=body.env))
+    events = it.execute(body.code, language=body.language, context=body.context, env=body.env)
+    return await stream_events(events)
 
 
 @router.post("/contexts", response_model=CodeContext, status_code=201)

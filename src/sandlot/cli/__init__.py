@@ -18,6 +18,7 @@
     sandlot image pull REF                 pull an image from a registry into a template
     sandlot template ls|inspect|rm         the server's templates
     sandlot run -- CMD...                  one command in a fresh sandbox on this host (embeds a node)
+    sandlot e2b-env                        export lines that point the E2B SDKs here
 
 Every command but `run` and `serve` talks to the API at --api-url / $SANDLOT_API_URL
 with --api-key / $SANDLOT_API_KEY (else a local server's admin key). A user error
@@ -38,6 +39,7 @@ from sandlot.cli import (
     checkpoint,
     cp,
     create,
+    e2b_env,
     exec_,
     keys,
     kill,
@@ -67,7 +69,7 @@ def cli(ctx: click.Context, api_url: str | None, api_key: str | None) -> None:
     ctx.obj = Api(url=api_url, key=api_key)
 
 
-for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run, network, port):
+for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run, network, port, e2b_env):
     cli.add_command(_module.command)
 cli.add_command(pause.pause_command)
 cli.add_command(pause.resume_command)

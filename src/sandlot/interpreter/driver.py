@@ -7,7 +7,7 @@ starts it through the agent as a background process. It speaks JSON lines:
 requests on stdin, replies on stdout, each tagged with the request's `req`.
 
 - `{"op": "context", "req", "id", "language", "cwd"}` -> `{"type": "context", ...}`
-- `{"op": "execute", "req", "context", "code", "env"}` -> `stdout`/`stderr`
+- `{"op": "execute", "req", "context", "code", "env"}` -> `accepted`, `stdout`/`stderr`
   `{"text"}`, `result` `{"text", "png", ..., "is_main_result"}`, `error`
   `{"name", "value", "traceback"}`, `number_of_executions`, then `end`
 - `{"op": "interrupt" | "restart" | "remove", "req", "context"}` -> `done`
@@ -284,6 +284,8 @@ def main():
                 w = workers.get(msg.get("context"))
                 if w is None:
                     raise NotFound("context %s not found" % msg.get("context"))
+                if op == "execute":
+                    reply(req, "accepted")  # the request is good: the API may start its response
                 w.queue.put((req, op, msg))
             elif op == "interrupt":
                 w = workers.get(msg.get("context"))

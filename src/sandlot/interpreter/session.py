@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from importlib import resources
 from typing import Any
 
@@ -51,6 +51,7 @@ class Interpreter:
         self._write_lock = asyncio.Lock()
         self.dead: str | None = None
         self._default_langs: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         agent = self.sandbox.agent
@@ -66,7 +67,7 @@ class Interpreter:
             stdin=True,
             user=USER,
             cwd=HOME,
-            env={"HOME": HOME, "USER": USER, "PYTHONUNBUFFERED": "1"},
+            env={"HOME": HOME, "USER": USER, "PYTHONUNBUFFERED": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
             tag="sandlot-interpreter",
         )
         self._reader = asyncio.create_task(self._read(self._proc))
@@ -163,7 +164,8 @@ class Interpreter:
     async def execute(
         self, code: str, *, language: str | None = None, context: str | None = None, env: dict[str, str] | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """Run code; yield its events (stdout, stderr, result, error, number_of_executions), ending with `end`.
+        """Run code; yield its events: `accepted` first (the context exists), then stdout, stderr,
+        result, error, number_of_executions, ending with `end`.
 
         A consumer that stops early interrupts the execution.
         """
@@ -181,8 +183,25 @@ class Interpreter:
         finally:
             self._queues.pop(req, None)
             if not finished and not self.dead:
-                with contextlib.suppress(errors.SandlotError):
-                    await self._send({"op": "interrupt", "context": cid})
+                # In a task of its own: we may be here because our task is being cancelled
+                # (a client that went away), and a cancelled task cannot await anything.
+                self._later(self._interrupt(cid))
+
+    async def _interrupt(self, context: str) -> None:
+        req, q = await self._send({"op": "interrupt", "context": context})
+        try:
+            await self._next(q)
+        finally:
+            self._queues.pop(req, None)
+
+    def _later(self, coro: Coroutine[Any, Any, None]) -> None:
+        async def guarded() -> None:
+            with contextlib.suppress(errors.SandlotError):
+                await coro
+
+        task = asyncio.ensure_future(guarded())
+        self._tasks.add(task)  # a reference, so the task is not collected mid-run
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         if self._proc is not None and self._proc.pid is not None and not self.dead:

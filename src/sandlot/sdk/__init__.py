@@ -12,6 +12,7 @@ key $SANDLOT_API_KEY (default: a local server's admin key, when readable).
 from __future__ import annotations
 
 from sandlot.api.models import CheckpointInfo, FileEntry, ProcessInfo, SandboxInfo, TemplateInfo, WatchEventOut
+from sandlot.sdk.code import CodeContext, Execution, ExecutionError, Result
 from sandlot.sdk.commands import AsyncCommandHandle, CommandResult
 from sandlot.sdk.files import AsyncWatchHandle
 from sandlot.sdk.pty import AsyncPtyHandle, PtySize
@@ -26,12 +27,16 @@ __all__ = [
     "AsyncTemplates",
     "AsyncWatchHandle",
     "CheckpointInfo",
+    "CodeContext",
     "CommandHandle",
     "CommandResult",
+    "Execution",
+    "ExecutionError",
     "FileEntry",
     "ProcessInfo",
     "PtyHandle",
     "PtySize",
+    "Result",
     "Sandbox",
     "SandboxInfo",
     "TemplateInfo",

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from sandlot import errors
 from sandlot.api.models import CheckpointInfo, SandboxInfo, SandboxList
 from sandlot.sdk import checkpoints as _ck
+from sandlot.sdk import code as _code
 from sandlot.sdk._transport import Transport
 from sandlot.sdk.commands import AsyncCommands
 from sandlot.sdk.files import AsyncFiles
@@ -323,6 +324,55 @@ class AsyncSandbox:
             CheckpointNotFoundError: no such checkpoint (or another team's).
         """
         await _ck.delete(checkpoint, api_url=api_url, api_key=api_key)
+
+    async def run_code(
+        self,
+        code: str,
+        language: str | None = None,
+        *,
+        context: _code.CodeContext | str | None = None,
+        on_stdout: _code.Handler | None = None,
+        on_stderr: _code.Handler | None = None,
+        on_result: _code.Handler | None = None,
+        on_error: _code.Handler | None = None,
+        env: dict[str, str] | None = None,
+    ) -> _code.Execution:
+        """Run code in the sandbox's stateful interpreter (a Jupyter kernel; the `code-interpreter` template).
+
+        Args:
+            code: the code; its last expression becomes the main result's text.
+            language: "python" (default) or "bash"; each has its own default context.
+            context: a context from `create_code_context` (own state and cwd); not with `language`.
+            on_stdout, on_stderr: called with output text as it arrives.
+            on_result, on_error: called with each Result (a figure, the last value) and the ExecutionError.
+            env: environment variables for this run.
+
+        Returns:
+            The Execution: results, stdout, stderr, error (the code's exception, if any), execution_count.
+
+        Raises:
+            InvalidArgumentError: no interpreter in this sandbox's image, or an unknown language.
+            NotFoundError: an unknown context.
+
+        Example:
+            >>> sbx.run_code("x = 6 * 7"); sbx.run_code("x").text
+            '42'
+        """
+        return await _code.run_code(
+            self,
+            code,
+            language=language,
+            context=context,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            on_result=on_result,
+            on_error=on_error,
+            env=env,
+        )
+
+    async def create_code_context(self, language: str = "python", *, cwd: str | None = None) -> _code.CodeContext:
+        """A new interpreter context with its own state and working directory (for `run_code(context=...)`)."""
+        return await _code.create_code_context(self, language=language, cwd=cwd)
 
     async def kill(self) -> None:
         """Kill the sandbox and free everything it holds (idempotent)."""

@@ -424,6 +424,8 @@ class Sandbox:
     list_checkpoints = _blocking(AsyncSandbox.list_checkpoints)
     restore = _blocking(AsyncSandbox.restore)
     close = _blocking(AsyncSandbox.close)
+    run_code = _blocking(AsyncSandbox.run_code)
+    create_code_context = _blocking(AsyncSandbox.create_code_context)
 
     @classmethod
     def fork(

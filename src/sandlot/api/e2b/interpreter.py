@@ -50,8 +50,11 @@ def _error(exc: errors.SandlotError) -> Response:
 async def execute(sandbox_id: str, body: ExecuteBody, request: Request) -> Response:
     try:
         it = await interpreter(request, (await caller(request, sandbox_id)).sandbox)
-        events = aiter(it.execute(body.code, language=body.language, context=body.context_id, env=body.env_vars))
-        first = await anext(events)
+        run = it.execute(body.code, language=body.language, context=body.context_id, env=body.env_vars)
+        events = aiter(run)
+        await anext(events)  # `accepted`: the context exists
+    except StopAsyncIteration:  # the client left before anything happened
+        return Response(status_code=499)
     except errors.SandlotError as exc:
         return _error(exc)
 
@@ -61,7 +64,6 @@ async def execute(sandbox_id: str, body: ExecuteBody, request: Request) -> Respo
         return json.dumps(ev).encode() + b"\n"
 
     async def stream() -> AsyncIterator[bytes]:
-        yield line(first)
         try:
             async for ev in events:
                 yield line(ev)
