@@ -82,6 +82,22 @@ class GVisorRuntime(Runtime):
     async def resume(self, sandbox_id: str) -> None:
         await run_or_raise(f"runsc could not resume sandbox {sandbox_id}", *self._cli("resume", sandbox_id))
 
+    # runsc checkpoint/restore (this release): ~0.2 s / 0.3 s for a shell. Not with
+    # --leave-running (it hung here). One image restores into any sandbox of the same bundle.
+    saves_memory = True
+
+    async def save_memory(self, sandbox_id: str, image_dir: Path) -> None:
+        rc, out = await run_tool(*self._cli("checkpoint", "--image-path", str(image_dir), sandbox_id), timeout=300)
+        if rc != 0:
+            raise errors.InternalError(f"runsc could not save the memory of sandbox {sandbox_id}: {out}")
+
+    async def restore_memory(self, sandbox_id: str, bundle: Path, image_dir: Path, log: Path) -> int:
+        os.makedirs(self._root, exist_ok=True)
+        pid_file = bundle / "pid"
+        cli = self._cli("restore", "--detach", "--image-path", str(image_dir), "--pid-file", str(pid_file),
+                        "--bundle", str(bundle), sandbox_id)  # fmt: skip
+        return await start_detached(cli, log, pid_file, f"runsc could not restore sandbox {sandbox_id}")
+
     async def alive(self, sandbox_id: str) -> bool:
         rc, out = await run_tool(*self._cli("state", sandbox_id))
         if rc != 0:
