@@ -6,7 +6,10 @@ Each beside a baseline measured in the same run:
 - restore also vs raw `runsc run true` elsewhere in the report (a restore boots
   the sandbox again: the filesystem is the checkpoint's, the processes are new);
 - fork x N (until every new sandbox ran a command) vs N fresh creates started
-  together (until each ran a command).
+  together (until each ran a command);
+- pause with memory to disk and resume (until the agent is back) of a sandbox
+  whose Python process holds 200 MB, vs raw `runsc checkpoint` / `runsc
+  restore` of a raw runsc sandbox running the same Python.
 """
 
 from __future__ import annotations
@@ -22,11 +25,21 @@ from typing import Any
 from baselines import Plan
 from lib import arepeat, summary
 
-from sandlot.node import Node, SandboxSpec
+from sandlot.node import Limits, Node, SandboxSpec
 
-__all__ = ["checkpoint_figures"]
+__all__ = ["checkpoint_figures", "memory_pause_figures"]
 
 WRITTEN_MB = 100
+HELD_MB = 200
+# Every page touched: untouched pages would cost a memory image nothing.
+HOLD = f"""
+import time
+b = bytearray({HELD_MB} << 20)
+for i in range(0, len(b), 4096):
+    b[i] = 1
+print("held", flush=True)
+time.sleep(100000)
+"""
 
 
 def _cp_a(src: Path) -> float:
@@ -117,3 +130,68 @@ async def checkpoint_figures(node: Node, plan: Plan) -> dict[str, Any]:
         for ck_id in cks:
             await asyncio.to_thread(node.checkpoints.delete, ck_id)
     return out
+
+
+async def memory_pause_figures(node: Node, plan: Plan, rootfs: Path) -> dict[str, Any]:
+    from lib import RawRuntime
+
+    out: dict[str, Any] = {"held_mb": HELD_MB}
+    sbx = await node.create(SandboxSpec(image="debian", runtime="gvisor", limits=Limits(memory_mb=1024)))
+    try:
+        proc = await sbx.start(["python3", "-c", HOLD])
+        async for _fd, data in proc.output():
+            if b"held" in data:
+                break
+        times: dict[str, list[float]] = {"pause": [], "resume": []}
+
+        async def once() -> None:
+            t0 = time.perf_counter()
+            await node.pause(sbx.id, memory=True)
+            times["pause"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await node.resume(sbx.id)
+            times["resume"].append(time.perf_counter() - t0)
+
+        await arepeat(once, plan.slow, plan.budget)
+        out.update({k: summary(v) for k, v in times.items()})
+    finally:
+        await node.kill(sbx.id)
+    raw = RawRuntime("gvisor", rootfs, node.config.data_dir / "raw-state")
+    raw.set_args(["/usr/bin/python3", "-c", HOLD])
+    try:
+        out.update(await asyncio.to_thread(_raw_checkpoint_restore, raw, max(3, plan.slow // 2)))
+    finally:
+        raw.close()
+    return out
+
+
+def _raw_checkpoint_restore(raw: Any, runs: int) -> dict[str, Any]:
+    from sandlot.node.spec import new_sandbox_id
+
+    cid = new_sandbox_id()
+    image = Path(tempfile.mkdtemp(prefix="slb-img-", dir="/var/tmp"))
+    bundle = str(raw.bundle)
+    ckpt, rest = [], []
+    try:
+        # The sandbox inherits its stdio: no pipes, or waiting on them never ends.
+        subprocess.run(raw.cli("run", "--detach", "--bundle", bundle, cid), check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        time.sleep(3)  # the python process touches its 200 MB
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            res = subprocess.run(raw.cli("checkpoint", "--image-path", str(image), cid), capture_output=True, text=True)
+            if res.returncode != 0:
+                raise RuntimeError(f"raw runsc checkpoint failed: {res.stdout} {res.stderr}")
+            ckpt.append(time.perf_counter() - t0)
+            subprocess.run(raw.cli("delete", "--force", cid), capture_output=True)
+            t0 = time.perf_counter()
+            subprocess.run(raw.cli("restore", "--detach", "--image-path", str(image), "--bundle", bundle, cid),
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)  # fmt: skip
+            rest.append(time.perf_counter() - t0)
+            for f in image.iterdir():
+                f.unlink()
+    finally:
+        raw.remove(cid)
+        shutil.rmtree(image, ignore_errors=True)
+    return {"raw checkpoint": summary(ckpt), "raw restore": summary(rest)}

@@ -19,9 +19,7 @@ ANCHORS = [
     ("Sprites (Fly.io)", "rollback to a checkpoint under a second"),
 ]
 
-NOT_YET = [
-    "pause with memory to disk",
-]
+NOT_YET: list[str] = []
 
 
 def _get(results: dict[str, Any], *path: str) -> float:
@@ -119,6 +117,19 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, str, float, str]]:
                 )
             )
     out += _checkpoint_rows(s)
+    m = s.get("core memory pause")
+    if m:
+        for op, raw in (("pause", "checkpoint"), ("resume", "restore")):
+            out.append(
+                (
+                    f"{op} with memory to disk p50, Python holding {_get(m, 'held_mb'):.0f} MB",
+                    _get(m, op, "p50_ms"),
+                    "ms",
+                    f"raw `runsc {raw}` of the same Python",
+                    _get(m, f"raw {raw}", "p50_ms"),
+                    f"{_get(m, op, 'runs'):.0f}",
+                )
+            )
     for rt, raw in (("gvisor", "runsc"), ("container", "crun")):
         out.append(
             (
