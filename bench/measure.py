@@ -18,6 +18,7 @@ from typing import Any
 from api_server import Server
 from baselines import Plan
 from lib import IMAGE_CACHE, arepeat, host_available_fraction, pss_kb, summary
+from lifecycle import checkpoint_figures, memory_pause_figures
 from ports import port_proxy_figures
 
 from sandlot.node import Node, NodeConfig, SandboxSpec
@@ -242,6 +243,11 @@ async def node_figures(node: Node, plan: Plan) -> dict[str, Any]:
     print("sandlot core: warm pool, pause/resume", flush=True)
     out["core warm pool gvisor"] = summary(await warm_pool_starts(node, plan))
     out["core pause resume"] = await pause_resume(node, plan)
+    print("sandlot core: checkpoint, restore, fork", flush=True)
+    out["core checkpoints"] = await checkpoint_figures(node, plan)
+    print("sandlot core: pause with memory to disk", flush=True)
+    debian = await asyncio.to_thread(node.images.ensure, "debian")
+    out["core memory pause"] = await memory_pause_figures(node, plan, debian.rootfs)
     print("sandlot core: files", flush=True)
     out["core files"] = await files(node, plan)
     # Density before the concurrent burst: the burst leaves the host loaded for a while.

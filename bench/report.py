@@ -21,12 +21,7 @@ ANCHORS = [
     ("Sprites (Fly.io)", "rollback to a checkpoint under a second"),
 ]
 
-NOT_YET = [
-    "checkpoint",
-    "restore",
-    "fork",
-    "pause with memory to disk",
-]
+NOT_YET: list[str] = []
 
 
 def _get(results: dict[str, Any], *path: str) -> float:
@@ -147,6 +142,20 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, str, float, str]]:
                 runs,
             )
         )
+    out += _checkpoint_rows(s)
+    m = s.get("core memory pause")
+    if m:
+        for op, raw in (("pause", "checkpoint"), ("resume", "restore")):
+            out.append(
+                (
+                    f"{op} with memory to disk p50, Python holding {_get(m, 'held_mb'):.0f} MB",
+                    _get(m, op, "p50_ms"),
+                    "ms",
+                    f"raw `runsc {raw}` of the same Python",
+                    _get(m, f"raw {raw}", "p50_ms"),
+                    f"{_get(m, op, 'runs'):.0f}",
+                )
+            )
     for rt, raw in (("gvisor", "runsc"), ("container", "crun")):
         out.append(
             (
@@ -159,6 +168,28 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, str, float, str]]:
             )
         )
     return out
+
+
+def _checkpoint_rows(s: dict[str, Any]) -> list[tuple[str, float, str, str, float, str]]:
+    c = s.get("core checkpoints")
+    if not c:
+        return []
+    mb, n = f"{_get(c, 'written_mb'):.0f} MB", f"{_get(c, 'fork n'):.0f}"
+    cp = _get(c, "cp -a upper", "p50_ms")
+
+    def runs(key: str) -> str:
+        return f"{_get(c, key, 'runs'):.0f}"
+
+    same_cp = "`cp -a` of the same upper"
+    return [
+        (f"checkpoint p50, {mb} written", _get(c, "checkpoint", "p50_ms"), "ms", same_cp, cp, runs("checkpoint")),
+        ("  first checkpoint (flushes the writes)", _get(c, "first checkpoint", "p50_ms"), "ms", same_cp, cp, "1"),
+        (f"restore p50 (running again), {mb}", _get(c, "restore", "p50_ms"), "ms", same_cp, cp, runs("restore")),
+        ("  restore → first command p50", _get(c, "restore to command", "p50_ms"), "ms", same_cp, cp,
+         runs("restore to command")),
+        (f"fork x{n} → all ran a command", _get(c, "fork", "p50_ms"), "ms",
+         f"{n} fresh creates at once → all ran a command", _get(c, "fresh creates", "p50_ms"), runs("fork")),
+    ]  # fmt: skip
 
 
 def _fmt(x: float | None, unit: str) -> str:

@@ -31,3 +31,16 @@ def test_checkpoint_restore_fork_rm(cli: Cli) -> None:
     res = cli("fork", ck)
     assert res.returncode == 2 and f"checkpoint {ck} not found" in res.stderr, res.stderr
     cli("kill", sid, *kids, check=True)
+
+
+def test_pause_with_memory(cli: Cli) -> None:
+    sid = cli("create", "--timeout", "120", check=True).stdout.strip()
+    crun = cli("create", "--runtime", "container", "--timeout", "120", check=True).stdout.strip()
+    cli("exec", sid, "echo kept > /tmp/f", check=True)
+    assert cli("pause", "--memory", sid, check=True).stdout.split() == [sid]
+    assert json.loads(cli("ls", "--state", "paused", "--json", check=True).stdout)[0]["sandbox_id"] == sid
+    assert cli("resume", sid, check=True).stdout.split() == [sid]
+    assert cli("exec", sid, "cat /tmp/f", check=True).stdout == "kept\n"
+    res = cli("pause", "--memory", crun)
+    assert res.returncode == 2 and "runtime 'container' cannot pause a sandbox with its memory" in res.stderr
+    cli("kill", sid, crun, check=True)

@@ -318,3 +318,23 @@ def test_restore_and_fork_keep_the_network(make: Any, aio: Any, net_node: Any, i
         assert fetch(aio, child, "http://allowed.test/") == [f"hello from {internet.web}"]
     finally:
         aio(net_node.kill(child.id))
+
+
+def test_pause_with_memory_keeps_the_network(make: Any, aio: Any, net_node: Any, internet: Internet) -> None:
+    sbx = make({"mode": "egress", "allow": ["allowed.test"]})
+    aio(net_node.pause(sbx.id, memory=True))
+    aio(net_node.resume(sbx.id))
+    assert fetch(aio, sbx, "http://allowed.test/", f"http://{internet.other}/") == [
+        f"hello from {internet.web}",
+        "ERR URLError",
+    ]
+
+
+def test_pause_with_memory_after_tcp_is_refused_clearly(make: Any, aio: Any, net_node: Any, internet: Internet) -> None:
+    """gVisor cannot save a TCP endpoint, even one in TIME_WAIT: a clear error, and the sandbox runs on."""
+    sbx = make({"mode": "egress", "allow": ["allowed.test"]})
+    assert fetch(aio, sbx, "http://allowed.test/") == [f"hello from {internet.web}"]
+    with pytest.raises(errors.SandboxStateError, match=r"cannot save its TCP connections \(10\.242\."):
+        aio(net_node.pause(sbx.id, memory=True))
+    assert sbx.state.value == "running", sbx.exit_reason
+    assert fetch(aio, sbx, "http://allowed.test/") == [f"hello from {internet.web}"]

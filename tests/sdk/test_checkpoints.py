@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -48,3 +49,19 @@ def test_async_checkpoint_restore_fork(sdk_env: str) -> None:
             await AsyncSandbox.delete_checkpoint(ck)
 
     asyncio.run(main())
+
+
+def test_pause_with_memory_and_resume(sdk_env: str) -> None:
+    with Sandbox.create(timeout=120) as sbx:
+        handle = sbx.commands.run("read line; echo got $line; sleep 60", background=True)
+        sbx.pause(memory=True)
+        assert sbx.get_info().state.value == "paused"
+        sbx.resume()
+        # The process restored from disk still waits on its stdin, and answers; its output
+        # is followed again through the agent (the old stream ended with the connection).
+        again = sbx.commands.connect(handle.pid)
+        sbx.commands.send_stdin(handle.pid, "hello\n")
+        deadline = time.monotonic() + 30
+        while "got hello" not in again.stdout and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "got hello" in again.stdout

@@ -39,6 +39,7 @@ __all__ = [
     "MkdirRequest",
     "MkdirResponse",
     "OutputEvent",
+    "PauseRequest",
     "ProcessInfo",
     "ProcessList",
     "ProcessStarted",
@@ -211,6 +212,16 @@ class SandboxInfo(_Response):
 class SandboxList(_Response):
     sandboxes: list[SandboxInfo]
     next_cursor: str | None = None
+
+
+class PauseRequest(_Request):
+    """POST /sandboxes/{id}/pause (the body is optional)."""
+
+    memory: bool = Field(
+        default=False,
+        description="write the processes and their memory to disk and release them (gvisor); "
+        "without it the processes are frozen in place",
+    )
 
 
 class TimeoutUpdate(_Request):

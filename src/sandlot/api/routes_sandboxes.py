@@ -8,7 +8,15 @@ from fastapi import APIRouter, Query, Request, Response
 
 from sandlot import errors
 from sandlot.api.deps import SandboxId, Svc, Who
-from sandlot.api.models import ErrorBody, SandboxCreate, SandboxInfo, SandboxList, SandboxState, TimeoutUpdate
+from sandlot.api.models import (
+    ErrorBody,
+    PauseRequest,
+    SandboxCreate,
+    SandboxInfo,
+    SandboxList,
+    SandboxState,
+    TimeoutUpdate,
+)
 from sandlot.api.routes_ports import network_info
 from sandlot.api.service import info
 
@@ -72,9 +80,9 @@ async def kill_sandbox(sandbox_id: SandboxId, who: Who, svc: Svc) -> Response:
 
 
 @router.post("/{sandbox_id}/pause", response_model=SandboxInfo)
-async def pause_sandbox(sandbox_id: SandboxId, who: Who, svc: Svc) -> SandboxInfo:
-    """Freeze every process of the sandbox (no CPU used); its memory and files stay."""
-    return info(await svc.pause(who, sandbox_id))
+async def pause_sandbox(sandbox_id: SandboxId, who: Who, svc: Svc, body: PauseRequest | None = None) -> SandboxInfo:
+    """Freeze every process of the sandbox (no CPU used); with `memory`, save them to disk and release them."""
+    return info(await svc.pause(who, sandbox_id, memory=body.memory if body else False))
 
 
 @router.post("/{sandbox_id}/resume", response_model=SandboxInfo)

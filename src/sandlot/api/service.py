@@ -107,6 +107,8 @@ class SandboxService:
         # Recovery thaws a paused sandbox so its agent can call back; freeze it again.
         for rec in records:
             if rec.state == "paused" and rec.sandbox_id in report.adopted:
+                if self.node.get(rec.sandbox_id).state.value == "paused":  # paused to disk: adopted as such
+                    continue
                 try:
                     await self.node.pause(rec.sandbox_id)
                 except errors.SandlotError as exc:
@@ -216,8 +218,11 @@ class SandboxService:
 
     # ------------------------------------------------------------ pause / resume
 
-    async def pause(self, who: Principal, sandbox_id: str) -> SandboxRecord:
-        return await self._freeze(who, sandbox_id, "running", "paused", self.node.pause)
+    async def pause(self, who: Principal, sandbox_id: str, memory: bool = False) -> SandboxRecord:
+        async def act(sid: str) -> None:
+            await self.node.pause(sid, memory=memory)
+
+        return await self._freeze(who, sandbox_id, "running", "paused", act)
 
     async def resume(self, who: Principal, sandbox_id: str) -> SandboxRecord:
         return await self._freeze(who, sandbox_id, "paused", "running", self.node.resume)

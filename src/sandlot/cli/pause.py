@@ -10,11 +10,11 @@ from sandlot.sdk import AsyncSandbox
 __all__ = ["pause_command", "resume_command"]
 
 
-async def _each(api: Api, sandbox_ids: tuple[str, ...], pause: bool) -> int:
+async def _each(api: Api, sandbox_ids: tuple[str, ...], pause: bool, memory: bool = False) -> int:
     for sandbox_id in sandbox_ids:
         sbx = await AsyncSandbox.connect(sandbox_id, api_url=api.url, api_key=api.key)
         try:
-            await (sbx.pause() if pause else sbx.resume())
+            await (sbx.pause(memory=memory) if pause else sbx.resume())
         finally:
             await sbx.close()
         click.echo(sandbox_id)
@@ -23,10 +23,11 @@ async def _each(api: Api, sandbox_ids: tuple[str, ...], pause: bool) -> int:
 
 @click.command("pause")
 @click.argument("sandbox_ids", nargs=-1, required=True, metavar="SANDBOX_ID...")
+@click.option("--memory", is_flag=True, help="save processes and memory to disk and release them (gvisor)")
 @pass_api
-def pause_command(api: Api, sandbox_ids: tuple[str, ...]) -> int:
+def pause_command(api: Api, sandbox_ids: tuple[str, ...], memory: bool) -> int:
     """Freeze every process of the sandboxes (no CPU used); prints each id paused."""
-    return run_async(_each(api, sandbox_ids, pause=True))
+    return run_async(_each(api, sandbox_ids, pause=True, memory=memory))
 
 
 @click.command("resume")

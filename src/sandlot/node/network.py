@@ -44,7 +44,7 @@ from sandlot.node import reaper
 from sandlot.node.dns import resolve_names
 from sandlot.node.netpolicy import ALWAYS_BLOCKED, NetworkPolicy, is_cidr
 
-__all__ = ["LEASE_DIR", "NetworkManager", "SandboxNet", "render_rules"]
+__all__ = ["LEASE_DIR", "NetworkManager", "SandboxNet", "render_rules", "tcp_flows"]
 
 log = logging.getLogger("sandlot.node.network")
 
@@ -321,6 +321,29 @@ class NetworkManager:
 
     def resolv_conf(self, net: SandboxNet) -> str:
         return f"nameserver {net.gateway}\n" if self.dns_servers else ""
+
+
+def tcp_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> list[str]:
+    """The TCP flows the host's connection tracking holds for a sandbox address, open or closing.
+
+    Each is "local -> remote STATE". Connection tracking keeps a closed flow in
+    TIME_WAIT for two minutes: longer than gVisor keeps its own endpoint (one).
+    """
+    try:
+        lines = table.read_text().splitlines()
+    except OSError:  # no connection tracking here: nothing it could tell
+        return []
+    flows: list[str] = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[2] != "tcp" or f"src={address}" not in fields:
+            continue
+        kv: dict[str, str] = {}
+        for f in fields:  # the original direction comes first, then the reply's
+            key, _, value = f.partition("=")
+            kv.setdefault(key, value)
+        flows.append(f"{kv.get('src')}:{kv.get('sport')} -> {kv.get('dst')}:{kv.get('dport')} {fields[5]}")
+    return flows
 
 
 def _enable_forwarding() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection
-from sandlot.node import cgroups, reaper
+from sandlot.node import cgroups, memory_pause, reaper
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
@@ -234,6 +234,12 @@ class Node:
         self._sandboxes[sbx.id] = sbx
         self._spawn(self._on_exit(sbx, self._spawn(reaper.wait_exit(pid))))
 
+    def adopt_saved(self, sbx: Sandbox) -> None:
+        """Register a sandbox found paused to disk after a restart (no process to watch until resumed)."""
+        sbx.transition(State.RUNNING)
+        sbx.transition(State.PAUSED)
+        self._sandboxes[sbx.id] = sbx
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._watchers.add(task)
@@ -344,9 +350,9 @@ class Node:
 
     # ------------------------------------------------------------ death and kill
 
-    async def _on_exit(self, sbx: Sandbox, exited: asyncio.Task[None]) -> None:
+    async def _on_exit(self, sbx: Sandbox, exited: asyncio.Task[None], generation: int | None = None) -> None:
         """When the sandbox's main host process exits on its own, clean up after it."""
-        generation = sbx.generation
+        generation = sbx.generation if generation is None else generation
         await exited
         if sbx.killed or sbx.generation != generation:  # killed, or restarted on purpose (restore)
             return
@@ -359,13 +365,21 @@ class Node:
                 if problems:
                     log.error("cleanup of dead sandbox %s: %s", sbx.id, "; ".join(problems))
 
-    async def pause(self, sandbox_id: str) -> None:
-        """Freeze every process of a running sandbox; `resume` continues them."""
+    async def pause(self, sandbox_id: str, memory: bool = False) -> None:
+        """Freeze every process of a running sandbox; `resume` continues them.
+
+        With `memory`, the processes and their memory are written to disk and
+        the sandbox's processes exit (its memory and CPU are released); its
+        filesystem stays mounted. `resume` restores them where they stopped.
+        """
         sbx = self.get(sandbox_id)
         async with sbx._kill_lock:
             if sbx.state is not State.RUNNING:
                 raise errors.SandboxStateError(f"cannot pause sandbox {sandbox_id} in state {sbx.state.value}")
-            await sbx.runtime.pause(sandbox_id)
+            if memory:
+                await memory_pause.save(self, sbx)
+            else:
+                await sbx.runtime.pause(sandbox_id)
             sbx.transition(State.PAUSED)
 
     async def resume(self, sandbox_id: str) -> None:
@@ -373,8 +387,20 @@ class Node:
         async with sbx._kill_lock:
             if sbx.state is not State.PAUSED:
                 raise errors.SandboxStateError(f"cannot resume sandbox {sandbox_id} in state {sbx.state.value}")
-            await sbx.runtime.resume(sandbox_id)
+            if memory_pause.saved(sbx):
+                await memory_pause.load(self, sbx)
+            else:
+                await sbx.runtime.resume(sandbox_id)
             sbx.transition(State.RUNNING)
+
+    def watch(self, sbx: Sandbox, pid: int) -> asyncio.Task[None]:
+        """Watch the sandbox's main host process `pid` (and its gofer) from now on; returns the exit waiter."""
+        exited = self._spawn(reaper.wait_exit(pid))
+        for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
+            if other != pid:  # the gofer, under gVisor
+                self._spawn(reaper.wait_exit(other))
+        self._spawn(self._on_exit(sbx, exited, sbx.generation))
+        return exited
 
     # ------------------------------------------------------------ checkpoints
 
@@ -436,6 +462,7 @@ class Node:
         """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot)."""
         sbx.generation += 1
         await sbx.conn.close()
+        memory_pause.forget(sbx)  # a restored filesystem does not match the saved memory
         pids = sbx.runtime.host_pids(sbx.id)
         if sbx.state is State.PAUSED:
             with contextlib.suppress(errors.SandlotError):

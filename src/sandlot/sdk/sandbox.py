@@ -222,16 +222,22 @@ class AsyncSandbox:
         raw = await self._transport.json("POST", f"/sandboxes/{self.sandbox_id}/timeout", json={"timeout": timeout})
         self._info = SandboxInfo.model_validate(raw)
 
-    async def pause(self) -> None:
+    async def pause(self, memory: bool = False) -> None:
         """Freeze every process in the sandbox (no CPU used); `resume()` continues them.
+
+        Args:
+            memory: also write the processes and their memory to disk and release them
+                (runtime gvisor); `resume()` restores them where they stopped.
 
         Raises:
             SandboxStateError: it is not running.
+            InvalidArgumentError: `memory` with a runtime that cannot save memory here.
 
         Example:
             >>> sbx.pause(); sbx.resume()
         """
-        raw = await self._transport.json("POST", f"/sandboxes/{self.sandbox_id}/pause")
+        body = {"memory": True} if memory else None
+        raw = await self._transport.json("POST", f"/sandboxes/{self.sandbox_id}/pause", json=body)
         self._info = SandboxInfo.model_validate(raw)
 
     async def resume(self) -> None:

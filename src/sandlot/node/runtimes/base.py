@@ -119,6 +119,31 @@ class Runtime(abc.ABC):
     async def resume(self, sandbox_id: str) -> None:
         """Undo `pause`: the processes continue exactly where they stopped."""
 
+    #: Whether `save_memory` / `restore_memory` work with this runtime on this host.
+    saves_memory: ClassVar[bool] = False
+    #: Why not, for the error a caller gets (e.g. "CRIU does not work on this host").
+    saves_memory_not_why: ClassVar[str] = "this runtime cannot save a sandbox's memory"
+
+    def check_saves_memory(self) -> None:
+        """Raise InvalidArgumentError naming the runtime unless it can pause with memory to disk."""
+        if not self.saves_memory:
+            raise errors.InvalidArgumentError(
+                f"runtime {self.name!r} cannot pause a sandbox with its memory on this host "
+                f"({self.saves_memory_not_why}); pause it without memory (a freeze) or use runtime 'gvisor'",
+                field="memory",
+            )
+
+    async def save_memory(self, sandbox_id: str, image_dir: Path) -> None:
+        """Write every process and its memory to `image_dir`; the sandbox's processes then exit."""
+        self.check_saves_memory()
+
+    async def restore_memory(
+        self, sandbox_id: str, bundle: Path, image_dir: Path, log: Path, *, connected: bool = False
+    ) -> int:
+        """Start the sandbox again from `save_memory`'s image; returns the pid whose exit means it died."""
+        self.check_saves_memory()
+        raise AssertionError("unreachable")
+
     @abc.abstractmethod
     async def alive(self, sandbox_id: str) -> bool:
         """Whether the sandbox's init still exists (running or paused)."""

@@ -1,0 +1,197 @@
+"""Lifecycle figures: checkpoint, restore and fork of a sandbox that wrote 100 MB since its image.
+
+Each beside a baseline measured in the same run:
+- checkpoint and restore vs `cp -a` of the same writable layer (the upper
+  directory the sandbox wrote), the copy a checkpoint would make without clones;
+- restore also vs raw `runsc run true` elsewhere in the report (a restore boots
+  the sandbox again: the filesystem is the checkpoint's, the processes are new);
+- fork x N (until every new sandbox ran a command) vs N fresh creates started
+  together (until each ran a command);
+- pause with memory to disk and resume (until the agent is back) of a sandbox
+  whose Python process holds 200 MB, vs raw `runsc checkpoint` / `runsc
+  restore` of a raw runsc sandbox running the same Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from baselines import Plan
+from lib import arepeat, summary
+
+from sandlot.node import Limits, Node, SandboxSpec
+
+__all__ = ["checkpoint_figures", "memory_pause_figures"]
+
+WRITTEN_MB = 100
+HELD_MB = 200
+# Every page touched: untouched pages would cost a memory image nothing.
+HOLD = f"""
+import time
+b = bytearray({HELD_MB} << 20)
+for i in range(0, len(b), 4096):
+    b[i] = 1
+print("held", flush=True)
+time.sleep(100000)
+"""
+
+
+def _cp_a(src: Path) -> float:
+    dest = Path(tempfile.mkdtemp(prefix="slb-cp-", dir="/var/tmp"))
+    try:
+        t0 = time.perf_counter()
+        subprocess.run(["cp", "-a", f"{src}/.", str(dest)], check=True)
+        subprocess.run(["sync", "-f", str(dest)], check=True)  # as a checkpoint flushes its copy
+        return time.perf_counter() - t0
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+async def checkpoint_figures(node: Node, plan: Plan) -> dict[str, Any]:
+    spec = SandboxSpec(image="busybox", runtime="gvisor")
+    sbx = await node.create(spec)
+    out: dict[str, Any] = {"written_mb": WRITTEN_MB}
+    cks: list[str] = []
+    try:
+        res = await sbx.run(f"head -c {WRITTEN_MB << 20} /dev/urandom > /root/blob", timeout=300)
+        assert res.exit_code == 0, res
+        t0 = time.perf_counter()
+        first = await node.checkpoint(sbx.id, "first")
+        out["first checkpoint"] = summary([time.perf_counter() - t0])  # includes flushing the 100 MB
+        cks.append(first.id)
+        out["checkpoint size mb"] = first.size_bytes / (1 << 20)
+
+        async def checkpoint() -> float:
+            await sbx.run("echo change >> /root/log")
+            t0 = time.perf_counter()
+            ck = await node.checkpoint(sbx.id, f"ck{len(cks)}")
+            took = time.perf_counter() - t0
+            cks.append(ck.id)
+            return took
+
+        out["checkpoint"] = summary(await arepeat(checkpoint, plan.medium, plan.budget))
+
+        async def restore() -> float:
+            await sbx.run("echo change >> /root/log")
+            t0 = time.perf_counter()
+            await node.restore(sbx.id, first.id)
+            return time.perf_counter() - t0
+
+        out["restore"] = summary(await arepeat(restore, plan.slow, plan.budget))
+        check = await sbx.run("ls -l /root/blob; cat /root/log 2>&1")
+        assert str(WRITTEN_MB << 20) in check.stdout and "No such file" in check.stdout, check
+
+        async def restore_then_command() -> float:
+            t0 = time.perf_counter()
+            await node.restore(sbx.id, first.id)
+            await sbx.run(["/bin/true"])
+            return time.perf_counter() - t0
+
+        out["restore to command"] = summary(await arepeat(restore_then_command, plan.slow, plan.budget))
+        out["cp -a upper"] = summary(
+            [await asyncio.to_thread(_cp_a, sbx.layer.upper) for _ in range(max(3, plan.slow // 3))]
+        )
+
+        n = 10
+
+        async def fork() -> float:
+            t0 = time.perf_counter()
+            kids = await node.fork(first.id, n)
+            try:
+                await asyncio.gather(*(k.run(["/bin/true"]) for k in kids))
+                return time.perf_counter() - t0
+            finally:
+                await asyncio.gather(*(node.kill(k.id) for k in kids))
+
+        async def fresh() -> float:
+            async def one() -> Any:
+                s = await node.create(spec)
+                await s.run(["/bin/true"])
+                return s
+
+            t0 = time.perf_counter()
+            made = await asyncio.gather(*(one() for _ in range(n)))
+            took = time.perf_counter() - t0
+            await asyncio.gather(*(node.kill(s.id) for s in made))
+            return took
+
+        runs = 1 if plan.quick else 3
+        out["fork"] = summary(await arepeat(fork, runs, plan.budget, min_runs=1))
+        out["fresh creates"] = summary(await arepeat(fresh, runs, plan.budget, min_runs=1))
+        out["fork n"] = n
+    finally:
+        await node.kill(sbx.id)
+        for ck_id in cks:
+            await asyncio.to_thread(node.checkpoints.delete, ck_id)
+    return out
+
+
+async def memory_pause_figures(node: Node, plan: Plan, rootfs: Path) -> dict[str, Any]:
+    from lib import RawRuntime
+
+    out: dict[str, Any] = {"held_mb": HELD_MB}
+    sbx = await node.create(SandboxSpec(image="debian", runtime="gvisor", limits=Limits(memory_mb=1024)))
+    try:
+        proc = await sbx.start(["python3", "-c", HOLD])
+        async for _fd, data in proc.output():
+            if b"held" in data:
+                break
+        times: dict[str, list[float]] = {"pause": [], "resume": []}
+
+        async def once() -> None:
+            t0 = time.perf_counter()
+            await node.pause(sbx.id, memory=True)
+            times["pause"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await node.resume(sbx.id)
+            times["resume"].append(time.perf_counter() - t0)
+
+        await arepeat(once, plan.slow, plan.budget)
+        out.update({k: summary(v) for k, v in times.items()})
+    finally:
+        await node.kill(sbx.id)
+    raw = RawRuntime("gvisor", rootfs, node.config.data_dir / "raw-state")
+    raw.set_args(["/usr/bin/python3", "-c", HOLD])
+    try:
+        out.update(await asyncio.to_thread(_raw_checkpoint_restore, raw, max(3, plan.slow // 2)))
+    finally:
+        raw.close()
+    return out
+
+
+def _raw_checkpoint_restore(raw: Any, runs: int) -> dict[str, Any]:
+    from sandlot.node.spec import new_sandbox_id
+
+    cid = new_sandbox_id()
+    image = Path(tempfile.mkdtemp(prefix="slb-img-", dir="/var/tmp"))
+    bundle = str(raw.bundle)
+    ckpt, rest = [], []
+    try:
+        # The sandbox inherits its stdio: no pipes, or waiting on them never ends.
+        subprocess.run(raw.cli("run", "--detach", "--bundle", bundle, cid), check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        time.sleep(3)  # the python process touches its 200 MB
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            res = subprocess.run(raw.cli("checkpoint", "--image-path", str(image), cid), capture_output=True, text=True)
+            if res.returncode != 0:
+                raise RuntimeError(f"raw runsc checkpoint failed: {res.stdout} {res.stderr}")
+            ckpt.append(time.perf_counter() - t0)
+            subprocess.run(raw.cli("delete", "--force", cid), capture_output=True)
+            t0 = time.perf_counter()
+            subprocess.run(raw.cli("restore", "--detach", "--image-path", str(image), "--bundle", bundle, cid),
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)  # fmt: skip
+            rest.append(time.perf_counter() - t0)
+            for f in image.iterdir():
+                f.unlink()
+    finally:
+        raw.remove(cid)
+        shutil.rmtree(image, ignore_errors=True)
+    return {"raw checkpoint": summary(ckpt), "raw restore": summary(rest)}

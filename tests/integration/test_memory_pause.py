@@ -1,0 +1,81 @@
+"""Pause with memory to disk: processes, memory, open files and listeners survive; memory is released."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sandlot import errors
+
+pytestmark = pytest.mark.integration
+
+# A Python process holding a variable, an open file it keeps writing and a
+# listening TCP server on the sandbox's loopback; it answers "state" queries.
+SERVER = r"""
+import socket, sys
+secret = "s3cret-" + "x" * 10
+blob = bytearray(range(256)) * (40 << 12)  # ~40 MB of memory that must come back intact
+log = open("/tmp/open.log", "w")
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 7000)); srv.listen()
+print("ready", flush=True)
+while True:
+    c, _ = srv.accept()
+    c.recv(100)
+    log.write("served\n"); log.flush()
+    c.sendall(f"{secret} {sum(blob[:1<<20])} {len(blob)}".encode()); c.close()
+"""
+CLIENT = "import socket; s=socket.create_connection(('127.0.0.1', 7000)); s.send(b'q'); print(s.recv(200).decode())"
+EXPECTED = f"s3cret-xxxxxxxxxx {sum(bytearray(range(256)) * 4096)} {256 * (40 << 12)}"
+
+
+def test_pause_to_disk_and_resume(node: Any, make_sandbox: Any, aio: Any) -> None:
+    sbx = make_sandbox("debian", "gvisor")
+    proc = aio(sbx.start(["python3", "-c", SERVER]))
+
+    async def ready() -> None:
+        async for _fd, data in proc.output():
+            if b"ready" in data:
+                return
+
+    aio(ready())
+    pids_before = sbx.runtime.host_pids(sbx.id)
+    assert pids_before
+    aio(node.pause(sbx.id, memory=True))
+    assert sbx.state.value == "paused"
+    # Memory and processes are released: nothing of the sandbox runs on the host.
+    assert sbx.runtime.host_pids(sbx.id) == []
+    assert not any(p for p in pids_before if _alive(p))
+    with pytest.raises(errors.SandboxStateError):
+        aio(sbx.run("true"))
+    aio(node.resume(sbx.id))
+    assert sbx.state.value == "running"
+    res = aio(sbx.run(["python3", "-c", CLIENT], timeout=60))
+    assert res.stdout.strip() == EXPECTED, res
+    assert aio(sbx.run("cat /tmp/open.log")).stdout == "served\n"
+    # A second round trip through disk works the same.
+    aio(node.pause(sbx.id, memory=True))
+    aio(node.resume(sbx.id))
+    assert aio(sbx.run(["python3", "-c", CLIENT], timeout=60)).stdout.strip() == EXPECTED
+    assert aio(sbx.run("cat /tmp/open.log")).stdout == "served\nserved\n"
+    # Killing a sandbox paused to disk frees everything.
+    aio(node.pause(sbx.id, memory=True))
+    aio(node.kill(sbx.id))
+    assert not sbx.dir.exists()
+
+
+def test_container_runtime_refuses_memory_pause_clearly(node: Any, make_sandbox: Any, aio: Any) -> None:
+    sbx = make_sandbox("busybox", "container")
+    with pytest.raises(errors.InvalidArgumentError, match="runtime 'container' cannot pause a sandbox with its memory"):
+        aio(node.pause(sbx.id, memory=True))
+    assert sbx.state.value == "running"
+    assert aio(sbx.run("echo still")).stdout == "still\n"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
