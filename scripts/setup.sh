@@ -16,6 +16,7 @@ packages=(
   debootstrap           # builds the Debian base image from Debian's packages
   golang-go gcc libc6-dev  # build the in-sandbox agent and the statx preload
   e2fsprogs mount util-linux procps iproute2 ca-certificates
+  nftables              # per-sandbox network policy (src/sandlot/node/network.py)
   postgresql            # the API's PostgreSQL tests start a throwaway cluster
   bubblewrap            # a baseline of bench/run
   python3 python3-venv python3-pip
