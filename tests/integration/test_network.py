@@ -156,6 +156,21 @@ def test_one_sandbox_cannot_reach_another(make: Any, aio: Any) -> None:
     assert fetch(aio, a, f"http://{b.net.address}:8000/") == ["ERR URLError"]
 
 
+def test_host_names_are_resolved_again_when_their_answer_changes(
+    make: Any, aio: Any, net_node: Any, internet: Internet
+) -> None:
+    sbx = make({"mode": "egress", "allow": ["moving.test"]})
+    web, other = f"http://{internet.web}/", f"http://{internet.other}/"
+    try:
+        assert fetch(aio, sbx, web, other) == [f"hello from {internet.web}", "ERR URLError"]
+        internet.set_name("moving.test", internet.other)
+        assert aio(net_node.network.refresh(sbx.net)) is True
+        assert fetch(aio, sbx, web, other) == ["ERR URLError", f"hello from {internet.other}"]
+        assert aio(net_node.network.refresh(sbx.net)) is False, "nothing changed since"
+    finally:
+        internet.set_name("moving.test", internet.web)
+
+
 def test_policy_changes_apply_to_a_running_sandbox(make: Any, aio: Any, net_node: Any, internet: Internet) -> None:
     sbx = make({"mode": "egress"})
     url = f"http://{internet.web}/"

@@ -280,6 +280,16 @@ class NetworkManager:
         await _must(f"applying the network policy of sandbox {net.sandbox_id}", "nft", "-f", "-", stdin=script.encode())
         net.policy, net.resolved = policy, resolved
 
+    async def refresh(self, net: SandboxNet) -> bool:
+        """Resolve the policy's host names again; re-apply it when an answer changed. True if it did."""
+        if not net.policy.names:
+            return False
+        resolved = await resolve_names(net.policy.names, self.dns_servers)
+        if {k: sorted(v) for k, v in resolved.items()} == {k: sorted(v) for k, v in net.resolved.items()}:
+            return False
+        await self.apply(net, net.policy)
+        return True
+
     async def teardown(self, net: SandboxNet) -> list[str]:
         """Remove everything `setup` made. Idempotent; returns what could not be removed."""
         problems: list[str] = []
