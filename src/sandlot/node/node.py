@@ -290,18 +290,20 @@ class Node:
         """
         sbx = self.get(sandbox_id)
         new = NetworkPolicy.parse(policy)
-        if sbx.killed:
-            raise errors.SandboxStateError(f"cannot change the network of sandbox {sandbox_id}: it is killed")
-        if sbx.net is None:
-            if not new.connected:
-                return new
-            raise errors.SandboxStateError(
-                f"sandbox {sandbox_id} was created with network 'none' and has no interface; create it with "
-                "mode 'egress' (an empty allow list reaches nothing) to change its policy while it runs"
-            )
-        await self.network.apply(sbx.net, new)
-        sbx.spec.network = new
-        _save_network(sbx)
+        # Under the kill lock: a policy applied after a teardown would leave its table behind.
+        async with sbx._kill_lock:
+            if sbx.killed:
+                raise errors.SandboxStateError(f"cannot change the network of sandbox {sandbox_id}: it is killed")
+            if sbx.net is None:
+                if not new.connected:
+                    return new
+                raise errors.SandboxStateError(
+                    f"sandbox {sandbox_id} was created with network 'none' and has no interface; create it with "
+                    "mode 'egress' (an empty allow list reaches nothing) to change its policy while it runs"
+                )
+            await self.network.apply(sbx.net, new)
+            sbx.spec.network = new
+            _save_network(sbx)
         self._watch_names(new)
         return new
 
