@@ -17,6 +17,7 @@ packages=(
   golang-go gcc libc6-dev  # build the in-sandbox agent and the statx preload
   e2fsprogs mount util-linux procps iproute2 ca-certificates
   btrfs-progs           # the node's disk store: sandbox disks cloned by reflink (checkpoints, fork)
+  nftables              # per-sandbox network policy (src/sandlot/node/network.py)
   postgresql            # the API's PostgreSQL tests start a throwaway cluster
   bubblewrap            # a baseline of bench/run
   python3 python3-venv python3-pip

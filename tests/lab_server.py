@@ -1,24 +1,26 @@
 """Run inside the tests' "internet" namespace: HTTP on :80 and DNS on ADDR:53.
 
-    python lab_server.py ADDR name=1.2.3.4,other=5.6.7.8
+    python lab_server.py ADDR NAMES_FILE
 
 HTTP answers every GET with `hello from <the address it was reached on>`;
 port 9000 counts the bytes it receives until EOF and answers the count.
-DNS answers A queries for the given names (NXDOMAIN for the rest).
+DNS answers A queries for the names in NAMES_FILE (JSON {name: address},
+read again for every query, so a test can change an answer); NXDOMAIN for the rest.
 Prints `ready` once both listen.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 
 class Dns(asyncio.DatagramProtocol):
-    def __init__(self, names: dict[str, str]) -> None:
-        self.names = names
+    def __init__(self, names_file: str) -> None:
+        self.names_file = names_file
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.DatagramTransport = transport  # type: ignore[assignment]
@@ -30,9 +32,11 @@ class Dns(asyncio.DatagramProtocol):
             return
         reply = q.reply()
         name = str(q.q.qname).rstrip(".").lower()
-        if name in self.names and q.q.qtype == QTYPE.A:
-            reply.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(self.names[name]), ttl=5))
-        elif name not in self.names:
+        with open(self.names_file) as f:
+            names = json.load(f)
+        if name in names and q.q.qtype == QTYPE.A:
+            reply.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(names[name]), ttl=5))
+        elif name not in names:
             reply.header.rcode = RCODE.NXDOMAIN
         self.transport.sendto(reply.pack(), addr)
 
@@ -63,10 +67,9 @@ async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 
 async def main() -> None:
-    addr = sys.argv[1]
-    names = dict(item.split("=", 1) for item in sys.argv[2].split(",") if item)
+    addr, names_file = sys.argv[1], sys.argv[2]
     loop = asyncio.get_running_loop()
-    await loop.create_datagram_endpoint(lambda: Dns(names), local_addr=(addr, 53))
+    await loop.create_datagram_endpoint(lambda: Dns(names_file), local_addr=(addr, 53))
     server = await asyncio.start_server(http, "0.0.0.0", 80)
     await asyncio.start_server(sink, "0.0.0.0", 9000)
     print("ready", flush=True)

@@ -73,7 +73,10 @@ def test_ports_are_private_until_made_public(api_server: Server, admin: httpx.Cl
     other = admin.post("/keys", json={"team": "outsiders"}).json()["key"]
     assert httpx.get(url, headers={"X-API-Key": other}).status_code == 404, "another team's key opens nothing"
     token = served["network"]["access_token"]
-    assert httpx.get(url, params={"sandlot_access_token": token}).status_code == 200
+    first = httpx.get(url, params={"sandlot_access_token": token})
+    assert first.status_code == 200, "a browser's first visit, token in the query"
+    assert first.cookies["sandlot_access_token"] == token
+    assert httpx.get(url, cookies={"sandlot_access_token": token}).status_code == 200, "then by cookie"
     assert httpx.get(f"{api_server.url}/x", headers={"Host": _host(sid)}).status_code == 401
     info = admin.put(f"/sandboxes/{sid}/public-ports/{PORT}").json()
     assert info["public_ports"] == [PORT]

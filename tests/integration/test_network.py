@@ -91,11 +91,11 @@ def host_address() -> str:
 
 @pytest.mark.parametrize("runtime", ["gvisor", "container"])
 def test_egress_allows_listed_destinations_and_deny_wins(make: Any, aio: Any, internet: Internet, runtime: str) -> None:
-    sbx = make({"mode": "egress", "allow": ["allowed.test", "198.18.0.0/24"], "deny": ["denied.test"]}, runtime)
+    sbx = make({"mode": "egress", "allow": ["allowed.test", internet.subnet], "deny": ["denied.test"]}, runtime)
     got = fetch(aio, sbx, f"http://{internet.web}/", f"http://{internet.other}/", "http://allowed.test/",
                 "http://denied.test/")  # fmt: skip
     assert got[0] == f"hello from {internet.web}"
-    assert got[1].startswith("ERR"), "198.18.0.3 is denied by name (denied.test), deny wins over the allowed /24"
+    assert got[1].startswith("ERR"), "other is denied by name (denied.test): deny wins over the allowed /24"
     assert got[2] == f"hello from {internet.web}", "names resolve through the sandbox's DNS"
     assert got[3].startswith("ERR")
 
@@ -154,6 +154,21 @@ def test_one_sandbox_cannot_reach_another(make: Any, aio: Any) -> None:
         time.sleep(0.1)
     assert "Directory listing" in res.stdout, "b's server answers inside b"
     assert fetch(aio, a, f"http://{b.net.address}:8000/") == ["ERR URLError"]
+
+
+def test_host_names_are_resolved_again_when_their_answer_changes(
+    make: Any, aio: Any, net_node: Any, internet: Internet
+) -> None:
+    sbx = make({"mode": "egress", "allow": ["moving.test"]})
+    web, other = f"http://{internet.web}/", f"http://{internet.other}/"
+    try:
+        assert fetch(aio, sbx, web, other) == [f"hello from {internet.web}", "ERR URLError"]
+        internet.set_name("moving.test", internet.other)
+        assert aio(net_node.network.refresh(sbx.net)) is True
+        assert fetch(aio, sbx, web, other) == ["ERR URLError", f"hello from {internet.other}"]
+        assert aio(net_node.network.refresh(sbx.net)) is False, "nothing changed since"
+    finally:
+        internet.set_name("moving.test", internet.web)
 
 
 def test_policy_changes_apply_to_a_running_sandbox(make: Any, aio: Any, net_node: Any, internet: Internet) -> None:

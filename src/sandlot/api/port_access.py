@@ -4,7 +4,9 @@ Ports are private by default. A request for port P of sandbox S passes when
 P is public for S, or it carries S's access token (header
 `X-Sandlot-Access-Token`, or `?sandlot_access_token=` for a browser's first
 visit), or an API key of S's team. Each sandbox gets its own random token; the
-token and the public ports live beside the sandbox (`<sandbox dir>/ports.json`)
+token arrives by query, the answer sets it as a cookie (`sandlot_access_token`,
+scoped to that port's path, or to the host name), so the page's own requests
+pass too. The token and the public ports live beside the sandbox (`<sandbox dir>/ports.json`)
 so a restarted server keeps them.
 
 Invariant: `_cache[id]` mirrors that file for the sandbox object it was read
@@ -41,6 +43,15 @@ def check_port(port: int) -> int:
     if not 1 <= port <= 65535:
         raise errors.InvalidArgumentError(f"port must be between 1 and 65535, got {port}", field="port")
     return port
+
+
+def _cookie(headers: object, name: str) -> str | None:
+    assert hasattr(headers, "get")
+    for part in str(headers.get("cookie") or "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name and value:
+            return value
+    return None
 
 
 class PortAccessRegistry:
@@ -94,7 +105,7 @@ class PortAccessRegistry:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
         access = self.get(sbx)
         if port not in access.public:
-            token = headers.get(TOKEN_HEADER) or query.get(TOKEN_QUERY)
+            token = headers.get(TOKEN_HEADER) or query.get(TOKEN_QUERY) or _cookie(headers, TOKEN_QUERY)
             if not (token and hmac.compare_digest(str(token).encode(), access.token.encode())):
                 key = _key_from(headers, query.get("api_key"))
                 if not key:

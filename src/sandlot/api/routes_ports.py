@@ -20,7 +20,7 @@ from sandlot.api.deps import SandboxId, Svc, Who
 from sandlot.api.host_routing import SCOPE_KEY, HostRoutes, HostRoutingMiddleware, Receive, Scope, Send
 from sandlot.api.http_errors import error_response, status_of
 from sandlot.api.models import ErrorBody, NetworkInfo, NetworkSettings
-from sandlot.api.port_access import PortAccessRegistry
+from sandlot.api.port_access import TOKEN_QUERY, PortAccessRegistry
 from sandlot.api.port_proxy import PortProxy
 from sandlot.node import Sandbox as NodeSandbox
 from sandlot.node.netpolicy import NetworkPolicy
@@ -87,13 +87,18 @@ async def make_private(sandbox_id: SandboxId, port: Port, who: Who, svc: Svc, re
     return network_info(request.app, sbx)
 
 
-async def _serve_http(request: Request, sandbox_id: str, port: int, path: str) -> Response:
+async def _serve_http(request: Request, sandbox_id: str, port: int, path: str, cookie_path: str) -> Response:
+    registry = _registry(request.app)
     try:
-        sbx = await _registry(request.app).authorize(sandbox_id, port, request.headers, request.query_params)
+        sbx = await registry.authorize(sandbox_id, port, request.headers, request.query_params)
     except errors.SandlotError as exc:
         return error_response(status_of(exc), exc.code, exc.message, exc.field)
     proxy: PortProxy = request.app.state.port_proxy
-    return await proxy.http(request, sbx, port, path)
+    response = await proxy.http(request, sbx, port, path)
+    token = registry.get(sbx).token
+    if request.query_params.get(TOKEN_QUERY) == token:  # a browser's first visit: keep it in a cookie
+        response.set_cookie(TOKEN_QUERY, token, path=cookie_path, httponly=True, samesite="lax")
+    return response
 
 
 async def _serve_ws(ws: WebSocket, sandbox_id: str, port: int, path: str) -> None:
@@ -108,12 +113,12 @@ async def _serve_ws(ws: WebSocket, sandbox_id: str, port: int, path: str) -> Non
 
 @router.api_route("/sandboxes/{sandbox_id}/ports/{port}/{path:path}", methods=_METHODS, include_in_schema=False)
 async def port_http(sandbox_id: str, port: int, path: str, request: Request) -> Response:
-    return await _serve_http(request, sandbox_id, port, path)
+    return await _serve_http(request, sandbox_id, port, path, f"/sandboxes/{sandbox_id}/ports/{port}/")
 
 
 @router.api_route("/sandboxes/{sandbox_id}/ports/{port}", methods=_METHODS, include_in_schema=False)
 async def port_http_root(sandbox_id: str, port: int, request: Request) -> Response:
-    return await _serve_http(request, sandbox_id, port, "")
+    return await _serve_http(request, sandbox_id, port, "", f"/sandboxes/{sandbox_id}/ports/{port}/")
 
 
 @router.websocket("/sandboxes/{sandbox_id}/ports/{port}/{path:path}")
@@ -133,7 +138,7 @@ def _host_routed(app: FastAPI) -> object:
         path = scope.get("path", "/")
         if scope["type"] == "http":
             request = Request(scope, receive)
-            response = await _serve_http(request, sandbox_id, port, path)
+            response = await _serve_http(request, sandbox_id, port, path, "/")
             await response(scope, receive, send)
         else:
             await _serve_ws(WebSocket(scope, receive, send), sandbox_id, port, path)

@@ -128,7 +128,8 @@ def render_rules(net: SandboxNet, policy: NetworkPolicy, resolved: dict[str, lis
     hif, t = net.host_if, net.table
     blocked = [*ALWAYS_BLOCKED, net.subnet]
     reject = "reject with icmpx type admin-prohibited"
-    egress = [f"    meta nfproto ipv6 {reject}"]
+    # Only its own address leaves (no spoofing from a raw socket), and no IPv6.
+    egress = [f"    meta nfproto ipv6 {reject}", f"    ip saddr != {net.address} drop"]
     if policy.mode == "none":
         egress.append(f"    {reject}")
     else:
@@ -137,8 +138,8 @@ def render_rules(net: SandboxNet, policy: NetworkPolicy, resolved: dict[str, lis
             egress.append(f"    limit rate over {rate} bytes/second burst {max(rate // 4, 16384)} bytes drop")
         egress.append(f"    ip daddr @deny {reject}")
         egress.append(f"    ct state new ct count over {policy.max_connections} {reject}")
-        if dns:
-            egress.append("    ct status dnat accept")
+        if dns:  # only queries to the gateway, which prerouting sent to the upstream resolver
+            egress.append(f"    ct original ip daddr {net.gateway} meta l4proto {{ tcp, udp }} th dport 53 accept")
         egress.append("    ip daddr @allow accept")
         egress.append(f"    ip daddr @blocked {reject}")
         egress.append("    accept" if policy.mode == "full" else f"    {reject}")
@@ -278,6 +279,16 @@ class NetworkManager:
         script = render_rules(net, policy, resolved, self.dns_servers)
         await _must(f"applying the network policy of sandbox {net.sandbox_id}", "nft", "-f", "-", stdin=script.encode())
         net.policy, net.resolved = policy, resolved
+
+    async def refresh(self, net: SandboxNet) -> bool:
+        """Resolve the policy's host names again; re-apply it when an answer changed. True if it did."""
+        if not net.policy.names:
+            return False
+        resolved = await resolve_names(net.policy.names, self.dns_servers)
+        if {k: sorted(v) for k, v in resolved.items()} == {k: sorted(v) for k, v in net.resolved.items()}:
+            return False
+        await self.apply(net, net.policy)
+        return True
 
     async def teardown(self, net: SandboxNet) -> list[str]:
         """Remove everything `setup` made. Idempotent; returns what could not be removed."""

@@ -44,6 +44,8 @@ log = logging.getLogger("sandlot.node")
 MAX_SOCKET_PATH = 107
 #: How long a new sandbox's agent may take to dial in (gVisor boots in ~0.2 s).
 AGENT_CONNECT_TIMEOUT = 30.0
+#: How often the host names of network policies are resolved again (answers change: CDNs, failover).
+NAME_REFRESH_INTERVAL = 60.0
 
 
 @dataclass
@@ -95,6 +97,7 @@ class Node:
         )
         self._starting = asyncio.Semaphore(max(2, 2 * (os.cpu_count() or 1)))
         self._refilling: asyncio.Future[None] | None = None
+        self._name_refresher: asyncio.Task[None] | None = None
         # Orphaned sandbox processes must come to us, not to a lazy host init.
         reaper.become_subreaper()
 
@@ -297,6 +300,7 @@ class Node:
             return None
         sbx.net = await net_setup
         _save_network(sbx)
+        self._watch_names(sbx.net.policy)
         resolv = self.network.resolv_conf(sbx.net)
         if resolv:
             etc = sbx.layer.rootfs / "etc"
@@ -325,19 +329,42 @@ class Node:
         """
         sbx = self.get(sandbox_id)
         new = NetworkPolicy.parse(policy)
-        if sbx.killed:
-            raise errors.SandboxStateError(f"cannot change the network of sandbox {sandbox_id}: it is killed")
-        if sbx.net is None:
-            if not new.connected:
-                return new
-            raise errors.SandboxStateError(
-                f"sandbox {sandbox_id} was created with network 'none' and has no interface; create it with "
-                "mode 'egress' (an empty allow list reaches nothing) to change its policy while it runs"
-            )
-        await self.network.apply(sbx.net, new)
-        sbx.spec.network = new
-        _save_network(sbx)
+        # Under the kill lock: a policy applied after a teardown would leave its table behind.
+        async with sbx._kill_lock:
+            if sbx.killed:
+                raise errors.SandboxStateError(f"cannot change the network of sandbox {sandbox_id}: it is killed")
+            if sbx.net is None:
+                if not new.connected:
+                    return new
+                raise errors.SandboxStateError(
+                    f"sandbox {sandbox_id} was created with network 'none' and has no interface; create it with "
+                    "mode 'egress' (an empty allow list reaches nothing) to change its policy while it runs"
+                )
+            await self.network.apply(sbx.net, new)
+            sbx.spec.network = new
+            _save_network(sbx)
+        self._watch_names(new)
         return new
+
+    def _watch_names(self, policy: NetworkPolicy) -> None:
+        if policy.names and (self._name_refresher is None or self._name_refresher.done()):
+            self._name_refresher = self._spawn(self._refresh_names_forever())
+
+    async def _refresh_names_forever(self) -> None:
+        """Keep the addresses behind policy host names current (a task, while any policy names hosts)."""
+        while True:
+            await asyncio.sleep(NAME_REFRESH_INTERVAL)
+            nets = [s for s in list(self._sandboxes.values()) if s.net is not None and s.net.policy.names]
+            if not nets:
+                return
+            for sbx in nets:
+                assert sbx.net is not None
+                try:
+                    async with sbx._kill_lock:
+                        if not sbx.killed and await self.network.refresh(sbx.net):
+                            _save_network(sbx)
+                except errors.SandlotError as exc:
+                    log.error("refreshing the host names of sandbox %s: %s", sbx.id, exc)
 
     async def _wait_agent(self, sbx: Sandbox, exited: asyncio.Task[None]) -> None:
         waiter = asyncio.ensure_future(sbx.conn.wait_connected(AGENT_CONNECT_TIMEOUT))

@@ -119,6 +119,7 @@ async def _recover_one(
         try:
             sbx.net = SandboxNet.from_json(net_file.read_text())
             spec.network = sbx.net.policy
+            node._watch_names(spec.network)
         except (OSError, ValueError, KeyError, errors.SandlotError) as exc:
             log.error("sandbox %s: unreadable network.json (%s); its network is swept", sandbox_id, exc)
 
