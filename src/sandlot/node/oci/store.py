@@ -279,9 +279,16 @@ class ImageStore:
             self._file(image.name).unlink(missing_ok=True)
         return self.gc()
 
-    def gc(self) -> list[str]:
-        """Remove every layer no template references (and download debris); return their ids."""
+    def gc(self, *, prune_build_cache: bool = False) -> list[str]:
+        """Remove every layer no template references (and download debris); return their ids.
+
+        Layers of cached build steps count as referenced unless `prune_build_cache`
+        drops the step cache first (the next build then runs every step again).
+        """
         with self._store_lock(fcntl.LOCK_EX):
+            if prune_build_cache:
+                for entry in (self.root / "build-cache").glob("*.json"):
+                    entry.unlink(missing_ok=True)
             used: set[str] = set()
             # Templates and the build cache's steps hold layers.
             for path in [*self.templates_dir.glob("*.json"), *(self.root / "build-cache").glob("*.json")]:
