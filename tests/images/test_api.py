@@ -169,3 +169,24 @@ def test_cli_template_build_and_sdk_build_errors(
     with pytest.raises(errors.ImageNotFoundError):
         Templates.get("cli-broken")
     Templates.delete("cli-built")
+
+
+def test_start_command_over_cli_and_sdk(
+    env: dict[str, str], server: Server, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandlot.sdk import Sandbox, Templates
+
+    monkeypatch.setenv("SANDLOT_API_URL", server.url)
+    monkeypatch.setenv("SANDLOT_API_KEY", server.admin_key)
+    Templates.pull(f"{registry.host}/t/app:1", name="api-server")
+    res = sandlot(
+        env, "template", "start", "api-server", "--cmd", "sleep 1; echo ok > /app/ready; exec sleep 1000",
+        "--ready-cmd", "test -f /app/ready",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    info = Templates.get("api-server")
+    assert info.start is not None and info.start.ready_cmd == "test -f /app/ready"
+    with Sandbox.create("api-server") as sbx:
+        assert sbx.commands.run("cat /app/ready").stdout == "ok\n"
+    assert Templates.set_start("api-server", None).start is None
+    Templates.delete("api-server")

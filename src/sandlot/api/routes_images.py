@@ -22,7 +22,15 @@ from pydantic import BaseModel
 from sandlot import errors
 from sandlot.api.auth import require_admin
 from sandlot.api.deps import Who
-from sandlot.api.models import ErrorBody, ImagePull, ProgressEvent, TemplateEvent, TemplateInfo, TemplateList
+from sandlot.api.models import (
+    ErrorBody,
+    ImagePull,
+    ProgressEvent,
+    TemplateEvent,
+    TemplateInfo,
+    TemplateList,
+    TemplateStart,
+)
 from sandlot.api.streams import event_stream
 from sandlot.node import Node
 from sandlot.node.dockerfile.builder import BuildOptions, build
@@ -30,6 +38,7 @@ from sandlot.node.images import Image
 from sandlot.node.oci.reference import Reference
 from sandlot.node.oci.registry import RegistryConfig
 from sandlot.node.oci.store import check_template_name
+from sandlot.node.readiness import StartSpec
 
 __all__ = ["progress_events", "router", "template_info"]
 
@@ -54,6 +63,7 @@ def template_info(image: Image) -> TemplateInfo:
         user=c.user,
         entrypoint=c.entrypoint,
         cmd=c.cmd,
+        start=TemplateStart(**image.start.to_dict()) if image.start else None,
     )
 
 
@@ -185,6 +195,21 @@ async def list_templates(who: Who, request: Request) -> TemplateList:
     """The templates on this node (built-ins appear once built)."""
     images = await asyncio.to_thread(_node(request).images.list_templates)
     return TemplateList(templates=[template_info(i) for i in images])
+
+
+@router.put("/templates/{name:path}/start", response_model=TemplateInfo)
+async def set_start(name: TemplateName, body: TemplateStart, who: Who, request: Request) -> TemplateInfo:
+    """Give the template a start command and readiness check (admin only): new sandboxes wait for it."""
+    require_admin(who)
+    start = StartSpec(body.cmd, body.ready_cmd, body.ready_port, body.timeout)
+    return template_info(await asyncio.to_thread(_node(request).images.set_start, name, start))
+
+
+@router.delete("/templates/{name:path}/start", response_model=TemplateInfo)
+async def clear_start(name: TemplateName, who: Who, request: Request) -> TemplateInfo:
+    """Remove the template's start command (admin only)."""
+    require_admin(who)
+    return template_info(await asyncio.to_thread(_node(request).images.set_start, name, None))
 
 
 @router.get("/templates/{name:path}", response_model=TemplateInfo)

@@ -12,6 +12,7 @@
     sandlot image pull REF                 pull an image from a registry into a template
     sandlot template build -t NAME DIR     build a template from a Dockerfile (RUN steps in sandboxes)
     sandlot template ls|inspect|rm         the server's templates
+    sandlot template start NAME --cmd ...  a start command (and readiness check) for its sandboxes
     sandlot run -- CMD...                  one command in a fresh sandbox on this host (embeds a node)
 
 Every command but `run` and `serve` talks to the API at --api-url / $SANDLOT_API_URL

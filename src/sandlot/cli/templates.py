@@ -114,6 +114,23 @@ def inspect(api: Api, name: str) -> None:
     print_json(info)
 
 
+@template_group.command("start")
+@click.argument("name")
+@click.option("--cmd", default=None, help="shell command every new sandbox starts (omit to remove it)")
+@click.option("--ready-cmd", default=None, help="ready once this command exits 0")
+@click.option("--ready-port", type=int, default=None, help="ready once this TCP port listens")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds a create waits")
+@pass_api
+def start(api: Api, name: str, cmd: str | None, ready_cmd: str | None, ready_port: int | None, timeout: float) -> None:
+    """Set (or, without --cmd, remove) the template's start command and readiness check."""
+    info = run_async(
+        AsyncTemplates.set_start(
+            name, cmd, ready_cmd=ready_cmd, ready_port=ready_port, timeout=timeout, api_url=api.url, api_key=api.key
+        )
+    )
+    click.echo(f"{info.name}: " + (f"starts {info.start.cmd!r}" if info.start else "no start command"))
+
+
 @template_group.command("rm")
 @click.argument("names", nargs=-1, required=True)
 @pass_api

@@ -176,6 +176,41 @@ class AsyncTemplates:
             await transport.close()
 
     @classmethod
+    async def set_start(
+        cls,
+        name: str,
+        cmd: str | None,
+        *,
+        ready_cmd: str | None = None,
+        ready_port: int | None = None,
+        timeout: float = 60.0,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> TemplateInfo:
+        """Make every new sandbox of `name` start `cmd` and wait until it is ready (admin key).
+
+        Args:
+            name: the template.
+            cmd: a shell command left running (a server); None removes the start command.
+            ready_cmd: ready once this command exits 0.
+            ready_port: ready once this TCP port listens inside the sandbox.
+            timeout: seconds a create waits before failing with TimeoutError_.
+
+        Example:
+            >>> AsyncTemplates.set_start("web", "python3 -m http.server 8000", ready_port=8000)
+        """
+        transport = Transport(api_url, api_key, None)
+        try:
+            if cmd is None:
+                raw = await transport.json("DELETE", _path(name) + "/start")
+            else:
+                body = {"cmd": cmd, "ready_cmd": ready_cmd, "ready_port": ready_port, "timeout": timeout}
+                raw = await transport.json("PUT", _path(name) + "/start", json=body)
+            return TemplateInfo.model_validate(raw)
+        finally:
+            await transport.close()
+
+    @classmethod
     async def delete(cls, name: str, *, api_url: str | None = None, api_key: str | None = None) -> None:
         """Delete a template (admin key) and free the layers no other template uses.
 
@@ -208,6 +243,10 @@ class Templates:
     @classmethod
     def get(cls, name: str, **kw: Any) -> TemplateInfo:
         return _Portal.call(AsyncTemplates.get(name, **kw))
+
+    @classmethod
+    def set_start(cls, name: str, cmd: str | None, **kw: Any) -> TemplateInfo:
+        return _Portal.call(AsyncTemplates.set_start(name, cmd, **kw))
 
     @classmethod
     def delete(cls, name: str, **kw: Any) -> None:

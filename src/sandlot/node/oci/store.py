@@ -36,6 +36,7 @@ from sandlot.node.oci.layout import import_archive, import_layout
 from sandlot.node.oci.pull import pull
 from sandlot.node.oci.reference import Reference, looks_like_reference
 from sandlot.node.oci.registry import RegistryConfig
+from sandlot.node.readiness import StartSpec
 
 __all__ = ["ImageStore", "check_template_name"]
 
@@ -101,6 +102,7 @@ class ImageStore:
             digest=d.get("digest", ""),
             created_at=float(d.get("created_at", 0)),
             size=int(d.get("size", 0)),
+            start=StartSpec.from_dict(d.get("start")),
         )
 
     def _publish(
@@ -226,6 +228,22 @@ class ImageStore:
         check_template_name(name)
         with self._name_lock(name):
             return self._publish(name, layer_ids, config, source, digest)
+
+    def set_start(self, name: str, start: StartSpec | None) -> builtin.Image:
+        """Give template `name` a start command and readiness check (None: remove them)."""
+        image = self.get(name)
+        if image is None:
+            raise errors.ImageNotFoundError(f"template {name!r} not found")
+        with self._name_lock(image.name):
+            path = self._file(image.name)
+            record = json.loads(path.read_text())
+            record["start"] = start.validate().to_dict() if start else None
+            tmp = self.templates_dir / f".{uuid.uuid4().hex}.tmp"
+            tmp.write_text(json.dumps(record, indent=1))
+            os.rename(tmp, path)
+        image = self._load(path)
+        assert image is not None
+        return image
 
     def config_of(self, name: str) -> dict[str, Any]:
         """The full OCI `config` object a template was published with (labels and ports included)."""
