@@ -156,6 +156,29 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, str, float, str]]:
                     f"{_get(m, op, 'runs'):.0f}",
                 )
             )
+    if "p50_ms" in s.get("image pull", {}):
+        pull = s["image pull"]
+        out.append(
+            (
+                f"pull + unpack a {pull['unpacked_mb']:.0f} MB image ({pull['layers']:.0f} layers), local registry",
+                pull["p50_ms"],
+                "ms",
+                "`skopeo copy` + `umoci unpack` of it",
+                _get(s, "skopeo copy + umoci unpack", "p50_ms"),
+                f"{pull['runs']:.0f}",
+            )
+        )
+    if "rebuild last line changed" in s:
+        out.append(
+            (
+                "Dockerfile rebuild, only the last line changed",
+                _get(s, "rebuild last line changed", "p50_ms"),
+                "ms",
+                "the same build with an empty step cache",
+                _get(s, "build with an empty cache", "p50_ms"),
+                "1",
+            )
+        )
     for rt, raw in (("gvisor", "runsc"), ("container", "crun")):
         out.append(
             (

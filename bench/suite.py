@@ -25,6 +25,7 @@ from typing import Any
 import report
 from baselines import Plan, measure_all
 from compat import e2b_figures
+from images_bench import image_figures
 from lib import IMAGE_CACHE, ROOT
 from measure import http_figures, make_node, node_figures
 
@@ -36,6 +37,7 @@ async def run_sandlot(plan: Plan, work: Path) -> dict[str, Any]:
     node = make_node(work / "node", BUNDLE_CACHE)
     try:
         out = await node_figures(node, plan)
+        out.update(await image_figures(node, plan, work / "images"))
     finally:
         await node.close()
     out.update(await http_figures(work / "api", BUNDLE_CACHE, plan))

@@ -74,3 +74,4 @@ def inode(node: Any, registry: Registry, auth_registry: Registry) -> Iterator[An
         if image.name not in BUILDERS and image.name not in ALIASES:
             with contextlib.suppress(Exception):  # in use by a sandbox another test still holds
                 node.images.remove(image.name)
+    node.images.gc(prune_build_cache=True)

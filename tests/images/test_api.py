@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,3 +140,53 @@ def test_cli_image_pull_template_ls_inspect_rm_and_create(env: dict[str, str], r
     # This server pulls only from the registries it is configured with.
     res = sandlot(env, "image", "pull", "example.invalid/t/app:1")
     assert res.returncode == 2 and "pulls only from its configured registries" in res.stderr
+
+
+def test_cli_template_build_and_sdk_build_errors(
+    env: dict[str, str], server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandlot.sdk import Sandbox, Templates
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    token = uuid.uuid4().hex  # the step cache lives in the shared test store: make these steps new
+    (ctx / "greeting.txt").write_text(f"built over the API {token}\n")
+    df = tmp_path / "build.Dockerfile"  # outside the context, as -f allows
+    df.write_text("FROM busybox\nARG N=1\nCOPY greeting.txt /g.txt\nRUN echo n=$N && cp /g.txt /g2.txt\n")
+    res = sandlot(env, "template", "build", "-f", str(df), "-t", "cli-built", "--build-arg", "N=7", str(ctx))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("cli-built (") and "n=7" in res.stderr and "Step 4/4 : RUN" in res.stderr
+    monkeypatch.setenv("SANDLOT_API_URL", server.url)
+    monkeypatch.setenv("SANDLOT_API_KEY", server.admin_key)
+    with Sandbox.create("cli-built") as sbx:
+        assert sbx.commands.run("cat /g2.txt").stdout == f"built over the API {token}\n"
+    df.write_text(f"FROM busybox\nRUN echo about to fail {token}; exit 42\n")
+    with pytest.raises(errors.BuildError, match=r"(?s)line 2: RUN .* exit code 42.*about to fail"):
+        Templates.build(ctx, "cli-broken", dockerfile=df)
+    df.write_text("FROM busybox\nCOPY\n")
+    with pytest.raises(errors.DockerfileError, match="line 2"):
+        Templates.build(ctx, "cli-broken", dockerfile=df)
+    with pytest.raises(errors.ImageNotFoundError):
+        Templates.get("cli-broken")
+    Templates.delete("cli-built")
+
+
+def test_start_command_over_cli_and_sdk(
+    env: dict[str, str], server: Server, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandlot.sdk import Sandbox, Templates
+
+    monkeypatch.setenv("SANDLOT_API_URL", server.url)
+    monkeypatch.setenv("SANDLOT_API_KEY", server.admin_key)
+    Templates.pull(f"{registry.host}/t/app:1", name="api-server")
+    res = sandlot(
+        env, "template", "start", "api-server", "--cmd", "sleep 1; echo ok > /app/ready; exec sleep 1000",
+        "--ready-cmd", "test -f /app/ready",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    info = Templates.get("api-server")
+    assert info.start is not None and info.start.ready_cmd == "test -f /app/ready"
+    with Sandbox.create("api-server") as sbx:
+        assert sbx.commands.run("cat /app/ready").stdout == "ok\n"
+    assert Templates.set_start("api-server", None).start is None
+    Templates.delete("api-server")

@@ -6,6 +6,7 @@ import http.server
 import io
 import tarfile
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,11 @@ def web(work_dir: Path) -> Iterator[str]:
 
 @pytest.fixture
 def context(tmp_path: Path, web: str) -> Path:
+    # New content each run: the step cache lives in the shared test store.
     (tmp_path / "hello.txt").write_text("hello from the context\n")
-    (tmp_path / "data/sub").mkdir(parents=True)
+    (tmp_path / "data/run-id").parent.mkdir()
+    (tmp_path / "data/run-id").write_text(uuid.uuid4().hex)
+    (tmp_path / "data/sub").mkdir()
     (tmp_path / "data/sub/deep.txt").write_text("deep\n")
     with tarfile.open(tmp_path / "archive.tar", "w") as tar:
         info = tarfile.TarInfo("inside.txt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -67,6 +68,8 @@ def test_index_picks_the_platform(inode: Any, registry: Registry, aio: Any, make
 
 def test_basic_auth(inode: Any, auth_registry: Registry, aio: Any, make_sandbox: Any) -> None:
     ref = f"{auth_registry.host}/t/private:1"
+    with contextlib.suppress(errors.ImageNotFoundError):
+        inode.images.remove(ref)  # the API tests pulled it into the same store
     with pytest.raises(errors.RegistryAuthError, match="wants a username and password"):
         inode.images.pull(ref)
     with pytest.raises(errors.RegistryAuthError, match="refused the credentials"):

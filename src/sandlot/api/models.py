@@ -532,6 +532,15 @@ class ImagePull(_Request):
     auth: RegistryAuth | None = None
 
 
+class TemplateStart(_Request):
+    """PUT /templates/{name}/start: what every new sandbox of the template starts, and when it is ready."""
+
+    cmd: str = Field(min_length=1, max_length=65536, description="a shell command, left running")
+    ready_cmd: str | None = Field(default=None, max_length=65536, description="ready once this exits 0")
+    ready_port: int | None = Field(default=None, ge=1, le=65535, description="ready once this TCP port listens")
+    timeout: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False, description="seconds to wait")
+
+
 class TemplateInfo(_Response):
     name: str
     source: str = Field(description="the image reference, or how it was made")
@@ -544,6 +553,7 @@ class TemplateInfo(_Response):
     user: str
     entrypoint: list[str]
     cmd: list[str]
+    start: TemplateStart | None = Field(default=None, description="start command and readiness check")
 
 
 class TemplateList(_Response):

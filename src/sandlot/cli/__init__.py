@@ -16,7 +16,9 @@
     sandlot port url|public|private SANDBOX_ID PORT   a server in the sandbox, through the API
     sandlot keys create|list|revoke        API keys (admin)
     sandlot image pull REF                 pull an image from a registry into a template
+    sandlot template build -t NAME DIR     build a template from a Dockerfile (RUN steps in sandboxes)
     sandlot template ls|inspect|rm         the server's templates
+    sandlot template start NAME --cmd ...  a start command (and readiness check) for its sandboxes
     sandlot run -- CMD...                  one command in a fresh sandbox on this host (embeds a node)
     sandlot e2b-env                        export lines that point the E2B SDKs here
 

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from sandlot.cli._common import Api, console, fmt_ago, json_option, pass_api, print_json, run_async, table
+from sandlot.cli._common import Api, console, fmt_ago, json_option, pairs, pass_api, print_json, run_async, table
 from sandlot.sdk import AsyncTemplates, TemplateInfo
 
 __all__ = ["image_group", "template_group"]
@@ -59,6 +59,37 @@ def template_group() -> None:
     """Templates: what sandboxes start from."""
 
 
+@template_group.command("build")
+@click.argument("context", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--file", "-f", "dockerfile", default=None, type=click.Path(dir_okay=False), help="default CONTEXT/Dockerfile"
+)
+@click.option("--tag", "-t", "name", required=True, help="the template to make")
+@click.option("--build-arg", multiple=True, metavar="KEY=VALUE", help="a Dockerfile ARG (repeatable)")
+@click.option("--quiet", "-q", is_flag=True, help="no step output")
+@json_option
+@pass_api
+def build(
+    api: Api, context: str, dockerfile: str | None, name: str, build_arg: tuple[str, ...], quiet: bool, as_json: bool
+) -> None:
+    """Build template NAME from a Dockerfile; RUN steps run in sandboxes, their output on stderr."""
+    info = run_async(
+        AsyncTemplates.build(
+            context,
+            name,
+            dockerfile=dockerfile,
+            build_args=pairs(build_arg, "--build-arg"),
+            on_progress=None if quiet else (lambda line: click.echo(line, err=True)),
+            api_url=api.url,
+            api_key=api.key,
+        )
+    )
+    if as_json:
+        print_json(info)
+    else:
+        click.echo(f"{info.name} ({info.layers} layers, {_size(info.size)})")
+
+
 @template_group.command("ls")
 @json_option
 @pass_api
@@ -81,6 +112,23 @@ def inspect(api: Api, name: str) -> None:
     """A template's source, digest, layers and config, as JSON."""
     info: TemplateInfo = run_async(AsyncTemplates.get(name, api_url=api.url, api_key=api.key))
     print_json(info)
+
+
+@template_group.command("start")
+@click.argument("name")
+@click.option("--cmd", default=None, help="shell command every new sandbox starts (omit to remove it)")
+@click.option("--ready-cmd", default=None, help="ready once this command exits 0")
+@click.option("--ready-port", type=int, default=None, help="ready once this TCP port listens")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds a create waits")
+@pass_api
+def start(api: Api, name: str, cmd: str | None, ready_cmd: str | None, ready_port: int | None, timeout: float) -> None:
+    """Set (or, without --cmd, remove) the template's start command and readiness check."""
+    info = run_async(
+        AsyncTemplates.set_start(
+            name, cmd, ready_cmd=ready_cmd, ready_port=ready_port, timeout=timeout, api_url=api.url, api_key=api.key
+        )
+    )
+    click.echo(f"{info.name}: " + (f"starts {info.start.cmd!r}" if info.start else "no start command"))
 
 
 @template_group.command("rm")

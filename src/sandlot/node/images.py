@@ -32,6 +32,7 @@ from typing import Any
 
 from sandlot import errors
 from sandlot.node import image_code_interpreter
+from sandlot.node.readiness import StartSpec
 
 __all__ = ["ALIASES", "BUILDERS", "Image", "ImageConfig"]
 
@@ -86,6 +87,8 @@ class Image:
     digest: str = ""
     created_at: float = 0.0
     size: int = 0
+    #: started in every new sandbox, which is handed out once it is ready
+    start: StartSpec | None = None
 
     @property
     def lowerdir(self) -> str:

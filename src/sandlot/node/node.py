@@ -20,7 +20,7 @@ from typing import Any
 from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection
-from sandlot.node import cgroups, memory_pause, reaper
+from sandlot.node import cgroups, memory_pause, readiness, reaper
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
@@ -206,6 +206,13 @@ class Node:
             raise
         sbx.transition(State.RUNNING)
         self._spawn(self._on_exit(sbx, exited))
+        if image.start is not None:  # handed out only once its template's start command is ready
+            try:
+                await readiness.start_and_wait(sbx, image.start, image.name)
+            except BaseException:
+                with contextlib.suppress(errors.SandlotError):
+                    await self.kill(sandbox_id)
+                raise
         return sbx
 
     async def _boot(self, sbx: Sandbox) -> asyncio.Task[None]:

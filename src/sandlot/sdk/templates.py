@@ -10,7 +10,11 @@
 from __future__ import annotations
 
 import builtins
+import os
+import tarfile
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -86,6 +90,70 @@ class AsyncTemplates:
         raise errors.InternalError(f"the pull of {ref} ended without a result")
 
     @classmethod
+    async def build(
+        cls,
+        context: str | os.PathLike[str],
+        name: str,
+        *,
+        dockerfile: str | os.PathLike[str] | None = None,
+        build_args: dict[str, str] | None = None,
+        on_progress: ProgressHandler | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> TemplateInfo:
+        """Build a template from a Dockerfile; RUN steps run in sandboxes on the server.
+
+        Args:
+            context: the build context directory (sent to the server as a tar).
+            name: the template to make (replaced if it exists, once the build worked).
+            dockerfile: its path (default: `context`/Dockerfile); may lie outside the context.
+            build_args: values for the Dockerfile's ARGs.
+            on_progress: called with each step line and each line of output.
+
+        Returns:
+            The template made.
+
+        Raises:
+            DockerfileError: the Dockerfile does not parse (`line` says where).
+            BuildError: a step failed (`exit_code`, and its output in the message).
+            ImageNotFoundError: the FROM image does not exist.
+
+        Example:
+            >>> AsyncTemplates.build("./app", "my-app", on_progress=print)
+        """
+        root = Path(context)
+        if not root.is_dir():
+            raise errors.InvalidArgumentError(f"build context {root} is not a directory", field="context")
+        df = Path(dockerfile) if dockerfile is not None else root / "Dockerfile"
+        if not df.is_file():
+            raise errors.InvalidArgumentError(f"no Dockerfile at {df}", field="dockerfile")
+        with tempfile.TemporaryFile() as tar_file:
+            with tarfile.open(fileobj=tar_file, mode="w") as tar:
+                tar.add(root, arcname=".")
+                if df.resolve().is_relative_to(root.resolve()):
+                    df_name = str(df.resolve().relative_to(root.resolve()))
+                else:
+                    df_name = ".sandlot-dockerfile"
+                    tar.add(df, arcname=df_name)
+            tar_file.seek(0)
+            body = tar_file.read()
+        params: list[tuple[str, str]] = [("name", name), ("dockerfile", df_name)]
+        params += [("build_arg", f"{k}={v}") for k, v in (build_args or {}).items()]
+        transport = Transport(api_url, api_key, None)
+        try:
+            events = transport.lines(
+                "POST", "/templates/build", params=params, content=body, headers={"Content-Type": "application/x-tar"}
+            )
+            async for event in events:
+                if event.get("type") == "progress" and on_progress is not None:
+                    on_progress(str(event.get("message", "")))
+                elif event.get("type") == "template":
+                    return TemplateInfo.model_validate(event["template"])
+        finally:
+            await transport.close()
+        raise errors.InternalError(f"the build of {name} ended without a result")
+
+    @classmethod
     async def list(cls, *, api_url: str | None = None, api_key: str | None = None) -> builtins.list[TemplateInfo]:
         """Every template on the server."""
         transport = Transport(api_url, api_key, None)
@@ -104,6 +172,41 @@ class AsyncTemplates:
         transport = Transport(api_url, api_key, None)
         try:
             return TemplateInfo.model_validate(await transport.json("GET", _path(name)))
+        finally:
+            await transport.close()
+
+    @classmethod
+    async def set_start(
+        cls,
+        name: str,
+        cmd: str | None,
+        *,
+        ready_cmd: str | None = None,
+        ready_port: int | None = None,
+        timeout: float = 60.0,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> TemplateInfo:
+        """Make every new sandbox of `name` start `cmd` and wait until it is ready (admin key).
+
+        Args:
+            name: the template.
+            cmd: a shell command left running (a server); None removes the start command.
+            ready_cmd: ready once this command exits 0.
+            ready_port: ready once this TCP port listens inside the sandbox.
+            timeout: seconds a create waits before failing with TimeoutError_.
+
+        Example:
+            >>> AsyncTemplates.set_start("web", "python3 -m http.server 8000", ready_port=8000)
+        """
+        transport = Transport(api_url, api_key, None)
+        try:
+            if cmd is None:
+                raw = await transport.json("DELETE", _path(name) + "/start")
+            else:
+                body = {"cmd": cmd, "ready_cmd": ready_cmd, "ready_port": ready_port, "timeout": timeout}
+                raw = await transport.json("PUT", _path(name) + "/start", json=body)
+            return TemplateInfo.model_validate(raw)
         finally:
             await transport.close()
 
@@ -130,12 +233,20 @@ class Templates:
         return _Portal.call(AsyncTemplates.pull(ref, **kw))
 
     @classmethod
+    def build(cls, context: str | os.PathLike[str], name: str, **kw: Any) -> TemplateInfo:
+        return _Portal.call(AsyncTemplates.build(context, name, **kw))
+
+    @classmethod
     def list(cls, **kw: Any) -> builtins.list[TemplateInfo]:
         return _Portal.call(AsyncTemplates.list(**kw))
 
     @classmethod
     def get(cls, name: str, **kw: Any) -> TemplateInfo:
         return _Portal.call(AsyncTemplates.get(name, **kw))
+
+    @classmethod
+    def set_start(cls, name: str, cmd: str | None, **kw: Any) -> TemplateInfo:
+        return _Portal.call(AsyncTemplates.set_start(name, cmd, **kw))
 
     @classmethod
     def delete(cls, name: str, **kw: Any) -> None:

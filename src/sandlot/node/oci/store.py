@@ -36,6 +36,7 @@ from sandlot.node.oci.layout import import_archive, import_layout
 from sandlot.node.oci.pull import pull
 from sandlot.node.oci.reference import Reference, looks_like_reference
 from sandlot.node.oci.registry import RegistryConfig
+from sandlot.node.readiness import StartSpec
 
 __all__ = ["ImageStore", "check_template_name"]
 
@@ -101,6 +102,7 @@ class ImageStore:
             digest=d.get("digest", ""),
             created_at=float(d.get("created_at", 0)),
             size=int(d.get("size", 0)),
+            start=StartSpec.from_dict(d.get("start")),
         )
 
     def _publish(
@@ -227,6 +229,22 @@ class ImageStore:
         with self._name_lock(name):
             return self._publish(name, layer_ids, config, source, digest)
 
+    def set_start(self, name: str, start: StartSpec | None) -> builtin.Image:
+        """Give template `name` a start command and readiness check (None: remove them)."""
+        image = self.get(name)
+        if image is None:
+            raise errors.ImageNotFoundError(f"template {name!r} not found")
+        with self._name_lock(image.name):
+            path = self._file(image.name)
+            record = json.loads(path.read_text())
+            record["start"] = start.validate().to_dict() if start else None
+            tmp = self.templates_dir / f".{uuid.uuid4().hex}.tmp"
+            tmp.write_text(json.dumps(record, indent=1))
+            os.rename(tmp, path)
+        image = self._load(path)
+        assert image is not None
+        return image
+
     def config_of(self, name: str) -> dict[str, Any]:
         """The full OCI `config` object a template was published with (labels and ports included)."""
         image = self.get(name)
@@ -279,9 +297,16 @@ class ImageStore:
             self._file(image.name).unlink(missing_ok=True)
         return self.gc()
 
-    def gc(self) -> list[str]:
-        """Remove every layer no template references (and download debris); return their ids."""
+    def gc(self, *, prune_build_cache: bool = False) -> list[str]:
+        """Remove every layer no template references (and download debris); return their ids.
+
+        Layers of cached build steps count as referenced unless `prune_build_cache`
+        drops the step cache first (the next build then runs every step again).
+        """
         with self._store_lock(fcntl.LOCK_EX):
+            if prune_build_cache:
+                for entry in (self.root / "build-cache").glob("*.json"):
+                    entry.unlink(missing_ok=True)
             used: set[str] = set()
             # Templates and the build cache's steps hold layers.
             for path in [*self.templates_dir.glob("*.json"), *(self.root / "build-cache").glob("*.json")]:
