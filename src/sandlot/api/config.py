@@ -31,6 +31,8 @@ class ApiConfig:
     warm_default_template: bool = True
     #: template -> started sandboxes to keep ready (warm pools; also PUT /pools/{template})
     warm_pools: dict[str, int] = field(default_factory=dict)
+    #: a persistent sandbox with no request for this many seconds hibernates
+    hibernate_after_s: float = 900.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

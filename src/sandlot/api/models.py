@@ -127,6 +127,10 @@ class SandboxCreate(_Request):
     env: EnvDict = Field(default_factory=dict)
     metadata: MetaDict = Field(default_factory=dict, max_length=64)
     timeout: int = Field(default=300, ge=1, le=MAX_TIMEOUT_S, description="seconds until the server kills it")
+    persistent: bool = Field(
+        default=False, description="never killed by its timeout; hibernates when idle and wakes on the next request"
+    )
+    on_timeout: Literal["kill", "pause"] = Field(default="kill", description="what its timeout does to it")
 
     @field_validator("env")
     @classmethod
@@ -160,6 +164,8 @@ class SandboxInfo(_Response):
     created_at: float
     ends_at: float
     exit_reason: str | None = None
+    persistent: bool = False
+    on_timeout: str = "kill"
 
 
 class SandboxList(_Response):

@@ -19,6 +19,14 @@ __all__ = ["command"]
 @click.option("--timeout", type=int, default=300, show_default=True, help="seconds until the server kills it")
 @click.option("--env", "-e", multiple=True, metavar="KEY=VALUE", help="environment of every command (repeatable)")
 @click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE", help="label (repeatable)")
+@click.option("--persistent", is_flag=True, help="never killed by its timeout; hibernates when idle")
+@click.option(
+    "--on-timeout",
+    type=click.Choice(["kill", "pause"]),
+    default="kill",
+    show_default=True,
+    help="what the timeout does",
+)
 @json_option
 @pass_api
 def command(
@@ -31,6 +39,8 @@ def command(
     timeout: int,
     env: tuple[str, ...],
     metadata: tuple[str, ...],
+    persistent: bool,
+    on_timeout: str,
     as_json: bool,
 ) -> None:
     """Start a sandbox; print its id."""
@@ -45,6 +55,8 @@ def command(
             disk_mb=disk_mb,
             env=pairs(env, "--env"),
             metadata=pairs(metadata, "--metadata"),
+            persistent=persistent,
+            on_timeout=on_timeout,
             api_url=api.url,
             api_key=api.key,
         )

@@ -36,6 +36,16 @@ __all__ = ["command"]
     metavar="TEMPLATE=N",
     help="keep N started sandboxes of TEMPLATE ready for creates (repeatable)",
 )
+@click.option(
+    "--hibernate-after",
+    type=float,
+    default=900.0,
+    show_default=True,
+    help="seconds idle before a persistent sandbox hibernates",
+)
+@click.option(
+    "--max-lifetime", type=int, default=None, help="seconds from creation a timeout may reach (default: no limit)"
+)
 def command(
     host: str,
     port: int,
@@ -45,9 +55,12 @@ def command(
     default_template: str,
     log_level: str,
     warm_pools: tuple[str, ...],
+    hibernate_after: float,
+    max_lifetime: int | None,
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
     from sandlot.api import serve
+    from sandlot.api.service import Quotas
 
     pools: dict[str, int] = {}
     for item in warm_pools:
@@ -65,4 +78,6 @@ def command(
         database_url=database_url,
         default_template=default_template,
         warm_pools=pools,
+        hibernate_after_s=hibernate_after,
+        quotas=Quotas(max_lifetime_s=max_lifetime),
     )

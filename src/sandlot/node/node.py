@@ -20,7 +20,7 @@ from typing import Any
 from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection
-from sandlot.node import cgroups, memory_pause, reaper
+from sandlot.node import cgroups, hibernation, memory_pause, reaper
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
@@ -199,9 +199,11 @@ class Node:
         self._spawn(self._on_exit(sbx, self._spawn(reaper.wait_exit(pid))))
 
     def adopt_saved(self, sbx: Sandbox) -> None:
-        """Register a sandbox found paused to disk after a restart (no process to watch until resumed)."""
+        """Register a sandbox found paused to disk or hibernated after a restart (nothing runs to watch)."""
         sbx.transition(State.RUNNING)
         sbx.transition(State.PAUSED)
+        if hibernation.marked(sbx):
+            sbx.transition(State.HIBERNATED)
         self._sandboxes[sbx.id] = sbx
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -306,6 +308,24 @@ class Node:
                 await memory_pause.load(self, sbx)
             else:
                 await sbx.runtime.resume(sandbox_id)
+            sbx.transition(State.RUNNING)
+
+    async def hibernate(self, sandbox_id: str) -> None:
+        """Release a running sandbox's compute and memory, keeping its filesystem (see hibernation.py)."""
+        sbx = self.get(sandbox_id)
+        async with sbx._kill_lock:
+            if sbx.state is not State.RUNNING:
+                raise errors.SandboxStateError(f"cannot hibernate sandbox {sandbox_id} in state {sbx.state.value}")
+            await hibernation.hibernate(self, sbx)
+            sbx.transition(State.PAUSED)
+            sbx.transition(State.HIBERNATED)
+
+    async def wake(self, sandbox_id: str) -> None:
+        sbx = self.get(sandbox_id)
+        async with sbx._kill_lock:
+            if sbx.state is not State.HIBERNATED:
+                raise errors.SandboxStateError(f"cannot wake sandbox {sandbox_id} in state {sbx.state.value}")
+            await hibernation.wake(self, sbx)
             sbx.transition(State.RUNNING)
 
     def watch(self, sbx: Sandbox, pid: int) -> asyncio.Task[None]:

@@ -51,6 +51,8 @@ class AsyncSandbox:
         disk_mb: int | None = None,
         env: dict[str, str] | None = None,
         metadata: dict[str, str] | None = None,
+        persistent: bool = False,
+        on_timeout: str = "kill",
         api_url: str | None = None,
         api_key: str | None = None,
         request_timeout: float | None = None,
@@ -66,6 +68,9 @@ class AsyncSandbox:
             disk_mb: size of its writable disk.
             env: environment of every command.
             metadata: free-form labels, to find it again with `list(metadata=...)`.
+            persistent: never killed by its timeout; after the server's idle period it
+                hibernates (compute and memory released, files kept) and the next request wakes it.
+            on_timeout: "kill" (default) or "pause" (kept paused, with its memory where possible).
             api_url: the API (default $SANDLOT_API_URL, else http://127.0.0.1:7770).
             api_key: the key (default $SANDLOT_API_KEY, else a local server's admin key).
             request_timeout: HTTP timeout of each request (not of commands).
@@ -80,6 +85,10 @@ class AsyncSandbox:
             PermissionDeniedError: no valid API key.
         """
         body: dict[str, Any] = {"timeout": timeout, "env": env or {}, "metadata": metadata or {}}
+        if persistent:
+            body["persistent"] = True
+        if on_timeout != "kill":
+            body["on_timeout"] = on_timeout
         for key, value in (
             ("template", template),
             ("runtime", runtime),
