@@ -346,6 +346,7 @@ class Node:
             if sbx.state not in (State.RUNNING, State.PAUSED):
                 raise errors.SandboxStateError(f"cannot checkpoint sandbox {sandbox_id} in state {sbx.state.value}")
             was_running = sbx.state is State.RUNNING
+            await asyncio.to_thread(self.disks.check_room, f"checkpoint sandbox {sandbox_id}")
 
             async def snapshot(dest: Path) -> None:
                 if was_running:
@@ -412,6 +413,7 @@ class Node:
             raise errors.InvalidArgumentError(f"count must be between 1 and {MAX_FORK}, got {count!r}", field="count")
         ck = self.checkpoints.get(checkpoint_id)
         spec = spec_from_dict(ck.spec).validate()
+        await asyncio.to_thread(self.disks.check_room, f"fork checkpoint {checkpoint_id}")
         results = await asyncio.gather(*(self._start(spec, ck.disk) for _ in range(count)), return_exceptions=True)
         made = [r for r in results if isinstance(r, Sandbox)]
         failed = [r for r in results if isinstance(r, BaseException)]
