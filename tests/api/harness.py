@@ -110,6 +110,8 @@ def main() -> None:
     parser.add_argument("--fake", action="store_true")
     parser.add_argument("--max-sandboxes", type=int, default=100)
     parser.add_argument("--template", default="busybox")
+    parser.add_argument("--hibernate-after", type=float, default=900.0)
+    parser.add_argument("--max-lifetime", type=int, default=None)
     args = parser.parse_args()
 
     import uvicorn
@@ -124,8 +126,9 @@ def main() -> None:
         database_url=args.database_url,
         default_template=args.template,
         default_runtime="fake" if args.fake else "gvisor",
-        quotas=Quotas(max_sandboxes=args.max_sandboxes),
+        quotas=Quotas(max_sandboxes=args.max_sandboxes, max_lifetime_s=args.max_lifetime),
         reap_interval=0.5,
+        hibernate_after_s=args.hibernate_after,
         kill_on_shutdown=True,
         registries_only=True,  # generated requests (the fuzz test) must never reach beyond 127.0.0.1
         dns_servers=[],  # tests never ask a real resolver
@@ -138,8 +141,12 @@ def main() -> None:
 class Server:
     """A server subprocess. `kill()` is SIGKILL (sandboxes survive); `stop()` kills them too."""
 
-    def __init__(self, data_dir: Path, *, database_url: str | None = None, max_sandboxes: int = 100) -> None:
+    def __init__(
+        self, data_dir: Path, *, database_url: str | None = None, max_sandboxes: int = 100, extra: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = data_dir
+        #: more arguments for the server (e.g. --hibernate-after 2)
+        self.extra = extra
         self.database_url = database_url
         self.max_sandboxes = max_sandboxes
         self.fake = not agent_available()
@@ -158,7 +165,7 @@ class Server:
     def start(self, timeout: float = 300) -> Server:
         self.port = free_port()
         cmd = [sys.executable, "-m", "tests.api.harness", "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        cmd += ["--max-sandboxes", str(self.max_sandboxes)]
+        cmd += ["--max-sandboxes", str(self.max_sandboxes), *self.extra]
         if self.fake:
             cmd.append("--fake")
         if self.database_url:

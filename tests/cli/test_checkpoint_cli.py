@@ -43,4 +43,6 @@ def test_pause_with_memory(cli: Cli) -> None:
     assert cli("exec", sid, "cat /tmp/f", check=True).stdout == "kept\n"
     res = cli("pause", "--memory", crun)
     assert res.returncode == 2 and "runtime 'container' cannot pause a sandbox with its memory" in res.stderr
-    cli("kill", sid, crun, check=True)
+    info = json.loads(cli("create", "--persistent", "--on-timeout", "pause", "--json", check=True).stdout)
+    assert info["persistent"] is True and info["on_timeout"] == "pause"
+    cli("kill", sid, crun, info["sandbox_id"], check=True)

@@ -85,3 +85,44 @@ def test_checkpoint_errors_leave_the_sandbox_as_it_was(node: Any, make_sandbox: 
         aio(node.checkpoint(sbx.id, "late"))
     with pytest.raises(errors.SandboxNotFoundError):
         aio(node.pause(sbx.id))
+
+
+def test_full_disk_store_refuses_checkpoints_and_keeps_the_sandbox(loop: Any, aio: Any, node: Any) -> None:
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from sandlot.node import Node, NodeConfig, SandboxSpec
+    from tests.conftest import IMAGE_CACHE
+
+    data = Path(tempfile.mkdtemp(prefix="sl-full-", dir="/var/tmp"))
+    shutil.copytree(node.config.data_dir / "bundle", data / "bundle", symlinks=True)
+    small = Node(NodeConfig(data_dir=data, images_dir=IMAGE_CACHE, disk_store_bytes=400 << 20))
+    try:
+        sbx = aio(small.create(SandboxSpec(image="busybox", runtime="gvisor")))
+        aio(sbx.run("echo precious > /keep"))
+        ck = aio(small.checkpoint(sbx.id, "roomy"))
+        # Other data fills the store (as other sandboxes' writes would).
+        filler = small.disks.root / "filler"
+        subprocess.run(["fallocate", "-l", "1G", str(filler)], capture_output=True)
+        for size in ("64M", "16M", "4M", "1M"):
+            for i in range(16):
+                if subprocess.run(["fallocate", "-l", size, f"{filler}-{size}-{i}"], capture_output=True).returncode:
+                    break
+        with pytest.raises(errors.NoSpaceError, match="disk store is full"):
+            aio(small.checkpoint(sbx.id, "full"))
+        with pytest.raises(errors.NoSpaceError, match="cannot fork"):
+            aio(small.fork(ck.id, 1))
+        # The sandbox stays as it was: running, its files intact, no half-made checkpoint.
+        assert sbx.state.value == "running"
+        assert aio(sbx.run("cat /keep")).stdout == "precious\n"
+        assert [c.name for c in small.checkpoints.list(sbx.id)] == ["roomy"]
+        assert not [p for p in small.disks.checkpoints.iterdir() if p.name.startswith(".")]
+        for f in small.disks.root.glob("filler*"):
+            f.unlink()
+        subprocess.run(["sync", "-f", str(small.disks.root)], check=True)  # btrfs frees at its commit
+        assert aio(small.checkpoint(sbx.id, "after")).name == "after"
+    finally:
+        aio(small.close())
+        shutil.rmtree(data, ignore_errors=True)

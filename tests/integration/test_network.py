@@ -353,3 +353,17 @@ def test_pause_with_memory_after_tcp_is_refused_clearly(make: Any, aio: Any, net
         aio(net_node.pause(sbx.id, memory=True))
     assert sbx.state.value == "running", sbx.exit_reason
     assert fetch(aio, sbx, "http://allowed.test/") == [f"hello from {internet.web}"]
+
+
+def test_hibernating_after_tcp_stops_the_processes_and_wakes_connected(
+    make: Any, aio: Any, net_node: Any, internet: Internet
+) -> None:
+    """No memory snapshot while TCP flows linger: the sandbox hibernates without it, files kept."""
+    sbx = make({"mode": "egress", "allow": ["allowed.test"]})
+    assert fetch(aio, sbx, "http://allowed.test/") == [f"hello from {internet.web}"]
+    aio(sbx.run("echo kept > /root/f"))
+    aio(net_node.hibernate(sbx.id))
+    assert sbx.state.value == "hibernated"
+    aio(net_node.wake(sbx.id))
+    assert aio(sbx.run("cat /root/f")).stdout == "kept\n"
+    assert fetch(aio, sbx, "http://allowed.test/") == [f"hello from {internet.web}"]

@@ -65,3 +65,14 @@ def test_pause_with_memory_and_resume(sdk_env: str) -> None:
         while "got hello" not in again.stdout and time.monotonic() < deadline:
             time.sleep(0.1)
         assert "got hello" in again.stdout
+
+
+def test_create_persistent_and_on_timeout(sdk_env: str) -> None:
+    with Sandbox.create(timeout=1, persistent=True) as sbx:
+        with Sandbox.create(timeout=1, on_timeout="pause") as eph:
+            assert sbx.get_info().persistent and eph.get_info().on_timeout == "pause"
+            deadline = time.monotonic() + 30
+            while eph.get_info().state.value != "paused" and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert eph.get_info().state.value == "paused"
+            assert sbx.get_info().state.value == "running"  # past its timeout, persistent: still here

@@ -77,7 +77,13 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
                 dns_servers=config.dns_servers,
             )
         )
-        service = SandboxService(node, store, default_template=config.default_template, quotas=config.quotas)
+        service = SandboxService(
+            node,
+            store,
+            default_template=config.default_template,
+            quotas=config.quotas,
+            hibernate_after_s=config.hibernate_after_s,
+        )
         app.state.config, app.state.store, app.state.node, app.state.service = config, store, node, service
         app.state.ready, app.state.not_ready_reason = False, "starting"
         await service.start(config.reap_interval)

@@ -39,6 +39,7 @@ async def get(svc: SandboxService, who: Principal, checkpoint_id: str) -> Checkp
 
 async def _live(svc: SandboxService, who: Principal, sandbox_id: str, verb: str) -> SandboxRecord:
     rec = await svc.get(who, sandbox_id)
+    await svc.wake_if_hibernated(rec)
     if rec.state not in _LIVE:
         reason = f" ({rec.exit_reason})" if rec.exit_reason else ""
         raise errors.SandboxStateError(f"cannot {verb} sandbox {sandbox_id} in state {rec.state}{reason}")

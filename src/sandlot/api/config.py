@@ -44,6 +44,8 @@ class ApiConfig:
     ports_domain: str = "localhost"
     #: resolvers for sandboxes' DNS and policy host names (None: the host's own, non-loopback; []: no DNS)
     dns_servers: list[str] | None = None
+    #: a persistent sandbox with no request for this many seconds hibernates
+    hibernate_after_s: float = 900.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -172,6 +172,10 @@ class SandboxCreate(_Request):
         default=None, description="credentials to pull `template` when it is an image reference not yet here"
     )
     network: NetworkMode | NetworkSettings = Field(default="none", description="a mode, or a policy")
+    persistent: bool = Field(
+        default=False, description="never killed by its timeout; hibernates when idle and wakes on the next request"
+    )
+    on_timeout: Literal["kill", "pause"] = Field(default="kill", description="what its timeout does to it")
 
     @field_validator("env")
     @classmethod
@@ -207,6 +211,8 @@ class SandboxInfo(_Response):
     exit_reason: str | None = None
     #: filled in by GET /sandboxes/{id} and POST /sandboxes (not in lists)
     network: NetworkInfo | None = None
+    persistent: bool = False
+    on_timeout: str = "kill"
 
 
 class SandboxList(_Response):

@@ -20,10 +20,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sandlot import errors
+from sandlot.api import lifecycle
 from sandlot.api.auth import Principal
+from sandlot.api.lifecycle import check_lifetime
 from sandlot.api.models import SandboxCreate, SandboxInfo, SandboxState
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
 from sandlot.node import Limits, Node, SandboxSpec
@@ -43,6 +45,13 @@ class Quotas:
     max_sandboxes: int = 100
     max_disk_mb: int = 64 << 10
     max_memory_mb: int = 64 << 10
+    #: longest lifetime (seconds from creation) a timeout may give an ephemeral sandbox; None: no limit
+    max_lifetime_s: int | None = None
+    #: per-team overrides of max_lifetime_s
+    team_max_lifetime_s: dict[str, int] = field(default_factory=dict)
+
+    def lifetime_of(self, team: str) -> int | None:
+        return self.team_max_lifetime_s.get(team, self.max_lifetime_s)
 
 
 def info(rec: SandboxRecord) -> SandboxInfo:
@@ -59,14 +68,27 @@ def info(rec: SandboxRecord) -> SandboxInfo:
         created_at=rec.created_at,
         ends_at=rec.ends_at,
         exit_reason=rec.exit_reason,
+        persistent=rec.persistent,
+        on_timeout=rec.on_timeout,
     )
 
 
 class SandboxService:
     def __init__(
-        self, node: Node, store: Store, *, default_template: str = "base", quotas: Quotas | None = None
+        self,
+        node: Node,
+        store: Store,
+        *,
+        default_template: str = "base",
+        quotas: Quotas | None = None,
+        hibernate_after_s: float = 900.0,
     ) -> None:
         self.node = node
+        #: a persistent sandbox with no request for this long hibernates
+        self.hibernate_after_s = hibernate_after_s
+        # _active_at: when each sandbox last served a request (for idle hibernation; in memory:
+        # after a restart every sandbox counts as just used).
+        self._active_at: dict[str, float] = {}
         self.store = store
         self.default_template = default_template
         self.quotas = quotas or Quotas()
@@ -132,6 +154,7 @@ class SandboxService:
                 f"memory_mb must be at most {self.quotas.max_memory_mb} on this server, got {req.memory_mb}",
                 field="memory_mb",
             )
+        check_lifetime(self.quotas, who.team, 0.0, time.time() + req.timeout, req.persistent)
         spec = SandboxSpec(
             image=template,
             runtime=runtime,
@@ -165,6 +188,8 @@ class SandboxService:
             created_at=now,
             ends_at=now + req.timeout,
             metadata=dict(req.metadata),
+            persistent=req.persistent,
+            on_timeout=req.on_timeout,
         )
         try:
             await self.store.add_sandbox(rec)
@@ -195,12 +220,19 @@ class SandboxService:
         return [await self._reconcile(r) for r in recs], nxt
 
     async def sandbox(self, who: Principal, sandbox_id: str) -> NodeSandbox:
-        """The running node sandbox behind a record of the caller's team."""
+        """The running node sandbox behind a record of the caller's team (a hibernated one is woken)."""
         rec = await self.get(who, sandbox_id)
         if rec.state not in ACTIVE_STATES:
             reason = f" ({rec.exit_reason})" if rec.exit_reason else ""
             raise errors.SandboxStateError(f"sandbox {sandbox_id} is {rec.state}{reason}")
+        await self.wake_if_hibernated(rec)
         return self.node.get(sandbox_id)
+
+    async def wake_if_hibernated(self, rec: SandboxRecord) -> None:
+        """Requests reach a hibernated sandbox as if it never slept: wake it first."""
+        self._active_at[rec.sandbox_id] = time.time()
+        if rec.state == "hibernated":
+            await lifecycle.wake(self, rec)
 
     async def _reconcile(self, rec: SandboxRecord) -> SandboxRecord:
         if rec.state not in ACTIVE_STATES:
@@ -211,7 +243,8 @@ class SandboxService:
             sbx = None
         if sbx is not None and not sbx.killed:
             return rec
-        reason = (sbx.exit_reason if sbx else None) or self._gone.get(rec.sandbox_id) or "it died"
+        # _gone first: a read racing a kill in progress must not record the node's generic "killed".
+        reason = self._gone.get(rec.sandbox_id) or (sbx.exit_reason if sbx else None) or "it died"
         await self.store.set_state(rec.sandbox_id, "killed", reason)
         rec.state, rec.exit_reason = "killed", reason
         return rec
@@ -225,7 +258,13 @@ class SandboxService:
         return await self._freeze(who, sandbox_id, "running", "paused", act)
 
     async def resume(self, who: Principal, sandbox_id: str) -> SandboxRecord:
-        return await self._freeze(who, sandbox_id, "paused", "running", self.node.resume)
+        rec = await self.get(who, sandbox_id)
+        if rec.state == "hibernated":
+            await self.wake_if_hibernated(rec)
+            return rec
+        rec = await self._freeze(who, sandbox_id, "paused", "running", self.node.resume)
+        await lifecycle.extend_after_timeout_pause(self, rec)
+        return rec
 
     async def _freeze(
         self, who: Principal, sandbox_id: str, before: str, after: str, act: Callable[[str], Awaitable[None]]
@@ -259,6 +298,7 @@ class SandboxService:
         rec = await self.get(who, sandbox_id)
         if rec.state not in ACTIVE_STATES:
             raise errors.SandboxStateError(f"cannot set the timeout of sandbox {sandbox_id} in state {rec.state}")
+        check_lifetime(self.quotas, who.team, rec.created_at, time.time() + timeout, rec.persistent)
         rec.ends_at = time.time() + timeout
         await self.store.set_ends_at(sandbox_id, rec.ends_at)
         return rec
@@ -275,8 +315,9 @@ class SandboxService:
         """Kill sandboxes past their timeout and reconcile ones that died on their own."""
         for sid in await self.store.expired(time.time()):
             try:
-                await self._kill(sid, "its timeout passed")
+                await lifecycle.on_timeout(self, sid)
             except errors.SandlotError as exc:
-                log.error("killing expired sandbox %s: %s", sid, exc)
+                log.error("timing out sandbox %s: %s", sid, exc)
         for rec in await self.store.active():
             await self._reconcile(rec)
+        await lifecycle.hibernate_idle(self)

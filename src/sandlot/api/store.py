@@ -29,8 +29,8 @@ __all__ = ["ACTIVE_STATES", "KeyRecord", "SandboxRecord", "Store", "database_url
 
 T = TypeVar("T")
 
-#: States in which a sandbox holds resources on its node.
-ACTIVE_STATES = ("starting", "running", "paused")
+#: States in which a sandbox holds resources on its node (a hibernated one: its disk).
+ACTIVE_STATES = ("starting", "running", "paused", "hibernated")
 
 metadata_obj = sa.MetaData()
 
@@ -60,6 +60,10 @@ sandboxes = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("ends_at", sa.Float, nullable=False),
     sa.Column("exit_reason", sa.Text, nullable=True),
+    # lifecycle: a persistent sandbox is never killed by a timeout (it hibernates when idle);
+    # on_timeout says what the timeout does to an ephemeral one: kill or pause.
+    sa.Column("persistent", sa.Boolean, nullable=False, default=False),
+    sa.Column("on_timeout", sa.String(16), nullable=False, default="kill"),
     sa.Index("ix_sandboxes_team_created", "team", "created_at", "sandbox_id"),
 )
 
@@ -96,6 +100,8 @@ class SandboxRecord:
     ends_at: float
     exit_reason: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    persistent: bool = False
+    on_timeout: str = "kill"
 
 
 def database_url_for(data_dir: Path, url: str | None) -> str:
@@ -283,8 +289,12 @@ class Store:
 
     async def expired(self, now: float) -> list[str]:
         def q(c: Connection) -> list[str]:
+            # Persistent sandboxes have no timeout; one paused at its timeout stays paused.
             stmt = sa.select(sandboxes.c.sandbox_id).where(
-                sandboxes.c.state.in_(ACTIVE_STATES), sandboxes.c.ends_at <= now
+                sandboxes.c.state.in_(ACTIVE_STATES),
+                sandboxes.c.ends_at <= now,
+                sandboxes.c.persistent.is_(False),
+                sa.or_(sandboxes.c.on_timeout == "kill", sandboxes.c.state == "running"),
             )
             return [r[0] for r in c.execute(stmt)]
 

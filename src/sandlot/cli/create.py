@@ -23,6 +23,14 @@ __all__ = ["command"]
 @click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE", help="label (repeatable)")
 @click.option("--network", type=click.Choice(["none", "egress", "full"]), default=None, help="default: none")
 @network_options
+@click.option("--persistent", is_flag=True, help="never killed by its timeout; hibernates when idle")
+@click.option(
+    "--on-timeout",
+    type=click.Choice(["kill", "pause"]),
+    default="kill",
+    show_default=True,
+    help="what the timeout does",
+)
 @json_option
 @pass_api
 def command(
@@ -41,6 +49,8 @@ def command(
     deny: tuple[str, ...],
     egress_bytes_per_s: int | None,
     max_connections: int | None,
+    persistent: bool,
+    on_timeout: str,
     as_json: bool,
 ) -> None:
     """Start a sandbox; print its id."""
@@ -59,6 +69,8 @@ def command(
             network=policy(network or "none", allow, deny, egress_bytes_per_s, max_connections)
             if network or allow or deny
             else None,
+            persistent=persistent,
+            on_timeout=on_timeout,
             api_url=api.url,
             api_key=api.key,
         )

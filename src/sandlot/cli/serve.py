@@ -49,6 +49,16 @@ __all__ = ["command"]
     metavar="ADDR",
     help="resolver for sandboxes' DNS and policy host names (repeatable; default: the host's own)",
 )
+@click.option(
+    "--hibernate-after",
+    type=float,
+    default=900.0,
+    show_default=True,
+    help="seconds idle before a persistent sandbox hibernates",
+)
+@click.option(
+    "--max-lifetime", type=int, default=None, help="seconds from creation a timeout may reach (default: no limit)"
+)
 def command(
     host: str,
     port: int,
@@ -60,9 +70,12 @@ def command(
     warm_pools: tuple[str, ...],
     ports_domain: str,
     dns_servers: tuple[str, ...],
+    hibernate_after: float,
+    max_lifetime: int | None,
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
     from sandlot.api import serve
+    from sandlot.api.service import Quotas
 
     pools: dict[str, int] = {}
     for item in warm_pools:
@@ -82,4 +95,6 @@ def command(
         warm_pools=pools,
         ports_domain=ports_domain,
         dns_servers=list(dns_servers) or None,
+        hibernate_after_s=hibernate_after,
+        quotas=Quotas(max_lifetime_s=max_lifetime),
     )

@@ -28,7 +28,10 @@ from pathlib import Path
 from sandlot import errors
 from sandlot.node.rootfs import is_mountpoint, umount
 
-__all__ = ["DiskStore"]
+__all__ = ["MIN_FREE_BYTES", "DiskStore"]
+
+#: Free space the store keeps for sandboxes' writes; checkpoints and forks are refused below it.
+MIN_FREE_BYTES = 64 << 20
 
 
 class DiskStore:
@@ -90,6 +93,21 @@ class DiskStore:
                 f"mkfs.btrfs of the node's disk store failed (is btrfs-progs installed?): {mkfs.stderr.strip()}"
             )
         os.rename(tmp, self.backing)
+
+    def check_room(self, what: str) -> None:
+        """Refuse `what` (a checkpoint, a fork) when the store is nearly full.
+
+        A clone itself takes almost no space, but it pins the blocks it shares:
+        every later write to them needs new space. Below MIN_FREE_BYTES the
+        next writes would fail inside sandboxes, so new clones are refused.
+        """
+        st = os.statvfs(self.root)
+        free = st.f_bavail * st.f_frsize
+        if free < MIN_FREE_BYTES:
+            raise errors.NoSpaceError(
+                f"cannot {what}: the node's disk store is full ({free >> 20} MiB free, "
+                f"{MIN_FREE_BYTES >> 20} MiB needed); delete checkpoints or sandboxes"
+            )
 
     def release(self) -> list[str]:
         """Unmount the store when no sandbox disk is in use any more (checkpoints stay in the file)."""

@@ -20,7 +20,7 @@ from typing import Any
 from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection
-from sandlot.node import cgroups, memory_pause, readiness, reaper
+from sandlot.node import cgroups, hibernation, memory_pause, readiness, reaper
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
@@ -245,9 +245,11 @@ class Node:
         self._spawn(self._on_exit(sbx, self._spawn(reaper.wait_exit(pid))))
 
     def adopt_saved(self, sbx: Sandbox) -> None:
-        """Register a sandbox found paused to disk after a restart (no process to watch until resumed)."""
+        """Register a sandbox found paused to disk or hibernated after a restart (nothing runs to watch)."""
         sbx.transition(State.RUNNING)
         sbx.transition(State.PAUSED)
+        if hibernation.marked(sbx):
+            sbx.transition(State.HIBERNATED)
         self._sandboxes[sbx.id] = sbx
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -427,6 +429,24 @@ class Node:
                 await sbx.runtime.resume(sandbox_id)
             sbx.transition(State.RUNNING)
 
+    async def hibernate(self, sandbox_id: str) -> None:
+        """Release a running sandbox's compute and memory, keeping its filesystem (see hibernation.py)."""
+        sbx = self.get(sandbox_id)
+        async with sbx._kill_lock:
+            if sbx.state is not State.RUNNING:
+                raise errors.SandboxStateError(f"cannot hibernate sandbox {sandbox_id} in state {sbx.state.value}")
+            await hibernation.hibernate(self, sbx)
+            sbx.transition(State.PAUSED)
+            sbx.transition(State.HIBERNATED)
+
+    async def wake(self, sandbox_id: str) -> None:
+        sbx = self.get(sandbox_id)
+        async with sbx._kill_lock:
+            if sbx.state is not State.HIBERNATED:
+                raise errors.SandboxStateError(f"cannot wake sandbox {sandbox_id} in state {sbx.state.value}")
+            await hibernation.wake(self, sbx)
+            sbx.transition(State.RUNNING)
+
     def watch(self, sbx: Sandbox, pid: int) -> asyncio.Task[None]:
         """Watch the sandbox's main host process `pid` (and its gofer) from now on; returns the exit waiter."""
         exited = self._spawn(reaper.wait_exit(pid))
@@ -445,6 +465,7 @@ class Node:
             if sbx.state not in (State.RUNNING, State.PAUSED):
                 raise errors.SandboxStateError(f"cannot checkpoint sandbox {sandbox_id} in state {sbx.state.value}")
             was_running = sbx.state is State.RUNNING
+            await asyncio.to_thread(self.disks.check_room, f"checkpoint sandbox {sandbox_id}")
 
             async def snapshot(dest: Path) -> None:
                 if was_running:
@@ -512,6 +533,7 @@ class Node:
             raise errors.InvalidArgumentError(f"count must be between 1 and {MAX_FORK}, got {count!r}", field="count")
         ck = self.checkpoints.get(checkpoint_id)
         spec = spec_from_dict(ck.spec).validate()
+        await asyncio.to_thread(self.disks.check_room, f"fork checkpoint {checkpoint_id}")
         results = await asyncio.gather(*(self._start(spec, ck.disk) for _ in range(count)), return_exceptions=True)
         made = [r for r in results if isinstance(r, Sandbox)]
         failed = [r for r in results if isinstance(r, BaseException)]

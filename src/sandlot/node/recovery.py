@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sandlot import errors
 from sandlot.agent.client import AgentConnection
-from sandlot.node import memory_pause
+from sandlot.node import hibernation, memory_pause
 from sandlot.node.images import Image, ImageConfig
 from sandlot.node.network import SandboxNet
 from sandlot.node.node import Node
@@ -134,7 +134,7 @@ async def _adopt(node: Node, sbx: Sandbox, *, wanted: bool) -> str | None:
     """Make `sbx` a running sandbox of `node`; None on success, else why not."""
     if not wanted:
         return "no record of it survived the restart"
-    if memory_pause.saved(sbx):  # paused to disk: nothing runs, its files wait for a resume
+    if memory_pause.saved(sbx) or hibernation.marked(sbx):  # nothing runs: its files wait for a resume
         if not sbx.layer.mounted:
             return "its root filesystem was unmounted while the node was down"
         node.adopt_saved(sbx)

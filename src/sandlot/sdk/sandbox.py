@@ -58,6 +58,8 @@ class AsyncSandbox:
         env: dict[str, str] | None = None,
         metadata: dict[str, str] | None = None,
         network: str | dict[str, Any] | None = None,
+        persistent: bool = False,
+        on_timeout: str = "kill",
         api_url: str | None = None,
         api_key: str | None = None,
         request_timeout: float | None = None,
@@ -78,6 +80,9 @@ class AsyncSandbox:
             network: "none" (default), "egress" or "full", or a policy such as
                 `{"mode": "egress", "allow": ["pypi.org"], "deny": [...]}` (see `network.update`).
                 Its ports are reachable through the server in every mode (`get_url`).
+            persistent: never killed by its timeout; after the server's idle period it
+                hibernates (compute and memory released, files kept) and the next request wakes it.
+            on_timeout: "kill" (default) or "pause" (kept paused, with its memory where possible).
             api_url: the API (default $SANDLOT_API_URL, else http://127.0.0.1:7770).
             api_key: the key (default $SANDLOT_API_KEY, else a local server's admin key).
             request_timeout: HTTP timeout of each request (not of commands).
@@ -98,6 +103,10 @@ class AsyncSandbox:
         body: dict[str, Any] = {"timeout": timeout, "env": env or {}, "metadata": metadata or {}}
         if registry_auth is not None:
             body["registry_auth"] = {"username": registry_auth[0], "password": registry_auth[1]}
+        if persistent:
+            body["persistent"] = True
+        if on_timeout != "kill":
+            body["on_timeout"] = on_timeout
         for key, value in (
             ("template", template),
             ("runtime", runtime),

@@ -1,0 +1,89 @@
+"""What time does to sandboxes: timeouts (kill or pause), lifetime limits, idle hibernation.
+
+- An ephemeral sandbox past `ends_at` is killed, or with `on_timeout="pause"`
+  paused (with its memory where the runtime can save it) and kept; resuming it
+  gives it a fresh timeout.
+- A persistent sandbox has no timeout. After `hibernate_after_s` without a
+  request it hibernates (compute and memory released, filesystem kept); the
+  next request wakes it (`SandboxService.wake_if_hibernated`).
+- A team's maximum lifetime bounds how far a timeout may reach from creation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from sandlot import errors
+from sandlot.api.store import SandboxRecord
+
+if TYPE_CHECKING:
+    from sandlot.api.service import Quotas, SandboxService
+
+__all__ = ["check_lifetime", "extend_after_timeout_pause", "hibernate_idle", "on_timeout", "wake"]
+
+log = logging.getLogger("sandlot.api")
+
+#: The timeout a sandbox paused at its timeout gets when it is resumed.
+RESUME_TIMEOUT_S = 300
+
+
+def check_lifetime(quotas: Quotas, team: str, created_at: float, ends_at: float, persistent: bool) -> None:
+    limit = quotas.lifetime_of(team)
+    if limit is None or persistent:
+        return
+    start = created_at or time.time()
+    if ends_at - start > limit:
+        raise errors.InvalidArgumentError(
+            f"timeout too long: team {team!r} may keep a sandbox at most {limit} s from its creation "
+            f"(this one would live {ends_at - start:.0f} s); use a shorter timeout or a persistent sandbox",
+            field="timeout",
+        )
+
+
+async def on_timeout(svc: SandboxService, sandbox_id: str) -> None:
+    rec = await svc.store.get_sandbox(sandbox_id)
+    if rec is None:
+        return
+    if rec.on_timeout != "pause":
+        await svc._kill(sandbox_id, "its timeout passed")
+        return
+    if rec.state != "running":
+        return
+    memory = svc.node.get(sandbox_id).runtime.saves_memory
+    await svc.node.pause(sandbox_id, memory=memory)
+    await svc.store.set_state(sandbox_id, "paused", "paused at its timeout")
+
+
+async def extend_after_timeout_pause(svc: SandboxService, rec: SandboxRecord) -> None:
+    now = time.time()
+    if rec.ends_at <= now:
+        rec.ends_at = now + RESUME_TIMEOUT_S
+        await svc.store.set_ends_at(rec.sandbox_id, rec.ends_at)
+
+
+async def hibernate_idle(svc: SandboxService) -> None:
+    now = time.time()
+    for rec in await svc.store.active():
+        if not rec.persistent or rec.state != "running":
+            continue
+        last = svc._active_at.setdefault(rec.sandbox_id, now)
+        if now - last < svc.hibernate_after_s:
+            continue
+        try:
+            await svc.node.hibernate(rec.sandbox_id)
+        except errors.SandlotError as exc:
+            log.error("hibernating idle sandbox %s: %s", rec.sandbox_id, exc)
+            continue
+        await svc.store.set_state(rec.sandbox_id, "hibernated")
+
+
+async def wake(svc: SandboxService, rec: SandboxRecord) -> None:
+    try:
+        await svc.node.wake(rec.sandbox_id)
+    except errors.SandboxStateError:  # a concurrent request woke it first
+        if svc.node.get(rec.sandbox_id).state.value != "running":
+            raise
+    await svc.store.set_state(rec.sandbox_id, "running")
+    rec.state = "running"

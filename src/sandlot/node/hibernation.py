@@ -1,0 +1,59 @@
+"""Hibernation: an idle sandbox gives back its compute and memory and keeps its filesystem.
+
+With a runtime that saves memory (gvisor), hibernating is a pause with memory
+to disk (memory_pause.py) and waking restores the processes where they were.
+Without (container), the processes are stopped and waking boots the sandbox
+again on the same filesystem. Either way a `hibernated` file in the sandbox's
+directory marks it, so a restarted node adopts it as hibernated.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sandlot import errors
+from sandlot.node import memory_pause
+from sandlot.node.sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from sandlot.node.node import Node
+
+__all__ = ["hibernate", "marked", "wake"]
+
+log = logging.getLogger("sandlot.node")
+
+
+def _marker(sbx: Sandbox) -> Path:
+    return sbx.dir / "hibernated"
+
+
+def marked(sbx: Sandbox) -> bool:
+    return _marker(sbx).exists()
+
+
+async def hibernate(node: Node, sbx: Sandbox) -> None:
+    """Release a running sandbox's processes (saving their memory where the runtime can)."""
+    saved = False
+    if sbx.runtime.saves_memory:
+        try:
+            await memory_pause.save(node, sbx)
+            saved = True
+        except errors.SandboxStateError as exc:  # TCP connections gVisor cannot save, for now
+            log.info("hibernating %s without its memory: %s", sbx.id, exc)
+    if not saved:  # waking boots the sandbox again on the same files
+        await node._halt(sbx)
+    _marker(sbx).touch()
+
+
+async def wake(node: Node, sbx: Sandbox) -> None:
+    """Bring a hibernated sandbox back: its saved processes, or a fresh boot on its filesystem."""
+    if memory_pause.saved(sbx):
+        await memory_pause.load(node, sbx)
+    else:
+        await node._renew_network(sbx)
+        await sbx.reconnect()
+        exited = await node._boot(sbx)
+        node._spawn(node._on_exit(sbx, exited, sbx.generation))
+    _marker(sbx).unlink(missing_ok=True)
