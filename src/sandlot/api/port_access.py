@@ -31,12 +31,16 @@ __all__ = ["TOKEN_HEADER", "TOKEN_QUERY", "PortAccess", "PortAccessRegistry"]
 
 TOKEN_HEADER = "x-sandlot-access-token"
 TOKEN_QUERY = "sandlot_access_token"
+#: what E2B's SDK users send for a sandbox whose ports are not public (its `trafficAccessToken`)
+E2B_TOKEN_HEADER = "e2b-traffic-access-token"
 
 
 @dataclass
 class PortAccess:
     token: str
     public: set[int] = field(default_factory=set)
+    #: every port public (E2B's default: `allowPublicTraffic`)
+    all_public: bool = False
 
 
 def check_port(port: int) -> int:
@@ -71,7 +75,9 @@ class PortAccessRegistry:
             del self._cache[sid]
         try:
             saved = json.loads(self._file(sbx).read_text())
-            access = PortAccess(str(saved["token"]), {int(p) for p in saved.get("public", [])})
+            access = PortAccess(
+                str(saved["token"]), {int(p) for p in saved.get("public", [])}, bool(saved.get("all_public"))
+            )
         except (OSError, ValueError, KeyError, TypeError):
             access = PortAccess(secrets.token_urlsafe(24))
             self._save(sbx, access)
@@ -81,9 +87,18 @@ class PortAccessRegistry:
     def _save(self, sbx: NodeSandbox, access: PortAccess) -> None:
         path = self._file(sbx)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"token": access.token, "public": sorted(access.public)}))
+        tmp.write_text(
+            json.dumps({"token": access.token, "public": sorted(access.public), "all_public": access.all_public})
+        )
         tmp.chmod(0o600)
         tmp.replace(path)
+
+    def configure(self, sbx: NodeSandbox, *, token: str, all_public: bool) -> PortAccess:
+        """Give a new sandbox's ports a token of the caller's choosing (E2B's traffic token), or open them all."""
+        access = self.get(sbx)
+        access.token, access.all_public = token, all_public
+        self._save(sbx, access)
+        return access
 
     def set_public(self, sbx: NodeSandbox, port: int, public: bool) -> PortAccess:
         access = self.get(sbx)
@@ -104,8 +119,13 @@ class PortAccessRegistry:
         if sbx is None or sbx.pooled:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
         access = self.get(sbx)
-        if port not in access.public:
-            token = headers.get(TOKEN_HEADER) or query.get(TOKEN_QUERY) or _cookie(headers, TOKEN_QUERY)
+        if not (access.all_public or port in access.public):
+            token = (
+                headers.get(TOKEN_HEADER)
+                or headers.get(E2B_TOKEN_HEADER)
+                or query.get(TOKEN_QUERY)
+                or _cookie(headers, TOKEN_QUERY)
+            )
             if not (token and hmac.compare_digest(str(token).encode(), access.token.encode())):
                 key = _key_from(headers, query.get("api_key"))
                 if not key:

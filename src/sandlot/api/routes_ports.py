@@ -25,7 +25,7 @@ from sandlot.api.port_proxy import PortProxy
 from sandlot.node import Sandbox as NodeSandbox
 from sandlot.node.netpolicy import NetworkPolicy
 
-__all__ = ["install", "network_info", "router"]
+__all__ = ["install", "network_info", "port_registry", "router"]
 
 _ERRORS: dict[int | str, dict[str, object]] = {s: {"model": ErrorBody} for s in (400, 401, 404, 409, 422)}
 router = APIRouter(tags=["network"], responses=_ERRORS)
@@ -33,7 +33,7 @@ Port = Annotated[int, Path(ge=1, le=65535, description="a TCP port inside the sa
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def _registry(app: FastAPI) -> PortAccessRegistry:
+def port_registry(app: FastAPI) -> PortAccessRegistry:
     reg = getattr(app.state, "port_access", None)
     if reg is None:
         reg = app.state.port_access = PortAccessRegistry(app.state.node, app.state.store)
@@ -42,7 +42,7 @@ def _registry(app: FastAPI) -> PortAccessRegistry:
 
 
 def network_info(app: FastAPI, sbx: NodeSandbox) -> NetworkInfo:
-    access = _registry(app).get(sbx)
+    access = port_registry(app).get(sbx)
     routes: HostRoutes = app.state.host_routes
     policy = sbx.net.policy if sbx.net is not None else sbx.spec.network
     return NetworkInfo(
@@ -75,7 +75,7 @@ async def set_network(
 async def make_public(sandbox_id: SandboxId, port: Port, who: Who, svc: Svc, request: Request) -> NetworkInfo:
     """Anyone may reach this port now, without a token."""
     sbx = await svc.sandbox(who, sandbox_id)
-    _registry(request.app).set_public(sbx, port, True)
+    port_registry(request.app).set_public(sbx, port, True)
     return network_info(request.app, sbx)
 
 
@@ -83,12 +83,12 @@ async def make_public(sandbox_id: SandboxId, port: Port, who: Who, svc: Svc, req
 async def make_private(sandbox_id: SandboxId, port: Port, who: Who, svc: Svc, request: Request) -> NetworkInfo:
     """The port needs the access token (or a team key) again."""
     sbx = await svc.sandbox(who, sandbox_id)
-    _registry(request.app).set_public(sbx, port, False)
+    port_registry(request.app).set_public(sbx, port, False)
     return network_info(request.app, sbx)
 
 
 async def _serve_http(request: Request, sandbox_id: str, port: int, path: str, cookie_path: str) -> Response:
-    registry = _registry(request.app)
+    registry = port_registry(request.app)
     try:
         sbx = await registry.authorize(sandbox_id, port, request.headers, request.query_params)
     except errors.SandlotError as exc:
@@ -103,7 +103,7 @@ async def _serve_http(request: Request, sandbox_id: str, port: int, path: str, c
 
 async def _serve_ws(ws: WebSocket, sandbox_id: str, port: int, path: str) -> None:
     try:
-        sbx = await _registry(ws.app).authorize(sandbox_id, port, ws.headers, ws.query_params)
+        sbx = await port_registry(ws.app).authorize(sandbox_id, port, ws.headers, ws.query_params)
     except errors.SandlotError as exc:
         await ws.close(code=1008 if status_of(exc) in (401, 403, 404) else 1011, reason=exc.message[:120])
         return

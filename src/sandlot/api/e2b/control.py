@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sandlot import errors
 from sandlot.api.deps import SandboxId, Svc, Who
 from sandlot.api.e2b.access import access_token
-from sandlot.api.models import MAX_TIMEOUT_S, EnvDict, MetaDict, SandboxCreate
+from sandlot.api.models import MAX_TIMEOUT_S, EnvDict, MetaDict, NetEntry, NetworkSettings, SandboxCreate
+from sandlot.api.routes_ports import port_registry
 from sandlot.api.store import SandboxRecord
 
 __all__ = ["ENVD_VERSION", "router"]
@@ -37,11 +38,29 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
+class NetworkBody(_Body):
+    allow_public_traffic: bool = Field(default=True, alias="allowPublicTraffic")
+    allow_out: list[NetEntry] = Field(default_factory=list, alias="allowOut", max_length=256)
+    deny_out: list[NetEntry] = Field(default_factory=list, alias="denyOut", max_length=256)
+
+
 class NewSandbox(_Body):
     template_id: str = Field(alias="templateID", min_length=1, max_length=256)
     timeout: int = Field(default=300, ge=1, le=MAX_TIMEOUT_S)
     metadata: MetaDict | None = None
     env_vars: EnvDict | None = Field(default=None, alias="envVars")
+    allow_internet_access: bool = Field(default=True, alias="allowInternetAccess")
+    auto_pause: bool = Field(default=False, alias="autoPause")
+    network: NetworkBody = Field(default_factory=NetworkBody)
+
+    def sandlot_network(self) -> NetworkSettings:
+        """E2B's network options as a Sandlot policy: internet by default, `allowOut` only without it."""
+        net = self.network
+        if self.allow_internet_access:
+            return NetworkSettings(mode="full", allow=net.allow_out, deny=net.deny_out)
+        if net.allow_out:
+            return NetworkSettings(mode="egress", allow=net.allow_out, deny=net.deny_out)
+        return NetworkSettings(mode="none")
 
 
 class TimeoutBody(_Body):
@@ -60,6 +79,16 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def _domain(request: Request) -> str:
+    """What the SDK's `get_host(port)` appends to `{port}-{id}.`: the server's ports domain, and
+    this server's port when it is not the scheme's default (so a local server works as is)."""
+    domain: str = request.app.state.host_routes.domain
+    port = request.url.port
+    return (
+        domain if port is None or (request.url.scheme, port) in (("http", 80), ("https", 443)) else f"{domain}:{port}"
+    )
+
+
 def _sandbox(request: Request, rec: SandboxRecord) -> dict[str, object]:
     """E2B's `Sandbox` (what create, connect and resume answer)."""
     token = access_token(request, rec.sandbox_id)
@@ -70,7 +99,7 @@ def _sandbox(request: Request, rec: SandboxRecord) -> dict[str, object]:
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": token,
         "trafficAccessToken": token,
-        "domain": None,
+        "domain": _domain(request),
     }
 
 
@@ -95,9 +124,20 @@ def _listed(rec: SandboxRecord) -> dict[str, object]:
 @router.post("/v2/sandboxes", status_code=201)
 async def create(body: NewSandbox, request: Request, who: Who, svc: Svc) -> JSONResponse:
     req = SandboxCreate(
-        template=body.template_id, timeout=body.timeout, env=body.env_vars or {}, metadata=body.metadata or {}
+        template=body.template_id,
+        timeout=body.timeout,
+        env=body.env_vars or {},
+        metadata=body.metadata or {},
+        network=body.sandlot_network(),
+        on_timeout="pause" if body.auto_pause else "kill",
     )
     rec = await svc.create(who, req)
+    # Its ports take the same token as envd (E2B's trafficAccessToken), and are public unless asked.
+    port_registry(request.app).configure(
+        svc.node.get(rec.sandbox_id),
+        token=access_token(request, rec.sandbox_id),
+        all_public=body.network.allow_public_traffic,
+    )
     return JSONResponse(_sandbox(request, rec), status_code=201)
 
 
@@ -138,7 +178,7 @@ async def get(sandbox_id: SandboxId, request: Request, who: Who, svc: Svc) -> JS
     if rec.state not in ("running", "paused"):
         raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} is {rec.state}")
     token = access_token(request, sandbox_id)
-    return JSONResponse({**_listed(rec), "envdAccessToken": token, "domain": None})
+    return JSONResponse({**_listed(rec), "envdAccessToken": token, "domain": _domain(request)})
 
 
 @router.delete("/sandboxes/{sandbox_id}", status_code=204)
