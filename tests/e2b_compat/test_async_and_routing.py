@@ -8,20 +8,30 @@ import httpx
 import pytest
 from e2b import AsyncSandbox, FilesystemEvent
 
-from sandlot.api.e2b.routing import ENVD_PORT, SandboxTarget, sandbox_target
+from sandlot.api.e2b import routing
+from sandlot.api.e2b.routing import ENVD_PORT, find_target
+from sandlot.api.host_routing import HostRoutes
 from tests.api.harness import Server
 
 
-def test_sandbox_target_from_headers_and_host_names() -> None:
-    assert sandbox_target({"e2b-sandbox-id": "sb-abc", "e2b-sandbox-port": "49999"}, None) == SandboxTarget(
-        "sb-abc", 49999
-    )
-    assert sandbox_target({"e2b-sandbox-id": "sb-abc"}, "127.0.0.1:7770") == SandboxTarget("sb-abc", ENVD_PORT)
-    assert sandbox_target({}, "49983-sb-0123456789abcdef.sandlot.example.com") == SandboxTarget(
-        "sb-0123456789abcdef", 49983
-    )
-    assert sandbox_target({}, "api.sandlot.example.com") is None
-    assert sandbox_target({}, "127.0.0.1:7770") is None
+async def _proxy(scope: object, receive: object, send: object) -> None:
+    raise AssertionError("not called")
+
+
+def test_e2b_targets_from_headers_and_host_names() -> None:
+    assert find_target({"e2b-sandbox-id": "sb-abc", "e2b-sandbox-port": "49999"}) == ("sb-abc", 49999)
+    assert find_target({"e2b-sandbox-id": "sb-abc", "host": "127.0.0.1:7770"}) == ("sb-abc", ENVD_PORT)
+    assert find_target({"e2b-sandbox-id": "../../etc"}) == ("invalid", ENVD_PORT)
+    assert find_target({"host": "127.0.0.1:7770"}) is None
+    routes = HostRoutes("sandlot.example.com", _proxy)
+    routing.install(routes)
+    sid = "sb-0123456789abcdef"
+    assert routes.target({"host": f"49983-{sid}.sandlot.example.com"}) == (sid, 49983)
+    assert routes.target({"e2b-sandbox-id": sid, "e2b-sandbox-port": "8000"}) == (sid, 8000)
+    assert routes.mounted_path((sid, 49983), "/files") == f"/e2b-sandbox/{sid}/49983/files"
+    assert routes.mounted_path((sid, 8000), "/") is None  # any other port: the port proxy's
+    assert routes.target({"host": "api.sandlot.example.com"}) is None
+    assert routes.target({"host": "127.0.0.1:7770"}) is None
 
 
 @pytest.mark.integration
@@ -51,7 +61,7 @@ def test_async_sdk_commands_and_streaming_watch(e2b_env: dict[str, str], api_ser
                     f"{api_server.url}/files",
                     params={"path": "/tmp/aw/f.txt"},
                     headers={
-                        "Host": f"{ENVD_PORT}-{sbx.sandbox_id}.sandlot.test",
+                        "Host": sbx.get_host(ENVD_PORT),
                         "X-Access-Token": sbx._envd_access_token or "",
                     },
                 )
