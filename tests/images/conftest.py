@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.images.registry import Layouts, Registry, make_layouts
+from tests.images.registry import Layouts, Registry, TokenServer, make_layouts
 
 
 def _need(*tools: str) -> None:
@@ -58,7 +58,19 @@ def auth_registry(work_dir: Path, layouts: Layouts) -> Iterator[Registry]:
 
 
 @pytest.fixture(scope="session")
-def inode(node: Any, registry: Registry, auth_registry: Registry) -> Iterator[Any]:
+def token_registry(work_dir: Path, layouts: Layouts) -> Iterator[Registry]:
+    """A registry behind a bearer-token service (auth: token) holding t/tokened:1."""
+    _need("docker-registry", "openssl")
+    token = TokenServer(work_dir / "token")
+    reg = Registry(work_dir / "token-registry", token=token).start()
+    reg.push(layouts.layout, "arm", "t/tokened:1")
+    yield reg
+    reg.stop()
+    token.stop()
+
+
+@pytest.fixture(scope="session")
+def inode(node: Any, registry: Registry, auth_registry: Registry, token_registry: Registry) -> Iterator[Any]:
     """The session node, told that the test registries speak plain HTTP.
 
     The store is the test image cache, kept across runs: templates these tests
@@ -69,6 +81,7 @@ def inode(node: Any, registry: Registry, auth_registry: Registry) -> Iterator[An
 
     node.images.registries[registry.host] = RegistryConfig(insecure=True)
     node.images.registries[auth_registry.host] = RegistryConfig(insecure=True)
+    node.images.registries[token_registry.host] = RegistryConfig(insecure=True)
     yield node
     for image in node.images.list_templates():
         if image.name not in BUILDERS and image.name not in ALIASES:

@@ -7,7 +7,9 @@ directories, hard links, device nodes, xattrs), then pushed with skopeo.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -15,7 +17,9 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,10 +34,81 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class TokenServer:
+    """A bearer-token service for the registry's `auth: token`: JWTs (RS256, x5c) signed with openssl.
+
+    It hands out tokens to USER/PASSWORD (Basic auth on the token request) only.
+    """
+
+    issuer, service = "sandlot-test-issuer", "sandlot-test-registry"
+
+    def __init__(self, dir: Path) -> None:
+        self.dir = dir
+        dir.mkdir(parents=True, exist_ok=True)
+        self.key, self.cert = dir / "key.pem", dir / "cert.pem"
+        _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key),
+              "-out", str(self.cert), "-subj", "/CN=sandlot-test-token", "-days", "2"])  # fmt: skip
+        der = subprocess.run(
+            ["openssl", "x509", "-in", str(self.cert), "-outform", "DER"], capture_output=True, check=True
+        ).stdout
+        self.x5c = base64.b64encode(der).decode()
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                want = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+                if self.headers.get("Authorization") != want:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                body = json.dumps({"token": server.mint(query.get("scope", []))}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def mint(self, scopes: list[str]) -> str:
+        access = []
+        for scope in scopes:
+            kind, name, actions = scope.split(":", 2) if scope.count(":") >= 2 else ("", "", "")
+            if kind == "repository":
+                access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": USER, "aud": self.service, "exp": now + 600, "nbf": now - 10,
+                  "iat": now, "jti": os.urandom(8).hex(), "access": access}  # fmt: skip
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+        sig = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key)], input=signing_input.encode(), capture_output=True,
+            check=True,
+        ).stdout  # fmt: skip
+        return f"{signing_input}.{b64(sig)}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 @dataclass
 class Registry:
     dir: Path
     auth: bool = False
+    token: TokenServer | None = None
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -60,6 +135,10 @@ class Registry:
             out = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, check=True).stdout
             htpasswd.write_bytes(out)
             lines += ["auth:", "  htpasswd:", "    realm: sandlot-test", f"    path: {htpasswd}"]
+        elif self.token:
+            t = self.token
+            lines += ["auth:", "  token:", f"    realm: {t.url}", f"    service: {t.service}",
+                      f"    issuer: {t.issuer}", f"    rootcertbundle: {t.cert}"]  # fmt: skip
         (self.dir / "config.yml").write_text("\n".join(lines) + "\n")
         with open(self.dir / "registry.log", "wb") as log:
             cmd = ["docker-registry", "serve", str(self.dir / "config.yml")]
@@ -88,7 +167,7 @@ class Registry:
             src = f"oci:{scratch}:{tag}"
         ref = f"{self.host}/{repo}"
         cmd = ["skopeo", "copy", "--dest-tls-verify=false"]
-        if self.auth:
+        if self.auth or self.token:
             cmd += ["--dest-creds", f"{USER}:{PASSWORD}"]
         if all_:
             cmd.append("--all")

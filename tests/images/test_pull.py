@@ -79,6 +79,20 @@ def test_basic_auth(inode: Any, auth_registry: Registry, aio: Any, make_sandbox:
     assert sh(aio, make_sandbox(ref), "cat /platform") == "amd64\n"
 
 
+def test_bearer_token_auth(inode: Any, token_registry: Registry, aio: Any, make_sandbox: Any) -> None:
+    ref = f"{token_registry.host}/t/tokened:1"
+    with contextlib.suppress(errors.ImageNotFoundError):
+        inode.images.remove(ref)
+    with pytest.raises(errors.RegistryAuthError, match="wants credentials"):
+        inode.images.pull(ref)  # the token service gives anonymous callers nothing
+    with pytest.raises(errors.RegistryAuthError, match="refused the credentials"):
+        inode.images.pull(ref, auth=RegistryConfig(USER, "wrong"))
+    before = len(token_registry.token.requests)  # type: ignore[union-attr]
+    inode.images.pull(ref, auth=RegistryConfig(USER, PASSWORD))
+    assert any("scope=repository%3At%2Ftokened%3Apull" in r for r in token_registry.token.requests[before:])  # type: ignore[union-attr]
+    assert sh(aio, make_sandbox(ref), "cat /platform") == "arm64\n"
+
+
 def test_clear_errors_and_no_template_left(inode: Any, registry: Registry) -> None:
     with pytest.raises(errors.ImageNotFoundError, match="not found"):
         inode.images.pull(f"{registry.host}/t/app:nope")

@@ -112,6 +112,9 @@ class RegistryClient:
         if r.status_code in (401, 403):
             raise errors.RegistryAuthError(
                 f"registry {self.ref.registry} refused the credentials for {self.ref.repository} (token service)"
+                if self.config.username
+                else f"registry {self.ref.registry} wants credentials for {self.ref.repository} "
+                "(its token service gives anonymous callers no token)"
             )
         if r.status_code != 200:
             raise errors.RegistryError(f"token service of {self.ref.registry} answered {r.status_code}")
