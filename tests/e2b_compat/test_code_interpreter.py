@@ -81,6 +81,27 @@ def test_timeout_interrupts_the_kernel(ci: Sandbox) -> None:
     assert after.text == "'still here'"
 
 
+def test_context_management_and_envs(ci: Sandbox) -> None:
+    ctx = ci.create_code_context()
+    assert ctx.id in [c.id for c in ci.list_code_contexts()]
+    ci.run_code("n = 1", context=ctx)
+    ci.restart_code_context(ctx)
+    assert ci.run_code("n", context=ctx).error.name == "NameError"  # type: ignore[union-attr]
+    assert ci.run_code("import os; os.environ['GREETING']", context=ctx, envs={"GREETING": "hi"}).text == "'hi'"
+    ci.remove_code_context(ctx)
+    assert ctx.id not in [c.id for c in ci.list_code_contexts()]
+
+
+def test_a_dead_kernel_is_reported_and_restarted(ci: Sandbox) -> None:
+    ctx = ci.create_code_context()
+    pid = ci.run_code("import os; os.getpid()", context=ctx).text
+    ci.commands.run(f"kill -9 {pid}", user="root")
+    died = ci.run_code("1", context=ctx, timeout=60)
+    assert died.error is not None and died.error.name == "KernelDied"
+    assert ci.run_code("2 + 2", context=ctx, timeout=60).text == "4"
+    ci.remove_code_context(ctx)
+
+
 def test_bash(ci: Sandbox) -> None:
     ex = ci.run_code("GREETING=hello; cd /tmp; echo $GREETING from $(pwd)", language="bash")
     assert ex.logs.stdout == ["hello from /tmp\n"] or "".join(ex.logs.stdout) == "hello from /tmp\n"

@@ -56,6 +56,11 @@ class RefreshBody(_Body):
     duration: int | None = Field(default=None, ge=0, le=3600)
 
 
+#: Memory for sandboxes of these templates (the E2B SDK cannot ask for any): a few
+#: Jupyter kernels with pandas and matplotlib outgrow the default 512 MB.
+TEMPLATE_MEMORY_MB = {"code-interpreter": 2048, "code-interpreter-v1": 2048}
+
+
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
@@ -97,6 +102,8 @@ async def create(body: NewSandbox, request: Request, who: Who, svc: Svc) -> JSON
     req = SandboxCreate(
         template=body.template_id, timeout=body.timeout, env=body.env_vars or {}, metadata=body.metadata or {}
     )
+    if body.template_id in TEMPLATE_MEMORY_MB:
+        req.memory_mb = TEMPLATE_MEMORY_MB[body.template_id]
     rec = await svc.create(who, req)
     return JSONResponse(_sandbox(request, rec), status_code=201)
 
