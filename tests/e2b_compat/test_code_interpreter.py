@@ -15,12 +15,17 @@ from e2b_code_interpreter import Sandbox
 
 import sandlot
 import sandlot.errors
+from sandlot.node.images import ImageStore
+from tests.api.harness import IMAGE_CACHE
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The first test here may build the code-interpreter image (debootstrap + apt: minutes, once per cache).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 @pytest.fixture(scope="module")
 def ci(e2b_env: dict[str, str]) -> Iterator[Sandbox]:
+    # Built here, not inside Sandbox.create, whose HTTP request would time out first.
+    ImageStore(IMAGE_CACHE).ensure("code-interpreter")
     s = Sandbox.create(timeout=900)  # the SDK's default template, code-interpreter-v1
     yield s
     s.kill()
