@@ -15,12 +15,17 @@ from e2b_code_interpreter import Sandbox
 
 import sandlot
 import sandlot.errors
+from sandlot.node.images import ImageStore
+from tests.api.harness import IMAGE_CACHE
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The first test here may build the code-interpreter image (debootstrap + apt: minutes, once per cache).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 @pytest.fixture(scope="module")
 def ci(e2b_env: dict[str, str]) -> Iterator[Sandbox]:
+    # Built here, not inside Sandbox.create, whose HTTP request would time out first.
+    ImageStore(IMAGE_CACHE).ensure("code-interpreter")
     s = Sandbox.create(timeout=900)  # the SDK's default template, code-interpreter-v1
     yield s
     s.kill()
@@ -79,6 +84,27 @@ def test_timeout_interrupts_the_kernel(ci: Sandbox) -> None:
     # The abandoned execution was interrupted: the kernel answers at once, its state intact.
     after = ci.run_code("kept", timeout=20)
     assert after.text == "'still here'"
+
+
+def test_context_management_and_envs(ci: Sandbox) -> None:
+    ctx = ci.create_code_context()
+    assert ctx.id in [c.id for c in ci.list_code_contexts()]
+    ci.run_code("n = 1", context=ctx)
+    ci.restart_code_context(ctx)
+    assert ci.run_code("n", context=ctx).error.name == "NameError"  # type: ignore[union-attr]
+    assert ci.run_code("import os; os.environ['GREETING']", context=ctx, envs={"GREETING": "hi"}).text == "'hi'"
+    ci.remove_code_context(ctx)
+    assert ctx.id not in [c.id for c in ci.list_code_contexts()]
+
+
+def test_a_dead_kernel_is_reported_and_restarted(ci: Sandbox) -> None:
+    ctx = ci.create_code_context()
+    pid = ci.run_code("import os; os.getpid()", context=ctx).text
+    ci.commands.run(f"kill -9 {pid}", user="root")
+    died = ci.run_code("1", context=ctx, timeout=60)
+    assert died.error is not None and died.error.name == "KernelDied"
+    assert ci.run_code("2 + 2", context=ctx, timeout=60).text == "4"
+    ci.remove_code_context(ctx)
 
 
 def test_bash(ci: Sandbox) -> None:

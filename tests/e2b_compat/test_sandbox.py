@@ -49,6 +49,10 @@ def test_commands_background_list_stdin_kill(sbx: Sandbox) -> None:
     sbx.commands.close_stdin(h.pid)
     r = h.wait()
     assert r.stdout == "ping\n"
+    talker = sbx.commands.run("echo early; sleep 1; echo late", background=True)
+    talker.disconnect()
+    again = sbx.commands.connect(talker.pid)
+    assert again.wait().stdout.endswith("late\n")
     sleeper = sbx.commands.run("sleep 300", background=True)
     assert sbx.commands.kill(sleeper.pid) is True
     with pytest.raises(CommandExitException):

@@ -87,7 +87,21 @@ class PythonContext:
         msg_id = self.kc.execute(code, store_history=True, allow_stdin=False)
         count = None
         while True:
-            msg = self.kc.get_iopub_msg()
+            try:
+                msg = self.kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                if self.km.is_alive():
+                    continue
+                # Killed (the sandbox's memory limit kills the biggest process): say so, start afresh.
+                reply(
+                    req,
+                    "error",
+                    name="KernelDied",
+                    value="the kernel died (out of memory?); it was restarted and its state is lost",
+                    traceback="",
+                )
+                self.restart()
+                return
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]

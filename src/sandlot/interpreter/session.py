@@ -28,6 +28,7 @@ __all__ = ["DEFAULT_CONTEXT", "LANGUAGES", "Interpreter", "interpreter_for"]
 log = logging.getLogger("sandlot.interpreter")
 
 DRIVER_PATH = "/tmp/.sandlot-interpreter/driver.py"
+DRIVER_TAG = "sandlot-interpreter"
 DEFAULT_CONTEXT = "default"
 LANGUAGES = ("python", "bash")
 USER = "user"
@@ -61,6 +62,11 @@ class Interpreter:
                 f"sandbox {self.sandbox.id} has no python3 for the code interpreter: "
                 "create it from the 'code-interpreter' template"
             )
+        # A driver left by an earlier API process (a restart) holds kernels nobody can reach: end it.
+        for info in await agent.list_processes():
+            if info.tag == DRIVER_TAG and info.running:
+                with contextlib.suppress(errors.SandlotError):
+                    await agent.signal(info.pid, 9, True)
         await agent.write(DRIVER_PATH, _driver_source(), mode=0o644)
         self._proc = await self.sandbox.start(
             ["python3", "-u", DRIVER_PATH],
@@ -68,7 +74,7 @@ class Interpreter:
             user=USER,
             cwd=HOME,
             env={"HOME": HOME, "USER": USER, "PYTHONUNBUFFERED": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
-            tag="sandlot-interpreter",
+            tag=DRIVER_TAG,
         )
         self._reader = asyncio.create_task(self._read(self._proc))
         # The default Python context (a kernel) starts at once: the first execution is the slow one otherwise.

@@ -75,6 +75,11 @@ class RefreshBody(_Body):
     duration: int | None = Field(default=None, ge=0, le=3600)
 
 
+#: Memory for sandboxes of these templates (the E2B SDK cannot ask for any): a few
+#: Jupyter kernels with pandas and matplotlib outgrow the default 512 MB.
+TEMPLATE_MEMORY_MB = {"code-interpreter": 2048, "code-interpreter-v1": 2048}
+
+
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
@@ -131,6 +136,8 @@ async def create(body: NewSandbox, request: Request, who: Who, svc: Svc) -> JSON
         network=body.sandlot_network(),
         on_timeout="pause" if body.auto_pause else "kill",
     )
+    if body.template_id in TEMPLATE_MEMORY_MB:
+        req.memory_mb = TEMPLATE_MEMORY_MB[body.template_id]
     rec = await svc.create(who, req)
     # Its ports take the same token as envd (E2B's trafficAccessToken), and are public unless asked.
     port_registry(request.app).configure(
