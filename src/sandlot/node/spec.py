@@ -10,6 +10,7 @@ from typing import Any
 
 from sandlot import errors
 from sandlot.node.images import Image
+from sandlot.node.volumes import VolumeMount
 
 __all__ = ["CGROUP_PARENT", "SANDBOX_ID_RE", "Limits", "SandboxSpec", "new_sandbox_id", "oci_config"]
 
@@ -57,6 +58,8 @@ class SandboxSpec:
     user: str | None = None
     network: str = "none"
     hostname: str = "sandbox"
+    #: named volumes bind-mounted into the sandbox (see volumes.py)
+    volumes: list[VolumeMount] = field(default_factory=list)
 
     def validate(self) -> SandboxSpec:
         self.limits.validate()
@@ -69,6 +72,8 @@ class SandboxSpec:
                 raise errors.InvalidArgumentError(f"bad environment variable name {key!r}", field="env")
         if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}", self.hostname):
             raise errors.InvalidArgumentError(f"bad hostname {self.hostname!r}", field="hostname")
+        for mount in self.volumes:
+            mount.validate()
         return self
 
 
