@@ -26,6 +26,7 @@ from sandlot.api import (
     routes_pools,
     routes_pty,
     routes_sandboxes,
+    routes_volumes,
 )
 from sandlot.api.auth import bootstrap_admin_key
 from sandlot.api.config import ApiConfig
@@ -112,6 +113,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
     for module in (routes_sandboxes, routes_commands, routes_files, routes_keys, routes_pools, routes_pty):
         app.include_router(module.router)
     app.include_router(routes_checkpoints.router)
+    app.include_router(routes_volumes.router)
     return app
 
 

@@ -57,6 +57,10 @@ __all__ = [
     "StreamEvent",
     "TarResult",
     "TimeoutUpdate",
+    "VolumeCreate",
+    "VolumeInfo",
+    "VolumeList",
+    "VolumeMountRequest",
     "WatchEventOut",
 ]
 
@@ -114,6 +118,14 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+class VolumeMountRequest(_Request):
+    """A volume of the team, by name, mounted at `path` inside the sandbox."""
+
+    name: str = Field(min_length=1, max_length=64)
+    path: str = Field(min_length=1, max_length=1024)
+    read_only: bool = False
+
+
 class SandboxCreate(_Request):
     """POST /sandboxes."""
 
@@ -131,6 +143,7 @@ class SandboxCreate(_Request):
         default=False, description="never killed by its timeout; hibernates when idle and wakes on the next request"
     )
     on_timeout: Literal["kill", "pause"] = Field(default="kill", description="what its timeout does to it")
+    volumes: list[VolumeMountRequest] = Field(default_factory=list, max_length=32)
 
     @field_validator("env")
     @classmethod
@@ -475,3 +488,22 @@ class ForkRequest(_Request):
             _no_nul(key, "metadata keys")
             _no_nul(value, "metadata values")
         return v
+
+
+# ---------------------------------------------------------------- volumes
+
+
+class VolumeCreate(_Request):
+    """POST /volumes: a named directory that outlives sandboxes."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class VolumeInfo(_Response):
+    name: str
+    volume_id: str
+    created_at: float
+
+
+class VolumeList(_Response):
+    volumes: list[VolumeInfo]

@@ -28,6 +28,7 @@ from sandlot.api.auth import Principal
 from sandlot.api.lifecycle import check_lifetime
 from sandlot.api.models import SandboxCreate, SandboxInfo, SandboxState
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
+from sandlot.api.volumes import volume_mounts
 from sandlot.node import Limits, Node, SandboxSpec
 from sandlot.node import Sandbox as NodeSandbox
 from sandlot.node.recovery import RecoveryReport, recover
@@ -158,6 +159,7 @@ class SandboxService:
             runtime=runtime,
             limits=Limits(cpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_mb),
             env=dict(req.env),
+            volumes=volume_mounts(self.node, who.team, req.volumes),
         ).validate()
         self._pending[who.team] = self._pending.get(who.team, 0) + 1
         try:

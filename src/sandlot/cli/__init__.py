@@ -12,6 +12,7 @@
     sandlot checkpoint create|ls|rm        filesystem checkpoints of a sandbox
     sandlot restore SANDBOX_ID CHECKPOINT_ID
     sandlot fork CHECKPOINT_ID [-n COUNT]  new sandboxes from a checkpoint
+    sandlot volume create|ls|rm            named volumes (mount with create --volume NAME:/path[:ro])
     sandlot keys create|list|revoke        API keys (admin)
     sandlot run -- CMD...                  one command in a fresh sandbox on this host (embeds a node)
 
@@ -30,7 +31,7 @@ import sys
 import click
 
 from sandlot import errors
-from sandlot.cli import checkpoint, cp, create, exec_, keys, kill, logs, ls, pause, run, serve, shell
+from sandlot.cli import checkpoint, cp, create, exec_, keys, kill, logs, ls, pause, run, serve, shell, volume
 from sandlot.cli._common import Api, OutputClosed
 
 __all__ = ["cli", "main"]
@@ -54,6 +55,7 @@ cli.add_command(pause.resume_command)
 cli.add_command(checkpoint.checkpoint_group)
 cli.add_command(checkpoint.restore_command)
 cli.add_command(checkpoint.fork_command)
+cli.add_command(volume.volume_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sandlot.cli._common import Api, json_option, pairs, pass_api, print_json, run_async
+from sandlot.cli.volume import parse_mount
 from sandlot.sdk import AsyncSandbox, SandboxInfo
 
 __all__ = ["command"]
@@ -19,6 +20,7 @@ __all__ = ["command"]
 @click.option("--timeout", type=int, default=300, show_default=True, help="seconds until the server kills it")
 @click.option("--env", "-e", multiple=True, metavar="KEY=VALUE", help="environment of every command (repeatable)")
 @click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE", help="label (repeatable)")
+@click.option("--volume", "-v", "volumes", multiple=True, metavar="NAME:/PATH[:ro]", help="mount a volume (repeatable)")
 @click.option("--persistent", is_flag=True, help="never killed by its timeout; hibernates when idle")
 @click.option(
     "--on-timeout",
@@ -39,6 +41,7 @@ def command(
     timeout: int,
     env: tuple[str, ...],
     metadata: tuple[str, ...],
+    volumes: tuple[str, ...],
     persistent: bool,
     on_timeout: str,
     as_json: bool,
@@ -57,6 +60,7 @@ def command(
             metadata=pairs(metadata, "--metadata"),
             persistent=persistent,
             on_timeout=on_timeout,
+            volumes=[parse_mount(v) for v in volumes],
             api_url=api.url,
             api_key=api.key,
         )

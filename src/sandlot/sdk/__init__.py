@@ -17,11 +17,13 @@ from sandlot.sdk.files import AsyncWatchHandle
 from sandlot.sdk.pty import AsyncPtyHandle, PtySize
 from sandlot.sdk.sandbox import AsyncSandbox
 from sandlot.sdk.sync import CommandHandle, PtyHandle, Sandbox, WatchHandle
+from sandlot.sdk.volumes import AsyncVolumes, VolumeInfo, VolumeMount, Volumes
 
 __all__ = [
     "AsyncCommandHandle",
     "AsyncPtyHandle",
     "AsyncSandbox",
+    "AsyncVolumes",
     "AsyncWatchHandle",
     "CheckpointInfo",
     "CommandHandle",
@@ -32,6 +34,9 @@ __all__ = [
     "PtySize",
     "Sandbox",
     "SandboxInfo",
+    "VolumeInfo",
+    "VolumeMount",
+    "Volumes",
     "WatchEventOut",
     "WatchHandle",
 ]
