@@ -9,9 +9,11 @@ directory marks it, so a restarted node adopts it as hibernated.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sandlot import errors
 from sandlot.node import memory_pause
 from sandlot.node.sandbox import Sandbox
 
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from sandlot.node.node import Node
 
 __all__ = ["hibernate", "marked", "wake"]
+
+log = logging.getLogger("sandlot.node")
 
 
 def _marker(sbx: Sandbox) -> Path:
@@ -32,7 +36,11 @@ def marked(sbx: Sandbox) -> bool:
 async def hibernate(node: Node, sbx: Sandbox) -> None:
     """Release a running sandbox's processes (saving their memory where the runtime can)."""
     if sbx.runtime.saves_memory:
-        await memory_pause.save(node, sbx)
+        try:
+            await memory_pause.save(node, sbx)
+        except errors.SandlotError as exc:  # e.g. runsc refuses: the sandbox runs on; stop it instead
+            log.warning("hibernating %s without its memory: %s", sbx.id, exc)
+            await node._halt(sbx)
     else:
         await node._halt(sbx)
     _marker(sbx).touch()
