@@ -6,6 +6,7 @@
     │   ├── ImageNotFoundError
     │   ├── ProcessNotFoundError
     │   ├── CheckpointNotFoundError
+    │   ├── VolumeNotFoundError
     │   └── SandboxFileNotFoundError   (also FileNotFoundError)
     ├── InvalidArgumentError           (also ValueError)
     │   ├── CommandNotFoundError
@@ -75,6 +76,7 @@ __all__ = [
     "SandlotError",
     "TimeoutError_",
     "UserNotFoundError",
+    "VolumeNotFoundError",
     "code_of",
     "error_from_code",
 ]
@@ -113,6 +115,10 @@ class ProcessNotFoundError(NotFoundError):
 
 class CheckpointNotFoundError(NotFoundError):
     code = "checkpoint_not_found"
+
+
+class VolumeNotFoundError(NotFoundError):
+    code = "volume_not_found"
 
 
 class SandboxFileNotFoundError(NotFoundError, FileNotFoundError):
@@ -259,6 +265,7 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         ImageNotFoundError,
         ProcessNotFoundError,
         CheckpointNotFoundError,
+        VolumeNotFoundError,
         SandboxFileNotFoundError,
         InvalidArgumentError,
         CommandNotFoundError,

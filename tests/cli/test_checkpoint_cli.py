@@ -46,3 +46,18 @@ def test_pause_with_memory(cli: Cli) -> None:
     info = json.loads(cli("create", "--persistent", "--on-timeout", "pause", "--json", check=True).stdout)
     assert info["persistent"] is True and info["on_timeout"] == "pause"
     cli("kill", sid, crun, info["sandbox_id"], check=True)
+
+
+def test_volumes(cli: Cli) -> None:
+    assert cli("volume", "create", "cli-vol", check=True).stdout.strip() == "cli-vol"
+    sid = cli("create", "--volume", "cli-vol:/data", check=True).stdout.strip()
+    cli("exec", sid, "echo hi > /data/f", check=True)
+    ro = cli("create", "-v", "cli-vol:/data:ro", check=True).stdout.strip()
+    assert cli("exec", ro, "cat /data/f", check=True).stdout == "hi\n"
+    assert "cli-vol" in cli("volume", "ls", check=True).stdout
+    res = cli("volume", "rm", "cli-vol")
+    assert res.returncode == 2 and "mounted by" in res.stderr, res.stderr
+    res = cli("create", "--volume", "cli-vol")
+    assert res.returncode == 2 and "--volume wants NAME:/path[:ro]" in res.stderr, res.stderr
+    cli("kill", sid, ro, check=True)
+    assert cli("volume", "rm", "cli-vol", check=True).stdout.strip() == "cli-vol"

@@ -76,3 +76,19 @@ def test_create_persistent_and_on_timeout(sdk_env: str) -> None:
                 time.sleep(0.3)
             assert eph.get_info().state.value == "paused"
             assert sbx.get_info().state.value == "running"  # past its timeout, persistent: still here
+
+
+def test_volumes(sdk_env: str) -> None:
+    from sandlot.sdk import VolumeMount, Volumes
+
+    assert Volumes.create("sdk-vol").name == "sdk-vol"
+    try:
+        with Sandbox.create(timeout=120, volumes=[VolumeMount(name="sdk-vol", path="/v")]) as a:
+            a.files.write("/v/x", "from a")
+        with Sandbox.create(timeout=120, volumes=[VolumeMount(name="sdk-vol", path="/v", read_only=True)]) as b:
+            assert b.files.read("/v/x") == "from a"
+        assert "sdk-vol" in [v.name for v in Volumes.list()]
+    finally:
+        Volumes.delete("sdk-vol")
+    with pytest.raises(errors.VolumeNotFoundError):
+        Volumes.delete("sdk-vol")

@@ -30,6 +30,7 @@ from sandlot.api import (
     routes_ports,
     routes_pty,
     routes_sandboxes,
+    routes_volumes,
 )
 from sandlot.api.auth import bootstrap_admin_key
 from sandlot.api.config import ApiConfig
@@ -126,6 +127,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         routes_pty,
         routes_images,
         routes_checkpoints,
+        routes_volumes,
         routes_code,
     ):
         app.include_router(module.router)

@@ -51,8 +51,11 @@ async def on_timeout(svc: SandboxService, sandbox_id: str) -> None:
         return
     if rec.state != "running":
         return
-    memory = svc.node.get(sandbox_id).runtime.saves_memory
-    await svc.node.pause(sandbox_id, memory=memory)
+    try:
+        await svc.node.pause(sandbox_id, memory=svc.node.get(sandbox_id).runtime.saves_memory)
+    except errors.InternalError as exc:  # the runtime could not save it: a freeze still stops it
+        log.warning("pausing %s at its timeout without its memory: %s", sandbox_id, exc)
+        await svc.node.pause(sandbox_id)
     await svc.store.set_state(sandbox_id, "paused", "paused at its timeout")
 
 

@@ -57,6 +57,10 @@ __all__ = [
     "StreamEvent",
     "TarResult",
     "TimeoutUpdate",
+    "VolumeCreate",
+    "VolumeInfo",
+    "VolumeList",
+    "VolumeMountRequest",
     "WatchEventOut",
 ]
 
@@ -155,6 +159,14 @@ class NetworkInfo(_Response):
     port_host: str = Field(description="host name pattern of its ports: '{port}-<sandbox id>.<domain>'")
 
 
+class VolumeMountRequest(_Request):
+    """A volume of the team, by name, mounted at `path` inside the sandbox."""
+
+    name: str = Field(min_length=1, max_length=64)
+    path: str = Field(min_length=1, max_length=1024)
+    read_only: bool = False
+
+
 class SandboxCreate(_Request):
     """POST /sandboxes."""
 
@@ -176,6 +188,7 @@ class SandboxCreate(_Request):
         default=False, description="never killed by its timeout; hibernates when idle and wakes on the next request"
     )
     on_timeout: Literal["kill", "pause"] = Field(default="kill", description="what its timeout does to it")
+    volumes: list[VolumeMountRequest] = Field(default_factory=list, max_length=32)
 
     @field_validator("env")
     @classmethod
@@ -578,3 +591,22 @@ class TemplateEvent(_Response):
 
     type: Literal["template"] = "template"
     template: TemplateInfo
+
+
+# ---------------------------------------------------------------- volumes
+
+
+class VolumeCreate(_Request):
+    """POST /volumes: a named directory that outlives sandboxes."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class VolumeInfo(_Response):
+    name: str
+    volume_id: str
+    created_at: float
+
+
+class VolumeList(_Response):
+    volumes: list[VolumeInfo]

@@ -28,6 +28,7 @@ from sandlot.api.auth import Principal
 from sandlot.api.lifecycle import check_lifetime
 from sandlot.api.models import SandboxCreate, SandboxInfo, SandboxState
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
+from sandlot.api.volumes import volume_mounts
 from sandlot.node import Limits, Node, SandboxSpec
 from sandlot.node import Sandbox as NodeSandbox
 from sandlot.node.netpolicy import NetworkPolicy
@@ -161,6 +162,7 @@ class SandboxService:
             limits=Limits(cpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_mb),
             env=dict(req.env),
             network=NetworkPolicy.parse(req.network if isinstance(req.network, str) else req.network.model_dump()),
+            volumes=volume_mounts(self.node, who.team, req.volumes),
         ).validate()
         if req.registry_auth is not None and self.node.images.get(template) is None:
             auth = RegistryConfig(req.registry_auth.username, req.registry_auth.password)

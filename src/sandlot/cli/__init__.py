@@ -14,6 +14,7 @@
     sandlot fork CHECKPOINT_ID [-n COUNT]  new sandboxes from a checkpoint
     sandlot network SANDBOX_ID [--mode M ...]  show or change its network policy (live)
     sandlot port url|public|private SANDBOX_ID PORT   a server in the sandbox, through the API
+    sandlot volume create|ls|rm            named volumes (mount with create --volume NAME:/path[:ro])
     sandlot keys create|list|revoke        API keys (admin)
     sandlot image pull REF                 pull an image from a registry into a template
     sandlot template build -t NAME DIR     build a template from a Dockerfile (RUN steps in sandboxes)
@@ -54,6 +55,7 @@ from sandlot.cli import (
     serve,
     shell,
     templates,
+    volume,
 )
 from sandlot.cli._common import Api, OutputClosed
 
@@ -80,6 +82,7 @@ cli.add_command(checkpoint.restore_command)
 cli.add_command(checkpoint.fork_command)
 cli.add_command(templates.image_group)
 cli.add_command(templates.template_group)
+cli.add_command(volume.volume_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import click
 
 from sandlot.cli._common import Api, json_option, pairs, pass_api, print_json, run_async
 from sandlot.cli.network import network_options, policy
+from sandlot.cli.volume import parse_mount
 from sandlot.sdk import AsyncSandbox, SandboxInfo
 
 __all__ = ["command"]
@@ -23,6 +24,7 @@ __all__ = ["command"]
 @click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE", help="label (repeatable)")
 @click.option("--network", type=click.Choice(["none", "egress", "full"]), default=None, help="default: none")
 @network_options
+@click.option("--volume", "-v", "volumes", multiple=True, metavar="NAME:/PATH[:ro]", help="mount a volume (repeatable)")
 @click.option("--persistent", is_flag=True, help="never killed by its timeout; hibernates when idle")
 @click.option(
     "--on-timeout",
@@ -49,6 +51,7 @@ def command(
     deny: tuple[str, ...],
     egress_bytes_per_s: int | None,
     max_connections: int | None,
+    volumes: tuple[str, ...],
     persistent: bool,
     on_timeout: str,
     as_json: bool,
@@ -71,6 +74,7 @@ def command(
             else None,
             persistent=persistent,
             on_timeout=on_timeout,
+            volumes=[parse_mount(v) for v in volumes],
             api_url=api.url,
             api_key=api.key,
         )

@@ -33,6 +33,7 @@ from typing import Any
 
 from sandlot import errors
 from sandlot.node.spec import Limits, SandboxSpec
+from sandlot.node.volumes import VolumeMount
 
 __all__ = ["CHECKPOINT_ID_RE", "MAX_FORK", "Checkpoint", "CheckpointStore", "spec_from_dict", "spec_to_dict"]
 
@@ -53,6 +54,8 @@ def spec_from_dict(d: dict[str, Any]) -> SandboxSpec:
     kw = {k: v for k, v in d.items() if k in known and k != "limits"}
     lk = {f.name for f in dataclasses.fields(Limits)}
     limits = Limits(**{k: v for k, v in (d.get("limits") or {}).items() if k in lk})
+    if "volumes" in kw:
+        kw["volumes"] = [VolumeMount(**v) for v in kw["volumes"]]
     return SandboxSpec(**kw, limits=limits)
 
 

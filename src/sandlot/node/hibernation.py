@@ -35,14 +35,13 @@ def marked(sbx: Sandbox) -> bool:
 
 async def hibernate(node: Node, sbx: Sandbox) -> None:
     """Release a running sandbox's processes (saving their memory where the runtime can)."""
-    saved = False
     if sbx.runtime.saves_memory:
         try:
             await memory_pause.save(node, sbx)
-            saved = True
-        except errors.SandboxStateError as exc:  # TCP connections gVisor cannot save, for now
-            log.info("hibernating %s without its memory: %s", sbx.id, exc)
-    if not saved:  # waking boots the sandbox again on the same files
+        except errors.SandlotError as exc:  # e.g. runsc refuses: the sandbox runs on; stop it instead
+            log.warning("hibernating %s without its memory: %s", sbx.id, exc)
+            await node._halt(sbx)
+    else:
         await node._halt(sbx)
     _marker(sbx).touch()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from sandlot.node.rootfs import SpareDisks, WritableLayer
 from sandlot.node.runtimes import Runtime, make_runtime
 from sandlot.node.sandbox import Sandbox, State
 from sandlot.node.spec import SandboxSpec, new_sandbox_id, oci_config
+from sandlot.node.volumes import VolumeStore, bind_mounts
 from sandlot.paths import default_data_dir
 
 __all__ = ["Node", "NodeConfig"]
@@ -88,6 +90,7 @@ class Node:
         self.disks = DiskStore(self.config.data_dir, self.config.disk_store_bytes)
         self.spares = SpareDisks(self.disks.spares)
         self.checkpoints = CheckpointStore(self.disks.checkpoints)
+        self.volumes = VolumeStore(self.config.data_dir / "volumes")
         self.pool = WarmPool(self._start, self.kill)
         dns = self.config.dns_servers
         self.network = NetworkManager(
@@ -136,7 +139,8 @@ class Node:
     async def create(self, spec: SandboxSpec | None = None) -> Sandbox:
         """A running sandbox for `spec`: from the warm pool when it holds one, else started now."""
         spec = (spec or SandboxSpec(runtime=self.config.default_runtime)).validate()
-        pooled = self.pool.take(spec)
+        bind_mounts(self.volumes, spec.volumes)  # every volume exists: fail before starting anything
+        pooled = None if spec.volumes else self.pool.take(spec)  # pooled sandboxes have no volumes
         if pooled is not None:
             if pooled.net is not None:  # booted with an interface; now the caller's policy
                 try:
@@ -295,11 +299,20 @@ class Node:
             extra_env={"SANDLOT_AGENT_CONFIG": f"{MOUNT_POINT}/run/config.json"},
             netns_path=await self._attach_network(sbx, net_setup),
         )
+        config["mounts"] += bind_mounts(self.volumes, spec.volumes)
         sbx.runtime.adjust(config)
         (sbx.dir / "bundle").mkdir()
         (sbx.dir / "bundle" / "config.json").write_text(json.dumps(config, indent=1))
         (sbx.dir / "sandbox.json").write_text(
-            json.dumps({"id": sbx.id, "runtime": sbx.runtime.name, "image": image.name, "created_at": sbx.created_at})
+            json.dumps(
+                {
+                    "id": sbx.id,
+                    "runtime": sbx.runtime.name,
+                    "image": image.name,
+                    "created_at": sbx.created_at,
+                    "volumes": [dataclasses.asdict(m) for m in spec.volumes],
+                }
+            )
         )
         await sbx.conn.listen()
 
@@ -455,6 +468,17 @@ class Node:
                 self._spawn(reaper.wait_exit(other))
         self._spawn(self._on_exit(sbx, exited, sbx.generation))
         return exited
+
+    # ------------------------------------------------------------ volumes
+
+    def delete_volume(self, volume_id: str) -> None:
+        """Delete a volume and its files; refused while a sandbox of this node mounts it."""
+        users = [s.id for s in self._sandboxes.values() if any(m.volume_id == volume_id for m in s.spec.volumes)]
+        if users:
+            raise errors.ConflictError(
+                f"volume {volume_id} is mounted by sandbox(es) {', '.join(sorted(users))}; kill them first"
+            )
+        self.volumes.delete(volume_id)
 
     # ------------------------------------------------------------ checkpoints
 

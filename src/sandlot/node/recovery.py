@@ -32,6 +32,7 @@ from sandlot.node.node import Node
 from sandlot.node.rootfs import WritableLayer
 from sandlot.node.sandbox import Sandbox
 from sandlot.node.spec import SANDBOX_ID_RE, SandboxSpec
+from sandlot.node.volumes import VolumeMount
 
 __all__ = ["RecoveryReport", "recover"]
 
@@ -97,8 +98,12 @@ async def _recover_one(
         runtime_name = str(saved.get("runtime") or (spec.runtime if spec else "gvisor"))
         image_name = str(saved.get("image") or "")
         created_at = float(saved.get("created_at") or 0.0)
+        volumes = [VolumeMount(**v) for v in saved.get("volumes") or []]
     except (OSError, ValueError, TypeError):
         runtime_name, image_name, created_at = (spec.runtime if spec else "gvisor"), "", 0.0
+        volumes = []
+    if spec is not None:
+        spec.volumes = volumes
     try:
         runtime = node.runtime(runtime_name)
     except errors.SandlotError as exc:

@@ -11,6 +11,7 @@ from typing import Any
 from sandlot import errors
 from sandlot.node.images import Image
 from sandlot.node.netpolicy import NetworkPolicy
+from sandlot.node.volumes import VolumeMount
 
 __all__ = ["CGROUP_PARENT", "SANDBOX_ID_RE", "Limits", "SandboxSpec", "new_sandbox_id", "oci_config"]
 
@@ -59,6 +60,8 @@ class SandboxSpec:
     #: a NetworkPolicy; a mode name or the API's dict is accepted too (see NetworkPolicy.parse)
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     hostname: str = "sandbox"
+    #: named volumes bind-mounted into the sandbox (see volumes.py)
+    volumes: list[VolumeMount] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.network, NetworkPolicy):  # a mode name or a dict, from untyped callers
@@ -72,6 +75,8 @@ class SandboxSpec:
                 raise errors.InvalidArgumentError(f"bad environment variable name {key!r}", field="env")
         if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}", self.hostname):
             raise errors.InvalidArgumentError(f"bad hostname {self.hostname!r}", field="hostname")
+        for mount in self.volumes:
+            mount.validate()
         return self
 
 

@@ -19,12 +19,14 @@ from sandlot.sdk.pty import AsyncPtyHandle, PtySize
 from sandlot.sdk.sandbox import AsyncSandbox
 from sandlot.sdk.sync import CommandHandle, PtyHandle, Sandbox, WatchHandle
 from sandlot.sdk.templates import AsyncTemplates, Templates
+from sandlot.sdk.volumes import AsyncVolumes, VolumeInfo, VolumeMount, Volumes
 
 __all__ = [
     "AsyncCommandHandle",
     "AsyncPtyHandle",
     "AsyncSandbox",
     "AsyncTemplates",
+    "AsyncVolumes",
     "AsyncWatchHandle",
     "CheckpointInfo",
     "CodeContext",
@@ -41,6 +43,9 @@ __all__ = [
     "SandboxInfo",
     "TemplateInfo",
     "Templates",
+    "VolumeInfo",
+    "VolumeMount",
+    "Volumes",
     "WatchEventOut",
     "WatchHandle",
 ]

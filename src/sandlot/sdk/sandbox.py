@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sandlot import errors
-from sandlot.api.models import CheckpointInfo, SandboxInfo, SandboxList
+from sandlot.api.models import CheckpointInfo, SandboxInfo, SandboxList, VolumeMountRequest
 from sandlot.sdk import checkpoints as _ck
 from sandlot.sdk import code as _code
 from sandlot.sdk._transport import Transport
@@ -60,6 +60,7 @@ class AsyncSandbox:
         network: str | dict[str, Any] | None = None,
         persistent: bool = False,
         on_timeout: str = "kill",
+        volumes: Sequence[VolumeMountRequest] | None = None,
         api_url: str | None = None,
         api_key: str | None = None,
         request_timeout: float | None = None,
@@ -83,6 +84,7 @@ class AsyncSandbox:
             persistent: never killed by its timeout; after the server's idle period it
                 hibernates (compute and memory released, files kept) and the next request wakes it.
             on_timeout: "kill" (default) or "pause" (kept paused, with its memory where possible).
+            volumes: the team's volumes to mount (`VolumeMount(name=, path=, read_only=)`).
             api_url: the API (default $SANDLOT_API_URL, else http://127.0.0.1:7770).
             api_key: the key (default $SANDLOT_API_KEY, else a local server's admin key).
             request_timeout: HTTP timeout of each request (not of commands).
@@ -107,6 +109,8 @@ class AsyncSandbox:
             body["persistent"] = True
         if on_timeout != "kill":
             body["on_timeout"] = on_timeout
+        if volumes:
+            body["volumes"] = [v.model_dump() for v in volumes]
         for key, value in (
             ("template", template),
             ("runtime", runtime),

@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from sandlot.api.models import CheckpointInfo, SandboxInfo, WatchEventOut
+from sandlot.api.models import CheckpointInfo, SandboxInfo, VolumeMountRequest, WatchEventOut
 from sandlot.sdk.commands import (
     DEFAULT_COMMAND_TIMEOUT,
     AsyncCommandHandle,
@@ -362,6 +362,7 @@ class Sandbox:
         network: str | dict[str, Any] | None = None,
         persistent: bool = False,
         on_timeout: str = "kill",
+        volumes: Sequence[VolumeMountRequest] | None = None,
         api_url: str | None = None,
         api_key: str | None = None,
         request_timeout: float | None = None,
@@ -383,6 +384,7 @@ class Sandbox:
                     network=network,
                     persistent=persistent,
                     on_timeout=on_timeout,
+                    volumes=volumes,
                     api_url=api_url,
                     api_key=api_key,
                     request_timeout=request_timeout,

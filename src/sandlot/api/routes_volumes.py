@@ -1,0 +1,36 @@
+"""Volumes: create, list, delete (named per team; mounted through POST /sandboxes `volumes`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from sandlot.api import volumes
+from sandlot.api.deps import Svc, Who
+from sandlot.api.models import ErrorBody, VolumeCreate, VolumeInfo, VolumeList
+
+__all__ = ["router"]
+
+router = APIRouter(
+    prefix="/volumes", tags=["volumes"], responses={s: {"model": ErrorBody} for s in (400, 401, 404, 409, 422)}
+)
+VolumeName = Annotated[str, Path(min_length=1, max_length=64, description="the volume's name")]
+
+
+@router.post("", status_code=201, response_model=VolumeInfo)
+async def create_volume(body: VolumeCreate, who: Who, svc: Svc) -> VolumeInfo:
+    """Create a named volume of the team (409 if the name is taken)."""
+    return volumes.volume_info(await volumes.create(svc.node, who, body.name))
+
+
+@router.get("", response_model=VolumeList)
+async def list_volumes(who: Who, svc: Svc) -> VolumeList:
+    return VolumeList(volumes=[volumes.volume_info(v) for v in await volumes.list_volumes(svc.node, who)])
+
+
+@router.delete("/{name}", status_code=204, response_class=Response)
+async def delete_volume(name: VolumeName, who: Who, svc: Svc) -> Response:
+    """Delete a volume and its files (409 while a sandbox mounts it)."""
+    await volumes.delete(svc.node, who, name)
+    return Response(status_code=204)

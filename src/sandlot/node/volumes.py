@@ -1,0 +1,136 @@
+"""Volumes: named directories on the host that outlive sandboxes and are bind-mounted into them.
+
+A volume is `<data dir>/volumes/<id>/data` plus `volume.json` (its name and an
+opaque `owner`, the API's team; names are unique per owner). Sandboxes get
+it as a bind mount at a path, read-write or read-only; under gVisor, mounts
+other than the root are served with shared file access (runsc's default), so
+two sandboxes sharing a volume see each other's writes.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sandlot import errors
+
+__all__ = ["Volume", "VolumeMount", "VolumeStore", "bind_mounts"]
+
+VOLUME_ID_RE = re.compile(r"^vol-[0-9a-z]{16}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: Paths a volume may not cover: the sandbox's own system mounts and the agent's.
+_RESERVED = ("/", "/proc", "/dev", "/sys", "/.sandlot")
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """A volume, by id, at `path` inside the sandbox."""
+
+    volume_id: str
+    path: str
+    read_only: bool = False
+
+    def validate(self) -> VolumeMount:
+        if not VOLUME_ID_RE.match(self.volume_id):
+            raise errors.InvalidArgumentError(f"bad volume id {self.volume_id!r}", field="volumes")
+        p = self.path
+        if not p.startswith("/") or "\0" in p or posixpath.normpath(p) != p or len(p) > 1024:
+            raise errors.InvalidArgumentError(
+                f"a volume's path must be absolute and normalized (no '..', no trailing '/'), got {p!r}",
+                field="volumes",
+            )
+        if any(p == r or (r != "/" and p.startswith(r + "/")) for r in _RESERVED):
+            raise errors.InvalidArgumentError(f"a volume cannot be mounted at {p!r}", field="volumes")
+        return self
+
+
+@dataclass
+class Volume:
+    id: str
+    name: str
+    owner: str
+    created_at: float
+    dir: Path
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data"
+
+
+def bind_mounts(store: VolumeStore, mounts: list[VolumeMount]) -> list[dict[str, Any]]:
+    """OCI mount entries for `mounts` (each volume must exist)."""
+    paths = [m.path for m in mounts]
+    if len(set(paths)) != len(paths):
+        raise errors.InvalidArgumentError("two volumes are mounted at one path", field="volumes")
+    out = []
+    for m in mounts:
+        vol = store.get(m.validate().volume_id)
+        options = ["rbind", "ro" if m.read_only else "rw"]
+        out.append({"destination": m.path, "type": "bind", "source": str(vol.data), "options": options})
+    return out
+
+
+class VolumeStore:
+    """Volumes under `dir`. Invariant: `_lock` guards creation (names unique per owner)."""
+
+    def __init__(self, dir: Path) -> None:
+        self.dir = Path(dir)
+        self._lock = threading.Lock()
+
+    def _load(self, d: Path) -> Volume | None:
+        try:
+            r = json.loads((d / "volume.json").read_text())
+            return Volume(str(r["id"]), str(r["name"]), str(r["owner"]), float(r["created_at"]), d)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def get(self, volume_id: str) -> Volume:
+        vol = self._load(self.dir / volume_id) if VOLUME_ID_RE.match(volume_id) else None
+        if vol is None:
+            raise errors.VolumeNotFoundError(f"volume {volume_id!r} not found")
+        return vol
+
+    def list(self, owner: str | None = None) -> list[Volume]:
+        if not self.dir.is_dir():
+            return []
+        vols = [v for d in self.dir.iterdir() if VOLUME_ID_RE.match(d.name) and (v := self._load(d)) is not None]
+        return sorted((v for v in vols if owner is None or v.owner == owner), key=lambda v: (v.created_at, v.id))
+
+    def find(self, owner: str, name: str) -> Volume:
+        for v in self.list(owner):
+            if v.name == name:
+                return v
+        raise errors.VolumeNotFoundError(f"volume {name!r} not found")
+
+    def create(self, name: str, owner: str) -> Volume:
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise errors.InvalidArgumentError(
+                f"volume name must be 1-64 letters, digits, '.', '_' or '-', got {name!r}", field="name"
+            )
+        with self._lock:
+            if any(v.name == name for v in self.list(owner)):
+                raise errors.ConflictError(f"volume {name!r} already exists", field="name")
+            vid = "vol-" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
+            tmp = self.dir / f".{vid}.tmp"
+            (tmp / "data").mkdir(parents=True)
+            vol = Volume(vid, name, owner, time.time(), self.dir / vid)
+            (tmp / "volume.json").write_text(
+                json.dumps({"id": vid, "name": name, "owner": owner, "created_at": vol.created_at})
+            )
+            tmp.rename(vol.dir)
+            return vol
+
+    def delete(self, volume_id: str) -> None:
+        vol = self.get(volume_id)
+        trash = self.dir / f".{vol.id}.deleting"
+        vol.dir.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)

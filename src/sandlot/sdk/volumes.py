@@ -1,0 +1,77 @@
+"""Volumes in the SDK: `AsyncVolumes` (the source) and `Volumes` (blocking), both all static.
+
+Volumes.create("cache")
+sbx = Sandbox.create(volumes=[VolumeMount(name="cache", path="/cache")])
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from sandlot.api.models import VolumeInfo, VolumeList
+from sandlot.api.models import VolumeMountRequest as VolumeMount
+from sandlot.sdk._transport import Transport
+
+__all__ = ["AsyncVolumes", "VolumeInfo", "VolumeMount", "Volumes"]
+
+
+class AsyncVolumes:
+    """Named volumes of the caller's team: directories that outlive sandboxes."""
+
+    @staticmethod
+    async def create(name: str, *, api_url: str | None = None, api_key: str | None = None) -> VolumeInfo:
+        """Create a volume.
+
+        Raises:
+            ConflictError: the team already has a volume of that name.
+            InvalidArgumentError: a bad name.
+        """
+        transport = Transport(api_url, api_key, None)
+        try:
+            return VolumeInfo.model_validate(await transport.json("POST", "/volumes", json={"name": name}))
+        finally:
+            await transport.close()
+
+    @staticmethod
+    async def list(*, api_url: str | None = None, api_key: str | None = None) -> builtins.list[VolumeInfo]:
+        transport = Transport(api_url, api_key, None)
+        try:
+            return VolumeList.model_validate(await transport.json("GET", "/volumes")).volumes
+        finally:
+            await transport.close()
+
+    @staticmethod
+    async def delete(name: str, *, api_url: str | None = None, api_key: str | None = None) -> None:
+        """Delete a volume and its files.
+
+        Raises:
+            VolumeNotFoundError: no such volume.
+            ConflictError: a sandbox still mounts it.
+        """
+        transport = Transport(api_url, api_key, None)
+        try:
+            await transport.request("DELETE", f"/volumes/{name}")
+        finally:
+            await transport.close()
+
+
+class Volumes:
+    """Blocking twin of AsyncVolumes."""
+
+    @staticmethod
+    def create(name: str, *, api_url: str | None = None, api_key: str | None = None) -> VolumeInfo:
+        from sandlot.sdk.sync import run_sync
+
+        return run_sync(AsyncVolumes.create(name, api_url=api_url, api_key=api_key))
+
+    @staticmethod
+    def list(*, api_url: str | None = None, api_key: str | None = None) -> builtins.list[VolumeInfo]:
+        from sandlot.sdk.sync import run_sync
+
+        return run_sync(AsyncVolumes.list(api_url=api_url, api_key=api_key))
+
+    @staticmethod
+    def delete(name: str, *, api_url: str | None = None, api_key: str | None = None) -> None:
+        from sandlot.sdk.sync import run_sync
+
+        run_sync(AsyncVolumes.delete(name, api_url=api_url, api_key=api_key))
