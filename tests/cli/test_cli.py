@@ -161,12 +161,15 @@ def test_cp_files_and_directories(cli: Cli, sandbox: str, tmp_path: Path) -> Non
 
 
 def test_logs_of_a_background_process(cli: Cli, sandbox: str) -> None:
-    pid = cli("exec", "-d", sandbox, "echo one; echo err >&2; sleep 4; echo two", check=True).stdout.strip()
+    # It prints "two" only once told to (a file appears), so "so far" never races a slow machine.
+    script = "echo one; echo err >&2; while [ ! -e /tmp/logs-go ]; do sleep 0.1; done; echo two"
+    pid = cli("exec", "-d", sandbox, script, check=True).stdout.strip()
     assert pid.isdigit()
     procs = cli("logs", sandbox, check=True).stdout
     assert any(line.split()[:2] == [pid, "running"] for line in procs.splitlines())
     so_far = cli("logs", sandbox, pid, check=True)  # what it printed so far, without waiting for the end
     assert (so_far.stdout, so_far.stderr) == ("one\n", "err\n")
+    cli("exec", sandbox, "touch /tmp/logs-go", check=True)
     followed = cli("logs", sandbox, pid, "--follow", check=True)
     assert (followed.stdout, followed.stderr) == ("one\ntwo\n", "err\n")
     assert cli("logs", sandbox, pid, check=True).stdout == "one\ntwo\n"  # after its exit, still there
