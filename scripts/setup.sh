@@ -18,6 +18,7 @@ packages=(
   e2fsprogs mount util-linux procps iproute2 ca-certificates
   btrfs-progs           # the node's disk store: sandbox disks cloned by reflink (checkpoints, fork)
   nftables              # per-sandbox network policy (src/sandlot/node/network.py)
+  conntrack             # a released sandbox address leaves no tracked flows to its next holder
   postgresql            # the API's PostgreSQL tests start a throwaway cluster
   bubblewrap            # a baseline of bench/run
   python3 python3-venv python3-pip

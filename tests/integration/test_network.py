@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from sandlot import errors
+from sandlot.node.network import tcp_flows
 from tests.conftest import IMAGE_CACHE, LoopThread
 from tests.netlab import Internet, host_http_server
 
@@ -353,6 +354,9 @@ def test_pause_with_memory_after_tcp_is_refused_clearly(make: Any, aio: Any, net
         aio(net_node.pause(sbx.id, memory=True))
     assert sbx.state.value == "running", sbx.exit_reason
     assert fetch(aio, sbx, "http://allowed.test/") == [f"hello from {internet.web}"]
+    address = sbx.net.address
+    aio(net_node.kill(sbx.id))
+    assert tcp_flows(address) == [], "the next holder of the address inherits no tracked flows"
 
 
 def test_hibernating_after_tcp_stops_the_processes_and_wakes_connected(

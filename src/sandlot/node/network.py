@@ -247,6 +247,7 @@ class NetworkManager:
         _enable_forwarding()
         net = SandboxNet(sandbox_id, self._take_lease(sandbox_id), self.subnet)
         try:
+            await _forget_flows(net.address)  # left by an earlier holder of the lease, after a crash
             await _must(f"creating network namespace {net.netns}", "ip", "netns", "add", net.netns)
             await self.apply(net, policy)  # rules first: nothing passes before they exist
             await _must(
@@ -305,6 +306,10 @@ class NetworkManager:
             if rc != 0 and "Cannot find device" not in out:
                 problems.append(f"interface {net.host_if}: {out}")
         if not problems:
+            # The next holder of this address must not inherit its flows: neither replies
+            # still in flight nor TIME_WAIT entries that would stop a pause with memory.
+            problems += await _forget_flows(net.address)
+        if not problems:
             self._release(net.index)
         return problems
 
@@ -332,6 +337,14 @@ class NetworkManager:
 
     def resolv_conf(self, net: SandboxNet) -> str:
         return f"nameserver {net.gateway}\n" if self.dns_servers else ""
+
+
+async def _forget_flows(address: str) -> list[str]:
+    """Delete the host's connection-tracking entries of an address (conntrack exits 1 when there were none)."""
+    rc, out = await _run("conntrack", "-D", "-s", address)
+    if rc not in (0, 1) or (rc == 1 and "flow entries have been deleted" not in out):
+        return [f"connection tracking of {address}: {out.strip()}"]
+    return []
 
 
 def tcp_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> list[str]:
