@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from pathlib import Path
 
 from dnslib import QTYPE, DNSRecord  # type: ignore[import-untyped]
 
@@ -19,7 +20,7 @@ def system_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
     """The host's IPv4 resolvers that a sandbox can be forwarded to (loopback ones cannot)."""
     out: list[str] = []
     try:
-        lines = open(path).read().splitlines()
+        lines = Path(path).read_text().splitlines()
     except OSError:
         return out
     for line in lines:
