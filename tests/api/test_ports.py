@@ -154,3 +154,21 @@ def test_network_policy_over_the_api(team: httpx.Client) -> None:
     assert plain["network"]["mode"] == "none" and plain["network"]["address"] is None
     r = team.put(f"/sandboxes/{plain['sandbox_id']}/network", json={"mode": "full"})
     assert r.status_code == 409 and "created with network 'none'" in r.json()["message"]
+
+
+def test_ports_of_a_crun_sandbox_without_network(team: httpx.Client) -> None:
+    if not agent_available():
+        pytest.skip("ports need the real agent")
+    r = team.post("/sandboxes", json={"runtime": "container", "template": "busybox"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["sandbox_id"]
+    assert (
+        team.put(f"/sandboxes/{sid}/files", params={"path": "/www/index.html"}, content=b"crun page").status_code == 200
+    )
+    r = team.post(f"/sandboxes/{sid}/commands", json={"cmd": "httpd -f -p 8081 -h /www", "background": True})
+    assert r.status_code in (200, 201), r.text
+    deadline = time.monotonic() + 20
+    while (r := team.get(f"/sandboxes/{sid}/ports/8081/index.html")).status_code == 502:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    assert r.status_code == 200 and r.text == "crun page"
