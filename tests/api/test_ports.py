@@ -7,7 +7,9 @@ HTTP, server-sent events and WebSocket, with and without credentials.
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,9 +61,11 @@ def test_http_at_the_path_and_the_host_name(api_server: Server, admin: httpx.Cli
     token = served["network"]["access_token"]
     r = httpx.get(f"{api_server.url}/hi", headers={"Host": _host(sid), "X-Sandlot-Access-Token": token})
     assert r.status_code == 200 and r.text == f"hello /hi host={_host(sid)}"
-    r = httpx.post(f"{api_server.url}/sandboxes/{sid}/ports/{PORT}/echo", content=b"x" * 300_000,
-                   headers={"X-Sandlot-Access-Token": token})  # fmt: skip
-    assert r.status_code == 200 and r.content == b"x" * 300_000
+    # Several flow-control windows each way (the agent and the node acknowledge what they consumed).
+    body = os.urandom(5 << 20)
+    r = httpx.post(f"{api_server.url}/sandboxes/{sid}/ports/{PORT}/echo", content=body,
+                   headers={"X-Sandlot-Access-Token": token}, timeout=120)  # fmt: skip
+    assert r.status_code == 200 and r.content == body
 
 
 def test_ports_are_private_until_made_public(api_server: Server, admin: httpx.Client, served: dict[str, Any]) -> None:
@@ -154,3 +158,55 @@ def test_network_policy_over_the_api(team: httpx.Client) -> None:
     assert plain["network"]["mode"] == "none" and plain["network"]["address"] is None
     r = team.put(f"/sandboxes/{plain['sandbox_id']}/network", json={"mode": "full"})
     assert r.status_code == 409 and "created with network 'none'" in r.json()["message"]
+
+
+def test_ports_of_a_crun_sandbox_without_network(team: httpx.Client) -> None:
+    if not agent_available():
+        pytest.skip("ports need the real agent")
+    r = team.post("/sandboxes", json={"runtime": "container", "template": "busybox"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["sandbox_id"]
+    assert (
+        team.put(f"/sandboxes/{sid}/files", params={"path": "/www/index.html"}, content=b"crun page").status_code == 200
+    )
+    r = team.post(f"/sandboxes/{sid}/commands", json={"cmd": "httpd -f -p 8081 -h /www", "background": True})
+    assert r.status_code in (200, 201), r.text
+    deadline = time.monotonic() + 20
+    while (r := team.get(f"/sandboxes/{sid}/ports/8081/index.html")).status_code == 502:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    assert r.status_code == 200 and r.text == "crun page"
+
+
+STALLED = (
+    "import socket, time\ns = socket.socket()\ns.bind(('0.0.0.0', 8090))\ns.listen()\n"
+    "c, _ = s.accept()\ntime.sleep(600)\n"
+)
+
+
+def test_a_server_that_stops_reading_does_not_stall_the_sandbox(api_server: Server, team: httpx.Client) -> None:
+    """Flow control: the agent's link keeps serving commands while a port's upload waits."""
+    if not agent_available():
+        pytest.skip("ports need the real agent")
+    sid = team.post("/sandboxes", json={"template": "debian"}).json()["sandbox_id"]
+    r = team.post(f"/sandboxes/{sid}/commands", json={"cmd": ["python3", "-c", STALLED], "background": True})
+    assert r.status_code in (200, 201), r.text
+    time.sleep(1.0)
+    key = team.headers["X-API-Key"]
+    outcome: list[object] = []
+
+    def upload() -> None:
+        try:
+            outcome.append(httpx.post(f"{api_server.url}/sandboxes/{sid}/ports/8090/", content=b"u" * (16 << 20),
+                                      headers={"X-API-Key": key}, timeout=120))  # fmt: skip
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    threading.Thread(target=upload, daemon=True).start()
+    time.sleep(3.0)  # the upload has filled every buffer on its way by now
+    t0 = time.monotonic()
+    r = team.post(f"/sandboxes/{sid}/commands", json={"cmd": "echo still here"})
+    assert r.status_code == 200 and "still here" in r.text
+    assert time.monotonic() - t0 < 10
+    assert not outcome, "the upload is still waiting for the server to read"
+    team.delete(f"/sandboxes/{sid}")

@@ -39,9 +39,48 @@ class Stream:
         self._queue: asyncio.Queue[Frame | BaseException] = asyncio.Queue()
         self.result: dict[str, Any] | None = None
         self.done = False
+        # Flow control of port streams (see p.PortConnectParams): DATA sent, not yet acknowledged.
+        self._unacked_bytes = 0
+        self._unacked_frames = 0
+        self._credit = asyncio.Event()
+        self._broken: BaseException | None = None
+        self._ended = False
 
     def _deliver(self, item: Frame | BaseException) -> None:
+        if isinstance(item, BaseException):
+            self._broken = item
+            self._credit.set()  # a sender waiting for credit must see the stream die
+        elif item.kind is FrameKind.EVENT and item.header.get("type") == "ack":
+            n = item.header.get("n")
+            if isinstance(n, int) and n >= 0:
+                self._unacked_bytes -= n
+                self._unacked_frames -= 1
+                self._credit.set()
+            return
+        elif item.kind is FrameKind.END:
+            self._ended = True
+            self._credit.set()  # nothing will be acknowledged any more
         self._queue.put_nowait(item)
+
+    async def send_windowed(self, data: bytes, max_frames: int = 32) -> None:
+        """`send`, waiting while the agent has PORT_WINDOW bytes (or `max_frames`) unacknowledged."""
+        for i in range(0, len(data), p.CHUNK):
+            chunk = data[i : i + p.CHUNK]
+            while self._unacked_bytes >= p.PORT_WINDOW or self._unacked_frames >= max_frames:
+                if self._broken is not None:
+                    raise self._broken
+                if self.done or self._ended:
+                    raise errors.SandboxStateError(f"sandbox {self._conn.sandbox_id}: the port's connection closed")
+                self._credit.clear()
+                await self._credit.wait()
+            self._unacked_bytes += len(chunk)
+            self._unacked_frames += 1
+            await self._conn._send(self.id, FrameKind.DATA, {"fd": 0}, chunk)
+
+    async def ack(self, n: int) -> None:
+        """Tell the agent `n` bytes of its DATA were consumed (port streams)."""
+        with contextlib.suppress(errors.SandlotError):
+            await self._conn._send(self.id, FrameKind.EVENT, {"type": "ack", "n": n})
 
     async def send(self, data: bytes) -> None:
         """Send input (a DATA frame) on this stream, in chunks the agent accepts."""
@@ -300,15 +339,17 @@ class PortTunnel:
             raise errors.InternalError(f"the agent sent {item.kind.name} before connecting a port")
 
     async def send(self, data: bytes) -> None:
-        await self._stream.send(data)
+        await self._stream.send_windowed(data)
 
     async def end_input(self) -> None:
         await self._stream.end_input()
 
     async def received(self) -> AsyncIterator[bytes]:
+        """What the sandbox's side sends, acknowledged as it is consumed (so the agent keeps sending)."""
         async for frame in self._stream.frames():
             if frame.kind is FrameKind.DATA and frame.payload:
                 yield frame.payload
+                await self._stream.ack(len(frame.payload))
 
     async def close(self) -> None:
         await self._stream.cancel()

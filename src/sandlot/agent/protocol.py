@@ -402,6 +402,8 @@ class PortConnectParams(_Model):
     frames are written to the connection, its END half-closes it (shutdown
     write); what the connection sends comes back as DATA frames; when the
     sandbox side closes, the agent sends END (`PortClosed`). CANCEL drops it.
+    Flow control: each side acknowledges the DATA it consumed with a `PortAck`
+    EVENT; a sender keeps at most PORT_WINDOW bytes unacknowledged.
     Works in every network mode: the bytes travel over the agent's socket,
     never over a network between host and sandbox.
     """
@@ -411,6 +413,15 @@ class PortConnectParams(_Model):
 
 class PortConnected(_Model):
     type: Literal["connected"] = "connected"
+
+
+#: Bytes of DATA a port stream's sender may have unacknowledged (each direction).
+PORT_WINDOW = 1 << 20
+
+
+class PortAck(_Model):
+    type: Literal["ack"] = "ack"
+    n: int  # bytes of DATA consumed
 
 
 class PortClosed(_Model):
@@ -452,4 +463,12 @@ METHODS: dict[str, tuple[type[_Model], type[_Model]]] = {
 }
 
 #: Models that are not params/results but travel on the wire too.
-EXTRA_MODELS: list[type[_Model]] = [AgentConfig, ProcessStarted, WatchReady, WatchEvent, ErrorBody, PortConnected]
+EXTRA_MODELS: list[type[_Model]] = [
+    AgentConfig,
+    ProcessStarted,
+    WatchReady,
+    WatchEvent,
+    ErrorBody,
+    PortConnected,
+    PortAck,
+]

@@ -69,7 +69,10 @@ class TunnelStream(httpcore.AsyncNetworkStream):
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if buffer:
-            await self._tunnel.send(buffer)
+            try:  # waits while the sandbox's server has a window's worth unread
+                await asyncio.wait_for(self._tunnel.send(buffer), timeout)
+            except TimeoutError:
+                raise httpcore.WriteTimeout("the sandbox's server stopped reading the request") from None
 
     async def aclose(self) -> None:
         with contextlib.suppress(errors.SandlotError):

@@ -41,6 +41,11 @@ type stream struct {
 	cancelMu sync.Once
 	ended    bool
 	endMu    sync.Mutex
+	// credit: DATA this side sent that the node has not acknowledged yet
+	// (port streams only; see ports.go). Guarded by creditMu.
+	creditMu sync.Mutex
+	credit   *sync.Cond
+	unacked  int64
 }
 
 func newConn(c net.Conn) *conn {
@@ -132,6 +137,11 @@ func (c *conn) serve(a *agent) {
 		case KindCancel:
 			if s := c.get(f.stream); s != nil {
 				s.cancelNow()
+			}
+		case KindEvent:
+			var ack PortAck
+			if s := c.get(f.stream); s != nil && json.Unmarshal(f.header, &ack) == nil && ack.Type == "ack" {
+				s.acked(ack.N)
 			}
 		}
 	}

@@ -4,15 +4,18 @@ package main
 // the node link as DATA frames. It needs no network between host and sandbox,
 // so exposed ports work in every network mode, "none" included.
 //
-// Flow control is TCP's on the sandbox side only: a server that stops reading
-// while the node keeps sending stalls this stream's input (and, once its
-// 64-frame queue is full, the link's read loop) until it reads again.
+// Flow control, both ways, so that neither a server that stops reading nor a
+// client that reads slowly can stall the agent's link or fill the node's
+// memory: each side acknowledges the DATA it has consumed with an EVENT
+// {"type": "ack", "n": bytes}, and each sender keeps at most PortWindow bytes
+// (and PortWindowFrames frames) unacknowledged.
 
 import (
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -49,6 +52,7 @@ func handlePortConnect(a *agent, s *stream, raw json.RawMessage, _ []byte) (inte
 		select {
 		case <-s.cancel:
 			c.Close()
+			s.wake()
 		case <-s.done:
 		}
 	}()
@@ -71,6 +75,7 @@ func handlePortConnect(a *agent, s *stream, raw json.RawMessage, _ []byte) (inte
 				return
 			}
 			atomic.AddInt64(&in, int64(len(b)))
+			_ = s.event(PortAck{Type: "ack", N: int64(len(b))})
 		}
 	}()
 	var out int64
@@ -78,9 +83,10 @@ func handlePortConnect(a *agent, s *stream, raw json.RawMessage, _ []byte) (inte
 	for {
 		n, err := c.Read(buf)
 		if n > 0 {
-			if s.data(nil, buf[:n]) != nil {
+			if !s.waitCredit() || s.data(nil, buf[:n]) != nil {
 				break
 			}
+			s.spent(int64(n))
 			out += int64(n)
 		}
 		if err != nil {
@@ -88,4 +94,54 @@ func handlePortConnect(a *agent, s *stream, raw json.RawMessage, _ []byte) (inte
 		}
 	}
 	return PortClosed{BytesIn: atomic.LoadInt64(&in), BytesOut: out}, nil
+}
+
+func (s *stream) creditCond() *sync.Cond {
+	if s.credit == nil {
+		s.credit = sync.NewCond(&s.creditMu)
+	}
+	return s.credit
+}
+
+// waitCredit blocks while PortWindow bytes are unacknowledged; false once the stream is over.
+func (s *stream) waitCredit() bool {
+	s.creditMu.Lock()
+	defer s.creditMu.Unlock()
+	cond := s.creditCond()
+	for s.unacked >= PortWindow {
+		if s.cancelled() || s.isDone() {
+			return false
+		}
+		cond.Wait()
+	}
+	return !s.cancelled()
+}
+
+func (s *stream) spent(n int64) {
+	s.creditMu.Lock()
+	s.unacked += n
+	s.creditMu.Unlock()
+}
+
+func (s *stream) acked(n int64) {
+	s.creditMu.Lock()
+	s.unacked -= n
+	s.creditCond().Broadcast()
+	s.creditMu.Unlock()
+}
+
+// wake lets a waitCredit see a cancel.
+func (s *stream) wake() {
+	s.creditMu.Lock()
+	s.creditCond().Broadcast()
+	s.creditMu.Unlock()
+}
+
+func (s *stream) isDone() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
 }

@@ -5,6 +5,7 @@ package main
 const ProtocolVersion = 1
 const MaxFrame = 8388608
 const Chunk = 262144
+const PortWindow = 1048576
 
 // Frame kinds.
 const (
@@ -241,6 +242,11 @@ type ErrorBody struct {
 
 type PortConnected struct {
 	Type string `json:"type"`
+}
+
+type PortAck struct {
+	Type string `json:"type"`
+	N    int64  `json:"n"`
 }
 
 type PtySize struct {
