@@ -26,6 +26,7 @@ from sandlot.api import (
     routes_pools,
     routes_pty,
     routes_sandboxes,
+    routes_transfer,
 )
 from sandlot.api.auth import bootstrap_admin_key
 from sandlot.api.config import ApiConfig
@@ -110,6 +111,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         routes_keys,
         routes_pools,
         routes_pty,
+        routes_transfer,  # before routes_images: its /templates/{name}/export beats /templates/{name}
         routes_images,
     ):
         app.include_router(module.router)
