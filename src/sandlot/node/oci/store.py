@@ -340,17 +340,21 @@ def _oci_config(image: builtin.Image) -> dict[str, Any]:
 
 
 def _recipe(builder: Callable[..., Any]) -> str:
-    """What a built-in's layer is keyed by: its builder's source, and the base Debian recipe it may call.
+    """What a built-in's layer is keyed by: its recipe's source.
 
-    Only those functions (and the package list), not whole modules: an unrelated edit
-    elsewhere must not rebuild every built-in in a cache that several checkouts share.
+    For builders in `sandlot.node.images`: the builder function, the base Debian recipe
+    and its package list, not the whole module, so that an unrelated edit there does not
+    rebuild every built-in in a cache several checkouts share. For a builder in a module
+    of its own (`code-interpreter`): that module, constants included, and the base recipe.
     """
+    module = inspect.getmodule(builder)
+    own = builder if module is builtin else module
     parts = [getattr(builder, "__qualname__", ""), repr(builtin.DEBIAN_PACKAGES)]
-    for fn in (builder, builtin.build_debian):
+    for obj in (own, builtin.build_debian):
         try:
-            parts.append(inspect.getsource(fn))
+            parts.append(inspect.getsource(obj))  # type: ignore[arg-type]
         except (OSError, TypeError):
-            parts.append(repr(fn))
+            parts.append(repr(obj))
     return "\0".join(parts)
 
 
