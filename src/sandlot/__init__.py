@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sandlot.sdk import AsyncSandbox, Sandbox
+    from sandlot.sdk import AsyncSandbox, AsyncTemplates, Sandbox, Templates
 
-__all__ = ["AsyncSandbox", "Sandbox"]
+__all__ = ["AsyncSandbox", "AsyncTemplates", "Sandbox", "Templates"]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -190,3 +191,35 @@ def test_start_command_over_cli_and_sdk(
         assert sbx.commands.run("cat /app/ready").stdout == "ok\n"
     assert Templates.set_start("api-server", None).start is None
     Templates.delete("api-server")
+
+
+def test_import_and_export_over_cli_and_sdk(
+    env: dict[str, str], server: Server, registry: Registry, layouts: Any, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from sandlot.sdk import Sandbox, Templates
+
+    monkeypatch.setenv("SANDLOT_API_URL", server.url)
+    monkeypatch.setenv("SANDLOT_API_KEY", server.admin_key)
+    archive = tmp_path / "app.tar"
+    subprocess.run(["skopeo", "copy", f"oci:{layouts.layout}:app", f"docker-archive:{archive}:t/app:1"], check=True)
+    res = sandlot(env, "image", "import", str(archive), "--name", "api-imported")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("api-imported sha256:")
+    with Sandbox.create("api-imported") as sbx:
+        sbx.commands.run("echo changed > /app/data.txt; rm /etc/keep")
+        out = tmp_path / "snap"
+        res = sandlot(env, "image", "export", str(out), "--sandbox", sbx.sandbox_id, "--tag", "snap")
+        assert res.returncode == 0, res.stderr
+    subprocess.run(["skopeo", "inspect", f"oci:{out}:snap"], check=True, capture_output=True)
+    Templates.import_image(out, "api-snap", tag="snap")  # a layout directory, sent as a tar
+    with Sandbox.create("api-snap") as sbx:
+        assert sbx.commands.run("cat /app/data.txt").stdout == "changed\n"
+        assert sbx.commands.run("test -e /etc/keep").exit_code != 0
+    tpl = Templates.export(tmp_path / "tpl", name="api-snap", tag="v1")
+    subprocess.run(["umoci", "unpack", "--image", f"{tpl}:v1", str(tmp_path / "bundle")], check=True)
+    assert (tmp_path / "bundle/rootfs/app/data.txt").read_text() == "changed\n"
+    res = sandlot(env, "image", "import", str(tmp_path / "bundle/config.json"), "--name", "api-bad")
+    assert res.returncode == 2 and "not a tar archive" in res.stderr
+    for name in ("api-imported", "api-snap"):
+        Templates.delete(name)

@@ -30,6 +30,7 @@ from sandlot.api import (
     routes_ports,
     routes_pty,
     routes_sandboxes,
+    routes_transfer,
     routes_volumes,
 )
 from sandlot.api.auth import bootstrap_admin_key
@@ -125,6 +126,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         routes_keys,
         routes_pools,
         routes_pty,
+        routes_transfer,  # before routes_images: its /templates/{name}/export beats /templates/{name}
         routes_images,
         routes_checkpoints,
         routes_volumes,

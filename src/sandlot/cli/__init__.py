@@ -17,6 +17,7 @@
     sandlot volume create|ls|rm            named volumes (mount with create --volume NAME:/path[:ro])
     sandlot keys create|list|revoke        API keys (admin)
     sandlot image pull REF                 pull an image from a registry into a template
+    sandlot image import|export            docker-save tarballs and OCI layouts in, OCI layouts out
     sandlot template build -t NAME DIR     build a template from a Dockerfile (RUN steps in sandboxes)
     sandlot template ls|inspect|rm         the server's templates
     sandlot template start NAME --cmd ...  a start command (and readiness check) for its sandboxes

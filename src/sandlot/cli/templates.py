@@ -54,6 +54,35 @@ def pull(
         click.echo(f"{info.name} {info.digest} ({info.layers} layers, {_size(info.size)})")
 
 
+@image_group.command("import")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--name", required=True, help="the template to make")
+@click.option("--tag", default=None, help="which image, when the file holds several")
+@pass_api
+def import_(api: Api, path: str, name: str, tag: str | None) -> None:
+    """Import a docker save / podman save tarball, or an OCI layout (directory or tar), as a template."""
+    info = run_async(
+        AsyncTemplates.import_image(
+            path, name, tag=tag, on_progress=lambda line: click.echo(line, err=True), api_url=api.url, api_key=api.key
+        )
+    )
+    click.echo(f"{info.name} {info.digest} ({info.layers} layers, {_size(info.size)})")
+
+
+@image_group.command("export")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--template", "-t", "name", default=None, help="the template to export")
+@click.option("--sandbox", "-s", "sandbox_id", default=None, help="or a sandbox's filesystem")
+@click.option("--tag", default="latest", show_default=True, help="the image's tag in the layout")
+@pass_api
+def export(api: Api, dest: str, name: str | None, sandbox_id: str | None, tag: str) -> None:
+    """Write a template or a sandbox as an OCI image layout directory DEST (skopeo: oci:DEST:TAG)."""
+    out = run_async(
+        AsyncTemplates.export(dest, name=name, sandbox_id=sandbox_id, tag=tag, api_url=api.url, api_key=api.key)
+    )
+    click.echo(f"oci:{out}:{tag}")
+
+
 @click.group("template")
 def template_group() -> None:
     """Templates: what sandboxes start from."""

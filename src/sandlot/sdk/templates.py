@@ -154,6 +154,88 @@ class AsyncTemplates:
         raise errors.InternalError(f"the build of {name} ended without a result")
 
     @classmethod
+    async def import_image(
+        cls,
+        path: str | os.PathLike[str],
+        name: str,
+        *,
+        tag: str | None = None,
+        on_progress: ProgressHandler | None = None,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> TemplateInfo:
+        """Import a `docker save` / `podman save` tarball, or an OCI layout (a directory or its tar).
+
+        Args:
+            path: the tarball, or an OCI image layout directory (sent as a tar).
+            name: the template to make.
+            tag: which image, when the file holds several (a RepoTag, or the layout's ref name).
+
+        Raises:
+            ImageCorruptError: a blob does not match its digest (nothing is kept).
+            InvalidArgumentError: not an image archive, or several images and no `tag`.
+        """
+        src = Path(path)
+        with tempfile.TemporaryFile() as tmp:
+            if src.is_dir():
+                with tarfile.open(fileobj=tmp, mode="w") as tar:
+                    for child in sorted(src.iterdir()):
+                        tar.add(child, arcname=child.name)
+                tmp.seek(0)
+                body = tmp.read()
+            else:
+                body = src.read_bytes()
+        params = [("name", name)] + ([("tag", tag)] if tag else [])
+        transport = Transport(api_url, api_key, None)
+        try:
+            headers = {"Content-Type": "application/x-tar"}
+            async for event in transport.lines(
+                "POST", "/templates/import", params=params, content=body, headers=headers
+            ):
+                if event.get("type") == "progress" and on_progress is not None:
+                    on_progress(str(event.get("message", "")))
+                elif event.get("type") == "template":
+                    return TemplateInfo.model_validate(event["template"])
+        finally:
+            await transport.close()
+        raise errors.InternalError(f"the import of {src} ended without a result")
+
+    @classmethod
+    async def export(
+        cls,
+        dest: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        sandbox_id: str | None = None,
+        tag: str = "latest",
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> Path:
+        """Write a template, or a sandbox's filesystem, as an OCI image layout directory `dest`.
+
+        skopeo, podman and umoci read it: `skopeo copy oci:DEST:TAG docker://...`.
+
+        Raises:
+            ImageNotFoundError / SandboxNotFoundError: no such template or sandbox.
+        """
+        if (name is None) == (sandbox_id is None):
+            raise errors.InvalidArgumentError("give a template name or a sandbox_id", field="name")
+        url = _path(name) + "/export" if name is not None else f"/sandboxes/{sandbox_id}/export"
+        out = Path(dest)
+        transport = Transport(api_url, api_key, None)
+        try:
+            with tempfile.TemporaryFile() as tmp:
+                async for chunk in transport.stream("GET", url, params={"tag": tag}):
+                    tmp.write(chunk)
+                tmp.seek(0)
+                out.mkdir(parents=True, exist_ok=True)
+                with tarfile.open(fileobj=tmp) as tar:
+                    tar.extractall(out, filter="data")
+        finally:
+            await transport.close()
+        return out
+
+    @classmethod
     async def list(cls, *, api_url: str | None = None, api_key: str | None = None) -> builtins.list[TemplateInfo]:
         """Every template on the server."""
         transport = Transport(api_url, api_key, None)
@@ -235,6 +317,14 @@ class Templates:
     @classmethod
     def build(cls, context: str | os.PathLike[str], name: str, **kw: Any) -> TemplateInfo:
         return _Portal.call(AsyncTemplates.build(context, name, **kw))
+
+    @classmethod
+    def import_image(cls, path: str | os.PathLike[str], name: str, **kw: Any) -> TemplateInfo:
+        return _Portal.call(AsyncTemplates.import_image(path, name, **kw))
+
+    @classmethod
+    def export(cls, dest: str | os.PathLike[str], **kw: Any) -> Path:
+        return _Portal.call(AsyncTemplates.export(dest, **kw))
 
     @classmethod
     def list(cls, **kw: Any) -> builtins.list[TemplateInfo]:

@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -83,6 +84,13 @@ class LayerStore:
             shutil.rmtree(doomed, ignore_errors=True)
         (self.dir / f".{layer_id}.lock").unlink(missing_ok=True)
 
-    def clear_tmp(self) -> None:
+    def clear_tmp(self, min_age: float = 24 * 3600) -> None:
+        """Remove debris older than `min_age` seconds (younger entries may be uploads or builds in flight)."""
+        now = time.time()
         for p in self.tmp.iterdir():
+            try:
+                if now - p.lstat().st_mtime < min_age:
+                    continue
+            except FileNotFoundError:
+                continue
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)

@@ -297,26 +297,42 @@ class ImageStore:
             self._file(image.name).unlink(missing_ok=True)
         return self.gc()
 
-    def gc(self, *, prune_build_cache: bool = False) -> list[str]:
+    def gc(self, *, prune_build_cache: bool = False, wait: float = 10.0) -> list[str]:
         """Remove every layer no template references (and download debris); return their ids.
 
         Layers of cached build steps count as referenced unless `prune_build_cache`
         drops the step cache first (the next build then runs every step again).
+        A pull or build in progress (minutes, for a debootstrap) holds the store
+        shared; GC waits at most `wait` seconds for them, else frees nothing now
+        (the next GC does).
         """
-        with self._store_lock(fcntl.LOCK_EX):
-            if prune_build_cache:
-                for entry in (self.root / "build-cache").glob("*.json"):
-                    entry.unlink(missing_ok=True)
-            used: set[str] = set()
-            # Templates and the build cache's steps hold layers.
-            for path in [*self.templates_dir.glob("*.json"), *(self.root / "build-cache").glob("*.json")]:
-                with contextlib.suppress(OSError, ValueError, KeyError):
-                    used.update(json.loads(path.read_text())["layers"])
-            freed = [lid for lid in self.layers.ids() if lid not in used]
-            for lid in freed:
-                self.layers.remove(lid)
-            self.layers.clear_tmp()
-            return freed
+        with open(self.root / ".store.lock", "w") as lock:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        return []
+                    time.sleep(0.1)
+            return self._collect(prune_build_cache)
+
+    def _collect(self, prune_build_cache: bool) -> list[str]:
+        """GC proper; the caller holds the store lock exclusively."""
+        if prune_build_cache:
+            for entry in (self.root / "build-cache").glob("*.json"):
+                entry.unlink(missing_ok=True)
+        used: set[str] = set()
+        # Templates and the build cache's steps hold layers.
+        for path in [*self.templates_dir.glob("*.json"), *(self.root / "build-cache").glob("*.json")]:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                used.update(json.loads(path.read_text())["layers"])
+        freed = [lid for lid in self.layers.ids() if lid not in used]
+        for lid in freed:
+            self.layers.remove(lid)
+        self.layers.clear_tmp()
+        return freed
 
 
 def _oci_config(image: builtin.Image) -> dict[str, Any]:
@@ -324,9 +340,17 @@ def _oci_config(image: builtin.Image) -> dict[str, Any]:
 
 
 def _recipe(builder: Callable[..., Any]) -> str:
-    """What a built-in's layer is keyed by: its module's source and the base Debian recipe it may call."""
-    parts = [getattr(builder, "__qualname__", "")]
-    for obj in (inspect.getmodule(builder), builtin.build_debian):
+    """What a built-in's layer is keyed by: its recipe's source.
+
+    For builders in `sandlot.node.images`: the builder function, the base Debian recipe
+    and its package list, not the whole module, so that an unrelated edit there does not
+    rebuild every built-in in a cache several checkouts share. For a builder in a module
+    of its own (`code-interpreter`): that module, constants included, and the base recipe.
+    """
+    module = inspect.getmodule(builder)
+    own = builder if module is builtin else module
+    parts = [getattr(builder, "__qualname__", ""), repr(builtin.DEBIAN_PACKAGES)]
+    for obj in (own, builtin.build_debian):
         try:
             parts.append(inspect.getsource(obj))  # type: ignore[arg-type]
         except (OSError, TypeError):
