@@ -268,6 +268,12 @@ async def _request_body(request: Request) -> AsyncIterator[bytes]:
                 yield chunk
 
 
+async def _part_chunks(part: UploadFile) -> AsyncIterator[bytes]:
+    """A multipart file (spooled to disk by the parser when large) in chunks, never whole in memory."""
+    while chunk := await part.read(1 << 20):
+        yield chunk
+
+
 def _written(e: p.FileEntry) -> dict[str, str]:
     return {"name": e.name, "type": "dir" if e.type == "dir" else "file", "path": e.path}
 
@@ -287,8 +293,8 @@ async def upload(sandbox_id: str, request: Request, path: str | None = None, use
                     target = path if (path and len(files) == 1) else part.filename
                     if not target:
                         raise errors.InvalidArgumentError("each file part needs its path as filename", field="file")
-                    data = await part.read()
-                    results.append(_written(await c.sandbox.agent.write(c.path(target), data, user=c.user)))
+                    entry = await c.sandbox.agent.write(c.path(target), _part_chunks(part), user=c.user)
+                    results.append(_written(entry))
             return JSONResponse(results)
         if not path:
             raise errors.InvalidArgumentError("path is required for an octet-stream upload", field="path")
