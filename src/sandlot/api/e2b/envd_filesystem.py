@@ -196,10 +196,15 @@ async def watch_dir(sandbox_id: str, request: Request) -> Response:
     async def events(msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         root = c.path(_str(msg, "path"))
         stream = await c.sandbox.agent.watch(root, recursive=bool(msg.get("recursive")))
-        try:
-            yield {"start": {}}
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
             async for ev in stream.events():
                 yield {"filesystem": _event(root, ev)}
+
+        try:
+            yield {"start": {}}
+            async for msg in rpc.with_keepalive(events(), rpc.keepalive_interval(request), {"keepalive": {}}):
+                yield msg
         finally:
             later(stream.close())
 
