@@ -78,9 +78,3 @@ def test_envd_rejects_a_wrong_access_token(e2b_env: dict[str, str], api_server: 
         content=b"{",
     )
     assert garbage.status_code in (401, 404)
-
-
-@pytest.mark.integration
-def test_other_ports_wait_for_the_port_proxy(api_server: Server) -> None:
-    r = httpx.get(f"{api_server.url}/", headers={"Host": "8080-sb-0123456789abcdef.sandlot.test"})
-    assert r.status_code == 502 and "port 8080" in r.json()["message"]

@@ -10,14 +10,12 @@ The E2B SDKs reach a sandbox's daemons (envd on 49983, the code interpreter on
 
 `sandbox_target(headers, host)` is the one entry point: it answers the target
 or None (a request for Sandlot's own API). `E2BRoutingMiddleware` rewrites a
-targeted request for a reserved port to the facade's internal path
-`/e2b-sandbox/{id}/{port}/...`; other ports go to the `port_proxy` ASGI app it
-is given (`get_host(port)`; none yet, so they are answered 502).
+targeted request to the facade's internal path `/e2b-sandbox/{id}/{port}/...`;
+ports other than the two reserved ones are left to the port proxy.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -77,42 +75,19 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
 
 
 class E2BRoutingMiddleware:
-    """Send E2B in-sandbox requests to the facade's routes; pass everything else through.
+    """Send E2B in-sandbox requests to the facade's routes; pass everything else through."""
 
-    Requests for a sandbox port other than the reserved ones go to `port_proxy`
-    (the networking work's `{port}-{id}.{domain}` proxy, joined here), or are
-    answered 502 naming the port while there is none.
-    """
-
-    def __init__(self, app: ASGIApp, port_proxy: ASGIApp | None = None) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.port_proxy = port_proxy
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket"):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             target = sandbox_target(headers, headers.get("host"))
             if target is not None and not scope["path"].startswith(INTERNAL_PREFIX + "/"):
-                if target.port not in RESERVED_PORTS:
-                    if self.port_proxy is not None:
-                        await self.port_proxy(scope, receive, send)
-                    else:
-                        await _no_port_proxy(target, scope, send)
-                    return
                 if not _ID.match(target.sandbox_id):
                     target = SandboxTarget("invalid", target.port)
                 scope = dict(scope)
                 scope["path"] = internal_path(target, scope["path"])
                 scope["raw_path"] = scope["path"].encode()
         await self.app(scope, receive, send)
-
-
-async def _no_port_proxy(target: SandboxTarget, scope: Scope, send: Any) -> None:
-    message = f"port {target.port} of sandbox {target.sandbox_id} is not reachable: this server has no port proxy"
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1011, "reason": message[:120]})
-        return
-    body = json.dumps({"code": 502, "message": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 502, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
