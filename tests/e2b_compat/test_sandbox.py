@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from e2b import CommandExitException, NotFoundException, Sandbox, SandboxQuery
-from e2b.exceptions import AuthenticationException, SandboxNotFoundException, TimeoutException
+from e2b.exceptions import AuthenticationException, SandboxException, SandboxNotFoundException, TimeoutException
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -144,5 +144,7 @@ def test_list_with_metadata_filter_connect_and_timeout(e2b_env: dict[str, str], 
 def test_errors(e2b_env: dict[str, str]) -> None:
     with pytest.raises(SandboxNotFoundException):
         Sandbox.connect("sb-0000000000000000")
+    with pytest.raises(SandboxException, match="no-such-template"):
+        Sandbox.create(template="no-such-template")
     with pytest.raises(AuthenticationException):
         Sandbox.list(api_key="sl_not_a_key").next_items()

@@ -10,6 +10,7 @@ An API key of the sandbox's team is accepted as well.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -33,13 +34,17 @@ def _secret(request: Request) -> bytes:
     if cached is not None:
         return cached
     path = Path(request.app.state.config.data_dir) / _SECRET_FILE
-    try:
-        secret = path.read_bytes()
-    except FileNotFoundError:
-        secret = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not path.exists():
+        # Written whole under another name, then linked into place: a concurrent first
+        # request either wins the link or reads the winner's complete file.
+        tmp = path.with_name(f".{_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(secret)
+            f.write(secrets.token_bytes(32))
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        tmp.unlink()
+    secret = path.read_bytes()
     request.app.state.e2b_secret = secret
     return secret
 

@@ -18,6 +18,7 @@ NotFoundException, DEADLINE_EXCEEDED to TimeoutException, ...).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import struct
@@ -30,7 +31,17 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sandlot import errors
 from sandlot.api.http_errors import status_of
 
-__all__ = ["Message", "connect_code", "stream_body", "stream_response", "timeout_ms", "unary", "unary_body"]
+__all__ = [
+    "Message",
+    "connect_code",
+    "keepalive_interval",
+    "stream_body",
+    "stream_response",
+    "timeout_ms",
+    "unary",
+    "unary_body",
+    "with_keepalive",
+]
 
 log = logging.getLogger("sandlot.api.e2b")
 
@@ -87,6 +98,50 @@ def timeout_ms(request: Request) -> int:
     """The deadline the client sent (`Connect-Timeout-Ms`), 0 for none."""
     value = request.headers.get("connect-timeout-ms", "")
     return int(value) if value.isdigit() and len(value) <= 10 else 0
+
+
+def keepalive_interval(request: Request, default: float = 50.0) -> float:
+    """Seconds between keepalive messages on a quiet stream (the SDK's `Keepalive-Ping-Interval`)."""
+    value = request.headers.get("keepalive-ping-interval", "")
+    return max(1.0, min(float(value), 3600.0)) if value.isdigit() else default
+
+
+async def with_keepalive(source: AsyncIterator[Message], interval: float, ping: Message) -> AsyncIterator[Message]:
+    """The source's messages, and `ping` whenever it is quiet for `interval` seconds, so that
+    proxies between the SDK and us do not cut a long, silent command's stream."""
+    it = aiter(source)
+    step: asyncio.Future[Message] | None = None
+    try:
+        while True:
+            if step is None:
+                step = asyncio.ensure_future(anext(it))
+            done, _ = await asyncio.wait({step}, timeout=interval)
+            if not done:
+                yield ping
+                continue
+            try:
+                msg = step.result()
+            except StopAsyncIteration:
+                step = None
+                return
+            step = None
+            yield msg
+    finally:
+        # Closed early (the client went away): end the source too, so its own cleanup runs now.
+        if step is not None:
+            step.cancel()  # the source sees CancelledError at its await and unwinds
+        else:
+            _background(it.aclose())  # type: ignore[attr-defined]
+
+
+_tasks: set[asyncio.Future[Any]] = set()
+
+
+def _background(coro: Any) -> None:
+    """Run a coroutine to completion in a task of its own (we may be in a task being cancelled)."""
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 def _parse(data: bytes) -> Message:

@@ -196,10 +196,15 @@ async def watch_dir(sandbox_id: str, request: Request) -> Response:
     async def events(msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         root = c.path(_str(msg, "path"))
         stream = await c.sandbox.agent.watch(root, recursive=bool(msg.get("recursive")))
-        try:
-            yield {"start": {}}
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
             async for ev in stream.events():
                 yield {"filesystem": _event(root, ev)}
+
+        try:
+            yield {"start": {}}
+            async for msg in rpc.with_keepalive(events(), rpc.keepalive_interval(request), {"keepalive": {}}):
+                yield msg
         finally:
             later(stream.close())
 
@@ -268,6 +273,12 @@ async def _request_body(request: Request) -> AsyncIterator[bytes]:
                 yield chunk
 
 
+async def _part_chunks(part: UploadFile) -> AsyncIterator[bytes]:
+    """A multipart file (spooled to disk by the parser when large) in chunks, never whole in memory."""
+    while chunk := await part.read(1 << 20):
+        yield chunk
+
+
 def _written(e: p.FileEntry) -> dict[str, str]:
     return {"name": e.name, "type": "dir" if e.type == "dir" else "file", "path": e.path}
 
@@ -287,8 +298,8 @@ async def upload(sandbox_id: str, request: Request, path: str | None = None, use
                     target = path if (path and len(files) == 1) else part.filename
                     if not target:
                         raise errors.InvalidArgumentError("each file part needs its path as filename", field="file")
-                    data = await part.read()
-                    results.append(_written(await c.sandbox.agent.write(c.path(target), data, user=c.user)))
+                    entry = await c.sandbox.agent.write(c.path(target), _part_chunks(part), user=c.user)
+                    results.append(_written(entry))
             return JSONResponse(results)
         if not path:
             raise errors.InvalidArgumentError("path is required for an octet-stream upload", field="path")

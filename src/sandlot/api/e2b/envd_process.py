@@ -27,6 +27,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix=f"{INTERNAL_PREFIX}/{{sandbox_id}}/{ENVD_PORT}/process.Process", include_in_schema=False)
 
+_PING: dict[str, Any] = {"event": {"keepalive": {}}}
 _SIGNALS = {"SIGNAL_SIGKILL": int(_signal.SIGKILL), "SIGNAL_SIGTERM": int(_signal.SIGTERM), 9: 9, 15: 15}
 
 
@@ -117,7 +118,7 @@ async def start(sandbox_id: str, request: Request) -> Response:
         )
         if not msg.get("stdin") and pty is None:
             await proc.close_stdin()
-        async for ev in _events(proc, pty is not None):
+        async for ev in rpc.with_keepalive(_events(proc, pty is not None), rpc.keepalive_interval(request), _PING):
             yield ev
 
     return await rpc.stream_response(request, events)
@@ -133,7 +134,7 @@ async def connect(sandbox_id: str, request: Request) -> Response:
         if pid not in infos:
             raise errors.ProcessNotFoundError(f"process {pid} not found in sandbox {sandbox_id}")
         proc = await c.sandbox.agent.connect(pid)
-        async for ev in _events(proc, infos[pid].pty):
+        async for ev in rpc.with_keepalive(_events(proc, infos[pid].pty), rpc.keepalive_interval(request), _PING):
             yield ev
 
     return await rpc.stream_response(request, events)
