@@ -37,6 +37,9 @@ def test_pause_with_memory(cli: Cli) -> None:
     sid = cli("create", "--timeout", "120", check=True).stdout.strip()
     crun = cli("create", "--runtime", "container", "--timeout", "120", check=True).stdout.strip()
     cli("exec", sid, "echo kept > /tmp/f", check=True)
+    mem = json.loads(cli("checkpoint", "create", "--memory", sid, "mem", "--json", check=True).stdout)
+    assert mem["memory"] is True
+    assert cli("restore", sid, mem["checkpoint_id"], check=True).stdout.strip() == sid
     assert cli("pause", "--memory", sid, check=True).stdout.split() == [sid]
     assert json.loads(cli("ls", "--state", "paused", "--json", check=True).stdout)[0]["sandbox_id"] == sid
     assert cli("resume", sid, check=True).stdout.split() == [sid]

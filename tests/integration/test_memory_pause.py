@@ -79,3 +79,43 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+COUNTING_SERVER = r"""
+import socket
+n = 0
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 7001)); srv.listen()
+print("ready", flush=True)
+while True:
+    c, _ = srv.accept(); c.recv(10); n += 1
+    open("/tmp/n", "w").write(str(n)); c.sendall(str(n).encode()); c.close()
+"""
+ASK = "import socket; s=socket.create_connection(('127.0.0.1', 7001)); s.send(b'q'); print(s.recv(20).decode())"
+
+
+def test_checkpoint_with_memory_restores_processes(node: Any, make_sandbox: Any, aio: Any) -> None:
+    sbx = make_sandbox("debian", "gvisor")
+    proc = aio(sbx.start(["python3", "-c", COUNTING_SERVER]))
+
+    async def ready() -> None:
+        async for _fd, data in proc.output():
+            if b"ready" in data:
+                return
+
+    aio(ready())
+    assert aio(sbx.run(["python3", "-c", ASK])).stdout == "1\n"
+    ck = aio(node.checkpoint(sbx.id, "one-served", memory=True))
+    assert ck.memory and sbx.state.value == "running"
+    assert aio(sbx.run(["python3", "-c", ASK])).stdout == "2\n"  # it runs on after the checkpoint
+    assert aio(sbx.run(["python3", "-c", ASK])).stdout == "3\n"
+    aio(node.restore(sbx.id, ck.id))
+    # Memory and files are the checkpoint's: the server's counter and /tmp/n both say 1.
+    assert aio(sbx.run("cat /tmp/n")).stdout == "1"
+    assert aio(sbx.run(["python3", "-c", ASK])).stdout == "2\n"
+    aio(node.restore(sbx.id, ck.id))  # a memory checkpoint restores more than once
+    assert aio(sbx.run(["python3", "-c", ASK])).stdout == "2\n"
+    crun = make_sandbox("busybox", "container")
+    with pytest.raises(errors.InvalidArgumentError, match="cannot pause a sandbox with its memory"):
+        aio(node.checkpoint(crun.id, "mem", memory=True))
+    assert node.checkpoints.list(crun.id) == []

@@ -92,3 +92,21 @@ def test_volumes(sdk_env: str) -> None:
         Volumes.delete("sdk-vol")
     with pytest.raises(errors.VolumeNotFoundError):
         Volumes.delete("sdk-vol")
+
+
+def test_checkpoint_with_memory(sdk_env: str) -> None:
+    loop = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
+    with Sandbox.create(timeout=120) as sbx:
+        job = sbx.commands.run(loop, background=True)
+        time.sleep(0.5)
+        ck = sbx.checkpoint("counting", memory=True)
+        assert ck.memory
+        at_checkpoint = int(sbx.files.read("/tmp/count"))
+        time.sleep(2)
+        later = int(sbx.files.read("/tmp/count"))
+        assert later >= at_checkpoint + 10
+        sbx.restore(ck)
+        # The loop is back where it was at the checkpoint (its variable and its file), and running.
+        restored = int(sbx.files.read("/tmp/count"))
+        assert restored < later, (at_checkpoint, later, restored)
+        assert any(p.pid == job.pid for p in sbx.commands.list())

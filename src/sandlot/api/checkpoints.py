@@ -26,7 +26,12 @@ _LIVE = ("running", "paused")
 
 def checkpoint_info(ck: Checkpoint) -> CheckpointInfo:
     return CheckpointInfo(
-        checkpoint_id=ck.id, name=ck.name, sandbox_id=ck.sandbox_id, created_at=ck.created_at, size_bytes=ck.size_bytes
+        checkpoint_id=ck.id,
+        name=ck.name,
+        sandbox_id=ck.sandbox_id,
+        created_at=ck.created_at,
+        size_bytes=ck.size_bytes,
+        memory=ck.memory,
     )
 
 
@@ -46,9 +51,11 @@ async def _live(svc: SandboxService, who: Principal, sandbox_id: str, verb: str)
     return rec
 
 
-async def checkpoint(svc: SandboxService, who: Principal, sandbox_id: str, name: str) -> Checkpoint:
+async def checkpoint(
+    svc: SandboxService, who: Principal, sandbox_id: str, name: str, memory: bool = False
+) -> Checkpoint:
     await _live(svc, who, sandbox_id, "checkpoint")
-    return await svc.node.checkpoint(sandbox_id, name)
+    return await svc.node.checkpoint(sandbox_id, name, memory=memory)
 
 
 async def list_checkpoints(svc: SandboxService, who: Principal, sandbox_id: str) -> list[Checkpoint]:

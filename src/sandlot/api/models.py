@@ -501,6 +501,9 @@ class CheckpointCreate(_Request):
     """POST /sandboxes/{id}/checkpoints: freeze the sandbox's filesystem under `name`."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    memory: bool = Field(
+        default=False, description="also the processes and their memory (gvisor; restore brings them back)"
+    )
 
 
 class CheckpointInfo(_Response):
@@ -509,6 +512,7 @@ class CheckpointInfo(_Response):
     sandbox_id: str
     created_at: float
     size_bytes: int = Field(description="what the checkpoint's disk holds: what the sandbox had written")
+    memory: bool = False
 
 
 class CheckpointList(_Response):

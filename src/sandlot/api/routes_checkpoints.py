@@ -31,7 +31,7 @@ CheckpointId = Annotated[str, Path(min_length=1, max_length=64, description="the
 @router.post("/sandboxes/{sandbox_id}/checkpoints", status_code=201, response_model=CheckpointInfo)
 async def create_checkpoint(sandbox_id: SandboxId, body: CheckpointCreate, who: Who, svc: Svc) -> CheckpointInfo:
     """Checkpoint the sandbox's filesystem (it is frozen for the copy, which costs what it wrote)."""
-    return ck.checkpoint_info(await ck.checkpoint(svc, who, sandbox_id, body.name))
+    return ck.checkpoint_info(await ck.checkpoint(svc, who, sandbox_id, body.name, body.memory))
 
 
 @router.get("/sandboxes/{sandbox_id}/checkpoints", response_model=CheckpointList)

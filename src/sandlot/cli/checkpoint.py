@@ -27,14 +27,15 @@ def checkpoint_group() -> None:
 @checkpoint_group.command("create")
 @click.argument("sandbox_id")
 @click.argument("name")
+@click.option("--memory", is_flag=True, help="also its processes and memory (gvisor); restore brings them back")
 @json_option
 @pass_api
-def create_command(api: Api, sandbox_id: str, name: str, as_json: bool) -> None:
+def create_command(api: Api, sandbox_id: str, name: str, memory: bool, as_json: bool) -> None:
     """Checkpoint the sandbox's filesystem under NAME; prints the checkpoint's id."""
 
     async def go() -> CheckpointInfo:
         async with connect(api, sandbox_id) as sbx:
-            return await sbx.checkpoint(name)
+            return await sbx.checkpoint(name, memory=memory)
 
     ck = run_async(go())
     if as_json:

@@ -69,10 +69,16 @@ class Checkpoint:
     size_bytes: int
     spec: dict[str, Any]
     dir: Path
+    #: whether it also holds the processes and their memory (`memory/`, a runsc image)
+    memory: bool = False
 
     @property
     def disk(self) -> Path:
         return self.dir / "disk.img"
+
+    @property
+    def memory_image(self) -> Path:
+        return self.dir / "memory"
 
     def record(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -123,6 +129,7 @@ class CheckpointStore:
                 size_bytes=int(r["size_bytes"]),
                 spec=dict(r["spec"]),
                 dir=d,
+                memory=bool(r.get("memory", False)),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -138,8 +145,10 @@ class CheckpointStore:
                     out.append(ck)
         return sorted(out, key=lambda c: (c.created_at, c.id))
 
-    async def take(self, sandbox_id: str, name: str, spec: SandboxSpec, snapshot: Any) -> Checkpoint:
-        """Record a checkpoint whose disk `snapshot(path)` writes (in a thread)."""
+    async def take(
+        self, sandbox_id: str, name: str, spec: SandboxSpec, snapshot: Any, memory: bool = False
+    ) -> Checkpoint:
+        """Record a checkpoint whose disk `snapshot(path)` writes (and, with `memory`, its `memory/` beside it)."""
         validate_name(name)
         async with self._lock:  # names are unique per sandbox
             if any(c.name == name for c in self.list(sandbox_id)):
@@ -160,6 +169,7 @@ class CheckpointStore:
                     size_bytes=(tmp / "disk.img").stat().st_blocks * 512,
                     spec=spec_to_dict(spec),
                     dir=self.dir / ck_id,
+                    memory=memory,
                 )
                 (tmp / "checkpoint.json").write_text(json.dumps(ck.record()))
                 tmp.rename(ck.dir)

@@ -48,16 +48,19 @@ def forget(sbx: Sandbox) -> None:
     shutil.rmtree(image_dir(sbx), ignore_errors=True)
 
 
-async def save(node: Node, sbx: Sandbox) -> None:
+async def save(node: Node, sbx: Sandbox, dest: Path | None = None) -> None:
     """Write the running sandbox's processes and memory to disk and release them.
 
-    On failure the sandbox keeps running as it was (its agent is listened for again).
+    The image goes to the sandbox's own `memory/` (a pause), or to `dest` (a
+    checkpoint's). On failure the sandbox keeps running as it was (its agent
+    is listened for again).
     """
     from sandlot.node.node import _wait_gone
 
     sbx.runtime.check_saves_memory()
     _check_no_tcp(sbx)
-    tmp = sbx.dir / "memory.tmp"
+    target = dest or image_dir(sbx)
+    tmp = target.with_name(target.name + ".tmp")  # beside it: the rename must not cross filesystems
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     pids = sbx.runtime.host_pids(sbx.id)
@@ -71,7 +74,7 @@ async def save(node: Node, sbx: Sandbox) -> None:
         raise
     problems = await _wait_gone(pids)
     problems += await sbx.runtime.destroy(sbx.id)  # the runtime's state and cgroups; the files stay
-    tmp.rename(image_dir(sbx))
+    tmp.rename(target)
     if problems:
         log.error("releasing sandbox %s after saving its memory: %s", sbx.id, "; ".join(problems))
 
@@ -103,17 +106,19 @@ async def _listen_again(node: Node, sbx: Sandbox) -> None:
         await sbx.conn.wait_connected(REDIAL_TIMEOUT)
 
 
-async def load(node: Node, sbx: Sandbox) -> None:
-    """Restore a sandbox saved by `save`: its processes continue with their memory.
+async def load(node: Node, sbx: Sandbox, src: Path | None = None) -> None:
+    """Restore a sandbox saved by `save` (from its own image, or a checkpoint's `src`).
 
-    On failure the half-restored runtime is removed and the memory image kept,
-    so the sandbox stays paused and the resume can be retried.
+    Its processes continue with their memory. On failure the half-restored
+    runtime is removed and the memory image kept, so the sandbox stays paused
+    and the resume can be retried.
     """
     await node._renew_network(sbx)
     await sbx.reconnect()
+    image = src or image_dir(sbx)
     try:
         pid = await sbx.runtime.restore_memory(
-            sbx.id, sbx.dir / "bundle", image_dir(sbx), sbx.dir / "runtime.log", connected=sbx.net is not None
+            sbx.id, sbx.dir / "bundle", image, sbx.dir / "runtime.log", connected=sbx.net is not None
         )
         exited = node.watch(sbx, pid)
         await node._wait_agent(sbx, exited)
@@ -124,4 +129,5 @@ async def load(node: Node, sbx: Sandbox) -> None:
         if problems:
             log.error("cleanup after a failed restore of sandbox %s: %s", sbx.id, "; ".join(problems))
         raise
-    forget(sbx)
+    if src is None:
+        forget(sbx)

@@ -482,14 +482,33 @@ class Node:
 
     # ------------------------------------------------------------ checkpoints
 
-    async def checkpoint(self, sandbox_id: str, name: str) -> Checkpoint:
-        """Checkpoint the filesystem of a running or paused sandbox (frozen while it is copied)."""
+    async def checkpoint(self, sandbox_id: str, name: str, memory: bool = False) -> Checkpoint:
+        """Checkpoint the filesystem of a running or paused sandbox (frozen while it is copied).
+
+        With `memory` (a running sandbox, a runtime that saves memory), the
+        processes and their memory are saved too, and `restore` brings them back.
+        """
         sbx = self.get(sandbox_id)
         async with sbx._kill_lock:
             if sbx.state not in (State.RUNNING, State.PAUSED):
                 raise errors.SandboxStateError(f"cannot checkpoint sandbox {sandbox_id} in state {sbx.state.value}")
             was_running = sbx.state is State.RUNNING
             await asyncio.to_thread(self.disks.check_room, f"checkpoint sandbox {sandbox_id}")
+            if memory:
+                sbx.runtime.check_saves_memory()
+                if not was_running:
+                    raise errors.SandboxStateError(
+                        f"cannot checkpoint the memory of sandbox {sandbox_id} in state {sbx.state.value}; resume it"
+                    )
+
+                async def with_memory(dest: Path) -> None:
+                    await memory_pause.save(self, sbx, dest.parent / "memory")
+                    try:
+                        await asyncio.to_thread(sbx.layer.snapshot, dest)
+                    finally:
+                        await memory_pause.load(self, sbx, dest.parent / "memory")
+
+                return await self.checkpoints.take(sandbox_id, name, sbx.spec, with_memory, memory=True)
 
             async def snapshot(dest: Path) -> None:
                 if was_running:
@@ -523,6 +542,11 @@ class Node:
             try:
                 await self._halt(sbx)
                 await asyncio.to_thread(sbx.layer.swap, staged)
+                if ck.memory:  # the processes come back too, as they were at the checkpoint
+                    await memory_pause.load(self, sbx, ck.memory_image)
+                    if sbx.state is State.PAUSED:
+                        sbx.transition(State.RUNNING)
+                    return
                 await self._renew_network(sbx)
                 await sbx.reconnect()
                 exited = await self._boot(sbx)
@@ -552,7 +576,10 @@ class Node:
             raise errors.InternalError(f"stopping sandbox {sbx.id} failed: " + "; ".join(problems))
 
     async def fork(self, checkpoint_id: str, count: int = 1) -> list[Sandbox]:
-        """Start `count` new sandboxes from a checkpoint, each on its own copy of its filesystem."""
+        """Start `count` new sandboxes from a checkpoint, each on its own copy of its filesystem.
+
+        A memory checkpoint's processes are not forked: each new sandbox boots afresh on the files.
+        """
         if not isinstance(count, int) or not 1 <= count <= MAX_FORK:
             raise errors.InvalidArgumentError(f"count must be between 1 and {MAX_FORK}, got {count!r}", field="count")
         ck = self.checkpoints.get(checkpoint_id)

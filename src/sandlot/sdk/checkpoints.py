@@ -25,8 +25,9 @@ def checkpoint_id(ref: CheckpointRef) -> str:
     return ref.checkpoint_id if isinstance(ref, CheckpointInfo) else ref
 
 
-async def take(sbx: AsyncSandbox, name: str) -> CheckpointInfo:
-    raw = await sbx._transport.json("POST", f"/sandboxes/{sbx.sandbox_id}/checkpoints", json={"name": name})
+async def take(sbx: AsyncSandbox, name: str, memory: bool = False) -> CheckpointInfo:
+    body = {"name": name, "memory": True} if memory else {"name": name}
+    raw = await sbx._transport.json("POST", f"/sandboxes/{sbx.sandbox_id}/checkpoints", json=body)
     return CheckpointInfo.model_validate(raw)
 
 

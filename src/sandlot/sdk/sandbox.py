@@ -262,11 +262,13 @@ class AsyncSandbox:
         raw = await self._transport.json("POST", f"/sandboxes/{self.sandbox_id}/resume")
         self._info = SandboxInfo.model_validate(raw)
 
-    async def checkpoint(self, name: str) -> CheckpointInfo:
+    async def checkpoint(self, name: str, memory: bool = False) -> CheckpointInfo:
         """Checkpoint the sandbox's filesystem (the sandbox is frozen for the copy, then continues).
 
         Args:
             name: unique among this sandbox's checkpoints (letters, digits, '.', '_', '-').
+            memory: also save the processes and their memory (gvisor): `restore` brings them
+                back as they were; a fork still starts from the filesystem only.
 
         Returns:
             The checkpoint, to `restore` this sandbox to or to `fork` new ones from.
@@ -279,7 +281,7 @@ class AsyncSandbox:
         Example:
             >>> ck = sbx.checkpoint("clean"); ...; sbx.restore(ck)
         """
-        return await _ck.take(self, name)
+        return await _ck.take(self, name, memory)
 
     async def list_checkpoints(self) -> builtins.list[CheckpointInfo]:
         """This sandbox's checkpoints, oldest first."""
