@@ -371,3 +371,26 @@ def test_hibernating_after_tcp_stops_the_processes_and_wakes_connected(
     aio(net_node.wake(sbx.id))
     assert aio(sbx.run("cat /root/f")).stdout == "kept\n"
     assert fetch(aio, sbx, "http://allowed.test/") == [f"hello from {internet.web}"]
+
+
+def test_dockerfile_run_steps_have_the_network_asked_for(
+    net_node: Any, aio: Any, internet: Internet, tmp_path: Path
+) -> None:
+    """RUN steps reach the outside world by default (as `docker build`), and nothing with network none."""
+    from sandlot.node.dockerfile.builder import BuildOptions, build
+
+    fetch_step = (
+        "FROM debian\n"
+        f"RUN python3 -c \"import urllib.request; open('/fetched', 'w').write("
+        f"urllib.request.urlopen('http://{internet.web}/', timeout=5).read().decode())\"\n"
+    )
+    name = f"net-build-{tmp_path.name}"
+    try:
+        image = aio(build(net_node, BuildOptions(name=name, context=tmp_path, dockerfile=fetch_step), print), 600)
+        assert (Path(image.layers[-1]) / "fetched").read_text() == f"hello from {internet.web}"
+        offline_steps = fetch_step.replace("FROM debian\n", "FROM debian\nENV OFFLINE=1\n")  # not from the cache
+        offline = BuildOptions(name=name + "-off", context=tmp_path, dockerfile=offline_steps, network="none")
+        with pytest.raises(errors.BuildError, match="URLError"):
+            aio(build(net_node, offline, print), 600)
+    finally:
+        net_node.images.remove(name)

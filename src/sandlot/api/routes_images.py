@@ -12,7 +12,7 @@ import tarfile
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
@@ -157,6 +157,10 @@ async def build_template(
     build_arg: Annotated[
         list[Annotated[str, Query(max_length=4096)]], Query(description="KEY=VALUE; repeat for several")
     ] = [],  # noqa: B006
+    network: Annotated[
+        Literal["full", "none"],
+        Query(description="RUN steps' network: the outside world (minus what is always blocked) or none"),
+    ] = "full",
 ) -> StreamingResponse:
     """Build a template from a Dockerfile in the uploaded context (a tar); streams the steps' output."""
     check_template_name(name)
@@ -179,7 +183,7 @@ async def build_template(
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
-    opts = BuildOptions(name=name, context=work_dir / "context", dockerfile=text, build_args=args)
+    opts = BuildOptions(name=name, context=work_dir / "context", dockerfile=text, build_args=args, network=network)
 
     async def work(progress: Progress) -> Image:
         try:

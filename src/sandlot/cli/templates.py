@@ -95,11 +95,21 @@ def template_group() -> None:
 )
 @click.option("--tag", "-t", "name", required=True, help="the template to make")
 @click.option("--build-arg", multiple=True, metavar="KEY=VALUE", help="a Dockerfile ARG (repeatable)")
+@click.option(
+    "--network", type=click.Choice(["full", "none"]), default="full", show_default=True, help="RUN steps' network"
+)
 @click.option("--quiet", "-q", is_flag=True, help="no step output")
 @json_option
 @pass_api
 def build(
-    api: Api, context: str, dockerfile: str | None, name: str, build_arg: tuple[str, ...], quiet: bool, as_json: bool
+    api: Api,
+    context: str,
+    dockerfile: str | None,
+    name: str,
+    build_arg: tuple[str, ...],
+    network: str,
+    quiet: bool,
+    as_json: bool,
 ) -> None:
     """Build template NAME from a Dockerfile; RUN steps run in sandboxes, their output on stderr."""
     info = run_async(
@@ -108,6 +118,7 @@ def build(
             name,
             dockerfile=dockerfile,
             build_args=pairs(build_arg, "--build-arg"),
+            network=network,
             on_progress=None if quiet else (lambda line: click.echo(line, err=True)),
             api_url=api.url,
             api_key=api.key,

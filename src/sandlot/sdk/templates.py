@@ -97,6 +97,7 @@ class AsyncTemplates:
         *,
         dockerfile: str | os.PathLike[str] | None = None,
         build_args: dict[str, str] | None = None,
+        network: str = "full",
         on_progress: ProgressHandler | None = None,
         api_url: str | None = None,
         api_key: str | None = None,
@@ -108,6 +109,7 @@ class AsyncTemplates:
             name: the template to make (replaced if it exists, once the build worked).
             dockerfile: its path (default: `context`/Dockerfile); may lie outside the context.
             build_args: values for the Dockerfile's ARGs.
+            network: the RUN steps' network, "full" (default, as `docker build`) or "none".
             on_progress: called with each step line and each line of output.
 
         Returns:
@@ -137,7 +139,7 @@ class AsyncTemplates:
                     tar.add(df, arcname=df_name)
             tar_file.seek(0)
             body = tar_file.read()
-        params: list[tuple[str, str]] = [("name", name), ("dockerfile", df_name)]
+        params: list[tuple[str, str]] = [("name", name), ("dockerfile", df_name), ("network", network)]
         params += [("build_arg", f"{k}={v}") for k, v in (build_args or {}).items()]
         transport = Transport(api_url, api_key, None)
         try:

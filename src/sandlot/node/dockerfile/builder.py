@@ -32,6 +32,7 @@ from sandlot import errors
 from sandlot.node.dockerfile import context as ctx
 from sandlot.node.dockerfile.parser import Instruction, parse, substitute
 from sandlot.node.images import Image
+from sandlot.node.netpolicy import NetworkPolicy
 from sandlot.node.node import Node
 from sandlot.node.oci.store import check_template_name
 from sandlot.node.sandbox_export import NODE_PATHS
@@ -53,6 +54,8 @@ class BuildOptions:
     build_args: dict[str, str] = field(default_factory=dict)
     runtime: str = "gvisor"
     step_timeout: float = 3600.0
+    #: RUN steps' network: "full" (like `docker build`: package managers work) or "none"
+    network: str = "full"
 
 
 @dataclass
@@ -245,7 +248,9 @@ class _Build:
         hidden = f".build-{state.key[:32]}"
         await asyncio.to_thread(self.store.add_hidden, hidden, state.layers, state.config)
         self.hidden.append(hidden)
-        spec = SandboxSpec(image=hidden, runtime=self.opts.runtime, limits=STEP_LIMITS)
+        spec = SandboxSpec(
+            image=hidden, runtime=self.opts.runtime, limits=STEP_LIMITS, network=NetworkPolicy.parse(self.opts.network)
+        )
         sbx = await self.node.create(spec)
         tail: list[str] = []
 
