@@ -130,6 +130,24 @@ def _engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+#: Columns added after a database may already exist, with the SQL default old rows get.
+#: `create_all` makes missing tables only; these are added to tables made by an older release.
+ADDED_COLUMNS: list[tuple[str, str, str]] = [
+    ("sandboxes", "persistent", "false"),
+    ("sandboxes", "on_timeout", "'kill'"),
+]
+
+
+def _add_new_columns(engine: sa.Engine) -> None:
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table, column, default in ADDED_COLUMNS:
+            if column in {c["name"] for c in inspector.get_columns(table)}:
+                continue
+            sql_type = metadata_obj.tables[table].c[column].type.compile(dialect=engine.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type} NOT NULL DEFAULT {default}"))
+
+
 def encode_cursor(created_at: float, sandbox_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([created_at, sandbox_id]).encode()).decode().rstrip("=")
 
@@ -167,6 +185,7 @@ class Store:
 
     async def init(self) -> None:
         await asyncio.to_thread(metadata_obj.create_all, self.engine)
+        await asyncio.to_thread(_add_new_columns, self.engine)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.dispose)
