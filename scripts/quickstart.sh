@@ -10,7 +10,7 @@ log="$(mktemp /tmp/sandlot-serve.XXXXXX)"
 sandlot serve --port "$port" >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true' EXIT
-echo "[quickstart] starting the server (its first start builds the base image with debootstrap, about a minute; log: $log)"
+echo "[quickstart] starting the server (its first start builds the base image with debootstrap, about two minutes; log: $log)"
 python - "$port" "$server" "$log" <<'PY'
 import os, sys, time, urllib.request
 port, server, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
