@@ -10,20 +10,25 @@ SDK's `X-API-KEY` header with a Sandlot API key; errors are Sandlot's
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import time
 import urllib.parse
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandlot import errors
+from sandlot.api import checkpoints
+from sandlot.api.auth import Principal
 from sandlot.api.deps import SandboxId, Svc, Who
 from sandlot.api.e2b.access import access_token
-from sandlot.api.models import MAX_TIMEOUT_S, EnvDict, MetaDict, NetEntry, NetworkSettings, SandboxCreate
+from sandlot.api.models import MAX_TIMEOUT_S, EnvDict, ForkRequest, MetaDict, NetEntry, NetworkSettings, SandboxCreate
 from sandlot.api.routes_ports import port_registry
+from sandlot.api.service import SandboxService
 from sandlot.api.store import SandboxRecord
+from sandlot.node.checkpoints import CHECKPOINT_ID_RE, MAX_FORK, Checkpoint
 
 __all__ = ["ENVD_VERSION", "router"]
 
@@ -73,6 +78,20 @@ class ConnectBody(_Body):
 
 class RefreshBody(_Body):
     duration: int | None = Field(default=None, ge=0, le=3600)
+
+
+class PauseBody(_Body):
+    memory: bool = False
+
+
+class SnapshotBody(_Body):
+    name: str | None = Field(default=None, max_length=64)
+
+
+class ForkBody(_Body):
+    #: E2B's defaults (its API spec)
+    timeout: int = Field(default=15, ge=1, le=MAX_TIMEOUT_S)
+    count: int = Field(default=1, ge=1, le=MAX_FORK)
 
 
 #: Memory for sandboxes of these templates (the E2B SDK cannot ask for any): a few
@@ -128,6 +147,8 @@ def _listed(rec: SandboxRecord) -> dict[str, object]:
 @router.post("/sandboxes", status_code=201)
 @router.post("/v2/sandboxes", status_code=201)
 async def create(body: NewSandbox, request: Request, who: Who, svc: Svc) -> JSONResponse:
+    if CHECKPOINT_ID_RE.match(body.template_id):
+        return JSONResponse(await _create_from_snapshot(body, request, who, svc), status_code=201)
     req = SandboxCreate(
         template=body.template_id,
         timeout=body.timeout,
@@ -139,13 +160,41 @@ async def create(body: NewSandbox, request: Request, who: Who, svc: Svc) -> JSON
     if body.template_id in TEMPLATE_MEMORY_MB:
         req.memory_mb = TEMPLATE_MEMORY_MB[body.template_id]
     rec = await svc.create(who, req)
-    # Its ports take the same token as envd (E2B's trafficAccessToken), and are public unless asked.
+    return JSONResponse(_started(request, svc, rec, all_public=body.network.allow_public_traffic), status_code=201)
+
+
+def _started(request: Request, svc: SandboxService, rec: SandboxRecord, *, all_public: bool) -> dict[str, object]:
+    """A new sandbox's E2B `Sandbox`: its ports take the same token as envd (E2B's trafficAccessToken)."""
     port_registry(request.app).configure(
-        svc.node.get(rec.sandbox_id),
-        token=access_token(request, rec.sandbox_id),
-        all_public=body.network.allow_public_traffic,
+        svc.node.get(rec.sandbox_id), token=access_token(request, rec.sandbox_id), all_public=all_public
     )
-    return JSONResponse(_sandbox(request, rec), status_code=201)
+    return _sandbox(request, rec)
+
+
+async def _create_from_snapshot(
+    body: NewSandbox, request: Request, who: Principal, svc: SandboxService
+) -> dict[str, object]:
+    """E2B's `Sandbox.create(snapshot_id)`: Sandlot forks one sandbox from the checkpoint, which keeps
+    the snapshot's environment, network policy and limits; only timeout and metadata are the request's."""
+    refused = [
+        name
+        for name, asked in (
+            ("envVars", bool(body.env_vars)),
+            ("autoPause", body.auto_pause),
+            ("allowInternetAccess", not body.allow_internet_access),
+            ("network", bool(body.network.allow_out or body.network.deny_out)),
+        )
+        if asked
+    ]
+    if refused:
+        raise errors.InvalidArgumentError(
+            f"a sandbox made from snapshot {body.template_id} keeps the snapshot's environment and network "
+            f"policy; {', '.join(refused)} cannot be set on it",
+            field=refused[0],
+        )
+    req = ForkRequest(count=1, timeout=body.timeout, metadata=body.metadata or {})
+    (rec,) = await checkpoints.fork(svc, who, body.template_id, req)
+    return _started(request, svc, rec, all_public=body.network.allow_public_traffic)
 
 
 def _metadata_query(value: str | None) -> dict[str, str]:
@@ -213,12 +262,92 @@ async def refresh(sandbox_id: SandboxId, who: Who, svc: Svc, body: RefreshBody |
 
 
 @router.post("/sandboxes/{sandbox_id}/pause", status_code=204)
-async def pause(sandbox_id: SandboxId, who: Who, svc: Svc) -> Response:
+async def pause(sandbox_id: SandboxId, who: Who, svc: Svc, body: PauseBody | None = None) -> Response:
+    """A freeze (memory stays resident); with `memory`, where the runtime can, Sandlot's memory pause,
+    which releases the memory. gVisor refuses it while the sandbox has TCP connections: then a freeze."""
     rec = await svc.get(who, sandbox_id)
     if rec.state == "paused":
         raise errors.SandboxStateError(f"sandbox {sandbox_id} is already paused")
+    if body is not None and body.memory and (await svc.sandbox(who, sandbox_id)).runtime.saves_memory:
+        try:
+            await svc.pause(who, sandbox_id, memory=True)
+            return Response(status_code=204)
+        except errors.SandboxStateError:
+            pass
     await svc.pause(who, sandbox_id)
     return Response(status_code=204)
+
+
+def _snapshot(ck: Checkpoint) -> dict[str, object]:
+    """E2B's `SnapshotInfo`: a snapshot is a Sandlot checkpoint (of the filesystem), named by its id."""
+    return {"snapshotID": ck.id, "names": [ck.name]}
+
+
+@router.post("/sandboxes/{sandbox_id}/snapshots", status_code=201)
+async def create_snapshot(sandbox_id: SandboxId, who: Who, svc: Svc, body: SnapshotBody | None = None) -> JSONResponse:
+    """A filesystem checkpoint (E2B's `mode="filesystem"`, whatever was asked): sandboxes made from it
+    boot afresh on its files, as Sandlot's fork does."""
+    name = (body.name if body else None) or f"snapshot-{secrets.token_hex(4)}"
+    ck = await checkpoints.checkpoint(svc, who, sandbox_id, name)
+    return JSONResponse(_snapshot(ck), status_code=201)
+
+
+@router.get("/snapshots")
+async def list_snapshots(
+    who: Who,
+    svc: Svc,
+    sandbox_id: Annotated[str | None, Query(alias="sandboxID", max_length=64)] = None,
+    name: Annotated[str | None, Query(max_length=256)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    next_token: Annotated[str | None, Query(alias="nextToken", max_length=64)] = None,
+) -> JSONResponse:
+    """The team's snapshots, oldest first; `nextToken` is the id of the last one of the previous page."""
+    if sandbox_id:
+        cks = await checkpoints.list_checkpoints(svc, who, sandbox_id)
+    else:
+        cks = [c for c in svc.node.checkpoints.list() if await svc.store.get_sandbox(c.sandbox_id, who.team)]
+    if name:
+        cks = [c for c in cks if name in (c.id, c.name)]
+    if next_token:
+        ids = [c.id for c in cks]
+        if next_token not in ids:
+            message = f"nextToken {next_token!r} is no snapshot of this list"
+            raise errors.InvalidArgumentError(message, field="nextToken")
+        cks = cks[ids.index(next_token) + 1 :]
+    page = cks[:limit]
+    headers = {"x-next-token": page[-1].id} if len(cks) > limit else {}
+    return JSONResponse([_snapshot(c) for c in page], headers=headers)
+
+
+@router.delete("/templates/{template_id}", status_code=204)
+async def delete_snapshot(template_id: Annotated[str, Path(max_length=256)], who: Who, svc: Svc) -> Response:
+    if not CHECKPOINT_ID_RE.match(template_id):
+        raise errors.InvalidArgumentError(
+            f"{template_id!r} is not a snapshot id (ck-...): the E2B facade deletes snapshots only; "
+            "templates are deleted through Sandlot's own DELETE /templates/{name} (admin keys)",
+            field="templateID",
+        )
+    await checkpoints.delete(svc, who, template_id)
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/fork", status_code=201)
+async def fork(
+    sandbox_id: SandboxId, request: Request, who: Who, svc: Svc, body: ForkBody | None = None
+) -> JSONResponse:
+    """Checkpoint the sandbox's filesystem, fork `count` sandboxes from it (they boot afresh on its files,
+    with the parent's environment, network policy and metadata), then drop the checkpoint. All or none."""
+    body = body or ForkBody()
+    all_public = port_registry(request.app).get(await svc.sandbox(who, sandbox_id)).all_public
+    rec = await svc.get(who, sandbox_id)
+    ck = await checkpoints.checkpoint(svc, who, sandbox_id, f"e2b-fork-{secrets.token_hex(4)}")
+    try:
+        recs = await checkpoints.fork(
+            svc, who, ck.id, ForkRequest(count=body.count, timeout=body.timeout, metadata=rec.metadata)
+        )
+    finally:  # the forks' disks are clones: the checkpoint is not needed past their start
+        await checkpoints.delete(svc, who, ck.id)
+    return JSONResponse([{"sandbox": _started(request, svc, r, all_public=all_public)} for r in recs], status_code=201)
 
 
 @router.post("/sandboxes/{sandbox_id}/resume", status_code=201)
