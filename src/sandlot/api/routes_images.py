@@ -39,6 +39,7 @@ from sandlot.node.oci.reference import Reference
 from sandlot.node.oci.registry import RegistryConfig
 from sandlot.node.oci.store import check_template_name
 from sandlot.node.readiness import StartSpec
+from sandlot.safetar import extract_all
 
 __all__ = ["progress_events", "router", "template_info"]
 
@@ -132,7 +133,7 @@ async def _receive_context(request: Request, dest: Path) -> None:
         def unpack() -> None:
             try:
                 with tarfile.open(archive) as tar:
-                    tar.extractall(dest, filter="data")
+                    extract_all(tar, dest)
             except (tarfile.TarError, OSError, EOFError) as exc:
                 raise errors.InvalidArgumentError(f"the build context is not a valid tar archive: {exc}") from None
 

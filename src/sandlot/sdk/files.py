@@ -16,6 +16,7 @@ import httpx
 
 from sandlot import errors
 from sandlot.api.models import ExistsResponse, FileEntry, FileList, MkdirResponse, TarResult, WatchEventOut
+from sandlot.safetar import extract_all
 from sandlot.sdk._transport import Transport, iter_events
 
 if TYPE_CHECKING:
@@ -267,25 +268,5 @@ def _pack(src: Path, out: IO[bytes]) -> None:
 
 def _unpack(src: IO[bytes], dest: Path) -> None:
     """Extract a tar from a sandbox under `dest`; nothing in it may land outside."""
-    dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=src, mode="r|") as tar:
-        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
-            try:
-                tar.extractall(dest, filter="data")
-            except tarfile.FilterError as exc:
-                raise errors.InvalidArgumentError(f"tar entry escapes {dest}: {exc}") from None
-            return
-        # Older Pythons (Debian 12 ships 3.11.2): the same checks by hand, per member.
-        root = dest.resolve()
-        for member in tar:
-            target = (dest / member.name).resolve()
-            if member.name.startswith("/") or (target != root and root not in target.parents):
-                raise errors.InvalidArgumentError(f"tar entry escapes {dest}: {member.name}", path=member.name)
-            if member.issym() or member.islnk():
-                link = (target.parent / member.linkname).resolve() if member.issym() else (dest / member.linkname)
-                if member.linkname.startswith("/") or (root not in link.resolve().parents and link.resolve() != root):
-                    raise errors.InvalidArgumentError(f"tar link escapes {dest}: {member.name}", path=member.name)
-            if member.isdev():
-                continue
-            member.mode &= 0o755  # as the data filter: no set-id bits, no group/other write
-            tar.extract(member, dest, set_attrs=not member.issym())
+        extract_all(tar, dest)

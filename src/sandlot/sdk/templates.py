@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from sandlot import errors
 from sandlot.api.models import TemplateInfo, TemplateList
+from sandlot.safetar import extract_all
 from sandlot.sdk._transport import Transport
 from sandlot.sdk.sync import _Portal
 
@@ -232,7 +233,7 @@ class AsyncTemplates:
                 tmp.seek(0)
                 out.mkdir(parents=True, exist_ok=True)
                 with tarfile.open(fileobj=tmp) as tar:
-                    tar.extractall(out, filter="data")
+                    extract_all(tar, out)
         finally:
             await transport.close()
         return out

@@ -24,6 +24,7 @@ import httpx
 
 from sandlot.node.dockerfile.parser import Instruction
 from sandlot.node.oci.unpack import _Tree
+from sandlot.safetar import extract_all
 
 __all__ = ["Sources", "copy_into", "gather"]
 
@@ -176,7 +177,7 @@ def copy_into(layer: Path, inst: Instruction, sources: Sources, dest: str, workd
         if inst.cmd == "ADD" and not downloaded and src.is_file() and tarfile.is_tarfile(src):
             tree.ensure_dir(target)
             with tarfile.open(src) as tar:
-                tar.extractall(tree.abs(target), filter="data")
+                extract_all(tar, Path(tree.abs(target)))
         elif src.is_dir():
             tree.ensure_dir(target)
             for child in sorted(os.listdir(src)):

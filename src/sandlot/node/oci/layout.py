@@ -19,6 +19,7 @@ from sandlot import errors
 from sandlot.node.oci.layers import LayerStore
 from sandlot.node.oci.pull import LAYER_TYPES, PulledImage, default_platform, unpack_into_store
 from sandlot.node.oci.registry import INDEX_TYPES
+from sandlot.safetar import extract_all
 
 __all__ = ["import_archive", "import_layout"]
 
@@ -117,7 +118,7 @@ def import_archive(
         root = Path(tmp)
         progress(f"reading {archive}")
         with tarfile.open(archive) as tar:
-            tar.extractall(root, filter="data")
+            extract_all(tar, root)
         if (root / "index.json").exists() and (root / "blobs").is_dir():
             return import_layout(root, store, tag=tag, platform=platform, progress=progress)
         return _import_docker(root, store, tag, progress)
