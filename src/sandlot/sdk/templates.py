@@ -13,7 +13,7 @@ import builtins
 import os
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -80,15 +80,8 @@ class AsyncTemplates:
         if username is not None:
             body["auth"] = {"username": username, "password": password or ""}
         transport = Transport(api_url, api_key, None)
-        try:
-            async for event in transport.lines("POST", "/images/pull", json=body):
-                if event.get("type") == "progress" and on_progress is not None:
-                    on_progress(str(event.get("message", "")))
-                elif event.get("type") == "template":
-                    return TemplateInfo.model_validate(event["template"])
-        finally:
-            await transport.close()
-        raise errors.InternalError(f"the pull of {ref} ended without a result")
+        events = transport.lines("POST", "/images/pull", json=body)
+        return await _template_from(transport, events, on_progress, f"the pull of {ref}")
 
     @classmethod
     async def build(
@@ -143,18 +136,10 @@ class AsyncTemplates:
         params: list[tuple[str, str]] = [("name", name), ("dockerfile", df_name), ("network", network)]
         params += [("build_arg", f"{k}={v}") for k, v in (build_args or {}).items()]
         transport = Transport(api_url, api_key, None)
-        try:
-            events = transport.lines(
-                "POST", "/templates/build", params=params, content=body, headers={"Content-Type": "application/x-tar"}
-            )
-            async for event in events:
-                if event.get("type") == "progress" and on_progress is not None:
-                    on_progress(str(event.get("message", "")))
-                elif event.get("type") == "template":
-                    return TemplateInfo.model_validate(event["template"])
-        finally:
-            await transport.close()
-        raise errors.InternalError(f"the build of {name} ended without a result")
+        events = transport.lines(
+            "POST", "/templates/build", params=params, content=body, headers={"Content-Type": "application/x-tar"}
+        )
+        return await _template_from(transport, events, on_progress, f"the build of {name}")
 
     @classmethod
     async def import_image(
@@ -190,18 +175,10 @@ class AsyncTemplates:
                 body = src.read_bytes()
         params = [("name", name)] + ([("tag", tag)] if tag else [])
         transport = Transport(api_url, api_key, None)
-        try:
-            headers = {"Content-Type": "application/x-tar"}
-            async for event in transport.lines(
-                "POST", "/templates/import", params=params, content=body, headers=headers
-            ):
-                if event.get("type") == "progress" and on_progress is not None:
-                    on_progress(str(event.get("message", "")))
-                elif event.get("type") == "template":
-                    return TemplateInfo.model_validate(event["template"])
-        finally:
-            await transport.close()
-        raise errors.InternalError(f"the import of {src} ended without a result")
+        events = transport.lines(
+            "POST", "/templates/import", params=params, content=body, headers={"Content-Type": "application/x-tar"}
+        )
+        return await _template_from(transport, events, on_progress, f"the import of {src}")
 
     @classmethod
     async def export(
@@ -344,3 +321,21 @@ class Templates:
     @classmethod
     def delete(cls, name: str, **kw: Any) -> None:
         _Portal.call(AsyncTemplates.delete(name, **kw))
+
+
+async def _template_from(
+    transport: Transport,
+    events: AsyncIterator[dict[str, Any]],
+    on_progress: ProgressHandler | None,
+    what: str,
+) -> TemplateInfo:
+    """Follow a pull's, build's or import's event stream to the template it made (then close)."""
+    try:
+        async for event in events:
+            if event.get("type") == "progress" and on_progress is not None:
+                on_progress(str(event.get("message", "")))
+            elif event.get("type") == "template":
+                return TemplateInfo.model_validate(event["template"])
+    finally:
+        await transport.close()
+    raise errors.InternalError(f"{what} ended without a result")
