@@ -27,7 +27,7 @@ from sandlot.api.models import (
     RenameRequest,
     TarResult,
 )
-from sandlot.api.streams import event_stream, later, watch_events
+from sandlot.api.streams import event_stream, prefetched, watch_events
 
 __all__ = ["router"]
 
@@ -45,29 +45,6 @@ _TAR_BODY: dict[str, Any] = {
 }
 
 
-async def _prefetched(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Pull the first chunk now (errors raise here, before any response), stream the rest later."""
-    it = aiter(chunks)
-    try:
-        first = await anext(it)
-    except StopAsyncIteration:
-        first = b""
-
-    async def rest() -> AsyncIterator[bytes]:
-        done = False
-        try:
-            if first:
-                yield first
-            async for chunk in it:
-                yield chunk
-            done = True
-        finally:
-            if not done:  # the client went away: stop the agent's read
-                later(it.aclose())  # type: ignore[attr-defined]
-
-    return rest()
-
-
 async def _body(request: Request) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
         if chunk:
@@ -81,7 +58,7 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 )
 async def download(sbx: Running, path: FilePath) -> StreamingResponse:
     """The file's content, streamed."""
-    body = await _prefetched(sbx.agent.read(check_path(path)))
+    body = await prefetched(sbx.agent.read(check_path(path)))
     return StreamingResponse(body, media_type="application/octet-stream")
 
 
@@ -139,7 +116,7 @@ async def rename(sbx: Running, body: RenameRequest) -> FileEntry:
 )
 async def download_tar(sbx: Running, path: FilePath) -> StreamingResponse:
     """A directory as a tar stream."""
-    body = await _prefetched(sbx.agent.tar_read(check_path(path)))
+    body = await prefetched(sbx.agent.tar_read(check_path(path)))
     return StreamingResponse(body, media_type="application/x-tar")
 
 

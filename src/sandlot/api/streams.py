@@ -22,7 +22,7 @@ from sandlot import errors
 from sandlot.agent.client import ProcessStream, WatchStream
 from sandlot.api.models import NDJSON, SSE, ErrorEvent, ExitEvent, OutputEvent, StartEvent, WatchEventOut
 
-__all__ = ["event_stream", "process_events", "wants_sse", "watch_events"]
+__all__ = ["event_stream", "later", "prefetched", "process_events", "wants_sse", "watch_events"]
 
 # Tasks started from `finally` blocks of cancelled streams; kept so they are not collected.
 _detached: set[asyncio.Task[Any]] = set()
@@ -100,3 +100,26 @@ async def watch_events(watch: WatchStream) -> AsyncIterator[BaseModel]:
             yield WatchEventOut(op=ev.op, path=ev.path)
     finally:
         later(watch.close())
+
+
+async def prefetched(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Pull the first chunk now (errors raise here, before any response), stream the rest later."""
+    it = aiter(chunks)
+    try:
+        first = await anext(it)
+    except StopAsyncIteration:
+        first = b""
+
+    async def rest() -> AsyncIterator[bytes]:
+        done = False
+        try:
+            if first:
+                yield first
+            async for chunk in it:
+                yield chunk
+            done = True
+        finally:
+            if not done:  # the client went away: stop the agent's read
+                later(it.aclose())  # type: ignore[attr-defined]
+
+    return rest()

@@ -30,7 +30,7 @@ from sandlot.api.e2b import connect as rpc
 from sandlot.api.e2b.envd_common import Caller, caller
 from sandlot.api.e2b.routing import ENVD_PORT, INTERNAL_PREFIX
 from sandlot.api.http_errors import status_of
-from sandlot.api.streams import later
+from sandlot.api.streams import later, prefetched
 
 __all__ = ["router"]
 
@@ -232,29 +232,12 @@ async def health(sandbox_id: str, request: Request) -> Response:
 async def download(sandbox_id: str, request: Request, path: str = "", username: str | None = None) -> Response:
     try:
         c = await caller(request, sandbox_id, username)
-        it = aiter(c.sandbox.agent.read(c.path(path or ".")))
-        try:
-            first = await anext(it)
-        except StopAsyncIteration:
-            first = b""
+        body = await prefetched(c.sandbox.agent.read(c.path(path or ".")))
     except errors.SandlotError as exc:
         return _http_error(exc)
-
-    async def body() -> AsyncIterator[bytes]:
-        done = False
-        try:
-            if first:
-                yield first
-            async for chunk in it:
-                yield chunk
-            done = True
-        finally:
-            if not done:
-                later(it.aclose())  # type: ignore[attr-defined]
-
     name = posixpath.basename(c.path(path))
     headers = {"Content-Disposition": f"attachment; filename*=UTF-8''{name}"}
-    return StreamingResponse(body(), media_type="application/octet-stream", headers=headers)
+    return StreamingResponse(body, media_type="application/octet-stream", headers=headers)
 
 
 async def _request_body(request: Request) -> AsyncIterator[bytes]:
