@@ -13,7 +13,7 @@ import builtins
 import os
 import tarfile
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -79,9 +79,7 @@ class AsyncTemplates:
             body["platform"] = platform
         if username is not None:
             body["auth"] = {"username": username, "password": password or ""}
-        transport = Transport(api_url, api_key, None)
-        events = transport.lines("POST", "/images/pull", json=body)
-        return await _template_from(transport, events, on_progress, f"the pull of {ref}")
+        return await _template_from("/images/pull", f"the pull of {ref}", on_progress, api_url, api_key, json=body)
 
     @classmethod
     async def build(
@@ -135,11 +133,9 @@ class AsyncTemplates:
             body = tar_file.read()
         params: list[tuple[str, str]] = [("name", name), ("dockerfile", df_name), ("network", network)]
         params += [("build_arg", f"{k}={v}") for k, v in (build_args or {}).items()]
-        transport = Transport(api_url, api_key, None)
-        events = transport.lines(
-            "POST", "/templates/build", params=params, content=body, headers={"Content-Type": "application/x-tar"}
+        return await _template_from(
+            "/templates/build", f"the build of {name}", on_progress, api_url, api_key, params=params, tar=body
         )
-        return await _template_from(transport, events, on_progress, f"the build of {name}")
 
     @classmethod
     async def import_image(
@@ -174,11 +170,9 @@ class AsyncTemplates:
             else:
                 body = src.read_bytes()
         params = [("name", name)] + ([("tag", tag)] if tag else [])
-        transport = Transport(api_url, api_key, None)
-        events = transport.lines(
-            "POST", "/templates/import", params=params, content=body, headers={"Content-Type": "application/x-tar"}
+        return await _template_from(
+            "/templates/import", f"the import of {src}", on_progress, api_url, api_key, params=params, tar=body
         )
-        return await _template_from(transport, events, on_progress, f"the import of {src}")
 
     @classmethod
     async def export(
@@ -324,14 +318,21 @@ class Templates:
 
 
 async def _template_from(
-    transport: Transport,
-    events: AsyncIterator[dict[str, Any]],
-    on_progress: ProgressHandler | None,
+    path: str,
     what: str,
+    on_progress: ProgressHandler | None,
+    api_url: str | None,
+    api_key: str | None,
+    *,
+    tar: bytes | None = None,
+    **kw: Any,
 ) -> TemplateInfo:
-    """Follow a pull's, build's or import's event stream to the template it made (then close)."""
+    """POST to a pull, build or import route and follow its event stream to the template it made."""
+    if tar is not None:
+        kw.update(content=tar, headers={"Content-Type": "application/x-tar"})
+    transport = Transport(api_url, api_key, None)
     try:
-        async for event in events:
+        async for event in transport.lines("POST", path, **kw):
             if event.get("type") == "progress" and on_progress is not None:
                 on_progress(str(event.get("message", "")))
             elif event.get("type") == "template":
