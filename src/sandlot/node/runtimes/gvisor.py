@@ -112,7 +112,10 @@ class GVisorRuntime(Runtime):
                     f"connection ({tcp.group(1)}), and it keeps closed ones for a minute (TIME_WAIT); "
                     "close its connections and retry in a minute, or pause it without memory"
                 )
-            raise errors.InternalError(f"runsc could not save the memory of sandbox {sandbox_id}: {out[-2000:]}")
+            # The reason ends runsc's first line (after a dump of the object); a goroutine stack follows.
+            first = out.splitlines()[0] if out else ""
+            why = first if len(first) <= 600 else f"{first[:200]} … {first[-400:]}"
+            raise errors.InternalError(f"runsc could not save the memory of sandbox {sandbox_id}: {why}")
 
     async def restore_memory(
         self, sandbox_id: str, bundle: Path, image_dir: Path, log: Path, *, connected: bool = False
