@@ -27,6 +27,7 @@ if [ "${1:-}" = "--test" ]; then
   packages+=(
     docker-registry apache2-utils  # a real registry on 127.0.0.1 for the image tests (htpasswd for its auth)
     skopeo umoci                   # push test images to it; the baseline of the pull benchmark
+    openssl                        # signs the bearer tokens of the registry tests' token service
   )
 fi
 missing=()
