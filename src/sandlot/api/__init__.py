@@ -5,7 +5,7 @@
 
 Importing this package is cheap: the server's modules (FastAPI, the node, the
 database) load when `create_app` or `serve` is called, so the SDK can import
-`sandlot.api.models` (the wire protocol) alone.
+`sandlot.models` (the wire protocol) alone.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ import time
 
 from sandlot import errors
 from sandlot.api.auth import Principal
-from sandlot.api.models import CheckpointInfo, ForkRequest
 from sandlot.api.service import SandboxService
 from sandlot.api.store import SandboxRecord
+from sandlot.models import CheckpointInfo, ForkRequest
 from sandlot.node.checkpoints import Checkpoint
 
 __all__ = ["checkpoint", "checkpoint_info", "delete", "fork", "get", "list_checkpoints", "restore"]

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Path, Response
 
 from sandlot.api import checkpoints as ck
 from sandlot.api.deps import SandboxId, Svc, Who
-from sandlot.api.models import (
+from sandlot.api.service import info
+from sandlot.models import (
     CheckpointCreate,
     CheckpointInfo,
     CheckpointList,
@@ -18,7 +19,6 @@ from sandlot.api.models import (
     SandboxInfo,
     SandboxList,
 )
-from sandlot.api.service import info
 
 __all__ = ["router"]
 

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandlot import errors
 from sandlot.api.deps import Running
-from sandlot.api.models import NDJSON, EnvDict, ErrorBody
 from sandlot.interpreter import Interpreter, interpreter_for
+from sandlot.models import NDJSON, EnvDict, ErrorBody
 from sandlot.node import Sandbox as NodeSandbox
 
 __all__ = ["CodeContext", "CodeRequest", "ContextCreate", "interpreter", "router", "stream_events"]

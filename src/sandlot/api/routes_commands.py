@@ -11,7 +11,8 @@ from fastapi.responses import StreamingResponse
 from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.api.deps import Pid, Running
-from sandlot.api.models import (
+from sandlot.api.streams import event_stream, process_events
+from sandlot.models import (
     NDJSON,
     SSE,
     CommandRequest,
@@ -22,7 +23,6 @@ from sandlot.api.models import (
     ResizeRequest,
     SignalRequest,
 )
-from sandlot.api.streams import event_stream, process_events
 from sandlot.node import Sandbox as NodeSandbox
 
 __all__ = ["router"]

@@ -16,7 +16,8 @@ from fastapi.responses import StreamingResponse
 
 from sandlot import errors
 from sandlot.api.deps import FilePath, Running, check_path
-from sandlot.api.models import (
+from sandlot.api.streams import event_stream, prefetched, watch_events
+from sandlot.models import (
     NDJSON,
     ErrorBody,
     ExistsResponse,
@@ -27,7 +28,6 @@ from sandlot.api.models import (
     RenameRequest,
     TarResult,
 )
-from sandlot.api.streams import event_stream, prefetched, watch_events
 
 __all__ = ["router"]
 

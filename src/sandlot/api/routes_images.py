@@ -22,7 +22,8 @@ from pydantic import BaseModel
 from sandlot import errors
 from sandlot.api.auth import require_admin
 from sandlot.api.deps import Who
-from sandlot.api.models import (
+from sandlot.api.streams import event_stream
+from sandlot.models import (
     ErrorBody,
     ImagePull,
     ProgressEvent,
@@ -31,7 +32,6 @@ from sandlot.api.models import (
     TemplateList,
     TemplateStart,
 )
-from sandlot.api.streams import event_stream
 from sandlot.node import Node
 from sandlot.node.dockerfile.builder import BuildOptions, build
 from sandlot.node.images import Image

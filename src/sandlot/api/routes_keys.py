@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path, Request, Response
 from sandlot import errors
 from sandlot.api.auth import create_key, require_admin
 from sandlot.api.deps import Who
-from sandlot.api.models import ErrorBody, KeyCreate, KeyCreated, KeyInfo, KeyList
 from sandlot.api.store import KeyRecord, Store
+from sandlot.models import ErrorBody, KeyCreate, KeyCreated, KeyInfo, KeyList
 
 __all__ = ["router"]
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Request
 
 from sandlot.api.auth import require_admin
 from sandlot.api.deps import Who
-from sandlot.api.models import ErrorBody, PoolInfo, PoolList, PoolSize
+from sandlot.models import ErrorBody, PoolInfo, PoolList, PoolSize
 from sandlot.node import Node, SandboxSpec
 
 __all__ = ["pool_spec", "router"]

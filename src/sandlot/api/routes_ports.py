@@ -19,9 +19,9 @@ from sandlot import errors
 from sandlot.api.deps import SandboxId, Svc, Who
 from sandlot.api.host_routing import SCOPE_KEY, HostRoutes, HostRoutingMiddleware, Receive, Scope, Send
 from sandlot.api.http_errors import error_response, status_of
-from sandlot.api.models import ErrorBody, NetworkInfo, NetworkSettings
 from sandlot.api.port_access import TOKEN_QUERY, PortAccessRegistry
 from sandlot.api.port_proxy import PortProxy
+from sandlot.models import ErrorBody, NetworkInfo, NetworkSettings
 from sandlot.node import Sandbox as NodeSandbox
 from sandlot.node.netpolicy import NetworkPolicy
 

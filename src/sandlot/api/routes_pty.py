@@ -29,9 +29,9 @@ from sandlot.agent import protocol as p
 from sandlot.agent.client import ProcessStream
 from sandlot.api.auth import ws_principal
 from sandlot.api.deps import check_path
-from sandlot.api.models import ErrorEvent, ExitEvent, PtyClientMessage, StartEvent
 from sandlot.api.service import SandboxService
 from sandlot.api.streams import later
+from sandlot.models import ErrorEvent, ExitEvent, PtyClientMessage, StartEvent
 from sandlot.node import Sandbox as NodeSandbox
 
 __all__ = ["router"]

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Query, Request, Response
 
 from sandlot import errors
 from sandlot.api.deps import SandboxId, Svc, Who
-from sandlot.api.models import (
+from sandlot.api.routes_ports import network_info
+from sandlot.api.service import info
+from sandlot.models import (
     ErrorBody,
     PauseRequest,
     SandboxCreate,
@@ -17,8 +19,6 @@ from sandlot.api.models import (
     SandboxState,
     TimeoutUpdate,
 )
-from sandlot.api.routes_ports import network_info
-from sandlot.api.service import info
 
 __all__ = ["router"]
 

@@ -21,9 +21,9 @@ from fastapi.responses import StreamingResponse
 
 from sandlot import errors
 from sandlot.api.deps import SandboxId, Svc, Who
-from sandlot.api.models import ErrorBody
 from sandlot.api.routes_images import Progress, TemplateName, _node, progress_events
 from sandlot.api.streams import event_stream
+from sandlot.models import ErrorBody
 from sandlot.node.images import Image
 from sandlot.node.oci.store import check_template_name
 from sandlot.node.sandbox_export import export_sandbox

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Response
 
 from sandlot.api import volumes
 from sandlot.api.deps import Svc, Who
-from sandlot.api.models import ErrorBody, VolumeCreate, VolumeInfo, VolumeList
+from sandlot.models import ErrorBody, VolumeCreate, VolumeInfo, VolumeList
 
 __all__ = ["router"]
 

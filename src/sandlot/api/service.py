@@ -26,9 +26,9 @@ from sandlot import errors
 from sandlot.api import lifecycle
 from sandlot.api.auth import Principal
 from sandlot.api.lifecycle import check_lifetime
-from sandlot.api.models import SandboxCreate, SandboxInfo, SandboxState
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
 from sandlot.api.volumes import volume_mounts
+from sandlot.models import SandboxCreate, SandboxInfo, SandboxState
 from sandlot.node import Limits, Node, SandboxSpec
 from sandlot.node import Sandbox as NodeSandbox
 from sandlot.node.netpolicy import NetworkPolicy

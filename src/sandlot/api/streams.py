@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from sandlot import errors
 from sandlot.agent.client import ProcessStream, WatchStream
-from sandlot.api.models import NDJSON, SSE, ErrorEvent, ExitEvent, OutputEvent, StartEvent, WatchEventOut
+from sandlot.models import NDJSON, SSE, ErrorEvent, ExitEvent, OutputEvent, StartEvent, WatchEventOut
 
 __all__ = ["event_stream", "later", "prefetched", "process_events", "wants_sse", "watch_events"]
 

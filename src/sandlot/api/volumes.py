@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from sandlot.api.auth import Principal
-from sandlot.api.models import VolumeInfo, VolumeMountRequest
+from sandlot.models import VolumeInfo, VolumeMountRequest
 from sandlot.node import Node
 from sandlot.node.volumes import Volume, VolumeMount
 

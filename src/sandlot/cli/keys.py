@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 import click
 from rich.text import Text
 
-from sandlot.api.models import KeyCreated, KeyInfo, KeyList
 from sandlot.cli._common import Api, console, fmt_time, json_option, pass_api, print_json, run_async, table
+from sandlot.models import KeyCreated, KeyInfo, KeyList
 from sandlot.sdk._transport import Transport
 
 __all__ = ["command"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import click
 
-from sandlot.api.models import NetworkInfo
 from sandlot.cli._common import Api, connect, json_option, pass_api, print_json, run_async
+from sandlot.models import NetworkInfo
 
 __all__ = ["command", "network_options"]
 

@@ -11,7 +11,7 @@ key $SANDLOT_API_KEY (default: a local server's admin key, when readable).
 
 from __future__ import annotations
 
-from sandlot.api.models import CheckpointInfo, FileEntry, ProcessInfo, SandboxInfo, TemplateInfo, WatchEventOut
+from sandlot.models import CheckpointInfo, FileEntry, ProcessInfo, SandboxInfo, TemplateInfo, WatchEventOut
 from sandlot.sdk.code import CodeContext, Execution, ExecutionError, Result
 from sandlot.sdk.commands import AsyncCommandHandle, CommandResult
 from sandlot.sdk.files import AsyncWatchHandle

@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 from typing import TYPE_CHECKING
 
-from sandlot.api.models import CheckpointInfo, CheckpointList, SandboxList
+from sandlot.models import CheckpointInfo, CheckpointList, SandboxList
 from sandlot.sdk._transport import Transport
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from sandlot import errors
-from sandlot.api.models import ProcessInfo, ProcessList, ProcessStarted
+from sandlot.models import ProcessInfo, ProcessList, ProcessStarted
 from sandlot.results import CommandResult
 
 if TYPE_CHECKING:

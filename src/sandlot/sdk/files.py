@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, overload
 import httpx
 
 from sandlot import errors
-from sandlot.api.models import ExistsResponse, FileEntry, FileList, MkdirResponse, TarResult, WatchEventOut
+from sandlot.models import ExistsResponse, FileEntry, FileList, MkdirResponse, TarResult, WatchEventOut
 from sandlot.safetar import extract_all
 from sandlot.sdk._transport import Transport, iter_events
 

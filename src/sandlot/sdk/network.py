@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sandlot.api.models import NetworkInfo
+from sandlot.models import NetworkInfo
 
 if TYPE_CHECKING:
     from sandlot.sdk.sandbox import AsyncSandbox

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sandlot import errors
-from sandlot.api.models import CheckpointInfo, SandboxInfo, SandboxList, VolumeMountRequest
+from sandlot.models import CheckpointInfo, SandboxInfo, SandboxList, VolumeMountRequest
 from sandlot.sdk import checkpoints as _ck
 from sandlot.sdk import code as _code
 from sandlot.sdk._transport import Transport

@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from sandlot.api.models import CheckpointInfo, SandboxInfo, VolumeMountRequest, WatchEventOut
+from sandlot.models import CheckpointInfo, SandboxInfo, VolumeMountRequest, WatchEventOut
 from sandlot.sdk.commands import (
     DEFAULT_COMMAND_TIMEOUT,
     AsyncCommandHandle,

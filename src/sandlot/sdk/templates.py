@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sandlot import errors
-from sandlot.api.models import TemplateInfo, TemplateList
+from sandlot.models import TemplateInfo, TemplateList
 from sandlot.safetar import extract_all
 from sandlot.sdk._transport import Transport
 from sandlot.sdk.sync import _Portal

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import builtins
 
-from sandlot.api.models import VolumeInfo, VolumeList
-from sandlot.api.models import VolumeMountRequest as VolumeMount
+from sandlot.models import VolumeInfo, VolumeList
+from sandlot.models import VolumeMountRequest as VolumeMount
 from sandlot.sdk._transport import Transport
 
 __all__ = ["AsyncVolumes", "VolumeInfo", "VolumeMount", "Volumes"]

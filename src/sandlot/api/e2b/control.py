@@ -24,10 +24,10 @@ from sandlot.api import checkpoints
 from sandlot.api.auth import Principal
 from sandlot.api.deps import SandboxId, Svc, Who
 from sandlot.api.e2b.access import access_token
-from sandlot.api.models import MAX_TIMEOUT_S, EnvDict, ForkRequest, MetaDict, NetEntry, NetworkSettings, SandboxCreate
 from sandlot.api.routes_ports import port_registry
 from sandlot.api.service import SandboxService
 from sandlot.api.store import SandboxRecord
+from sandlot.models import MAX_TIMEOUT_S, EnvDict, ForkRequest, MetaDict, NetEntry, NetworkSettings, SandboxCreate
 from sandlot.node.checkpoints import CHECKPOINT_ID_RE, MAX_FORK, Checkpoint
 
 __all__ = ["ENVD_VERSION", "router"]
