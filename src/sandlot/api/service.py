@@ -85,6 +85,8 @@ class SandboxService:
         quotas: Quotas | None = None,
         hibernate_after_s: float = 900.0,
     ) -> None:
+        #: the node that holds every sandbox today; with a fleet, placement picks one of several
+        #: and a record's `node` names the one that holds it
         self.node = node
         #: a persistent sandbox with no request for this long hibernates
         self.hibernate_after_s = hibernate_after_s
