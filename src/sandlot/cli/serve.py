@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from sandlot import errors
+from sandlot.cli._common import require_extra
 
 __all__ = ["command"]
 
@@ -74,6 +75,7 @@ def command(
     max_lifetime: int | None,
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
+    require_extra("server", "serve")
     from sandlot.api import serve
     from sandlot.api.service import Quotas
 
