@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from sandlot import errors
 from sandlot.api import (
     e2b,
+    mcp_http,
     routes_checkpoints,
     routes_code,
     routes_commands,
@@ -135,6 +136,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         app.include_router(module.router)
     routes_ports.install(app, config.ports_domain)
     e2b.install(app)
+    mcp_http.install(app)
     return app
 
 

@@ -95,6 +95,15 @@ async def principal(request: Request) -> Principal:
     return await _authenticate(store, _key_from(request.headers, None))
 
 
+async def authenticated_key(request: Request) -> tuple[Principal, str]:
+    """The caller and the key it sent (for a gateway that calls the API again on its behalf)."""
+    key = _key_from(request.headers, None)
+    store: Store = request.app.state.store
+    who = await _authenticate(store, key)
+    assert key is not None
+    return who, key
+
+
 async def ws_principal(websocket: WebSocket) -> Principal:
     store: Store = websocket.app.state.store
     return await _authenticate(store, _key_from(websocket.headers, websocket.query_params.get("api_key")))
