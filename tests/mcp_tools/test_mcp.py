@@ -21,7 +21,7 @@ from mcp.types import CallToolResult, ImageContent, TextContent
 
 from sandlot.node.images import ImageStore
 from tests.api.harness import IMAGE_CACHE, ROOT, Server
-from tests.mcp.conftest import http_session
+from tests.mcp_tools.conftest import http_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
