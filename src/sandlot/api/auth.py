@@ -89,6 +89,11 @@ async def _authenticate(store: Store, key: str | None) -> Principal:
     return Principal(rec.key_id, rec.team, rec.admin)
 
 
+async def authenticate_key(store: Store, key: str | None) -> Principal:
+    """The principal of an API key given some other way (the SSH gateway's password)."""
+    return await _authenticate(store, key)
+
+
 async def principal(request: Request) -> Principal:
     """FastAPI dependency: the caller, from its API key."""
     store: Store = request.app.state.store
