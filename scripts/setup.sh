@@ -52,6 +52,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [ "${1:-}" = "--test" ]; then
   .venv/bin/python -m pip install -q -e '.[server,test,bench]'
+  # E2B's JavaScript SDKs at the versions tests/e2b_compat_js pins, in a shared cache
+  echo "[setup] E2B JavaScript SDKs in $(.venv/bin/python tests/e2b_compat_js/npm_cache.py)"
 else
   .venv/bin/python -m pip install -q -e '.[server]'
 fi

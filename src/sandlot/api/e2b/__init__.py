@@ -12,7 +12,11 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 
 from sandlot.e2b_env import env_exports
 
@@ -26,3 +30,36 @@ def install(app: FastAPI) -> None:
     for module in (control, envd_process, envd_filesystem, interpreter):
         app.include_router(module.router)
     routing.install(app.state.host_routes)
+    _control_plane_errors(app)
+
+
+_BODY_HEADERS = ("content-length", "content-type")
+
+
+def _control_plane_errors(app: FastAPI) -> None:
+    """Errors under /e2b/ in E2B's own shape, `{"code": <HTTP status>, "message"}`.
+
+    E2B's JavaScript SDK tells outcomes apart by that numeric `code` (`Sandbox.kill`
+    answers false on `code === 404`); the Python SDK reads the status. Every
+    handler the app has (installed before this) is wrapped, so both shapes come
+    from one set of handlers.
+    """
+    for exc_type, handler in list(app.exception_handlers.items()):
+
+        async def e2b_shaped(request: Request, exc: Exception, handler: Any = handler) -> Response:
+            response: Response = await handler(request, exc)
+            if not request.url.path.startswith("/e2b/"):
+                return response
+            try:
+                message = str(json.loads(bytes(response.body)).get("message", ""))
+            except (ValueError, AttributeError):
+                return response
+            return JSONResponse(
+                {"code": response.status_code, "message": message},
+                status_code=response.status_code,
+                headers={
+                    k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")
+                },
+            )
+
+        app.exception_handlers[exc_type] = e2b_shaped
