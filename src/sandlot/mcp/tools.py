@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
@@ -105,9 +106,15 @@ def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPS
     server: MCPServer = MCPServer("sandlot", instructions=INSTRUCTIONS, version="0.1.0")
     default = Caller(api_url, api_key)
 
-    async def connect(ctx: Context, sandbox_id: str) -> AsyncSandbox:
+    @contextlib.asynccontextmanager
+    async def opened(ctx: Context, sandbox_id: str) -> AsyncIterator[AsyncSandbox]:
+        """A handle on the caller's sandbox, closed (not killed) afterwards."""
         who = _caller(ctx, default)
-        return await AsyncSandbox.connect(sandbox_id, api_url=who.api_url, api_key=who.api_key)
+        sbx = await AsyncSandbox.connect(sandbox_id, api_url=who.api_url, api_key=who.api_key)
+        try:
+            yield sbx
+        finally:
+            await sbx.close()
 
     @server.tool()
     @_tool_errors
@@ -158,11 +165,8 @@ def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPS
     @_tool_errors
     async def kill_sandbox(ctx: Context, sandbox_id: SandboxId) -> dict[str, Any]:
         """Kill a sandbox and free everything it holds."""
-        sbx = await connect(ctx, sandbox_id)
-        try:
+        async with opened(ctx, sandbox_id) as sbx:
             await sbx.kill()
-        finally:
-            await sbx.close()
         return {"sandbox_id": sandbox_id, "killed": True}
 
     @server.tool()
@@ -177,8 +181,7 @@ def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPS
         background: Annotated[bool, Field(description="return the pid at once; the command keeps running")] = False,
     ) -> dict[str, Any]:
         """Run a shell command; returns its exit code and output (or, in the background, its pid)."""
-        sbx = await connect(ctx, sandbox_id)
-        try:
+        async with opened(ctx, sandbox_id) as sbx:
             if background:
                 handle = await sbx.commands.run(command, background=True, timeout=None, cwd=cwd, env=env)
                 await handle.disconnect()
@@ -189,8 +192,6 @@ def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPS
                 if exc.result is None:
                     raise
                 return _result(exc.result)
-        finally:
-            await sbx.close()
 
     @server.tool()
     @_tool_errors
@@ -201,11 +202,8 @@ def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPS
         language: Literal["python", "bash"] = "python",
     ) -> list[ContentBlock]:
         """Run code in the sandbox's stateful interpreter (the `code-interpreter` template); figures come as images."""
-        sbx = await connect(ctx, sandbox_id)
-        try:
+        async with opened(ctx, sandbox_id) as sbx:
             ex = await sbx.run_code(code, language)
-        finally:
-            await sbx.close()
         results = ex.results
         summary: dict[str, Any] = {
             "text": ex.text,
@@ -234,15 +232,12 @@ def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPS
         encoding: Literal["text", "base64"] = "text",
     ) -> dict[str, Any]:
         """Read a file (the first 1 MiB): as UTF-8 text, or base64 for binary content."""
-        sbx = await connect(ctx, sandbox_id)
-        try:
+        async with opened(ctx, sandbox_id) as sbx:
             data = b""
             async for chunk in sbx.files.read_stream(path):
                 data += chunk
                 if len(data) > READ_LIMIT:
                     break
-        finally:
-            await sbx.close()
         truncated = len(data) > READ_LIMIT
         data = data[:READ_LIMIT]
         if encoding == "text":
@@ -269,11 +264,8 @@ def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPS
                 raise ToolError("content is not valid base64 (field: content)") from None
         else:
             data = content.encode()
-        sbx = await connect(ctx, sandbox_id)
-        try:
+        async with opened(ctx, sandbox_id) as sbx:
             entry = await sbx.files.write(path, data)
-        finally:
-            await sbx.close()
         return {"path": entry.path, "size": entry.size}
 
     @server.tool()
@@ -285,11 +277,8 @@ def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPS
         depth: Annotated[int, Field(ge=1, le=8)] = 1,
     ) -> dict[str, Any]:
         """Entries under a directory: name, type, size, path."""
-        sbx = await connect(ctx, sandbox_id)
-        try:
+        async with opened(ctx, sandbox_id) as sbx:
             entries = await sbx.files.list(path, depth=depth)
-        finally:
-            await sbx.close()
         return {"entries": [e.model_dump(mode="json", include={"name", "path", "type", "size"}) for e in entries]}
 
     @server.tool()
@@ -309,15 +298,12 @@ def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPS
             'elif command -v wget >/dev/null; then exec wget -q -O "$2" -- "$1"; '
             "else echo 'no curl or wget in this sandbox' >&2; exit 127; fi"
         )
-        sbx = await connect(ctx, sandbox_id)
-        try:
+        async with opened(ctx, sandbox_id) as sbx:
             res = await sbx.commands.run(["/bin/sh", "-c", script, "sh", url, path], timeout=timeout)
             if res.exit_code != 0:
                 detail = res.stderr.strip()[-500:] or f"exit code {res.exit_code}"
                 raise ToolError(f"downloading {url} in sandbox {sandbox_id} failed: {detail}")
             entry = await sbx.files.stat(path)
-        finally:
-            await sbx.close()
         return {"path": path, "size": entry.size}
 
     @server.tool()
@@ -329,8 +315,7 @@ def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPS
         public: Annotated[bool, Field(description="reachable without the access token")] = False,
     ) -> dict[str, Any]:
         """The URL of a server listening on `port` in the sandbox (send the access token unless public)."""
-        sbx = await connect(ctx, sandbox_id)
-        try:
+        async with opened(ctx, sandbox_id) as sbx:
             if public:
                 await sbx.network.set_public(port)
             return {
@@ -339,8 +324,6 @@ def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPS
                 "access_token": None if public else sbx.access_token,
                 "header": "X-Sandlot-Access-Token",
             }
-        finally:
-            await sbx.close()
 
     @server.tool()
     @_tool_errors
@@ -351,23 +334,17 @@ def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPS
         memory: bool = False,
     ) -> dict[str, Any]:
         """Checkpoint the sandbox's filesystem (and with `memory`, its processes) to restore or fork later."""
-        sbx = await connect(ctx, sandbox_id)
-        try:
+        async with opened(ctx, sandbox_id) as sbx:
             ck = await sbx.checkpoint(name, memory=memory)
-        finally:
-            await sbx.close()
         return ck.model_dump(mode="json")
 
     @server.tool()
     @_tool_errors
     async def restore(ctx: Context, sandbox_id: SandboxId, checkpoint_id: CheckpointId) -> dict[str, Any]:
         """Roll a sandbox back to one of its checkpoints."""
-        sbx = await connect(ctx, sandbox_id)
-        try:
+        async with opened(ctx, sandbox_id) as sbx:
             await sbx.restore(checkpoint_id)
             return _sandbox(await sbx.get_info())
-        finally:
-            await sbx.close()
 
     @server.tool()
     @_tool_errors
