@@ -34,7 +34,7 @@ def parse_public_key(text: str) -> asyncssh.SSHKey:
         raise errors.InvalidArgumentError("public_key must be exactly one OpenSSH public key line", field="public_key")
     try:
         return asyncssh.import_public_key(lines[0])
-    except (asyncssh.KeyImportError, ValueError) as exc:
+    except (asyncssh.KeyImportError, ValueError, TypeError) as exc:
         raise errors.InvalidArgumentError(
             f"public_key is not an OpenSSH public key ({exc}); give the .pub file, e.g. ~/.ssh/id_ed25519.pub",
             field="public_key",
