@@ -100,6 +100,31 @@ def test_commands_pass_output_stdin_and_exit_status(team: Team, sandbox: str) ->
     assert r.returncode == 255 or r.returncode == 128 + 9, r  # a signal death, as OpenSSH reports it
 
 
+def test_a_client_that_goes_away_hangs_up_on_its_command(team: Team, sandbox: str) -> None:
+    client = subprocess.Popen(
+        ["ssh", *team.opts(), f"{sandbox}@127.0.0.1", "sleep 777"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def sleeping() -> bool:
+        return "sleep 777" in team.ssh(sandbox, "ps -o args").stdout
+
+    try:
+        for _ in range(100):
+            if sleeping():
+                break
+            time.sleep(0.2)
+        assert sleeping()
+    finally:
+        client.kill()
+        client.wait(10)
+    for _ in range(100):
+        if not sleeping():
+            break
+        time.sleep(0.2)
+    assert not sleeping()
+
+
 def test_login_shell_has_a_pty_that_follows_resizes(team: Team, sandbox: str) -> None:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))

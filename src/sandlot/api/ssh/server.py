@@ -185,16 +185,25 @@ async def _session(process: asyncssh.SSHServerProcess[bytes]) -> None:
         return
     assert proc.pid is not None
     pump = asyncio.ensure_future(_input(process, sbx, proc.pid))
+    output = asyncio.ensure_future(_output(process, proc))
+    hangup = asyncio.ensure_future(process.channel.wait_closed())
     try:
-        async for fd, data in proc.output():
-            (process.stderr if fd == 2 else process.stdout).write(data)
-        ex = proc.exit
+        await asyncio.wait({output, hangup}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        pump.cancel()
+        hangup.cancel()
+        if not output.done():  # the client went away first: hang up on its process, as sshd does
+            output.cancel()
+            later(proc.detach())
+            later(sbx.agent.signal(proc.pid, int(_signal.SIGHUP), True))
+    if not output.done() or output.cancelled():
+        return
+    try:
+        ex = output.result()
     except errors.SandlotError as exc:
         process.stderr.write(f"\r\nsandlot: {exc.message}\r\n".encode())
         process.exit(255)
         return
-    finally:
-        pump.cancel()
     assert ex is not None
     if ex.signal:
         try:
@@ -204,6 +213,14 @@ async def _session(process: asyncssh.SSHServerProcess[bytes]) -> None:
         process.exit_with_signal(name, False, "", "")
     else:
         process.exit(ex.exit_code if ex.exit_code is not None else 255)
+
+
+async def _output(process: asyncssh.SSHServerProcess[bytes], proc: ProcessStream) -> p.ProcessExit:
+    """Process -> client (stderr apart, unless on a PTY); then its exit."""
+    async for fd, data in proc.output():
+        (process.stderr if fd == 2 else process.stdout).write(data)
+    assert proc.exit is not None
+    return proc.exit
 
 
 async def _start(sbx: NodeSandbox, process: asyncssh.SSHServerProcess[bytes]) -> ProcessStream:
