@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ContentBlock, ImageContent, TextContent
-from pydantic import Field
+from mcp.types import CallToolResult, ContentBlock, ImageContent, InputRequiredResult, TextContent
+from pydantic import Field, ValidationError
 
 from sandlot import errors
 from sandlot.models import SandboxInfo
@@ -86,6 +86,22 @@ def _tool_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     return wrapper
 
 
+class _Server(MCPServer):
+    """MCPServer whose argument errors read `field: what is wrong`, one per line, with no pydantic links."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, ValidationError):
+                raise
+            problems = [f"{'.'.join(str(x) for x in e['loc']) or 'arguments'}: {e['msg']}" for e in cause.errors()]
+            raise ToolError(f"invalid arguments for {name}: " + "; ".join(problems)) from cause
+
+
 def _sandbox(info: SandboxInfo) -> dict[str, Any]:
     return info.model_dump(mode="json", include={"sandbox_id", "template", "runtime", "state", "ends_at", "metadata"})
 
@@ -103,7 +119,8 @@ def _result(res: CommandResult) -> dict[str, Any]:
 
 def build_server(api_url: str | None = None, api_key: str | None = None) -> MCPServer:
     """The MCP server with every Sandlot tool; stdio calls use `api_url` / `api_key` (else the SDK's defaults)."""
-    server: MCPServer = MCPServer("sandlot", instructions=INSTRUCTIONS, version="0.1.0")
+    # log_level: the SDK calls logging.basicConfig with it; INFO would make a host app chatty
+    server = _Server("sandlot", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING")
     default = Caller(api_url, api_key)
 
     @contextlib.asynccontextmanager
