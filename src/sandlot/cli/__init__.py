@@ -16,6 +16,7 @@
     sandlot port url|public|private SANDBOX_ID PORT   a server in the sandbox, through the API
     sandlot volume create|ls|rm            named volumes (mount with create --volume NAME:/path[:ro])
     sandlot keys create|list|revoke        API keys (admin)
+    sandlot keys ssh add|list|rm           the team's SSH keys (sandlot serve --ssh-port)
     sandlot image pull REF                 pull an image from a registry into a template
     sandlot image import|export            docker-save tarballs and OCI layouts in, OCI layouts out
     sandlot template build -t NAME DIR     build a template from a Dockerfile (RUN steps in sandboxes)

@@ -48,7 +48,7 @@ def rows(keys: list[KeyInfo]) -> list[list[str | Text]]:
 
 @click.group("keys")
 def command() -> None:
-    """Manage API keys (admin)."""
+    """Manage API keys (admin) and your team's SSH keys (keys ssh)."""
 
 
 @command.command("create")
