@@ -47,9 +47,9 @@ def _text(res: CallToolResult) -> str:
 
 def test_http_needs_a_valid_key(api_server: Server) -> None:
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
-    r = httpx.post(f"{api_server.url}/mcp", json=body)
+    r = httpx.post(f"{api_server.url}/mcp", json=body, timeout=60)
     assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
-    r = httpx.post(f"{api_server.url}/mcp", json=body, headers={"Authorization": "Bearer sl_nope"})
+    r = httpx.post(f"{api_server.url}/mcp", json=body, headers={"Authorization": "Bearer sl_nope"}, timeout=60)
     assert r.status_code == 401 and "not valid" in r.json()["message"]
 
 
