@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import asyncssh
 from fastapi import APIRouter, Path, Request, Response
 
 from sandlot import errors
@@ -19,6 +18,9 @@ from sandlot.api.auth import Principal
 from sandlot.api.deps import Who
 from sandlot.api.store import SshKeyRecord, Store
 from sandlot.models import ErrorBody, SshKeyCreate, SshKeyInfo, SshKeyList
+
+if TYPE_CHECKING:
+    import asyncssh
 
 __all__ = ["parse_public_key", "router"]
 
@@ -29,6 +31,8 @@ router = APIRouter(
 
 def parse_public_key(text: str) -> asyncssh.SSHKey:
     """One OpenSSH public key; InvalidArgumentError (field public_key) for anything else."""
+    import asyncssh  # here, not at the top: a server start need not load the SSH library
+
     lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if len(lines) != 1:
         raise errors.InvalidArgumentError("public_key must be exactly one OpenSSH public key line", field="public_key")
