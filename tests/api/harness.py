@@ -144,7 +144,13 @@ class Server:
     """A server subprocess. `kill()` is SIGKILL (sandboxes survive); `stop()` kills them too."""
 
     def __init__(
-        self, data_dir: Path, *, database_url: str | None = None, max_sandboxes: int = 100, extra: tuple[str, ...] = ()
+        self,
+        data_dir: Path,
+        *,
+        database_url: str | None = None,
+        max_sandboxes: int = 100,
+        extra: tuple[str, ...] = (),
+        ssh: bool = False,
     ) -> None:
         self.data_dir = data_dir
         #: more arguments for the server (e.g. --hibernate-after 2)
@@ -153,7 +159,9 @@ class Server:
         self.max_sandboxes = max_sandboxes
         self.fake = not agent_available()
         self.port = 0
-        #: the SSH gateway's port (every test server runs one; tests/ssh_gateway drives it)
+        #: run the SSH gateway too (the shared api_server does; tests/ssh_gateway drives it)
+        self.ssh = ssh
+        #: its port, once started
         self.ssh_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"{data_dir.name}.server.log"
@@ -169,7 +177,8 @@ class Server:
     def start(self, timeout: float = 300) -> Server:
         self.port, self.ssh_port = free_port(), free_port()
         cmd = [sys.executable, "-m", "tests.api.harness", "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        cmd += ["--ssh-port", str(self.ssh_port)]
+        if self.ssh:
+            cmd += ["--ssh-port", str(self.ssh_port)]
         cmd += ["--max-sandboxes", str(self.max_sandboxes), *self.extra]
         if self.fake:
             cmd.append("--fake")
