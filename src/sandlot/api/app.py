@@ -88,6 +88,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         )
         app.state.config, app.state.store, app.state.node, app.state.service = config, store, node, service
         app.state.ready, app.state.not_ready_reason = False, "starting"
+        app.state.runtimes = {}
         await service.start(config.reap_interval)
         warmup = asyncio.create_task(_warm_up(app, node, config))
         try:
@@ -113,9 +114,13 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
 
     @app.get("/health", tags=["health"], responses={503: {"description": "not ready yet"}})
     async def health(request: Request) -> JSONResponse:
-        """200 once sandboxes can be created; 503 (with the reason) before."""
+        """200 once sandboxes can be created; 503 (with the reason) before.
+
+        `runtimes`: each isolation runtime, whether this host can run it, and
+        for microvm its accelerator (kvm or tcg), once the node has chosen it.
+        """
         if request.app.state.ready:
-            return JSONResponse({"status": "ok"})
+            return JSONResponse({"status": "ok", "runtimes": request.app.state.runtimes})
         reason = request.app.state.not_ready_reason
         return error_response(503, errors.RuntimeUnavailableError.code, f"not ready: {reason}")
 
@@ -147,6 +152,8 @@ async def _warm_up(app: FastAPI, node: Node, config: ApiConfig) -> None:
             app.state.not_ready_reason = f"preparing the {config.default_template!r} image"
             await asyncio.to_thread(node.images.ensure, config.default_template)
         app.state.ready = True
+        # After ready: the first microvm check on a host boots a probe guest (seconds).
+        app.state.runtimes = await node.runtime_report()
         for template, size in config.warm_pools.items():
             await asyncio.to_thread(node.images.ensure, template)
             node.pool.set_size(routes_pools.pool_spec(node, template, None), size)
