@@ -24,6 +24,8 @@ type agent struct {
 	config    AgentConfig
 	procs     *processTable
 	startedAt int64
+	// workCgroup: in a microVM, the cgroup the sandbox's processes are started in (see forkExec)
+	workCgroup string
 }
 
 func loadConfig() (AgentConfig, error) {
@@ -58,7 +60,7 @@ func main() {
 		// Not init (tests on a host): still become the parent of orphans.
 		_ = prctlSubreaper()
 	}
-	a := &agent{config: cfg, startedAt: time.Now().UnixMilli()}
+	a := &agent{config: cfg, startedAt: time.Now().UnixMilli(), workCgroup: os.Getenv("SANDLOT_VM_CGROUP")}
 	a.procs = newProcessTable(a)
 	go a.procs.reap()
 	go a.forwardSignals()

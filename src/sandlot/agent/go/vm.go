@@ -111,3 +111,8 @@ func vmControl(request string, disk int) error {
 	}
 	return fmt.Errorf("%s: %v", request, e)
 }
+
+// joinCgroup moves the whole agent (every thread) into the cgroup v2 directory `dir`.
+func joinCgroup(dir string) error {
+	return os.WriteFile(dir+"/cgroup.procs", []byte("0"), 0)
+}

@@ -102,7 +102,7 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
-def _build_once(target: Path, build: Callable[[Path], None]) -> Path:
+def _build_once(target: Path, build: Callable[[Path], object]) -> Path:
     """`target`, made by `build(tmp)` unless it exists; atomic, and once across processes."""
     if target.exists():
         return target

@@ -12,7 +12,8 @@
  *      with overlayfs at /newroot, as the host does for the other runtimes;
  *   3. mounts /proc, /sys, /dev, /dev/pts, /dev/shm, the cgroup2 hierarchy,
  *      the agent's directory at /.sandlot (read-only) and the volumes (virtiofs);
- *   4. configures eth0 (address, default route), lo and the host name;
+ *   4. makes the workload's cgroup (pids and memory limits), configures eth0
+ *      (address, default route), lo and the host name;
  *   5. moves /newroot onto / and execs the agent, keeping one descriptor of
  *      the writable disk open (SANDLOT_VM_DISK_FD) so that the agent can
  *      freeze it for a consistent checkpoint.
@@ -46,6 +47,12 @@
 
 #define PROBE_OK "SANDLOT-PROBE-OK"
 #define AGENT "/.sandlot/sandlot-agent"
+#define WORKLOAD_CGROUP "/sys/fs/cgroup/sandbox"
+#define WORKLOAD_CGROUP_IN_NEWROOT "/newroot" WORKLOAD_CGROUP
+/* Room in the workload's pids cgroup for the agent's threads while it forks there. */
+#define AGENT_PIDS 16
+/* The agent kills a hog at the limit; the kernel's OOM killer acts only this far above it. */
+#define MEMORY_SLACK (64LL << 20)
 
 static void die(const char *fmt, ...) {
     va_list ap;
@@ -256,6 +263,30 @@ static void port_links(const char *dev) {
         closedir(d);
 }
 
+static void write_file(const char *path, const char *value) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, value, strlen(value)) < 0)
+        die("writing %s to %s: %s", value, path, strerror(errno));
+    close(fd);
+}
+
+/* The cgroup the agent starts the sandbox's processes in (SANDLOT_VM_CGROUP): the kernel holds
+ * them to the pids limit (a fork bomb fizzles, as under crun) and, as a backstop behind the
+ * agent's own watchdog, to the memory limit. The agent itself, PID 1, stays in the root. */
+static void workload_cgroup(long long pids, long long memory) {
+    char value[64];
+    write_file("/newroot/sys/fs/cgroup/cgroup.subtree_control", "+pids +memory");
+    mkdir(WORKLOAD_CGROUP_IN_NEWROOT, 0755);
+    if (pids > 0) {
+        snprintf(value, sizeof value, "%lld", pids + AGENT_PIDS);
+        write_file(WORKLOAD_CGROUP_IN_NEWROOT "/pids.max", value);
+    }
+    if (memory > 0) {
+        snprintf(value, sizeof value, "%lld", memory + MEMORY_SLACK);
+        write_file(WORKLOAD_CGROUP_IN_NEWROOT "/memory.max", value);
+    }
+}
+
 static void probe_if_asked(void) {
     read_cmdline();
     if (strstr(cmdline, "sandlot.probe")) {
@@ -305,6 +336,7 @@ int main(void) {
 
     char hostname[256] = "sandbox", addr[64] = {0}, gw[64] = {0};
     int prefix = 0;
+    long long pids = 0, memory = 0;
     FILE *conf = fopen("/sandlot/vm.conf", "r");
     if (!conf)
         die("no /sandlot/vm.conf in the initramfs");
@@ -316,6 +348,8 @@ int main(void) {
             continue;
         if (sscanf(line, "net %63s %d %63s", addr, &prefix, gw) == 3)
             continue;
+        if (sscanf(line, "limits %lld %lld", &pids, &memory) == 2)
+            continue;
         if (sscanf(line, "volume %4095s %4095s %4095s", a, b, c) == 3) { /* tag ro|rw hex(path) */
             char path[4096], target[4200];
             unhex(c, path, sizeof path);
@@ -326,6 +360,7 @@ int main(void) {
         }
     }
     fclose(conf);
+    workload_cgroup(pids, memory);
     network(addr[0] ? addr : NULL, prefix, gw);
     if (sethostname(hostname, strlen(hostname)) != 0)
         die("sethostname: %s", strerror(errno));
@@ -337,7 +372,8 @@ int main(void) {
     char *argv[] = {AGENT, NULL};
     char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SANDLOT_AGENT_CONFIG=/.sandlot/run/config.json",
                     "SANDLOT_AGENT_SOCKET=/dev/virtio-ports/org.sandlot.agent",
-                    "SANDLOT_VM_CONTROL=/dev/virtio-ports/org.sandlot.control", fdenv, NULL};
+                    "SANDLOT_VM_CONTROL=/dev/virtio-ports/org.sandlot.control",
+                    "SANDLOT_VM_CGROUP=" WORKLOAD_CGROUP, fdenv, NULL};
     execve(AGENT, argv, envp);
     die("exec %s: %s", AGENT, strerror(errno));
     return 1;

@@ -18,7 +18,8 @@ template's layers. What becomes of them:
   (it reconnects after a node restart, like the agent's redial);
 - limits: vCPUs (ceil of `cpu`) and the host cgroup's CPU quota; guest memory
   (the limit plus the kernel's own); disk (ENOSPC inside the guest); pids and
-  memory enforced by the agent inside, as for gVisor;
+  memory: the agent's watchdog, as for gVisor, and a cgroup inside the guest
+  that its processes are started in (init.c), as crun's on the host;
 - network: a tap bridged into the sandbox's namespace (microvm/netdev.py), so
   the node's nftables policy applies unchanged; volumes: virtiofs;
 - pause: QMP `stop`/`cont`; memory: QEMU's migration to a file and back
@@ -92,6 +93,7 @@ class _VM:
     lowerdir: str
     hostname: str
     memory_limit: int  # the sandbox's, for the guest
+    pids_limit: int
     host_memory: int
     cpu_quota: int
     cpu_period: int
@@ -123,6 +125,7 @@ class _VM:
             lowerdir=notes[ANNOTATION_LAYERS],
             hostname=cfg.get("hostname") or "sandbox",
             memory_limit=int(agent_cfg.get("memory_limit_bytes") or 512 << 20),
+            pids_limit=int(agent_cfg.get("pids_limit") or 0),
             host_memory=int(res["memory"]["limit"]),
             cpu_quota=int(res["cpu"]["quota"]),
             cpu_period=int(res["cpu"]["period"]),
@@ -215,7 +218,7 @@ class MicroVMRuntime(Runtime):
     async def start(self, sandbox_id: str, bundle: Path, log: Path, *, connected: bool = False) -> int:
         vm = _VM.from_bundle(sandbox_id, bundle)
         vmlinux, base, image, accel = await self._guest(vm)
-        conf = [f"hostname {vm.hostname}"]
+        conf = [f"hostname {vm.hostname}", f"limits {vm.pids_limit} {vm.memory_limit}"]
         if connected and vm.netns is not None:
             net = await netdev.attach(vm.netns, bundle / "vmnet.json")
             conf.append(f"net {net.address} {net.prefix} {net.gateway}")
@@ -439,8 +442,27 @@ class MicroVMRuntime(Runtime):
         if connected and vm.netns is not None:
             await netdev.attach(vm.netns, bundle / "vmnet.json")
         pid = await self._launch(vm, vmlinux, image, accel, log, incoming=image_dir)
+        await self._run_when_loaded(vm.sock("qmp.sock"), sandbox_id)
         await guest_request(vm.sock("ctl.sock"), "thaw", timeout=120)  # frozen by save_memory
         return pid
+
+    async def _run_when_loaded(self, sock: Path, sandbox_id: str, timeout: float = 300.0) -> None:
+        """Start the vCPUs once the memory image is loaded: QEMU keeps the state the VM was saved in
+        (stopped, for a consistent image), where a restore wants it running."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            with contextlib.suppress(errors.InternalError):  # the socket may not be there yet
+                status = (await qmp(sock, "query-status")).get("status")
+                if status == "running":
+                    return
+                if status in ("paused", "postmigrate", "prelaunch"):
+                    await qmp(sock, "cont")
+                    return
+                if status not in ("inmigrate", None):
+                    raise errors.InternalError(f"QEMU could not load the memory of sandbox {sandbox_id}: {status}")
+            await asyncio.sleep(0.05)
+        raise errors.InternalError(f"loading the memory of sandbox {sandbox_id} took over {timeout:.0f}s")
 
     async def alive(self, sandbox_id: str) -> bool:
         pid = self._read_state(sandbox_id).get("pid")
