@@ -34,13 +34,6 @@ BOOT_TIMEOUT = 300  # a TCG boot on a loaded 2-core host
 
 
 @pytest.fixture(scope="module")
-def internet() -> Iterator[Internet]:
-    inet = Internet().start()
-    yield inet
-    inet.stop()
-
-
-@pytest.fixture(scope="module")
 def vm(node: Any, aio: Any, internet: Internet) -> Iterator[Any]:
     policy = NetworkPolicy.parse({"mode": "egress", "allow": [f"{internet.web}/32"]})
     limits = Limits(cpu=1, memory_mb=128, pids=64, disk_mb=64)
