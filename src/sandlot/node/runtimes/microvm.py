@@ -53,7 +53,7 @@ from sandlot.node.microvm.channels import guest_request, qmp
 from sandlot.node.rootfs import WritableLayer
 from sandlot.node.runtimes.base import Resources, Runtime, run_tool, start_detached
 
-__all__ = ["ANNOTATION_DISK", "ANNOTATION_LAYERS", "MicroVMRuntime"]
+__all__ = ["ANNOTATION_DISK", "ANNOTATION_LAYERS", "MicroVMRuntime", "accel_args"]
 
 ANNOTATION_DISK = "org.sandlot.disk"
 ANNOTATION_LAYERS = "org.sandlot.image.lowerdir"
@@ -79,6 +79,13 @@ def _tsc_khz() -> int | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+def accel_args(accel: accel_mod.Accel) -> list[str]:
+    """QEMU's accelerator and CPU: the host's under KVM; under TCG every feature QEMU emulates."""
+    if accel.name == "kvm":
+        return ["-accel", "kvm", "-cpu", "host"]
+    return ["-accel", f"tcg,thread=multi,tb-size={TCG_TB_MB}", "-cpu", "max"]
 
 
 @dataclass
@@ -253,7 +260,8 @@ class MicroVMRuntime(Runtime):
         tmp.write_text(json.dumps(state))
         os.rename(tmp, self._state(vm.id))
 
-    def _cmdline(self, accel: accel_mod.Accel) -> str:
+    def cmdline(self, accel: accel_mod.Accel) -> str:
+        """The guest kernel's command line: small, and what TCG needs to boot reliably."""
         args = ["console=ttyS0", "quiet", "panic=-1", "reboot=t", "pci=off", "random.trust_cpu=on"]
         if accel.name == "tcg":
             khz = _tsc_khz()
@@ -271,17 +279,12 @@ class MicroVMRuntime(Runtime):
         if vm.volumes:  # vhost-user (virtiofsd) needs the guest's memory shared with it
             memory = ["-object", f"memory-backend-memfd,id=mem,size={vm.guest_mb}M,share=on"]
             machine += ",memory-backend=mem"
-        accel_args = (
-            ["-accel", "kvm", "-cpu", "host"]
-            if accel.name == "kvm"
-            else ["-accel", f"tcg,thread=multi,tb-size={TCG_TB_MB}", "-cpu", "max"]
-        )
         argv = [
-            QEMU, "-name", f"sandlot-{vm.id}", "-M", machine, *accel_args, *memory,
+            QEMU, "-name", f"sandlot-{vm.id}", "-M", machine, *accel_args(accel), *memory,
             "-m", f"{vm.guest_mb}M", "-smp", str(vm.vcpus),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-sandbox", "on,obsolete=deny,resourcecontrol=deny",
-            "-kernel", str(kernel), "-initrd", str(vm.bundle / "initrd"), "-append", self._cmdline(accel),
+            "-kernel", str(kernel), "-initrd", str(vm.bundle / "initrd"), "-append", self.cmdline(accel),
             "-chardev", f"file,id=con,path={log},append=on", "-serial", "chardev:con",
             "-device", "virtio-serial-device,max_ports=4",
             "-chardev", f"socket,id=agent,path={vm.sock('agent.sock')},reconnect=1",
