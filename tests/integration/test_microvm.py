@@ -26,6 +26,7 @@ from sandlot.node import Limits, SandboxSpec, cgroups
 from sandlot.node.microvm.channels import qmp
 from sandlot.node.netpolicy import NetworkPolicy
 from sandlot.node.sandbox import State
+from sandlot.node.volumes import VolumeMount
 from tests.netlab import Internet
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -216,6 +217,26 @@ def test_warm_pool_hands_out_a_booted_vm(node: Any, aio: Any) -> None:
         aio(node.kill(sbx.id))
     finally:
         aio(set_size(0))
+
+
+def test_volumes_over_virtiofs(node: Any, aio: Any) -> None:
+    vol = node.volumes.create("microvm-data", owner="tests")
+    (vol.data / "from-host.txt").write_text("host\n")
+    mounts = [VolumeMount(vol.id, "/data"), VolumeMount(vol.id, "/ro data", read_only=True)]
+    sbx = aio(node.create(SandboxSpec(image="busybox", runtime="microvm", volumes=mounts)), timeout=BOOT_TIMEOUT)
+    try:
+        assert aio(sbx.run("cat /data/from-host.txt && echo vm > /data/from-vm.txt")).stdout == "host\n"
+        assert (vol.data / "from-vm.txt").read_text() == "vm\n"
+        # Read-only even for the guest's root: its remount cannot reach the host's read-only bind.
+        res = aio(sbx.run("mount -o remount,rw '/ro data'; echo x > '/ro data/nope'"))
+        assert res.exit_code != 0 and not (vol.data / "nope").exists(), res
+        with pytest.raises(errors.SandboxStateError, match="volumes"):
+            aio(node.pause(sbx.id, memory=True))
+        assert aio(sbx.run("echo still running")).stdout == "still running\n"
+    finally:
+        aio(node.kill(sbx.id))
+        node.delete_volume(vol.id)
+    assert not cgroups.paths(sbx.id)
 
 
 def test_kill_leaves_nothing_behind(node: Any, vm: Any, aio: Any) -> None:

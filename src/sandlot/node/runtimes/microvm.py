@@ -283,6 +283,8 @@ class MicroVMRuntime(Runtime):
             QEMU, "-name", f"sandlot-{vm.id}", "-M", machine, *accel_args(accel), *memory,
             "-m", f"{vm.guest_mb}M", "-smp", str(vm.vcpus),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            # virtio 1.0 over MMIO: vhost-user (virtiofsd) refuses the legacy devices microvm defaults to
+            "-global", "virtio-mmio.force-legacy=false",
             "-sandbox", "on,obsolete=deny,resourcecontrol=deny",
             "-kernel", str(kernel), "-initrd", str(vm.bundle / "initrd"), "-append", self.cmdline(accel),
             "-chardev", f"file,id=con,path={log},append=on", "-serial", "chardev:con",
