@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,6 +219,22 @@ def test_warm_pool_hands_out_a_booted_vm(node: Any, aio: Any) -> None:
         aio(node.kill(sbx.id))
     finally:
         aio(set_size(0))
+
+
+def test_export_reads_a_frozen_clone_of_the_guest_disk(vm: Any, aio: Any, node: Any, tmp_path: Path) -> None:
+    from sandlot.node.sandbox_export import export_sandbox
+
+    aio(vm.run("mkdir -p /work && echo made in a vm > /work/note"))
+    aio(export_sandbox(node, vm.id, tmp_path / "out", tag="snap"))
+    layout = tmp_path / "out"
+    index = json.loads((layout / "index.json").read_text())
+    digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((layout / "blobs" / "sha256" / digest).read_text())
+    top = manifest["layers"][-1]["digest"].split(":")[1]
+    with tarfile.open(layout / "blobs" / "sha256" / top) as tar:
+        note = tar.extractfile("work/note")
+        assert note is not None and note.read() == b"made in a vm\n"
+    assert aio(vm.run("cat /work/note")).stdout == "made in a vm\n"  # still running, disk thawed
 
 
 def test_volumes_over_virtiofs(node: Any, aio: Any) -> None:
