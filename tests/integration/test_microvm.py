@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import time
@@ -254,6 +255,33 @@ def test_volumes_over_virtiofs(node: Any, aio: Any) -> None:
     finally:
         aio(node.kill(sbx.id))
         node.delete_volume(vol.id)
+    assert not cgroups.paths(sbx.id)
+
+
+def test_a_restarted_node_finds_its_vms_again(node: Any, aio: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from sandlot.node import Node, NodeConfig
+    from sandlot.node.recovery import recover
+
+    data = Path(tmp_path_factory.mktemp("mvrestart", numbered=True))
+    built = aio(node.bundle()).path
+    shutil.copytree(built, data / "bundle" / built.name, symlinks=True)  # no second agent build
+    config = NodeConfig(data_dir=data, images_dir=node.config.images_dir)
+    first, second = Node(config), None
+    spec = SandboxSpec(image="busybox", runtime="microvm", limits=Limits(memory_mb=64))
+    sbx = aio(first.create(spec), timeout=BOOT_TIMEOUT)
+    try:
+        job = aio(sbx.start("sleep 1000"))
+        aio(job.detach())
+        aio(sbx.conn.close())  # the node goes away; QEMU and the guest run on
+        for watcher in list(first._watchers):  # as the dead node's would
+            watcher.cancel()
+        second = Node(config)
+        report = aio(recover(second, {sbx.id: spec}), timeout=120)  # QEMU redials the new node's socket
+        assert report.adopted == [sbx.id], report
+        again = second.get(sbx.id)
+        assert any(pi.pid == job.pid and pi.running for pi in aio(again.agent.list_processes()))
+    finally:
+        aio((second or first).close(), timeout=120)
     assert not cgroups.paths(sbx.id)
 
 
