@@ -234,6 +234,12 @@ class RuntimeUnavailableError(SandlotError):
     code = "runtime_unavailable"
 
 
+class NodeUnreachableError(SandlotError):
+    """The node that holds the sandbox stopped answering (a fleet: its heartbeats stopped)."""
+
+    code = "node_unreachable"
+
+
 class RegistryError(SandlotError):
     code = "registry_error"
 
@@ -287,6 +293,7 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         CommandExitError,
         BuildError,
         RuntimeUnavailableError,
+        NodeUnreachableError,
         RegistryError,
         RegistryUnreachableError,
         ImageCorruptError,

@@ -106,6 +106,8 @@ class SandboxState(enum.StrEnum):
     PAUSED = "paused"
     HIBERNATED = "hibernated"
     KILLED = "killed"
+    #: its node stopped answering (a fleet): it may still run, and is reported again once the node is back
+    UNKNOWN = "unknown"
 
 
 EnvDict = dict[Annotated[str, Field(min_length=1, max_length=1024)], Annotated[str, Field(max_length=65536)]]
@@ -498,6 +500,31 @@ class PoolInfo(_Response):
 
 class PoolList(_Response):
     pools: list[PoolInfo]
+
+
+# ---------------------------------------------------------------- fleet nodes
+
+
+class NodeSummary(_Response):
+    """One node daemon of a fleet (`sandlot nodes ls`)."""
+
+    name: str
+    #: active, draining (no new placements) or unreachable (no heartbeat within the fleet's timeout)
+    state: str
+    address: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    #: active sandboxes the records place on it
+    sandboxes: int
+    cpus: int = 0
+    memory_available_bytes: int = 0
+    disk_free_bytes: int = 0
+    version: str = ""
+    runtimes: list[str] = Field(default_factory=list)
+    last_seen: float
+
+
+class NodeList(_Response):
+    nodes: list[NodeSummary]
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -23,7 +23,7 @@ from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.protocol import Frame, FrameKind
 
-__all__ = ["AgentClient", "AgentConnection", "PortTunnel", "ProcessStream", "Stream", "WatchStream"]
+__all__ = ["AgentClient", "AgentConnection", "PortTunnel", "ProcessStream", "RelayStream", "Stream", "WatchStream"]
 
 M = TypeVar("M", bound=BaseModel)
 _EOF = object()
@@ -128,6 +128,31 @@ class Stream:
         return self.result
 
 
+class RelayStream(Stream):
+    """A stream whose frames are handed, as they come, to `deliver` (a bridge forwarding them
+    elsewhere, see agent/relay.py) rather than queued; it is forgotten once it ends."""
+
+    def __init__(
+        self, conn: AgentConnection, stream_id: int, method: str, deliver: Callable[[Frame | BaseException], None]
+    ) -> None:
+        super().__init__(conn, stream_id, method)
+        self._relay = deliver
+
+    def _deliver(self, item: Frame | BaseException) -> None:
+        if isinstance(item, BaseException) or item.kind is FrameKind.END:
+            self._conn._streams.pop(self.id, None)
+            self.done = True
+        self._relay(item)
+
+    async def send_frame(self, kind: FrameKind, header: dict[str, Any], payload: bytes = b"") -> None:
+        """Pass a frame of the far end's on to the agent, on this stream."""
+        await self._conn._send(self.id, kind, header, payload)
+
+    def forget(self) -> None:
+        self._conn._streams.pop(self.id, None)
+        self.done = True
+
+
 class AgentConnection:
     """Listens on `socket_path` and keeps the agent's current connection."""
 
@@ -223,6 +248,19 @@ class AgentConnection:
         self._streams[stream.id] = stream
         try:
             await self._send(stream.id, FrameKind.OPEN, {"method": method, "params": params.model_dump()}, payload)
+        except BaseException:
+            self._streams.pop(stream.id, None)
+            raise
+        return stream
+
+    async def relay(
+        self, method: str, params: dict[str, Any], payload: bytes, deliver: Callable[[Frame | BaseException], None]
+    ) -> RelayStream:
+        """OPEN a stream with the far end's method and params, its frames going to `deliver` unchanged."""
+        stream = RelayStream(self, next(self._ids), method, deliver)
+        self._streams[stream.id] = stream
+        try:
+            await self._send(stream.id, FrameKind.OPEN, {"method": method, "params": params}, payload)
         except BaseException:
             self._streams.pop(stream.id, None)
             raise

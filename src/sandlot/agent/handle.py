@@ -96,6 +96,10 @@ class SandboxAgent:
     def gone(self) -> bool:
         return self._gone()
 
+    def environment(self) -> dict[str, str]:
+        """The sandbox's own environment (what every process it starts gets under its own)."""
+        return self._env()
+
     async def start(self, cmd: str | list[str], **options: Unpack[StartOptions]) -> ProcessStream:
         """Start a process and return its output stream (it can be detached from)."""
         merged: StartOptions = {**options, "env": {**self._env(), **(options.get("env") or {})}}

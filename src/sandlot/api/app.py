@@ -42,6 +42,9 @@ from sandlot.api import (
 )
 from sandlot.api.auth import bootstrap_admin_key
 from sandlot.api.config import ApiConfig
+from sandlot.api.e2b.access import load_secret
+from sandlot.api.fleet import routes as routes_fleet
+from sandlot.api.fleet.fleet import Fleet
 from sandlot.api.http_errors import error_response, install_handlers
 from sandlot.api.service import SandboxService
 from sandlot.api.store import Store, database_url_for
@@ -81,7 +84,8 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
                 file=sys.stderr,
                 flush=True,
             )
-        node = _node_client(config, given_node)
+        app.state.e2b_secret = await load_secret(store, config.data_dir)
+        node = _node_client(config, given_node, store)
         service = SandboxService(
             node,
             store,
@@ -139,6 +143,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         routes_volumes,
         routes_code,
         routes_ssh_keys,
+        routes_fleet,
     ):
         app.include_router(module.router)
     routes_ports.install(app, config.ports_domain)
@@ -147,10 +152,15 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
     return app
 
 
-def _node_client(config: ApiConfig, given: Node | NodeClient | None) -> NodeClient:
-    """The node this server drives: the one given, else a node of its own on `config.data_dir`."""
+def _node_client(config: ApiConfig, given: Node | NodeClient | None, store: Store) -> NodeClient:
+    """The node this server drives: the one given, the fleet's node daemons (`no_local_node`),
+    else a node of its own on `config.data_dir`."""
     if isinstance(given, NodeClient):
         return given
+    if config.no_local_node:
+        return Fleet(
+            store, config.node_token or "", node_timeout_s=config.node_timeout_s, default_runtime=config.default_runtime
+        )
     return LocalNode(
         given
         or Node(

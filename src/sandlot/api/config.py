@@ -50,11 +50,26 @@ class ApiConfig:
     ssh_port: int | None = None
     #: the address the SSH gateway listens on
     ssh_host: str = "127.0.0.1"
+    #: an API replica of a fleet: no node in this process; sandboxes run on node daemons
+    #: (`sandlot node`) that join it, and every replica shares `database_url` (PostgreSQL)
+    no_local_node: bool = False
+    #: the fleet's shared secret: node daemons and replicas authenticate each other with it
+    #: (default: $SANDLOT_NODE_TOKEN)
+    node_token: str | None = None
+    #: a node whose last heartbeat is older than this is unreachable (its sandboxes `unknown`)
+    node_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         if self.database_url is None:
             self.database_url = os.environ.get("SANDLOT_DATABASE_URL") or None
+        if self.node_token is None:
+            self.node_token = os.environ.get("SANDLOT_NODE_TOKEN") or None
+        if self.no_local_node and not (self.database_url or "").startswith(("postgres://", "postgresql")):
+            raise errors.InvalidArgumentError(
+                "an API replica without a local node keeps its state in PostgreSQL: give --database-url postgresql://...",
+                field="database_url",
+            )
         if self.images_dir is not None:
             self.images_dir = Path(self.images_dir)
         if not self.registries:

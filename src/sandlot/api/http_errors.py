@@ -40,6 +40,7 @@ HTTP_STATUS: dict[type[errors.SandlotError], int] = {
     errors.CommandExitError: 400,
     errors.BuildError: 400,
     errors.RuntimeUnavailableError: 503,
+    errors.NodeUnreachableError: 503,
     errors.RegistryError: 502,
     errors.PortNotListeningError: 502,
     errors.InternalError: 500,

@@ -75,6 +75,13 @@ def info(rec: SandboxRecord) -> SandboxInfo:
     )
 
 
+def _check_reachable(rec: SandboxRecord) -> None:
+    if rec.state == "unknown":
+        raise errors.NodeUnreachableError(
+            f"sandbox {rec.sandbox_id} is on node {rec.node}, which is unreachable; try again once it is back"
+        )
+
+
 class SandboxService:
     def __init__(
         self,
@@ -240,6 +247,7 @@ class SandboxService:
 
     async def _live(self, who: Principal, sandbox_id: str) -> SandboxRecord:
         rec = await self.get(who, sandbox_id)
+        _check_reachable(rec)
         if rec.state not in ACTIVE_STATES:
             reason = f" ({rec.exit_reason})" if rec.exit_reason else ""
             raise errors.SandboxStateError(f"sandbox {sandbox_id} is {rec.state}{reason}")
@@ -255,7 +263,12 @@ class SandboxService:
     async def _reconcile(self, rec: SandboxRecord) -> SandboxRecord:
         if rec.state not in ACTIVE_STATES:
             return rec
-        sbx = await self.node.status(rec.sandbox_id)
+        try:
+            sbx = await self.node.status(rec.sandbox_id)
+        except errors.NodeUnreachableError:
+            # Its node stopped answering (a fleet): never assume it died; the record is kept.
+            rec.state, rec.exit_reason = "unknown", f"its node {rec.node} is unreachable"
+            return rec
         if sbx is not None and not sbx.killed:
             return rec
         # _gone first: a read racing a kill in progress must not record the node's generic "killed".
@@ -285,6 +298,7 @@ class SandboxService:
         self, who: Principal, sandbox_id: str, before: str, after: str, act: Callable[[str], Awaitable[None]]
     ) -> SandboxRecord:
         rec = await self.get(who, sandbox_id)
+        _check_reachable(rec)
         if rec.state != before:
             verb = "pause" if after == "paused" else "resume"
             raise errors.SandboxStateError(f"cannot {verb} sandbox {sandbox_id} in state {rec.state}")
@@ -297,6 +311,7 @@ class SandboxService:
 
     async def kill(self, who: Principal, sandbox_id: str) -> None:
         rec = await self.get(who, sandbox_id)
+        _check_reachable(rec)
         if rec.state in ACTIVE_STATES:
             await self._kill(sandbox_id, "killed by request")
 

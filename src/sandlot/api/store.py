@@ -110,6 +110,15 @@ port_access = sa.Table(
     sa.Column("all_public", sa.Boolean, nullable=False, default=False),
 )
 
+#: Server-wide secrets (the E2B access-token key): in the database, so every replica of a
+#: fleet signs and checks with the same one.
+server_secrets = sa.Table(
+    "server_secrets",
+    metadata_obj,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
 
 @dataclass
 class KeyRecord:
@@ -244,6 +253,23 @@ class Store:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.dispose)
+
+    async def secret(self, name: str, new: bytes) -> bytes:
+        """The secret `name`; the first caller's `new` when there is none yet (every caller gets the same)."""
+
+        def get(c: Connection) -> bytes | None:
+            value = c.execute(sa.select(server_secrets.c.value).where(server_secrets.c.name == name)).scalar()
+            return bytes.fromhex(value) if value is not None else None
+
+        if (have := await self._run(get)) is not None:
+            return have
+        try:
+            await self._run(lambda c: c.execute(server_secrets.insert().values(name=name, value=new.hex())))
+        except sa.exc.IntegrityError:  # another replica made it first
+            pass
+        got = await self._run(get)
+        assert got is not None
+        return got
 
     # ------------------------------------------------------------ keys
 

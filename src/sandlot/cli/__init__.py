@@ -1,6 +1,8 @@
 """The `sandlot` command line: one module per command, each a thin layer over the SDK.
 
     sandlot serve                          run the API server (sandlot.api.serve)
+    sandlot node --api-url URL --token T   run this host's node daemon in a fleet (sandlot.node.daemon)
+    sandlot nodes ls|drain|rm              the fleet's node daemons (admin)
     sandlot create [--image REF] [options] start a sandbox, print its id
     sandlot ls [--state S] [--metadata K=V]
     sandlot exec SANDBOX_ID -- CMD...      run a command, stream its output, exit with its code
@@ -55,6 +57,8 @@ from sandlot.cli import (
     ls,
     mcp,
     network,
+    node,
+    nodes,
     pause,
     port,
     run,
@@ -79,7 +83,7 @@ def cli(ctx: click.Context, api_url: str | None, api_key: str | None) -> None:
     ctx.obj = Api(url=api_url, key=api_key)
 
 
-for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run, network, port, e2b_env, mcp):
+for _module in (serve, node, nodes, create, ls, exec_, shell, cp, logs, kill, keys, run, network, port, e2b_env, mcp):
     cli.add_command(_module.command)
 cli.add_command(pause.pause_command)
 cli.add_command(pause.resume_command)

@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,10 +26,12 @@ from rich.text import Text
 
 from sandlot import errors
 from sandlot.sdk import AsyncSandbox
+from sandlot.sdk._transport import Transport
 
 __all__ = [
     "Api",
     "OutputClosed",
+    "call_api",
     "connect",
     "console",
     "err_console",
@@ -129,6 +131,15 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except BrokenPipeError:  # not as an OSError: click would turn that into a bare exit 1
         raise OutputClosed from None
+
+
+async def call_api(api: Api, fn: Callable[[Transport], Awaitable[T]]) -> T:
+    """One call through the SDK's HTTP transport (for endpoints the SDK has no client for)."""
+    transport = Transport(api.url, api.key, None)
+    try:
+        return await fn(transport)
+    finally:
+        await transport.close()
 
 
 def pairs(items: Iterable[str], option: str) -> dict[str, str]:

@@ -8,28 +8,16 @@ maps error bodies to SandlotError like every other call.
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.text import Text
 
-from sandlot.cli._common import Api, console, fmt_time, json_option, pass_api, print_json, run_async, table
+from sandlot.cli._common import Api, call_api, console, fmt_time, json_option, pass_api, print_json, run_async, table
 from sandlot.models import KeyCreated, KeyInfo, KeyList, SshKeyInfo, SshKeyList
-from sandlot.sdk._transport import Transport
 
 __all__ = ["command"]
-
-T = TypeVar("T")
-
-
-async def _call(api: Api, fn: Callable[[Transport], Awaitable[T]]) -> T:
-    transport = Transport(api.url, api.key, None)
-    try:
-        return await fn(transport)
-    finally:
-        await transport.close()
 
 
 def rows(keys: list[KeyInfo]) -> list[list[str | Text]]:
@@ -60,7 +48,7 @@ def command() -> None:
 def create(api: Api, team: str, name: str, admin: bool, as_json: bool) -> None:
     """Make a key; prints it (the only time it is shown)."""
     body: dict[str, Any] = {"team": team, "name": name, "admin": admin}
-    raw = run_async(_call(api, lambda t: t.json("POST", "/keys", json=body)))
+    raw = run_async(call_api(api, lambda t: t.json("POST", "/keys", json=body)))
     created = KeyCreated.model_validate(raw)
     if as_json:
         print_json(created)
@@ -74,7 +62,7 @@ def create(api: Api, team: str, name: str, admin: bool, as_json: bool) -> None:
 @pass_api
 def list_(api: Api, as_json: bool) -> None:
     """List keys (never the keys themselves)."""
-    keys = KeyList.model_validate(run_async(_call(api, lambda t: t.json("GET", "/keys")))).keys
+    keys = KeyList.model_validate(run_async(call_api(api, lambda t: t.json("GET", "/keys")))).keys
     if as_json:
         print_json(keys)
     else:
@@ -86,7 +74,7 @@ def list_(api: Api, as_json: bool) -> None:
 @pass_api
 def revoke(api: Api, key_id: str) -> None:
     """Revoke a key: it stops working at once."""
-    run_async(_call(api, lambda t: t.request("DELETE", f"/keys/{key_id}")))
+    run_async(call_api(api, lambda t: t.request("DELETE", f"/keys/{key_id}")))
     click.echo(key_id)
 
 
@@ -105,7 +93,7 @@ def ssh_add(api: Api, pubkey_file: Path, name: str, team: str | None, as_json: b
     """Register a public key (e.g. ~/.ssh/id_ed25519.pub; - reads stdin)."""
     text = sys.stdin.read() if str(pubkey_file) == "-" else pubkey_file.read_text()
     body: dict[str, Any] = {"public_key": text, "name": name, "team": team}
-    info = SshKeyInfo.model_validate(run_async(_call(api, lambda t: t.json("POST", "/ssh-keys", json=body))))
+    info = SshKeyInfo.model_validate(run_async(call_api(api, lambda t: t.json("POST", "/ssh-keys", json=body))))
     if as_json:
         print_json(info)
         return
@@ -118,7 +106,7 @@ def ssh_add(api: Api, pubkey_file: Path, name: str, team: str | None, as_json: b
 @pass_api
 def ssh_list(api: Api, as_json: bool) -> None:
     """List the team's SSH keys."""
-    keys = SshKeyList.model_validate(run_async(_call(api, lambda t: t.json("GET", "/ssh-keys")))).keys
+    keys = SshKeyList.model_validate(run_async(call_api(api, lambda t: t.json("GET", "/ssh-keys")))).keys
     if as_json:
         print_json(keys)
         return
@@ -133,5 +121,5 @@ def ssh_list(api: Api, as_json: bool) -> None:
 @pass_api
 def ssh_rm(api: Api, key_id: str) -> None:
     """Remove an SSH key: it stops logging in at once."""
-    run_async(_call(api, lambda t: t.request("DELETE", f"/ssh-keys/{key_id}")))
+    run_async(call_api(api, lambda t: t.request("DELETE", f"/ssh-keys/{key_id}")))
     click.echo(key_id)

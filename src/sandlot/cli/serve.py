@@ -67,6 +67,19 @@ __all__ = ["command"]
     help="also serve SSH on this port: ssh -p PORT SANDBOX_ID@host (default: no SSH)",
 )
 @click.option("--ssh-host", default=None, help="address the SSH gateway listens on (default: --host)")
+@click.option(
+    "--no-local-node",
+    is_flag=True,
+    help="an API replica of a fleet: sandboxes run on `sandlot node` daemons; needs --database-url postgresql://",
+)
+@click.option("--node-token", default=None, help="the fleet's node token (default $SANDLOT_NODE_TOKEN)")
+@click.option(
+    "--node-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="seconds without a heartbeat before a node is unreachable",
+)
 def command(
     host: str,
     port: int,
@@ -82,6 +95,9 @@ def command(
     max_lifetime: int | None,
     ssh_port: int | None,
     ssh_host: str | None,
+    no_local_node: bool,
+    node_token: str | None,
+    node_timeout: float,
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
     require_extra("server", "serve")
@@ -110,4 +126,7 @@ def command(
         quotas=Quotas(max_lifetime_s=max_lifetime),
         ssh_port=ssh_port,
         ssh_host=ssh_host or host,
+        no_local_node=no_local_node,
+        node_token=node_token,
+        node_timeout_s=node_timeout,
     )

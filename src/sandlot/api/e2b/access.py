@@ -4,16 +4,15 @@ E2B hands each sandbox an `envdAccessToken` when it is created or connected
 to, and the SDK sends it back as `X-Access-Token` (the code interpreter's
 context calls send it as `E2B-Traffic-Access-Token` instead, which we hand out
 too). Ours is HMAC-SHA256(server secret, sandbox id): nothing to store, valid
-for that sandbox only, and it dies with the secret in the data directory.
+for that sandbox only. The secret lives in the database (`Store.secret`), so every
+replica of a fleet checks the same tokens.
 An API key of the sandbox's team is accepted as well.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
@@ -22,30 +21,26 @@ from fastapi import Request
 from sandlot import errors
 from sandlot.api.auth import Principal, principal
 from sandlot.api.service import SandboxService
-from sandlot.api.store import SandboxRecord
+from sandlot.api.store import SandboxRecord, Store
 
-__all__ = ["access_token", "sandbox_principal"]
+__all__ = ["access_token", "load_secret", "sandbox_principal"]
 
 _SECRET_FILE = "e2b-access.secret"
 
 
+async def load_secret(store: Store, data_dir: Path) -> bytes:
+    """The server's E2B access-token key, from the database (shared by a fleet's replicas); a
+    server that kept it in its data directory before moves that one there, so tokens stay valid."""
+    legacy = Path(data_dir) / _SECRET_FILE
+    try:
+        new = legacy.read_bytes()
+    except FileNotFoundError:
+        new = secrets.token_bytes(32)
+    return await store.secret("e2b-access", new)
+
+
 def _secret(request: Request) -> bytes:
-    cached: bytes | None = getattr(request.app.state, "e2b_secret", None)
-    if cached is not None:
-        return cached
-    path = Path(request.app.state.config.data_dir) / _SECRET_FILE
-    if not path.exists():
-        # Written whole under another name, then linked into place: a concurrent first
-        # request either wins the link or reads the winner's complete file.
-        tmp = path.with_name(f".{_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-        tmp.unlink()
-    secret = path.read_bytes()
-    request.app.state.e2b_secret = secret
+    secret: bytes = request.app.state.e2b_secret
     return secret
 
 

@@ -1,0 +1,1 @@
+"""A fleet: many node daemons behind stateless API replicas (see fleet.py)."""

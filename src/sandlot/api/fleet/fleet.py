@@ -1,0 +1,366 @@
+"""`Fleet`: many node daemons behind the API's one seam (`NodeClient`).
+
+An API replica started with `--no-local-node` drives a `Fleet` where
+`sandlot serve` drives its `LocalNode`; `SandboxService` and every route stay
+as they are. The fleet routes each call:
+
+- a call about a sandbox goes to the node its record names (`SandboxInfo.node`);
+  a node whose heartbeats stopped raises `NodeUnreachableError` at once (no
+  request waits on a dead node), and the service reports the sandbox `unknown`;
+- a create is placed (`placement.py`) on a live, active node;
+- a checkpoint's calls (fork, get, delete) go to the node that holds it;
+- templates, pools and volumes: listed across nodes; a template missing on the
+  chosen node is copied there from a node that has it before the create
+  (nodes fetch layers from each other, through the replica).
+
+Nodes recover their own sandboxes when they (re)join (routes.py); the
+replica itself holds no state, so `recover` has nothing to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeVar
+
+from sandlot import errors
+from sandlot.agent.handle import SandboxAgent
+from sandlot.api.fleet.placement import rank
+from sandlot.api.fleet.registry import NodeRecord, NodeRegistry
+from sandlot.api.store import Store
+from sandlot.node.client import NodeClient, TemplateEvents
+from sandlot.node.protocol import (
+    CheckpointInfo,
+    NetworkPolicy,
+    NodeInfo,
+    PoolInfo,
+    RecoveryReport,
+    RegistryAuth,
+    SandboxSpec,
+    SandboxStatus,
+    TemplateInfo,
+    TemplateStart,
+    VolumeInfo,
+)
+from sandlot.node.remote import RemoteNode
+
+__all__ = ["Fleet"]
+
+log = logging.getLogger("sandlot.api")
+
+T = TypeVar("T")
+
+
+class Fleet(NodeClient):
+    """Every node of the fleet, as one `NodeClient`."""
+
+    def __init__(
+        self, store: Store, token: str, *, node_timeout_s: float = 30.0, default_runtime: str = "gvisor"
+    ) -> None:
+        if not token:
+            raise errors.InvalidArgumentError(
+                "a replica without a local node needs the fleet's node token (--node-token or SANDLOT_NODE_TOKEN)",
+                field="node_token",
+            )
+        self.name = "fleet"
+        self.default_runtime = default_runtime
+        self.store = store
+        self.registry = NodeRegistry(store)
+        self.token = token
+        self.node_timeout_s = node_timeout_s
+        self._clients: dict[str, RemoteNode] = {}
+
+    # ------------------------------------------------------------ nodes
+
+    def client(self, rec: NodeRecord) -> RemoteNode:
+        """The client of a node (made again when its address changed)."""
+        have = self._clients.get(rec.name)
+        if have is None or have.url != rec.url.rstrip("/"):
+            default = rec.info.default_runtime if rec.info else self.default_runtime
+            have = self._clients[rec.name] = RemoteNode(rec.name, rec.url, self.token, default_runtime=default)
+        return have
+
+    async def live(self) -> list[NodeRecord]:
+        return [n for n in await self.registry.list() if n.live(self.node_timeout_s)]
+
+    async def _node(self, name: str) -> RemoteNode:
+        rec = await self.registry.get(name)
+        if rec is None:
+            raise errors.SandboxNotFoundError(f"node {name!r} is no longer in the fleet")
+        if not rec.live(self.node_timeout_s):
+            raise errors.NodeUnreachableError(
+                f"node {name} is unreachable (no heartbeat for {self.node_timeout_s:.0f}s)"
+            )
+        return self.client(rec)
+
+    async def _holder(self, sandbox_id: str) -> RemoteNode:
+        rec = await self.store.get_sandbox(sandbox_id, None)
+        if rec is None:
+            raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
+        return await self._node(rec.node)
+
+    async def _first(self, what: str, call: Callable[[RemoteNode], Awaitable[T]]) -> T:
+        """The answer of the first live node that has `what` (NotFoundError from each one else)."""
+        last: errors.SandlotError = errors.NotFoundError(f"{what} not found on any live node")
+        for rec in await self.live():
+            try:
+                return await call(self.client(rec))
+            except (errors.NotFoundError, errors.NodeUnreachableError) as exc:
+                last = exc
+        raise last
+
+    async def _each(self, call: Callable[[RemoteNode], Awaitable[T]]) -> list[T]:
+        """Every live node's answer (an unreachable one is skipped)."""
+        out: list[T] = []
+        for rec in await self.live():
+            try:
+                out.append(await call(self.client(rec)))
+            except errors.NodeUnreachableError as exc:
+                log.warning("%s", exc)
+        return out
+
+    async def info(self) -> NodeInfo:
+        infos = [n.info for n in await self.live() if n.info is not None]
+        if not infos:
+            raise errors.RuntimeUnavailableError("no node of the fleet is up")
+        return NodeInfo(
+            name=self.name,
+            version=infos[0].version,
+            default_runtime=self.default_runtime,
+            runtimes=sorted({r for i in infos for r in i.runtimes}),
+            sandboxes=sum(i.sandboxes for i in infos),
+            cpus=sum(i.cpus for i in infos),
+            memory_total_bytes=sum(i.memory_total_bytes for i in infos),
+            memory_available_bytes=sum(i.memory_available_bytes for i in infos),
+            disk_total_bytes=sum(i.disk_total_bytes for i in infos),
+            disk_free_bytes=sum(i.disk_free_bytes for i in infos),
+            templates=sorted({t for i in infos for t in i.templates}),
+        )
+
+    async def runtimes(self) -> dict[str, dict[str, Any]]:
+        report: dict[str, dict[str, Any]] = {}
+        for answer in await self._each(lambda n: n.runtimes()):
+            for name, facts in answer.items():
+                if name not in report or facts.get("available"):
+                    report[name] = facts
+        return report
+
+    async def prepare(self, template: str | None) -> None:
+        """Wait for a live node (each node prepares itself when it joins)."""
+        while not [n for n in await self.live() if n.state == "active"]:
+            await asyncio.sleep(1.0)
+
+    async def recover(self, wanted: Mapping[str, SandboxSpec]) -> RecoveryReport:
+        return RecoveryReport()  # nodes recover their own sandboxes when they join (routes.py)
+
+    async def close(self, *, kill_sandboxes: bool) -> None:
+        for client in self._clients.values():
+            await client.close(kill_sandboxes=False)  # a replica never kills a fleet's sandboxes
+        self._clients.clear()
+
+    # ------------------------------------------------------------ sandboxes
+
+    async def create(self, spec: SandboxSpec) -> SandboxStatus:
+        candidates = rank(await self.live(), spec)
+        last: errors.SandlotError | None = None
+        for rec in candidates:
+            node = self.client(rec)
+            try:
+                if rec.info is not None and spec.image not in rec.info.templates:
+                    await self._copy_template(spec.image, node)
+                return await node.create(spec)
+            except errors.NodeUnreachableError as exc:
+                log.warning("placing on %s: %s; trying the next node", rec.name, exc)
+                last = exc
+        raise last or errors.RuntimeUnavailableError(
+            f"no live node of the fleet can take a {spec.runtime} sandbox (see `sandlot nodes ls`)"
+        )
+
+    async def _copy_template(self, name: str, dest: RemoteNode) -> None:
+        """Copy a template to `dest` from a node that has it (none has it: the node makes it itself)."""
+        for rec in await self.live():
+            if rec.name == dest.name or rec.info is None or name not in rec.info.templates:
+                continue
+            log.info("copying template %s from node %s to node %s", name, rec.name, dest.name)
+            layout = await self.client(rec).export_template(name, "latest")
+            async for _ in await dest.import_template(name, layout):
+                pass
+            return
+
+    async def status(self, sandbox_id: str) -> SandboxStatus | None:
+        rec = await self.store.get_sandbox(sandbox_id, None)
+        if rec is None:
+            return None
+        node = await self.registry.get(rec.node)
+        if node is None:  # removed from the fleet (`sandlot nodes rm`): its sandboxes are gone
+            return None
+        return await (await self._node(rec.node)).status(sandbox_id)
+
+    async def kill(self, sandbox_id: str) -> None:
+        await (await self._holder(sandbox_id)).kill(sandbox_id)
+
+    async def pause(self, sandbox_id: str, *, memory: bool = False) -> None:
+        await (await self._holder(sandbox_id)).pause(sandbox_id, memory=memory)
+
+    async def resume(self, sandbox_id: str) -> None:
+        await (await self._holder(sandbox_id)).resume(sandbox_id)
+
+    async def hibernate(self, sandbox_id: str) -> None:
+        await (await self._holder(sandbox_id)).hibernate(sandbox_id)
+
+    async def wake(self, sandbox_id: str) -> None:
+        await (await self._holder(sandbox_id)).wake(sandbox_id)
+
+    async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> SandboxStatus:
+        return await (await self._holder(sandbox_id)).set_network(sandbox_id, policy)
+
+    async def agent(self, sandbox_id: str) -> SandboxAgent:
+        return await (await self._holder(sandbox_id)).agent(sandbox_id)
+
+    async def export_sandbox(self, sandbox_id: str, tag: str) -> AsyncIterator[bytes]:
+        return await (await self._holder(sandbox_id)).export_sandbox(sandbox_id, tag)
+
+    # ------------------------------------------------------------ checkpoints (where they were taken)
+
+    async def checkpoint(self, sandbox_id: str, name: str, *, memory: bool = False) -> CheckpointInfo:
+        return await (await self._holder(sandbox_id)).checkpoint(sandbox_id, name, memory=memory)
+
+    async def restore(self, sandbox_id: str, checkpoint_id: str) -> None:
+        await (await self._holder(sandbox_id)).restore(sandbox_id, checkpoint_id)
+
+    async def fork(self, checkpoint_id: str, count: int) -> list[SandboxStatus]:
+        async def call(n: RemoteNode) -> list[SandboxStatus]:
+            await n.get_checkpoint(checkpoint_id)  # NotFound: another node holds it
+            return await n.fork(checkpoint_id, count)
+
+        return await self._first(f"checkpoint {checkpoint_id}", call)
+
+    async def get_checkpoint(self, checkpoint_id: str) -> CheckpointInfo:
+        return await self._first(f"checkpoint {checkpoint_id}", lambda n: n.get_checkpoint(checkpoint_id))
+
+    async def list_checkpoints(self, sandbox_id: str | None = None) -> list[CheckpointInfo]:
+        if sandbox_id is not None:
+            return await (await self._holder(sandbox_id)).list_checkpoints(sandbox_id)
+        return [c for answer in await self._each(lambda n: n.list_checkpoints()) for c in answer]
+
+    async def delete_checkpoint(self, checkpoint_id: str) -> None:
+        async def call(n: RemoteNode) -> None:
+            await n.get_checkpoint(checkpoint_id)
+            await n.delete_checkpoint(checkpoint_id)
+
+        await self._first(f"checkpoint {checkpoint_id}", call)
+
+    # ------------------------------------------------------------ volumes (on the node that made them)
+
+    async def create_volume(self, team: str, name: str) -> VolumeInfo:
+        with_name = [v for answer in await self._each(lambda n: n.list_volumes(team)) for v in answer if v.name == name]
+        if with_name:
+            raise errors.ConflictError(f"volume {name!r} already exists")
+        ranked = rank(await self.live(), SandboxSpec(image="", runtime=self.default_runtime))
+        if not ranked:
+            raise errors.RuntimeUnavailableError("no live node of the fleet can hold a volume")
+        return await self.client(ranked[0]).create_volume(team, name)
+
+    async def find_volume(self, team: str, name: str) -> VolumeInfo:
+        return await self._first(f"volume {name!r}", lambda n: n.find_volume(team, name))
+
+    async def list_volumes(self, team: str) -> list[VolumeInfo]:
+        return [v for answer in await self._each(lambda n: n.list_volumes(team)) for v in answer]
+
+    async def delete_volume(self, team: str, name: str) -> None:
+        await self._first(f"volume {name!r}", lambda n: n.delete_volume(team, name))
+
+    # ------------------------------------------------------------ templates (every node)
+
+    async def get_template(self, name: str) -> TemplateInfo | None:
+        for answer in await self._each(lambda n: n.get_template(name)):
+            if answer is not None:
+                return answer
+        return None
+
+    async def list_templates(self) -> list[TemplateInfo]:
+        seen: dict[str, TemplateInfo] = {}
+        for answer in await self._each(lambda n: n.list_templates()):
+            for t in answer:
+                seen.setdefault(t.name, t)
+        return sorted(seen.values(), key=lambda t: t.name)
+
+    async def _builder(self) -> RemoteNode:
+        ranked = rank(await self.live(), SandboxSpec(image="", runtime=self.default_runtime))
+        if not ranked:
+            raise errors.RuntimeUnavailableError("no live node of the fleet is up")
+        return self.client(ranked[0])
+
+    async def fetch_template(self, ref: str, auth: RegistryAuth) -> None:
+        await self._each(lambda n: n.fetch_template(ref, auth))
+
+    async def pull_template(
+        self, ref: str, *, name: str | None = None, platform: str | None = None, auth: RegistryAuth | None = None
+    ) -> TemplateEvents:
+        return await (await self._builder()).pull_template(ref, name=name, platform=platform, auth=auth)
+
+    async def build_template(
+        self,
+        name: str,
+        context: AsyncIterable[bytes],
+        *,
+        dockerfile: str = "Dockerfile",
+        build_args: Mapping[str, str] | None = None,
+        network: Literal["full", "none"] = "full",
+    ) -> TemplateEvents:
+        node = await self._builder()
+        return await node.build_template(name, context, dockerfile=dockerfile, build_args=build_args, network=network)
+
+    async def import_template(
+        self, name: str, archive: AsyncIterable[bytes], *, tag: str | None = None
+    ) -> TemplateEvents:
+        return await (await self._builder()).import_template(name, archive, tag=tag)
+
+    async def export_template(self, name: str, tag: str) -> AsyncIterator[bytes]:
+        return await self._first(f"template {name!r}", lambda n: n.export_template(name, tag))
+
+    async def set_template_start(self, name: str, start: TemplateStart | None) -> TemplateInfo:
+        answers = [a for a in await self._each(lambda n: _or_none(n.set_template_start(name, start))) if a]
+        if not answers:
+            raise errors.ImageNotFoundError(f"template {name!r} not found on any live node")
+        return answers[0]
+
+    async def delete_template(self, name: str) -> None:
+        done = [a for a in await self._each(lambda n: _or_none(_true(n.delete_template(name)))) if a]
+        if not done:
+            raise errors.ImageNotFoundError(f"template {name!r} not found on any live node")
+
+    # ------------------------------------------------------------ warm pools (per node)
+
+    async def list_pools(self) -> list[PoolInfo]:
+        total: dict[tuple[str, str], PoolInfo] = {}
+        for answer in await self._each(lambda n: n.list_pools()):
+            for p in answer:
+                have = total.get((p.template, p.runtime))
+                if have is None:
+                    total[(p.template, p.runtime)] = p.model_copy()
+                else:
+                    have.size += p.size
+                    have.idle += p.idle
+        return list(total.values())
+
+    async def set_pool(self, template: str, runtime: str | None, size: int) -> PoolInfo:
+        """Keep `size` started sandboxes ready on every live node (pools are per node)."""
+        answers = await self._each(lambda n: n.set_pool(template, runtime, size))
+        if not answers:
+            raise errors.RuntimeUnavailableError("no live node of the fleet is up")
+        first = answers[0]
+        return PoolInfo(template=first.template, runtime=first.runtime, size=size, idle=sum(a.idle for a in answers))
+
+
+async def _or_none(call: Awaitable[T]) -> T | None:
+    try:
+        return await call
+    except errors.NotFoundError:
+        return None
+
+
+async def _true(call: Awaitable[None]) -> bool:
+    await call
+    return True

@@ -1,0 +1,141 @@
+"""The fleet's node registry, in the API's database: one row per node daemon.
+
+A node joins (`join`: its address, labels, capacity), then heartbeats its
+capacity every few seconds. A node is `unreachable` when its last heartbeat is
+older than the fleet's timeout; an admin may mark it `draining` (no new
+placements) or remove it. Every replica reads the same rows, so any replica
+places on, and reaches, any node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sandlot import errors
+from sandlot.api.store import ACTIVE_STATES, Store, metadata_obj, sandboxes
+from sandlot.node.protocol import NodeInfo
+
+__all__ = ["NodeRecord", "NodeRegistry"]
+
+T = TypeVar("T")
+
+nodes = sa.Table(
+    "nodes",
+    metadata_obj,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    # active or draining (unreachable is computed from last_seen)
+    sa.Column("state", sa.String(16), nullable=False, default="active"),
+    sa.Column("labels", sa.Text, nullable=False, default="{}"),
+    sa.Column("info", sa.Text, nullable=False, default="{}"),
+    sa.Column("joined_at", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+)
+
+
+@dataclass
+class NodeRecord:
+    name: str
+    url: str
+    state: str
+    labels: dict[str, str]
+    info: NodeInfo | None
+    joined_at: float
+    last_seen: float
+    #: active records placed on it (from the sandboxes table: fresh, unlike info.sandboxes)
+    sandboxes: int = 0
+
+    def live(self, timeout: float, now: float | None = None) -> bool:
+        return (now or time.time()) - self.last_seen <= timeout
+
+    def shown_state(self, timeout: float) -> str:
+        return self.state if self.live(timeout) else "unreachable"
+
+
+def _record(row: sa.Row[tuple[object, ...]], counts: dict[str, int]) -> NodeRecord:
+    m = row._mapping
+    raw = json.loads(str(m["info"]) or "{}")
+    return NodeRecord(
+        name=str(m["name"]),
+        url=str(m["url"]),
+        state=str(m["state"]),
+        labels=dict(json.loads(str(m["labels"]) or "{}")),
+        info=NodeInfo.model_validate(raw) if raw else None,
+        joined_at=float(m["joined_at"]),
+        last_seen=float(m["last_seen"]),
+        sandboxes=counts.get(str(m["name"]), 0),
+    )
+
+
+class NodeRegistry:
+    def __init__(self, store: Store) -> None:
+        self.engine = store.engine
+
+    async def _run(self, fn: Callable[[Connection], T]) -> T:
+        def txn() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn)
+
+        return await asyncio.to_thread(txn)
+
+    async def join(self, name: str, url: str, labels: dict[str, str], info: NodeInfo) -> None:
+        """Add the node, or update the address and labels of one that restarted (its state stays).
+
+        It is not live (nothing is placed on it) until its first heartbeat, which it sends once it
+        has recovered its sandboxes: a create must not race its recovery."""
+        now = time.time()
+
+        def q(c: Connection) -> None:
+            values = {"url": url, "labels": json.dumps(labels), "info": info.model_dump_json(), "last_seen": 0.0}
+            if c.execute(nodes.update().where(nodes.c.name == name).values(**values)).rowcount == 0:
+                c.execute(nodes.insert().values(name=name, state="active", joined_at=now, **values))
+
+        await self._run(q)
+
+    async def heartbeat(self, name: str, info: NodeInfo) -> bool:
+        """Record a heartbeat; False when the node is not registered (removed: it must join again)."""
+
+        def q(c: Connection) -> bool:
+            stmt = nodes.update().where(nodes.c.name == name).values(info=info.model_dump_json(), last_seen=time.time())
+            return bool(c.execute(stmt).rowcount)
+
+        return await self._run(q)
+
+    async def list(self) -> list[NodeRecord]:
+        def q(c: Connection) -> list[NodeRecord]:
+            counts = {
+                str(n): int(k)
+                for n, k in c.execute(
+                    sa.select(sandboxes.c.node, sa.func.count())
+                    .where(sandboxes.c.state.in_(ACTIVE_STATES))
+                    .group_by(sandboxes.c.node)
+                )
+            }
+            return [_record(r, counts) for r in c.execute(sa.select(nodes).order_by(nodes.c.name))]
+
+        return await self._run(q)
+
+    async def get(self, name: str) -> NodeRecord | None:
+        return next((n for n in await self.list() if n.name == name), None)
+
+    async def set_state(self, name: str, state: str) -> None:
+        def q(c: Connection) -> int:
+            return int(c.execute(nodes.update().where(nodes.c.name == name).values(state=state)).rowcount)
+
+        if not await self._run(q):
+            raise errors.NotFoundError(f"node {name!r} is not in the fleet")
+
+    async def remove(self, name: str) -> None:
+        def q(c: Connection) -> int:
+            return int(c.execute(nodes.delete().where(nodes.c.name == name)).rowcount)
+
+        if not await self._run(q):
+            raise errors.NotFoundError(f"node {name!r} is not in the fleet")

@@ -1,0 +1,72 @@
+"""`sandlot nodes ls|drain|rm`: the node daemons of a fleet (admin; an API replica run with --no-local-node).
+
+Spoken through the SDK's HTTP transport (GET /nodes, POST /nodes/{name}/drain,
+DELETE /nodes/{name}), which maps error bodies to SandlotError like every call.
+"""
+
+from __future__ import annotations
+
+import click
+from rich.text import Text
+
+from sandlot.cli._common import Api, call_api, console, fmt_ago, json_option, pass_api, print_json, run_async, table
+from sandlot.models import NodeList, NodeSummary
+
+__all__ = ["command"]
+
+_STYLE = {"active": "green", "draining": "yellow", "unreachable": "red"}
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+@click.group("nodes")
+def command() -> None:
+    """The fleet's node daemons: list them, drain one, remove one (admin)."""
+
+
+@command.command("ls")
+@json_option
+@pass_api
+def ls(api: Api, as_json: bool) -> None:
+    """Name, state, address, sandboxes, free cpu/memory/disk, version of each node."""
+    nodes = NodeList.model_validate(run_async(call_api(api, lambda t: t.json("GET", "/nodes")))).nodes
+    if as_json:
+        print_json(nodes)
+        return
+    rows: list[list[str | Text]] = [
+        [
+            n.name,
+            Text(n.state, style=_STYLE.get(n.state, "")),
+            n.address,
+            str(n.sandboxes),
+            str(n.cpus),
+            _gib(n.memory_available_bytes),
+            _gib(n.disk_free_bytes),
+            n.version,
+            fmt_ago(n.last_seen),
+            ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())),
+        ]
+        for n in nodes
+    ]
+    headers = ["NAME", "STATE", "ADDRESS", "SANDBOXES", "CPUS", "FREE MEM", "FREE DISK", "VERSION", "SEEN", "LABELS"]
+    console().print(table(headers, rows))
+
+
+@command.command("drain")
+@click.argument("name")
+@pass_api
+def drain(api: Api, name: str) -> None:
+    """No new sandboxes on NAME; its persistent sandboxes hibernate."""
+    node = NodeSummary.model_validate(run_async(call_api(api, lambda t: t.json("POST", f"/nodes/{name}/drain"))))
+    click.echo(f"{node.name} {node.state}")
+
+
+@command.command("rm")
+@click.argument("name")
+@pass_api
+def rm(api: Api, name: str) -> None:
+    """Forget NAME (its sandboxes' records say killed); a daemon still running joins again."""
+    run_async(call_api(api, lambda t: t.request("DELETE", f"/nodes/{name}")))
+    click.echo(name)

@@ -1,0 +1,352 @@
+"""`sandlot node`: one host's node, served over HTTP to the fleet's API replicas.
+
+`node_app(local, token)` serves a `LocalNode` under `/v1` with the mapping of
+`NodeClient` (node/client.py's docstring); `RemoteNode` (node/remote.py) is
+its client. Every request carries `Authorization: Bearer <node token>`, the
+secret shared by the fleet; a request without it is refused before anything
+else is read. Errors answer `{code, message, field}` with the API's statuses
+(api/http_errors.py), so `RemoteNode` raises the exception the node raised.
+
+A sandbox's data plane is the WebSocket `/v1/sandboxes/{id}/agent`, bridged to
+its agent's connection by `agent/relay.py`.
+
+With `api_url`, the daemon joins the fleet (fleet/membership.py): it tells the
+replicas where it listens, recovers the sandboxes the fleet's records place on
+it, and heartbeats its capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+
+from sandlot import errors
+from sandlot.agent.client import AgentConnection
+from sandlot.agent.relay import relay
+from sandlot.api.http_errors import install_handlers
+from sandlot.node.client import TemplateEvents
+from sandlot.node.local import LocalNode
+from sandlot.node.protocol import (
+    NetworkPolicy,
+    RegistryAuth,
+    TemplateStart,
+    spec_from_dict,
+)
+
+__all__ = ["event_line", "node_app", "run_daemon"]
+
+log = logging.getLogger("sandlot.node")
+
+
+def event_line(event: BaseModel | BaseException) -> bytes:
+    """One NDJSON line of a template stream: an event, or the error that ended it."""
+    if isinstance(event, BaseException):
+        code = errors.code_of(event)
+        return json.dumps({"type": "error", "code": code, "message": str(event)}).encode() + b"\n"
+    return event.model_dump_json().encode() + b"\n"
+
+
+async def _ndjson(events: TemplateEvents) -> AsyncIterator[bytes]:
+    try:
+        async for event in events:
+            yield event_line(event)
+    except errors.SandlotError as exc:
+        yield event_line(exc)
+    except Exception as exc:
+        log.exception("template stream failed")
+        yield event_line(errors.InternalError(str(exc)))
+
+
+def _checker(token: str) -> Callable[[Request], Awaitable[None]]:
+    expected = f"Bearer {token}".encode()
+
+    async def check(request: Request) -> None:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise errors.AuthenticationError("this node answers only its fleet (a valid node token)")
+
+    return check
+
+
+def _router(local: LocalNode) -> APIRouter:
+    r = APIRouter()
+
+    @r.get("/info")
+    async def info() -> Any:
+        return (await local.info()).model_dump()
+
+    @r.get("/runtimes")
+    async def runtimes() -> Any:
+        return await local.runtimes()
+
+    @r.post("/prepare")
+    async def prepare(body: dict[str, Any]) -> Any:
+        await local.prepare(body.get("template"))
+        return {}
+
+    @r.post("/sandboxes")
+    async def create(body: dict[str, Any]) -> Any:
+        return (await local.create(spec_from_dict(body).validate())).model_dump()
+
+    @r.get("/sandboxes/{sandbox_id}")
+    async def status(sandbox_id: str) -> Any:
+        st = await local.status(sandbox_id)
+        if st is None:
+            raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found on node {local.name}")
+        return st.model_dump()
+
+    @r.delete("/sandboxes/{sandbox_id}")
+    async def kill(sandbox_id: str) -> Any:
+        await local.kill(sandbox_id)
+        return {}
+
+    @r.post("/sandboxes/{sandbox_id}/{action}")
+    async def act(sandbox_id: str, action: str, body: dict[str, Any]) -> Any:
+        if action == "pause":
+            await local.pause(sandbox_id, memory=bool(body.get("memory")))
+        elif action == "resume":
+            await local.resume(sandbox_id)
+        elif action == "hibernate":
+            await local.hibernate(sandbox_id)
+        elif action == "wake":
+            await local.wake(sandbox_id)
+        elif action == "checkpoints":
+            ck = await local.checkpoint(sandbox_id, str(body.get("name", "")), memory=bool(body.get("memory")))
+            return ck.model_dump()
+        elif action == "restore":
+            await local.restore(sandbox_id, str(body.get("checkpoint_id", "")))
+        else:
+            raise errors.NotFoundError(f"no sandbox action {action!r}")
+        return {}
+
+    @r.put("/sandboxes/{sandbox_id}/network")
+    async def set_network(sandbox_id: str, body: dict[str, Any]) -> Any:
+        return (await local.set_network(sandbox_id, NetworkPolicy.parse(body))).model_dump()
+
+    @r.get("/sandboxes/{sandbox_id}/export")
+    async def export_sandbox(sandbox_id: str, tag: str) -> Any:
+        return StreamingResponse(await local.export_sandbox(sandbox_id, tag), media_type="application/x-tar")
+
+    @r.post("/checkpoints/{checkpoint_id}/fork")
+    async def fork(checkpoint_id: str, body: dict[str, Any]) -> Any:
+        return [s.model_dump() for s in await local.fork(checkpoint_id, int(body.get("count", 1)))]
+
+    @r.get("/checkpoints")
+    async def list_checkpoints(sandbox_id: str | None = None) -> Any:
+        return [c.model_dump() for c in await local.list_checkpoints(sandbox_id)]
+
+    @r.get("/checkpoints/{checkpoint_id}")
+    async def get_checkpoint(checkpoint_id: str) -> Any:
+        return (await local.get_checkpoint(checkpoint_id)).model_dump()
+
+    @r.delete("/checkpoints/{checkpoint_id}")
+    async def delete_checkpoint(checkpoint_id: str) -> Any:
+        await local.delete_checkpoint(checkpoint_id)
+        return {}
+
+    @r.get("/teams/{team}/volumes")
+    async def list_volumes(team: str) -> Any:
+        return [v.model_dump() for v in await local.list_volumes(team)]
+
+    @r.post("/teams/{team}/volumes/{name}")
+    async def create_volume(team: str, name: str) -> Any:
+        return (await local.create_volume(team, name)).model_dump()
+
+    @r.get("/teams/{team}/volumes/{name}")
+    async def find_volume(team: str, name: str) -> Any:
+        return (await local.find_volume(team, name)).model_dump()
+
+    @r.delete("/teams/{team}/volumes/{name}")
+    async def delete_volume(team: str, name: str) -> Any:
+        await local.delete_volume(team, name)
+        return {}
+
+    @r.get("/templates")
+    async def list_templates() -> Any:
+        return [t.model_dump() for t in await local.list_templates()]
+
+    @r.post("/templates/fetch")
+    async def fetch_template(body: dict[str, Any]) -> Any:
+        await local.fetch_template(str(body["ref"]), RegistryAuth.model_validate(body.get("auth") or {}))
+        return {}
+
+    @r.post("/templates/pull")
+    async def pull_template(body: dict[str, Any]) -> Any:
+        auth = RegistryAuth.model_validate(body["auth"]) if body.get("auth") else None
+        events = await local.pull_template(
+            str(body["ref"]), name=body.get("name"), platform=body.get("platform"), auth=auth
+        )
+        return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
+
+    @r.post("/templates/build")
+    async def build_template(request: Request, name: str, dockerfile: str = "Dockerfile", network: str = "full") -> Any:
+        args = json.loads(request.headers.get("x-build-args") or "{}")
+        if network not in ("full", "none"):
+            raise errors.InvalidArgumentError(f"network must be full or none, got {network!r}", field="network")
+        events = await local.build_template(
+            name,
+            request.stream(),
+            dockerfile=dockerfile,
+            build_args=args,
+            network="none" if network == "none" else "full",
+        )
+        return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
+
+    @r.post("/templates/import")
+    async def import_template(request: Request, name: str, tag: str | None = None) -> Any:
+        events = await local.import_template(name, request.stream(), tag=tag)
+        return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
+
+    @r.get("/templates/{name:path}/export")
+    async def export_template(name: str, tag: str) -> Any:
+        return StreamingResponse(await local.export_template(name, tag), media_type="application/x-tar")
+
+    @r.get("/templates/{name:path}")
+    async def get_template(name: str) -> Any:
+        t = await local.get_template(name)
+        if t is None:
+            raise errors.ImageNotFoundError(f"template {name!r} not found on node {local.name}")
+        return t.model_dump()
+
+    @r.put("/templates/{name:path}/start")
+    async def set_template_start(name: str, request: Request) -> Any:
+        raw = await request.json()
+        start = TemplateStart.model_validate(raw) if raw is not None else None
+        return (await local.set_template_start(name, start)).model_dump()
+
+    @r.delete("/templates/{name:path}")
+    async def delete_template(name: str) -> Any:
+        await local.delete_template(name)
+        return {}
+
+    @r.get("/pools")
+    async def list_pools() -> Any:
+        return [p.model_dump() for p in await local.list_pools()]
+
+    @r.put("/pools/{template}")
+    async def set_pool(template: str, body: dict[str, Any]) -> Any:
+        return (await local.set_pool(template, body.get("runtime"), int(body.get("size", 0)))).model_dump()
+
+    @r.post("/recover")
+    async def recover(body: dict[str, Any]) -> Any:
+        wanted = {sid: spec_from_dict(spec) for sid, spec in body.items()}
+        return (await local.recover(wanted)).model_dump()
+
+    return r
+
+
+def node_app(
+    local: LocalNode,
+    token: str,
+    *,
+    lifespan: Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    """The node daemon's HTTP API over `local` (every route needs `token`)."""
+    if not token:
+        raise errors.InvalidArgumentError("a node needs a node token (--token or SANDLOT_NODE_TOKEN)", field="token")
+    app = FastAPI(title="Sandlot node", lifespan=lifespan)
+    install_handlers(app)
+    check = _checker(token)
+    app.include_router(_router(local), prefix="/v1", dependencies=[Depends(check)])
+    expected = f"Bearer {token}"
+
+    @app.get("/health")
+    async def health() -> Response:
+        return JSONResponse({"status": "ok", "name": local.name})
+
+    @app.websocket("/v1/sandboxes/{sandbox_id}/agent")
+    async def agent(ws: WebSocket, sandbox_id: str) -> None:
+        if not hmac.compare_digest(ws.headers.get("authorization", "").encode(), expected.encode()):
+            await ws.close(code=1008)
+            return
+        await ws.accept()
+
+        def resolve() -> tuple[AgentConnection, dict[str, str]]:
+            handle = local.node.get(sandbox_id).handle
+            return handle.agent.conn, handle.environment()
+
+        async def receive() -> bytes | None:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return None
+            data = message.get("bytes")
+            return data if data is not None else b""
+
+        async def send(data: bytes) -> None:
+            await ws.send_bytes(data)
+
+        with contextlib.suppress(Exception):
+            await relay(receive, send, resolve)
+        with contextlib.suppress(Exception):
+            await ws.close()
+
+    return app
+
+
+def run_daemon(
+    *,
+    api_url: str | None,
+    token: str,
+    name: str,
+    data_dir: Path,
+    images_dir: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 7771,
+    advertise_url: str | None = None,
+    subnet: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    default_runtime: str = "gvisor",
+    warm_template: str | None = "base",
+    dns_servers: list[str] | None = None,
+    heartbeat: float = 3.0,
+    log_level: str = "info",
+    kill_on_shutdown: bool = False,
+) -> None:
+    """Run a node daemon in the foreground (`sandlot node`) until interrupted; sandboxes keep running."""
+    import uvicorn
+
+    from sandlot.node import Node, NodeConfig
+    from sandlot.node.membership import membership
+
+    config = NodeConfig(
+        data_dir=data_dir, images_dir=images_dir, default_runtime=default_runtime, dns_servers=dns_servers
+    )
+    if subnet:
+        config.net_subnet = subnet
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    local = LocalNode(Node(config), name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await local.prepare(warm_template)
+        joined = (
+            asyncio.create_task(
+                membership(
+                    local, api_url, token, advertise_url or f"http://{host}:{port}", labels or {}, interval=heartbeat
+                )
+            )
+            if api_url
+            else None
+        )
+        try:
+            yield
+        finally:
+            if joined is not None:
+                joined.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await joined
+            await local.close(kill_sandboxes=kill_on_shutdown)
+
+    app = node_app(local, token, lifespan=lifespan)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, ws="websockets-sansio")
