@@ -196,6 +196,9 @@ class SandboxCreate(_Request):
     )
     on_timeout: Literal["kill", "pause"] = Field(default="kill", description="what its timeout does to it")
     volumes: list[VolumeMountRequest] = Field(default_factory=list, max_length=32)
+    node_labels: dict[Annotated[str, Field(min_length=1, max_length=63)], Annotated[str, Field(max_length=63)]] = (
+        Field(default_factory=dict, max_length=16, description="a fleet places it on a node with these labels")
+    )
 
     @field_validator("env")
     @classmethod

@@ -29,7 +29,7 @@ from websockets.sync.client import connect
 from tests.api.harness import IMAGE_CACHE, ROOT, agent_available, free_port
 from tests.api.test_postgres import postgres_url  # noqa: F401 - fixture
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 TOKEN = "fleet-test-node-token"
 NODE_TIMEOUT = 6  # seconds without a heartbeat before a node is unreachable (30 by default)
@@ -97,7 +97,7 @@ class Fleet:
         data = self.root / f"replica{i}"
         args = ["serve", "--port", str(port), "--data-dir", str(data), "--database-url", self.database_url,
                 "--no-local-node", "--node-token", TOKEN, "--node-timeout", str(NODE_TIMEOUT),
-                "--default-template", "busybox", "--log-level", "warning"]  # fmt: skip
+                "--default-template", "busybox", "--log-level", "info"]  # fmt: skip
         self.replicas.append(Proc(f"replica{i}", args, self.root / f"replica{i}.log").start())
         url = f"http://127.0.0.1:{port}"
         self.replica_urls.append(url)
@@ -109,7 +109,7 @@ class Fleet:
         args = ["node", "--api-url", api_url, "--token", TOKEN, "--name", name,
                 "--data-dir", str(self.root / name), "--images-dir", str(IMAGE_CACHE), "--port", str(port),
                 "--subnet", subnet, "--warm-template", "busybox", "--no-dns", "--heartbeat", "1", "--kill-on-shutdown",
-                "--log-level", "warning"]  # fmt: skip
+                "--log-level", "info"]  # fmt: skip
         for label in labels:
             args += ["--label", label]
         node = self.nodes[name] = Proc(name, args, self.root / f"{name}.log").start()
@@ -173,6 +173,10 @@ def test_placement_spreads_and_every_path_works_through_the_other_replica(fleet:
     with fleet.client(0) as a, fleet.client(1) as b:
         made = [_create(a) for _ in range(3)]
         assert {m["node"] for m in made} == {"n1", "n2", "n3"}
+        made.append(_create(b, node_labels={"zone": "b"}))
+        assert made[-1]["node"] == "n2"
+        r = b.post("/sandboxes", json={"template": "busybox", "node_labels": {"gpu": "true"}})
+        assert r.status_code == 503 and "gpu=true" in r.json()["message"], r.text
         for m in made:
             sid = m["sandbox_id"]
             assert b.get(f"/sandboxes/{sid}").json()["node"] == m["node"]

@@ -174,6 +174,7 @@ class SandboxService:
             env=dict(req.env),
             network=NetworkPolicy.parse(req.network if isinstance(req.network, str) else req.network.model_dump()),
             volumes=await volume_mounts(self.node, who.team, req.volumes),
+            node_labels=dict(req.node_labels),
         ).validate()
         if req.registry_auth is not None:
             await self.node.fetch_template(template, req.registry_auth)

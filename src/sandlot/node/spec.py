@@ -62,6 +62,8 @@ class SandboxSpec:
     hostname: str = "sandbox"
     #: named volumes bind-mounted into the sandbox (see volumes.py)
     volumes: list[VolumeMount] = field(default_factory=list)
+    #: labels the node must carry (`sandlot node --label K=V`); a fleet places by them, a node ignores them
+    node_labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.network, NetworkPolicy):  # a mode name or a dict, from untyped callers

@@ -162,7 +162,10 @@ class Fleet(NodeClient):
     # ------------------------------------------------------------ sandboxes
 
     async def create(self, spec: SandboxSpec) -> SandboxStatus:
-        candidates = rank(await self.live(), spec)
+        candidates = rank(await self.live(), spec, spec.node_labels)
+        if not candidates and spec.node_labels:
+            wanted = ", ".join(f"{k}={v}" for k, v in sorted(spec.node_labels.items()))
+            raise errors.RuntimeUnavailableError(f"no live, active node of the fleet has the labels {wanted}")
         last: errors.SandlotError | None = None
         for rec in candidates:
             node = self.client(rec)
