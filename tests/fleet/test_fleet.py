@@ -11,6 +11,7 @@ drain and remove; `sandlot nodes ls`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -163,10 +164,12 @@ def _create(c: httpx.Client, **body: Any) -> dict[str, Any]:
 
 
 def _run(c: httpx.Client, sid: str, cmd: str) -> dict[str, Any]:
+    """Run a command; its stdout and exit code, from the streamed NDJSON events."""
     r = c.post(f"/sandboxes/{sid}/commands", json={"cmd": cmd})
     assert r.status_code == 200, r.text
-    out: dict[str, Any] = r.json()
-    return out
+    events = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+    stdout = "".join(e["data"] for e in events if e["type"] == "stdout")
+    return {"stdout": stdout, "exit_code": next(e["exit_code"] for e in events if e["type"] == "exit")}
 
 
 def test_placement_spreads_and_every_path_works_through_the_other_replica(fleet: Fleet) -> None:
