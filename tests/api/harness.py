@@ -140,7 +140,30 @@ def main() -> None:
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", ws="websockets-sansio")
 
 
-class Server:
+class Subprocess:
+    """A server process of a test: `kill()` is SIGKILL, as a crash would be; `stop()` is SIGTERM."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self, wait: float = 30) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc = None
+
+
+class Server(Subprocess):
     """A server subprocess. `kill()` is SIGKILL (sandboxes survive); `stop()` kills them too."""
 
     def __init__(
@@ -163,7 +186,7 @@ class Server:
         self.ssh = ssh
         #: its port, once started
         self.ssh_port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc = None
         self.log = data_dir.parent / f"{data_dir.name}.server.log"
 
     @property
@@ -199,23 +222,6 @@ class Server:
                     raise RuntimeError(f"the server cannot create sandboxes: {health.text}")
             time.sleep(0.2)
         raise RuntimeError(f"the server did not become healthy:\n{self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.proc = None
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.api.harness import IMAGE_CACHE, ROOT, agent_available, free_port
+from tests.api.harness import IMAGE_CACHE, ROOT, Subprocess, agent_available, free_port
 from tests.api.test_postgres import postgres_url  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -46,12 +45,12 @@ def _wait(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
         time.sleep(0.2)
 
 
-class Proc:
+class Proc(Subprocess):
     """A `sandlot` subprocess (replica or node daemon) with its log."""
 
     def __init__(self, name: str, args: list[str], log: Path) -> None:
         self.name, self.args, self.log = name, args, log
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc = None
 
     def start(self) -> Proc:
         with open(self.log, "ab") as log:
@@ -63,22 +62,6 @@ class Proc:
                 start_new_session=True,
             )
         return self
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.proc = None
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
@@ -152,7 +135,7 @@ def fleet(postgres_url: str) -> Iterator[Fleet]:  # noqa: F811
             for sbx in c.get("/sandboxes", params={"limit": 200}).json()["sandboxes"]:
                 c.delete(f"/sandboxes/{sbx['sandbox_id']}")
         for p in (*f.nodes.values(), *f.replicas):
-            p.stop()
+            p.stop(60)
         shutil.rmtree(root, ignore_errors=True)
 
 
