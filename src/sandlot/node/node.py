@@ -34,7 +34,7 @@ from sandlot.node.pool import WarmPool
 from sandlot.node.rootfs import SpareDisks, WritableLayer
 from sandlot.node.runtimes import Runtime, make_runtime
 from sandlot.node.sandbox import Sandbox, State
-from sandlot.node.spec import SandboxSpec, new_sandbox_id, oci_config
+from sandlot.node.spec import DEV_TMPFS_BYTES, SandboxSpec, new_sandbox_id, oci_config, shm_bytes
 from sandlot.node.volumes import VolumeStore, bind_mounts
 from sandlot.paths import default_data_dir
 
@@ -284,6 +284,8 @@ class Node:
             hostname=spec.hostname,
             memory_limit_bytes=limits.memory_mb << 20,
             pids_limit=limits.pids,
+            dev_bytes=DEV_TMPFS_BYTES,
+            shm_bytes=shm_bytes(limits.memory_mb),
         )
         (run_dir / "config.json").write_text(agent_config.model_dump_json())
         config = oci_config(
