@@ -35,9 +35,16 @@ def agent_available() -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free on both loopbacks (a server listens on 127.0.0.1 and ::1)."""
+    while True:
+        with socket.socket() as s, socket.socket(socket.AF_INET6) as s6:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            try:
+                s6.bind(("::1", port))
+            except OSError:
+                continue
+            return port
 
 
 def _fake_node(data_dir: Path) -> Any:
@@ -114,9 +121,7 @@ def main() -> None:
     parser.add_argument("--max-lifetime", type=int, default=None)
     args = parser.parse_args()
 
-    import uvicorn
-
-    from sandlot.api import create_app
+    from sandlot.api import DEFAULT_HOSTS, create_app, run_app
     from sandlot.api.config import ApiConfig
     from sandlot.api.service import Quotas
 
@@ -135,7 +140,7 @@ def main() -> None:
     )
     node = _fake_node(args.data_dir) if args.fake else None
     app = create_app(config, node=node)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", ws="websockets-sansio")
+    run_app(app, DEFAULT_HOSTS, args.port, log_level="warning")  # where `sandlot serve` listens
 
 
 class Server:

@@ -17,7 +17,13 @@ __all__ = ["command"]
 
 
 @click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="ADDR",
+    help="address to listen on (repeatable; default 127.0.0.1 and ::1, where *.localhost names resolve)",
+)
 @click.option("--port", type=int, default=7770, show_default=True)
 @click.option(
     "--data-dir",
@@ -60,7 +66,7 @@ __all__ = ["command"]
     "--max-lifetime", type=int, default=None, help="seconds from creation a timeout may reach (default: no limit)"
 )
 def command(
-    host: str,
+    hosts: tuple[str, ...],
     port: int,
     data_dir: Path | None,
     images_dir: Path | None,
@@ -74,7 +80,7 @@ def command(
     max_lifetime: int | None,
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
-    from sandlot.api import serve
+    from sandlot.api import DEFAULT_HOSTS, serve
     from sandlot.api.service import Quotas
 
     pools: dict[str, int] = {}
@@ -85,7 +91,7 @@ def command(
         pools[template] = int(size)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     serve(
-        host,
+        hosts or DEFAULT_HOSTS,
         port,
         data_dir,
         log_level=log_level,
