@@ -183,7 +183,7 @@ class ImageStore:
                 f"not from {ref.registry}"
             )
         if auth is not None:  # credentials given with the call win; `insecure` stays the node's choice
-            config = RegistryConfig(auth.username, auth.password, config.insecure if config else False)
+            config = RegistryConfig(auth.username, auth.password, config.insecure if config else None)
         with self._store_lock(fcntl.LOCK_SH), self._name_lock(name):
             pulled = pull(ref, self.layers, config, platform=platform, progress=progress)
             return self._publish(name, pulled.layers, pulled.config, source=str(ref), digest=pulled.digest)
