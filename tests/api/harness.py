@@ -134,6 +134,7 @@ def main() -> None:
         quotas=Quotas(max_sandboxes=args.max_sandboxes, max_lifetime_s=args.max_lifetime),
         reap_interval=0.5,
         hibernate_after_s=args.hibernate_after,
+        housekeeping_interval_s=0.5,  # checkpoint retention is swept as soon as it is due
         kill_on_shutdown=True,
         registries_only=True,  # generated requests (the fuzz test) must never reach beyond 127.0.0.1
         dns_servers=[],  # tests never ask a real resolver

@@ -30,6 +30,7 @@ from sandlot.api import (
     routes_ports,
     routes_pty,
     routes_sandboxes,
+    routes_teams,
     routes_transfer,
     routes_volumes,
 )
@@ -85,6 +86,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
             default_template=config.default_template,
             quotas=config.quotas,
             hibernate_after_s=config.hibernate_after_s,
+            housekeeping_interval_s=config.housekeeping_interval_s,
         )
         app.state.config, app.state.store, app.state.node, app.state.service = config, store, node, service
         app.state.ready, app.state.not_ready_reason = False, "starting"
@@ -130,6 +132,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
         routes_images,
         routes_checkpoints,
         routes_volumes,
+        routes_teams,
         routes_code,
     ):
         app.include_router(module.router)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandlot import errors
-from sandlot.api.service import Quotas
+from sandlot.api.teams import Quotas
 from sandlot.node.oci.registry import RegistryConfig
 from sandlot.paths import default_data_dir
 
@@ -46,6 +46,8 @@ class ApiConfig:
     dns_servers: list[str] | None = None
     #: a persistent sandbox with no request for this many seconds hibernates
     hibernate_after_s: float = 900.0
+    #: seconds between sweeps of expired checkpoints (teams' retention)
+    housekeeping_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

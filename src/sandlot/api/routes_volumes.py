@@ -13,15 +13,15 @@ from sandlot.models import ErrorBody, VolumeCreate, VolumeInfo, VolumeList
 __all__ = ["router"]
 
 router = APIRouter(
-    prefix="/volumes", tags=["volumes"], responses={s: {"model": ErrorBody} for s in (400, 401, 404, 409, 422)}
+    prefix="/volumes", tags=["volumes"], responses={s: {"model": ErrorBody} for s in (400, 401, 404, 409, 422, 429)}
 )
 VolumeName = Annotated[str, Path(min_length=1, max_length=64, description="the volume's name")]
 
 
 @router.post("", status_code=201, response_model=VolumeInfo)
 async def create_volume(body: VolumeCreate, who: Who, svc: Svc) -> VolumeInfo:
-    """Create a named volume of the team (409 if the name is taken)."""
-    return volumes.volume_info(await volumes.create(svc.node, who, body.name))
+    """Create a named volume of the team, of `size_mb` (409 if the name is taken; 429 past the team's disk)."""
+    return volumes.volume_info(await volumes.create(svc, who, body.name, body.size_mb))
 
 
 @router.get("", response_model=VolumeList)

@@ -301,6 +301,8 @@ class Node:
             extra_env={"SANDLOT_AGENT_CONFIG": f"{MOUNT_POINT}/run/config.json"},
             netns_path=await self._attach_network(sbx, net_setup),
         )
+        for m in spec.volumes:  # a sized volume's disk is mounted while a sandbox uses it
+            await asyncio.to_thread(self.volumes.mount, m.volume_id)
         config["mounts"] += bind_mounts(self.volumes, spec.volumes)
         sbx.runtime.adjust(config)
         (sbx.dir / "bundle").mkdir()
@@ -635,6 +637,18 @@ class Node:
         if sbx.net is not None:
             problems += await self.network.teardown(sbx.net)
         problems += await asyncio.to_thread(sbx.layer.remove)
+        problems += await self._release_volumes(sbx)
+        return problems
+
+    async def _release_volumes(self, gone: Sandbox) -> list[str]:
+        """Unmount the volumes of `gone` that no other live sandbox of this node mounts."""
+        problems: list[str] = []
+        for m in gone.spec.volumes:
+            if not any(
+                s is not gone and not s.killed and any(o.volume_id == m.volume_id for o in s.spec.volumes)
+                for s in self._sandboxes.values()
+            ):
+                problems += await asyncio.to_thread(self.volumes.unmount, m.volume_id)
         return problems
 
     async def close(self) -> None:

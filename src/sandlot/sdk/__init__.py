@@ -18,6 +18,7 @@ from sandlot.sdk.files import AsyncWatchHandle
 from sandlot.sdk.pty import AsyncPtyHandle, PtySize
 from sandlot.sdk.sandbox import AsyncSandbox
 from sandlot.sdk.sync import CommandHandle, PtyHandle, Sandbox, WatchHandle
+from sandlot.sdk.teams import AsyncTeams, TeamInfo, Teams
 from sandlot.sdk.templates import AsyncTemplates, Templates
 from sandlot.sdk.volumes import AsyncVolumes, VolumeInfo, VolumeMount, Volumes
 
@@ -25,6 +26,7 @@ __all__ = [
     "AsyncCommandHandle",
     "AsyncPtyHandle",
     "AsyncSandbox",
+    "AsyncTeams",
     "AsyncTemplates",
     "AsyncVolumes",
     "AsyncWatchHandle",
@@ -41,6 +43,8 @@ __all__ = [
     "Result",
     "Sandbox",
     "SandboxInfo",
+    "TeamInfo",
+    "Teams",
     "TemplateInfo",
     "Templates",
     "VolumeInfo",
