@@ -21,7 +21,7 @@ from typing import Any
 from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection
-from sandlot.node import cgroups, hibernation, memory_pause, readiness, reaper
+from sandlot.node import cgroups, hibernation, memory_pause, readiness, reaper, safepath
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
@@ -270,7 +270,7 @@ class Node:
         await asyncio.to_thread(sbx.layer.mount, self.spares, sbx.layer.source)
         self._refill_spares()
         root = sbx.layer.rootfs
-        (root / MOUNT_POINT.lstrip("/") / "run").mkdir(parents=True, exist_ok=True)
+        safepath.ensure_dir(root, MOUNT_POINT.lstrip("/") + "/run")  # the node's own path, whatever was there
         if sbx.runtime.name == "gvisor" and image.has_glibc:
             _add_preload(root, bundle.statx_fix_in_sandbox)
         iconf = image.config
@@ -695,12 +695,16 @@ def _save_network(sbx: Sandbox) -> None:
 
 
 def _add_preload(root: Path, lib: str) -> None:
-    """Make glibc programs load `lib` (see bundle.STATX_FIX_C), keeping the image's own list."""
-    target = root / "etc" / "ld.so.preload"
-    existing = target.read_text() if target.exists() else ""
+    """Make glibc programs load `lib` (see bundle.STATX_FIX_C), keeping the image's own list.
+
+    The sandbox's /etc is its own: a symlink there is never followed on the host (safepath).
+    """
+    target = safepath.no_symlink_parents(root, "etc/ld.so.preload")
+    if target is None:  # /etc is a link (or missing): leave it be; only `ls -l` and `stat` miss the fix
+        return
+    existing = safepath.read_file(target)
     if lib not in existing.split():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(existing + ("" if existing.endswith("\n") or not existing else "\n") + lib + "\n")
+        safepath.write_file(target, existing + ("" if existing.endswith("\n") or not existing else "\n") + lib + "\n")
 
 
 def _oom_happened(sandbox_id: str) -> bool:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import posixpath
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
+from sandlot.node import safepath
 from sandlot.node.dockerfile import context as ctx
 from sandlot.node.dockerfile.parser import Instruction, parse, substitute
 from sandlot.node.images import Image
@@ -287,12 +287,8 @@ class _Build:
                 cp = subprocess.run(["cp", "-a", f"{upper}/.", str(fs)], capture_output=True, text=True)
                 if cp.returncode != 0:
                     raise errors.InternalError(f"saving the RUN step's layer failed: {cp.stderr.strip()}")
-                for rel in NODE_PATHS:
-                    p = fs / rel
-                    if p.is_dir() and not p.is_symlink():
-                        shutil.rmtree(p)
-                    elif os.path.lexists(p):
-                        p.unlink()
+                for rel in NODE_PATHS:  # never through a link the step made (safepath)
+                    safepath.remove(fs, rel)
                 return {"size": 0}
 
             with self.store.adding() as layers, layers.locked(lid):
