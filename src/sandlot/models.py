@@ -582,6 +582,7 @@ class TemplateInfo(_Response):
     entrypoint: list[str]
     cmd: list[str]
     start: TemplateStart | None = Field(default=None, description="start command and readiness check")
+    owner: str | None = Field(default=None, description="the team whose it is; None: shared by every team")
 
 
 class TemplateList(_Response):

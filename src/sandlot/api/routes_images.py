@@ -1,7 +1,8 @@
 """Images and templates: pull from a registry (progress streamed), list, inspect, delete.
 
-Templates belong to the node, shared by every team: any key may pull and list;
-deleting one (which frees its layers) is for admins.
+Templates live on the node; who sees and uses which is template_access.py's
+(shared ones for everyone, a team's own for that team). Deleting one (which
+frees its layers) and start commands are for admins.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sandlot import errors
 from sandlot.api.auth import require_admin
 from sandlot.api.deps import Who
 from sandlot.api.streams import event_stream
+from sandlot.api.template_access import may_use, usable, writer
 from sandlot.models import (
     ErrorBody,
     ImagePull,
@@ -65,6 +67,7 @@ def template_info(image: Image) -> TemplateInfo:
         entrypoint=c.entrypoint,
         cmd=c.cmd,
         start=TemplateStart(**image.start.to_dict()) if image.start else None,
+        owner=image.owner,
     )
 
 
@@ -103,10 +106,18 @@ async def pull_image(body: ImagePull, who: Who, request: Request) -> StreamingRe
     check_template_name(body.name or body.ref)
     node = _node(request)
     auth = RegistryConfig(body.auth.username, body.auth.password) if body.auth else None
+    shared = (body.name or body.ref) == body.ref and auth is None
+    node.images.check_write(body.name or body.ref, writer(who), None if shared else writer(who))  # 409 up front
 
     async def work(progress: Progress) -> Image:
         return await asyncio.to_thread(
-            node.images.pull, body.ref, name=body.name, platform=body.platform, auth=auth, progress=progress
+            node.images.pull,
+            body.ref,
+            name=body.name,
+            platform=body.platform,
+            auth=auth,
+            progress=progress,
+            team=writer(who),
         )
 
     return event_stream(request, progress_events(work))
@@ -165,6 +176,7 @@ async def build_template(
 ) -> StreamingResponse:
     """Build a template from a Dockerfile in the uploaded context (a tar); streams the steps' output."""
     check_template_name(name)
+    _node(request).images.check_write(name, writer(who), writer(who))  # another team's name: 409 up front
     args: dict[str, str] = {}
     for item in build_arg:
         key, sep, value = item.partition("=")
@@ -184,7 +196,15 @@ async def build_template(
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
-    opts = BuildOptions(name=name, context=work_dir / "context", dockerfile=text, build_args=args, network=network)
+    opts = BuildOptions(
+        name=name,
+        context=work_dir / "context",
+        dockerfile=text,
+        build_args=args,
+        network=network,
+        team=writer(who),
+        may_use=lambda image: may_use(image, who),
+    )
 
     async def work(progress: Progress) -> Image:
         try:
@@ -199,7 +219,7 @@ async def build_template(
 async def list_templates(who: Who, request: Request) -> TemplateList:
     """The templates on this node (built-ins appear once built)."""
     images = await asyncio.to_thread(_node(request).images.list_templates)
-    return TemplateList(templates=[template_info(i) for i in images])
+    return TemplateList(templates=[template_info(i) for i in images if may_use(i, who)])
 
 
 @router.put("/templates/{name:path}/start", response_model=TemplateInfo)
@@ -219,10 +239,7 @@ async def clear_start(name: TemplateName, who: Who, request: Request) -> Templat
 
 @router.get("/templates/{name:path}", response_model=TemplateInfo)
 async def get_template(name: TemplateName, who: Who, request: Request) -> TemplateInfo:
-    image = await asyncio.to_thread(_node(request).images.get, name)
-    if image is None:
-        raise errors.ImageNotFoundError(f"template {name!r} not found")
-    return template_info(image)
+    return template_info(usable(await asyncio.to_thread(_node(request).images.get, name), name, who))
 
 
 @router.delete("/templates/{name:path}", status_code=204, response_class=Response)

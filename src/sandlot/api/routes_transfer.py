@@ -23,6 +23,7 @@ from sandlot import errors
 from sandlot.api.deps import SandboxId, Svc, Who
 from sandlot.api.routes_images import Progress, TemplateName, _node, progress_events
 from sandlot.api.streams import event_stream
+from sandlot.api.template_access import usable, writer
 from sandlot.models import ErrorBody
 from sandlot.node.images import Image
 from sandlot.node.oci.store import check_template_name
@@ -52,6 +53,7 @@ async def import_template(
     """Import a `docker save` tarball or an OCI layout tar into a template; streams progress."""
     check_template_name(name)
     node = _node(request)
+    node.images.check_write(name, writer(who), writer(who))  # another team's name: 409 up front
     work = Path(tempfile.mkdtemp(prefix="import-", dir=node.images.layers.tmp))
     archive = work / "image.tar"
     try:
@@ -70,7 +72,9 @@ async def import_template(
 
     async def work_fn(progress: Progress) -> Image:
         try:
-            return await asyncio.to_thread(node.images.import_image, archive, name, tag=tag, progress=progress)
+            return await asyncio.to_thread(
+                node.images.import_image, archive, name, tag=tag, progress=progress, team=writer(who)
+            )
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
 
@@ -103,6 +107,7 @@ async def _tar_of(layout: Path, work: Path) -> StreamingResponse:
 async def export_template(name: TemplateName, who: Who, request: Request, tag: Tag = "latest") -> StreamingResponse:
     """The template as an OCI image layout (a tar), image `tag`."""
     node = _node(request)
+    usable(await asyncio.to_thread(node.images.get, name), name, who)
     work = Path(tempfile.mkdtemp(prefix="export-", dir=node.images.layers.tmp))
     try:
         await asyncio.to_thread(node.images.export, name, work / "layout", tag=tag, progress=lambda line: None)

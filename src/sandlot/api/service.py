@@ -27,6 +27,7 @@ from sandlot.api.auth import Principal
 from sandlot.api.lifecycle import check_lifetime
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
 from sandlot.api.teams import Quotas, Teams
+from sandlot.api.template_access import usable, writer
 from sandlot.api.volumes import volume_mounts
 from sandlot.models import SandboxCreate, SandboxInfo, SandboxState
 from sandlot.node import Limits, Node, SandboxSpec
@@ -151,9 +152,12 @@ class SandboxService:
             network=NetworkPolicy.parse(req.network if isinstance(req.network, str) else req.network.model_dump()),
             volumes=volume_mounts(self.node, who.team, req.volumes),
         ).validate()
-        if req.registry_auth is not None and self.node.images.get(template) is None:
+        existing = self.node.images.get(template)
+        if existing is not None:
+            usable(existing, template, who)  # another team's own template is "not found"
+        elif req.registry_auth is not None:  # pulled with the team's credentials: the team's own
             auth = RegistryConfig(req.registry_auth.username, req.registry_auth.password)
-            await asyncio.to_thread(self.node.images.pull, template, auth=auth)
+            await asyncio.to_thread(self.node.images.pull, template, auth=auth, team=writer(who))
         async with self.teams.admit(who.team, sandboxes=1, disk_mb=req.disk_mb, what="create a sandbox"):
             sbx = await self.node.create(spec)
             rec = await self._record(who, sbx.id, req, template, runtime)

@@ -56,6 +56,10 @@ class BuildOptions:
     step_timeout: float = 3600.0
     #: RUN steps' network: "full" (like `docker build`: package managers work) or "none"
     network: str = "full"
+    #: the team building (None: an admin): the template is its own, and FROM sees only what it may use
+    team: str | None = None
+    #: whether the builder may start FROM this template (the API's view of the team)
+    may_use: Callable[[Image], bool] = lambda image: True
 
 
 @dataclass
@@ -110,6 +114,7 @@ class _Build:
 
     async def run(self) -> Image:
         check_template_name(self.opts.name)
+        self.store.check_write(self.opts.name, self.opts.team, self.opts.team)  # before the steps run
         steps = parse(self.opts.dockerfile)
         state: _State | None = None
         for n, inst in enumerate(steps, 1):
@@ -123,7 +128,12 @@ class _Build:
             state = await self._step(inst, state)
         assert state is not None
         image = await asyncio.to_thread(
-            self.store.add_layers, self.opts.name, state.layers, state.config, f"build of {self.opts.name}"
+            self.store.add_layers,
+            self.opts.name,
+            state.layers,
+            state.config,
+            f"build of {self.opts.name}",
+            team=self.opts.team,
         )
         self.progress(f"built template {self.opts.name} ({len(state.layers)} layers)")
         return image
@@ -139,6 +149,8 @@ class _Build:
         ref = substitute(inst.args.strip(), self.args)
         try:
             image = await asyncio.to_thread(self.store.ensure, ref, self.progress)
+            if not self.opts.may_use(image):
+                raise errors.ImageNotFoundError(f"template {ref!r} not found")
         except errors.ImageNotFoundError as exc:
             raise errors.ImageNotFoundError(f"Dockerfile line {inst.line}: FROM {ref}: {exc}") from None
         layers = [p.parent.name for p in image.layers]
