@@ -49,7 +49,10 @@ def test_limits_are_the_servers_until_an_admin_sets_them(admin: httpx.Client, qu
     assert quota_team.get("/teams/admin").status_code == 403
     assert quota_team.get("/teams").status_code == 403
     info = _patch(admin, team, max_sandboxes=3, checkpoint_retention_s=60)
-    assert info["quota"]["max_sandboxes"] == 3 and sorted(info["overrides"]) == ["checkpoint_retention_s", "max_sandboxes"]
+    assert info["quota"]["max_sandboxes"] == 3 and sorted(info["overrides"]) == [
+        "checkpoint_retention_s",
+        "max_sandboxes",
+    ]
     info = _patch(admin, team, max_sandboxes=None)  # null: back to the default, the rest stays
     assert info["quota"]["max_sandboxes"] == 100 and info["overrides"] == ["checkpoint_retention_s"]
     assert team in [t["team"] for t in admin.get("/teams").json()["teams"]]
