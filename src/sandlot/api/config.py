@@ -36,7 +36,8 @@ class ApiConfig:
     warm_pools: dict[str, int] = field(default_factory=dict)
     #: registry host[:port] -> credentials and `insecure` (plain HTTP); default: the JSON file
     #: $SANDLOT_REGISTRIES, else <data_dir>/registries.json, when there is one:
-    #: {"127.0.0.1:5000": {"insecure": true}, "ghcr.io": {"username": "u", "password": "token"}}
+    #: {"10.0.0.5:5000": {"insecure": true}, "ghcr.io": {"username": "u", "password": "token"}}
+    #: (registries on the loopback speak plain HTTP without an entry: node/oci/registry.py)
     registries: dict[str, RegistryConfig] = field(default_factory=dict)
     #: pull only from the registries above
     registries_only: bool = False
