@@ -99,4 +99,12 @@ def run_app(app: FastAPI, hosts: str | Sequence[str], port: int, *, log_level: s
 
     sockets = listen(hosts, port)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, ws="websockets-sansio"))
-    server.run(sockets=sockets)
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:  # Ctrl-C, re-raised by uvicorn once it has shut down: a clean stop (as uvicorn.run)
+        pass
+    finally:
+        for sock in sockets:
+            sock.close()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE
