@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from sandlot.api.config import ApiConfig
     from sandlot.node import Node
+    from sandlot.node.client import NodeClient
 
 __all__ = ["DEFAULT_HOSTS", "create_app", "listen", "run_app", "serve"]
 
@@ -32,7 +33,7 @@ DEFAULT_HOSTS = ("127.0.0.1", "::1")
 log = logging.getLogger("sandlot.api")
 
 
-def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> FastAPI:
+def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | None = None) -> FastAPI:
     """Build the ASGI app (see sandlot.api.app)."""
     from sandlot.api.app import create_app as _create_app
 

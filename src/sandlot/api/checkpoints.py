@@ -8,7 +8,6 @@ leak across teams.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 
@@ -17,27 +16,15 @@ from sandlot.api.auth import Principal
 from sandlot.api.service import SandboxService
 from sandlot.api.store import SandboxRecord
 from sandlot.models import CheckpointInfo, ForkRequest
-from sandlot.node import Sandbox as NodeSandbox
-from sandlot.node.checkpoints import Checkpoint
+from sandlot.node.protocol import SandboxStatus
 
-__all__ = ["checkpoint", "checkpoint_info", "delete", "fork", "get", "list_checkpoints", "restore"]
+__all__ = ["checkpoint", "delete", "fork", "get", "list_checkpoints", "restore"]
 
 _LIVE = ("running", "paused")
 
 
-def checkpoint_info(ck: Checkpoint) -> CheckpointInfo:
-    return CheckpointInfo(
-        checkpoint_id=ck.id,
-        name=ck.name,
-        sandbox_id=ck.sandbox_id,
-        created_at=ck.created_at,
-        size_bytes=ck.size_bytes,
-        memory=ck.memory,
-    )
-
-
-async def get(svc: SandboxService, who: Principal, checkpoint_id: str) -> Checkpoint:
-    ck = svc.node.checkpoints.get(checkpoint_id)
+async def get(svc: SandboxService, who: Principal, checkpoint_id: str) -> CheckpointInfo:
+    ck = await svc.node.get_checkpoint(checkpoint_id)
     if await svc.store.get_sandbox(ck.sandbox_id, who.team) is None:
         raise errors.CheckpointNotFoundError(f"checkpoint {checkpoint_id} not found")
     return ck
@@ -54,20 +41,20 @@ async def _live(svc: SandboxService, who: Principal, sandbox_id: str, verb: str)
 
 async def checkpoint(
     svc: SandboxService, who: Principal, sandbox_id: str, name: str, memory: bool = False
-) -> Checkpoint:
+) -> CheckpointInfo:
     await _live(svc, who, sandbox_id, "checkpoint")
     async with svc.teams.admit(who.team, what=f"checkpoint sandbox {sandbox_id}"):
         return await svc.node.checkpoint(sandbox_id, name, memory=memory)
 
 
-async def list_checkpoints(svc: SandboxService, who: Principal, sandbox_id: str) -> list[Checkpoint]:
+async def list_checkpoints(svc: SandboxService, who: Principal, sandbox_id: str) -> list[CheckpointInfo]:
     await svc.get(who, sandbox_id)
-    return await asyncio.to_thread(svc.node.checkpoints.list, sandbox_id)
+    return await svc.node.list_checkpoints(sandbox_id)
 
 
 async def delete(svc: SandboxService, who: Principal, checkpoint_id: str) -> None:
     await get(svc, who, checkpoint_id)
-    await asyncio.to_thread(svc.node.checkpoints.delete, checkpoint_id)
+    await svc.node.delete_checkpoint(checkpoint_id)
 
 
 async def restore(svc: SandboxService, who: Principal, sandbox_id: str, checkpoint_id: str) -> SandboxRecord:
@@ -96,12 +83,12 @@ async def fork(svc: SandboxService, who: Principal, checkpoint_id: str, req: For
 
 
 async def _record_forks(
-    svc: SandboxService, who: Principal, parent: SandboxRecord, sandboxes: list[NodeSandbox], req: ForkRequest
+    svc: SandboxService, who: Principal, parent: SandboxRecord, sandboxes: list[SandboxStatus], req: ForkRequest
 ) -> list[SandboxRecord]:
     now = time.time()
     recs = [
         SandboxRecord(
-            sandbox_id=sbx.id,
+            sandbox_id=sbx.sandbox_id,
             team=who.team,
             template=parent.template,
             runtime=parent.runtime,
@@ -112,6 +99,7 @@ async def _record_forks(
             created_at=now,
             ends_at=now + req.timeout,
             metadata=dict(req.metadata),
+            node=sbx.node,
         )
         for sbx in sandboxes
     ]
@@ -121,6 +109,6 @@ async def _record_forks(
     except BaseException:
         for sbx in sandboxes:
             with contextlib.suppress(errors.SandlotError):
-                await svc.node.kill(sbx.id)
+                await svc.node.kill(sbx.sandbox_id)
         raise
     return recs

@@ -36,7 +36,7 @@ from sandlot.api.store import ACTIVE_STATES, QUOTA_FIELDS, Store
 from sandlot.models import TeamInfo, TeamQuota, TeamUsage
 
 if TYPE_CHECKING:
-    from sandlot.node import Node
+    from sandlot.node.client import NodeClient
 
 __all__ = ["DEFAULT_CHECKPOINT_RETENTION_S", "Quotas", "Teams"]
 
@@ -85,7 +85,7 @@ def _mb(n_bytes: int) -> int:
 class Teams:
     """Limits and usage of teams. Invariant: `_locks[team]` guards admission of that team."""
 
-    node: Node
+    node: NodeClient
     store: Store
     quotas: Quotas = field(default_factory=Quotas)
     sweep_interval_s: float = 60.0
@@ -108,8 +108,8 @@ class Teams:
         pending = self._pending.get(team, _Pending())
         sandboxes = await self.store.count_active(team) + pending.sandboxes
         sandbox_mb = await self.store.active_disk_mb(team) + pending.disk_mb
-        volume_mb = sum(v.size_mb or 0 for v in await asyncio.to_thread(self.node.volumes.list, team))
-        checkpoints = await asyncio.to_thread(self.node.checkpoints.list)
+        volume_mb = sum(v.size_mb or 0 for v in await self.node.list_volumes(team))
+        checkpoints = await self.node.list_checkpoints()
         owners = await self.store.owners([c.sandbox_id for c in checkpoints])
         ck_mb = _mb(sum(c.size_bytes for c in checkpoints if owners.get(c.sandbox_id, ("",))[0] == team))
         detail = f"sandboxes' disks {sandbox_mb} MiB, volumes {volume_mb} MiB, checkpoints {ck_mb} MiB"
@@ -158,7 +158,7 @@ class Teams:
 
     async def sweep_checkpoints(self, now: float) -> list[str]:
         """Delete checkpoints of killed sandboxes kept longer than their team's retention; returns their ids."""
-        checkpoints = await asyncio.to_thread(self.node.checkpoints.list)
+        checkpoints = await self.node.list_checkpoints()
         owners = await self.store.owners([c.sandbox_id for c in checkpoints])
         retention: dict[str, int] = {}
         deleted = []
@@ -173,8 +173,8 @@ class Teams:
             if keep == 0 or now - (ended_at or ck.created_at) < keep:
                 continue
             with contextlib.suppress(errors.CheckpointNotFoundError):  # deleted by its owner meanwhile
-                await asyncio.to_thread(self.node.checkpoints.delete, ck.id)
-                deleted.append(ck.id)
+                await self.node.delete_checkpoint(ck.checkpoint_id)
+                deleted.append(ck.checkpoint_id)
                 log.info("deleted checkpoint %s of killed sandbox %s (team %s keeps them %d s)",
-                         ck.id, ck.sandbox_id, team, keep)  # fmt: skip
+                         ck.checkpoint_id, ck.sandbox_id, team, keep)  # fmt: skip
         return deleted

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from sandlot import errors
 from sandlot.api.auth import Principal
-from sandlot.node.images import Image
+from sandlot.models import TemplateInfo
 
 __all__ = ["may_use", "usable", "writer"]
 
@@ -22,12 +22,12 @@ def writer(who: Principal) -> str | None:
     return None if who.admin else who.team
 
 
-def may_use(image: Image, who: Principal) -> bool:
-    return who.admin or image.owner is None or image.owner == who.team
+def may_use(template: TemplateInfo, who: Principal) -> bool:
+    return who.admin or template.owner is None or template.owner == who.team
 
 
-def usable(image: Image | None, name: str, who: Principal) -> Image:
-    """`image` when `who` may use it; ImageNotFoundError otherwise (names of other teams' do not leak)."""
-    if image is None or not may_use(image, who):
+def usable(template: TemplateInfo | None, name: str, who: Principal) -> TemplateInfo:
+    """`template` when `who` may use it; ImageNotFoundError otherwise (names of other teams' do not leak)."""
+    if template is None or not may_use(template, who):
         raise errors.ImageNotFoundError(f"template {name!r} not found")
-    return image
+    return template
