@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from sandlot import errors
+from sandlot.cli._common import require_extra
 
 __all__ = ["command"]
 
@@ -65,6 +66,13 @@ __all__ = ["command"]
 @click.option(
     "--max-lifetime", type=int, default=None, help="seconds from creation a timeout may reach (default: no limit)"
 )
+@click.option(
+    "--ssh-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="also serve SSH on this port: ssh -p PORT SANDBOX_ID@host (default: no SSH)",
+)
+@click.option("--ssh-host", default=None, help="address the SSH gateway listens on (default: the first --host)")
 def command(
     hosts: tuple[str, ...],
     port: int,
@@ -78,8 +86,11 @@ def command(
     dns_servers: tuple[str, ...],
     hibernate_after: float,
     max_lifetime: int | None,
+    ssh_port: int | None,
+    ssh_host: str | None,
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
+    require_extra("server", "serve")
     from sandlot.api import DEFAULT_HOSTS, serve
     from sandlot.api.service import Quotas
 
@@ -90,8 +101,9 @@ def command(
             raise errors.InvalidArgumentError(f"--warm-pool wants TEMPLATE=N, got {item!r}", field="warm_pool")
         pools[template] = int(size)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    hosts = hosts or DEFAULT_HOSTS
     serve(
-        hosts or DEFAULT_HOSTS,
+        hosts,
         port,
         data_dir,
         log_level=log_level,
@@ -103,4 +115,6 @@ def command(
         dns_servers=list(dns_servers) or None,
         hibernate_after_s=hibernate_after,
         quotas=Quotas(max_lifetime_s=max_lifetime),
+        ssh_port=ssh_port,
+        ssh_host=ssh_host or hosts[0],
     )

@@ -1,4 +1,4 @@
-"""Teams in the SDK: limits and usage (`AsyncTeams`, the source; `Teams`, blocking). All static.
+"""Teams in the SDK: limits and usage (`AsyncTeams`, the source; `Teams` in sandlot.sdk.sync is its blocking twin).
 
 Teams.get("research").usage.sandboxes
 Teams.set_quota("research", max_sandboxes=20, max_disk_mb=100_000)    # an admin key
@@ -13,7 +13,7 @@ from typing import Any
 from sandlot.models import TeamInfo, TeamList, TeamQuotaUpdate
 from sandlot.sdk._transport import Transport
 
-__all__ = ["AsyncTeams", "TeamInfo", "Teams"]
+__all__ = ["AsyncTeams", "TeamInfo"]
 
 #: a sentinel: "leave this limit as it is" (None sets it back to the server's default)
 _KEEP: Any = object()
@@ -80,26 +80,3 @@ class AsyncTeams:
             return TeamInfo.model_validate(raw)
         finally:
             await transport.close()
-
-
-class Teams:
-    """Blocking twin of AsyncTeams."""
-
-    @staticmethod
-    def get(team: str, *, api_url: str | None = None, api_key: str | None = None) -> TeamInfo:
-        from sandlot.sdk.sync import run_sync
-
-        return run_sync(AsyncTeams.get(team, api_url=api_url, api_key=api_key))
-
-    @staticmethod
-    def list(*, api_url: str | None = None, api_key: str | None = None) -> builtins.list[TeamInfo]:
-        from sandlot.sdk.sync import run_sync
-
-        return run_sync(AsyncTeams.list(api_url=api_url, api_key=api_key))
-
-    @staticmethod
-    def set_quota(team: str, **limits: Any) -> TeamInfo:
-        """See AsyncTeams.set_quota (the same keyword arguments)."""
-        from sandlot.sdk.sync import run_sync
-
-        return run_sync(AsyncTeams.set_quota(team, **limits))
