@@ -159,8 +159,8 @@ def _router(local: LocalNode) -> APIRouter:
         return [v.model_dump() for v in await local.list_volumes(team)]
 
     @r.post("/teams/{team}/volumes/{name}")
-    async def create_volume(team: str, name: str) -> Any:
-        return (await local.create_volume(team, name)).model_dump()
+    async def create_volume(team: str, name: str, body: dict[str, Any]) -> Any:
+        return (await local.create_volume(team, name, int(body.get("size_mb", 1024)))).model_dump()
 
     @r.get("/teams/{team}/volumes/{name}")
     async def find_volume(team: str, name: str) -> Any:
@@ -177,19 +177,22 @@ def _router(local: LocalNode) -> APIRouter:
 
     @r.post("/templates/fetch")
     async def fetch_template(body: dict[str, Any]) -> Any:
-        await local.fetch_template(str(body["ref"]), RegistryAuth.model_validate(body.get("auth") or {}))
+        auth = RegistryAuth.model_validate(body.get("auth") or {})
+        await local.fetch_template(str(body["ref"]), auth, team=body.get("team"))
         return {}
 
     @r.post("/templates/pull")
     async def pull_template(body: dict[str, Any]) -> Any:
         auth = RegistryAuth.model_validate(body["auth"]) if body.get("auth") else None
         events = await local.pull_template(
-            str(body["ref"]), name=body.get("name"), platform=body.get("platform"), auth=auth
+            str(body["ref"]), name=body.get("name"), platform=body.get("platform"), auth=auth, team=body.get("team")
         )
         return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
 
     @r.post("/templates/build")
-    async def build_template(request: Request, name: str, dockerfile: str = "Dockerfile", network: str = "full") -> Any:
+    async def build_template(
+        request: Request, name: str, dockerfile: str = "Dockerfile", network: str = "full", team: str | None = None
+    ) -> Any:
         args = json.loads(request.headers.get("x-build-args") or "{}")
         if network not in ("full", "none"):
             raise errors.InvalidArgumentError(f"network must be full or none, got {network!r}", field="network")
@@ -199,12 +202,13 @@ def _router(local: LocalNode) -> APIRouter:
             dockerfile=dockerfile,
             build_args=args,
             network="none" if network == "none" else "full",
+            team=team,
         )
         return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
 
     @r.post("/templates/import")
-    async def import_template(request: Request, name: str, tag: str | None = None) -> Any:
-        events = await local.import_template(name, request.stream(), tag=tag)
+    async def import_template(request: Request, name: str, tag: str | None = None, team: str | None = None) -> Any:
+        events = await local.import_template(name, request.stream(), tag=tag, team=team)
         return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
 
     @r.get("/templates/{name:path}/export")

@@ -256,8 +256,8 @@ class RemoteNode(NodeClient):
         path = f"/teams/{quote(team, safe='')}/volumes"
         return f"{path}/{quote(name, safe='')}" if name else path
 
-    async def create_volume(self, team: str, name: str) -> VolumeInfo:
-        return VolumeInfo.model_validate(await self._request("POST", self._vol(team, name)))
+    async def create_volume(self, team: str, name: str, size_mb: int = 1024) -> VolumeInfo:
+        return VolumeInfo.model_validate(await self._request("POST", self._vol(team, name), json={"size_mb": size_mb}))
 
     async def find_volume(self, team: str, name: str) -> VolumeInfo:
         return VolumeInfo.model_validate(await self._request("GET", self._vol(team, name)))
@@ -279,13 +279,26 @@ class RemoteNode(NodeClient):
     async def list_templates(self) -> list[TemplateInfo]:
         return [TemplateInfo.model_validate(t) for t in await self._request("GET", "/templates")]
 
-    async def fetch_template(self, ref: str, auth: RegistryAuth) -> None:
-        await self._request("POST", "/templates/fetch", json={"ref": ref, "auth": auth.model_dump()}, timeout=SLOW)
+    async def fetch_template(self, ref: str, auth: RegistryAuth, *, team: str | None = None) -> None:
+        body = {"ref": ref, "auth": auth.model_dump(), "team": team}
+        await self._request("POST", "/templates/fetch", json=body, timeout=SLOW)
 
     async def pull_template(
-        self, ref: str, *, name: str | None = None, platform: str | None = None, auth: RegistryAuth | None = None
+        self,
+        ref: str,
+        *,
+        name: str | None = None,
+        platform: str | None = None,
+        auth: RegistryAuth | None = None,
+        team: str | None = None,
     ) -> TemplateEvents:
-        body = {"ref": ref, "name": name, "platform": platform, "auth": auth.model_dump() if auth else None}
+        body = {
+            "ref": ref,
+            "name": name,
+            "platform": platform,
+            "auth": auth.model_dump() if auth else None,
+            "team": team,
+        }
         return await self._events("POST", "/templates/pull", json=body)
 
     async def build_template(
@@ -296,15 +309,16 @@ class RemoteNode(NodeClient):
         dockerfile: str = "Dockerfile",
         build_args: Mapping[str, str] | None = None,
         network: Literal["full", "none"] = "full",
+        team: str | None = None,
     ) -> TemplateEvents:
-        params = {"name": name, "dockerfile": dockerfile, "network": network}
+        params = {"name": name, "dockerfile": dockerfile, "network": network, **({"team": team} if team else {})}
         headers = {"x-build-args": json.dumps(dict(build_args or {}))}
         return await self._events("POST", "/templates/build", params=params, headers=headers, content=context)
 
     async def import_template(
-        self, name: str, archive: AsyncIterable[bytes], *, tag: str | None = None
+        self, name: str, archive: AsyncIterable[bytes], *, tag: str | None = None, team: str | None = None
     ) -> TemplateEvents:
-        params = {"name": name, **({"tag": tag} if tag else {})}
+        params = {"name": name, **({"tag": tag} if tag else {}), **({"team": team} if team else {})}
         return await self._events("POST", "/templates/import", params=params, content=archive)
 
     async def export_template(self, name: str, tag: str) -> AsyncIterator[bytes]:

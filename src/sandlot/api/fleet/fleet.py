@@ -186,8 +186,10 @@ class Fleet(NodeClient):
             if rec.name == dest.name or rec.info is None or name not in rec.info.templates:
                 continue
             log.info("copying template %s from node %s to node %s", name, rec.name, dest.name)
-            layout = await self.client(rec).export_template(name, "latest")
-            async for _ in await dest.import_template(name, layout):
+            source = self.client(rec)
+            info = await source.get_template(name)
+            layout = await source.export_template(name, "latest")
+            async for _ in await dest.import_template(name, layout, team=info.owner if info else None):
                 pass
             return
 
@@ -256,14 +258,14 @@ class Fleet(NodeClient):
 
     # ------------------------------------------------------------ volumes (on the node that made them)
 
-    async def create_volume(self, team: str, name: str) -> VolumeInfo:
+    async def create_volume(self, team: str, name: str, size_mb: int = 1024) -> VolumeInfo:
         with_name = [v for answer in await self._each(lambda n: n.list_volumes(team)) for v in answer if v.name == name]
         if with_name:
             raise errors.ConflictError(f"volume {name!r} already exists")
         ranked = rank(await self.live(), SandboxSpec(image="", runtime=self.default_runtime))
         if not ranked:
             raise errors.RuntimeUnavailableError("no live node of the fleet can hold a volume")
-        return await self.client(ranked[0]).create_volume(team, name)
+        return await self.client(ranked[0]).create_volume(team, name, size_mb)
 
     async def find_volume(self, team: str, name: str) -> VolumeInfo:
         return await self._first(f"volume {name!r}", lambda n: n.find_volume(team, name))
@@ -295,13 +297,19 @@ class Fleet(NodeClient):
             raise errors.RuntimeUnavailableError("no live node of the fleet is up")
         return self.client(ranked[0])
 
-    async def fetch_template(self, ref: str, auth: RegistryAuth) -> None:
-        await self._each(lambda n: n.fetch_template(ref, auth))
+    async def fetch_template(self, ref: str, auth: RegistryAuth, *, team: str | None = None) -> None:
+        await self._each(lambda n: n.fetch_template(ref, auth, team=team))
 
     async def pull_template(
-        self, ref: str, *, name: str | None = None, platform: str | None = None, auth: RegistryAuth | None = None
+        self,
+        ref: str,
+        *,
+        name: str | None = None,
+        platform: str | None = None,
+        auth: RegistryAuth | None = None,
+        team: str | None = None,
     ) -> TemplateEvents:
-        return await (await self._builder()).pull_template(ref, name=name, platform=platform, auth=auth)
+        return await (await self._builder()).pull_template(ref, name=name, platform=platform, auth=auth, team=team)
 
     async def build_template(
         self,
@@ -311,14 +319,17 @@ class Fleet(NodeClient):
         dockerfile: str = "Dockerfile",
         build_args: Mapping[str, str] | None = None,
         network: Literal["full", "none"] = "full",
+        team: str | None = None,
     ) -> TemplateEvents:
         node = await self._builder()
-        return await node.build_template(name, context, dockerfile=dockerfile, build_args=build_args, network=network)
+        return await node.build_template(
+            name, context, dockerfile=dockerfile, build_args=build_args, network=network, team=team
+        )
 
     async def import_template(
-        self, name: str, archive: AsyncIterable[bytes], *, tag: str | None = None
+        self, name: str, archive: AsyncIterable[bytes], *, tag: str | None = None, team: str | None = None
     ) -> TemplateEvents:
-        return await (await self._builder()).import_template(name, archive, tag=tag)
+        return await (await self._builder()).import_template(name, archive, tag=tag, team=team)
 
     async def export_template(self, name: str, tag: str) -> AsyncIterator[bytes]:
         return await self._first(f"template {name!r}", lambda n: n.export_template(name, tag))
