@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,29 @@ def free_port() -> int:
             except OSError:
                 continue
             return port
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _as_postgres(*argv: str) -> None:
+    subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=120)
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free 127.0.0.1 port (needs root); its URL."""
+    d = Path(tempfile.mkdtemp(prefix="sandlot-pg-", dir="/var/tmp"))
+    shutil.chown(d, "postgres")
+    port = free_port()
+    _as_postgres(str(PG_BIN / "initdb"), "-D", str(d / "db"), "--auth=trust", "-U", "postgres", "--no-sync")
+    opts = f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off"
+    _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(d / "db"), "-o", opts, "-l", str(d / "log"), "-w", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(d / "db"), "-m", "immediate", "stop")
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _fake_node(data_dir: Path) -> Any:

@@ -3,41 +3,22 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.api.harness import Server, free_port
+from tests.api.harness import PG_BIN, Server, postgres_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _as_postgres(*argv: str) -> None:
-    subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    if not (PG_BIN / "initdb").exists() or os.geteuid() != 0:
+    if not PG_BIN.joinpath("initdb").exists() or os.geteuid() != 0:
         pytest.skip("needs root and the Debian package postgresql (15)")
-    d = Path(tempfile.mkdtemp(prefix="sandlot-pg-", dir="/var/tmp"))
-    shutil.chown(d, "postgres")
-    port = free_port()
-    _as_postgres(str(PG_BIN / "initdb"), "-D", str(d / "db"), "--auth=trust", "-U", "postgres", "--no-sync")
-    opts = f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off"
-    _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(d / "db"), "-o", opts, "-l", str(d / "log"), "-w", "start")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(d / "db"), "-m", "immediate", "stop")
-        shutil.rmtree(d, ignore_errors=True)
+    with postgres_cluster() as url:
+        yield url
 
 
 def test_postgres_store_survives_restart(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -16,14 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from sandlot.api.fleet.fleet import Fleet
 from sandlot.node.client import NodeClient
 from sandlot.node.local import LocalNode
+from sandlot.node.remote import RemoteNode
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "sandlot"
 #: what any API module may import from the node package
 SEAM = {"sandlot.node.protocol", "sandlot.node.client"}
 #: what the composition root may import besides (it builds the local node)
-ROOT_ONLY = {"sandlot.node", "sandlot.node.local"}
+ROOT_ONLY = {"sandlot.node", "sandlot.node.local", "sandlot.node.remote"}
 ROOTS = {SRC / "api" / "app.py", SRC / "api" / "__init__.py"}
 
 
@@ -62,11 +64,12 @@ def test_scan_sees_imports(tmp_path: Path) -> None:
     assert names == ["sandlot.node.node", "sandlot.node", "sandlot.node", "sandlot.node.protocol"]
 
 
-def test_local_node_implements_the_interface() -> None:
-    assert not LocalNode.__abstractmethods__
+@pytest.mark.parametrize("impl", [LocalNode, RemoteNode, Fleet], ids=lambda c: c.__name__)
+def test_every_node_client_implements_the_interface(impl: type[NodeClient]) -> None:
+    assert not impl.__abstractmethods__
     for name, method in inspect.getmembers(NodeClient, inspect.isfunction):
         if name.startswith("_"):
             continue
-        ours = getattr(LocalNode, name)
+        ours = getattr(impl, name)
         assert inspect.signature(ours).parameters.keys() == inspect.signature(method).parameters.keys(), name
         assert inspect.iscoroutinefunction(ours) == inspect.iscoroutinefunction(method), name

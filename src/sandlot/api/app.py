@@ -52,6 +52,7 @@ from sandlot.api.store import Store, database_url_for
 from sandlot.node import Node, NodeConfig
 from sandlot.node.client import NodeClient
 from sandlot.node.local import LocalNode
+from sandlot.node.remote import RemoteNode
 
 if TYPE_CHECKING:
     from sandlot.api.ssh import SshGateway
@@ -162,7 +163,11 @@ def _node_client(config: ApiConfig, given: Node | NodeClient | None, store: Stor
         return given
     if config.no_local_node:
         return Fleet(
-            store, config.node_token or "", node_timeout_s=config.node_timeout_s, default_runtime=config.default_runtime
+            store,
+            config.node_token or "",
+            lambda name, url, token, runtime: RemoteNode(name, url, token, default_runtime=runtime),
+            node_timeout_s=config.node_timeout_s,
+            default_runtime=config.default_runtime,
         )
     return LocalNode(
         given

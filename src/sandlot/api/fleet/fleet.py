@@ -43,7 +43,6 @@ from sandlot.node.protocol import (
     TemplateStart,
     VolumeInfo,
 )
-from sandlot.node.remote import RemoteNode
 
 __all__ = ["Fleet"]
 
@@ -51,12 +50,22 @@ log = logging.getLogger("sandlot.api")
 
 T = TypeVar("T")
 
+#: makes the client of a node daemon: (name, url, node token, default runtime) -> NodeClient
+#: (the composition root, api/app.py, supplies `RemoteNode`)
+Connect = Callable[[str, str, str, str], NodeClient]
+
 
 class Fleet(NodeClient):
     """Every node of the fleet, as one `NodeClient`."""
 
     def __init__(
-        self, store: Store, token: str, *, node_timeout_s: float = 30.0, default_runtime: str = "gvisor"
+        self,
+        store: Store,
+        token: str,
+        connect: Connect,
+        *,
+        node_timeout_s: float = 30.0,
+        default_runtime: str = "gvisor",
     ) -> None:
         if not token:
             raise errors.InvalidArgumentError(
@@ -68,23 +77,26 @@ class Fleet(NodeClient):
         self.store = store
         self.registry = NodeRegistry(store)
         self.token = token
+        self._connect = connect
         self.node_timeout_s = node_timeout_s
-        self._clients: dict[str, RemoteNode] = {}
+        self._clients: dict[str, NodeClient] = {}
+        self._urls: dict[str, str] = {}
 
     # ------------------------------------------------------------ nodes
 
-    def client(self, rec: NodeRecord) -> RemoteNode:
+    def client(self, rec: NodeRecord) -> NodeClient:
         """The client of a node (made again when its address changed)."""
         have = self._clients.get(rec.name)
-        if have is None or have.url != rec.url.rstrip("/"):
+        if have is None or self._urls.get(rec.name) != rec.url:
+            self._urls[rec.name] = rec.url
             default = rec.info.default_runtime if rec.info else self.default_runtime
-            have = self._clients[rec.name] = RemoteNode(rec.name, rec.url, self.token, default_runtime=default)
+            have = self._clients[rec.name] = self._connect(rec.name, rec.url, self.token, default)
         return have
 
     async def live(self) -> list[NodeRecord]:
         return [n for n in await self.registry.list() if n.live(self.node_timeout_s)]
 
-    async def _node(self, name: str) -> RemoteNode:
+    async def _node(self, name: str) -> NodeClient:
         rec = await self.registry.get(name)
         if rec is None:
             raise errors.SandboxNotFoundError(f"node {name!r} is no longer in the fleet")
@@ -94,13 +106,13 @@ class Fleet(NodeClient):
             )
         return self.client(rec)
 
-    async def _holder(self, sandbox_id: str) -> RemoteNode:
+    async def _holder(self, sandbox_id: str) -> NodeClient:
         rec = await self.store.get_sandbox(sandbox_id, None)
         if rec is None:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
         return await self._node(rec.node)
 
-    async def _first(self, what: str, call: Callable[[RemoteNode], Awaitable[T]]) -> T:
+    async def _first(self, what: str, call: Callable[[NodeClient], Awaitable[T]]) -> T:
         """The answer of the first live node that has `what` (NotFoundError from each one else)."""
         last: errors.SandlotError = errors.NotFoundError(f"{what} not found on any live node")
         for rec in await self.live():
@@ -110,7 +122,7 @@ class Fleet(NodeClient):
                 last = exc
         raise last
 
-    async def _each(self, call: Callable[[RemoteNode], Awaitable[T]]) -> list[T]:
+    async def _each(self, call: Callable[[NodeClient], Awaitable[T]]) -> list[T]:
         """Every live node's answer (an unreachable one is skipped)."""
         out: list[T] = []
         for rec in await self.live():
@@ -180,7 +192,7 @@ class Fleet(NodeClient):
             f"no live node of the fleet can take a {spec.runtime} sandbox (see `sandlot nodes ls`)"
         )
 
-    async def _copy_template(self, name: str, dest: RemoteNode) -> None:
+    async def _copy_template(self, name: str, dest: NodeClient) -> None:
         """Copy a template to `dest` from a node that has it (none has it: the node makes it itself)."""
         for rec in await self.live():
             if rec.name == dest.name or rec.info is None or name not in rec.info.templates:
@@ -235,7 +247,7 @@ class Fleet(NodeClient):
         await (await self._holder(sandbox_id)).restore(sandbox_id, checkpoint_id)
 
     async def fork(self, checkpoint_id: str, count: int) -> list[SandboxStatus]:
-        async def call(n: RemoteNode) -> list[SandboxStatus]:
+        async def call(n: NodeClient) -> list[SandboxStatus]:
             await n.get_checkpoint(checkpoint_id)  # NotFound: another node holds it
             return await n.fork(checkpoint_id, count)
 
@@ -250,7 +262,7 @@ class Fleet(NodeClient):
         return [c for answer in await self._each(lambda n: n.list_checkpoints()) for c in answer]
 
     async def delete_checkpoint(self, checkpoint_id: str) -> None:
-        async def call(n: RemoteNode) -> None:
+        async def call(n: NodeClient) -> None:
             await n.get_checkpoint(checkpoint_id)
             await n.delete_checkpoint(checkpoint_id)
 
@@ -291,7 +303,7 @@ class Fleet(NodeClient):
                 seen.setdefault(t.name, t)
         return sorted(seen.values(), key=lambda t: t.name)
 
-    async def _builder(self) -> RemoteNode:
+    async def _builder(self) -> NodeClient:
         ranked = rank(await self.live(), SandboxSpec(image="", runtime=self.default_runtime))
         if not ranked:
             raise errors.RuntimeUnavailableError("no live node of the fleet is up")
