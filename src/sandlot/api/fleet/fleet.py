@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
 
@@ -54,6 +55,9 @@ T = TypeVar("T")
 #: (the composition root, api/app.py, supplies `RemoteNode`)
 Connect = Callable[[str, str, str, str], NodeClient]
 
+#: how stale the node registry a data-plane call sees may be (heartbeats come every few seconds)
+REGISTRY_TTL_S = 1.0
+
 
 class Fleet(NodeClient):
     """Every node of the fleet, as one `NodeClient`."""
@@ -81,6 +85,10 @@ class Fleet(NodeClient):
         self.node_timeout_s = node_timeout_s
         self._clients: dict[str, NodeClient] = {}
         self._urls: dict[str, str] = {}
+        self._rows: list[NodeRecord] = []
+        self._read_at = -REGISTRY_TTL_S
+        # sandbox id -> its node
+        self._placed: dict[str, str] = {}
 
     # ------------------------------------------------------------ nodes
 
@@ -93,11 +101,31 @@ class Fleet(NodeClient):
             have = self._clients[rec.name] = self._connect(rec.name, rec.url, self.token, default)
         return have
 
-    async def live(self) -> list[NodeRecord]:
-        return [n for n in await self.registry.list() if n.live(self.node_timeout_s)]
+    async def live(self, *, fresh: bool = False) -> list[NodeRecord]:
+        return [n for n in await self._registry(fresh) if n.live(self.node_timeout_s)]
+
+    async def _registry(self, fresh: bool = False) -> list[NodeRecord]:
+        """The registry's rows, read at most once per REGISTRY_TTL_S (each data-plane call needs them)."""
+        now = time.monotonic()
+        if fresh or now - self._read_at > REGISTRY_TTL_S:
+            self._rows, self._read_at = await self.registry.list(), now
+        return self._rows
+
+    async def _record(self, name: str) -> NodeRecord | None:
+        return next((n for n in await self._registry() if n.name == name), None)
+
+    async def _node_of(self, sandbox_id: str) -> str | None:
+        """The node a sandbox is on (it never moves: remembered once read)."""
+        name = self._placed.get(sandbox_id)
+        if name is None:
+            rec = await self.store.get_sandbox(sandbox_id, None)
+            if rec is None:
+                return None
+            name = self._placed[sandbox_id] = rec.node
+        return name
 
     async def _node(self, name: str) -> NodeClient:
-        rec = await self.registry.get(name)
+        rec = await self._record(name)
         if rec is None:
             raise errors.SandboxNotFoundError(f"node {name!r} is no longer in the fleet")
         if not rec.live(self.node_timeout_s):
@@ -107,10 +135,10 @@ class Fleet(NodeClient):
         return self.client(rec)
 
     async def _holder(self, sandbox_id: str) -> NodeClient:
-        rec = await self.store.get_sandbox(sandbox_id, None)
-        if rec is None:
+        name = await self._node_of(sandbox_id)
+        if name is None:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
-        return await self._node(rec.node)
+        return await self._node(name)
 
     async def _first(self, what: str, call: Callable[[NodeClient], Awaitable[T]]) -> T:
         """The answer of the first live node that has `what` (NotFoundError from each one else)."""
@@ -174,7 +202,7 @@ class Fleet(NodeClient):
     # ------------------------------------------------------------ sandboxes
 
     async def create(self, spec: SandboxSpec) -> SandboxStatus:
-        candidates = rank(await self.live(), spec, spec.node_labels)
+        candidates = rank(await self.live(fresh=True), spec, spec.node_labels)
         if not candidates and spec.node_labels:
             wanted = ", ".join(f"{k}={v}" for k, v in sorted(spec.node_labels.items()))
             raise errors.RuntimeUnavailableError(f"no live, active node of the fleet has the labels {wanted}")
@@ -206,13 +234,10 @@ class Fleet(NodeClient):
             return
 
     async def status(self, sandbox_id: str) -> SandboxStatus | None:
-        rec = await self.store.get_sandbox(sandbox_id, None)
-        if rec is None:
-            return None
-        node = await self.registry.get(rec.node)
-        if node is None:  # removed from the fleet (`sandlot nodes rm`): its sandboxes are gone
-            return None
-        return await (await self._node(rec.node)).status(sandbox_id)
+        name = await self._node_of(sandbox_id)
+        if name is None or await self._record(name) is None:
+            return None  # never made, or its node was removed from the fleet (`sandlot nodes rm`)
+        return await (await self._node(name)).status(sandbox_id)
 
     async def kill(self, sandbox_id: str) -> None:
         await (await self._holder(sandbox_id)).kill(sandbox_id)
