@@ -29,6 +29,11 @@ if [ "${1:-}" = "--test" ]; then
     skopeo umoci                   # push test images to it; the baseline of the pull benchmark
     openssl                        # signs the bearer tokens of the registry tests' token service
   )
+  # The E2B JavaScript SDK's tests (tests/e2b_compat_js) need Node.js >= 20.18 and npm; a host that
+  # already has them (from Debian or NodeSource) keeps its own: installing Debian's npm beside
+  # NodeSource's nodejs would clash.
+  command -v node >/dev/null || packages+=(nodejs)
+  command -v npm >/dev/null || packages+=(npm)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -46,6 +51,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [ "${1:-}" = "--test" ]; then
   .venv/bin/python -m pip install -q -e '.[test,bench]'
+  scripts/e2b_sdks.sh install
 else
   .venv/bin/python -m pip install -q -e .
 fi

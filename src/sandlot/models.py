@@ -472,6 +472,8 @@ class KeyCreated(KeyInfo):
     """Answer to POST /keys: the only time the secret is shown."""
 
     key: str
+    #: the same key in the form the E2B SDKs accept (`e2b_` + hex; either form works everywhere)
+    e2b_key: str = ""
 
 
 class KeyList(_Response):
