@@ -48,6 +48,9 @@ func loadConfig() (AgentConfig, error) {
 }
 
 func main() {
+	if isSudo() { // run through an image's sudo link: the client of the agent's sudo service
+		os.Exit(sudoMain(os.Args[1:]))
+	}
 	cfg, err := loadConfig()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandlot-agent: cannot read config:", err)
@@ -61,6 +64,7 @@ func main() {
 	a.procs = newProcessTable(a)
 	go a.procs.reap()
 	go a.forwardSignals()
+	go a.serveSudo()
 	if cfg.MemoryLimitBytes > 0 || cfg.PidsLimit > 0 {
 		go a.procs.watchdog(cfg.MemoryLimitBytes, cfg.PidsLimit)
 	}

@@ -37,6 +37,7 @@ from sandlot.node.oci.pull import pull
 from sandlot.node.oci.reference import Reference, looks_like_reference
 from sandlot.node.oci.registry import RegistryConfig
 from sandlot.node.readiness import StartSpec
+from sandlot.node.rootfs import overlaid
 
 __all__ = ["ImageStore", "check_template_name"]
 
@@ -147,20 +148,26 @@ class ImageStore:
 
     def _build(self, real: str, progress: Progress) -> builtin.Image:
         builder = builtin.BUILDERS[real]
-        lid = "built-" + hashlib.sha256(f"{real}\0{_recipe(builder)}".encode()).hexdigest()
+        base = self.ensure(builtin.BASES[real], progress) if real in builtin.BASES else None
+        below = [p.parent.name for p in base.layers] if base else []
+        lid = "built-" + hashlib.sha256(f"{real}\0{_recipe(builder)}\0{' '.join(below)}".encode()).hexdigest()
         with self._store_lock(fcntl.LOCK_SH), self._name_lock(real):
             image = self.get(real)
             if image is not None:
                 return image
 
             def fill(fs: Path) -> dict[str, Any]:
-                config = builder(fs, progress)
+                if base is None:
+                    config = builder(fs, progress)
+                else:  # the builder works on the base seen through an overlay; its upper is our layer
+                    with overlaid(base.lowerdir, fs, self.layers.tmp) as root:
+                        config = builder(root, progress)
                 return {"config": config.to_oci(), "size": _tree_size(fs)}
 
             with self.layers.locked(lid):
                 self.layers.add(lid, fill)
             config = self.layers.meta(lid)["config"]
-            return self._publish(real, [lid], config, source=f"built-in {real}", digest="")
+            return self._publish(real, [*below, lid], config, source=f"built-in {real}", digest="")
 
     def pull(
         self,
