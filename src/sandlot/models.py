@@ -187,7 +187,14 @@ class SandboxCreate(_Request):
     persistent: bool = Field(
         default=False, description="never killed by its timeout; hibernates when idle and wakes on the next request"
     )
-    on_timeout: Literal["kill", "pause"] = Field(default="kill", description="what its timeout does to it")
+    on_timeout: Literal["kill", "pause", "hibernate"] = Field(
+        default="kill",
+        description="what its timeout does to it: kill it; pause it (with its memory where the runtime can); "
+        "or hibernate it (processes stopped, filesystem kept: resuming boots it afresh)",
+    )
+    auto_resume: bool = Field(
+        default=False, description="paused or hibernated, it resumes on the next request to it (its ports included)"
+    )
     volumes: list[VolumeMountRequest] = Field(default_factory=list, max_length=32)
 
     @field_validator("env")
@@ -226,6 +233,7 @@ class SandboxInfo(_Response):
     network: NetworkInfo | None = None
     persistent: bool = False
     on_timeout: str = "kill"
+    auto_resume: bool = False
 
 
 class SandboxList(_Response):

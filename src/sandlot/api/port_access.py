@@ -20,12 +20,16 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sandlot import errors
 from sandlot.api.auth import _authenticate, _key_from
 from sandlot.api.store import Store
 from sandlot.node import Node, State
 from sandlot.node import Sandbox as NodeSandbox
+
+if TYPE_CHECKING:
+    from sandlot.api.service import SandboxService
 
 __all__ = ["TOKEN_HEADER", "TOKEN_QUERY", "PortAccess", "PortAccessRegistry"]
 
@@ -59,9 +63,11 @@ def _cookie(headers: object, name: str) -> str | None:
 
 
 class PortAccessRegistry:
-    def __init__(self, node: Node, store: Store) -> None:
+    def __init__(self, node: Node, store: Store, service: SandboxService | None = None) -> None:
         self.node = node
         self.store = store
+        #: wakes a sandbox that resumes on requests when one reaches its port
+        self.service = service
         self._cache: dict[str, tuple[NodeSandbox, PortAccess]] = {}
 
     def _file(self, sbx: NodeSandbox) -> Path:
@@ -138,8 +144,11 @@ class PortAccessRegistry:
                 if await self.store.get_sandbox(sandbox_id, who.team) is None:
                     raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
         if sbx.state is not State.RUNNING:
-            reason = f" ({sbx.exit_reason})" if sbx.exit_reason else ""
-            raise errors.SandboxStateError(
-                f"sandbox {sandbox_id} is {sbx.state.value}{reason}: its ports answer only while it runs"
-            )
+            rec = await self.store.get_sandbox(sandbox_id)
+            if rec is None or self.service is None:
+                reason = f" ({sbx.exit_reason})" if sbx.exit_reason else ""
+                raise errors.SandboxStateError(
+                    f"sandbox {sandbox_id} is {sbx.state.value}{reason}: its ports answer only while it runs"
+                )
+            sbx = await self.service.for_request(rec)  # resumes one that resumes on requests (auto_resume)
         return sbx

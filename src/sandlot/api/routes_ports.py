@@ -36,7 +36,7 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 def port_registry(app: FastAPI) -> PortAccessRegistry:
     reg = getattr(app.state, "port_access", None)
     if reg is None:
-        reg = app.state.port_access = PortAccessRegistry(app.state.node, app.state.store)
+        reg = app.state.port_access = PortAccessRegistry(app.state.node, app.state.store, app.state.service)
     assert isinstance(reg, PortAccessRegistry)
     return reg
 

@@ -71,6 +71,7 @@ def info(rec: SandboxRecord) -> SandboxInfo:
         exit_reason=rec.exit_reason,
         persistent=rec.persistent,
         on_timeout=rec.on_timeout,
+        auto_resume=rec.auto_resume,
     )
 
 
@@ -192,6 +193,7 @@ class SandboxService:
             metadata=dict(req.metadata),
             persistent=req.persistent,
             on_timeout=req.on_timeout,
+            auto_resume=req.auto_resume,
         )
         try:
             await self.store.add_sandbox(rec)
@@ -215,14 +217,25 @@ class SandboxService:
         metadata: dict[str, str],
         limit: int,
         cursor: str | None,
+        newest_first: bool = False,
+        created_after: float | None = None,
+        templates: Sequence[str] = (),
     ) -> tuple[list[SandboxRecord], str | None]:
         recs, nxt = await self.store.list_sandboxes(
-            team=who.team, states=states or ACTIVE_STATES, metadata=metadata, limit=limit, cursor=cursor
+            team=who.team,
+            states=states or ACTIVE_STATES,
+            metadata=metadata,
+            limit=limit,
+            cursor=cursor,
+            newest_first=newest_first,
+            created_after=created_after,
+            templates=templates,
         )
         return [await self._reconcile(r) for r in recs], nxt
 
     async def sandbox(self, who: Principal, sandbox_id: str) -> NodeSandbox:
-        """The running node sandbox behind a record of the caller's team (a hibernated one is woken)."""
+        """The node sandbox behind a record of the caller's team (a hibernated one is woken, and a paused
+        one resumed when it resumes on requests)."""
         rec = await self.get(who, sandbox_id)
         if rec.state not in ACTIVE_STATES:
             reason = f" ({rec.exit_reason})" if rec.exit_reason else ""
@@ -231,10 +244,32 @@ class SandboxService:
         return self.node.get(sandbox_id)
 
     async def wake_if_hibernated(self, rec: SandboxRecord) -> None:
-        """Requests reach a hibernated sandbox as if it never slept: wake it first."""
+        """Requests reach a hibernated sandbox (or a paused one with `auto_resume`) as if it never
+        slept: wake it first."""
         self._active_at[rec.sandbox_id] = time.time()
         if rec.state == "hibernated":
             await lifecycle.wake(self, rec)
+        elif rec.state == "paused" and rec.auto_resume:
+            await lifecycle.resume(self, rec)
+
+    async def for_request(self, rec: SandboxRecord) -> NodeSandbox:
+        """The running node sandbox that a request to it (its in-sandbox API, its ports) is for.
+
+        A sandbox that wakes on requests is woken first: a paused or hibernated one with
+        `auto_resume`, a persistent one hibernated when idle. Any other that does not run is a
+        SandboxStateError saying so: it needs an explicit resume.
+        """
+        rec = await self._reconcile(rec)
+        if rec.state == "hibernated" and (rec.auto_resume or rec.persistent):
+            await lifecycle.wake(self, rec)
+        elif rec.state == "paused" and rec.auto_resume:
+            await lifecycle.resume(self, rec)
+        elif rec.state != "running":
+            reason = f" ({rec.exit_reason})" if rec.exit_reason else ""
+            hint = ": resume it first" if rec.state in ("paused", "hibernated") else ""
+            raise errors.SandboxStateError(f"sandbox {rec.sandbox_id} is {rec.state}{reason}{hint}")
+        self._active_at[rec.sandbox_id] = time.time()
+        return self.node.get(rec.sandbox_id)
 
     async def _reconcile(self, rec: SandboxRecord) -> SandboxRecord:
         if rec.state not in ACTIVE_STATES:
@@ -258,6 +293,17 @@ class SandboxService:
             await self.node.pause(sid, memory=memory)
 
         return await self._freeze(who, sandbox_id, "running", "paused", act)
+
+    async def hibernate(self, who: Principal, sandbox_id: str) -> SandboxRecord:
+        """Stop a running sandbox's processes and keep its filesystem (compute and memory released):
+        E2B's filesystem-only pause. Resuming it boots it afresh on its files."""
+        rec = await self.get(who, sandbox_id)
+        if rec.state != "running":
+            raise errors.SandboxStateError(f"cannot hibernate sandbox {sandbox_id} in state {rec.state}")
+        await self.node.hibernate(sandbox_id, memory=False)
+        await self.store.set_state(sandbox_id, "hibernated")
+        rec.state = "hibernated"
+        return rec
 
     async def resume(self, who: Principal, sandbox_id: str) -> SandboxRecord:
         rec = await self.get(who, sandbox_id)

@@ -61,9 +61,11 @@ sandboxes = sa.Table(
     sa.Column("ends_at", sa.Float, nullable=False),
     sa.Column("exit_reason", sa.Text, nullable=True),
     # lifecycle: a persistent sandbox is never killed by a timeout (it hibernates when idle);
-    # on_timeout says what the timeout does to an ephemeral one: kill or pause.
+    # on_timeout says what the timeout does to an ephemeral one: kill, pause or hibernate;
+    # auto_resume: paused or hibernated, the next request to it resumes it.
     sa.Column("persistent", sa.Boolean, nullable=False, default=False),
     sa.Column("on_timeout", sa.String(16), nullable=False, default="kill"),
+    sa.Column("auto_resume", sa.Boolean, nullable=False, default=False),
     sa.Index("ix_sandboxes_team_created", "team", "created_at", "sandbox_id"),
 )
 
@@ -102,6 +104,7 @@ class SandboxRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     persistent: bool = False
     on_timeout: str = "kill"
+    auto_resume: bool = False
 
 
 def database_url_for(data_dir: Path, url: str | None) -> str:
@@ -135,6 +138,7 @@ def _engine(url: str) -> Engine:
 ADDED_COLUMNS: list[tuple[str, str, str]] = [
     ("sandboxes", "persistent", "false"),
     ("sandboxes", "on_timeout", "'kill'"),
+    ("sandboxes", "auto_resume", "false"),
 ]
 
 
@@ -260,8 +264,12 @@ class Store:
         metadata: dict[str, str] | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        newest_first: bool = False,
+        created_after: float | None = None,
+        templates: Sequence[str] = (),
     ) -> tuple[list[SandboxRecord], str | None]:
-        """A page of records ordered by creation, and the cursor of the next page (None at the end)."""
+        """A page of records ordered by creation (oldest first, or newest first), and the cursor of the
+        next page (None at the end). `created_after` and `templates` narrow the list further."""
         after = decode_cursor(cursor) if cursor else None
 
         def q(c: Connection) -> tuple[list[SandboxRecord], str | None]:
@@ -275,9 +283,19 @@ class Store:
                 stmt = stmt.where(
                     sa.exists().where(m.c.sandbox_id == sandboxes.c.sandbox_id, m.c.key == key, m.c.value == value)
                 )
+            if created_after is not None:
+                stmt = stmt.where(sandboxes.c.created_at >= created_after)
+            if templates:
+                stmt = stmt.where(sandboxes.c.template.in_(list(templates)))
+            order_key = sa.tuple_(sandboxes.c.created_at, sandboxes.c.sandbox_id)
             if after is not None:
-                stmt = stmt.where(sa.tuple_(sandboxes.c.created_at, sandboxes.c.sandbox_id) > sa.tuple_(*after))
-            stmt = stmt.order_by(sandboxes.c.created_at, sandboxes.c.sandbox_id).limit(limit + 1)
+                mark = sa.tuple_(*after)
+                stmt = stmt.where(order_key < mark if newest_first else order_key > mark)
+            if newest_first:
+                stmt = stmt.order_by(sandboxes.c.created_at.desc(), sandboxes.c.sandbox_id.desc())
+            else:
+                stmt = stmt.order_by(sandboxes.c.created_at, sandboxes.c.sandbox_id)
+            stmt = stmt.limit(limit + 1)
             recs = _records(c, stmt)
             more = len(recs) > limit
             recs = recs[:limit]

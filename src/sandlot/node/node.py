@@ -442,13 +442,17 @@ class Node:
                 await sbx.runtime.resume(sandbox_id)
             sbx.transition(State.RUNNING)
 
-    async def hibernate(self, sandbox_id: str) -> None:
-        """Release a running sandbox's compute and memory, keeping its filesystem (see hibernation.py)."""
+    async def hibernate(self, sandbox_id: str, memory: bool = True) -> None:
+        """Release a running sandbox's compute and memory, keeping its filesystem (see hibernation.py).
+
+        With `memory` its processes are saved where the runtime can and come back on `wake`;
+        without, they are stopped and `wake` boots the sandbox afresh on its filesystem.
+        """
         sbx = self.get(sandbox_id)
         async with sbx._kill_lock:
             if sbx.state is not State.RUNNING:
                 raise errors.SandboxStateError(f"cannot hibernate sandbox {sandbox_id} in state {sbx.state.value}")
-            await hibernation.hibernate(self, sbx)
+            await hibernation.hibernate(self, sbx, memory=memory)
             sbx.transition(State.PAUSED)
             sbx.transition(State.HIBERNATED)
 

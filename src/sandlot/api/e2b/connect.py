@@ -35,6 +35,7 @@ __all__ = [
     "Message",
     "connect_code",
     "keepalive_interval",
+    "not_running_message",
     "stream_body",
     "stream_response",
     "timeout_ms",
@@ -71,19 +72,33 @@ STATUS_OF_CODE = {
     "failed_precondition": 412,
     "resource_exhausted": 429,
     "deadline_exceeded": 504,
-    "unavailable": 503,
+    "unavailable": 502,  # what E2B's proxy answers for a sandbox that does not run
     "unimplemented": 501,
     "internal": 500,
 }
 
 
+#: What the SDKs look for in a 502 to tell "the sandbox is gone" from "unreachable" (E2B's proxy wording).
+NOT_FOUND_PHRASE = "was not found"
+
+
+def not_running_message(exc: errors.SandboxStateError) -> str:
+    """E2B's wording for a request that reached a sandbox that does not run, with Sandlot's reason."""
+    text = str(exc)
+    return text if NOT_FOUND_PHRASE in text else f"{text} (the sandbox {NOT_FOUND_PHRASE} running)"
+
+
 def connect_code(exc: errors.SandlotError) -> str:
     if isinstance(exc, errors.FileExistsError_):
         return "already_exists"
+    if isinstance(exc, errors.SandboxStateError):  # killed, or paused: E2B's proxy says "unavailable"
+        return "unavailable"
     return _CODE_OF_STATUS.get(status_of(exc), "internal")
 
 
 def _error(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, errors.SandboxStateError):
+        return connect_code(exc), not_running_message(exc)
     if isinstance(exc, errors.SandlotError):
         return connect_code(exc), str(exc)
     log.exception("E2B facade: unexpected error", exc_info=exc)

@@ -27,9 +27,8 @@ from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import WatchStream
 from sandlot.api.e2b import connect as rpc
-from sandlot.api.e2b.envd_common import Caller, caller
+from sandlot.api.e2b.envd_common import Caller, caller, http_status
 from sandlot.api.e2b.routing import ENVD_PORT, INTERNAL_PREFIX
-from sandlot.api.http_errors import status_of
 from sandlot.api.streams import later, prefetched
 
 __all__ = ["router"]
@@ -81,8 +80,10 @@ def _event(root: str, ev: p.WatchEvent) -> dict[str, Any]:
 
 def _unary(name: str, fn: Any) -> None:
     async def endpoint(sandbox_id: str, request: Request) -> Response:
-        c = await caller(request, sandbox_id)
-        return await rpc.unary(request, lambda msg: fn(c, msg, request))
+        async def handle(msg: dict[str, Any]) -> dict[str, Any]:
+            return await fn(await caller(request, sandbox_id), msg, request)  # type: ignore[no-any-return]
+
+        return await rpc.unary(request, handle)
 
     router.add_api_route(f"{FS}/{name}", endpoint, methods=["POST"], name=f"e2b_fs_{name}")
 
@@ -191,9 +192,8 @@ for _name, _fn in (
 
 @router.post(f"{FS}/WatchDir")
 async def watch_dir(sandbox_id: str, request: Request) -> Response:
-    c = await caller(request, sandbox_id)
-
     async def events(msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        c = await caller(request, sandbox_id)
         root = c.path(_str(msg, "path"))
         stream = await c.sandbox.agent.watch(root, recursive=bool(msg.get("recursive")))
 
@@ -215,16 +215,19 @@ async def watch_dir(sandbox_id: str, request: Request) -> Response:
 
 
 def _http_error(exc: errors.SandlotError) -> JSONResponse:
-    status = status_of(exc)
-    return JSONResponse({"code": status, "message": str(exc)}, status_code=status)
+    status = http_status(exc)
+    message = rpc.not_running_message(exc) if isinstance(exc, errors.SandboxStateError) else str(exc)
+    return JSONResponse({"code": status, "message": message}, status_code=status)
 
 
 @router.get("/health", status_code=204)
 async def health(sandbox_id: str, request: Request) -> Response:
+    """204 while the sandbox runs; E2B's 502 "not found" when it is killed or paused (`is_running()`
+    is False); a paused sandbox with `auto_resume` is resumed by it, as by any request."""
     try:
         await caller(request, sandbox_id)
-    except errors.SandboxStateError as exc:  # killed or paused: what E2B's edge answers with
-        return JSONResponse({"code": 502, "message": f"sandbox not running: {exc}"}, status_code=502)
+    except errors.SandboxStateError as exc:
+        return _http_error(exc)
     return Response(status_code=204)
 
 
