@@ -21,7 +21,7 @@ from typing import Any
 from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection
-from sandlot.node import cgroups, hibernation, memory_pause, readiness, reaper
+from sandlot.node import cgroups, file_metadata, hibernation, memory_pause, readiness, reaper
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
@@ -472,6 +472,27 @@ class Node:
                 self._spawn(reaper.wait_exit(other))
         self._spawn(self._on_exit(sbx, exited, sbx.generation))
         return exited
+
+    # ------------------------------------------------------------ file metadata on the host
+
+    def _backing(self, sbx: Sandbox, path: str) -> tuple[Path, str]:
+        volumes = {m.path: self.volumes.get(m.volume_id).data for m in sbx.spec.volumes}
+        return file_metadata.backing(path, sbx.layer.rootfs, volumes)
+
+    async def host_file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
+        """E2B metadata of files the sandbox itself cannot hold it for (FileEntry.metadata_unsupported),
+        read from the host's copy of each file (file_metadata.py), by sandbox path."""
+        sbx = self.get(sandbox_id)
+
+        def read() -> dict[str, dict[str, str] | None]:
+            return {path: file_metadata.read(*self._backing(sbx, path)) for path in paths}
+
+        return await asyncio.to_thread(read)
+
+    async def set_host_file_metadata(self, sandbox_id: str, path: str, metadata: dict[str, str]) -> None:
+        """Make `metadata` the whole E2B metadata of a file the sandbox cannot hold it for."""
+        sbx = self.get(sandbox_id)
+        await asyncio.to_thread(file_metadata.replace, *self._backing(sbx, path), metadata)
 
     # ------------------------------------------------------------ volumes
 

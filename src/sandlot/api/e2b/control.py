@@ -33,9 +33,10 @@ from sandlot.node.image_e2b import E2B_BASE
 
 __all__ = ["ENVD_VERSION", "router"]
 
-#: The envd version we answer as: the SDK picks wire features by it
-#: (octet-stream uploads from 0.5.7; file metadata, watch entry info later: not offered).
-ENVD_VERSION = "0.5.7"
+#: The envd version we answer as: the SDKs pick wire features by it (octet-stream uploads
+#: from 0.5.7, file metadata from 0.6.2, watch events with entries from 0.6.3, the
+#: network-mount flag of watches from 0.6.4: all served).
+ENVD_VERSION = "0.6.4"
 
 router = APIRouter(prefix="/e2b", tags=["e2b"], include_in_schema=False)
 

@@ -20,6 +20,7 @@ from sandlot import errors
 from sandlot.api.e2b.access import sandbox_principal
 from sandlot.api.http_errors import status_of
 from sandlot.api.service import SandboxService
+from sandlot.node import Node
 from sandlot.node import Sandbox as NodeSandbox
 
 __all__ = ["DEFAULT_USER", "Caller", "b64decode", "b64encode", "caller", "http_status"]
@@ -32,6 +33,7 @@ DEFAULT_USER = "user"
 class Caller:
     sandbox: NodeSandbox
     user: str
+    node: Node
 
     @property
     def home(self) -> str:
@@ -67,7 +69,7 @@ async def caller(request: Request, sandbox_id: str, user: str | None = None) -> 
     """The sandbox (running: resumed first when it resumes on requests) and user of an envd request."""
     _, rec = await sandbox_principal(request, sandbox_id)
     svc: SandboxService = request.app.state.service
-    return Caller(await svc.for_request(rec), _user_from(request, user))
+    return Caller(await svc.for_request(rec), _user_from(request, user), svc.node)
 
 
 def http_status(exc: errors.SandlotError) -> int:
