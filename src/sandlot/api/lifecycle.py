@@ -100,6 +100,9 @@ async def resume(svc: SandboxService, rec: SandboxRecord) -> None:
 
 
 async def _bring_back(svc: SandboxService, rec: SandboxRecord, act: Callable[[str], Awaitable[None]]) -> None:
+    # The new timeout first: the reaper must never see it running past its old one (it would
+    # pause it again at once).
+    await extend_after_timeout_pause(svc, rec)
     try:
         await act(rec.sandbox_id)
     except errors.SandboxStateError:  # a concurrent request brought it back first
@@ -107,4 +110,3 @@ async def _bring_back(svc: SandboxService, rec: SandboxRecord, act: Callable[[st
             raise
     await svc.store.set_state(rec.sandbox_id, "running")
     rec.state = "running"
-    await extend_after_timeout_pause(svc, rec)

@@ -310,9 +310,9 @@ class SandboxService:
         if rec.state == "hibernated":
             await self.wake_if_hibernated(rec)
             return rec
-        rec = await self._freeze(who, sandbox_id, "paused", "running", self.node.resume)
-        await lifecycle.extend_after_timeout_pause(self, rec)
-        return rec
+        if rec.state == "paused":  # the new timeout first, so the reaper never sees it running past the old
+            await lifecycle.extend_after_timeout_pause(self, rec)
+        return await self._freeze(who, sandbox_id, "paused", "running", self.node.resume)
 
     async def _freeze(
         self, who: Principal, sandbox_id: str, before: str, after: str, act: Callable[[str], Awaitable[None]]

@@ -269,7 +269,8 @@ def _started_after(value: str | None) -> float | None:
     except ValueError:
         message = f"startedAfter must be an ISO 8601 date and time, got {value!r}"
         raise errors.InvalidArgumentError(message, field="startedAfter") from None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+    # Start times are shown rounded to the microsecond: one read from a listing still selects that sandbox.
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp() - 1e-6
 
 
 @router.get("/sandboxes")
