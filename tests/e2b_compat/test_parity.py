@@ -298,3 +298,13 @@ def test_a_sandbox_killed_mid_command_ends_its_handles_at_once(e2b_env: dict[str
     runner.join(60)
     assert time.monotonic() - started < 20, "the handles must end when the sandbox dies, not at a timeout"
     assert len(failures) == 1 and isinstance(failures[0], SandboxNotRunningException), failures
+
+
+def test_control_plane_errors_in_e2bs_form(api_server: Server, e2b_env: dict[str, str]) -> None:
+    """E2B's `Error`: `code` is the HTTP status, which the SDKs compare (the JS SDK: 404, 409)."""
+    headers = {"X-API-Key": e2b_env["E2B_API_KEY"]}
+    r = httpx.get(f"{api_server.url}/e2b/sandboxes/sb-00000000000000", headers=headers)
+    assert r.status_code == 404 and r.json()["code"] == 404 and "not found" in r.json()["message"]
+    r = httpx.post(f"{api_server.url}/e2b/sandboxes", headers=headers, json={"templateID": 5})
+    assert r.status_code == 422 and r.json()["code"] == 422 and r.json()["field"] == "templateID"
+    assert httpx.get(f"{api_server.url}/e2b/sandboxes").json()["code"] == 401  # no key
