@@ -69,9 +69,13 @@ def test_the_default_template_is_e2bs(sbx: Sandbox, api_server: Server, e2b_key:
     assert sbx.files.write("rel/here.txt", "x").path == "/home/user/rel/here.txt"
     assert sbx.commands.run("cat here.txt", cwd="rel").stdout == "x"
     # Sandlot's own `base` is untouched: no `python` alias, root by default
-    with SandlotSandbox.create(template="base", timeout=60, api_url=api_server.url, api_key=e2b_key) as own:
+    with SandlotSandbox.create(
+        template="base", timeout=60, on_timeout="hibernate", auto_resume=True, api_url=api_server.url, api_key=e2b_key
+    ) as own:
         res = own.commands.run("whoami; command -v python || echo no-python")
         assert res.stdout.split() == ["root", "no-python"]
+        info = own.get_info()  # the lifecycle options are Sandlot's own too
+        assert (info.on_timeout, info.auto_resume) == ("hibernate", True)
 
 
 # ---------------------------------------------------------------- pause, connect, lifecycle
