@@ -93,10 +93,7 @@ async def _event(c: Caller, root: str, ev: p.WatchEvent) -> dict[str, Any]:
 
 def _unary(name: str, fn: Any) -> None:
     async def endpoint(sandbox_id: str, request: Request) -> Response:
-        async def handle(msg: dict[str, Any]) -> dict[str, Any]:
-            return await fn(await caller(request, sandbox_id), msg, request)  # type: ignore[no-any-return]
-
-        return await rpc.unary(request, handle)
+        return await rpc.unary_for(request, lambda: caller(request, sandbox_id), lambda c, msg: fn(c, msg, request))
 
     router.add_api_route(f"{FS}/{name}", endpoint, methods=["POST"], name=f"e2b_fs_{name}")
 
@@ -213,8 +210,7 @@ for _name, _fn in (
 
 @router.post(f"{FS}/WatchDir")
 async def watch_dir(sandbox_id: str, request: Request) -> Response:
-    async def events(msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        c = await caller(request, sandbox_id)
+    async def events(c: Caller, msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         root, stream = await _watch(c, msg)
 
         async def events() -> AsyncIterator[dict[str, Any]]:
@@ -228,7 +224,7 @@ async def watch_dir(sandbox_id: str, request: Request) -> Response:
         finally:
             later(stream.close())
 
-    return await rpc.stream_response(request, events)
+    return await rpc.stream_for(request, lambda: caller(request, sandbox_id), events)
 
 
 # ---------------------------------------------------------------- HTTP: /files, /health

@@ -90,8 +90,7 @@ async def _events(proc: ProcessStream, pty: bool) -> AsyncIterator[dict[str, Any
 
 @router.post("/Start")
 async def start(sandbox_id: str, request: Request) -> Response:
-    async def events(msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        c = await caller(request, sandbox_id)
+    async def events(c: Caller, msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         conf = _obj(msg, "process")
         cmd, args = conf.get("cmd"), conf.get("args") or []
         if not isinstance(cmd, str) or not cmd or not all(isinstance(a, str) for a in args):
@@ -120,13 +119,12 @@ async def start(sandbox_id: str, request: Request) -> Response:
         async for ev in rpc.with_keepalive(_events(proc, pty is not None), rpc.keepalive_interval(request), _PING):
             yield ev
 
-    return await rpc.stream_response(request, events)
+    return await rpc.stream_for(request, lambda: caller(request, sandbox_id), events)
 
 
 @router.post("/Connect")
 async def connect(sandbox_id: str, request: Request) -> Response:
-    async def events(msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        c = await caller(request, sandbox_id)
+    async def events(c: Caller, msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         pid = await _pid(c, msg)
         infos = {i.pid: i for i in await c.sandbox.agent.list_processes()}
         if pid not in infos:
@@ -135,7 +133,7 @@ async def connect(sandbox_id: str, request: Request) -> Response:
         async for ev in rpc.with_keepalive(_events(proc, infos[pid].pty), rpc.keepalive_interval(request), _PING):
             yield ev
 
-    return await rpc.stream_response(request, events)
+    return await rpc.stream_for(request, lambda: caller(request, sandbox_id), events)
 
 
 Handler = Callable[[Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -147,10 +145,7 @@ def _unary(name: str) -> Callable[[Handler], Handler]:
 
     def register(fn: Handler) -> Handler:
         async def endpoint(sandbox_id: str, request: Request) -> Response:
-            async def handle(msg: dict[str, Any]) -> dict[str, Any]:
-                return await fn(await caller(request, sandbox_id), msg)
-
-            return await rpc.unary(request, handle)
+            return await rpc.unary_for(request, lambda: caller(request, sandbox_id), fn)
 
         router.add_api_route(f"/{name}", endpoint, methods=["POST"], name=f"e2b_process_{name}")
         return fn
