@@ -38,7 +38,7 @@ try:
 except AuthenticationException as exc:
     out["sandlot_form"] = str(exc)
 validate_api_key(os.environ["E2B_API_KEY"])  # raises if the E2B form did not pass
-sbx = Sandbox.create(timeout=60)  # the whole path: the SDK's ApiClient checks the key, then sends it
+sbx = Sandbox.create(timeout=120, request_timeout=600)  # the whole path: the SDK checks the key, then sends it
 out["echo"] = sbx.commands.run("echo checked").stdout
 sbx.kill()
 print(json.dumps(out))

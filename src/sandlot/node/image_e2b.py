@@ -46,7 +46,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SUDOERS = "# E2B's templates: the default user may run anything as root\nuser ALL=(ALL:ALL) NOPASSWD: ALL\n"
 
 
-def _apt(root: Path, progress: Callable[[str], None], *args: str) -> None:
+def _apt(root: Path, *args: str) -> None:
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": DEFAULT_PATH, "LC_ALL": "C"}
     cmd = ["chroot", str(root), "apt-get", "-q", "-o", "Dpkg::Use-Pty=0", *args]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -61,9 +61,9 @@ def build_e2b_base(root: Path, progress: Callable[[str], None]) -> ImageConfig:
     if shutil.which("chroot") is None:
         raise errors.RuntimeUnavailableError("chroot is not installed (Debian package coreutils)")
     progress(f"building the e2b-base image: {', '.join(PACKAGES)} from Debian's packages")
-    _apt(root, progress, "update")
-    _apt(root, progress, "install", "-y", "--no-install-recommends", *PACKAGES)
-    _apt(root, progress, "clean")
+    _apt(root, "update")
+    _apt(root, "install", "-y", "--no-install-recommends", *PACKAGES)
+    _apt(root, "clean")
     for junk in ("var/lib/apt/lists", "var/cache/apt/archives"):  # dead weight in every sandbox
         shutil.rmtree(root / junk, ignore_errors=True)
         (root / junk / "partial").mkdir(parents=True, exist_ok=True)

@@ -22,12 +22,12 @@ __all__ = ["env_exports", "install"]
 def install(app: FastAPI) -> None:
     """Add the facade's routes; E2B's in-sandbox requests join the API's host router (installed first).
     The API's error handlers (installed first too) answer the control plane in E2B's error form."""
-    from sandlot.api.e2b import control, envd_filesystem, envd_process, interpreter, routing
+    from sandlot.api.e2b import control, envd_filesystem, envd_process, error_form, interpreter, routing
 
     for module in (control, envd_process, envd_filesystem, interpreter):
         app.include_router(module.router)
     routing.install(app.state.host_routes)
-    control.install_error_form(app)
+    error_form.install_error_form(app)
 
 
 def env_exports(api_url: str, api_key: str, domain: str | None = None) -> dict[str, str]:

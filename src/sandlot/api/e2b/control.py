@@ -10,17 +10,14 @@ SDK's `X-API-KEY` header with a Sandlot API key; errors are Sandlot's
 from __future__ import annotations
 
 import datetime as dt
-import inspect
-import json
 import secrets
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sandlot import errors
 from sandlot.api import checkpoints
@@ -44,33 +41,6 @@ ENVD_VERSION = "0.6.4"
 router = APIRouter(prefix="/e2b", tags=["e2b"], include_in_schema=False)
 
 
-def install_error_form(app: FastAPI) -> None:
-    """Errors of the control plane in E2B's form: `code` is the HTTP status (the SDKs compare it with
-    404, 409, ...); Sandlot's own code and field come along as `error` and `field`."""
-
-    def wrap(original: Callable[[Request, Any], Response | Awaitable[Response]]) -> Any:
-        async def handler(request: Request, exc: Exception) -> Response:
-            resp = original(request, exc)
-            if inspect.isawaitable(resp):
-                resp = await resp
-            if not request.url.path.startswith(router.prefix + "/") or not isinstance(resp, JSONResponse):
-                return resp
-            body = json.loads(bytes(resp.body))
-            e2b = {"code": resp.status_code, "message": body.get("message", ""), "error": body.get("code")}
-            if body.get("field"):
-                e2b["field"] = body["field"]
-            out = JSONResponse(e2b, status_code=resp.status_code)
-            for key, value in resp.headers.items():
-                if key.lower() not in ("content-length", "content-type"):
-                    out.headers[key] = value
-            return out
-
-        return handler
-
-    for exc_class, original in list(app.exception_handlers.items()):
-        app.add_exception_handler(exc_class, wrap(original))
-
-
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -83,6 +53,11 @@ class NetworkBody(_Body):
 
 class AutoResumeBody(_Body):
     enabled: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, value: object) -> object:
+        return {"enabled": value} if isinstance(value, bool) else value  # an older form: a plain flag
 
 
 class NewSandbox(_Body):
