@@ -234,6 +234,7 @@ class SandboxInfo(_Response):
     persistent: bool = False
     on_timeout: str = "kill"
     auto_resume: bool = False
+    node: str = Field(default="local", description="the node it runs on ('local': the server's own)")
 
 
 class SandboxList(_Response):

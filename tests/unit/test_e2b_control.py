@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sandlot import errors
-from sandlot.api.e2b.control import NewSandbox, e2b_template
+from sandlot.api.e2b.control import E2B_TEMPLATES, NewSandbox, e2b_template
 from sandlot.api.e2b.envd_metadata import from_headers
+from sandlot.node.image_e2b import E2B_BASE
 
 
 def _new(**body: object) -> NewSandbox:
@@ -33,6 +34,7 @@ def test_internet_access_in_either_spelling() -> None:
 
 
 def test_e2b_base_is_known_by_its_e2b_name() -> None:
+    assert E2B_TEMPLATES["base"] == E2B_BASE  # the API names the node's built-in without importing it
     assert e2b_template("e2b-base") == "base"
     assert e2b_template("debian") == "debian" and e2b_template("code-interpreter") == "code-interpreter"
 

@@ -58,8 +58,9 @@ async def on_timeout(svc: SandboxService, sandbox_id: str) -> None:
         await svc.node.hibernate(sandbox_id, memory=False)
         await svc.store.set_state(sandbox_id, "hibernated", "hibernated at its timeout")
         return
+    status = await svc.node.status(sandbox_id)
     try:
-        await svc.node.pause(sandbox_id, memory=svc.node.get(sandbox_id).runtime.saves_memory)
+        await svc.node.pause(sandbox_id, memory=status is not None and status.saves_memory)
     except errors.InternalError as exc:  # the runtime could not save it: a freeze still stops it
         log.warning("pausing %s at its timeout without its memory: %s", sandbox_id, exc)
         await svc.node.pause(sandbox_id)
@@ -106,7 +107,8 @@ async def _bring_back(svc: SandboxService, rec: SandboxRecord, act: Callable[[st
     try:
         await act(rec.sandbox_id)
     except errors.SandboxStateError:  # a concurrent request brought it back first
-        if svc.node.get(rec.sandbox_id).state.value != "running":
+        status = await svc.node.status(rec.sandbox_id)
+        if status is None or status.state != "running":
             raise
     await svc.store.set_state(rec.sandbox_id, "running")
     rec.state = "running"

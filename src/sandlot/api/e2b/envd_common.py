@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from sandlot import errors
+from sandlot.agent.handle import SandboxAgent
 from sandlot.api.e2b.access import sandbox_principal
 from sandlot.api.http_errors import status_of
 from sandlot.api.service import SandboxService
-from sandlot.node import Node
-from sandlot.node import Sandbox as NodeSandbox
+from sandlot.node.client import NodeClient
 
 __all__ = ["DEFAULT_USER", "Caller", "b64decode", "b64encode", "caller", "http_status"]
 
@@ -31,9 +31,9 @@ DEFAULT_USER = "user"
 
 @dataclass(frozen=True)
 class Caller:
-    sandbox: NodeSandbox
+    sandbox: SandboxAgent
     user: str
-    node: Node
+    node: NodeClient
 
     @property
     def home(self) -> str:

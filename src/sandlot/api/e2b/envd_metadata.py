@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 
 from sandlot import errors
 from sandlot.agent import protocol as p
-from sandlot.node import Node
+from sandlot.node.client import NodeClient
 
 __all__ = ["HEADER_PREFIX", "complete", "from_headers", "store"]
 
@@ -54,20 +54,20 @@ def from_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     return metadata
 
 
-async def complete(node: Node, sandbox_id: str, entries: list[p.FileEntry]) -> list[p.FileEntry]:
+async def complete(node: NodeClient, sandbox_id: str, entries: list[p.FileEntry]) -> list[p.FileEntry]:
     """Fill in the metadata of entries whose filesystem in the sandbox holds none (from the host)."""
     missing = [e.path for e in entries if e.metadata_unsupported]
     if missing:
-        found = await node.host_file_metadata(sandbox_id, missing)
+        found = await node.file_metadata(sandbox_id, missing)
         for e in entries:
             if e.metadata_unsupported:
                 e.metadata = found.get(e.path)
     return entries
 
 
-async def store(node: Node, sandbox_id: str, entry: p.FileEntry, metadata: Mapping[str, str]) -> p.FileEntry:
+async def store(node: NodeClient, sandbox_id: str, entry: p.FileEntry, metadata: Mapping[str, str]) -> p.FileEntry:
     """After an upload: make `metadata` the file's whole metadata where the agent could not."""
     if entry.metadata_unsupported:
-        await node.set_host_file_metadata(sandbox_id, entry.path, dict(metadata))
+        await node.set_file_metadata(sandbox_id, entry.path, dict(metadata))
         entry.metadata = dict(metadata) or None
     return entry
