@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The E2B SDK releases the compatibility tests need beside the ones pinned in pyproject's test extra.
+# The Python E2B SDK release the compatibility tests need beside the ones pinned in pyproject's test extra.
 #   scripts/e2b_sdks.sh install   (run by scripts/setup.sh --test)
 #
-# - .e2b-sdks/py-keycheck: Python `e2b` 2.45.1, the newest PyPI release that checks an API key's
-#   form on the client (`e2b_` + hex) before sending it; tests/e2b_compat/test_keys.py drives a
-#   Sandlot key through it (PYTHONPATH, its own dependencies beside it).
-# - tests/e2b_compat_js/node_modules: the JavaScript SDK (package.json pins the newest `e2b`, and
-#   `e2b-keycheck`, the newest JS release with the same client-side check), from package-lock.json.
+# .e2b-sdks/py-keycheck: Python `e2b` 2.45.1, the newest PyPI release that checks an API key's
+# form on the client (`e2b_` + hex) before sending it; tests/e2b_compat/test_keys.py drives a
+# Sandlot key through it (PYTHONPATH, its own dependencies beside it). (The JavaScript SDKs,
+# `e2b-keycheck` among them, are pinned in tests/e2b_compat_js/package.json and installed by
+# tests/e2b_compat_js/npm_cache.py.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,21 +22,9 @@ install_python() {
   touch "$dir/.installed-$KEYCHECK_PY"
 }
 
-install_js() {
-  local dir=tests/e2b_compat_js lock
-  lock=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
-  # npm ci starts from an empty node_modules: only when the lock file changed since the last install.
-  if [ "$(cat "$dir/node_modules/.sandlot-lock" 2>/dev/null)" = "$lock" ]; then
-    return
-  fi
-  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  echo "$lock" >"$dir/node_modules/.sandlot-lock"
-}
-
 case "${1:-}" in
   install)
     install_python
-    install_js
     ;;
   *)
     echo "usage: $0 install" >&2

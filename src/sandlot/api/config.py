@@ -46,6 +46,10 @@ class ApiConfig:
     dns_servers: list[str] | None = None
     #: a persistent sandbox with no request for this many seconds hibernates
     hibernate_after_s: float = 900.0
+    #: the SSH gateway's port (`ssh -p PORT SANDBOX_ID@host`); None: no SSH gateway
+    ssh_port: int | None = None
+    #: the address the SSH gateway listens on
+    ssh_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

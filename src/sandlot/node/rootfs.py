@@ -32,10 +32,11 @@ from pathlib import Path
 from sandlot import errors
 from sandlot.node.fileclone import clone_file, frozen_fs
 
-__all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "overlaid", "umount"]
+__all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "mount_readonly_overlay", "overlaid", "umount"]
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
+MS_RDONLY = 1
 
 
 def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
@@ -67,6 +68,11 @@ def overlaid(lower: str | Path, upper: Path, scratch: Path) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
         with contextlib.suppress(OSError):
             target.rmdir()
+
+
+def mount_readonly_overlay(lower: str | Path, target: Path) -> None:
+    """The lowers alone (two or more, joined by ':'), merged and read-only."""
+    _mount("overlay", str(target), "overlay", MS_RDONLY, f"lowerdir={lower}")
 
 
 def umount(target: Path) -> None:
@@ -193,8 +199,15 @@ class WritableLayer:
 
     def snapshot(self, dest: Path) -> None:
         """Copy the disk, consistent, to `dest` (a clone: costs what was written)."""
+        if not is_mountpoint(self.layer):  # a guest kernel's disk (microvm): its runtime made it consistent
+            self.clone_disk(dest)
+            return
         with frozen_fs(self.layer):
             clone_file(self.image_file, dest)
+
+    def clone_disk(self, dest: Path) -> None:
+        """Clone the disk file as it is: for a disk that is not mounted here, or that its user froze."""
+        clone_file(self.image_file, dest)
 
     def stage(self, source: Path) -> Path:
         """Clone `source` beside the disk, for `swap`; a failure (a full store) changes nothing."""

@@ -1,9 +1,10 @@
-// The E2B JavaScript SDK (npm `e2b`, pinned in package.json) against Sandlot: the parity
-// behaviours of issue 19 that the JS SDK exposes. Run by tests/e2b_compat_js/test_js_sdk.py
-// with the environment `sandlot e2b-env` prints; each check prints one JSON line:
-//   {"check": name, "ok": true} or {"check": name, "ok": false, "error": "..."}
-// `node parity.mjs NAME...` runs only those checks.
+// E2B's JavaScript SDK (`e2b`, pinned in package.json) against Sandlot: the parity behaviours of
+// issue 19 that the JS SDK exposes (the key form, pause and the lifecycle, listing, file metadata,
+// symlinks, watches, commands, the default template). Run by test_e2b_js.py with only the
+// environment `sandlot e2b-env` prints, plus SANDLOT_FORM (the same key in Sandlot's `sl_` form).
 import http from 'node:http'
+import { test } from 'node:test'
+
 import { NotFoundError, Sandbox } from 'e2b'
 import { ApiClient, ConnectionConfig, Sandbox as KeycheckSandbox } from 'e2b-keycheck'
 
@@ -218,13 +219,4 @@ const checks = {
   },
 }
 
-const wanted = process.argv.slice(2)
-for (const [name, check] of Object.entries(checks)) {
-  if (wanted.length && !wanted.includes(name)) continue
-  try {
-    await check()
-    console.log(JSON.stringify({ check: name, ok: true }))
-  } catch (err) {
-    console.log(JSON.stringify({ check: name, ok: false, error: `${err.name}: ${err.message}` }))
-  }
-}
+for (const [name, check] of Object.entries(checks)) test(name.replaceAll('_', ' '), check)
