@@ -5,12 +5,13 @@
 
 Run by .ci/run after the tests. It never fails the build (exit 0 whatever happens): it
 reports. It asks PyPI and npm for the newest `e2b` and `e2b-code-interpreter` (Python) and
-`e2b` (JavaScript); when they are the releases the tests pin (pyproject's test extra,
-tests/e2b_compat_js/package.json) there is nothing new to try, unless `--force`. Otherwise
-it installs them into a scratch venv (the project with its test extra, then the newest SDKs
-over the pins) and a scratch node_modules, runs tests/e2b_compat there, and prints every
-test that fails with them: each names a behaviour that the pinned releases have and the
-newest do not (the tests pass with the pins, or the build would have failed before this).
+`e2b` and `@e2b/code-interpreter` (JavaScript); when they are the releases the tests pin
+(pyproject's test extra, tests/e2b_compat_js/package.json) there is nothing new to try, unless
+`--force`. Otherwise it installs them into a scratch venv (the project with its server and test
+extras, then the newest SDKs over the pins) and a scratch node_modules, runs tests/e2b_compat
+and tests/e2b_compat_js there, and prints every test that fails with them: each names a
+behaviour that the pinned releases have and the newest do not (the tests pass with the pins, or
+the build would have failed before this).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 JS = ROOT / "tests" / "e2b_compat_js"
 PY_PACKAGES = ("e2b", "e2b-code-interpreter")
+JS_PACKAGES = ("e2b", "@e2b/code-interpreter")
 TIME_LIMIT_S = 1500
 
 
@@ -47,7 +49,8 @@ def pinned() -> dict[str, str]:
         m = re.match(r"^([A-Za-z0-9_.-]+)==([^;\s]+)", req)
         if m and m.group(1) in PY_PACKAGES:
             pins[f"py:{m.group(1)}"] = m.group(2)
-    pins["js:e2b"] = json.loads((JS / "package.json").read_text())["dependencies"]["e2b"]
+    deps = json.loads((JS / "package.json").read_text())["dependencies"]
+    pins.update({f"js:{name}": deps[name] for name in JS_PACKAGES})
     return pins
 
 
@@ -59,7 +62,8 @@ def newest() -> dict[str, str]:
         if not m:
             raise RuntimeError(f"pip index versions {name}: no version in {out[:200]!r}")
         found[f"py:{name}"] = m.group(1)
-    found["js:e2b"] = run(["npm", "view", "e2b", "version"]).stdout.strip()
+    for name in JS_PACKAGES:
+        found[f"js:{name}"] = run(["npm", "view", name, "version"]).stdout.strip()
     return found
 
 
@@ -67,11 +71,12 @@ def install(scratch: Path, versions: dict[str, str]) -> tuple[Path, Path]:
     venv, js = scratch / "venv", scratch / "js"
     run([sys.executable, "-m", "venv", str(venv)])
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    run([*pip, "-e", f"{ROOT}[test]"])
+    run([*pip, "-e", f"{ROOT}[server,test]"])
     run([*pip, "--no-warn-conflicts", *(f"{n}=={versions[f'py:{n}']}" for n in PY_PACKAGES)])
     js.mkdir()
-    keycheck = json.loads((JS / "package.json").read_text())["dependencies"]["e2b-keycheck"]
-    package = {"private": True, "type": "module", "dependencies": {"e2b": versions["js:e2b"], "e2b-keycheck": keycheck}}
+    deps = json.loads((JS / "package.json").read_text())["dependencies"]
+    deps.update({name: versions[f"js:{name}"] for name in JS_PACKAGES})  # e2b-keycheck stays pinned
+    package = {"private": True, "type": "module", "dependencies": deps}
     (js / "package.json").write_text(json.dumps(package))
     run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=js)
     return venv, js
@@ -108,7 +113,8 @@ def main() -> int:
             return 0
         report = scratch / "report.xml"
         env = {**os.environ, "SANDLOT_E2B_JS_DIR": str(js)}
-        cmd = [str(venv / "bin" / "python"), "-m", "pytest", "tests/e2b_compat", "-q", "-p", "no:cacheprovider"]
+        tests = ["tests/e2b_compat", "tests/e2b_compat_js"]
+        cmd = [str(venv / "bin" / "python"), "-m", "pytest", *tests, "-q", "-p", "no:cacheprovider"]
         cmd += ["--timeout", "900", f"--junitxml={report}"]
         try:
             res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIME_LIMIT_S)
