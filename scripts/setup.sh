@@ -21,6 +21,7 @@ packages=(
   conntrack             # a released sandbox address leaves no tracked flows to its next holder
   postgresql            # the API's PostgreSQL tests start a throwaway cluster
   bubblewrap            # a baseline of bench/run
+  libnss-myhostname     # resolves *.localhost (sandbox ports' host names: get_host) to ::1 and 127.0.0.1
   qemu-system-x86 linux-image-cloud-amd64  # the microvm runtime: QEMU and the guest's kernel
   erofs-utils lz4       # microvm: templates as read-only erofs disks; the kernel booted uncompressed
   python3 python3-venv python3-pip
@@ -46,6 +47,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "[setup] apt-get install ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# glibc resolves `PORT-ID.localhost` (what get_host() answers) only through nss-myhostname.
+if ! grep -Eq '^hosts:.*\bmyhostname\b' /etc/nsswitch.conf; then
+  echo "[setup] /etc/nsswitch.conf: hosts: adding myhostname"
+  if grep -Eq '^hosts:[[:space:]]*files\b' /etc/nsswitch.conf; then
+    sed -i -E 's/^(hosts:[[:space:]]*files)/\1 myhostname/' /etc/nsswitch.conf   # after /etc/hosts
+  elif grep -Eq '^hosts:' /etc/nsswitch.conf; then
+    sed -i -E 's/^(hosts:[[:space:]]*)/\1myhostname /' /etc/nsswitch.conf
+  else
+    echo "hosts: files myhostname dns" >> /etc/nsswitch.conf
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -197,6 +197,9 @@ class AgentConfig(_Model):
     pids_limit: int = 0  # 0 = none; RLIMIT_NPROC of spawned processes, and the agent's watchdog
     socket_path: str = "/.sandlot/run/agent.sock"
     output_buffer_bytes: int = 1 << 20  # per process, kept for reconnects
+    # gVisor: the agent (init) mounts /dev and /dev/shm as tmpfs of these sizes (see go/devfs.go); 0 = as made
+    dev_bytes: int = 0
+    shm_bytes: int = 0
 
 
 class Hello(_Model):

@@ -116,6 +116,6 @@ async def ws_principal(websocket: WebSocket) -> Principal:
     return await _authenticate(store, _key_from(websocket.headers, websocket.query_params.get("api_key")))
 
 
-def require_admin(who: Principal) -> None:
+def require_admin(who: Principal, what: str = "manage keys") -> None:
     if not who.admin:
-        raise errors.PermissionDeniedError("only an admin API key may manage keys")
+        raise errors.PermissionDeniedError(f"only an admin API key may {what}")

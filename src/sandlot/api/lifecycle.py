@@ -22,7 +22,7 @@ from sandlot import errors
 from sandlot.api.store import SandboxRecord
 
 if TYPE_CHECKING:
-    from sandlot.api.service import Quotas, SandboxService
+    from sandlot.api.service import SandboxService
 
 __all__ = ["check_lifetime", "extend_after_timeout_pause", "hibernate_idle", "on_timeout", "resume", "wake"]
 
@@ -32,9 +32,9 @@ log = logging.getLogger("sandlot.api")
 RESUME_TIMEOUT_S = 300
 
 
-def check_lifetime(quotas: Quotas, team: str, created_at: float, ends_at: float, persistent: bool) -> None:
-    limit = quotas.lifetime_of(team)
-    if limit is None or persistent:
+def check_lifetime(limit: int, team: str, created_at: float, ends_at: float, persistent: bool) -> None:
+    """Refuse a timeout that reaches past the team's max lifetime (`limit` seconds from creation; 0: none)."""
+    if not limit or persistent:
         return
     start = created_at or time.time()
     if ends_at - start > limit:

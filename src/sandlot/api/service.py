@@ -22,7 +22,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
@@ -30,6 +29,8 @@ from sandlot.api import lifecycle
 from sandlot.api.auth import Principal
 from sandlot.api.lifecycle import check_lifetime
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
+from sandlot.api.teams import Quotas, Teams
+from sandlot.api.template_access import usable, writer
 from sandlot.api.volumes import volume_mounts
 from sandlot.models import SandboxCreate, SandboxInfo, SandboxState
 from sandlot.node.client import NodeClient
@@ -38,21 +39,6 @@ from sandlot.node.protocol import Limits, NetworkPolicy, RecoveryReport, Sandbox
 __all__ = ["Quotas", "SandboxService"]
 
 log = logging.getLogger("sandlot.api")
-
-
-@dataclass(frozen=True)
-class Quotas:
-    #: running sandboxes per team
-    max_sandboxes: int = 100
-    max_disk_mb: int = 64 << 10
-    max_memory_mb: int = 64 << 10
-    #: longest lifetime (seconds from creation) a timeout may give an ephemeral sandbox; None: no limit
-    max_lifetime_s: int | None = None
-    #: per-team overrides of max_lifetime_s
-    team_max_lifetime_s: dict[str, int] = field(default_factory=dict)
-
-    def lifetime_of(self, team: str) -> int | None:
-        return self.team_max_lifetime_s.get(team, self.max_lifetime_s)
 
 
 def info(rec: SandboxRecord) -> SandboxInfo:
@@ -85,6 +71,7 @@ class SandboxService:
         default_template: str = "base",
         quotas: Quotas | None = None,
         hibernate_after_s: float = 900.0,
+        housekeeping_interval_s: float = 60.0,
     ) -> None:
         #: the node that holds every sandbox today; with a fleet, placement picks one of several
         #: and a record's `node` names the one that holds it
@@ -97,8 +84,8 @@ class SandboxService:
         self.store = store
         self.default_template = default_template
         self.quotas = quotas or Quotas()
-        # _pending counts creates in flight per team (the quota check must see them).
-        self._pending: dict[str, int] = {}
+        #: teams' limits, admission and the retention of checkpoints (teams.py)
+        self.teams = Teams(node, store, self.quotas, sweep_interval_s=housekeeping_interval_s)
         # _gone remembers why a sandbox died, for records reconciled after the node forgot it.
         self._gone: dict[str, str] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -160,7 +147,8 @@ class SandboxService:
                 f"memory_mb must be at most {self.quotas.max_memory_mb} on this server, got {req.memory_mb}",
                 field="memory_mb",
             )
-        check_lifetime(self.quotas, who.team, 0.0, time.time() + req.timeout, req.persistent)
+        quota, _ = await self.teams.quota(who.team)
+        check_lifetime(quota.max_lifetime_s, who.team, 0.0, time.time() + req.timeout, req.persistent)
         spec = SandboxSpec(
             image=template,
             runtime=runtime,
@@ -169,18 +157,20 @@ class SandboxService:
             network=NetworkPolicy.parse(req.network if isinstance(req.network, str) else req.network.model_dump()),
             volumes=await volume_mounts(self.node, who.team, req.volumes),
         ).validate()
-        if req.registry_auth is not None:
-            await self.node.fetch_template(template, req.registry_auth)
-        self._pending[who.team] = self._pending.get(who.team, 0) + 1
-        try:
-            active = await self.store.count_active(who.team) + self._pending[who.team] - 1
-            if active >= self.quotas.max_sandboxes:
-                raise errors.LimitReachedError(
-                    f"team {who.team!r} already runs {active} sandboxes, its limit; kill one first"
-                )
+        existing = await self.node.get_template(template)
+        if existing is not None:
+            usable(existing, template, who)  # another team's own template is "not found"
+        elif req.registry_auth is not None:  # pulled with the team's credentials: the team's own
+            await self.node.fetch_template(template, req.registry_auth, team=writer(who))
+        async with self.teams.admit(who.team, sandboxes=1, disk_mb=req.disk_mb, what="create a sandbox"):
             sbx = await self.node.create(spec)
-        finally:
-            self._pending[who.team] -= 1
+            rec = await self._record(who, sbx, req, template, runtime)
+        return rec
+
+    async def _record(
+        self, who: Principal, sbx: SandboxStatus, req: SandboxCreate, template: str, runtime: str
+    ) -> SandboxRecord:
+        """Write the record of a sandbox the node just made (killing it if that fails)."""
         now = time.time()
         rec = SandboxRecord(
             sandbox_id=sbx.sandbox_id,
@@ -358,7 +348,8 @@ class SandboxService:
         rec = await self.get(who, sandbox_id)
         if rec.state not in ACTIVE_STATES:
             raise errors.SandboxStateError(f"cannot set the timeout of sandbox {sandbox_id} in state {rec.state}")
-        check_lifetime(self.quotas, who.team, rec.created_at, time.time() + timeout, rec.persistent)
+        quota, _ = await self.teams.quota(who.team)
+        check_lifetime(quota.max_lifetime_s, who.team, rec.created_at, time.time() + timeout, rec.persistent)
         rec.ends_at = time.time() + timeout
         await self.store.set_ends_at(sandbox_id, rec.ends_at)
         return rec
@@ -381,3 +372,4 @@ class SandboxService:
         for rec in await self.store.active():
             await self._reconcile(rec)
         await lifecycle.hibernate_idle(self)
+        await self.teams.housekeeping()

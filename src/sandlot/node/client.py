@@ -63,6 +63,13 @@ How each maps to HTTP (for the node daemon; paths under its `/v1`):
     delete_template       DELETE /templates/{name}
     list_pools/set_pool   GET /pools, PUT /pools/{template}   {runtime, size}
 
+Templates have owners (`TemplateInfo.owner`: a team, or None for shared
+ones). The calls that make one (fetch, pull, build, import) take `team`, the
+team acting (None: the server or an admin): what they make is its own, a name
+another team or the server holds is refused (ConflictError) before anything
+streams, and a build's FROM sees only the team's own and shared templates. Who
+may see or use a template otherwise is the API's to decide (api/template_access.py).
+
 Placement (which node gets a create) sits above this interface: the API holds
 one `NodeClient` per node and each sandbox's record names its node
 (`SandboxInfo.node`); today there is exactly one, `LocalNode`.
@@ -203,7 +210,8 @@ class NodeClient(abc.ABC):
     # ------------------------------------------------------------ volumes
 
     @abc.abstractmethod
-    async def create_volume(self, team: str, name: str) -> VolumeInfo: ...
+    async def create_volume(self, team: str, name: str, size_mb: int = 1024) -> VolumeInfo:
+        """A volume of the team, a filesystem of `size_mb` (full: ENOSPC inside)."""
 
     @abc.abstractmethod
     async def find_volume(self, team: str, name: str) -> VolumeInfo:
@@ -225,13 +233,20 @@ class NodeClient(abc.ABC):
     async def list_templates(self) -> list[TemplateInfo]: ...
 
     @abc.abstractmethod
-    async def fetch_template(self, ref: str, auth: RegistryAuth) -> None:
-        """Pull `ref` with these credentials unless the node has it already."""
+    async def fetch_template(self, ref: str, auth: RegistryAuth, *, team: str | None = None) -> None:
+        """Pull `ref` with these credentials unless the node has it already (it is then `team`'s)."""
 
     @abc.abstractmethod
     async def pull_template(
-        self, ref: str, *, name: str | None = None, platform: str | None = None, auth: RegistryAuth | None = None
-    ) -> TemplateEvents: ...
+        self,
+        ref: str,
+        *,
+        name: str | None = None,
+        platform: str | None = None,
+        auth: RegistryAuth | None = None,
+        team: str | None = None,
+    ) -> TemplateEvents:
+        """Pull `ref` into `name`: shared under its own reference without credentials, else `team`'s."""
 
     @abc.abstractmethod
     async def build_template(
@@ -242,14 +257,15 @@ class NodeClient(abc.ABC):
         dockerfile: str = "Dockerfile",
         build_args: Mapping[str, str] | None = None,
         network: Literal["full", "none"] = "full",
+        team: str | None = None,
     ) -> TemplateEvents:
-        """Build from a Dockerfile in `context` (a tar, streamed in)."""
+        """Build `team`'s template from a Dockerfile in `context` (a tar, streamed in)."""
 
     @abc.abstractmethod
     async def import_template(
-        self, name: str, archive: AsyncIterable[bytes], *, tag: str | None = None
+        self, name: str, archive: AsyncIterable[bytes], *, tag: str | None = None, team: str | None = None
     ) -> TemplateEvents:
-        """Import a `docker save` tarball or an OCI layout tar (streamed in)."""
+        """Import a `docker save` tarball or an OCI layout tar (streamed in) as `team`'s template."""
 
     @abc.abstractmethod
     async def export_template(self, name: str, tag: str) -> AsyncIterator[bytes]:

@@ -91,6 +91,8 @@ class Image:
     size: int = 0
     #: started in every new sandbox, which is handed out once it is ready
     start: StartSpec | None = None
+    #: the team that made it (an opaque string, like a volume's owner); None: shared by every team
+    owner: str | None = None
 
     @property
     def lowerdir(self) -> str:

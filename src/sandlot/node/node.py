@@ -21,7 +21,7 @@ from typing import Any
 from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection
-from sandlot.node import cgroups, file_metadata, hibernation, memory_pause, readiness, reaper
+from sandlot.node import cgroups, file_metadata, hibernation, memory_pause, readiness, reaper, safepath
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
@@ -34,7 +34,7 @@ from sandlot.node.pool import WarmPool
 from sandlot.node.rootfs import SpareDisks, WritableLayer
 from sandlot.node.runtimes import RUNTIMES, Runtime, make_runtime
 from sandlot.node.sandbox import Sandbox, State
-from sandlot.node.spec import SandboxSpec, new_sandbox_id, oci_config
+from sandlot.node.spec import DEV_TMPFS_BYTES, SandboxSpec, new_sandbox_id, oci_config, shm_bytes
 from sandlot.node.volumes import VolumeStore, bind_mounts
 from sandlot.paths import default_data_dir
 
@@ -290,7 +290,7 @@ class Node:
         await asyncio.to_thread(sbx.layer.mount, self.spares, sbx.layer.source)
         self._refill_spares()
         root = sbx.layer.rootfs
-        (root / MOUNT_POINT.lstrip("/") / "run").mkdir(parents=True, exist_ok=True)
+        safepath.ensure_dir(root, MOUNT_POINT.lstrip("/") + "/run")  # the node's own path, whatever was there
         if sbx.runtime.name == "gvisor" and image.has_glibc:
             _add_preload(root, bundle.statx_fix_in_sandbox)
         iconf = image.config
@@ -304,6 +304,8 @@ class Node:
             hostname=spec.hostname,
             memory_limit_bytes=limits.memory_mb << 20,
             pids_limit=limits.pids,
+            dev_bytes=DEV_TMPFS_BYTES,
+            shm_bytes=shm_bytes(limits.memory_mb),
         )
         (run_dir / "config.json").write_text(agent_config.model_dump_json())
         config = oci_config(
@@ -320,6 +322,8 @@ class Node:
             netns_path=await self._attach_network(sbx, net_setup),
             disk=str(sbx.layer.image_file),
         )
+        for m in spec.volumes:  # a sized volume's disk is mounted while a sandbox uses it
+            await asyncio.to_thread(self.volumes.mount, m.volume_id)
         config["mounts"] += bind_mounts(self.volumes, spec.volumes)
         sbx.runtime.adjust(config)
         (sbx.dir / "bundle").mkdir()
@@ -677,6 +681,18 @@ class Node:
         if sbx.net is not None:
             problems += await self.network.teardown(sbx.net)
         problems += await asyncio.to_thread(sbx.layer.remove)
+        problems += await self._release_volumes(sbx)
+        return problems
+
+    async def _release_volumes(self, gone: Sandbox) -> list[str]:
+        """Unmount the volumes of `gone` that no other live sandbox of this node mounts."""
+        problems: list[str] = []
+        for m in gone.spec.volumes:
+            if not any(
+                s is not gone and not s.killed and any(o.volume_id == m.volume_id for o in s.spec.volumes)
+                for s in self._sandboxes.values()
+            ):
+                problems += await asyncio.to_thread(self.volumes.unmount, m.volume_id)
         return problems
 
     async def close(self) -> None:
@@ -723,12 +739,16 @@ def _save_network(sbx: Sandbox) -> None:
 
 
 def _add_preload(root: Path, lib: str) -> None:
-    """Make glibc programs load `lib` (see bundle.STATX_FIX_C), keeping the image's own list."""
-    target = root / "etc" / "ld.so.preload"
-    existing = target.read_text() if target.exists() else ""
+    """Make glibc programs load `lib` (see bundle.STATX_FIX_C), keeping the image's own list.
+
+    The sandbox's /etc is its own: a symlink there is never followed on the host (safepath).
+    """
+    target = safepath.no_symlink_parents(root, "etc/ld.so.preload")
+    if target is None:  # /etc is a link (or missing): leave it be; only `ls -l` and `stat` miss the fix
+        return
+    existing = safepath.read_file(target)
     if lib not in existing.split():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(existing + ("" if existing.endswith("\n") or not existing else "\n") + lib + "\n")
+        safepath.write_file(target, existing + ("" if existing.endswith("\n") or not existing else "\n") + lib + "\n")
 
 
 def _oom_happened(sandbox_id: str) -> bool:

@@ -23,6 +23,7 @@ from sandlot.models import (
     ProcessInfo,
     SandboxInfo,
     TarResult,
+    TeamInfo,
     TemplateInfo,
     VolumeInfo,
     VolumeMountRequest,
@@ -36,6 +37,7 @@ from sandlot.sdk.files import AsyncFiles, AsyncWatchHandle, WriteData
 from sandlot.sdk.network import AsyncNetwork
 from sandlot.sdk.pty import AsyncPty, AsyncPtyHandle, DataHandler, PtySize
 from sandlot.sdk.sandbox import AsyncSandbox
+from sandlot.sdk.teams import _KEEP, AsyncTeams
 from sandlot.sdk.templates import AsyncTemplates, ProgressHandler
 from sandlot.sdk.volumes import AsyncVolumes
 
@@ -47,6 +49,7 @@ __all__ = [
     "Pty",
     "PtyHandle",
     "Sandbox",
+    "Teams",
     "Templates",
     "Volumes",
     "WatchHandle",
@@ -1197,18 +1200,22 @@ class Templates:
 class Volumes:
     """The blocking twin of `AsyncVolumes`.
 
-    Named volumes of the caller's team: directories that outlive sandboxes.
+    Named volumes of the caller's team: filesystems of a fixed size that outlive sandboxes.
     """
 
     @staticmethod
-    def create(name: str, *, api_url: str | None = None, api_key: str | None = None) -> VolumeInfo:
-        """Create a volume.
+    def create(name: str, *, size_mb: int = 1024, api_url: str | None = None, api_key: str | None = None) -> VolumeInfo:
+        """Create a volume of `size_mb` MiB (writes past it fail with ENOSPC in the sandbox).
 
         Raises:
             ConflictError: the team already has a volume of that name.
-            InvalidArgumentError: a bad name.
+            InvalidArgumentError: a bad name or size.
+            LimitReachedError: the team's disk limit has no room for it.
         """
-        return cast("VolumeInfo", to_sync(run_sync(AsyncVolumes.create(name, api_url=api_url, api_key=api_key))))
+        return cast(
+            "VolumeInfo",
+            to_sync(run_sync(AsyncVolumes.create(name, size_mb=size_mb, api_url=api_url, api_key=api_key))),
+        )
 
     @staticmethod
     def list(*, api_url: str | None = None, api_key: str | None = None) -> builtins.list[VolumeInfo]:
@@ -1223,6 +1230,67 @@ class Volumes:
             ConflictError: a sandbox still mounts it.
         """
         run_sync(AsyncVolumes.delete(name, api_url=api_url, api_key=api_key))
+
+
+class Teams:
+    """The blocking twin of `AsyncTeams`.
+
+    Teams' limits (max sandboxes, disk, lifetime, checkpoint retention) and what they use.
+    """
+
+    @staticmethod
+    def get(team: str, *, api_url: str | None = None, api_key: str | None = None) -> TeamInfo:
+        """A team's limits and usage (an admin key, or a key of that team).
+
+        Raises:
+            PermissionDeniedError: another team's, with a non-admin key.
+        """
+        return cast("TeamInfo", to_sync(run_sync(AsyncTeams.get(team, api_url=api_url, api_key=api_key))))
+
+    @staticmethod
+    def list(*, api_url: str | None = None, api_key: str | None = None) -> builtins.list[TeamInfo]:
+        """Every team the server knows (an admin key)."""
+        return cast("builtins.list[TeamInfo]", to_sync(run_sync(AsyncTeams.list(api_url=api_url, api_key=api_key))))
+
+    @staticmethod
+    def set_quota(
+        team: str,
+        *,
+        max_sandboxes: int | None = _KEEP,
+        max_disk_mb: int | None = _KEEP,
+        max_lifetime_s: int | None = _KEEP,
+        checkpoint_retention_s: int | None = _KEEP,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> TeamInfo:
+        """Change a team's limits (an admin key). Limits not passed stay; None returns one to the default.
+
+        Args:
+            max_sandboxes: live sandboxes at once.
+            max_disk_mb: sandboxes' disk limits + volumes' sizes + checkpoints, in MiB.
+            max_lifetime_s: seconds from creation a timeout may reach; 0: no limit.
+            checkpoint_retention_s: how long a killed sandbox's checkpoints are kept; 0: until deleted.
+
+        Raises:
+            PermissionDeniedError: not an admin key.
+            InvalidArgumentError: a negative or too large value.
+        """
+        return cast(
+            "TeamInfo",
+            to_sync(
+                run_sync(
+                    AsyncTeams.set_quota(
+                        team,
+                        max_sandboxes=max_sandboxes,
+                        max_disk_mb=max_disk_mb,
+                        max_lifetime_s=max_lifetime_s,
+                        checkpoint_retention_s=checkpoint_retention_s,
+                        api_url=api_url,
+                        api_key=api_key,
+                    )
+                )
+            ),
+        )
 
 
 SYNC_TWINS.update(

@@ -59,6 +59,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sandlot-agent: cannot read config:", err)
 		os.Exit(1)
 	}
+	if err := prepareInit(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "sandlot-agent: preparing the sandbox:", err)
+		os.Exit(1)
+	}
 	if os.Getpid() != 1 {
 		// Not init (tests on a host): still become the parent of orphans.
 		_ = prctlSubreaper()

@@ -230,6 +230,8 @@ type AgentConfig struct {
 	PidsLimit         int64             `json:"pids_limit"`
 	SocketPath        string            `json:"socket_path"`
 	OutputBufferBytes int64             `json:"output_buffer_bytes"`
+	DevBytes          int64             `json:"dev_bytes"`
+	ShmBytes          int64             `json:"shm_bytes"`
 }
 
 type ProcessStarted struct {
