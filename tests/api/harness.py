@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import os
 import signal
 import socket
@@ -25,6 +26,9 @@ import httpx
 from sandlot.node.bundle import AGENT_SOURCE
 
 IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/store-v2"))
+#: Go's build cache for the agent, shared by every test server: each server's data dir is new,
+#: and building the agent with an empty cache (the standard library too) costs a minute or more.
+GO_CACHE = IMAGE_CACHE.parent / "go-build"
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 
@@ -102,6 +106,20 @@ def _fake_node(data_dir: Path) -> Any:
     return node
 
 
+def _dump_tasks(signum: int, frame: object) -> None:
+    import asyncio
+
+    for task in asyncio.all_tasks(asyncio.get_running_loop()):
+        print(f"task {task.get_name()}:", file=sys.stderr)
+        coro: Any = task.get_coro()
+        while coro is not None:  # down the chain of awaits, to where it waits
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                print(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}", file=sys.stderr)
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    sys.stderr.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -112,9 +130,21 @@ def main() -> None:
     parser.add_argument("--template", default="busybox")
     parser.add_argument("--hibernate-after", type=float, default=900.0)
     parser.add_argument("--max-lifetime", type=int, default=None)
+    parser.add_argument("--images-dir", type=Path, default=IMAGE_CACHE)
+    parser.add_argument("--disk-store-mb", type=int, default=None)
+    parser.add_argument("--agent-timeout", type=float, default=None)
     args = parser.parse_args()
 
+    import logging
+
     import uvicorn
+
+    # The node's own account of what it does (recovery above all) goes to the server's log.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("sandlot").setLevel(logging.INFO)
+    # A server that does not come up says where it stands: every thread (SIGUSR1) and task (SIGUSR2).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    signal.signal(signal.SIGUSR2, _dump_tasks)
 
     from sandlot.api import create_app
     from sandlot.api.config import ApiConfig
@@ -122,7 +152,7 @@ def main() -> None:
 
     config = ApiConfig(
         data_dir=args.data_dir,
-        images_dir=IMAGE_CACHE,
+        images_dir=args.images_dir,
         database_url=args.database_url,
         default_template=args.template,
         default_runtime="fake" if args.fake else "gvisor",
@@ -132,6 +162,8 @@ def main() -> None:
         kill_on_shutdown=True,
         registries_only=True,  # generated requests (the fuzz test) must never reach beyond 127.0.0.1
         dns_servers=[],  # tests never ask a real resolver
+        disk_store_bytes=args.disk_store_mb << 20 if args.disk_store_mb else None,
+        **({"agent_timeout_s": args.agent_timeout} if args.agent_timeout else {}),
     )
     node = _fake_node(args.data_dir) if args.fake else None
     app = create_app(config, node=node)
@@ -153,6 +185,8 @@ class Server:
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"{data_dir.name}.server.log"
+        #: where the log of the current start begins
+        self.log_offset = 0
 
     @property
     def url(self) -> str:
@@ -162,7 +196,8 @@ class Server:
     def admin_key(self) -> str:
         return (self.data_dir / "admin.key").read_text().strip()
 
-    def start(self, timeout: float = 300) -> Server:
+    def start(self, timeout: float = 300, env: dict[str, str] | None = None) -> Server:
+        """Start (again); `env` adds to the server's environment (e.g. SANDLOT_FAILPOINTS)."""
         self.port = free_port()
         cmd = [sys.executable, "-m", "tests.api.harness", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         cmd += ["--max-sandboxes", str(self.max_sandboxes), *self.extra]
@@ -171,7 +206,10 @@ class Server:
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
+            self.log_offset = log.tell()
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True, env=self._env(env)
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -184,7 +222,17 @@ class Server:
                     self.kill()
                     raise RuntimeError(f"the server cannot create sandboxes: {health.text}")
             time.sleep(0.2)
-        raise RuntimeError(f"the server did not become healthy:\n{self.log.read_text()[-3000:]}")
+        if self.proc.poll() is None:  # where it hangs, in its log
+            for sig in (signal.SIGUSR1, signal.SIGUSR2):
+                self.proc.send_signal(sig)
+                time.sleep(1)
+        raise RuntimeError(f"the server did not become healthy:\n{self.log.read_text()[-20000:]}")
+
+    @staticmethod
+    def _env(extra: dict[str, str] | None) -> dict[str, str]:
+        env = {**os.environ, **(extra or {})}
+        env.setdefault("GOCACHE", str(GO_CACHE))
+        return env
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""

@@ -77,6 +77,8 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
                 gvisor_platform=config.gvisor_platform,
                 default_runtime=config.default_runtime,
                 dns_servers=config.dns_servers,
+                disk_store_bytes=config.disk_store_bytes,
+                agent_timeout_s=config.agent_timeout_s,
             )
         )
         service = SandboxService(
@@ -147,9 +149,14 @@ async def _warm_up(app: FastAPI, node: Node, config: ApiConfig) -> None:
             app.state.not_ready_reason = f"preparing the {config.default_template!r} image"
             await asyncio.to_thread(node.images.ensure, config.default_template)
         app.state.ready = True
-        for template, size in config.warm_pools.items():
-            await asyncio.to_thread(node.images.ensure, template)
-            node.pool.set_size(routes_pools.pool_spec(node, template, None), size)
+        pools = {(t, config.default_runtime): n for t, n in config.warm_pools.items()}
+        pools.update({(t, r): n for t, r, n in await app.state.store.pools()})  # set over the API: they win
+        for (template, runtime), size in pools.items():
+            try:
+                await asyncio.to_thread(node.images.ensure, template)
+                node.pool.set_size(routes_pools.pool_spec(node, template, runtime), size)
+            except errors.SandlotError as exc:
+                log.error("the warm pool of %s (%s) cannot start: %s", template, runtime, exc)
     except errors.SandlotError as exc:
         app.state.not_ready_reason = str(exc)
         log.error("the node cannot create sandboxes: %s", exc)

@@ -16,6 +16,7 @@ from sandlot import errors
 from sandlot.api.auth import Principal
 from sandlot.api.service import SandboxService
 from sandlot.api.store import SandboxRecord
+from sandlot.failpoints import afailpoint
 from sandlot.models import CheckpointInfo, ForkRequest
 from sandlot.node.checkpoints import Checkpoint
 
@@ -111,8 +112,8 @@ async def fork(svc: SandboxService, who: Principal, checkpoint_id: str, req: For
         for sbx in sandboxes
     ]
     try:
-        for rec in recs:
-            await svc.store.add_sandbox(rec)
+        await afailpoint("api.fork.before_records", checkpoint_id)
+        await svc.store.add_sandboxes(recs)
     except BaseException:
         for sbx in sandboxes:
             with contextlib.suppress(errors.SandlotError):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandlot import errors
+from sandlot.agent.client import RESPONSE_TIMEOUT
 from sandlot.api.service import Quotas
 from sandlot.node.oci.registry import RegistryConfig
 from sandlot.paths import default_data_dir
@@ -46,6 +47,10 @@ class ApiConfig:
     dns_servers: list[str] | None = None
     #: a persistent sandbox with no request for this many seconds hibernates
     hibernate_after_s: float = 900.0
+    #: size of the node's disk store (sandbox disks, checkpoints); None: the data dir's filesystem's
+    disk_store_bytes: int | None = None
+    #: how long a call waits for a sandbox agent's first answer before checking that it is alive
+    agent_timeout_s: float = RESPONSE_TIMEOUT
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tarfile
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -172,7 +171,7 @@ async def build_template(
             raise errors.InvalidArgumentError(f"build_arg must be KEY=VALUE, got {item!r}", field="build_arg")
         args[key] = value
     node = _node(request)
-    work_dir = Path(tempfile.mkdtemp(prefix="context-", dir=node.images.layers.tmp))
+    work_dir = node.images.layers.scratch("context")
     try:
         await _receive_context(request, work_dir / "context")
         path = (work_dir / "context" / dockerfile).resolve()

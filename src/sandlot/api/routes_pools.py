@@ -1,4 +1,8 @@
-"""Warm pools (admin only): per template, sandboxes started ahead so a create returns at once."""
+"""Warm pools (admin only): per template, sandboxes started ahead so a create returns at once.
+
+A pool's size is kept in the store, so a restarted server fills its pools again
+(the idle sandboxes themselves do not outlive the server: a restart starts new ones).
+"""
 
 from __future__ import annotations
 
@@ -49,5 +53,6 @@ async def set_pool(template: Template, body: PoolSize, who: Who, request: Reques
     spec = pool_spec(node, template, body.runtime)
     node.runtime(spec.runtime)  # an unknown or unavailable runtime is the caller's error
     await asyncio.to_thread(node.images.ensure, template)  # an unknown template too
+    await request.app.state.store.set_pool(template, spec.runtime, body.size)  # kept across restarts
     key = node.pool.set_size(spec, body.size)
     return PoolInfo(template=key.image, runtime=key.runtime, size=body.size, idle=node.pool.idle(key))

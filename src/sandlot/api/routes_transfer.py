@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tarfile
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,7 +51,7 @@ async def import_template(
     """Import a `docker save` tarball or an OCI layout tar into a template; streams progress."""
     check_template_name(name)
     node = _node(request)
-    work = Path(tempfile.mkdtemp(prefix="import-", dir=node.images.layers.tmp))
+    work = node.images.layers.scratch("import")
     archive = work / "image.tar"
     try:
         n = 0
@@ -103,7 +102,7 @@ async def _tar_of(layout: Path, work: Path) -> StreamingResponse:
 async def export_template(name: TemplateName, who: Who, request: Request, tag: Tag = "latest") -> StreamingResponse:
     """The template as an OCI image layout (a tar), image `tag`."""
     node = _node(request)
-    work = Path(tempfile.mkdtemp(prefix="export-", dir=node.images.layers.tmp))
+    work = node.images.layers.scratch("export")
     try:
         await asyncio.to_thread(node.images.export, name, work / "layout", tag=tag, progress=lambda line: None)
         return await _tar_of(work / "layout", work)
@@ -119,7 +118,7 @@ async def export_sandbox_image(
     """The sandbox's filesystem (its template's layers plus what it changed) as an OCI layout tar."""
     await svc.sandbox(who, sandbox_id)  # the caller's, and alive
     node = _node(request)
-    work = Path(tempfile.mkdtemp(prefix="export-", dir=node.images.layers.tmp))
+    work = node.images.layers.scratch("export")
     try:
         await export_sandbox(node, sandbox_id, work / "layout", tag=tag)
         return await _tar_of(work / "layout", work)

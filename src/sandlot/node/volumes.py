@@ -9,6 +9,7 @@ two sandboxes sharing a volume see each other's writes.
 
 from __future__ import annotations
 
+import builtins
 import json
 import posixpath
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
+from sandlot.failpoints import failpoint
 
 __all__ = ["Volume", "VolumeMount", "VolumeStore", "bind_mounts"]
 
@@ -132,5 +134,13 @@ class VolumeStore:
     def delete(self, volume_id: str) -> None:
         vol = self.get(volume_id)
         trash = self.dir / f".{vol.id}.deleting"
-        vol.dir.rename(trash)
+        vol.dir.rename(trash)  # unlisted at once; a node killed now leaves `trash` to `sweep`
+        failpoint("volumes.delete.after_unlist", vol.id)
         shutil.rmtree(trash, ignore_errors=True)
+
+    def sweep(self) -> builtins.list[Path]:
+        """Remove volumes half created or half deleted by a killed node (before any create or delete runs)."""
+        swept = [d for d in self.dir.iterdir() if d.name.startswith(".")] if self.dir.is_dir() else []
+        for d in swept:
+            shutil.rmtree(d, ignore_errors=True)
+        return swept
