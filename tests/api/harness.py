@@ -244,8 +244,8 @@ class Server:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
+            try:  # it kills its sandboxes first: slow on a loaded host
+                self.proc.wait(120)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)

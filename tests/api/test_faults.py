@@ -89,7 +89,12 @@ def _alive(c: httpx.Client, sid: str, pid: int) -> None:
 
 
 def _clean(crash: Crashable, live: set[str], mentioned: set[str]) -> None:
+    """Nothing left but the `live` sandboxes; then those are killed too (the next test starts empty)."""
     assert leftovers(crash.server.data_dir, live=live, gone=mentioned - live) == []
+    with admin_client(crash.server) as c:
+        for sid in _live(c):
+            assert c.delete(f"/sandboxes/{sid}").status_code == 204
+    assert leftovers(crash.server.data_dir, gone=mentioned | live) == []
 
 
 def test_crash_in_create_and_kill(crash: Crashable) -> None:

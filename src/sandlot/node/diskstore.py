@@ -98,7 +98,7 @@ class DiskStore:
             )
         os.rename(tmp, self.backing)
 
-    def check_room(self, what: str, need: int = 0) -> None:
+    def check_room(self, what: str, need: int = 0, *, store: bool = True) -> None:
         """Refuse `what` (a create, checkpoint, fork, restore, memory save) when space runs short.
 
         Two places can be full: the store itself (a clone takes almost no space,
@@ -107,11 +107,12 @@ class DiskStore:
         and the filesystem under the data directory, which holds the store's
         sparse backing file, memory images and records: a store whose backing
         file cannot grow fails every write with an I/O error. `need` is what the
-        step itself will write to the data directory (a memory image).
+        step itself will write to the data directory (a memory image); `store`:
+        whether the step writes to the store at all.
         """
         st = os.statvfs(self.root)
         free = st.f_bavail * st.f_frsize
-        if free < MIN_FREE_BYTES:
+        if store and free < MIN_FREE_BYTES:
             raise errors.NoSpaceError(
                 f"cannot {what}: the node's disk store is full ({free >> 20} MiB free, "
                 f"{MIN_FREE_BYTES >> 20} MiB needed); delete checkpoints or sandboxes"

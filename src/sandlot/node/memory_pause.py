@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 from pathlib import Path
@@ -66,9 +67,8 @@ async def save(node: Node, sbx: Sandbox, dest: Path | None = None) -> None:
     sbx.runtime.check_saves_memory()
     _check_no_tcp(sbx)
     target = dest or image_dir(sbx)
-    await asyncio.to_thread(
-        node.disks.check_room, f"save the memory of sandbox {sbx.id}", cgroups.memory_usage(sbx.id) or 0
-    )
+    room = functools.partial(node.disks.check_room, need=cgroups.memory_usage(sbx.id) or 0, store=dest is not None)
+    await asyncio.to_thread(room, f"save the memory of sandbox {sbx.id}")
     tmp = target.with_name(target.name + ".tmp")  # beside it: the rename must not cross filesystems
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
