@@ -28,7 +28,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["leftovers", "sandbox_ids_in"]
+__all__ = ["assert_clean", "leftovers", "sandbox_ids_in"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 LEASES = Path("/run/sandlot/net/leases")
@@ -186,3 +186,9 @@ def leftovers(data_dir: Path, *, live: Iterable[str] = (), gone: Iterable[str] =
             for d in (data_dir / "runtime").glob("*"):
                 problems += [f"runtime state left: {p}" for p in d.glob(f"*{sid}*")]
     return problems
+
+
+def assert_clean(data_dir: Path, *, live: Iterable[str] = (), gone: Iterable[str] = ()) -> None:
+    """`leftovers` must find nothing; the failure lists every problem."""
+    problems = leftovers(data_dir, live=live, gone=gone)
+    assert not problems, "left behind:\n" + "\n".join(problems)

@@ -30,7 +30,7 @@ import pytest
 
 from tests.api.crash import Crashable, admin_client, ok, request, run
 from tests.api.harness import Server
-from tests.leftovers import leftovers
+from tests.leftovers import assert_clean, leftovers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -90,11 +90,11 @@ def _alive(c: httpx.Client, sid: str, pid: int) -> None:
 
 def _clean(crash: Crashable, live: set[str], mentioned: set[str]) -> None:
     """Nothing left but the `live` sandboxes; then those are killed too (the next test starts empty)."""
-    assert leftovers(crash.server.data_dir, live=live, gone=mentioned - live) == []
+    assert_clean(crash.server.data_dir, live=live, gone=mentioned - live)
     with admin_client(crash.server) as c:
         for sid in _live(c):
             assert c.delete(f"/sandboxes/{sid}").status_code == 204
-    assert leftovers(crash.server.data_dir, gone=mentioned | live) == []
+    assert_clean(crash.server.data_dir, gone=mentioned | live)
 
 
 def test_crash_in_create_and_kill(crash: Crashable) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from tests.api.crash import admin_client, ok, run
 from tests.api.harness import Server
-from tests.leftovers import leftovers
+from tests.leftovers import assert_clean
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -110,7 +110,7 @@ def test_full_disk_store_and_full_data_dir(small_fs: Path) -> None:
             ok(c.post(f"/sandboxes/{sid}/resume"))
             ok(c.post(f"/sandboxes/{sid}/restore", json={"checkpoint_id": ck}))
             assert run(c, sid, "cat /root/f") == (0, "kept\n")
-            assert leftovers(server.data_dir, live={sid, other}) == []
+            assert_clean(server.data_dir, live={sid, other})
     finally:
         server.stop()
-    assert leftovers(server.data_dir) == []
+    assert_clean(server.data_dir)

@@ -306,9 +306,13 @@ class SandboxService:
     # ------------------------------------------------------------ kill / timeout
 
     async def kill(self, who: Principal, sandbox_id: str) -> None:
+        """Kill the sandbox; returns once nothing of it is left (also when it was dying already)."""
         rec = await self.get(who, sandbox_id)
         if rec.state in ACTIVE_STATES:
             await self._kill(sandbox_id, "killed by request")
+        else:  # it died on its own: its cleanup may still be under way, wait for it
+            with contextlib.suppress(errors.SandboxNotFoundError):
+                await self.node.kill(sandbox_id)
 
     async def _kill(self, sandbox_id: str, reason: str) -> None:
         # Recorded first: a server killed midway finishes the kill at its restart (recovery

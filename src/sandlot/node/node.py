@@ -450,7 +450,11 @@ class Node:
         await exited
         if sbx.killed or sbx.generation != generation:  # killed, or restarted on purpose (restore)
             return
-        reason = "out of memory" if _oom_happened(sbx.id) else "the sandbox's init exited"
+        reason = (
+            "out of memory"
+            if _oom_happened(sbx.id)
+            else "its agent (the sandbox's init) exited or was killed, and every process in it ended"
+        )
         log.warning("sandbox %s died (%s); its runtime log ends: %s", sbx.id, reason, _tail(sbx.dir / "runtime.log"))
         async with sbx._kill_lock:
             if not sbx.killed:
