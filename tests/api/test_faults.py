@@ -57,6 +57,7 @@ def crash() -> Iterator[Crashable]:
 
 
 def _create(c: httpx.Client, **body: Any) -> str:
+    body.setdefault("timeout", 3600)  # a loaded host may take minutes over a test: no timeout mid-way
     return str(ok(c.post("/sandboxes", json=body), 201)["sandbox_id"])
 
 
@@ -88,17 +89,23 @@ def _alive(c: httpx.Client, sid: str, pid: int) -> None:
     assert int(run(c, sid, "cat /root/count")[1]) > int(before)
 
 
-def _clean(crash: Crashable, live: set[str], mentioned: set[str]) -> None:
-    """Nothing left but the `live` sandboxes; then those are killed too (the next test starts empty)."""
-    assert_clean(crash.server.data_dir, live=live, gone=mentioned - live)
+def _reset(crash: Crashable) -> None:
+    """Start from no sandbox (a test that failed before its end may have left some)."""
     with admin_client(crash.server) as c:
         for sid in _live(c):
             assert c.delete(f"/sandboxes/{sid}").status_code == 204
+
+
+def _clean(crash: Crashable, live: set[str], mentioned: set[str]) -> None:
+    """Nothing left but the `live` sandboxes; then those are killed too (the next test starts empty)."""
+    assert_clean(crash.server.data_dir, live=live, gone=mentioned - live)
+    _reset(crash)
     assert_clean(crash.server.data_dir, gone=mentioned | live)
 
 
 def test_crash_in_create_and_kill(crash: Crashable) -> None:
     srv = crash.server
+    _reset(crash)
     with admin_client(srv) as c:
         bystander = _create(c)
         doomed = [_create(c), _create(c, network="egress"), _create(c, network="egress"), _create(c)]
@@ -138,6 +145,7 @@ def test_crash_in_create_and_kill(crash: Crashable) -> None:
 
 def test_crash_in_checkpoint_restore_and_fork(crash: Crashable) -> None:
     srv = crash.server
+    _reset(crash)
     with admin_client(srv) as c:
         frozen, unrecorded, restored, swapped, parent = (_create(c) for _ in range(5))
         cks = {}
@@ -185,6 +193,7 @@ def test_crash_in_checkpoint_restore_and_fork(crash: Crashable) -> None:
 
 def test_crash_in_memory_pause_resume_and_hibernation(crash: Crashable) -> None:
     srv = crash.server
+    _reset(crash)
     srv.extra = (*srv.extra, "--hibernate-after", "3")
     crash.crash()
     crash.start()
@@ -241,17 +250,19 @@ def _context_tar(dockerfile: str) -> bytes:
     return buf.getvalue()
 
 
-def test_crash_in_pull_build_and_volume_delete(crash: Crashable, tmp_path: Path) -> None:
+def test_crash_in_pull_build_and_volume_delete(crash: Crashable) -> None:
     from tests.images.registry import Registry, make_layouts
 
     for tool in ("umoci", "skopeo", "docker-registry"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool} (scripts/setup.sh --test)")
+    _reset(crash)
     srv = crash.server
-    registry = Registry(tmp_path / "registry").start()
+    work = srv.data_dir.parent / "registry"  # beside the data dir: gone with it
+    registry = Registry(work / "registry").start()
     try:
-        (tmp_path / "layouts").mkdir()
-        layouts = make_layouts(tmp_path / "layouts")
+        (work / "layouts").mkdir()
+        layouts = make_layouts(work / "layouts")
         refs = {
             "multi": registry.push(layouts.layout, "multi", "t/multi:1", all_=True),
             "zstd": registry.push(layouts.layout, "app", "t/appz:1", zstd=True),

@@ -101,7 +101,7 @@ def test_database_outage_answers_503_and_recovers_by_itself(
     server = Server(tmp_path_factory.mktemp("pg-outage") / "data", database_url=cluster.url).start()
     try:
         with httpx.Client(base_url=server.url, headers={"X-API-Key": server.admin_key}, timeout=60) as c:
-            sid = c.post("/sandboxes", json={}).json()["sandbox_id"]
+            sid = c.post("/sandboxes", json={"timeout": 3600}).json()["sandbox_id"]
             # Its timeout passes while the database is away: the reaper must still kill it after.
             brief = c.post("/sandboxes", json={"timeout": 10}).json()["sandbox_id"]
             made = set(os.listdir(server.data_dir / "sandboxes"))

@@ -65,7 +65,7 @@ def test_idle_clocks_timeouts_ports_and_pools_survive_a_restart(server: Server) 
     with admin_client(server) as c:
         ok(c.put("/pools/busybox", json={"size": 1}))
         idle = c.post("/sandboxes", json={"persistent": True}).json()["sandbox_id"]
-        web = c.post("/sandboxes", json={}).json()["sandbox_id"]
+        web = c.post("/sandboxes", json={"timeout": 3600}).json()["sandbox_id"]
         ok(c.put(f"/sandboxes/{web}/files", params={"path": "/www/index.html"}, content=b"still public"))
         ok(c.post(f"/sandboxes/{web}/commands", json={"cmd": "httpd -f -p 8000 -h /www", "background": True}))
         ok(c.put(f"/sandboxes/{web}/public-ports/8000"))
@@ -117,8 +117,8 @@ def _host_pids(sid: str) -> list[int]:
 @pytest.mark.parametrize("runtime", ["gvisor", "container"])
 def test_an_agent_stopped_or_killed_from_the_host(server: Server, runtime: str) -> None:
     with admin_client(server) as c:
-        wedged = c.post("/sandboxes", json={"runtime": runtime}).json()["sandbox_id"]
-        killed = c.post("/sandboxes", json={"runtime": runtime}).json()["sandbox_id"]
+        wedged = c.post("/sandboxes", json={"runtime": runtime, "timeout": 3600}).json()["sandbox_id"]
+        killed = c.post("/sandboxes", json={"runtime": runtime, "timeout": 3600}).json()["sandbox_id"]
         assert run(c, wedged, "echo up") == (0, "up\n")
         for pid in _host_pids(wedged):
             os.kill(pid, signal.SIGSTOP)

@@ -70,7 +70,7 @@ def test_full_disk_store_and_full_data_dir(small_fs: Path) -> None:
     server.start()
     try:
         with admin_client(server) as c:
-            sid = ok(c.post("/sandboxes", json={"disk_mb": 256}), 201)["sandbox_id"]
+            sid = ok(c.post("/sandboxes", json={"disk_mb": 256, "timeout": 3600}), 201)["sandbox_id"]
             assert run(c, sid, "echo kept > /root/f") == (0, "")
             ck = ok(c.post(f"/sandboxes/{sid}/checkpoints", json={"name": "c"}), 201)["checkpoint_id"]
             before = {p.name for p in (server.data_dir / "sandboxes").iterdir()}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -193,6 +194,9 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _engine(url)
+        # Its own threads: every request reads the store, and the default executor's few
+        # threads may all be busy with slow disk work (mounts, mkfs, unpacks on a loaded host).
+        self._threads = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="store")
 
     @property
     def dialect(self) -> str:
@@ -204,7 +208,7 @@ class Store:
                 return fn(conn)
 
         try:
-            return await asyncio.to_thread(txn)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, txn)
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise _unavailable(exc, self.dialect) from None
 
@@ -214,6 +218,7 @@ class Store:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.dispose)
+        self._threads.shutdown(wait=False)
 
     # ------------------------------------------------------------ keys
 

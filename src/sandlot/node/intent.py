@@ -14,7 +14,9 @@ names:
 - `{"memory_image": dir}`: the processes are being saved to `dir` (written
   as `dir.tmp`, renamed when complete); a complete image brings them back.
 
-The record is replaced atomically (written beside, renamed), so it is whole or absent.
+The record is replaced atomically (written beside, renamed), so it is whole or absent
+after a crash of the process; it is not fsynced (a host that loses power loses the
+sandboxes' processes anyway, and this runs on the event loop).
 """
 
 from __future__ import annotations
@@ -32,10 +34,7 @@ _NAME = "intent.json"
 def begin(sandbox_dir: Path, **record: Any) -> None:
     path = Path(sandbox_dir) / _NAME
     tmp = path.with_name(_NAME + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp.write_text(json.dumps(record))
     os.rename(tmp, path)
 
 

@@ -3,14 +3,26 @@
 Sandboxes outlive the node process: the runtime's processes run in their own
 session, the writable layer stays mounted, and the agent keeps redialling
 `<data dir>/sandboxes/<id>/run/agent.sock`. `recover` walks that directory and,
-for each sandbox the caller still wants, listens on its socket again, waits for
-the agent's hello and registers it with the node as running. Everything else
-found there (a sandbox nobody wants, one whose runtime died, one whose agent
-never calls back) is destroyed like a killed sandbox: runtime state, cgroups,
-mounts and files, every failure reported.
+for each sandbox the caller still wants:
 
-Re-adopted sandboxes are registered with `Node.adopt`, which watches their
-main host process again; the rest go through `Node.destroy`.
+- running (its runtime alive): listen on its socket again, wait for the agent's
+  hello, register it as running; whatever an interrupted operation was making
+  for it (a staged restore, a memory image, a hibernation marker) is dropped;
+- not running, but stopped by an operation of ours that the crash cut short:
+  a restore (a write-ahead record, intent.py) is finished; a memory save whose
+  image is whole is taken as done (paused with memory, or hibernated); a
+  checkpoint with memory brings the processes back from the checkpoint's image;
+- hibernated without memory (a marker): registered as hibernated;
+- anything else (a sandbox nobody wants, one that died on its own while the
+  node was down, one whose agent never calls back) is destroyed like a killed
+  sandbox: runtime state, cgroups, network, mounts and files, every failure
+  reported.
+
+Then what interrupted steps left without a sandbox to own it is swept: networks
+and runtime state of sandboxes that are gone, their disks in the disk store,
+half-made or half-deleted checkpoints and volumes, spare disks being made, image
+store scratch of processes that are gone. A disk left frozen by a checkpoint is
+thawed first. One sandbox's failure never stops the others' recovery.
 """
 
 from __future__ import annotations
