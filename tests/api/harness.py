@@ -26,9 +26,6 @@ import httpx
 from sandlot.node.bundle import AGENT_SOURCE
 
 IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/store-v2"))
-#: Go's build cache for the agent, shared by every test server: each server's data dir is new,
-#: and building the agent with an empty cache (the standard library too) costs a minute or more.
-GO_CACHE = IMAGE_CACHE.parent / "go-build"
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 
@@ -208,7 +205,7 @@ class Server:
         with open(self.log, "ab") as log:
             self.log_offset = log.tell()
             self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True, env=self._env(env)
+                cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True, env={**os.environ, **(env or {})}
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -227,12 +224,6 @@ class Server:
                 self.proc.send_signal(sig)
                 time.sleep(1)
         raise RuntimeError(f"the server did not become healthy:\n{self.log.read_text()[-20000:]}")
-
-    @staticmethod
-    def _env(extra: dict[str, str] | None) -> dict[str, str]:
-        env = {**os.environ, **(extra or {})}
-        env.setdefault("GOCACHE", str(GO_CACHE))
-        return env
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
