@@ -1,7 +1,9 @@
 """Sandboxes as the API sees them: node sandboxes plus their persisted records.
 
-The node owns the sandboxes themselves; the store owns the records (team,
-limits, metadata, state, `ends_at`). `SandboxService` keeps the two in step:
+The node owns the sandboxes themselves, and the API reaches it only through
+its seam (`NodeClient`, node/client.py); the store owns the records (team,
+limits, metadata, state, `ends_at`, the node that holds it). `SandboxService`
+keeps the two in step:
 
 - a record is written as soon as the node has made the sandbox, and marked
   killed whenever the node loses it (kill, timeout, death, a failed recovery);
@@ -27,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from sandlot import errors
+from sandlot.agent.handle import SandboxAgent
 from sandlot.api import lifecycle
 from sandlot.api.auth import Principal
 from sandlot.api.lifecycle import check_lifetime
@@ -34,11 +37,8 @@ from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
 from sandlot.api.volumes import volume_mounts
 from sandlot.failpoints import afailpoint
 from sandlot.models import SandboxCreate, SandboxInfo, SandboxState
-from sandlot.node import Limits, Node, SandboxSpec
-from sandlot.node import Sandbox as NodeSandbox
-from sandlot.node.netpolicy import NetworkPolicy
-from sandlot.node.oci.registry import RegistryConfig
-from sandlot.node.recovery import RecoveryReport, recover
+from sandlot.node.client import NodeClient
+from sandlot.node.protocol import Limits, NetworkPolicy, RecoveryReport, SandboxSpec, SandboxStatus
 
 __all__ = ["Quotas", "SandboxService"]
 
@@ -76,19 +76,22 @@ def info(rec: SandboxRecord) -> SandboxInfo:
         exit_reason=rec.exit_reason,
         persistent=rec.persistent,
         on_timeout=rec.on_timeout,
+        node=rec.node,
     )
 
 
 class SandboxService:
     def __init__(
         self,
-        node: Node,
+        node: NodeClient,
         store: Store,
         *,
         default_template: str = "base",
         quotas: Quotas | None = None,
         hibernate_after_s: float = 900.0,
     ) -> None:
+        #: the node that holds every sandbox today; with a fleet, placement picks one of several
+        #: and a record's `node` names the one that holds it
         self.node = node
         #: a persistent sandbox with no request for this long hibernates
         self.hibernate_after_s = hibernate_after_s
@@ -128,7 +131,7 @@ class SandboxService:
             )
             for r in records
         }
-        report = await recover(self.node, wanted)
+        report = await self.node.recover(wanted)
         for sid, reason in report.lost.items():
             if sid in wanted:
                 await self.store.set_state(sid, "killed", f"lost: {reason}")
@@ -142,7 +145,11 @@ class SandboxService:
     async def _align(self, rec: SandboxRecord) -> None:
         """Bring an adopted sandbox to its record's state: an operation the restart cut short
         (a pause, a resume, a hibernation or a wake) had changed the node but not the record."""
-        sid, node_state = rec.sandbox_id, self.node.get(rec.sandbox_id).state.value
+        sid = rec.sandbox_id
+        status = await self.node.status(sid)
+        if status is None:
+            return
+        node_state = status.state
         try:
             if node_state == "hibernated" and rec.state != "hibernated":
                 await self.store.set_state(sid, "hibernated")  # transparent: the next request wakes it
@@ -156,13 +163,15 @@ class SandboxService:
                 await self.node.resume(sid)
         except errors.SandlotError as exc:
             log.error("bringing sandbox %s back to %s after a restart: %s", sid, rec.state, exc)
-            await self.store.set_state(sid, self.node.get(sid).state.value)
+            status = await self.node.status(sid)
+            if status is not None:
+                await self.store.set_state(sid, status.state)
 
     # ------------------------------------------------------------ create / read
 
     async def create(self, who: Principal, req: SandboxCreate) -> SandboxRecord:
         template = req.template or self.default_template
-        runtime = req.runtime or self.node.config.default_runtime
+        runtime = req.runtime or self.node.default_runtime
         if req.disk_mb > self.quotas.max_disk_mb:
             raise errors.InvalidArgumentError(
                 f"disk_mb must be at most {self.quotas.max_disk_mb} on this server, got {req.disk_mb}", field="disk_mb"
@@ -179,11 +188,10 @@ class SandboxService:
             limits=Limits(cpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_mb),
             env=dict(req.env),
             network=NetworkPolicy.parse(req.network if isinstance(req.network, str) else req.network.model_dump()),
-            volumes=volume_mounts(self.node, who.team, req.volumes),
+            volumes=await volume_mounts(self.node, who.team, req.volumes),
         ).validate()
-        if req.registry_auth is not None and self.node.images.get(template) is None:
-            auth = RegistryConfig(req.registry_auth.username, req.registry_auth.password)
-            await asyncio.to_thread(self.node.images.pull, template, auth=auth)
+        if req.registry_auth is not None:
+            await self.node.fetch_template(template, req.registry_auth)
         self._pending[who.team] = self._pending.get(who.team, 0) + 1
         try:
             active = await self.store.count_active(who.team) + self._pending[who.team] - 1
@@ -196,7 +204,7 @@ class SandboxService:
             self._pending[who.team] -= 1
         now = time.time()
         rec = SandboxRecord(
-            sandbox_id=sbx.id,
+            sandbox_id=sbx.sandbox_id,
             team=who.team,
             template=template,
             runtime=runtime,
@@ -210,13 +218,14 @@ class SandboxService:
             persistent=req.persistent,
             on_timeout=req.on_timeout,
             active_at=now,
+            node=sbx.node,
         )
         try:
-            await afailpoint("api.create.before_record", sbx.id)
+            await afailpoint("api.create.before_record", sbx.sandbox_id)
             await self.store.add_sandbox(rec)
         except BaseException:
             with contextlib.suppress(errors.SandlotError):
-                await self.node.kill(sbx.id)
+                await self.node.kill(sbx.sandbox_id)
             raise
         return rec
 
@@ -240,14 +249,26 @@ class SandboxService:
         )
         return [await self._reconcile(r) for r in recs], nxt
 
-    async def sandbox(self, who: Principal, sandbox_id: str) -> NodeSandbox:
-        """The running node sandbox behind a record of the caller's team (a hibernated one is woken)."""
+    async def sandbox(self, who: Principal, sandbox_id: str) -> SandboxAgent:
+        """The data plane of a live sandbox of the caller's team (a hibernated one is woken)."""
+        await self._live(who, sandbox_id)
+        return await self.node.agent(sandbox_id)
+
+    async def live_status(self, who: Principal, sandbox_id: str) -> SandboxStatus:
+        """What the node says of a live sandbox of the caller's team (a hibernated one is woken)."""
+        await self._live(who, sandbox_id)
+        status = await self.node.status(sandbox_id)
+        if status is None:  # killed since the record was read
+            raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
+        return status
+
+    async def _live(self, who: Principal, sandbox_id: str) -> SandboxRecord:
         rec = await self.get(who, sandbox_id)
         if rec.state not in ACTIVE_STATES:
             reason = f" ({rec.exit_reason})" if rec.exit_reason else ""
             raise errors.SandboxStateError(f"sandbox {sandbox_id} is {rec.state}{reason}")
         await self.wake_if_hibernated(rec)
-        return self.node.get(sandbox_id)
+        return rec
 
     async def wake_if_hibernated(self, rec: SandboxRecord) -> None:
         """Requests reach a hibernated sandbox as if it never slept: wake it first."""
@@ -258,16 +279,13 @@ class SandboxService:
     async def _reconcile(self, rec: SandboxRecord) -> SandboxRecord:
         if rec.state not in ACTIVE_STATES:
             return rec
-        try:
-            sbx = self.node.get(rec.sandbox_id)
-        except errors.SandboxNotFoundError:
-            sbx = None
+        sbx = await self.node.status(rec.sandbox_id)
         if sbx is not None and not sbx.killed:
             return rec
         # _gone first: a read racing a kill in progress must not record the node's generic "killed".
         reason = (
             self._gone.get(rec.sandbox_id)
-            or (sbx.exit_reason if sbx else self.node.exit_reason(rec.sandbox_id))
+            or (sbx.exit_reason if sbx else await self.node.exit_reason(rec.sandbox_id))
             or "it died"
         )
         await self.store.set_state(rec.sandbox_id, "killed", reason)

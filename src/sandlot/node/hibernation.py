@@ -48,9 +48,9 @@ async def hibernate(node: Node, sbx: Sandbox) -> None:
                 await memory_pause.save(node, sbx)
             except errors.SandlotError as exc:  # e.g. runsc refuses: the sandbox runs on; stop it instead
                 log.warning("hibernating %s without its memory: %s", sbx.id, exc)
-                await node._halt(sbx)
+                await node.halt(sbx)
         else:
-            await node._halt(sbx)
+            await node.halt(sbx)
     except BaseException:
         unmark(sbx)
         raise
@@ -66,6 +66,6 @@ async def wake(node: Node, sbx: Sandbox) -> None:
     if memory_pause.saved(sbx):
         await memory_pause.load(node, sbx)
     else:
-        await node.boot_again(sbx)
+        await node.reboot(sbx)
     await afailpoint("node.wake.before_unmark", sbx.id)
     unmark(sbx)

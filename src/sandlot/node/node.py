@@ -154,6 +154,14 @@ class Node:
         while len(self._ended) > ENDED_KEPT:
             del self._ended[next(iter(self._ended))]
 
+    def known_ids(self) -> set[str]:
+        """Every sandbox the node holds, idle ones of warm pools included."""
+        return set(self._sandboxes)
+
+    def runtimes_ready(self) -> list[str]:
+        """The runtimes that passed their check so far."""
+        return sorted(self._runtimes)
+
     # ------------------------------------------------------------ create
 
     async def create(self, spec: SandboxSpec | None = None) -> Sandbox:
@@ -220,7 +228,7 @@ class Node:
         try:
             await self._provision(sbx, bundle, net_setup)
             await afailpoint("node.create.before_start", sandbox_id)
-            exited = await self._boot(sbx)
+            exited = await self.boot(sbx)
         except BaseException as exc:
             if net_setup is not None and sbx.net is None:
                 with contextlib.suppress(BaseException):
@@ -246,7 +254,7 @@ class Node:
                 raise
         return sbx
 
-    async def _boot(self, sbx: Sandbox) -> asyncio.Task[None]:
+    async def boot(self, sbx: Sandbox) -> asyncio.Task[None]:
         """Start the provisioned sandbox's runtime and wait for its agent; returns its exit watcher."""
         connected = sbx.net is not None
         pid = await sbx.runtime.start(sbx.id, sbx.dir / "bundle", sbx.dir / "runtime.log", connected=connected)
@@ -255,7 +263,7 @@ class Node:
         for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
             if other != pid:  # the gofer, under gVisor
                 self._spawn(reaper.wait_exit(other))
-        await self._wait_agent(sbx, exited)
+        await self.wait_agent(sbx, exited)
         return exited
 
     def _refill_spares(self) -> None:
@@ -286,18 +294,11 @@ class Node:
 
     def track(self, sbx: Sandbox) -> None:
         """Register a sandbox found again after a restart that recovery is starting again
-        (`boot_again`, or `memory_pause.load`); `adopt_started` once it runs."""
+        (`reboot`, or `memory_pause.load`); `adopt_started` once it runs."""
         self._sandboxes[sbx.id] = sbx
 
     def adopt_started(self, sbx: Sandbox) -> None:
         sbx.transition(State.RUNNING)
-
-    async def boot_again(self, sbx: Sandbox) -> None:
-        """Boot a stopped sandbox afresh on its own filesystem (a new network namespace, a new agent)."""
-        await self._renew_network(sbx)
-        await sbx.reconnect()
-        exited = await self._boot(sbx)
-        self._spawn(self._on_exit(sbx, exited, sbx.generation))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
@@ -367,7 +368,7 @@ class Node:
         sbx.net = await net_setup
         await afailpoint("node.network.before_record", sbx.id)
         _save_network(sbx)
-        self._watch_names(sbx.net.policy)
+        self.watch_names(sbx.net.policy)
         resolv = self.network.resolv_conf(sbx.net)
         if resolv:
             etc = sbx.layer.rootfs / "etc"
@@ -378,7 +379,7 @@ class Node:
             target.write_text(resolv)
         return str(sbx.net.netns_path)
 
-    async def _renew_network(self, sbx: Sandbox) -> None:
+    async def renew_network(self, sbx: Sandbox) -> None:
         """A fresh namespace for a runtime that starts again: runsc takes the interface's
         address into its own netstack when it starts, so a namespace serves one start only."""
         if sbx.net is None:
@@ -410,10 +411,10 @@ class Node:
             await self.network.apply(sbx.net, new)
             sbx.spec.network = new
             _save_network(sbx)
-        self._watch_names(new)
+        self.watch_names(new)
         return new
 
-    def _watch_names(self, policy: NetworkPolicy) -> None:
+    def watch_names(self, policy: NetworkPolicy) -> None:
         if policy.names and (self._name_refresher is None or self._name_refresher.done()):
             self._name_refresher = self._spawn(self._refresh_names_forever())
 
@@ -433,7 +434,7 @@ class Node:
                 except errors.SandlotError as exc:
                     log.error("refreshing the host names of sandbox %s: %s", sbx.id, exc)
 
-    async def _wait_agent(self, sbx: Sandbox, exited: asyncio.Task[None]) -> None:
+    async def wait_agent(self, sbx: Sandbox, exited: asyncio.Task[None]) -> None:
         waiter = asyncio.ensure_future(sbx.conn.wait_connected(AGENT_CONNECT_TIMEOUT))
         await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
         if not waiter.done():
@@ -594,7 +595,7 @@ class Node:
             # From the halt on, the sandbox runs nothing: a node killed now finishes the restore (recovery.py).
             intent.begin(sbx.dir, restore=ck.id, staged=str(staged))
             try:
-                await self._halt(sbx)
+                await self.halt(sbx)
                 await afailpoint("node.restore.after_halt", sandbox_id)
                 await asyncio.to_thread(sbx.layer.swap, staged)
                 await afailpoint("node.restore.after_swap", sandbox_id)
@@ -615,9 +616,9 @@ class Node:
         if ck.memory:  # the processes come back too, as they were at the checkpoint
             await memory_pause.load(self, sbx, ck.memory_image)
         else:
-            await self.boot_again(sbx)
+            await self.reboot(sbx)
 
-    async def _halt(self, sbx: Sandbox) -> None:
+    async def halt(self, sbx: Sandbox) -> None:
         """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot)."""
         sbx.generation += 1
         await sbx.conn.close()
@@ -630,6 +631,13 @@ class Node:
         problems += await _wait_gone(pids)
         if problems:
             raise errors.InternalError(f"stopping sandbox {sbx.id} failed: " + "; ".join(problems))
+
+    async def reboot(self, sbx: Sandbox) -> None:
+        """Boot a halted sandbox again on its own filesystem: a fresh network, agent and exit watcher."""
+        await self.renew_network(sbx)
+        await sbx.reconnect()
+        exited = await self.boot(sbx)
+        self._spawn(self._on_exit(sbx, exited, sbx.generation))
 
     async def fork(self, checkpoint_id: str, count: int = 1) -> list[Sandbox]:
         """Start `count` new sandboxes from a checkpoint, each on its own copy of its filesystem.
