@@ -34,8 +34,9 @@ from tests.leftovers import assert_clean, leftovers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
-#: a process whose survival shows that a sandbox's memory came back (pause, hibernation, checkpoint)
-COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /root/count; sleep 0.2; done"
+#: a process whose survival shows that a sandbox's memory came back (pause, hibernation, checkpoint);
+#: one step a second (each `sleep` is a fork and exec: six sandboxes stepping faster load a CI host)
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /root/count; sleep 1; done"
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.api.crash import ok
 from tests.api.harness import Server, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,6 +37,11 @@ class Cluster:
     @property
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def new_database(self, name: str) -> str:
+        """The URL of a new, empty database in the cluster (a server of its own: its own admin key)."""
+        _as_postgres(str(PG_BIN / "createdb"), "-h", str(self.dir), "-p", str(self.port), name)
+        return self.url.rsplit("/", 1)[0] + "/" + name
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
@@ -98,12 +104,13 @@ OUTAGE_S = 30
 def test_database_outage_answers_503_and_recovers_by_itself(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    server = Server(tmp_path_factory.mktemp("pg-outage") / "data", database_url=cluster.url).start()
+    url = cluster.new_database("outage")
+    server = Server(tmp_path_factory.mktemp("pg-outage") / "data", database_url=url).start()
     try:
         with httpx.Client(base_url=server.url, headers={"X-API-Key": server.admin_key}, timeout=60) as c:
-            sid = c.post("/sandboxes", json={"timeout": 3600}).json()["sandbox_id"]
+            sid = ok(c.post("/sandboxes", json={"timeout": 3600}), 201)["sandbox_id"]
             # Its timeout passes while the database is away: the reaper must still kill it after.
-            brief = c.post("/sandboxes", json={"timeout": 10}).json()["sandbox_id"]
+            brief = ok(c.post("/sandboxes", json={"timeout": 10}), 201)["sandbox_id"]
             made = set(os.listdir(server.data_dir / "sandboxes"))
             cluster.stop()
             stopped = time.monotonic()
