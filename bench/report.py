@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from compat import e2b_rows
+from microvm_bench import microvm_rows
 
 __all__ = ["ANCHORS", "NOT_YET", "markdown", "plots", "rows", "summary_line"]
 
@@ -257,6 +258,11 @@ def markdown(r: dict[str, Any]) -> str:
         )
     for metric, ours, unit, bname, base, runs in e2b_rows(r["sandlot"]):
         if ours == ours:  # not NaN: the E2B SDKs were installed
+            lines.append(
+                f"| {metric} | {_fmt(ours, unit)} | {bname} | {_fmt(base, unit)} | {_ratio_str(ours, base)} | {runs} |"
+            )
+    for metric, ours, unit, bname, base, runs in microvm_rows(r["sandlot"]):
+        if ours == ours:  # not NaN: microvm ran here
             lines.append(
                 f"| {metric} | {_fmt(ours, unit)} | {bname} | {_fmt(base, unit)} | {_ratio_str(ours, base)} | {runs} |"
             )

@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--images-dir", type=Path, default=IMAGE_CACHE)
     parser.add_argument("--disk-store-mb", type=int, default=None)
     parser.add_argument("--agent-timeout", type=float, default=None)
+    parser.add_argument("--ssh-port", type=int, default=None)
     args = parser.parse_args()
 
     import logging
@@ -161,6 +162,7 @@ def main() -> None:
         dns_servers=[],  # tests never ask a real resolver
         disk_store_bytes=args.disk_store_mb << 20 if args.disk_store_mb else None,
         **({"agent_timeout_s": args.agent_timeout} if args.agent_timeout else {}),
+        ssh_port=args.ssh_port,
     )
     node = _fake_node(args.data_dir) if args.fake else None
     app = create_app(config, node=node)
@@ -171,7 +173,13 @@ class Server:
     """A server subprocess. `kill()` is SIGKILL (sandboxes survive); `stop()` kills them too."""
 
     def __init__(
-        self, data_dir: Path, *, database_url: str | None = None, max_sandboxes: int = 100, extra: tuple[str, ...] = ()
+        self,
+        data_dir: Path,
+        *,
+        database_url: str | None = None,
+        max_sandboxes: int = 100,
+        extra: tuple[str, ...] = (),
+        ssh: bool = False,
     ) -> None:
         self.data_dir = data_dir
         #: more arguments for the server (e.g. --hibernate-after 2)
@@ -180,6 +188,10 @@ class Server:
         self.max_sandboxes = max_sandboxes
         self.fake = not agent_available()
         self.port = 0
+        #: run the SSH gateway too (the shared api_server does; tests/ssh_gateway drives it)
+        self.ssh = ssh
+        #: its port, once started
+        self.ssh_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"{data_dir.name}.server.log"
         #: where the log of the current start begins
@@ -195,8 +207,10 @@ class Server:
 
     def start(self, timeout: float = 300, env: dict[str, str] | None = None) -> Server:
         """Start (again); `env` adds to the server's environment (e.g. SANDLOT_FAILPOINTS)."""
-        self.port = free_port()
+        self.port, self.ssh_port = free_port(), free_port()
         cmd = [sys.executable, "-m", "tests.api.harness", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self.ssh:
+            cmd += ["--ssh-port", str(self.ssh_port)]
         cmd += ["--max-sandboxes", str(self.max_sandboxes), *self.extra]
         if self.fake:
             cmd.append("--fake")

@@ -51,6 +51,10 @@ class ApiConfig:
     disk_store_bytes: int | None = None
     #: how long a call waits for a sandbox agent's first answer before checking that it is alive
     agent_timeout_s: float = RESPONSE_TIMEOUT
+    #: the SSH gateway's port (`ssh -p PORT SANDBOX_ID@host`); None: no SSH gateway
+    ssh_port: int | None = None
+    #: the address the SSH gateway listens on
+    ssh_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from sandlot import errors
-from sandlot.cli._common import exit_status, pairs, run_async, writer
+from sandlot.cli._common import exit_status, pairs, require_extra, run_async, writer
 
 __all__ = ["command"]
 
@@ -60,7 +60,7 @@ async def _run(
 
 @click.command("run", context_settings={"allow_interspersed_args": False})
 @click.option("--image", default="base", show_default=True, help="image name (base, debian, busybox)")
-@click.option("--runtime", default="gvisor", show_default=True, help="gvisor or container")
+@click.option("--runtime", default="gvisor", show_default=True, help="gvisor, microvm or container")
 @click.option("--cpu", type=float, default=1.0, show_default=True, help="cores")
 @click.option("--memory-mb", type=int, default=512, show_default=True, help="memory limit in MiB")
 @click.option("--disk-mb", type=int, default=1024, show_default=True, help="writable layer size in MiB")
@@ -85,6 +85,7 @@ def command(
 
     One argument runs through /bin/sh -c. Exits with the command's exit code.
     """
+    require_extra("server", "run")
     if not cmd:
         raise errors.InvalidArgumentError("no command given: sandlot run -- CMD [ARG...]", field="cmd")
     return run_async(

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from sandlot import errors
+from sandlot.cli._common import require_extra
 
 __all__ = ["command"]
 
@@ -59,6 +60,13 @@ __all__ = ["command"]
 @click.option(
     "--max-lifetime", type=int, default=None, help="seconds from creation a timeout may reach (default: no limit)"
 )
+@click.option(
+    "--ssh-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="also serve SSH on this port: ssh -p PORT SANDBOX_ID@host (default: no SSH)",
+)
+@click.option("--ssh-host", default=None, help="address the SSH gateway listens on (default: --host)")
 def command(
     host: str,
     port: int,
@@ -72,8 +80,11 @@ def command(
     dns_servers: tuple[str, ...],
     hibernate_after: float,
     max_lifetime: int | None,
+    ssh_port: int | None,
+    ssh_host: str | None,
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
+    require_extra("server", "serve")
     from sandlot.api import serve
     from sandlot.api.service import Quotas
 
@@ -97,4 +108,6 @@ def command(
         dns_servers=list(dns_servers) or None,
         hibernate_after_s=hibernate_after,
         quotas=Quotas(max_lifetime_s=max_lifetime),
+        ssh_port=ssh_port,
+        ssh_host=ssh_host or host,
     )

@@ -65,7 +65,8 @@ async def save(node: Node, sbx: Sandbox, dest: Path | None = None) -> None:
     from sandlot.node.node import _wait_gone
 
     sbx.runtime.check_saves_memory()
-    _check_no_tcp(sbx)
+    if not sbx.runtime.saves_open_connections:
+        _check_no_tcp(sbx)
     target = dest or image_dir(sbx)
     room = functools.partial(node.disks.check_room, need=cgroups.memory_usage(sbx.id) or 0, store=dest is not None)
     await asyncio.to_thread(room, f"save the memory of sandbox {sbx.id}")
@@ -132,6 +133,7 @@ async def load(node: Node, sbx: Sandbox, src: Path | None = None) -> None:
     await sbx.reconnect()
     image = src or image_dir(sbx)
     try:
+        await sbx.runtime.prepare_disk(sbx.layer)
         pid = await sbx.runtime.restore_memory(
             sbx.id, sbx.dir / "bundle", image, sbx.dir / "runtime.log", connected=sbx.net is not None
         )

@@ -228,7 +228,7 @@ async def _adopt(node: Node, sbx: Sandbox, *, wanted: bool) -> str | None:
             return "an operation the restart interrupted had stopped it, and left nothing to start it from"
         return "it stopped while the node was down"
     try:
-        if not sbx.layer.mounted:  # after a host reboot, or a restore killed mid-swap
+        if sbx.runtime.mounts_rootfs_on_host and not sbx.layer.mounted:  # a host reboot, a restore killed mid-swap
             await asyncio.to_thread(sbx.layer.remount)
         if "restore" in record:
             return await _finish_restore(node, sbx, record)
@@ -245,7 +245,7 @@ async def _adopt(node: Node, sbx: Sandbox, *, wanted: bool) -> str | None:
 
 
 async def _adopt_running(node: Node, sbx: Sandbox) -> str | None:
-    if not sbx.layer.mounted:
+    if sbx.runtime.mounts_rootfs_on_host and not sbx.layer.mounted:
         return "its root filesystem was unmounted while the node was down"
     # It runs, so whatever an interrupted operation was making is moot: a staged
     # restore, a memory image not taken back, the hibernation marker.

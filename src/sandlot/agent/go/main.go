@@ -11,6 +11,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -23,6 +24,8 @@ type agent struct {
 	config    AgentConfig
 	procs     *processTable
 	startedAt int64
+	// workCgroup: in a microVM, the cgroup the sandbox's processes are started in (see forkExec)
+	workCgroup string
 }
 
 func loadConfig() (AgentConfig, error) {
@@ -57,15 +60,23 @@ func main() {
 		// Not init (tests on a host): still become the parent of orphans.
 		_ = prctlSubreaper()
 	}
-	a := &agent{config: cfg, startedAt: time.Now().UnixMilli()}
+	a := &agent{config: cfg, startedAt: time.Now().UnixMilli(), workCgroup: os.Getenv("SANDLOT_VM_CGROUP")}
 	a.procs = newProcessTable(a)
 	go a.procs.reap()
 	go a.forwardSignals()
 	if cfg.MemoryLimitBytes > 0 || cfg.PidsLimit > 0 {
 		go a.procs.watchdog(cfg.MemoryLimitBytes, cfg.PidsLimit)
 	}
+	// In a microVM the init names the node link (a virtio-serial port) and the VM's control port.
+	link := cfg.SocketPath
+	if env := os.Getenv("SANDLOT_AGENT_SOCKET"); env != "" {
+		link = env
+	}
+	if ctl := os.Getenv("SANDLOT_VM_CONTROL"); ctl != "" {
+		go serveVMControl(ctl, os.Getenv("SANDLOT_VM_DISK_FD"))
+	}
 	for {
-		c, err := net.Dial("unix", cfg.SocketPath)
+		c, err := dialNode(link)
 		if err != nil {
 			time.Sleep(50 * time.Millisecond)
 			continue
@@ -78,6 +89,14 @@ func main() {
 		c.Close()
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// dialNode connects to the node: a Unix socket (gvisor, container) or a virtio-serial port (microvm).
+func dialNode(path string) (io.ReadWriteCloser, error) {
+	if isCharDevice(path) {
+		return openPort(path)
+	}
+	return net.Dial("unix", path)
 }
 
 func prctlSubreaper() error {

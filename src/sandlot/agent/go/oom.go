@@ -69,6 +69,11 @@ func (t *processTable) owner(pid int, parents map[int]int) *process {
 func (t *processTable) watchdog(memLimit, pidsLimit int64) {
 	self := os.Getpid()
 	tick := 0
+	// Kernel threads (kthreadd, pid 2, and its children) are in /proc only
+	// inside a microVM; they are not the sandbox's processes. Counted at
+	// each full scan, so the cheap check can leave them out (with slack for
+	// the kworkers the kernel starts meanwhile).
+	kthreads, slack := 0, 0
 	for range time.Tick(10 * time.Millisecond) {
 		tick++
 		t.mu.Lock()
@@ -83,7 +88,7 @@ func (t *processTable) watchdog(memLimit, pidsLimit int64) {
 		}
 		// Cheap check every 10 ms (one readdir); the full scan, which reads
 		// two files per process, when a limit may be near or every 30 ms.
-		over := pidsLimit > 0 && int64(countPids(entries)) > pidsLimit+1
+		over := pidsLimit > 0 && int64(countPids(entries)-kthreads) > pidsLimit+1+int64(slack)
 		if tick%3 != 0 && !over {
 			continue
 		}
@@ -95,14 +100,22 @@ func (t *processTable) watchdog(memLimit, pidsLimit int64) {
 			entries, _ = os.ReadDir("/proc")
 		}
 		parents := map[int]int{}
+		kernel := 0
 		for _, e := range entries {
 			pid, err := strconv.Atoi(e.Name())
 			if err != nil || pid == self {
 				continue
 			}
 			if ppid, ok := readProcStat(pid); ok {
+				if pid == 2 || ppid == 2 {
+					kernel++
+					continue
+				}
 				parents[pid] = ppid
 			}
+		}
+		if kthreads = kernel; kernel > 0 {
+			slack = 8
 		}
 		// As init, every process but us is the sandbox's: orphans (re-parented
 		// to us, so owned by no tracked process) form a tree of their own (nil).
