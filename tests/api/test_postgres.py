@@ -101,11 +101,11 @@ def test_postgres_store_survives_restart(postgres_url: str, tmp_path_factory: py
 OUTAGE_S = 30
 
 
-def test_database_outage_answers_503_and_recovers_by_itself(
-    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_database_outage_answers_503_and_recovers_by_itself(cluster: Cluster) -> None:
     url = cluster.new_database("outage")
-    server = Server(tmp_path_factory.mktemp("pg-outage") / "data", database_url=url).start()
+    # Short: a sandbox's agent socket path under the data dir must fit in 107 bytes.
+    base = Path(tempfile.mkdtemp(prefix="sl-pgo-", dir="/var/tmp"))
+    server = Server(base / "data", database_url=url).start()
     try:
         with httpx.Client(base_url=server.url, headers={"X-API-Key": server.admin_key}, timeout=60) as c:
             sid = ok(c.post("/sandboxes", json={"timeout": 3600}), 201)["sandbox_id"]
@@ -144,3 +144,4 @@ def test_database_outage_answers_503_and_recovers_by_itself(
             assert server.proc is not None and server.proc.poll() is None  # the same process throughout
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
