@@ -18,6 +18,7 @@
     ├── ConflictError
     │   └── FileExistsError_           (also FileExistsError)
     ├── SandboxStateError              (the sandbox is dead or in the wrong state)
+    │   └── AgentUnresponsiveError     (its agent does not answer: killed, stopped or wedged)
     ├── PermissionDeniedError          (also PermissionError)
     │   ├── AuthenticationError        (no API key, or not a valid one)
     │   └── RegistryAuthError          (a registry refused the credentials, or wants some)
@@ -28,6 +29,7 @@
     ├── CommandExitError               (check=True and a non-zero exit)
     ├── BuildError                     (a Dockerfile step failed: its output and exit code)
     ├── RuntimeUnavailableError        (runsc / crun missing or broken on this host)
+    ├── DatabaseUnavailableError       (the server's database does not answer; retry shortly)
     ├── RegistryError                  (an image registry failed us)
     │   ├── RegistryUnreachableError   (no answer, TLS to a plain-HTTP registry, ...)
     │   └── ImageCorruptError          (a blob or manifest does not match its digest)
@@ -44,12 +46,14 @@ from typing import Any
 
 __all__ = [
     "ERROR_CODES",
+    "AgentUnresponsiveError",
     "AuthenticationError",
     "BuildError",
     "CheckpointNotFoundError",
     "CommandExitError",
     "CommandNotFoundError",
     "ConflictError",
+    "DatabaseUnavailableError",
     "DirectoryNotEmptyError",
     "DockerfileError",
     "FileExistsError_",
@@ -171,6 +175,12 @@ class SandboxStateError(SandlotError):
     code = "wrong_state"
 
 
+class AgentUnresponsiveError(SandboxStateError):
+    """The agent inside the sandbox did not answer in time (it was killed, stopped or is wedged)."""
+
+    code = "agent_unresponsive"
+
+
 class PermissionDeniedError(SandlotError, PermissionError):
     code = "permission_denied"
 
@@ -234,6 +244,12 @@ class RuntimeUnavailableError(SandlotError):
     code = "runtime_unavailable"
 
 
+class DatabaseUnavailableError(SandlotError):
+    """The server's database (PostgreSQL, SQLite) did not answer; the server reconnects by itself."""
+
+    code = "database_unavailable"
+
+
 class RegistryError(SandlotError):
     code = "registry_error"
 
@@ -277,6 +293,7 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         ConflictError,
         FileExistsError_,
         SandboxStateError,
+        AgentUnresponsiveError,
         PermissionDeniedError,
         AuthenticationError,
         RegistryAuthError,
@@ -287,6 +304,7 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         CommandExitError,
         BuildError,
         RuntimeUnavailableError,
+        DatabaseUnavailableError,
         RegistryError,
         RegistryUnreachableError,
         ImageCorruptError,

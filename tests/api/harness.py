@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import os
 import signal
 import socket
@@ -109,6 +110,20 @@ def _fake_node(data_dir: Path) -> Any:
     return node
 
 
+def _dump_tasks(signum: int, frame: object) -> None:
+    import asyncio
+
+    for task in asyncio.all_tasks(asyncio.get_running_loop()):
+        print(f"task {task.get_name()}:", file=sys.stderr)
+        coro: Any = task.get_coro()
+        while coro is not None:  # down the chain of awaits, to where it waits
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                print(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}", file=sys.stderr)
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    sys.stderr.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -119,8 +134,20 @@ def main() -> None:
     parser.add_argument("--template", default="busybox")
     parser.add_argument("--hibernate-after", type=float, default=900.0)
     parser.add_argument("--max-lifetime", type=int, default=None)
+    parser.add_argument("--images-dir", type=Path, default=IMAGE_CACHE)
+    parser.add_argument("--disk-store-mb", type=int, default=None)
+    parser.add_argument("--agent-timeout", type=float, default=None)
     parser.add_argument("--ssh-port", type=int, default=None)
     args = parser.parse_args()
+
+    import logging
+
+    # The node's own account of what it does (recovery above all) goes to the server's log.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("sandlot").setLevel(logging.INFO)
+    # A server that does not come up says where it stands: every thread (SIGUSR1) and task (SIGUSR2).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    signal.signal(signal.SIGUSR2, _dump_tasks)
 
     from sandlot.api import DEFAULT_HOSTS, create_app, run_app
     from sandlot.api.config import ApiConfig
@@ -128,7 +155,7 @@ def main() -> None:
 
     config = ApiConfig(
         data_dir=args.data_dir,
-        images_dir=IMAGE_CACHE,
+        images_dir=args.images_dir,
         database_url=args.database_url,
         default_template=args.template,
         default_runtime="fake" if args.fake else "gvisor",
@@ -139,6 +166,8 @@ def main() -> None:
         kill_on_shutdown=True,
         registries_only=True,  # generated requests (the fuzz test) must never reach beyond 127.0.0.1
         dns_servers=[],  # tests never ask a real resolver
+        disk_store_bytes=args.disk_store_mb << 20 if args.disk_store_mb else None,
+        **({"agent_timeout_s": args.agent_timeout} if args.agent_timeout else {}),
         ssh_port=args.ssh_port,
     )
     node = _fake_node(args.data_dir) if args.fake else None
@@ -171,6 +200,8 @@ class Server:
         self.ssh_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"{data_dir.name}.server.log"
+        #: where the log of the current start begins
+        self.log_offset = 0
 
     @property
     def url(self) -> str:
@@ -180,7 +211,8 @@ class Server:
     def admin_key(self) -> str:
         return (self.data_dir / "admin.key").read_text().strip()
 
-    def start(self, timeout: float = 300) -> Server:
+    def start(self, timeout: float = 300, env: dict[str, str] | None = None) -> Server:
+        """Start (again); `env` adds to the server's environment (e.g. SANDLOT_FAILPOINTS)."""
         self.port, self.ssh_port = free_port(), free_port()
         cmd = [sys.executable, "-m", "tests.api.harness", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.ssh:
@@ -191,7 +223,10 @@ class Server:
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
+            self.log_offset = log.tell()
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True, env={**os.environ, **(env or {})}
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -204,7 +239,11 @@ class Server:
                     self.kill()
                     raise RuntimeError(f"the server cannot create sandboxes: {health.text}")
             time.sleep(0.2)
-        raise RuntimeError(f"the server did not become healthy:\n{self.log.read_text()[-3000:]}")
+        if self.proc.poll() is None:  # where it hangs, in its log
+            for sig in (signal.SIGUSR1, signal.SIGUSR2):
+                self.proc.send_signal(sig)
+                time.sleep(1)
+        raise RuntimeError(f"the server did not become healthy:\n{self.log.read_text()[-20000:]}")
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
@@ -216,8 +255,8 @@ class Server:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
+            try:  # it kills its sandboxes first: slow on a loaded host
+                self.proc.wait(120)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)

@@ -6,6 +6,14 @@ connection; `AgentClient` offers one async method per protocol method.
 
 Invariant: `_streams` holds every stream opened on the current connection; when
 the connection drops, each gets a SandboxStateError and the map is cleared.
+
+An agent that is stopped (SIGSTOP), wedged or killed without its socket
+closing answers nothing, so no call may wait on it forever: calls whose first
+answer comes at once (a process starting, a file stat, a port connecting) wait
+`response_timeout` and then ping the agent; if the ping is not answered within
+`response_timeout` either, the call fails with AgentUnresponsiveError. A slow
+answer from a live agent (a huge `remove` on a busy host) is waited for. The
+output of a running process is not: a command may rightly be silent for hours.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -26,7 +34,10 @@ from sandlot.agent.protocol import Frame, FrameKind
 __all__ = ["AgentClient", "AgentConnection", "PortTunnel", "ProcessStream", "Stream", "WatchStream"]
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 _EOF = object()
+#: How long a call waits for a first answer before it asks whether the agent is alive at all.
+RESPONSE_TIMEOUT = 30.0
 
 
 class Stream:
@@ -131,9 +142,10 @@ class Stream:
 class AgentConnection:
     """Listens on `socket_path` and keeps the agent's current connection."""
 
-    def __init__(self, socket_path: str, sandbox_id: str) -> None:
+    def __init__(self, socket_path: str, sandbox_id: str, response_timeout: float = RESPONSE_TIMEOUT) -> None:
         self.socket_path = socket_path
         self.sandbox_id = sandbox_id
+        self.response_timeout = response_timeout
         self._server: asyncio.AbstractServer | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._connected = asyncio.Event()
@@ -217,6 +229,37 @@ class AgentConnection:
                 raise errors.SandboxStateError(
                     f"sandbox {self.sandbox_id}: the agent connection broke: {exc}"
                 ) from None
+
+    async def answered(self, waiting: Awaitable[T]) -> T:
+        """`waiting` (a first answer of the agent), or AgentUnresponsiveError when the agent is not alive."""
+        task = asyncio.ensure_future(waiting)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.response_timeout)
+                if done:
+                    return task.result()
+                if not await self._pings():
+                    raise errors.AgentUnresponsiveError(
+                        f"sandbox {self.sandbox_id}: its agent answered nothing for {2 * self.response_timeout:.0f} s "
+                        "(it was stopped, killed or is wedged); kill the sandbox (or retry, on an overloaded host)"
+                    )
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _pings(self) -> bool:
+        try:
+            stream = await self.open(p.Method.PING, p.Empty())
+        except errors.SandlotError:
+            return False
+        try:
+            await asyncio.wait_for(stream.wait(), self.response_timeout)
+        except (TimeoutError, errors.SandlotError):
+            self._streams.pop(stream.id, None)
+            return False
+        return True
 
     async def open(self, method: str, params: BaseModel, payload: bytes = b"") -> Stream:
         stream = Stream(self, next(self._ids), method)
@@ -363,7 +406,7 @@ class AgentClient:
 
     async def _call(self, method: str, params: BaseModel, result: type[M], payload: bytes = b"") -> M:
         stream = await self.conn.open(method, params, payload)
-        return _validate(result, await stream.wait())
+        return _validate(result, await self.conn.answered(stream.wait()))
 
     async def ping(self) -> p.Hello:
         return await self._call(p.Method.PING, p.Empty(), p.Hello)
@@ -372,7 +415,7 @@ class AgentClient:
     async def start(self, params: p.ProcessStartParams) -> ProcessStream:
         proc = ProcessStream(await self.conn.open(p.Method.PROCESS_START, params))
         proc._early = []
-        await proc.wait_started()
+        await self.conn.answered(proc.wait_started())
         return proc
 
     async def connect(self, pid: int) -> ProcessStream:
@@ -484,7 +527,7 @@ class AgentClient:
     async def connect_port(self, port: int) -> PortTunnel:
         """Connect to 127.0.0.1:`port` inside the sandbox; PortNotListeningError when nothing accepts."""
         tunnel = PortTunnel(await self.conn.open(p.Method.PORT_CONNECT, p.PortConnectParams(port=port)))
-        await tunnel._wait_connected()
+        await self.conn.answered(tunnel._wait_connected())
         return tunnel
 
     async def watch(self, path: str, recursive: bool = False, *, entries: bool = False) -> WatchStream:

@@ -7,7 +7,11 @@
   the next request to it resumes it (`SandboxService.for_request`).
 - A persistent sandbox has no timeout. After `hibernate_after_s` without a
   request it hibernates (compute and memory released, filesystem kept); the
-  next request wakes it (`SandboxService.wake_if_hibernated`).
+  next request wakes it (`SandboxService.wake_if_hibernated`). Its idle clock
+  is in the store (`active_at`), so a restart (or another API replica) keeps
+  it: each request updates it in memory, and in the store when the stored one
+  is more than `touch_interval` old (a write per sandbox per interval, not per
+  request; a restart may make it hibernate that much early, never late).
 - A team's maximum lifetime bounds how far a timeout may reach from creation.
 """
 
@@ -24,7 +28,7 @@ from sandlot.api.store import SandboxRecord
 if TYPE_CHECKING:
     from sandlot.api.service import SandboxService
 
-__all__ = ["check_lifetime", "extend_after_timeout_pause", "hibernate_idle", "on_timeout", "resume", "wake"]
+__all__ = ["check_lifetime", "extend_after_timeout_pause", "hibernate_idle", "on_timeout", "resume", "touch", "wake"]
 
 log = logging.getLogger("sandlot.api")
 
@@ -74,12 +78,27 @@ async def extend_after_timeout_pause(svc: SandboxService, rec: SandboxRecord) ->
         await svc.store.set_ends_at(rec.sandbox_id, rec.ends_at)
 
 
+def touch_interval(svc: SandboxService) -> float:
+    """How stale the stored idle clock may get: a tenth of the idle time, at most a minute."""
+    return min(60.0, svc.hibernate_after_s / 10)
+
+
+async def touch(svc: SandboxService, rec: SandboxRecord) -> None:
+    """The sandbox serves a request now (its idle clock restarts)."""
+    now = time.time()
+    svc._active_at[rec.sandbox_id] = now
+    if rec.persistent and now - rec.active_at >= touch_interval(svc):
+        await svc.store.touch(rec.sandbox_id, now)
+        rec.active_at = now
+
+
 async def hibernate_idle(svc: SandboxService) -> None:
     now = time.time()
     for rec in await svc.store.active():
         if not rec.persistent or rec.state != "running":
             continue
-        last = svc._active_at.setdefault(rec.sandbox_id, now)
+        # This process's clock, or the store's (after a restart; or a request served by another replica).
+        last = max(svc._active_at.get(rec.sandbox_id, 0.0), rec.active_at or rec.created_at)
         if now - last < svc.hibernate_after_s:
             continue
         try:

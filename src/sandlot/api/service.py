@@ -7,9 +7,13 @@ keeps the two in step:
 
 - a record is written as soon as the node has made the sandbox, and marked
   killed whenever the node loses it (kill, timeout, death, a failed recovery);
+  a kill is recorded before the node starts it (write-ahead), so a server killed
+  midway finishes it at its restart instead of bringing the sandbox back;
 - the reaper kills sandboxes past `ends_at` and reconciles records whose
   sandbox died on its own;
-- at start, `recover` re-adopts the sandboxes the records say are running.
+- at start, `recover` re-adopts the sandboxes the records say are running and
+  brings each to the state its record says (the last operation that completed):
+  an operation the restart interrupted is undone, or finished where it cannot be.
 
 Invariant: a record in an active state whose sandbox the node no longer has is
 stale; every read goes through `_reconcile`, which fixes it before answering.
@@ -32,6 +36,7 @@ from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
 from sandlot.api.teams import Quotas, Teams
 from sandlot.api.template_access import usable, writer
 from sandlot.api.volumes import volume_mounts
+from sandlot.failpoints import afailpoint
 from sandlot.models import SandboxCreate, SandboxInfo, SandboxState
 from sandlot.node.client import NodeClient
 from sandlot.node.protocol import Limits, NetworkPolicy, RecoveryReport, SandboxSpec, SandboxStatus
@@ -78,8 +83,8 @@ class SandboxService:
         self.node = node
         #: a persistent sandbox with no request for this long hibernates
         self.hibernate_after_s = hibernate_after_s
-        # _active_at: when each sandbox last served a request (for idle hibernation; in memory:
-        # after a restart every sandbox counts as just used).
+        # _active_at: when each sandbox last served a request here; the store's `active_at`
+        # (written at most every `lifecycle.touch_interval`) is what outlives this process.
         self._active_at: dict[str, float] = {}
         self.store = store
         self.default_template = default_template
@@ -118,20 +123,37 @@ class SandboxService:
         for sid, reason in report.lost.items():
             if sid in wanted:
                 await self.store.set_state(sid, "killed", f"lost: {reason}")
-        # Recovery thaws a paused sandbox so its agent can call back; freeze it again.
         for rec in records:
-            if rec.state == "paused" and rec.sandbox_id in report.adopted:
-                status = await self.node.status(rec.sandbox_id)
-                if status is not None and status.state == "paused":  # paused to disk: adopted as such
-                    continue
-                try:
-                    await self.node.pause(rec.sandbox_id)
-                except errors.SandlotError as exc:
-                    log.error("re-pausing sandbox %s after a restart: %s", rec.sandbox_id, exc)
-                    await self.store.set_state(rec.sandbox_id, "running")
+            if rec.sandbox_id in report.adopted:
+                await self._align(rec)
         if report.adopted or report.lost:
             log.info("recovered %d sandbox(es); lost %d", len(report.adopted), len(report.lost))
         return report
+
+    async def _align(self, rec: SandboxRecord) -> None:
+        """Bring an adopted sandbox to its record's state: an operation the restart cut short
+        (a pause, a resume, a hibernation or a wake) had changed the node but not the record."""
+        sid = rec.sandbox_id
+        status = await self.node.status(sid)
+        if status is None:
+            return
+        node_state = status.state
+        try:
+            if node_state == "hibernated" and rec.state != "hibernated":
+                await self.store.set_state(sid, "hibernated")  # transparent: the next request wakes it
+            elif node_state == "running" and rec.state == "hibernated":
+                await self.store.set_state(sid, "running")
+            elif node_state == "running" and rec.state == "paused":
+                # Recovery thaws a paused sandbox so its agent can call back (or a resume had
+                # brought it back just before the restart): freeze it again.
+                await self.node.pause(sid)
+            elif node_state == "paused" and rec.state == "running":  # a pause with memory, cut short
+                await self.node.resume(sid)
+        except errors.SandlotError as exc:
+            log.error("bringing sandbox %s back to %s after a restart: %s", sid, rec.state, exc)
+            status = await self.node.status(sid)
+            if status is not None:
+                await self.store.set_state(sid, status.state)
 
     # ------------------------------------------------------------ create / read
 
@@ -187,9 +209,11 @@ class SandboxService:
             persistent=req.persistent,
             on_timeout=req.on_timeout,
             auto_resume=req.auto_resume,
+            active_at=now,
             node=sbx.node,
         )
         try:
+            await afailpoint("api.create.before_record", sbx.sandbox_id)
             await self.store.add_sandbox(rec)
         except BaseException:
             with contextlib.suppress(errors.SandlotError):
@@ -251,7 +275,7 @@ class SandboxService:
     async def wake_if_hibernated(self, rec: SandboxRecord) -> None:
         """Requests reach a hibernated sandbox (or a paused one with `auto_resume`) as if it never
         slept: wake it first."""
-        self._active_at[rec.sandbox_id] = time.time()
+        await lifecycle.touch(self, rec)
         if rec.state == "hibernated":
             await lifecycle.wake(self, rec)
         elif rec.state == "paused" and rec.auto_resume:
@@ -273,7 +297,7 @@ class SandboxService:
             reason = f" ({rec.exit_reason})" if rec.exit_reason else ""
             hint = ": resume it first" if rec.state in ("paused", "hibernated") else ""
             raise errors.SandboxStateError(f"sandbox {rec.sandbox_id} is {rec.state}{reason}{hint}")
-        self._active_at[rec.sandbox_id] = time.time()
+        await lifecycle.touch(self, rec)
         return await self.node.agent(rec.sandbox_id)
 
     async def _reconcile(self, rec: SandboxRecord) -> SandboxRecord:
@@ -283,7 +307,11 @@ class SandboxService:
         if sbx is not None and not sbx.killed:
             return rec
         # _gone first: a read racing a kill in progress must not record the node's generic "killed".
-        reason = self._gone.get(rec.sandbox_id) or (sbx.exit_reason if sbx else None) or "it died"
+        reason = (
+            self._gone.get(rec.sandbox_id)
+            or (sbx.exit_reason if sbx else await self.node.exit_reason(rec.sandbox_id))
+            or "it died"
+        )
         await self.store.set_state(rec.sandbox_id, "killed", reason)
         rec.state, rec.exit_reason = "killed", reason
         return rec
@@ -331,18 +359,22 @@ class SandboxService:
     # ------------------------------------------------------------ kill / timeout
 
     async def kill(self, who: Principal, sandbox_id: str) -> None:
+        """Kill the sandbox; returns once nothing of it is left (also when it was dying already)."""
         rec = await self.get(who, sandbox_id)
         if rec.state in ACTIVE_STATES:
             await self._kill(sandbox_id, "killed by request")
+        else:  # it died on its own: its cleanup may still be under way, wait for it
+            with contextlib.suppress(errors.SandboxNotFoundError):
+                await self.node.kill(sandbox_id)
 
     async def _kill(self, sandbox_id: str, reason: str) -> None:
+        # Recorded first: a server killed midway finishes the kill at its restart (recovery
+        # destroys what no record wants), instead of finding a half-killed sandbox to bring back.
         self._gone[sandbox_id] = reason
-        try:
+        await self.store.set_state(sandbox_id, "killed", reason)
+        await afailpoint("api.kill.after_record", sandbox_id)
+        with contextlib.suppress(errors.SandboxNotFoundError):
             await self.node.kill(sandbox_id)
-        except errors.SandboxNotFoundError:
-            pass
-        finally:
-            await self.store.set_state(sandbox_id, "killed", reason)
 
     async def set_timeout(self, who: Principal, sandbox_id: str, timeout: int) -> SandboxRecord:
         rec = await self.get(who, sandbox_id)

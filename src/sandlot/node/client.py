@@ -40,6 +40,7 @@ How each maps to HTTP (for the node daemon; paths under its `/v1`):
     close                 (the daemon's own shutdown; not a request)
     create                POST   /sandboxes                    spec -> SandboxStatus
     status                GET    /sandboxes/{id}               (404 -> None)
+    exit_reason           GET    /ended/{id}                   (404 -> None)
     kill                  DELETE /sandboxes/{id}
     pause/resume          POST   /sandboxes/{id}/pause|resume  {memory}
     hibernate/wake        POST   /sandboxes/{id}/hibernate|wake  {memory}
@@ -144,6 +145,10 @@ class NodeClient(abc.ABC):
     @abc.abstractmethod
     async def status(self, sandbox_id: str) -> SandboxStatus | None:
         """The sandbox now; None when the node does not hold it (never made, or killed and gone)."""
+
+    @abc.abstractmethod
+    async def exit_reason(self, sandbox_id: str) -> str | None:
+        """Why a sandbox the node held but holds no more ended (its agent died, ...); None if it does not know."""
 
     @abc.abstractmethod
     async def kill(self, sandbox_id: str) -> None:

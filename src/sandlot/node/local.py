@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import tarfile
-import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -120,7 +119,7 @@ class LocalNode(NodeClient):
 
     def _work_dir(self, prefix: str) -> Path:
         """A scratch directory beside the image store's layers (so that renames into it stay on one filesystem)."""
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.node.images.layers.tmp))
+        return self.node.images.layers.scratch(prefix)
 
     # ------------------------------------------------------------ the node
 
@@ -174,6 +173,9 @@ class LocalNode(NodeClient):
         except errors.SandboxNotFoundError:
             return None
         return None if sbx.pooled else status_of(sbx, self.name)
+
+    async def exit_reason(self, sandbox_id: str) -> str | None:
+        return self.node.exit_reason(sandbox_id)
 
     async def kill(self, sandbox_id: str) -> None:
         await self.node.kill(sandbox_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -20,8 +21,9 @@ from typing import Any
 
 from sandlot import errors
 from sandlot.agent import protocol as p
-from sandlot.agent.client import AgentConnection
-from sandlot.node import cgroups, file_metadata, hibernation, memory_pause, readiness, reaper, safepath
+from sandlot.agent.client import RESPONSE_TIMEOUT, AgentConnection
+from sandlot.failpoints import afailpoint
+from sandlot.node import cgroups, file_metadata, hibernation, intent, memory_pause, readiness, reaper, safepath
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
@@ -46,6 +48,8 @@ log = logging.getLogger("sandlot.node")
 MAX_SOCKET_PATH = 107
 #: How often the host names of network policies are resolved again (answers change: CDNs, failover).
 NAME_REFRESH_INTERVAL = 60.0
+#: How many ended sandboxes' exit reasons the node remembers (for records reconciled later).
+ENDED_KEPT = 4096
 
 
 @dataclass
@@ -66,6 +70,8 @@ class NodeConfig:
     #: resolvers that sandboxes' DNS queries go to, and that resolve policy host
     #: names (default: the host's non-loopback resolvers); [] disables DNS
     dns_servers: list[str] | None = None
+    #: how long a call waits for the agent's first answer before asking whether it is alive at all
+    agent_timeout_s: float = RESPONSE_TIMEOUT
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -83,6 +89,8 @@ class Node:
         self.state_dir = self.config.data_dir / "runtime"
         self._runtimes: dict[str, Runtime] = {}
         self._sandboxes: dict[str, Sandbox] = {}
+        # _ended: why sandboxes that left _sandboxes ended, newest last (at most ENDED_KEPT).
+        self._ended: dict[str, str] = {}
         self._bundle: Bundle | None = None
         self._watchers: set[asyncio.Task[None]] = set()
         self.disks = DiskStore(self.config.data_dir, self.config.disk_store_bytes)
@@ -145,6 +153,18 @@ class Node:
     def knows(self, sandbox_id: str) -> bool:
         return sandbox_id in self._sandboxes
 
+    def exit_reason(self, sandbox_id: str) -> str | None:
+        """Why a sandbox this node had (since it started) ended; None if unknown or still there."""
+        return self._ended.get(sandbox_id)
+
+    def _forget(self, sbx: Sandbox) -> None:
+        """Drop a destroyed sandbox, remembering why it ended."""
+        if self._sandboxes.get(sbx.id) is sbx:
+            del self._sandboxes[sbx.id]
+        self._ended[sbx.id] = sbx.exit_reason or "killed"
+        while len(self._ended) > ENDED_KEPT:
+            del self._ended[next(iter(self._ended))]
+
     def known_ids(self) -> set[str]:
         """Every sandbox the node holds, idle ones of warm pools included."""
         return set(self._sandboxes)
@@ -197,6 +217,7 @@ class Node:
         bundle = await self.bundle()
         image = await asyncio.to_thread(self.images.ensure, spec.image)
         await asyncio.to_thread(self.disks.ensure)
+        await asyncio.to_thread(self.disks.check_room, "create a sandbox")
         sandbox_id = new_sandbox_id()
         sdir = self.sandboxes_dir / sandbox_id
         layer = WritableLayer(sdir, image.lowerdir, spec.limits.disk_mb << 20, self.disks.disk_of(sandbox_id))
@@ -208,7 +229,7 @@ class Node:
                 f"({socket_path}) must fit in {MAX_SOCKET_PATH} bytes; choose a shorter --data-dir",
                 field="data_dir",
             )
-        conn = AgentConnection(socket_path, sandbox_id)
+        conn = AgentConnection(socket_path, sandbox_id, self.config.agent_timeout_s)
         sbx = Sandbox(sandbox_id, spec, image, runtime, sdir, layer, conn)
         self._sandboxes[sandbox_id] = sbx
         # The network (~60 ms of ip/nft calls) is made while the rootfs is mounted.
@@ -217,15 +238,21 @@ class Node:
             net_setup = asyncio.ensure_future(self.network.setup(sandbox_id, spec.network))
         try:
             await self._provision(sbx, bundle, net_setup)
+            await afailpoint("node.create.before_start", sandbox_id)
             exited = await self.boot(sbx)
         except BaseException as exc:
             if net_setup is not None and sbx.net is None:
                 with contextlib.suppress(BaseException):
                     sbx.net = await net_setup
             problems = await self.destroy(sbx, f"failed to start: {exc}")
-            self._sandboxes.pop(sandbox_id, None)
+            self._forget(sbx)
             if problems:
                 log.error("cleanup after a failed start of %s: %s", sandbox_id, "; ".join(problems))
+            if _out_of_space(exc):  # a record or the runtime's state did not fit: say where
+                raise errors.NoSpaceError(
+                    f"cannot create a sandbox: the filesystem of the data directory {self.config.data_dir} "
+                    f"is full ({exc}); free space there"
+                ) from None
             raise
         sbx.transition(State.RUNNING)
         self._spawn(self._on_exit(sbx, exited))
@@ -244,6 +271,7 @@ class Node:
         await sbx.runtime.prepare_disk(sbx.layer)
         pid = await sbx.runtime.start(sbx.id, sbx.dir / "bundle", sbx.dir / "runtime.log", connected=connected)
         exited = self._spawn(reaper.wait_exit(pid))
+        await afailpoint("node.boot.after_start", sbx.id)
         for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
             if other != pid:  # the gofer, under gVisor
                 self._spawn(reaper.wait_exit(other))
@@ -276,6 +304,14 @@ class Node:
             sbx.transition(State.HIBERNATED)
         self._sandboxes[sbx.id] = sbx
 
+    def track(self, sbx: Sandbox) -> None:
+        """Register a sandbox found again after a restart that recovery is starting again
+        (`reboot`, or `memory_pause.load`); `adopt_started` once it runs."""
+        self._sandboxes[sbx.id] = sbx
+
+    def adopt_started(self, sbx: Sandbox) -> None:
+        sbx.transition(State.RUNNING)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._watchers.add(task)
@@ -288,6 +324,7 @@ class Node:
         run_dir.mkdir(parents=True)
         os.chmod(run_dir, 0o711)
         await asyncio.to_thread(sbx.layer.mount, self.spares, sbx.layer.source)
+        await afailpoint("node.create.after_mount", sbx.id)
         self._refill_spares()
         root = sbx.layer.rootfs
         safepath.ensure_dir(root, MOUNT_POINT.lstrip("/") + "/run")  # the node's own path, whatever was there
@@ -346,6 +383,7 @@ class Node:
         if net_setup is None:
             return None
         sbx.net = await net_setup
+        await afailpoint("node.network.before_record", sbx.id)
         _save_network(sbx)
         self.watch_names(sbx.net.policy)
         resolv = self.network.resolv_conf(sbx.net)
@@ -430,12 +468,16 @@ class Node:
         await exited
         if sbx.killed or sbx.generation != generation:  # killed, or restarted on purpose (restore)
             return
-        reason = "out of memory" if _oom_happened(sbx.id) else "the sandbox's init exited"
+        reason = (
+            "out of memory"
+            if _oom_happened(sbx.id)
+            else "its agent (the sandbox's init) exited or was killed, and every process in it ended"
+        )
         log.warning("sandbox %s died (%s); its runtime log ends: %s", sbx.id, reason, _tail(sbx.dir / "runtime.log"))
         async with sbx._kill_lock:
             if not sbx.killed:
                 problems = await self.destroy(sbx, reason)
-                self._sandboxes.pop(sbx.id, None)
+                self._forget(sbx)
                 if problems:
                     log.error("cleanup of dead sandbox %s: %s", sbx.id, "; ".join(problems))
 
@@ -554,9 +596,11 @@ class Node:
                 async def with_memory(dest: Path) -> None:
                     await memory_pause.save(self, sbx, dest.parent / "memory")
                     try:
+                        await afailpoint("node.checkpoint.memory_saved", sandbox_id)
                         await asyncio.to_thread(sbx.layer.snapshot, dest)
                     finally:
                         await memory_pause.load(self, sbx, dest.parent / "memory")
+                        intent.end(sbx.dir)
 
                 return await self.checkpoints.take(sandbox_id, name, sbx.spec, with_memory, memory=True)
 
@@ -582,25 +626,33 @@ class Node:
         async with sbx._kill_lock:
             if sbx.state not in (State.RUNNING, State.PAUSED):
                 raise errors.SandboxStateError(f"cannot restore sandbox {sandbox_id} in state {sbx.state.value}")
+            await asyncio.to_thread(self.disks.check_room, f"restore sandbox {sandbox_id}")
             staged = await asyncio.to_thread(sbx.layer.stage, ck.disk)
+            # From the halt on, the sandbox runs nothing: a node killed now finishes the restore (recovery.py).
+            intent.begin(sbx.dir, restore=ck.id, staged=str(staged))
             try:
                 await self.halt(sbx)
+                await afailpoint("node.restore.after_halt", sandbox_id)
                 await asyncio.to_thread(sbx.layer.swap, staged)
-                if ck.memory:  # the processes come back too, as they were at the checkpoint
-                    await memory_pause.load(self, sbx, ck.memory_image)
-                    if sbx.state is State.PAUSED:
-                        sbx.transition(State.RUNNING)
-                    return
-                await self.reboot(sbx)
+                await afailpoint("node.restore.after_swap", sandbox_id)
+                await self.finish_restore(sbx, ck)
             except BaseException as exc:
                 staged.unlink(missing_ok=True)
                 problems = await self.destroy(sbx, f"failed to restore checkpoint {checkpoint_id}: {exc}")
-                self._sandboxes.pop(sandbox_id, None)
+                self._forget(sbx)
                 if problems:
                     log.error("cleanup after a failed restore of %s: %s", sandbox_id, "; ".join(problems))
                 raise
+            intent.end(sbx.dir)
             if sbx.state is State.PAUSED:
                 sbx.transition(State.RUNNING)
+
+    async def finish_restore(self, sbx: Sandbox, ck: Checkpoint) -> None:
+        """Start a halted sandbox whose disk is now the checkpoint's: its saved processes, or a fresh boot."""
+        if ck.memory:  # the processes come back too, as they were at the checkpoint
+            await memory_pause.load(self, sbx, ck.memory_image)
+        else:
+            await self.reboot(sbx)
 
     async def halt(self, sbx: Sandbox) -> None:
         """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot)."""
@@ -652,7 +704,7 @@ class Node:
             if sbx.killed:
                 return
             problems = await self.destroy(sbx, "killed")
-            self._sandboxes.pop(sandbox_id, None)
+            self._forget(sbx)
         if problems:
             raise errors.InternalError(f"sandbox {sandbox_id} was killed, but cleanup failed: " + "; ".join(problems))
 
@@ -678,8 +730,10 @@ class Node:
         except Exception as exc:  # keep cleaning: the mounts and files must still go
             problems.append(f"runtime: {exc}")
         problems += await _wait_gone(pids)
+        await afailpoint("node.destroy.after_runtime", sbx.id)
         if sbx.net is not None:
             problems += await self.network.teardown(sbx.net)
+            await afailpoint("node.destroy.after_network", sbx.id)
         problems += await asyncio.to_thread(sbx.layer.remove)
         problems += await self._release_volumes(sbx)
         return problems
@@ -698,9 +752,8 @@ class Node:
     async def close(self) -> None:
         """Kill every sandbox (the library's shutdown; `sandlot serve` keeps them)."""
         await self.pool.close()
-        for sbx in list(self._sandboxes.values()):
-            with contextlib.suppress(errors.SandlotError):
-                await self.kill(sbx.id)
+        # All at once: one by one, a loaded host takes longer than a service manager waits.
+        await asyncio.gather(*(self.kill(sbx.id) for sbx in list(self._sandboxes.values())), return_exceptions=True)
         for task in list(self._watchers):
             task.cancel()
 
@@ -759,6 +812,15 @@ def _oom_happened(sandbox_id: str) -> bool:
                 fields = dict(line.split() for line in f.read_text().splitlines())
                 return int(fields.get("oom_kill", "0")) > 0 or fields.get("under_oom") == "1"
     return False
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    """An ENOSPC from the host's side (our own writes, or a runtime's), not already a clear NoSpaceError."""
+    if isinstance(exc, errors.NoSpaceError):
+        return False
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return isinstance(exc, errors.InternalError) and "no space left on device" in str(exc).lower()
 
 
 def _tail(path: Path, n: int = 6000) -> str:

@@ -73,4 +73,3 @@ async def _export_guest_disk(node: Node, sbx: Sandbox, dest: Path, tag: str) -> 
     finally:
         clone.unlink(missing_ok=True)
         shutil.rmtree(mnt, ignore_errors=True)
-

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
+from sandlot.failpoints import failpoint
 from sandlot.node import images as builtin
 from sandlot.node.oci.export import export_layout
 from sandlot.node.oci.layers import LayerStore
@@ -69,6 +70,9 @@ class ImageStore:
         self.registries = dict(registries or {})
         #: pull only from the registries configured above (a server that must not reach elsewhere)
         self.registries_only = registries_only
+        # _hidden: templates for this process's own use (a build step's sandbox), never on disk:
+        # a process killed mid-build leaves nothing for the store's other users to trip on.
+        self._hidden: dict[str, builtin.Image] = {}
 
     # ------------------------------------------------------------ locks and files
 
@@ -141,6 +145,7 @@ class ImageStore:
             "name": name, "source": source, "digest": digest, "layers": layer_ids,
             "config": config, "created_at": time.time(), "size": size, "owner": owner,
         }  # fmt: skip
+        failpoint("images.template.before_publish", name)
         tmp = self.templates_dir / f".{uuid.uuid4().hex}.tmp"
         tmp.write_text(json.dumps(record, indent=1))
         os.rename(tmp, self._file(name))
@@ -151,6 +156,8 @@ class ImageStore:
     # ------------------------------------------------------------ queries
 
     def get(self, name: str) -> builtin.Image | None:
+        if name in self._hidden:
+            return self._hidden[name]
         name = builtin.ALIASES.get(name, name)
         return self._load(self._file(name))
 
@@ -306,13 +313,26 @@ class ImageStore:
         return dict(json.loads(self._file(image.name).read_text()).get("config") or {})
 
     def add_hidden(self, name: str, layer_ids: list[str], config: dict[str, Any]) -> builtin.Image:
-        """A template for the store's own use (a build step's sandbox): not listed, removed with drop_hidden."""
+        """A template for this process's own use (a build step's sandbox): in memory only, never
+        listed, removed with drop_hidden; its layers count as used for this process's GC."""
         assert name.startswith(".")
-        return self._publish(name, layer_ids, config, "internal", "")
+        image = builtin.Image(
+            name=name,
+            layers=tuple(self.layers.fs(lid) for lid in layer_ids),
+            config=builtin.ImageConfig.from_oci(config),
+            source="internal",
+            created_at=time.time(),
+        )
+        self._hidden[name] = image
+        return image
 
     def drop_hidden(self, name: str) -> None:
         assert name.startswith(".")
-        self._file(name).unlink(missing_ok=True)
+        self._hidden.pop(name, None)
+
+    def sweep(self) -> list[Path]:
+        """Remove what killed pulls, builds and uploads of processes now gone left in the store."""
+        return self.layers.sweep_tmp()
 
     @contextlib.contextmanager
     def adding(self) -> Iterator[LayerStore]:
@@ -376,7 +396,7 @@ class ImageStore:
         if prune_build_cache:
             for entry in (self.root / "build-cache").glob("*.json"):
                 entry.unlink(missing_ok=True)
-        used: set[str] = set()
+        used = {p.parent.name for image in self._hidden.values() for p in image.layers}
         # Templates and the build cache's steps hold layers.
         for path in [*self.templates_dir.glob("*.json"), *(self.root / "build-cache").glob("*.json")]:
             with contextlib.suppress(OSError, ValueError, KeyError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,8 @@ async def run_tool(*argv: str, timeout: float = 30.0) -> tuple[int, str]:
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # it may end just now
+            proc.kill()
         await proc.wait()
         return -1, f"{argv[0]} {argv[1] if len(argv) > 1 else ''} timed out after {timeout:.0f}s"
     finally:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +105,14 @@ class GVisorRuntime(Runtime):
         problems: list[str] = []
         if not (self.state_dir / "runsc").exists():
             return problems
-        await run_tool(*self._cli("kill", "--all", sandbox_id, "KILL"))
+        # `runsc kill` asks the sandbox to kill its processes: a sandbox that is stopped
+        # (SIGSTOP) or wedged never answers, and it would outlive its kill. Its host
+        # processes (the sentry, the gofer) die with SIGKILL in any state, and everything
+        # inside goes with the sentry; `runsc delete` then clears what runsc kept.
+        for pid in self.host_pids(sandbox_id):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await run_tool(*self._cli("kill", "--all", sandbox_id, "KILL"), timeout=10)
         rc, out = await run_tool(*self._cli("delete", "--force", sandbox_id))
         if rc != 0 and "does not exist" not in out and "not found" not in out.lower():
             problems.append(f"runsc delete {sandbox_id}: {out}")
@@ -153,18 +162,17 @@ class GVisorRuntime(Runtime):
 
     def host_pids(self, sandbox_id: str) -> list[int]:
         pids = set(cgroups.procs(sandbox_id))
-        # The gofer is started outside the sandbox's cgroup; find it from the state file.
+        # The gofer is started outside the sandbox's cgroup; find it from the state file. A state
+        # file can outlive its processes (a crash) and their pids be reused: only a process whose
+        # command line names the sandbox (its bundle) is still one of them.
         for f in (self.state_dir / "runsc").glob(f"*{sandbox_id}*.state"):
             try:
                 state = json.loads(f.read_text())
             except (OSError, ValueError):
                 continue
-            for key in ("GoferPid", "goferPid"):
-                if isinstance(state.get(key), int) and state[key] > 0:
-                    pids.add(state[key])
-            sandbox = state.get("Sandbox") or {}
-            if isinstance(sandbox.get("Pid"), int) and sandbox["Pid"] > 0:
-                pids.add(sandbox["Pid"])
+            candidates = [state.get(key) for key in ("GoferPid", "goferPid")]
+            candidates.append((state.get("Sandbox") or {}).get("Pid"))
+            pids.update(p for p in candidates if isinstance(p, int) and p > 0 and _names(p, sandbox_id))
         return sorted(p for p in pids if os.path.exists(f"/proc/{p}"))
 
 
@@ -183,3 +191,10 @@ def _check_bind_sources(bundle: Path, sandbox_id: str) -> None:
             raise errors.InternalError(
                 f"sandbox {sandbox_id} cannot boot: its {m['destination']} is no longer a directory of its own"
             )
+
+
+def _names(pid: int, sandbox_id: str) -> bool:
+    try:
+        return sandbox_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
