@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import resource
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
 from sandlot.node.dns import system_nameservers
+from sandlot.node.limits import LimitMonitor
 from sandlot.node.netpolicy import NetworkPolicy
 from sandlot.node.network import DEFAULT_SUBNET, NetworkManager, SandboxNet
 from sandlot.node.oci.registry import RegistryConfig
@@ -101,8 +103,11 @@ class Node:
         self._starting = asyncio.Semaphore(max(2, 2 * (os.cpu_count() or 1)))
         self._refilling: asyncio.Future[None] | None = None
         self._name_refresher: asyncio.Task[None] | None = None
+        #: pokes a sandbox's limit watchdog when its host cgroup grows (limits.py)
+        self.limit_monitor = LimitMonitor()
         # Orphaned sandbox processes must come to us, not to a lazy host init.
         reaper.become_subreaper()
+        _raise_nofile_limit()
 
     # ------------------------------------------------------------ setup
 
@@ -402,7 +407,12 @@ class Node:
     async def _on_exit(self, sbx: Sandbox, exited: asyncio.Task[None], generation: int | None = None) -> None:
         """When the sandbox's main host process exits on its own, clean up after it."""
         generation = sbx.generation if generation is None else generation
-        await exited
+        if not sbx.killed and sbx.generation == generation:
+            self.limit_monitor.watch(sbx)
+        try:
+            await exited
+        finally:
+            self.limit_monitor.forget(sbx.id, generation)
         if sbx.killed or sbx.generation != generation:  # killed, or restarted on purpose (restore)
             return
         reason = "out of memory" if _oom_happened(sbx.id) else "the sandbox's init exited"
@@ -564,6 +574,7 @@ class Node:
     async def _halt(self, sbx: Sandbox) -> None:
         """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot)."""
         sbx.generation += 1
+        self.limit_monitor.forget(sbx.id)
         await sbx.conn.close()
         memory_pause.forget(sbx)  # a restored filesystem does not match the saved memory
         pids = sbx.runtime.host_pids(sbx.id)
@@ -619,6 +630,7 @@ class Node:
             sbx.transition(State.KILLED)
         sbx.exit_reason = reason
         problems: list[str] = []
+        self.limit_monitor.forget(sbx.id)
         with contextlib.suppress(Exception):
             await sbx.conn.close()
         pids = sbx.runtime.host_pids(sbx.id)
@@ -643,6 +655,7 @@ class Node:
                 await self.kill(sbx.id)
         for task in list(self._watchers):
             task.cancel()
+        await self.limit_monitor.close()
 
         if self._refilling is not None:  # a thread: let it finish its file
             with contextlib.suppress(Exception):
@@ -661,6 +674,15 @@ async def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[str]:
     reaper.sweep()
     left = [pid for pid in pids if _is_live(pid)]
     return [f"host processes still running: {left}"] if left else []
+
+
+def _raise_nofile_limit() -> None:
+    """Each sandbox holds a few of the node's descriptors (agent socket, pidfds, eventfds):
+    the default soft limit (1024) would cap a node at a few hundred sandboxes."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _is_live(pid: int) -> bool:

@@ -59,26 +59,40 @@ func main() {
 	}
 	a := &agent{config: cfg, startedAt: time.Now().UnixMilli()}
 	a.procs = newProcessTable(a)
+	if cfg.MemoryLimitBytes > 0 || cfg.PidsLimit > 0 {
+		a.procs.watch = newWatchdog(a.procs, cfg.MemoryLimitBytes, cfg.PidsLimit)
+		go a.procs.watch.run()
+	}
 	go a.procs.reap()
 	go a.forwardSignals()
-	if cfg.MemoryLimitBytes > 0 || cfg.PidsLimit > 0 {
-		go a.procs.watchdog(cfg.MemoryLimitBytes, cfg.PidsLimit)
-	}
+	// Redial at once after a drop (a restore reconnects within ~50 ms), then
+	// back off to once a second: a node that is down (restarting) must not
+	// keep every sandbox busy.
+	delay := redialMin
 	for {
 		c, err := net.Dial("unix", cfg.SocketPath)
 		if err != nil {
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(delay)
+			if delay *= 2; delay > redialMax {
+				delay = redialMax
+			}
 			continue
 		}
+		delay = redialMin
 		cn := newConn(c)
 		hello := Hello{Type: "hello", Version: ProtocolVersion, AgentPid: int64(os.Getpid()), StartedAtMs: a.startedAt}
 		if err := cn.send(0, KindEvent, hello, nil); err == nil {
 			cn.serve(a)
 		}
 		c.Close()
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(delay)
 	}
 }
+
+const (
+	redialMin = 50 * time.Millisecond
+	redialMax = time.Second
+)
 
 func prctlSubreaper() error {
 	const prSetChildSubreaper = 36
@@ -122,6 +136,10 @@ var handlers = map[string]handler{
 	MethodFsTarWrite:     handleTarWrite,
 	MethodFsWatch:        handleWatch,
 	MethodPortConnect:    handlePortConnect,
+	MethodLimitsCheck: func(a *agent, _ *stream, _ json.RawMessage, _ []byte) (interface{}, error) {
+		a.procs.watch.poke()
+		return struct{}{}, nil
+	},
 }
 
 func (a *agent) handle(s *stream, method string, params json.RawMessage, payload []byte) {

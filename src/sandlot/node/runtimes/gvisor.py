@@ -18,8 +18,9 @@ __all__ = ["GVisorRuntime"]
 _UNSAVABLE_TCP = re.compile(r"endpoint cannot be saved in connected state: (local [0-9.:]+, remote [0-9.:]+)")
 
 # The sentry and gofer live in the sandbox's host cgroup beside the workload;
-# the agent enforces the workload's own limit (polling every 25 ms), the host
-# cgroup only backstops it, with room for a hog that grows between two polls.
+# the agent enforces the workload's own limit (woken by the node when the host
+# cgroup's usage grows, then scanning every 30 ms: node/limits.py), the host
+# cgroup only backstops it, with room for a hog that grows meanwhile.
 SENTRY_MEMORY_OVERHEAD = 128 << 20
 # Under the ptrace platform one sandboxed process costs about ten host tasks
 # (measured: 50 sleeping processes = 505 tasks in the sandbox's pids cgroup),
