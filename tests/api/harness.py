@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,9 @@ import httpx
 from sandlot.node.bundle import AGENT_SOURCE
 
 IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/store-v2"))
+#: The agent, built once per source version and copied into each server's data dir (a Go build each is minutes on a
+#: loaded host); keyed by the sources' hash and locked by `ensure_bundle`, so checkouts can share it.
+BUNDLE_CACHE = Path(os.environ.get("SANDLOT_TEST_BUNDLE_CACHE", "/var/tmp/sandlot-test-bundle-cache"))
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 
@@ -112,6 +116,8 @@ def main() -> None:
     parser.add_argument("--template", default="busybox")
     parser.add_argument("--hibernate-after", type=float, default=900.0)
     parser.add_argument("--max-lifetime", type=int, default=None)
+    parser.add_argument("--max-concurrent-starts", type=int, default=None)
+    parser.add_argument("--max-queued-starts", type=int, default=256)
     args = parser.parse_args()
 
     import uvicorn
@@ -132,6 +138,8 @@ def main() -> None:
         kill_on_shutdown=True,
         registries_only=True,  # generated requests (the fuzz test) must never reach beyond 127.0.0.1
         dns_servers=[],  # tests never ask a real resolver
+        max_concurrent_starts=args.max_concurrent_starts,
+        max_queued_starts=args.max_queued_starts,
     )
     node = _fake_node(args.data_dir) if args.fake else None
     app = create_app(config, node=node)
@@ -163,6 +171,11 @@ class Server:
         return (self.data_dir / "admin.key").read_text().strip()
 
     def start(self, timeout: float = 300) -> Server:
+        if not self.fake:
+            from sandlot.node.bundle import ensure_bundle
+
+            built = ensure_bundle(BUNDLE_CACHE)
+            shutil.copytree(built.path, self.data_dir / "bundle" / built.path.name, symlinks=True, dirs_exist_ok=True)
         self.port = free_port()
         cmd = [sys.executable, "-m", "tests.api.harness", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         cmd += ["--max-sandboxes", str(self.max_sandboxes), *self.extra]

@@ -77,6 +77,8 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
                 gvisor_platform=config.gvisor_platform,
                 default_runtime=config.default_runtime,
                 dns_servers=config.dns_servers,
+                max_concurrent_starts=config.max_concurrent_starts,
+                max_queued_starts=config.max_queued_starts,
             )
         )
         service = SandboxService(

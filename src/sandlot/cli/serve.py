@@ -59,6 +59,19 @@ __all__ = ["command"]
 @click.option(
     "--max-lifetime", type=int, default=None, help="seconds from creation a timeout may reach (default: no limit)"
 )
+@click.option(
+    "--max-concurrent-starts",
+    type=click.IntRange(min=1),
+    default=None,
+    help="sandbox starts that run at once (default: 2 per core); more wait in a fair queue",
+)
+@click.option(
+    "--max-queued-starts",
+    type=click.IntRange(min=0),
+    default=256,
+    show_default=True,
+    help="creates that may wait for a start; beyond, a create gets 503 with Retry-After",
+)
 def command(
     host: str,
     port: int,
@@ -72,6 +85,8 @@ def command(
     dns_servers: tuple[str, ...],
     hibernate_after: float,
     max_lifetime: int | None,
+    max_concurrent_starts: int | None,
+    max_queued_starts: int,
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
     from sandlot.api import serve
@@ -97,4 +112,6 @@ def command(
         dns_servers=list(dns_servers) or None,
         hibernate_after_s=hibernate_after,
         quotas=Quotas(max_lifetime_s=max_lifetime),
+        max_concurrent_starts=max_concurrent_starts,
+        max_queued_starts=max_queued_starts,
     )

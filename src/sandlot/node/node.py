@@ -1,7 +1,8 @@
 """The node: creates, tracks and destroys the sandboxes of one host.
 
 Invariant: `_sandboxes` holds every sandbox this node created that is not yet
-killed; a sandbox leaves it only after `destroy` ran, so nothing the node made
+killed; a sandbox leaves it only once it is stopped and its cleanup task is in
+`_cleanups` (which retries failed steps until done), so nothing the node made
 (runtime state, cgroups, mounts, files) outlives a sandbox the node forgot.
 """
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
 import resource
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection
 from sandlot.node import cgroups, hibernation, memory_pause, readiness, reaper
+from sandlot.node.admission import Admission
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
@@ -50,6 +53,12 @@ MAX_SOCKET_PATH = 107
 AGENT_CONNECT_TIMEOUT = 30.0
 #: How often the host names of network policies are resolved again (answers change: CDNs, failover).
 NAME_REFRESH_INTERVAL = 60.0
+#: How long `kill` waits for a killed sandbox's cleanup before returning (it goes on in the background).
+KILL_WAIT_S = 5.0
+#: The longest pause between two attempts of a failed cleanup step.
+CLEANUP_RETRY_MAX_S = 60.0
+#: How long `close` lets pending cleanups finish.
+CLOSE_CLEANUP_WAIT_S = 60.0
 
 
 @dataclass
@@ -70,6 +79,12 @@ class NodeConfig:
     #: resolvers that sandboxes' DNS queries go to, and that resolve policy host
     #: names (default: the host's non-loopback resolvers); [] disables DNS
     dns_servers: list[str] | None = None
+    #: sandbox starts that run at once (default: 2 per core); the rest queue in order (admission.py)
+    max_concurrent_starts: int | None = None
+    #: starts that may wait; one more is refused with ServerBusyError (503 + Retry-After)
+    max_queued_starts: int = 256
+    #: the longest a start waits in the queue before it is refused the same way
+    max_start_wait_s: float = 45.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -89,20 +104,31 @@ class Node:
         self._sandboxes: dict[str, Sandbox] = {}
         self._bundle: Bundle | None = None
         self._watchers: set[asyncio.Task[None]] = set()
+        # _cleanups: cleanups of stopped sandboxes still running (retrying what failed).
+        self._cleanups: set[asyncio.Task[None]] = set()
+        # Cleanups spawn runtime CLIs: a few at a time, so a burst of kills cannot flood the CPU.
+        self._cleanup_slots = asyncio.Semaphore(max(4, 2 * (os.cpu_count() or 1)))
         self.disks = DiskStore(self.config.data_dir, self.config.disk_store_bytes)
         self.spares = SpareDisks(self.disks.spares)
         self.checkpoints = CheckpointStore(self.disks.checkpoints)
         self.volumes = VolumeStore(self.config.data_dir / "volumes")
-        self.pool = WarmPool(self._start, self.kill)
+        self.pool = WarmPool(functools.partial(self._start, background=True), self.kill)
         dns = self.config.dns_servers
         self.network = NetworkManager(
             str(self.config.data_dir),
             subnet=self.config.net_subnet,
             dns_servers=system_nameservers() if dns is None else dns,
         )
-        self._starting = asyncio.Semaphore(max(2, 2 * (os.cpu_count() or 1)))
+        # A burst of starts on a small host (100 at once on 2 cores) makes every
+        # one of them slow enough to time out; queued, they all finish quickly.
+        self.admission = Admission(
+            self.config.max_concurrent_starts or max(2, 2 * (os.cpu_count() or 1)),
+            self.config.max_queued_starts,
+            self.config.max_start_wait_s,
+        )
         self._refilling: asyncio.Future[None] | None = None
         self._name_refresher: asyncio.Task[None] | None = None
+        self._exit_listeners: list[Callable[[str, str], None]] = []
         #: pokes a sandbox's limit watchdog when its host cgroup grows (limits.py)
         self.limit_monitor = LimitMonitor()
         # Orphaned sandbox processes must come to us, not to a lazy host init.
@@ -157,25 +183,21 @@ class Node:
             return pooled
         return await self._start(spec)
 
-    async def _start(self, spec: SandboxSpec, disk_from: Path | None = None) -> Sandbox:
-        """Start a sandbox; a caller cancelled meanwhile (a client gone) never leaks one.
+    async def _start(self, spec: SandboxSpec, disk_from: Path | None = None, *, background: bool = False) -> Sandbox:
+        """Start a sandbox once admitted (a fair queue; ServerBusyError when it is full).
 
-        Cancelling halfway through `runsc run` would orphan a sandbox that no
-        state records yet, so the start runs to its end and is then killed.
+        A caller cancelled while queued just leaves the queue. Cancelling
+        halfway through `runsc run` would orphan a sandbox that no state
+        records yet, so an admitted start runs to its end and is then killed.
         """
-        task = asyncio.ensure_future(self._start_gated(spec, disk_from))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await self.kill((await task).id)
-            raise
-
-    async def _start_gated(self, spec: SandboxSpec, disk_from: Path | None) -> Sandbox:
-        # A burst of starts on a small host (100 at once on 2 cores) makes every
-        # one of them slow enough to time out; queued, they all finish quickly.
-        async with self._starting:
-            return await self._start_now(spec, disk_from)
+        async with self.admission.slot(background=background):
+            task = asyncio.ensure_future(self._start_now(spec, disk_from))
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await self.kill((await task).id)
+                raise
 
     async def _start_now(self, spec: SandboxSpec, disk_from: Path | None = None) -> Sandbox:
         """Start a sandbox of `spec`, on a fresh disk or a clone of `disk_from` (a checkpoint's)."""
@@ -238,6 +260,10 @@ class Node:
     def _refill_spares(self) -> None:
         if self._refilling is None or self._refilling.done():
             self._refilling = asyncio.ensure_future(asyncio.to_thread(self.spares.refill))
+
+    def on_exit(self, callback: Callable[[str, str], None]) -> None:
+        """Call `callback(sandbox_id, reason)` whenever a sandbox dies on its own (not when killed)."""
+        self._exit_listeners.append(callback)
 
     def adopt(self, sbx: Sandbox) -> None:
         """Register a sandbox found again after a restart (its agent already called back).
@@ -423,6 +449,8 @@ class Node:
                 self._sandboxes.pop(sbx.id, None)
                 if problems:
                     log.error("cleanup of dead sandbox %s: %s", sbx.id, "; ".join(problems))
+                for listener in self._exit_listeners:
+                    listener(sbx.id, reason)
 
     async def pause(self, sandbox_id: str, memory: bool = False) -> None:
         """Freeze every process of a running sandbox; `resume` continues them.
@@ -607,45 +635,105 @@ class Node:
         return made
 
     async def kill(self, sandbox_id: str) -> None:
-        """Stop every process and free everything the sandbox holds. Idempotent."""
+        """Stop every process at once and free everything the sandbox holds. Idempotent.
+
+        Kills never queue behind starts. The sandbox's host processes get
+        SIGKILL first, so its CPU is free at once; then its runtime state,
+        network and files are cleaned up, and a step that fails (a runtime
+        command that timed out on an overloaded host) is retried in the
+        background until it is done. Returns once the cleanup is done, or after
+        KILL_WAIT_S with the cleanup still going on: the sandbox is dead either way.
+        """
         sbx = self._sandboxes.get(sandbox_id)
         if sbx is None:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
         async with sbx._kill_lock:
             if sbx.killed:
                 return
-            problems = await self.destroy(sbx, "killed")
+            cleaned = await self._stop(sbx, "killed")
             self._sandboxes.pop(sandbox_id, None)
-        if problems:
-            raise errors.InternalError(f"sandbox {sandbox_id} was killed, but cleanup failed: " + "; ".join(problems))
+        done, _ = await asyncio.wait({cleaned}, timeout=KILL_WAIT_S)
+        if done and cleaned.result():
+            log.warning(
+                "sandbox %s was killed, but its cleanup failed (retrying in the background): %s",
+                sandbox_id,
+                "; ".join(cleaned.result()),
+            )
 
     async def destroy(self, sbx: Sandbox, reason: str) -> list[str]:
-        """Tear down in order, keep going after failures, return them all.
+        """Stop the sandbox and clean up in order, keeping going after failures; return them all.
 
-        For sandboxes this node does not track (found again after a restart and
-        not wanted); tracked ones are killed with `kill`.
+        Failed steps are retried in the background until done. For sandboxes
+        this node does not track (found again after a restart and not wanted)
+        and ones that died; tracked ones are killed with `kill`.
+        """
+        return await (await self._stop(sbx, reason))
+
+    async def _stop(self, sbx: Sandbox, reason: str) -> asyncio.Future[list[str]]:
+        """SIGKILL every host process of the sandbox now, then start its cleanup.
+
+        Returns a future of the first cleanup pass's problems; the cleanup
+        task retries what failed until done (`_cleanups` holds it meanwhile).
         """
         was_paused = sbx.state is State.PAUSED
         if not sbx.killed:
             sbx.transition(State.KILLED)
         sbx.exit_reason = reason
-        problems: list[str] = []
         self.limit_monitor.forget(sbx.id)
-        with contextlib.suppress(Exception):
-            await sbx.conn.close()
-        pids = sbx.runtime.host_pids(sbx.id)
         if was_paused:  # a frozen sandbox cannot act on its kill signals
             with contextlib.suppress(errors.SandlotError):
                 await sbx.runtime.resume(sbx.id)
+        pids = sbx.runtime.terminate(sbx.id)
+        with contextlib.suppress(Exception):
+            await sbx.conn.close()
+        first: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._clean_up(sbx, pids, first))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return first
+
+    async def _clean_up(self, sbx: Sandbox, pids: list[int], first: asyncio.Future[list[str]]) -> None:
+        """Reap the stopped sandbox's processes, then remove its runtime state, network and files;
+        each step that fails is retried until done."""
+
+        async def runtime() -> list[str]:
+            return await sbx.runtime.destroy(sbx.id)
+
+        async def processes() -> list[str]:
+            return await _wait_gone(pids)
+
+        async def network() -> list[str]:
+            return await self.network.teardown(sbx.net) if sbx.net is not None else []
+
+        async def files() -> list[str]:
+            return await asyncio.to_thread(sbx.layer.remove)
+
+        steps = [processes, runtime, network, files]
+        delay = 1.0
         try:
-            problems += await sbx.runtime.destroy(sbx.id)
-        except Exception as exc:  # keep cleaning: the mounts and files must still go
-            problems.append(f"runtime: {exc}")
-        problems += await _wait_gone(pids)
-        if sbx.net is not None:
-            problems += await self.network.teardown(sbx.net)
-        problems += await asyncio.to_thread(sbx.layer.remove)
-        return problems
+            while True:
+                problems: list[str] = []
+                failed = []
+                async with self._cleanup_slots:
+                    for step in steps:
+                        try:
+                            got = await step()
+                        except Exception as exc:  # keep cleaning: the mounts and files must still go
+                            got = [f"{step.__name__}: {exc}"]
+                        if got:
+                            problems += got
+                            failed.append(step)
+                if not first.done():
+                    first.set_result(problems)
+                if not failed:
+                    return
+                log.warning("cleanup of sandbox %s: %s; retrying in %.0fs", sbx.id, "; ".join(problems), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CLEANUP_RETRY_MAX_S)
+                steps = failed
+        finally:
+            if not first.done():
+                first.set_result(["the cleanup was interrupted"])
 
     async def close(self) -> None:
         """Kill every sandbox (the library's shutdown; `sandlot serve` keeps them)."""
@@ -653,6 +741,10 @@ class Node:
         for sbx in list(self._sandboxes.values()):
             with contextlib.suppress(errors.SandlotError):
                 await self.kill(sbx.id)
+        if self._cleanups:  # let retries finish their work; what still fails is swept at the next start
+            _, pending = await asyncio.wait(set(self._cleanups), timeout=CLOSE_CLEANUP_WAIT_S)
+            for task in pending:
+                task.cancel()
         for task in list(self._watchers):
             task.cancel()
         await self.limit_monitor.close()
@@ -672,7 +764,7 @@ async def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[str]:
         for w in pending:
             w.cancel()
     reaper.sweep()
-    left = [pid for pid in pids if _is_live(pid)]
+    left = [pid for pid in pids if reaper.is_live(pid)]
     return [f"host processes still running: {left}"] if left else []
 
 
@@ -683,15 +775,6 @@ def _raise_nofile_limit() -> None:
     if soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _is_live(pid: int) -> bool:
-    """True for a process that exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _save_network(sbx: Sandbox) -> None:

@@ -86,8 +86,9 @@ class GVisorRuntime(Runtime):
         problems: list[str] = []
         if not (self.state_dir / "runsc").exists():
             return problems
-        await run_tool(*self._cli("kill", "--all", sandbox_id, "KILL"))
-        rc, out = await run_tool(*self._cli("delete", "--force", sandbox_id))
+        if self.running(sandbox_id):  # not when `terminate` already killed everything
+            await run_tool(*self._cli("kill", "--all", sandbox_id, "KILL"), timeout=self.cleanup_timeout_s)
+        rc, out = await run_tool(*self._cli("delete", "--force", sandbox_id), timeout=self.cleanup_timeout_s)
         if rc != 0 and "does not exist" not in out and "not found" not in out.lower():
             problems.append(f"runsc delete {sandbox_id}: {out}")
         problems += cgroups.remove(sandbox_id)
