@@ -68,8 +68,8 @@ async def extend_after_timeout_pause(svc: SandboxService, rec: SandboxRecord) ->
 
 async def hibernate_idle(svc: SandboxService) -> None:
     now = time.time()
-    for rec in await svc.store.active():
-        if not rec.persistent or rec.state != "running":
+    for rec in await svc.store.active(persistent=True):
+        if rec.state != "running":
             continue
         last = svc._active_at.setdefault(rec.sandbox_id, now)
         if now - last < svc.hibernate_after_s:

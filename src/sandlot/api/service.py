@@ -6,7 +6,10 @@ limits, metadata, state, `ends_at`). `SandboxService` keeps the two in step:
 - a record is written as soon as the node has made the sandbox, and marked
   killed whenever the node loses it (kill, timeout, death, a failed recovery);
 - the reaper kills sandboxes past `ends_at` and reconciles records whose
-  sandbox died on its own;
+  sandbox died on its own. Its tick costs the same with 1 sandbox or 1000:
+  one query for expired records, the sandboxes the node reported dead since
+  the last tick (`Node.on_exit`), persistent ones for idle hibernation, and a
+  full reconcile of every record only every FULL_RECONCILE_S as a safety net;
 - at start, `recover` re-adopts the sandboxes the records say are running.
 
 Invariant: a record in an active state whose sandbox the node no longer has is
@@ -38,6 +41,9 @@ from sandlot.node.recovery import RecoveryReport, recover
 __all__ = ["Quotas", "SandboxService"]
 
 log = logging.getLogger("sandlot.api")
+
+#: How often the reaper reconciles every record, not only those the node reported dead.
+FULL_RECONCILE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -98,11 +104,15 @@ class SandboxService:
         # _gone remembers why a sandbox died, for records reconciled after the node forgot it.
         self._gone: dict[str, str] = {}
         self._reaper: asyncio.Task[None] | None = None
+        # _died: sandboxes the node reported dead on their own, not yet reconciled by the reaper.
+        self._died: set[str] = set()
+        self._reconciled_at = 0.0
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self, reap_interval: float = 1.0) -> RecoveryReport:
         report = await self.recover()
+        self.node.on_exit(lambda sandbox_id, _reason: self._died.add(sandbox_id))
         self._reaper = asyncio.create_task(self._reap_forever(reap_interval))
         return report
 
@@ -309,17 +319,29 @@ class SandboxService:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.reap()
+                await self.reap(full=time.monotonic() - self._reconciled_at >= FULL_RECONCILE_S)
             except Exception:  # the reaper must outlive a bad tick (a database hiccup)
                 log.exception("reaper tick failed")
 
-    async def reap(self) -> None:
-        """Kill sandboxes past their timeout and reconcile ones that died on their own."""
+    async def reap(self, full: bool = True) -> None:
+        """Kill sandboxes past their timeout and reconcile ones that died on their own.
+
+        Only the sandboxes the node reported dead are reconciled unless `full`
+        (every active record: the safety net, and the default when called directly).
+        """
         for sid in await self.store.expired(time.time()):
             try:
                 await lifecycle.on_timeout(self, sid)
             except errors.SandlotError as exc:
                 log.error("timing out sandbox %s: %s", sid, exc)
-        for rec in await self.store.active():
-            await self._reconcile(rec)
+        died, self._died = self._died, set()
+        if full:
+            self._reconciled_at = time.monotonic()
+            for rec in await self.store.active():
+                await self._reconcile(rec)
+        else:
+            for sid in died:
+                found = await self.store.get_sandbox(sid)
+                if found is not None:
+                    await self._reconcile(found)
         await lifecycle.hibernate_idle(self)
