@@ -60,6 +60,13 @@ __all__ = ["command"]
     "--max-lifetime", type=int, default=None, help="seconds from creation a timeout may reach (default: no limit)"
 )
 @click.option(
+    "--max-sandboxes",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="sandboxes each team may run at once (a quota, not the host's capacity)",
+)
+@click.option(
     "--max-concurrent-starts",
     type=click.IntRange(min=1),
     default=None,
@@ -85,6 +92,7 @@ def command(
     dns_servers: tuple[str, ...],
     hibernate_after: float,
     max_lifetime: int | None,
+    max_sandboxes: int,
     max_concurrent_starts: int | None,
     max_queued_starts: int,
 ) -> None:
@@ -111,7 +119,7 @@ def command(
         ports_domain=ports_domain,
         dns_servers=list(dns_servers) or None,
         hibernate_after_s=hibernate_after,
-        quotas=Quotas(max_lifetime_s=max_lifetime),
+        quotas=Quotas(max_sandboxes=max_sandboxes, max_lifetime_s=max_lifetime),
         max_concurrent_starts=max_concurrent_starts,
         max_queued_starts=max_queued_starts,
     )
