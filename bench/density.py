@@ -53,15 +53,27 @@ class DensityPlan:
         self.burst = 10 if quick else 100
 
 
-def cpu_ns(pids: list[int]) -> int:
-    """CPU time (ns) of every live thread of `pids` so far (schedstat: exact, unlike clock ticks)."""
-    total = 0
+def thread_cpu_ns(pids: list[int]) -> dict[tuple[int, int], int]:
+    """CPU time (ns) so far of every live thread of `pids`, by (pid, tid) (schedstat: exact, unlike ticks)."""
+    out: dict[tuple[int, int], int] = {}
     for pid in pids:
         with contextlib.suppress(OSError):
             for task in os.scandir(f"/proc/{pid}/task"):
                 with contextlib.suppress(OSError, ValueError, IndexError):
-                    total += int(Path(f"/proc/{pid}/task/{task.name}/schedstat").read_text().split()[0])
-    return total
+                    ns = int(Path(f"/proc/{pid}/task/{task.name}/schedstat").read_text().split()[0])
+                    out[(pid, int(task.name))] = ns
+    return out
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """CPU time (ns) of every live thread of `pids` so far."""
+    return sum(thread_cpu_ns(pids).values())
+
+
+def _used_ns(before: dict[tuple[int, int], int], after: dict[tuple[int, int], int]) -> int:
+    """CPU used between two snapshots by the threads alive at the end (a thread that exited
+    meanwhile takes its whole total with it: summing totals could even go negative)."""
+    return sum(ns - before.get(key, 0) for key, ns in after.items())
 
 
 def _host_busy() -> tuple[int, int]:
@@ -75,13 +87,13 @@ async def measure_cpu(groups: dict[str, Callable[[], list[int]]], window_s: floa
     """% of one core each group's processes used over `window_s` (pids listed once, at the start),
     and the whole host's ("host")."""
     pids = {name: list_pids() for name, list_pids in groups.items()}
-    before = {name: cpu_ns(p) for name, p in pids.items()}
+    before = {name: thread_cpu_ns(p) for name, p in pids.items()}
     busy0, total0 = _host_busy()
     t0 = time.monotonic()
     await asyncio.sleep(window_s)
     dt = time.monotonic() - t0
     busy1, total1 = _host_busy()
-    out = {name: (cpu_ns(p) - before[name]) / 1e9 / dt * 100 for name, p in pids.items()}
+    out = {name: _used_ns(before[name], thread_cpu_ns(p)) / 1e9 / dt * 100 for name, p in pids.items()}
     cores = os.cpu_count() or 1
     out["host"] = (busy1 - busy0) / max(1, total1 - total0) * 100 * cores
     return out
