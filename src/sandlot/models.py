@@ -226,6 +226,7 @@ class SandboxInfo(_Response):
     network: NetworkInfo | None = None
     persistent: bool = False
     on_timeout: str = "kill"
+    node: str = Field(default="local", description="the node it runs on ('local': the server's own)")
 
 
 class SandboxList(_Response):

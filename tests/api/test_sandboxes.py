@@ -61,7 +61,9 @@ def test_get_list_filter_paginate(team: httpx.Client) -> None:
     info = team.get(f"/sandboxes/{made[0]['sandbox_id']}").json()
     assert info["state"] == "running" and info["metadata"] == {"job": "a", "n": "0"}
     assert info["template"] == "busybox" and info["memory_mb"] == 512
+    assert info["node"] == "local"  # the node `sandlot serve` embeds
     got = team.get("/sandboxes", params={"metadata": "job=a"}).json()["sandboxes"]
+    assert {s["node"] for s in got} == {"local"}
     assert [s["sandbox_id"] for s in got] == [m["sandbox_id"] for m in made[:3]]
     got = team.get("/sandboxes", params=[("metadata", "job=a"), ("metadata", "n=1")]).json()["sandboxes"]
     assert [s["sandbox_id"] for s in got] == [made[1]["sandbox_id"]]

@@ -359,6 +359,27 @@ def test_pause_with_memory_after_tcp_is_refused_clearly(make: Any, aio: Any, net
     assert tcp_flows(address) == [], "the next holder of the address inherits no tracked flows"
 
 
+def test_flows_opened_to_a_sandbox_go_with_its_address(make: Any, aio: Any, net_node: Any) -> None:
+    """The host reaching a server at a sandbox's address leaves tracked flows too; a released address
+    takes them along (its next holder could not pause with memory while they linger)."""
+    sbx = make("full")
+    address = sbx.net.address
+    aio(sbx.start("python3 -m http.server 8080 >/dev/null 2>&1"))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection((address, 8080), timeout=2) as s:
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert s.recv(12).startswith(b"HTTP/1.0")
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the server in the sandbox never answered"
+            time.sleep(0.2)
+    assert any(f"-> {address}:8080" in flow for flow in tcp_flows(address))
+    aio(net_node.kill(sbx.id))
+    assert tcp_flows(address) == [], "the next holder of the address inherits no tracked flows"
+
+
 def test_hibernating_after_tcp_stops_the_processes_and_wakes_connected(
     make: Any, aio: Any, net_node: Any, internet: Internet
 ) -> None:

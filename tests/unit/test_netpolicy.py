@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from sandlot import errors
@@ -15,6 +17,9 @@ def test_parse_normalises_entries() -> None:
     assert p.allow == ("pypi.org", "10.1.2.3/32") and p.names == ("pypi.org",)
     assert NetworkPolicy.parse("full").connected and not NetworkPolicy.parse(None).connected
     assert NetworkPolicy.parse(p.to_dict()) == p
+    capped = NetworkPolicy.parse({"mode": "full", "egress_bytes_per_s": 4096, "max_connections": 9})
+    assert NetworkPolicy.parse(capped.to_dict()) == capped
+    assert set(capped.to_dict()) == {f.name for f in dataclasses.fields(NetworkPolicy)}  # every field, by hand
 
 
 @pytest.mark.parametrize(

@@ -32,4 +32,5 @@ def test_an_older_database_gets_the_new_columns(tmp_path: Path) -> None:
         return await store.get_sandbox("sb-0123456789abcdef")
 
     rec = asyncio.run(start_twice())
-    assert rec is not None and (rec.persistent, rec.on_timeout) == (False, "kill")  # type: ignore[attr-defined]
+    assert rec is not None
+    assert (rec.persistent, rec.on_timeout, rec.node) == (False, "kill", "local")  # type: ignore[attr-defined]

@@ -18,11 +18,12 @@ if TYPE_CHECKING:
 
     from sandlot.api.config import ApiConfig
     from sandlot.node import Node
+    from sandlot.node.client import NodeClient
 
 __all__ = ["create_app", "serve"]
 
 
-def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> FastAPI:
+def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | None = None) -> FastAPI:
     """Build the ASGI app (see sandlot.api.app)."""
     from sandlot.api.app import create_app as _create_app
 

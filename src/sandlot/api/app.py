@@ -4,6 +4,10 @@
 first admin key, starts the node and re-adopts the sandboxes a previous
 process left running, then starts the reaper. The node runs on the server's
 own event loop: there is one process and one loop.
+
+This module is the composition root: the only one in `api/` that names the
+in-process node (`Node`, wrapped in `LocalNode`); everything else reaches it
+through `NodeClient` (node/client.py) as `app.state.service.node`.
 """
 
 from __future__ import annotations
@@ -39,19 +43,22 @@ from sandlot.api.http_errors import error_response, install_handlers
 from sandlot.api.service import SandboxService
 from sandlot.api.store import Store, database_url_for
 from sandlot.node import Node, NodeConfig
+from sandlot.node.client import NodeClient
+from sandlot.node.local import LocalNode
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("sandlot.api")
 
 
-def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> FastAPI:
+def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | None = None) -> FastAPI:
     """The API as an ASGI app (serve it with uvicorn, or test it in-process).
 
     Args:
         config: where state lives and how the server behaves.
         node: a node to embed instead of making one from `config` (it must use
-            `config.data_dir`, so that restarts find its sandboxes).
+            `config.data_dir`, so that restarts find its sandboxes), or any
+            `NodeClient` to drive.
     """
     config = config or ApiConfig()
     given_node = node
@@ -68,19 +75,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
                 file=sys.stderr,
                 flush=True,
             )
-        node = given_node or Node(
-            NodeConfig(
-                data_dir=config.data_dir,
-                images_dir=config.images_dir,
-                registries=config.registries,
-                registries_only=config.registries_only,
-                gvisor_platform=config.gvisor_platform,
-                default_runtime=config.default_runtime,
-                dns_servers=config.dns_servers,
-                max_concurrent_starts=config.max_concurrent_starts,
-                max_queued_starts=config.max_queued_starts,
-            )
-        )
+        node = _node_client(config, given_node)
         service = SandboxService(
             node,
             store,
@@ -88,7 +83,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
             quotas=config.quotas,
             hibernate_after_s=config.hibernate_after_s,
         )
-        app.state.config, app.state.store, app.state.node, app.state.service = config, store, node, service
+        app.state.config, app.state.store, app.state.service = config, store, service
         app.state.ready, app.state.not_ready_reason = False, "starting"
         await service.start(config.reap_interval)
         warmup = asyncio.create_task(_warm_up(app, node, config))
@@ -98,11 +93,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
             warmup.cancel()
             await app.state.port_proxy.close()
             await service.stop()
-            await node.pool.close()  # idle pool sandboxes serve nobody once we are gone
-            if config.kill_on_shutdown:
-                await node.close()
-            else:  # unmounted only when no sandbox disk is left in it
-                await asyncio.to_thread(node.disks.release)
+            await node.close(kill_sandboxes=config.kill_on_shutdown)
             await store.close()
 
     app = FastAPI(
@@ -140,18 +131,38 @@ def create_app(config: ApiConfig | None = None, *, node: Node | None = None) -> 
     return app
 
 
-async def _warm_up(app: FastAPI, node: Node, config: ApiConfig) -> None:
+def _node_client(config: ApiConfig, given: Node | NodeClient | None) -> NodeClient:
+    """The node this server drives: the one given, else a node of its own on `config.data_dir`."""
+    if isinstance(given, NodeClient):
+        return given
+    return LocalNode(
+        given
+        or Node(
+            NodeConfig(
+                data_dir=config.data_dir,
+                images_dir=config.images_dir,
+                registries=config.registries,
+                registries_only=config.registries_only,
+                gvisor_platform=config.gvisor_platform,
+                default_runtime=config.default_runtime,
+                dns_servers=config.dns_servers,
+                max_concurrent_starts=config.max_concurrent_starts,
+                max_queued_starts=config.max_queued_starts,
+            )
+        )
+    )
+
+
+async def _warm_up(app: FastAPI, node: NodeClient, config: ApiConfig) -> None:
     """Build what creating a sandbox needs (agent bundle, runtime check, default image)."""
     try:
-        await node.bundle()
-        node.runtime(config.default_runtime)
+        await node.prepare(None)
         if config.warm_default_template:
             app.state.not_ready_reason = f"preparing the {config.default_template!r} image"
-            await asyncio.to_thread(node.images.ensure, config.default_template)
+            await node.prepare(config.default_template)
         app.state.ready = True
         for template, size in config.warm_pools.items():
-            await asyncio.to_thread(node.images.ensure, template)
-            node.pool.set_size(routes_pools.pool_spec(node, template, None), size)
+            await node.set_pool(template, None, size)
     except errors.SandlotError as exc:
         app.state.not_ready_reason = str(exc)
         log.error("the node cannot create sandboxes: %s", exc)

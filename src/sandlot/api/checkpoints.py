@@ -8,7 +8,6 @@ leak across teams.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 
@@ -17,26 +16,14 @@ from sandlot.api.auth import Principal
 from sandlot.api.service import SandboxService
 from sandlot.api.store import SandboxRecord
 from sandlot.models import CheckpointInfo, ForkRequest
-from sandlot.node.checkpoints import Checkpoint
 
-__all__ = ["checkpoint", "checkpoint_info", "delete", "fork", "get", "list_checkpoints", "restore"]
+__all__ = ["checkpoint", "delete", "fork", "get", "list_checkpoints", "restore"]
 
 _LIVE = ("running", "paused")
 
 
-def checkpoint_info(ck: Checkpoint) -> CheckpointInfo:
-    return CheckpointInfo(
-        checkpoint_id=ck.id,
-        name=ck.name,
-        sandbox_id=ck.sandbox_id,
-        created_at=ck.created_at,
-        size_bytes=ck.size_bytes,
-        memory=ck.memory,
-    )
-
-
-async def get(svc: SandboxService, who: Principal, checkpoint_id: str) -> Checkpoint:
-    ck = svc.node.checkpoints.get(checkpoint_id)
+async def get(svc: SandboxService, who: Principal, checkpoint_id: str) -> CheckpointInfo:
+    ck = await svc.node.get_checkpoint(checkpoint_id)
     if await svc.store.get_sandbox(ck.sandbox_id, who.team) is None:
         raise errors.CheckpointNotFoundError(f"checkpoint {checkpoint_id} not found")
     return ck
@@ -53,19 +40,19 @@ async def _live(svc: SandboxService, who: Principal, sandbox_id: str, verb: str)
 
 async def checkpoint(
     svc: SandboxService, who: Principal, sandbox_id: str, name: str, memory: bool = False
-) -> Checkpoint:
+) -> CheckpointInfo:
     await _live(svc, who, sandbox_id, "checkpoint")
     return await svc.node.checkpoint(sandbox_id, name, memory=memory)
 
 
-async def list_checkpoints(svc: SandboxService, who: Principal, sandbox_id: str) -> list[Checkpoint]:
+async def list_checkpoints(svc: SandboxService, who: Principal, sandbox_id: str) -> list[CheckpointInfo]:
     await svc.get(who, sandbox_id)
-    return await asyncio.to_thread(svc.node.checkpoints.list, sandbox_id)
+    return await svc.node.list_checkpoints(sandbox_id)
 
 
 async def delete(svc: SandboxService, who: Principal, checkpoint_id: str) -> None:
     await get(svc, who, checkpoint_id)
-    await asyncio.to_thread(svc.node.checkpoints.delete, checkpoint_id)
+    await svc.node.delete_checkpoint(checkpoint_id)
 
 
 async def restore(svc: SandboxService, who: Principal, sandbox_id: str, checkpoint_id: str) -> SandboxRecord:
@@ -96,7 +83,7 @@ async def fork(svc: SandboxService, who: Principal, checkpoint_id: str, req: For
     now = time.time()
     recs = [
         SandboxRecord(
-            sandbox_id=sbx.id,
+            sandbox_id=sbx.sandbox_id,
             team=who.team,
             template=parent.template,
             runtime=parent.runtime,
@@ -107,6 +94,7 @@ async def fork(svc: SandboxService, who: Principal, checkpoint_id: str, req: For
             created_at=now,
             ends_at=now + req.timeout,
             metadata=dict(req.metadata),
+            node=sbx.node,
         )
         for sbx in sandboxes
     ]
@@ -116,6 +104,6 @@ async def fork(svc: SandboxService, who: Principal, checkpoint_id: str, req: For
     except BaseException:
         for sbx in sandboxes:
             with contextlib.suppress(errors.SandlotError):
-                await svc.node.kill(sbx.id)
+                await svc.node.kill(sbx.sandbox_id)
         raise
     return recs

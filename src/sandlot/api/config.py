@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sandlot import errors
 from sandlot.api.service import Quotas
-from sandlot.node.oci.registry import RegistryConfig
+from sandlot.node.protocol import RegistryConfig
 from sandlot.paths import default_data_dir
 
 __all__ = ["ApiConfig", "load_registries"]

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 
 from sandlot import errors
+from sandlot.agent.handle import SandboxAgent
 from sandlot.api.auth import Principal, principal
 from sandlot.api.service import SandboxService
-from sandlot.node import Sandbox as NodeSandbox
 
 __all__ = ["FilePath", "Pid", "SandboxId", "Svc", "Who", "check_path", "get_service", "running"]
 
@@ -32,9 +32,9 @@ def check_path(path: str, field: str = "path") -> str:
     return path
 
 
-async def running(sandbox_id: SandboxId, who: Who, svc: Svc) -> NodeSandbox:
+async def running(sandbox_id: SandboxId, who: Who, svc: Svc) -> SandboxAgent:
     """The caller's running sandbox (404 for another team's, 409 for a dead one)."""
     return await svc.sandbox(who, sandbox_id)
 
 
-Running = Annotated[NodeSandbox, Depends(running)]
+Running = Annotated[SandboxAgent, Depends(running)]

@@ -51,8 +51,9 @@ async def on_timeout(svc: SandboxService, sandbox_id: str) -> None:
         return
     if rec.state != "running":
         return
+    status = await svc.node.status(sandbox_id)
     try:
-        await svc.node.pause(sandbox_id, memory=svc.node.get(sandbox_id).runtime.saves_memory)
+        await svc.node.pause(sandbox_id, memory=status is not None and status.saves_memory)
     except errors.InternalError as exc:  # the runtime could not save it: a freeze still stops it
         log.warning("pausing %s at its timeout without its memory: %s", sandbox_id, exc)
         await svc.node.pause(sandbox_id)
@@ -86,7 +87,8 @@ async def wake(svc: SandboxService, rec: SandboxRecord) -> None:
     try:
         await svc.node.wake(rec.sandbox_id)
     except errors.SandboxStateError:  # a concurrent request woke it first
-        if svc.node.get(rec.sandbox_id).state.value != "running":
+        status = await svc.node.status(rec.sandbox_id)
+        if status is None or status.state != "running":
             raise
     await svc.store.set_state(rec.sandbox_id, "running")
     rec.state = "running"

@@ -6,26 +6,26 @@ P is public for S, or it carries S's access token (header
 visit), or an API key of S's team. Each sandbox gets its own random token; the
 token arrives by query, the answer sets it as a cookie (`sandlot_access_token`,
 scoped to that port's path, or to the host name), so the page's own requests
-pass too. The token and the public ports live beside the sandbox (`<sandbox dir>/ports.json`)
-so a restarted server keeps them.
+pass too. The token and the public ports live with the sandbox's record (the
+store's `port_access` table), not on its node, so a restarted server keeps them.
 
-Invariant: `_cache[id]` mirrors that file for the sandbox object it was read
-for; a new sandbox object with the same id (never, ids are random) re-reads it.
+Invariant: `_cache[id]` mirrors the store's row for sandbox `id` as this
+process last wrote or read it (ids are never reused, so an entry never
+describes another sandbox); it holds at most `CACHE_SIZE` sandboxes. Several
+API replicas will need to see each other's changes (the fleet's step).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import secrets
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections import OrderedDict
 
 from sandlot import errors
+from sandlot.agent.handle import SandboxAgent
 from sandlot.api.auth import _authenticate, _key_from
-from sandlot.api.store import Store
-from sandlot.node import Node, State
-from sandlot.node import Sandbox as NodeSandbox
+from sandlot.api.store import PortAccessRecord, Store
+from sandlot.node.client import NodeClient
 
 __all__ = ["TOKEN_HEADER", "TOKEN_QUERY", "PortAccess", "PortAccessRegistry"]
 
@@ -35,12 +35,9 @@ TOKEN_QUERY = "sandlot_access_token"
 E2B_TOKEN_HEADER = "e2b-traffic-access-token"
 
 
-@dataclass
-class PortAccess:
-    token: str
-    public: set[int] = field(default_factory=set)
-    #: every port public (E2B's default: `allowPublicTraffic`)
-    all_public: bool = False
+PortAccess = PortAccessRecord
+#: sandboxes whose port access this process keeps in memory
+CACHE_SIZE = 4096
 
 
 def check_port(port: int) -> int:
@@ -59,66 +56,48 @@ def _cookie(headers: object, name: str) -> str | None:
 
 
 class PortAccessRegistry:
-    def __init__(self, node: Node, store: Store) -> None:
+    def __init__(self, node: NodeClient, store: Store) -> None:
         self.node = node
         self.store = store
-        self._cache: dict[str, tuple[NodeSandbox, PortAccess]] = {}
+        self._cache: OrderedDict[str, PortAccess] = OrderedDict()
 
-    def _file(self, sbx: NodeSandbox) -> Path:
-        return sbx.dir / "ports.json"
-
-    def get(self, sbx: NodeSandbox) -> PortAccess:
-        cached = self._cache.get(sbx.id)
-        if cached is not None and cached[0] is sbx:
-            return cached[1]
-        for sid in [sid for sid, (s, _) in self._cache.items() if s.killed]:
-            del self._cache[sid]
-        try:
-            saved = json.loads(self._file(sbx).read_text())
-            access = PortAccess(
-                str(saved["token"]), {int(p) for p in saved.get("public", [])}, bool(saved.get("all_public"))
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            access = PortAccess(secrets.token_urlsafe(24))
-            self._save(sbx, access)
-        self._cache[sbx.id] = (sbx, access)
+    async def get(self, sandbox_id: str) -> PortAccess:
+        access = self._cache.get(sandbox_id)
+        if access is None:
+            access = await self.store.port_access(sandbox_id, secrets.token_urlsafe(24))
+            self._cache[sandbox_id] = access
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(sandbox_id)
         return access
 
-    def _save(self, sbx: NodeSandbox, access: PortAccess) -> None:
-        path = self._file(sbx)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"token": access.token, "public": sorted(access.public), "all_public": access.all_public})
-        )
-        tmp.chmod(0o600)
-        tmp.replace(path)
+    async def _save(self, sandbox_id: str, access: PortAccess) -> None:
+        await self.store.set_port_access(sandbox_id, access)
+        self._cache[sandbox_id] = access
 
-    def configure(self, sbx: NodeSandbox, *, token: str, all_public: bool) -> PortAccess:
+    async def configure(self, sandbox_id: str, *, token: str, all_public: bool) -> PortAccess:
         """Give a new sandbox's ports a token of the caller's choosing (E2B's traffic token), or open them all."""
-        access = self.get(sbx)
+        access = await self.get(sandbox_id)
         access.token, access.all_public = token, all_public
-        self._save(sbx, access)
+        await self._save(sandbox_id, access)
         return access
 
-    def set_public(self, sbx: NodeSandbox, port: int, public: bool) -> PortAccess:
-        access = self.get(sbx)
+    async def set_public(self, sandbox_id: str, port: int, public: bool) -> PortAccess:
+        access = await self.get(sandbox_id)
         (access.public.add if public else access.public.discard)(check_port(port))
-        self._save(sbx, access)
+        await self._save(sandbox_id, access)
         return access
 
     async def authorize(
         self, sandbox_id: str, port: int, headers: dict[str, str] | object, query: dict[str, str] | object
-    ) -> NodeSandbox:
+    ) -> SandboxAgent:
         """The running sandbox behind a port request, or the error that says why not."""
         assert hasattr(headers, "get") and hasattr(query, "get")
         check_port(port)
-        try:
-            sbx = self.node.get(sandbox_id)
-        except errors.SandboxNotFoundError:
-            sbx = None
-        if sbx is None or sbx.pooled:
+        sbx = await self.node.status(sandbox_id)
+        if sbx is None:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
-        access = self.get(sbx)
+        access = await self.get(sandbox_id)
         if not (access.all_public or port in access.public):
             token = (
                 headers.get(TOKEN_HEADER)
@@ -137,9 +116,9 @@ class PortAccessRegistry:
                 who = await _authenticate(self.store, key)
                 if await self.store.get_sandbox(sandbox_id, who.team) is None:
                     raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
-        if sbx.state is not State.RUNNING:
+        if sbx.state != "running":
             reason = f" ({sbx.exit_reason})" if sbx.exit_reason else ""
             raise errors.SandboxStateError(
-                f"sandbox {sandbox_id} is {sbx.state.value}{reason}: its ports answer only while it runs"
+                f"sandbox {sandbox_id} is {sbx.state}{reason}: its ports answer only while it runs"
             )
-        return sbx
+        return await self.node.agent(sandbox_id)

@@ -36,8 +36,8 @@ from websockets.uri import parse_uri
 
 from sandlot import errors
 from sandlot.agent.client import PortTunnel
+from sandlot.agent.handle import SandboxAgent
 from sandlot.api.http_errors import error_response, status_of
-from sandlot.node import Sandbox as NodeSandbox
 
 __all__ = ["PortProxy"]
 
@@ -85,7 +85,7 @@ class TunnelStream(httpcore.AsyncNetworkStream):
 class TunnelBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network, made of agent tunnels into one sandbox (the host part of URLs is unused)."""
 
-    def __init__(self, sbx: NodeSandbox) -> None:
+    def __init__(self, sbx: SandboxAgent) -> None:
         self.sbx = sbx
 
     async def connect_tcp(
@@ -129,17 +129,17 @@ def _port_error(exc: errors.SandlotError, sandbox_id: str, port: int) -> Respons
 class PortProxy:
     """Relays requests to sandbox ports; one connection pool per sandbox.
 
-    Invariant: `_pools[id]` belongs to the live NodeSandbox object it was made
+    Invariant: `_pools[id]` belongs to the live SandboxAgent object it was made
     for; a killed (or replaced) sandbox's pool is closed on the next lookup.
     """
 
     def __init__(self) -> None:
-        self._pools: dict[str, tuple[NodeSandbox, httpcore.AsyncConnectionPool]] = {}
+        self._pools: dict[str, tuple[SandboxAgent, httpcore.AsyncConnectionPool]] = {}
         self._closing: set[asyncio.Future[None]] = set()
 
-    def _pool(self, sbx: NodeSandbox) -> httpcore.AsyncConnectionPool:
+    def _pool(self, sbx: SandboxAgent) -> httpcore.AsyncConnectionPool:
         for sid, (old, pool) in list(self._pools.items()):
-            if old.killed or (sid == sbx.id and old is not sbx):
+            if old.gone or (sid == sbx.id and old is not sbx):
                 del self._pools[sid]
                 closing = asyncio.ensure_future(pool.aclose())
                 self._closing.add(closing)
@@ -158,7 +158,7 @@ class PortProxy:
             with contextlib.suppress(Exception):
                 await pool.aclose()
 
-    async def http(self, request: Request, sbx: NodeSandbox, port: int, path: str) -> Response:
+    async def http(self, request: Request, sbx: SandboxAgent, port: int, path: str) -> Response:
         """Forward `request` to `path` (with the request's query) on `port` of `sbx`; stream the answer."""
         target = "/" + path.lstrip("/")
         if request.url.query:
@@ -199,7 +199,7 @@ class PortProxy:
         response.raw_headers = [(k.lower(), v) for k, v in out_headers]
         return response
 
-    async def websocket(self, ws: WebSocket, sbx: NodeSandbox, port: int, path: str) -> None:
+    async def websocket(self, ws: WebSocket, sbx: SandboxAgent, port: int, path: str) -> None:
         """Relay a WebSocket to `path` on `port` of `sbx` (the client's handshake is answered by the server's)."""
         target = "/" + path.lstrip("/") + (("?" + ws.url.query) if ws.url.query else "")
         try:

@@ -31,13 +31,13 @@ CheckpointId = Annotated[str, Path(min_length=1, max_length=64, description="the
 @router.post("/sandboxes/{sandbox_id}/checkpoints", status_code=201, response_model=CheckpointInfo)
 async def create_checkpoint(sandbox_id: SandboxId, body: CheckpointCreate, who: Who, svc: Svc) -> CheckpointInfo:
     """Checkpoint the sandbox's filesystem (it is frozen for the copy, which costs what it wrote)."""
-    return ck.checkpoint_info(await ck.checkpoint(svc, who, sandbox_id, body.name, body.memory))
+    return await ck.checkpoint(svc, who, sandbox_id, body.name, body.memory)
 
 
 @router.get("/sandboxes/{sandbox_id}/checkpoints", response_model=CheckpointList)
 async def list_checkpoints(sandbox_id: SandboxId, who: Who, svc: Svc) -> CheckpointList:
     """The sandbox's checkpoints, oldest first."""
-    return CheckpointList(checkpoints=[ck.checkpoint_info(c) for c in await ck.list_checkpoints(svc, who, sandbox_id)])
+    return CheckpointList(checkpoints=await ck.list_checkpoints(svc, who, sandbox_id))
 
 
 @router.post("/sandboxes/{sandbox_id}/restore", response_model=SandboxInfo)
@@ -48,7 +48,7 @@ async def restore(sandbox_id: SandboxId, body: RestoreRequest, who: Who, svc: Sv
 
 @router.get("/checkpoints/{checkpoint_id}", response_model=CheckpointInfo)
 async def get_checkpoint(checkpoint_id: CheckpointId, who: Who, svc: Svc) -> CheckpointInfo:
-    return ck.checkpoint_info(await ck.get(svc, who, checkpoint_id))
+    return await ck.get(svc, who, checkpoint_id)
 
 
 @router.delete("/checkpoints/{checkpoint_id}", status_code=204, response_class=Response)

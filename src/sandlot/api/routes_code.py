@@ -20,10 +20,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandlot import errors
+from sandlot.agent.handle import SandboxAgent
 from sandlot.api.deps import Running
 from sandlot.interpreter import Interpreter, interpreter_for
 from sandlot.models import NDJSON, EnvDict, ErrorBody
-from sandlot.node import Sandbox as NodeSandbox
 
 __all__ = ["CodeContext", "CodeRequest", "ContextCreate", "interpreter", "router", "stream_events"]
 
@@ -54,7 +54,7 @@ class CodeContext(BaseModel):
     cwd: str
 
 
-async def interpreter(request: Request, sbx: NodeSandbox) -> Interpreter:
+async def interpreter(request: Request, sbx: SandboxAgent) -> Interpreter:
     registry: dict[str, Interpreter] | None = getattr(request.app.state, "interpreters", None)
     if registry is None:
         registry = request.app.state.interpreters = {}

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from sandlot import errors
 from sandlot.agent import protocol as p
+from sandlot.agent.handle import SandboxAgent
 from sandlot.api.deps import Pid, Running
 from sandlot.api.streams import event_stream, process_events
 from sandlot.models import (
@@ -23,7 +24,6 @@ from sandlot.models import (
     ResizeRequest,
     SignalRequest,
 )
-from sandlot.node import Sandbox as NodeSandbox
 
 __all__ = ["router"]
 
@@ -137,6 +137,6 @@ async def resize(pid: Pid, body: ResizeRequest, sbx: Running) -> Response:
     return Response(status_code=204)
 
 
-async def _require_process(sbx: NodeSandbox, pid: int) -> None:
+async def _require_process(sbx: SandboxAgent, pid: int) -> None:
     if not any(pi.pid == pid for pi in await sbx.agent.list_processes()):
         raise errors.ProcessNotFoundError(f"process {pid} not found in sandbox {sbx.id}")

@@ -22,8 +22,7 @@ from sandlot.api.http_errors import error_response, status_of
 from sandlot.api.port_access import TOKEN_QUERY, PortAccessRegistry
 from sandlot.api.port_proxy import PortProxy
 from sandlot.models import ErrorBody, NetworkInfo, NetworkSettings
-from sandlot.node import Sandbox as NodeSandbox
-from sandlot.node.netpolicy import NetworkPolicy
+from sandlot.node.protocol import NetworkPolicy, SandboxStatus
 
 __all__ = ["install", "network_info", "port_registry", "router"]
 
@@ -36,29 +35,28 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 def port_registry(app: FastAPI) -> PortAccessRegistry:
     reg = getattr(app.state, "port_access", None)
     if reg is None:
-        reg = app.state.port_access = PortAccessRegistry(app.state.node, app.state.store)
+        reg = app.state.port_access = PortAccessRegistry(app.state.service.node, app.state.store)
     assert isinstance(reg, PortAccessRegistry)
     return reg
 
 
-def network_info(app: FastAPI, sbx: NodeSandbox) -> NetworkInfo:
-    access = port_registry(app).get(sbx)
+async def network_info(app: FastAPI, sbx: SandboxStatus) -> NetworkInfo:
+    access = await port_registry(app).get(sbx.sandbox_id)
     routes: HostRoutes = app.state.host_routes
-    policy = sbx.net.policy if sbx.net is not None else sbx.spec.network
     return NetworkInfo(
-        **policy.to_dict(),
-        address=sbx.net.address if sbx.net is not None else None,
-        resolved=dict(sbx.net.resolved) if sbx.net is not None else {},
+        **sbx.network,
+        address=sbx.address,
+        resolved=sbx.resolved,
         access_token=access.token,
         public_ports=sorted(access.public),
-        port_host=routes.host_for(sbx.id, 0).replace("0-", "{port}-", 1),
+        port_host=routes.host_for(sbx.sandbox_id, 0).replace("0-", "{port}-", 1),
     )
 
 
 @router.get("/sandboxes/{sandbox_id}/network", response_model=NetworkInfo)
 async def get_network(sandbox_id: SandboxId, who: Who, svc: Svc, request: Request) -> NetworkInfo:
     """The sandbox's network policy, address, and what opens its ports."""
-    return network_info(request.app, await svc.sandbox(who, sandbox_id))
+    return await network_info(request.app, await svc.live_status(who, sandbox_id))
 
 
 @router.put("/sandboxes/{sandbox_id}/network", response_model=NetworkInfo)
@@ -66,25 +64,26 @@ async def set_network(
     sandbox_id: SandboxId, body: NetworkSettings, who: Who, svc: Svc, request: Request
 ) -> NetworkInfo:
     """Replace the policy of a running sandbox; it applies at once (no restart)."""
-    sbx = await svc.sandbox(who, sandbox_id)
-    await svc.node.set_network(sbx.id, NetworkPolicy.parse(body.model_dump()))
-    return network_info(request.app, sbx)
+    sbx = await svc.live_status(who, sandbox_id)
+    return await network_info(
+        request.app, await svc.node.set_network(sbx.sandbox_id, NetworkPolicy.parse(body.model_dump()))
+    )
 
 
 @router.put("/sandboxes/{sandbox_id}/public-ports/{port}", response_model=NetworkInfo)
 async def make_public(sandbox_id: SandboxId, port: Port, who: Who, svc: Svc, request: Request) -> NetworkInfo:
     """Anyone may reach this port now, without a token."""
-    sbx = await svc.sandbox(who, sandbox_id)
-    port_registry(request.app).set_public(sbx, port, True)
-    return network_info(request.app, sbx)
+    sbx = await svc.live_status(who, sandbox_id)
+    await port_registry(request.app).set_public(sbx.sandbox_id, port, True)
+    return await network_info(request.app, sbx)
 
 
 @router.delete("/sandboxes/{sandbox_id}/public-ports/{port}", response_model=NetworkInfo)
 async def make_private(sandbox_id: SandboxId, port: Port, who: Who, svc: Svc, request: Request) -> NetworkInfo:
     """The port needs the access token (or a team key) again."""
-    sbx = await svc.sandbox(who, sandbox_id)
-    port_registry(request.app).set_public(sbx, port, False)
-    return network_info(request.app, sbx)
+    sbx = await svc.live_status(who, sandbox_id)
+    await port_registry(request.app).set_public(sbx.sandbox_id, port, False)
+    return await network_info(request.app, sbx)
 
 
 async def _serve_http(request: Request, sandbox_id: str, port: int, path: str, cookie_path: str) -> Response:
@@ -95,7 +94,7 @@ async def _serve_http(request: Request, sandbox_id: str, port: int, path: str, c
         return error_response(status_of(exc), exc.code, exc.message, exc.field)
     proxy: PortProxy = request.app.state.port_proxy
     response = await proxy.http(request, sbx, port, path)
-    token = registry.get(sbx).token
+    token = (await registry.get(sbx.id)).token
     if request.query_params.get(TOKEN_QUERY) == token:  # a browser's first visit: keep it in a cookie
         response.set_cookie(TOKEN_QUERY, token, path=cookie_path, httponly=True, samesite="lax")
     return response

@@ -27,12 +27,12 @@ from pydantic import ValidationError
 from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import ProcessStream
+from sandlot.agent.handle import SandboxAgent
 from sandlot.api.auth import ws_principal
 from sandlot.api.deps import check_path
 from sandlot.api.service import SandboxService
 from sandlot.api.streams import later
 from sandlot.models import ErrorEvent, ExitEvent, PtyClientMessage, StartEvent
-from sandlot.node import Sandbox as NodeSandbox
 
 __all__ = ["router"]
 
@@ -54,7 +54,7 @@ def _int(ws: WebSocket, name: str, default: int | None, lo: int, hi: int) -> int
     return value
 
 
-async def _open(ws: WebSocket, sandbox_id: str) -> tuple[NodeSandbox, ProcessStream]:
+async def _open(ws: WebSocket, sandbox_id: str) -> tuple[SandboxAgent, ProcessStream]:
     who = await ws_principal(ws)
     svc: SandboxService = ws.app.state.service
     sbx = await svc.sandbox(who, sandbox_id)
@@ -114,7 +114,7 @@ async def _output(ws: WebSocket, proc: ProcessStream, pid: int) -> None:
         later(proc.detach())  # the client went away mid-send
 
 
-async def _input(ws: WebSocket, sbx: NodeSandbox, pid: int) -> None:
+async def _input(ws: WebSocket, sbx: SandboxAgent, pid: int) -> None:
     """Client -> terminal, until the client disconnects."""
     while True:
         try:
@@ -133,7 +133,7 @@ async def _input(ws: WebSocket, sbx: NodeSandbox, pid: int) -> None:
                 await ws.send_text(ErrorEvent(code=exc.code, message=exc.message).model_dump_json())
 
 
-async def _control(ws: WebSocket, sbx: NodeSandbox, pid: int, text: str) -> None:
+async def _control(ws: WebSocket, sbx: SandboxAgent, pid: int, text: str) -> None:
     try:
         msg = PtyClientMessage.model_validate(json.loads(text))
     except (ValueError, ValidationError) as exc:

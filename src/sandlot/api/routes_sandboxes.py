@@ -32,7 +32,11 @@ router = APIRouter(prefix="/sandboxes", tags=["sandboxes"], responses=_ERRORS)
 async def create_sandbox(body: SandboxCreate, who: Who, svc: Svc, request: Request) -> SandboxInfo:
     """Start a sandbox from a template (image) with limits, env, network and metadata."""
     rec = await svc.create(who, body)
-    return info(rec).model_copy(update={"network": network_info(request.app, svc.node.get(rec.sandbox_id))})
+    out = info(rec)
+    status = await svc.node.status(rec.sandbox_id)
+    if status is not None:
+        out.network = await network_info(request.app, status)
+    return out
 
 
 def _metadata_filter(items: list[str]) -> dict[str, str]:
@@ -67,8 +71,10 @@ async def list_sandboxes(
 async def get_sandbox(sandbox_id: SandboxId, who: Who, svc: Svc, request: Request) -> SandboxInfo:
     rec = await svc.get(who, sandbox_id)
     out = info(rec)
-    if svc.node.knows(sandbox_id) and rec.state in ("running", "paused"):
-        out.network = network_info(request.app, svc.node.get(sandbox_id))
+    if rec.state in ("running", "paused"):
+        status = await svc.node.status(sandbox_id)
+        if status is not None:
+            out.network = await network_info(request.app, status)
     return out
 
 

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from sandlot.api import volumes
 from sandlot.api.deps import Svc, Who
 from sandlot.models import ErrorBody, VolumeCreate, VolumeInfo, VolumeList
 
@@ -21,16 +20,16 @@ VolumeName = Annotated[str, Path(min_length=1, max_length=64, description="the v
 @router.post("", status_code=201, response_model=VolumeInfo)
 async def create_volume(body: VolumeCreate, who: Who, svc: Svc) -> VolumeInfo:
     """Create a named volume of the team (409 if the name is taken)."""
-    return volumes.volume_info(await volumes.create(svc.node, who, body.name))
+    return await svc.node.create_volume(who.team, body.name)
 
 
 @router.get("", response_model=VolumeList)
 async def list_volumes(who: Who, svc: Svc) -> VolumeList:
-    return VolumeList(volumes=[volumes.volume_info(v) for v in await volumes.list_volumes(svc.node, who)])
+    return VolumeList(volumes=await svc.node.list_volumes(who.team))
 
 
 @router.delete("/{name}", status_code=204, response_class=Response)
 async def delete_volume(name: VolumeName, who: Who, svc: Svc) -> Response:
     """Delete a volume and its files (409 while a sandbox mounts it)."""
-    await volumes.delete(svc.node, who, name)
+    await svc.node.delete_volume(who.team, name)
     return Response(status_code=204)

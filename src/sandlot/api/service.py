@@ -1,14 +1,16 @@
 """Sandboxes as the API sees them: node sandboxes plus their persisted records.
 
-The node owns the sandboxes themselves; the store owns the records (team,
-limits, metadata, state, `ends_at`). `SandboxService` keeps the two in step:
+The node owns the sandboxes themselves, and the API reaches it only through
+its seam (`NodeClient`, node/client.py); the store owns the records (team,
+limits, metadata, state, `ends_at`, the node that holds it). `SandboxService`
+keeps the two in step:
 
 - a record is written as soon as the node has made the sandbox, and marked
   killed whenever the node loses it (kill, timeout, death, a failed recovery);
 - the reaper kills sandboxes past `ends_at` and reconciles records whose
   sandbox died on its own. Its tick costs the same with 1 sandbox or 1000:
   one query for expired records, the sandboxes the node reported dead since
-  the last tick (`Node.on_exit`), persistent ones for idle hibernation, and a
+  the last tick (`NodeClient.exited`), persistent ones for idle hibernation, and a
   full reconcile of every record only every FULL_RECONCILE_S as a safety net;
 - at start, `recover` re-adopts the sandboxes the records say are running.
 
@@ -26,17 +28,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from sandlot import errors
+from sandlot.agent.handle import SandboxAgent
 from sandlot.api import lifecycle
 from sandlot.api.auth import Principal
 from sandlot.api.lifecycle import check_lifetime
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
 from sandlot.api.volumes import volume_mounts
 from sandlot.models import SandboxCreate, SandboxInfo, SandboxState
-from sandlot.node import Limits, Node, SandboxSpec
-from sandlot.node import Sandbox as NodeSandbox
-from sandlot.node.netpolicy import NetworkPolicy
-from sandlot.node.oci.registry import RegistryConfig
-from sandlot.node.recovery import RecoveryReport, recover
+from sandlot.node.client import NodeClient
+from sandlot.node.protocol import Limits, NetworkPolicy, RecoveryReport, SandboxSpec, SandboxStatus
 
 __all__ = ["Quotas", "SandboxService"]
 
@@ -77,19 +77,22 @@ def info(rec: SandboxRecord) -> SandboxInfo:
         exit_reason=rec.exit_reason,
         persistent=rec.persistent,
         on_timeout=rec.on_timeout,
+        node=rec.node,
     )
 
 
 class SandboxService:
     def __init__(
         self,
-        node: Node,
+        node: NodeClient,
         store: Store,
         *,
         default_template: str = "base",
         quotas: Quotas | None = None,
         hibernate_after_s: float = 900.0,
     ) -> None:
+        #: the node that holds every sandbox today; with a fleet, placement picks one of several
+        #: and a record's `node` names the one that holds it
         self.node = node
         #: a persistent sandbox with no request for this long hibernates
         self.hibernate_after_s = hibernate_after_s
@@ -104,15 +107,12 @@ class SandboxService:
         # _gone remembers why a sandbox died, for records reconciled after the node forgot it.
         self._gone: dict[str, str] = {}
         self._reaper: asyncio.Task[None] | None = None
-        # _died: sandboxes the node reported dead on their own, not yet reconciled by the reaper.
-        self._died: set[str] = set()
         self._reconciled_at = 0.0
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self, reap_interval: float = 1.0) -> RecoveryReport:
         report = await self.recover()
-        self.node.on_exit(lambda sandbox_id, _reason: self._died.add(sandbox_id))
         self._reaper = asyncio.create_task(self._reap_forever(reap_interval))
         return report
 
@@ -133,14 +133,15 @@ class SandboxService:
             )
             for r in records
         }
-        report = await recover(self.node, wanted)
+        report = await self.node.recover(wanted)
         for sid, reason in report.lost.items():
             if sid in wanted:
                 await self.store.set_state(sid, "killed", f"lost: {reason}")
         # Recovery thaws a paused sandbox so its agent can call back; freeze it again.
         for rec in records:
             if rec.state == "paused" and rec.sandbox_id in report.adopted:
-                if self.node.get(rec.sandbox_id).state.value == "paused":  # paused to disk: adopted as such
+                status = await self.node.status(rec.sandbox_id)
+                if status is not None and status.state == "paused":  # paused to disk: adopted as such
                     continue
                 try:
                     await self.node.pause(rec.sandbox_id)
@@ -155,7 +156,7 @@ class SandboxService:
 
     async def create(self, who: Principal, req: SandboxCreate) -> SandboxRecord:
         template = req.template or self.default_template
-        runtime = req.runtime or self.node.config.default_runtime
+        runtime = req.runtime or self.node.default_runtime
         if req.disk_mb > self.quotas.max_disk_mb:
             raise errors.InvalidArgumentError(
                 f"disk_mb must be at most {self.quotas.max_disk_mb} on this server, got {req.disk_mb}", field="disk_mb"
@@ -172,11 +173,10 @@ class SandboxService:
             limits=Limits(cpu=req.cpu, memory_mb=req.memory_mb, disk_mb=req.disk_mb),
             env=dict(req.env),
             network=NetworkPolicy.parse(req.network if isinstance(req.network, str) else req.network.model_dump()),
-            volumes=volume_mounts(self.node, who.team, req.volumes),
+            volumes=await volume_mounts(self.node, who.team, req.volumes),
         ).validate()
-        if req.registry_auth is not None and self.node.images.get(template) is None:
-            auth = RegistryConfig(req.registry_auth.username, req.registry_auth.password)
-            await asyncio.to_thread(self.node.images.pull, template, auth=auth)
+        if req.registry_auth is not None:
+            await self.node.fetch_template(template, req.registry_auth)
         self._pending[who.team] = self._pending.get(who.team, 0) + 1
         try:
             active = await self.store.count_active(who.team) + self._pending[who.team] - 1
@@ -189,7 +189,7 @@ class SandboxService:
             self._pending[who.team] -= 1
         now = time.time()
         rec = SandboxRecord(
-            sandbox_id=sbx.id,
+            sandbox_id=sbx.sandbox_id,
             team=who.team,
             template=template,
             runtime=runtime,
@@ -202,12 +202,13 @@ class SandboxService:
             metadata=dict(req.metadata),
             persistent=req.persistent,
             on_timeout=req.on_timeout,
+            node=sbx.node,
         )
         try:
             await self.store.add_sandbox(rec)
         except BaseException:
             with contextlib.suppress(errors.SandlotError):
-                await self.node.kill(sbx.id)
+                await self.node.kill(sbx.sandbox_id)
             raise
         return rec
 
@@ -231,14 +232,26 @@ class SandboxService:
         )
         return [await self._reconcile(r) for r in recs], nxt
 
-    async def sandbox(self, who: Principal, sandbox_id: str) -> NodeSandbox:
-        """The running node sandbox behind a record of the caller's team (a hibernated one is woken)."""
+    async def sandbox(self, who: Principal, sandbox_id: str) -> SandboxAgent:
+        """The data plane of a live sandbox of the caller's team (a hibernated one is woken)."""
+        await self._live(who, sandbox_id)
+        return await self.node.agent(sandbox_id)
+
+    async def live_status(self, who: Principal, sandbox_id: str) -> SandboxStatus:
+        """What the node says of a live sandbox of the caller's team (a hibernated one is woken)."""
+        await self._live(who, sandbox_id)
+        status = await self.node.status(sandbox_id)
+        if status is None:  # killed since the record was read
+            raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
+        return status
+
+    async def _live(self, who: Principal, sandbox_id: str) -> SandboxRecord:
         rec = await self.get(who, sandbox_id)
         if rec.state not in ACTIVE_STATES:
             reason = f" ({rec.exit_reason})" if rec.exit_reason else ""
             raise errors.SandboxStateError(f"sandbox {sandbox_id} is {rec.state}{reason}")
         await self.wake_if_hibernated(rec)
-        return self.node.get(sandbox_id)
+        return rec
 
     async def wake_if_hibernated(self, rec: SandboxRecord) -> None:
         """Requests reach a hibernated sandbox as if it never slept: wake it first."""
@@ -249,10 +262,7 @@ class SandboxService:
     async def _reconcile(self, rec: SandboxRecord) -> SandboxRecord:
         if rec.state not in ACTIVE_STATES:
             return rec
-        try:
-            sbx = self.node.get(rec.sandbox_id)
-        except errors.SandboxNotFoundError:
-            sbx = None
+        sbx = await self.node.status(rec.sandbox_id)
         if sbx is not None and not sbx.killed:
             return rec
         # _gone first: a read racing a kill in progress must not record the node's generic "killed".
@@ -334,7 +344,7 @@ class SandboxService:
                 await lifecycle.on_timeout(self, sid)
             except errors.SandlotError as exc:
                 log.error("timing out sandbox %s: %s", sid, exc)
-        died, self._died = self._died, set()
+        died = await self.node.exited()
         if full:
             self._reconciled_at = time.monotonic()
             for rec in await self.store.active():

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from sandlot import errors
 
-__all__ = ["ACTIVE_STATES", "KeyRecord", "SandboxRecord", "Store", "database_url_for"]
+__all__ = ["ACTIVE_STATES", "KeyRecord", "PortAccessRecord", "SandboxRecord", "Store", "database_url_for"]
 
 T = TypeVar("T")
 
@@ -64,6 +64,8 @@ sandboxes = sa.Table(
     # on_timeout says what the timeout does to an ephemeral one: kill or pause.
     sa.Column("persistent", sa.Boolean, nullable=False, default=False),
     sa.Column("on_timeout", sa.String(16), nullable=False, default="kill"),
+    # the node that holds it (`NodeClient.name`; "local" for the node `sandlot serve` embeds)
+    sa.Column("node", sa.String(128), nullable=False, default="local"),
     sa.Index("ix_sandboxes_team_created", "team", "created_at", "sandbox_id"),
 )
 
@@ -73,6 +75,19 @@ sandbox_metadata = sa.Table(
     sa.Column("sandbox_id", sa.String(64), sa.ForeignKey("sandboxes.sandbox_id", ondelete="CASCADE"), primary_key=True),
     sa.Column("key", sa.String(256), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+)
+
+
+#: Who may reach a sandbox's exposed ports (see port_access.py): its access token, the ports
+#: open to anyone (comma-separated), or all of them. Kept with the records, not on the node, so
+#: that every API replica answers the same and a restart keeps them.
+port_access = sa.Table(
+    "port_access",
+    metadata_obj,
+    sa.Column("sandbox_id", sa.String(64), primary_key=True),
+    sa.Column("token", sa.String(128), nullable=False),
+    sa.Column("public", sa.Text, nullable=False, default=""),
+    sa.Column("all_public", sa.Boolean, nullable=False, default=False),
 )
 
 
@@ -102,6 +117,15 @@ class SandboxRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     persistent: bool = False
     on_timeout: str = "kill"
+    node: str = "local"
+
+
+@dataclass
+class PortAccessRecord:
+    token: str
+    public: set[int] = field(default_factory=set)
+    #: every port public (E2B's default: `allowPublicTraffic`)
+    all_public: bool = False
 
 
 def database_url_for(data_dir: Path, url: str | None) -> str:
@@ -135,6 +159,7 @@ def _engine(url: str) -> Engine:
 ADDED_COLUMNS: list[tuple[str, str, str]] = [
     ("sandboxes", "persistent", "false"),
     ("sandboxes", "on_timeout", "'kill'"),
+    ("sandboxes", "node", "'local'"),
 ]
 
 
@@ -325,6 +350,36 @@ class Store:
         if persistent is not None:
             stmt = stmt.where(sandboxes.c.persistent.is_(persistent))
         return await self._run(lambda c: _records(c, stmt))
+
+    # ------------------------------------------------------------ port access
+
+    async def port_access(self, sandbox_id: str, new_token: str) -> PortAccessRecord:
+        """The sandbox's port access; on first use, private ports behind `new_token`."""
+
+        def q(c: Connection) -> PortAccessRecord:
+            row = c.execute(sa.select(port_access).where(port_access.c.sandbox_id == sandbox_id)).first()
+            if row is None:
+                c.execute(
+                    port_access.insert().values(sandbox_id=sandbox_id, token=new_token, public="", all_public=False)
+                )
+                return PortAccessRecord(new_token)
+            public = {int(p) for p in row.public.split(",") if p}
+            return PortAccessRecord(row.token, public, bool(row.all_public))
+
+        try:
+            return await self._run(q)
+        except sa.exc.IntegrityError:  # a concurrent first use inserted it: read theirs
+            return await self._run(q)
+
+    async def set_port_access(self, sandbox_id: str, access: PortAccessRecord) -> None:
+        values = {
+            "token": access.token,
+            "public": ",".join(map(str, sorted(access.public))),
+            "all_public": access.all_public,
+        }
+        await self._run(
+            lambda c: c.execute(port_access.update().where(port_access.c.sandbox_id == sandbox_id).values(**values))
+        )
 
 
 def _records(c: Connection, stmt: sa.Select[Any]) -> list[SandboxRecord]:

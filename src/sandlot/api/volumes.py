@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
+from sandlot.models import VolumeMountRequest
+from sandlot.node.client import NodeClient
+from sandlot.node.protocol import VolumeMount
 
-from sandlot.api.auth import Principal
-from sandlot.models import VolumeInfo, VolumeMountRequest
-from sandlot.node import Node
-from sandlot.node.volumes import Volume, VolumeMount
-
-__all__ = ["create", "delete", "list_volumes", "volume_info", "volume_mounts"]
+__all__ = ["volume_mounts"]
 
 
-def volume_info(v: Volume) -> VolumeInfo:
-    return VolumeInfo(name=v.name, volume_id=v.id, created_at=v.created_at)
-
-
-def volume_mounts(node: Node, team: str, reqs: list[VolumeMountRequest]) -> list[VolumeMount]:
+async def volume_mounts(node: NodeClient, team: str, reqs: list[VolumeMountRequest]) -> list[VolumeMount]:
     """The team's volumes, by name, as node mounts (VolumeNotFoundError names a missing one)."""
-    return [VolumeMount(node.volumes.find(team, r.name).id, r.path, r.read_only) for r in reqs]
-
-
-async def create(node: Node, who: Principal, name: str) -> Volume:
-    return await asyncio.to_thread(node.volumes.create, name, who.team)
-
-
-async def list_volumes(node: Node, who: Principal) -> list[Volume]:
-    return await asyncio.to_thread(node.volumes.list, who.team)
-
-
-async def delete(node: Node, who: Principal, name: str) -> None:
-    vol = node.volumes.find(who.team, name)
-    await asyncio.to_thread(node.delete_volume, vol.id)
+    return [VolumeMount((await node.find_volume(team, r.name)).volume_id, r.path, r.read_only) for r in reqs]

@@ -21,7 +21,7 @@ from typing import Any
 
 from sandlot import errors
 from sandlot.agent.client import ProcessStream
-from sandlot.node import Sandbox as NodeSandbox
+from sandlot.agent.handle import SandboxAgent
 
 __all__ = ["DEFAULT_CONTEXT", "LANGUAGES", "Interpreter", "interpreter_for"]
 
@@ -43,7 +43,7 @@ def _driver_source() -> bytes:
 class Interpreter:
     """The driver in one sandbox. `_queues` maps request numbers to their reply queues."""
 
-    def __init__(self, sandbox: NodeSandbox) -> None:
+    def __init__(self, sandbox: SandboxAgent) -> None:
         self.sandbox = sandbox
         self._proc: ProcessStream | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -227,7 +227,7 @@ def _check_language(language: str) -> None:
 _start_locks: dict[str, asyncio.Lock] = {}
 
 
-async def interpreter_for(registry: dict[str, Interpreter], sandbox: NodeSandbox) -> Interpreter:
+async def interpreter_for(registry: dict[str, Interpreter], sandbox: SandboxAgent) -> Interpreter:
     """The sandbox's interpreter, started on first use (and again after its driver died)."""
     lock = _start_locks.setdefault(sandbox.id, asyncio.Lock())
     async with lock:

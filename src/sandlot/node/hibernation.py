@@ -40,9 +40,9 @@ async def hibernate(node: Node, sbx: Sandbox) -> None:
             await memory_pause.save(node, sbx)
         except errors.SandlotError as exc:  # e.g. runsc refuses: the sandbox runs on; stop it instead
             log.warning("hibernating %s without its memory: %s", sbx.id, exc)
-            await node._halt(sbx)
+            await node.halt(sbx)
     else:
-        await node._halt(sbx)
+        await node.halt(sbx)
     _marker(sbx).touch()
 
 
@@ -51,8 +51,5 @@ async def wake(node: Node, sbx: Sandbox) -> None:
     if memory_pause.saved(sbx):
         await memory_pause.load(node, sbx)
     else:
-        await node._renew_network(sbx)
-        await sbx.reconnect()
-        exited = await node._boot(sbx)
-        node._spawn(node._on_exit(sbx, exited, sbx.generation))
+        await node.reboot(sbx)
     _marker(sbx).unlink(missing_ok=True)

@@ -9,7 +9,7 @@ The sandbox's filesystem stays mounted meanwhile; its memory image sits in
 `<sandbox dir>/memory/`, so a paused sandbox survives a restart of the node.
 
 The exit of the sandbox's processes during a save is on purpose: `generation`
-is bumped first, so the exit watcher stands down (see `Node._on_exit`).
+is bumped first, so the exit watcher stands down (see `Node.watch`).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ async def load(node: Node, sbx: Sandbox, src: Path | None = None) -> None:
     runtime is removed and the memory image kept, so the sandbox stays paused
     and the resume can be retried.
     """
-    await node._renew_network(sbx)
+    await node.renew_network(sbx)
     await sbx.reconnect()
     image = src or image_dir(sbx)
     try:
@@ -121,7 +121,7 @@ async def load(node: Node, sbx: Sandbox, src: Path | None = None) -> None:
             sbx.id, sbx.dir / "bundle", image, sbx.dir / "runtime.log", connected=sbx.net is not None
         )
         exited = node.watch(sbx, pid)
-        await node._wait_agent(sbx, exited)
+        await node.wait_agent(sbx, exited)
     except BaseException:
         sbx.generation += 1  # the watcher of the failed restore stands down
         await sbx.conn.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from sandlot import errors
@@ -124,9 +124,14 @@ class NetworkPolicy:
         return tuple(e for e in (*self.allow, *self.deny) if not is_cidr(e))
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["allow"], out["deny"] = list(self.allow), list(self.deny)
-        return out
+        # By hand, not dataclasses.asdict (a deep copy, ~50x slower): every API request reads it.
+        return {
+            "mode": self.mode,
+            "allow": list(self.allow),
+            "deny": list(self.deny),
+            "egress_bytes_per_s": self.egress_bytes_per_s,
+            "max_connections": self.max_connections,
+        }
 
     @classmethod
     def parse(cls, value: NetworkPolicy | str | dict[str, Any] | None) -> NetworkPolicy:

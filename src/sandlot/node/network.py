@@ -340,11 +340,14 @@ class NetworkManager:
 
 
 async def _forget_flows(address: str) -> list[str]:
-    """Delete the host's connection-tracking entries of an address (conntrack exits 1 when there were none)."""
-    rc, out = await _run("conntrack", "-D", "-s", address)
-    if rc not in (0, 1) or (rc == 1 and "flow entries have been deleted" not in out):
-        return [f"connection tracking of {address}: {out.strip()}"]
-    return []
+    """Delete the host's connection-tracking entries of an address, both the flows it opened and
+    the ones opened to it (the host reaching a port at its address); conntrack exits 1 when there were none."""
+    problems = []
+    for direction in ("-s", "-d"):
+        rc, out = await _run("conntrack", "-D", direction, address)
+        if rc not in (0, 1) or (rc == 1 and "flow entries have been deleted" not in out):
+            problems.append(f"connection tracking of {address}: {out.strip()}")
+    return problems
 
 
 def tcp_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> list[str]:

@@ -165,6 +165,14 @@ class Node:
     def knows(self, sandbox_id: str) -> bool:
         return sandbox_id in self._sandboxes
 
+    def known_ids(self) -> set[str]:
+        """Every sandbox the node holds, idle ones of warm pools included."""
+        return set(self._sandboxes)
+
+    def runtimes_ready(self) -> list[str]:
+        """The runtimes that passed their check so far."""
+        return sorted(self._runtimes)
+
     # ------------------------------------------------------------ create
 
     async def create(self, spec: SandboxSpec | None = None) -> Sandbox:
@@ -225,7 +233,7 @@ class Node:
             net_setup = asyncio.ensure_future(self.network.setup(sandbox_id, spec.network))
         try:
             await self._provision(sbx, bundle, net_setup)
-            exited = await self._boot(sbx)
+            exited = await self.boot(sbx)
         except BaseException as exc:
             if net_setup is not None and sbx.net is None:
                 with contextlib.suppress(BaseException):
@@ -246,7 +254,7 @@ class Node:
                 raise
         return sbx
 
-    async def _boot(self, sbx: Sandbox) -> asyncio.Task[None]:
+    async def boot(self, sbx: Sandbox) -> asyncio.Task[None]:
         """Start the provisioned sandbox's runtime and wait for its agent; returns its exit watcher."""
         connected = sbx.net is not None
         pid = await sbx.runtime.start(sbx.id, sbx.dir / "bundle", sbx.dir / "runtime.log", connected=connected)
@@ -254,7 +262,7 @@ class Node:
         for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
             if other != pid:  # the gofer, under gVisor
                 self._spawn(reaper.wait_exit(other))
-        await self._wait_agent(sbx, exited)
+        await self.wait_agent(sbx, exited)
         return exited
 
     def _refill_spares(self) -> None:
@@ -353,7 +361,7 @@ class Node:
             return None
         sbx.net = await net_setup
         _save_network(sbx)
-        self._watch_names(sbx.net.policy)
+        self.watch_names(sbx.net.policy)
         resolv = self.network.resolv_conf(sbx.net)
         if resolv:
             etc = sbx.layer.rootfs / "etc"
@@ -364,7 +372,7 @@ class Node:
             target.write_text(resolv)
         return str(sbx.net.netns_path)
 
-    async def _renew_network(self, sbx: Sandbox) -> None:
+    async def renew_network(self, sbx: Sandbox) -> None:
         """A fresh namespace for a runtime that starts again: runsc takes the interface's
         address into its own netstack when it starts, so a namespace serves one start only."""
         if sbx.net is None:
@@ -396,10 +404,10 @@ class Node:
             await self.network.apply(sbx.net, new)
             sbx.spec.network = new
             _save_network(sbx)
-        self._watch_names(new)
+        self.watch_names(new)
         return new
 
-    def _watch_names(self, policy: NetworkPolicy) -> None:
+    def watch_names(self, policy: NetworkPolicy) -> None:
         if policy.names and (self._name_refresher is None or self._name_refresher.done()):
             self._name_refresher = self._spawn(self._refresh_names_forever())
 
@@ -419,7 +427,7 @@ class Node:
                 except errors.SandlotError as exc:
                     log.error("refreshing the host names of sandbox %s: %s", sbx.id, exc)
 
-    async def _wait_agent(self, sbx: Sandbox, exited: asyncio.Task[None]) -> None:
+    async def wait_agent(self, sbx: Sandbox, exited: asyncio.Task[None]) -> None:
         waiter = asyncio.ensure_future(sbx.conn.wait_connected(AGENT_CONNECT_TIMEOUT))
         await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
         if not waiter.done():
@@ -578,16 +586,14 @@ class Node:
                 raise errors.SandboxStateError(f"cannot restore sandbox {sandbox_id} in state {sbx.state.value}")
             staged = await asyncio.to_thread(sbx.layer.stage, ck.disk)
             try:
-                await self._halt(sbx)
+                await self.halt(sbx)
                 await asyncio.to_thread(sbx.layer.swap, staged)
                 if ck.memory:  # the processes come back too, as they were at the checkpoint
                     await memory_pause.load(self, sbx, ck.memory_image)
                     if sbx.state is State.PAUSED:
                         sbx.transition(State.RUNNING)
                     return
-                await self._renew_network(sbx)
-                await sbx.reconnect()
-                exited = await self._boot(sbx)
+                await self.reboot(sbx)
             except BaseException as exc:
                 staged.unlink(missing_ok=True)
                 problems = await self.destroy(sbx, f"failed to restore checkpoint {checkpoint_id}: {exc}")
@@ -597,9 +603,8 @@ class Node:
                 raise
             if sbx.state is State.PAUSED:
                 sbx.transition(State.RUNNING)
-            self._spawn(self._on_exit(sbx, exited))
 
-    async def _halt(self, sbx: Sandbox) -> None:
+    async def halt(self, sbx: Sandbox) -> None:
         """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot)."""
         sbx.generation += 1
         self.limit_monitor.forget(sbx.id)
@@ -613,6 +618,13 @@ class Node:
         problems += await _wait_gone(pids)
         if problems:
             raise errors.InternalError(f"stopping sandbox {sbx.id} failed: " + "; ".join(problems))
+
+    async def reboot(self, sbx: Sandbox) -> None:
+        """Boot a halted sandbox again on its own filesystem: a fresh network, agent and exit watcher."""
+        await self.renew_network(sbx)
+        await sbx.reconnect()
+        exited = await self.boot(sbx)
+        self._spawn(self._on_exit(sbx, exited, sbx.generation))
 
     async def fork(self, checkpoint_id: str, count: int = 1) -> list[Sandbox]:
         """Start `count` new sandboxes from a checkpoint, each on its own copy of its filesystem.

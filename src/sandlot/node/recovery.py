@@ -82,7 +82,7 @@ async def recover(node: Node, wanted: Mapping[str, SandboxSpec]) -> RecoveryRepo
             report.problems[sid] = problems
             log.error("cleanup of sandbox %s after a restart: %s", sid, "; ".join(problems))
     # Networks whose sandbox directory is gone (a crash mid-create or mid-kill).
-    known = {s.id for s in node._sandboxes.values()}
+    known = node.known_ids()
     for sid, problems in (await node.network.sweep(known)).items():
         if problems:
             report.problems.setdefault(sid, []).extend(problems)
@@ -124,7 +124,7 @@ async def _recover_one(
         try:
             sbx.net = SandboxNet.from_json(net_file.read_text())
             spec.network = sbx.net.policy
-            node._watch_names(spec.network)
+            node.watch_names(spec.network)
         except (OSError, ValueError, KeyError, errors.SandlotError) as exc:
             log.error("sandbox %s: unreadable network.json (%s); its network is swept", sandbox_id, exc)
 

@@ -13,10 +13,11 @@ import enum
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Unpack
 
 from sandlot import errors
-from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentClient, AgentConnection, ProcessStream
+from sandlot.agent.handle import SandboxAgent, StartOptions
 from sandlot.node.images import Image
 from sandlot.node.network import SandboxNet
 from sandlot.node.rootfs import WritableLayer
@@ -78,6 +79,8 @@ class Sandbox:
         #: its network namespace, interfaces and rules; None for network "none"
         self.net: SandboxNet | None = None
         self._kill_lock = asyncio.Lock()
+        #: its data plane, as the node hands it to the API (one per sandbox: holders may key caches on it)
+        self.handle = SandboxAgent(sandbox_id, lambda: self.agent, env=lambda: self.spec.env, gone=lambda: self.killed)
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.id} {self.runtime.name} {self.state.value}>"
@@ -136,32 +139,9 @@ class Sandbox:
             raise errors.TimeoutError_(f"command timed out after {timeout}s and was killed: {cmd}", result=res)
         return res
 
-    async def start(
-        self,
-        cmd: str | list[str],
-        *,
-        env: dict[str, str] | None = None,
-        cwd: str | None = None,
-        user: str | None = None,
-        stdin: bool = False,
-        timeout: float | None = None,
-        pty: p.PtySize | None = None,
-        tag: str | None = None,
-    ) -> ProcessStream:
-        """Start a process and return its output stream (it can be detached from)."""
-        if isinstance(cmd, str):
-            params = p.ProcessStartParams(cmd=cmd)
-        elif cmd and all(isinstance(a, str) for a in cmd):
-            params = p.ProcessStartParams(argv=list(cmd))
-        else:
-            raise errors.InvalidArgumentError("cmd must be a shell string or a non-empty list of strings", field="cmd")
-        if timeout is not None and timeout <= 0:
-            raise errors.InvalidArgumentError(f"timeout must be positive, got {timeout}", field="timeout")
-        # The sandbox's env applies to every process (a pooled sandbox booted without it).
-        params.env = {**self.spec.env, **(env or {})}
-        params.cwd, params.user, params.stdin, params.pty, params.tag = cwd, user, stdin, pty, tag
-        params.timeout_ms = int(timeout * 1000) if timeout else 0
-        return await self.agent.start(params)
+    async def start(self, cmd: str | list[str], **options: Unpack[StartOptions]) -> ProcessStream:
+        """Start a process and return its output stream (it can be detached from); see `StartOptions`."""
+        return await self.handle.start(cmd, **options)
 
 
 async def collect(

@@ -27,8 +27,17 @@ from sandlot.api.e2b.access import access_token
 from sandlot.api.routes_ports import port_registry
 from sandlot.api.service import SandboxService
 from sandlot.api.store import SandboxRecord
-from sandlot.models import MAX_TIMEOUT_S, EnvDict, ForkRequest, MetaDict, NetEntry, NetworkSettings, SandboxCreate
-from sandlot.node.checkpoints import CHECKPOINT_ID_RE, MAX_FORK, Checkpoint
+from sandlot.models import (
+    MAX_TIMEOUT_S,
+    CheckpointInfo,
+    EnvDict,
+    ForkRequest,
+    MetaDict,
+    NetEntry,
+    NetworkSettings,
+    SandboxCreate,
+)
+from sandlot.node.protocol import CHECKPOINT_ID_RE, MAX_FORK
 
 __all__ = ["ENVD_VERSION", "router"]
 
@@ -160,13 +169,13 @@ async def create(body: NewSandbox, request: Request, who: Who, svc: Svc) -> JSON
     if body.template_id in TEMPLATE_MEMORY_MB:
         req.memory_mb = TEMPLATE_MEMORY_MB[body.template_id]
     rec = await svc.create(who, req)
-    return JSONResponse(_started(request, svc, rec, all_public=body.network.allow_public_traffic), status_code=201)
+    return JSONResponse(await _started(request, rec, all_public=body.network.allow_public_traffic), status_code=201)
 
 
-def _started(request: Request, svc: SandboxService, rec: SandboxRecord, *, all_public: bool) -> dict[str, object]:
+async def _started(request: Request, rec: SandboxRecord, *, all_public: bool) -> dict[str, object]:
     """A new sandbox's E2B `Sandbox`: its ports take the same token as envd (E2B's trafficAccessToken)."""
-    port_registry(request.app).configure(
-        svc.node.get(rec.sandbox_id), token=access_token(request, rec.sandbox_id), all_public=all_public
+    await port_registry(request.app).configure(
+        rec.sandbox_id, token=access_token(request, rec.sandbox_id), all_public=all_public
     )
     return _sandbox(request, rec)
 
@@ -194,7 +203,7 @@ async def _create_from_snapshot(
         )
     req = ForkRequest(count=1, timeout=body.timeout, metadata=body.metadata or {})
     (rec,) = await checkpoints.fork(svc, who, body.template_id, req)
-    return _started(request, svc, rec, all_public=body.network.allow_public_traffic)
+    return await _started(request, rec, all_public=body.network.allow_public_traffic)
 
 
 def _metadata_query(value: str | None) -> dict[str, str]:
@@ -268,7 +277,7 @@ async def pause(sandbox_id: SandboxId, who: Who, svc: Svc, body: PauseBody | Non
     rec = await svc.get(who, sandbox_id)
     if rec.state == "paused":
         raise errors.SandboxStateError(f"sandbox {sandbox_id} is already paused")
-    if body is not None and body.memory and (await svc.sandbox(who, sandbox_id)).runtime.saves_memory:
+    if body is not None and body.memory and (await svc.live_status(who, sandbox_id)).saves_memory:
         try:
             await svc.pause(who, sandbox_id, memory=True)
             return Response(status_code=204)
@@ -278,9 +287,9 @@ async def pause(sandbox_id: SandboxId, who: Who, svc: Svc, body: PauseBody | Non
     return Response(status_code=204)
 
 
-def _snapshot(ck: Checkpoint) -> dict[str, object]:
+def _snapshot(ck: CheckpointInfo) -> dict[str, object]:
     """E2B's `SnapshotInfo`: a snapshot is a Sandlot checkpoint (of the filesystem), named by its id."""
-    return {"snapshotID": ck.id, "names": [ck.name]}
+    return {"snapshotID": ck.checkpoint_id, "names": [ck.name]}
 
 
 @router.post("/sandboxes/{sandbox_id}/snapshots", status_code=201)
@@ -305,17 +314,17 @@ async def list_snapshots(
     if sandbox_id:
         cks = await checkpoints.list_checkpoints(svc, who, sandbox_id)
     else:
-        cks = [c for c in svc.node.checkpoints.list() if await svc.store.get_sandbox(c.sandbox_id, who.team)]
+        cks = [c for c in await svc.node.list_checkpoints() if await svc.store.get_sandbox(c.sandbox_id, who.team)]
     if name:
-        cks = [c for c in cks if name in (c.id, c.name)]
+        cks = [c for c in cks if name in (c.checkpoint_id, c.name)]
     if next_token:
-        ids = [c.id for c in cks]
+        ids = [c.checkpoint_id for c in cks]
         if next_token not in ids:
             message = f"nextToken {next_token!r} is no snapshot of this list"
             raise errors.InvalidArgumentError(message, field="nextToken")
         cks = cks[ids.index(next_token) + 1 :]
     page = cks[:limit]
-    headers = {"x-next-token": page[-1].id} if len(cks) > limit else {}
+    headers = {"x-next-token": page[-1].checkpoint_id} if len(cks) > limit else {}
     return JSONResponse([_snapshot(c) for c in page], headers=headers)
 
 
@@ -338,16 +347,17 @@ async def fork(
     """Checkpoint the sandbox's filesystem, fork `count` sandboxes from it (they boot afresh on its files,
     with the parent's environment, network policy and metadata), then drop the checkpoint. All or none."""
     body = body or ForkBody()
-    all_public = port_registry(request.app).get(await svc.sandbox(who, sandbox_id)).all_public
+    await svc.live_status(who, sandbox_id)  # the caller's, and alive
+    all_public = (await port_registry(request.app).get(sandbox_id)).all_public
     rec = await svc.get(who, sandbox_id)
     ck = await checkpoints.checkpoint(svc, who, sandbox_id, f"e2b-fork-{secrets.token_hex(4)}")
     try:
         recs = await checkpoints.fork(
-            svc, who, ck.id, ForkRequest(count=body.count, timeout=body.timeout, metadata=rec.metadata)
+            svc, who, ck.checkpoint_id, ForkRequest(count=body.count, timeout=body.timeout, metadata=rec.metadata)
         )
     finally:  # the forks' disks are clones: the checkpoint is not needed past their start
-        await checkpoints.delete(svc, who, ck.id)
-    return JSONResponse([{"sandbox": _started(request, svc, r, all_public=all_public)} for r in recs], status_code=201)
+        await checkpoints.delete(svc, who, ck.checkpoint_id)
+    return JSONResponse([{"sandbox": await _started(request, r, all_public=all_public)} for r in recs], status_code=201)
 
 
 @router.post("/sandboxes/{sandbox_id}/resume", status_code=201)

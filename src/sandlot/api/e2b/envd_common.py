@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from sandlot import errors
+from sandlot.agent.handle import SandboxAgent
 from sandlot.api.e2b.access import sandbox_principal
 from sandlot.api.service import SandboxService
-from sandlot.node import Sandbox as NodeSandbox
 
 __all__ = ["DEFAULT_USER", "Caller", "b64decode", "b64encode", "caller"]
 
@@ -22,7 +22,7 @@ DEFAULT_USER = "user"
 
 @dataclass(frozen=True)
 class Caller:
-    sandbox: NodeSandbox
+    sandbox: SandboxAgent
     user: str
 
     @property
