@@ -28,7 +28,13 @@ if [ "${1:-}" = "--test" ]; then
     docker-registry apache2-utils  # a real registry on 127.0.0.1 for the image tests (htpasswd for its auth)
     skopeo umoci                   # push test images to it; the baseline of the pull benchmark
     openssl                        # signs the bearer tokens of the registry tests' token service
+    openssh-client                 # ssh, scp and sftp drive the SSH gateway's tests
   )
+  # E2B's JavaScript SDK tests (tests/e2b_compat_js) run on Node.js with npm; a host that
+  # already has a Node.js with npm (Debian's or another) keeps it.
+  if ! command -v npm >/dev/null 2>&1; then
+    packages+=(nodejs npm)
+  fi
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -45,8 +51,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [ "${1:-}" = "--test" ]; then
-  .venv/bin/python -m pip install -q -e '.[test,bench]'
+  .venv/bin/python -m pip install -q -e '.[server,test,bench]'
+  # E2B's JavaScript SDKs at the versions tests/e2b_compat_js pins, in a shared cache
+  echo "[setup] E2B JavaScript SDKs in $(.venv/bin/python tests/e2b_compat_js/npm_cache.py)"
 else
-  .venv/bin/python -m pip install -q -e .
+  .venv/bin/python -m pip install -q -e '.[server]'
 fi
 echo "[setup] done: $(.venv/bin/python -c 'import sandlot; print(sandlot.__file__)')"

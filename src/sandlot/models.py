@@ -53,6 +53,9 @@ __all__ = [
     "SandboxList",
     "SandboxState",
     "SignalRequest",
+    "SshKeyCreate",
+    "SshKeyInfo",
+    "SshKeyList",
     "StartEvent",
     "StreamEvent",
     "TarResult",
@@ -615,3 +618,28 @@ class VolumeInfo(_Response):
 
 class VolumeList(_Response):
     volumes: list[VolumeInfo]
+
+
+# ---------------------------------------------------------------- SSH keys (the SSH gateway)
+
+
+class SshKeyCreate(BaseModel):
+    """`POST /ssh-keys`: register a public key; it then logs in over SSH as the team."""
+
+    model_config = ConfigDict(extra="forbid")
+    public_key: str = Field(min_length=1, max_length=16384, description="one OpenSSH public key line")
+    name: str = Field(default="", max_length=256)
+    team: str | None = Field(default=None, max_length=128, description="another team's (admin keys only)")
+
+
+class SshKeyInfo(BaseModel):
+    key_id: str
+    team: str
+    name: str
+    fingerprint: str
+    algorithm: str
+    created_at: float
+
+
+class SshKeyList(BaseModel):
+    keys: list[SshKeyInfo]

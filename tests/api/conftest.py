@@ -23,7 +23,7 @@ def need_root() -> None:
 def api_server() -> Iterator[Server]:
     need_root()
     d = Path(tempfile.mkdtemp(prefix="sandlot-api-", dir="/var/tmp"))
-    server = Server(d / "data").start()
+    server = Server(d / "data", ssh=True).start()
     yield server
     server.stop()
     shutil.rmtree(d, ignore_errors=True)

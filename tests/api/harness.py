@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--max-lifetime", type=int, default=None)
     parser.add_argument("--max-concurrent-starts", type=int, default=None)
     parser.add_argument("--max-queued-starts", type=int, default=256)
+    parser.add_argument("--ssh-port", type=int, default=None)
     args = parser.parse_args()
 
     import uvicorn
@@ -140,6 +141,7 @@ def main() -> None:
         dns_servers=[],  # tests never ask a real resolver
         max_concurrent_starts=args.max_concurrent_starts,
         max_queued_starts=args.max_queued_starts,
+        ssh_port=args.ssh_port,
     )
     node = _fake_node(args.data_dir) if args.fake else None
     app = create_app(config, node=node)
@@ -150,7 +152,13 @@ class Server:
     """A server subprocess. `kill()` is SIGKILL (sandboxes survive); `stop()` kills them too."""
 
     def __init__(
-        self, data_dir: Path, *, database_url: str | None = None, max_sandboxes: int = 100, extra: tuple[str, ...] = ()
+        self,
+        data_dir: Path,
+        *,
+        database_url: str | None = None,
+        max_sandboxes: int = 100,
+        extra: tuple[str, ...] = (),
+        ssh: bool = False,
     ) -> None:
         self.data_dir = data_dir
         #: more arguments for the server (e.g. --hibernate-after 2)
@@ -159,6 +167,10 @@ class Server:
         self.max_sandboxes = max_sandboxes
         self.fake = not agent_available()
         self.port = 0
+        #: run the SSH gateway too (the shared api_server does; tests/ssh_gateway drives it)
+        self.ssh = ssh
+        #: its port, once started
+        self.ssh_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"{data_dir.name}.server.log"
 
@@ -176,8 +188,10 @@ class Server:
 
             built = ensure_bundle(BUNDLE_CACHE)
             shutil.copytree(built.path, self.data_dir / "bundle" / built.path.name, symlinks=True, dirs_exist_ok=True)
-        self.port = free_port()
+        self.port, self.ssh_port = free_port(), free_port()
         cmd = [sys.executable, "-m", "tests.api.harness", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self.ssh:
+            cmd += ["--ssh-port", str(self.ssh_port)]
         cmd += ["--max-sandboxes", str(self.max_sandboxes), *self.extra]
         if self.fake:
             cmd.append("--fake")

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -24,6 +25,7 @@ from fastapi.responses import JSONResponse
 from sandlot import errors
 from sandlot.api import (
     e2b,
+    mcp_http,
     routes_checkpoints,
     routes_code,
     routes_commands,
@@ -34,6 +36,7 @@ from sandlot.api import (
     routes_ports,
     routes_pty,
     routes_sandboxes,
+    routes_ssh_keys,
     routes_transfer,
     routes_volumes,
 )
@@ -45,6 +48,9 @@ from sandlot.api.store import Store, database_url_for
 from sandlot.node import Node, NodeConfig
 from sandlot.node.client import NodeClient
 from sandlot.node.local import LocalNode
+
+if TYPE_CHECKING:
+    from sandlot.api.ssh import SshGateway
 
 __all__ = ["create_app"]
 
@@ -87,10 +93,13 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         app.state.ready, app.state.not_ready_reason = False, "starting"
         await service.start(config.reap_interval)
         warmup = asyncio.create_task(_warm_up(app, node, config))
+        ssh = await _start_ssh(service, store, config)
         try:
             yield
         finally:
             warmup.cancel()
+            if ssh is not None:
+                await ssh.close()
             await app.state.port_proxy.close()
             await service.stop()
             await node.close(kill_sandboxes=config.kill_on_shutdown)
@@ -124,10 +133,12 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         routes_checkpoints,
         routes_volumes,
         routes_code,
+        routes_ssh_keys,
     ):
         app.include_router(module.router)
     routes_ports.install(app, config.ports_domain)
     e2b.install(app)
+    mcp_http.install(app)
     return app
 
 
@@ -151,6 +162,17 @@ def _node_client(config: ApiConfig, given: Node | NodeClient | None) -> NodeClie
             )
         )
     )
+
+
+async def _start_ssh(service: SandboxService, store: Store, config: ApiConfig) -> SshGateway | None:
+    if config.ssh_port is None:
+        return None
+    from sandlot.api.ssh import SshGateway
+
+    gateway = SshGateway(service, store, config.data_dir)
+    port = await gateway.start(config.ssh_host, config.ssh_port)
+    log.info("SSH gateway on %s:%d", config.ssh_host, port)
+    return gateway
 
 
 async def _warm_up(app: FastAPI, node: NodeClient, config: ApiConfig) -> None:

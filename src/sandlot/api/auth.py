@@ -89,10 +89,24 @@ async def _authenticate(store: Store, key: str | None) -> Principal:
     return Principal(rec.key_id, rec.team, rec.admin)
 
 
+async def authenticate_key(store: Store, key: str | None) -> Principal:
+    """The principal of an API key given some other way (the SSH gateway's password)."""
+    return await _authenticate(store, key)
+
+
 async def principal(request: Request) -> Principal:
     """FastAPI dependency: the caller, from its API key."""
     store: Store = request.app.state.store
     return await _authenticate(store, _key_from(request.headers, None))
+
+
+async def authenticated_key(request: Request) -> tuple[Principal, str]:
+    """The caller and the key it sent (for a gateway that calls the API again on its behalf)."""
+    key = _key_from(request.headers, None)
+    store: Store = request.app.state.store
+    who = await _authenticate(store, key)
+    assert key is not None
+    return who, key
 
 
 async def ws_principal(websocket: WebSocket) -> Principal:

@@ -50,6 +50,10 @@ class ApiConfig:
     max_concurrent_starts: int | None = None
     #: starts that may wait in that queue; a create beyond it gets 503 with Retry-After
     max_queued_starts: int = 256
+    #: the SSH gateway's port (`ssh -p PORT SANDBOX_ID@host`); None: no SSH gateway
+    ssh_port: int | None = None
+    #: the address the SSH gateway listens on
+    ssh_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

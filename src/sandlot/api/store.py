@@ -25,7 +25,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from sandlot import errors
 
-__all__ = ["ACTIVE_STATES", "KeyRecord", "PortAccessRecord", "SandboxRecord", "Store", "database_url_for"]
+__all__ = [
+    "ACTIVE_STATES",
+    "KeyRecord",
+    "PortAccessRecord",
+    "SandboxRecord",
+    "SshKeyRecord",
+    "Store",
+    "database_url_for",
+]
 
 T = TypeVar("T")
 
@@ -44,6 +52,18 @@ api_keys = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+# SSH public keys (the SSH gateway): each key logs in as one team; a key belongs to one team only.
+ssh_keys = sa.Table(
+    "ssh_keys",
+    metadata_obj,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("team", sa.String(128), nullable=False, index=True),
+    sa.Column("name", sa.String(256), nullable=False, default=""),
+    sa.Column("fingerprint", sa.String(128), nullable=False, unique=True),
+    sa.Column("public_key", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 sandboxes = sa.Table(
@@ -99,6 +119,16 @@ class KeyRecord:
     admin: bool
     created_at: float
     revoked_at: float | None = None
+
+
+@dataclass
+class SshKeyRecord:
+    key_id: str
+    team: str
+    name: str
+    fingerprint: str
+    public_key: str
+    created_at: float
 
 
 @dataclass
@@ -248,6 +278,47 @@ class Store:
                 .values(revoked_at=time.time())
             )
             return bool(res.rowcount)
+
+        return await self._run(q)
+
+    # ------------------------------------------------------------ SSH keys
+
+    async def add_ssh_key(self, rec: SshKeyRecord) -> None:
+        """Raises ConflictError when the key is registered already (to any team)."""
+
+        def q(c: Connection) -> None:
+            if c.execute(sa.select(ssh_keys.c.team).where(ssh_keys.c.fingerprint == rec.fingerprint)).first():
+                raise errors.ConflictError(f"SSH key {rec.fingerprint} is registered already", field="public_key")
+            c.execute(ssh_keys.insert().values(**rec.__dict__))
+
+        await self._run(q)
+
+    async def ssh_keys(self, team: str | None = None) -> list[SshKeyRecord]:
+        """The SSH keys of `team` (of every team when None), oldest first."""
+
+        def q(c: Connection) -> list[SshKeyRecord]:
+            stmt = sa.select(ssh_keys).order_by(ssh_keys.c.created_at, ssh_keys.c.key_id)
+            if team is not None:
+                stmt = stmt.where(ssh_keys.c.team == team)
+            return [SshKeyRecord(**r._mapping) for r in c.execute(stmt)]
+
+        return await self._run(q)
+
+    async def ssh_key_by_fingerprint(self, fingerprint: str) -> SshKeyRecord | None:
+        def q(c: Connection) -> SshKeyRecord | None:
+            row = c.execute(sa.select(ssh_keys).where(ssh_keys.c.fingerprint == fingerprint)).first()
+            return SshKeyRecord(**row._mapping) if row else None
+
+        return await self._run(q)
+
+    async def remove_ssh_key(self, key_id: str, team: str | None) -> bool:
+        """Remove a key (of `team`, unless None); False when there is no such key."""
+
+        def q(c: Connection) -> bool:
+            stmt = ssh_keys.delete().where(ssh_keys.c.key_id == key_id)
+            if team is not None:
+                stmt = stmt.where(ssh_keys.c.team == team)
+            return bool(c.execute(stmt).rowcount)
 
         return await self._run(q)
 

@@ -16,6 +16,7 @@
     sandlot port url|public|private SANDBOX_ID PORT   a server in the sandbox, through the API
     sandlot volume create|ls|rm            named volumes (mount with create --volume NAME:/path[:ro])
     sandlot keys create|list|revoke        API keys (admin)
+    sandlot keys ssh add|list|rm           the team's SSH keys (sandlot serve --ssh-port)
     sandlot image pull REF                 pull an image from a registry into a template
     sandlot image import|export            docker-save tarballs and OCI layouts in, OCI layouts out
     sandlot template build -t NAME DIR     build a template from a Dockerfile (RUN steps in sandboxes)
@@ -23,7 +24,10 @@
     sandlot template start NAME --cmd ...  a start command (and readiness check) for its sandboxes
     sandlot run -- CMD...                  one command in a fresh sandbox on this host (embeds a node)
     sandlot e2b-env                        export lines that point the E2B SDKs here
+    sandlot mcp                            Sandlot's tools for MCP clients, over stdio
 
+`serve` and `run` need the server part (`pip install 'sandlot[server]'`), `mcp`
+the `mcp` package (`sandlot[mcp]`); they say so when it is missing.
 Every command but `run` and `serve` talks to the API at --api-url / $SANDLOT_API_URL
 with --api-key / $SANDLOT_API_KEY (else a local server's admin key). A user error
 prints `sandlot: <message>` on stderr and exits 2; a command's own exit code is
@@ -49,6 +53,7 @@ from sandlot.cli import (
     kill,
     logs,
     ls,
+    mcp,
     network,
     pause,
     port,
@@ -74,7 +79,7 @@ def cli(ctx: click.Context, api_url: str | None, api_key: str | None) -> None:
     ctx.obj = Api(url=api_url, key=api_key)
 
 
-for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run, network, port, e2b_env):
+for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run, network, port, e2b_env, mcp):
     cli.add_command(_module.command)
 cli.add_command(pause.pause_command)
 cli.add_command(pause.resume_command)

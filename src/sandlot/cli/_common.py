@@ -7,6 +7,7 @@ Commands raise `sandlot.errors.SandlotError` for anything the user can fix;
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ __all__ = [
     "pass_api",
     "print_json",
     "read_stdin",
+    "require_extra",
     "run_async",
     "table",
     "writer",
@@ -95,6 +97,31 @@ def err_console() -> Console:
 
 class OutputClosed(Exception):
     """Whoever read our stdout went away (`sandlot exec ... | head`)."""
+
+
+#: what each extra adds: the modules whose absence means "not installed"
+EXTRAS = {
+    "server": ("fastapi", "uvicorn", "sqlalchemy", "psycopg", "dnslib", "zstandard", "multipart", "asyncssh", "mcp"),
+    "mcp": ("mcp",),
+}
+
+
+def require_extra(extra: str, command: str) -> None:
+    """Fail clearly when `command` needs `sandlot[extra]` and this install is the client alone.
+
+    Raises:
+        RuntimeUnavailableError: naming the missing module and the pip line that adds it.
+    """
+    for module in EXTRAS[extra]:
+        try:
+            missing = importlib.util.find_spec(module) is None
+        except ImportError:
+            missing = True
+        if missing:
+            raise errors.RuntimeUnavailableError(
+                f"`sandlot {command}` needs the {extra} part of Sandlot, which this install lacks "
+                f"(no module {module!r}): pip install 'sandlot[{extra}]'"
+            )
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

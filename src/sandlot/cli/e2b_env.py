@@ -14,8 +14,8 @@ import shlex
 import click
 
 from sandlot import errors
-from sandlot.api.e2b import env_exports
 from sandlot.cli._common import Api, pass_api, run_async
+from sandlot.e2b_env import env_exports
 from sandlot.sdk import AsyncSandbox
 from sandlot.sdk._transport import Transport
 

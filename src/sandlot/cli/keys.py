@@ -1,4 +1,4 @@
-"""`sandlot keys create|list|revoke`: API keys (needs an admin key).
+"""`sandlot keys create|list|revoke`: API keys (needs an admin key); `sandlot keys ssh add|list|rm`: SSH keys.
 
 The SDK has no keys client yet, so these speak the documented endpoints
 (POST/GET /keys, DELETE /keys/{id}) through the SDK's HTTP transport, which
@@ -7,14 +7,16 @@ maps error bodies to SandlotError like every other call.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from rich.text import Text
 
 from sandlot.cli._common import Api, console, fmt_time, json_option, pass_api, print_json, run_async, table
-from sandlot.models import KeyCreated, KeyInfo, KeyList
+from sandlot.models import KeyCreated, KeyInfo, KeyList, SshKeyInfo, SshKeyList
 from sandlot.sdk._transport import Transport
 
 __all__ = ["command"]
@@ -46,7 +48,7 @@ def rows(keys: list[KeyInfo]) -> list[list[str | Text]]:
 
 @click.group("keys")
 def command() -> None:
-    """Manage API keys (admin)."""
+    """Manage API keys (admin) and your team's SSH keys (keys ssh)."""
 
 
 @command.command("create")
@@ -85,4 +87,51 @@ def list_(api: Api, as_json: bool) -> None:
 def revoke(api: Api, key_id: str) -> None:
     """Revoke a key: it stops working at once."""
     run_async(_call(api, lambda t: t.request("DELETE", f"/keys/{key_id}")))
+    click.echo(key_id)
+
+
+@command.group("ssh")
+def ssh_group() -> None:
+    """SSH public keys of your team: they log in with ssh -p PORT SANDBOX_ID@host."""
+
+
+@ssh_group.command("add")
+@click.argument("pubkey_file", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True))
+@click.option("--name", default="", help="a note (default: the key's comment)")
+@click.option("--team", default=None, help="another team's (admin keys only)")
+@json_option
+@pass_api
+def ssh_add(api: Api, pubkey_file: Path, name: str, team: str | None, as_json: bool) -> None:
+    """Register a public key (e.g. ~/.ssh/id_ed25519.pub; - reads stdin)."""
+    text = sys.stdin.read() if str(pubkey_file) == "-" else pubkey_file.read_text()
+    body: dict[str, Any] = {"public_key": text, "name": name, "team": team}
+    info = SshKeyInfo.model_validate(run_async(_call(api, lambda t: t.json("POST", "/ssh-keys", json=body))))
+    if as_json:
+        print_json(info)
+        return
+    click.echo(info.key_id)
+    click.echo(f"sandlot: {info.algorithm} key {info.fingerprint} logs in for team {info.team}", err=True)
+
+
+@ssh_group.command("list")
+@json_option
+@pass_api
+def ssh_list(api: Api, as_json: bool) -> None:
+    """List the team's SSH keys."""
+    keys = SshKeyList.model_validate(run_async(_call(api, lambda t: t.json("GET", "/ssh-keys")))).keys
+    if as_json:
+        print_json(keys)
+        return
+    rows: list[list[str | Text]] = [
+        [k.key_id, k.team, k.algorithm, k.fingerprint, fmt_time(k.created_at), k.name] for k in keys
+    ]
+    console().print(table(["KEY ID", "TEAM", "TYPE", "FINGERPRINT", "ADDED", "NAME"], rows))
+
+
+@ssh_group.command("rm")
+@click.argument("key_id")
+@pass_api
+def ssh_rm(api: Api, key_id: str) -> None:
+    """Remove an SSH key: it stops logging in at once."""
+    run_async(_call(api, lambda t: t.request("DELETE", f"/ssh-keys/{key_id}")))
     click.echo(key_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from sandlot import errors
-from sandlot.cli._common import exit_status, pairs, run_async, writer
+from sandlot.cli._common import exit_status, pairs, require_extra, run_async, writer
 
 __all__ = ["command"]
 
@@ -85,6 +85,7 @@ def command(
 
     One argument runs through /bin/sh -c. Exits with the command's exit code.
     """
+    require_extra("server", "run")
     if not cmd:
         raise errors.InvalidArgumentError("no command given: sandlot run -- CMD [ARG...]", field="cmd")
     return run_async(

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from sandlot import errors
+from sandlot.cli._common import require_extra
 
 __all__ = ["command"]
 
@@ -79,6 +80,13 @@ __all__ = ["command"]
     show_default=True,
     help="creates that may wait for a start; beyond, a create gets 503 with Retry-After",
 )
+@click.option(
+    "--ssh-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="also serve SSH on this port: ssh -p PORT SANDBOX_ID@host (default: no SSH)",
+)
+@click.option("--ssh-host", default=None, help="address the SSH gateway listens on (default: --host)")
 def command(
     host: str,
     port: int,
@@ -95,8 +103,11 @@ def command(
     max_sandboxes: int,
     max_concurrent_starts: int | None,
     max_queued_starts: int,
+    ssh_port: int | None,
+    ssh_host: str | None,
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
+    require_extra("server", "serve")
     from sandlot.api import serve
     from sandlot.api.service import Quotas
 
@@ -122,4 +133,6 @@ def command(
         quotas=Quotas(max_sandboxes=max_sandboxes, max_lifetime_s=max_lifetime),
         max_concurrent_starts=max_concurrent_starts,
         max_queued_starts=max_queued_starts,
+        ssh_port=ssh_port,
+        ssh_host=ssh_host or host,
     )

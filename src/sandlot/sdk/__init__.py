@@ -17,9 +17,9 @@ from sandlot.sdk.commands import AsyncCommandHandle, CommandResult
 from sandlot.sdk.files import AsyncWatchHandle
 from sandlot.sdk.pty import AsyncPtyHandle, PtySize
 from sandlot.sdk.sandbox import AsyncSandbox
-from sandlot.sdk.sync import CommandHandle, PtyHandle, Sandbox, WatchHandle
-from sandlot.sdk.templates import AsyncTemplates, Templates
-from sandlot.sdk.volumes import AsyncVolumes, VolumeInfo, VolumeMount, Volumes
+from sandlot.sdk.sync import CommandHandle, PtyHandle, Sandbox, Templates, Volumes, WatchHandle
+from sandlot.sdk.templates import AsyncTemplates
+from sandlot.sdk.volumes import AsyncVolumes, VolumeInfo, VolumeMount
 
 __all__ = [
     "AsyncCommandHandle",

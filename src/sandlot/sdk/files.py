@@ -78,6 +78,11 @@ class AsyncWatchHandle:
         except TimeoutError:
             return None
 
+    async def __aiter__(self) -> AsyncIterator[WatchEventOut]:
+        """Each event as it comes, until the watch ends (`async for ev in handle`)."""
+        while (ev := await self.next_event()) is not None:
+            yield ev
+
     async def stop(self) -> None:
         """End the watch."""
         self._task.cancel()

@@ -34,7 +34,7 @@ class AsyncSandbox:
     def __init__(self, info: SandboxInfo, transport: Transport) -> None:
         self._transport = transport
         self._info = info
-        self.sandbox_id = info.sandbox_id
+        self.sandbox_id: str = info.sandbox_id
         self.commands = AsyncCommands(self)
         self.files = AsyncFiles(self)
         self.pty = AsyncPty(self)

@@ -1,6 +1,6 @@
 """Templates on a Sandlot server: pull images into them, list, inspect, delete.
 
-`AsyncTemplates` is the implementation; `Templates` is its blocking twin (a thin wrapper).
+`AsyncTemplates` is the implementation; `Templates` (sandlot.sdk.sync) is its generated blocking twin.
 
     from sandlot.sdk import Templates
     Templates.pull("127.0.0.1:5000/team/app:1", on_progress=print)
@@ -22,9 +22,8 @@ from sandlot import errors
 from sandlot.models import TemplateInfo, TemplateList
 from sandlot.safetar import extract_all
 from sandlot.sdk._transport import Transport
-from sandlot.sdk.sync import _Portal
 
-__all__ = ["AsyncTemplates", "Templates"]
+__all__ = ["AsyncTemplates"]
 
 ProgressHandler = Callable[[str], None]
 
@@ -279,42 +278,6 @@ class AsyncTemplates:
             await transport.request("DELETE", _path(name))
         finally:
             await transport.close()
-
-
-class Templates:
-    """The blocking twin of `AsyncTemplates` (same arguments, same errors)."""
-
-    @classmethod
-    def pull(cls, ref: str, **kw: Any) -> TemplateInfo:
-        return _Portal.call(AsyncTemplates.pull(ref, **kw))
-
-    @classmethod
-    def build(cls, context: str | os.PathLike[str], name: str, **kw: Any) -> TemplateInfo:
-        return _Portal.call(AsyncTemplates.build(context, name, **kw))
-
-    @classmethod
-    def import_image(cls, path: str | os.PathLike[str], name: str, **kw: Any) -> TemplateInfo:
-        return _Portal.call(AsyncTemplates.import_image(path, name, **kw))
-
-    @classmethod
-    def export(cls, dest: str | os.PathLike[str], **kw: Any) -> Path:
-        return _Portal.call(AsyncTemplates.export(dest, **kw))
-
-    @classmethod
-    def list(cls, **kw: Any) -> builtins.list[TemplateInfo]:
-        return _Portal.call(AsyncTemplates.list(**kw))
-
-    @classmethod
-    def get(cls, name: str, **kw: Any) -> TemplateInfo:
-        return _Portal.call(AsyncTemplates.get(name, **kw))
-
-    @classmethod
-    def set_start(cls, name: str, cmd: str | None, **kw: Any) -> TemplateInfo:
-        return _Portal.call(AsyncTemplates.set_start(name, cmd, **kw))
-
-    @classmethod
-    def delete(cls, name: str, **kw: Any) -> None:
-        _Portal.call(AsyncTemplates.delete(name, **kw))
 
 
 async def _template_from(

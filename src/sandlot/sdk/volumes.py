@@ -1,4 +1,4 @@
-"""Volumes in the SDK: `AsyncVolumes` (the source) and `Volumes` (blocking), both all static.
+"""Volumes in the SDK: `AsyncVolumes` (the source; `Volumes` in sandlot.sdk.sync is its blocking twin).
 
 Volumes.create("cache")
 sbx = Sandbox.create(volumes=[VolumeMount(name="cache", path="/cache")])
@@ -12,7 +12,7 @@ from sandlot.models import VolumeInfo, VolumeList
 from sandlot.models import VolumeMountRequest as VolumeMount
 from sandlot.sdk._transport import Transport
 
-__all__ = ["AsyncVolumes", "VolumeInfo", "VolumeMount", "Volumes"]
+__all__ = ["AsyncVolumes", "VolumeInfo", "VolumeMount"]
 
 
 class AsyncVolumes:
@@ -53,25 +53,3 @@ class AsyncVolumes:
             await transport.request("DELETE", f"/volumes/{name}")
         finally:
             await transport.close()
-
-
-class Volumes:
-    """Blocking twin of AsyncVolumes."""
-
-    @staticmethod
-    def create(name: str, *, api_url: str | None = None, api_key: str | None = None) -> VolumeInfo:
-        from sandlot.sdk.sync import run_sync
-
-        return run_sync(AsyncVolumes.create(name, api_url=api_url, api_key=api_key))
-
-    @staticmethod
-    def list(*, api_url: str | None = None, api_key: str | None = None) -> builtins.list[VolumeInfo]:
-        from sandlot.sdk.sync import run_sync
-
-        return run_sync(AsyncVolumes.list(api_url=api_url, api_key=api_key))
-
-    @staticmethod
-    def delete(name: str, *, api_url: str | None = None, api_key: str | None = None) -> None:
-        from sandlot.sdk.sync import run_sync
-
-        run_sync(AsyncVolumes.delete(name, api_url=api_url, api_key=api_key))

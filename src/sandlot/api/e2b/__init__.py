@@ -6,13 +6,19 @@
 - `envd_process`, `envd_filesystem`: envd's Connect services, `/files`, `/health`.
 - `interpreter`: the code interpreter's `/execute` and `/contexts`.
 
-`install(app)` adds all of it to the API app. `env_exports` gives the settings
-that point the SDKs here (`sandlot e2b-env`).
+`install(app)` adds all of it to the API app. `env_exports` (from
+`sandlot.e2b_env`, client-side) gives the settings that point the SDKs here.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from sandlot.e2b_env import env_exports
 
 __all__ = ["env_exports", "install"]
 
@@ -24,23 +30,36 @@ def install(app: FastAPI) -> None:
     for module in (control, envd_process, envd_filesystem, interpreter):
         app.include_router(module.router)
     routing.install(app.state.host_routes)
+    _control_plane_errors(app)
 
 
-def env_exports(api_url: str, api_key: str, domain: str | None = None) -> dict[str, str]:
-    """The E2B SDK settings that point it at the Sandlot server at `api_url`.
+_BODY_HEADERS = ("content-length", "content-type")
 
-    Without `domain`, everything goes to that one host and port: the control
-    plane under `/e2b`, in-sandbox calls to `E2B_SANDBOX_URL` with the sandbox
-    named in headers (a loopback or single-host setup). With `domain`, the SDK
-    reaches sandboxes as `https://{port}-{id}.{domain}`: a deployment with
-    wildcard DNS for `*.{domain}` and TLS (a reverse proxy) in front of Sandlot.
+
+def _control_plane_errors(app: FastAPI) -> None:
+    """Errors under /e2b/ in E2B's own shape, `{"code": <HTTP status>, "message"}`.
+
+    E2B's JavaScript SDK tells outcomes apart by that numeric `code` (`Sandbox.kill`
+    answers false on `code === 404`); the Python SDK reads the status. Every
+    handler the app has (installed before this) is wrapped, so both shapes come
+    from one set of handlers.
     """
-    base = api_url.rstrip("/")
-    env = {"E2B_API_KEY": api_key, "E2B_API_URL": f"{base}/e2b"}
-    if domain:
-        env["E2B_DOMAIN"] = domain
-        return env
-    env["E2B_SANDBOX_URL"] = base
-    # uvicorn speaks HTTP/1.1; the SDK's default is HTTP/2 (prior knowledge on http://).
-    env["E2B_HTTP_VERSION"] = "1.1"
-    return env
+    for exc_type, handler in list(app.exception_handlers.items()):
+
+        async def e2b_shaped(request: Request, exc: Exception, handler: Any = handler) -> Response:
+            response: Response = await handler(request, exc)
+            if not request.url.path.startswith("/e2b/"):
+                return response
+            try:
+                message = str(json.loads(bytes(response.body)).get("message", ""))
+            except (ValueError, AttributeError):
+                return response
+            return JSONResponse(
+                {"code": response.status_code, "message": message},
+                status_code=response.status_code,
+                headers={
+                    k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")
+                },
+            )
+
+        app.exception_handlers[exc_type] = e2b_shaped
