@@ -1,10 +1,15 @@
-"""A burst of creates beyond the server's queue: the excess gets 503 with Retry-After at once."""
+"""A burst of creates beyond the server's queue: the excess gets 503 with Retry-After at once;
+and the reaper records a sandbox that died on its own without anyone asking about it."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
+import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,3 +71,22 @@ def test_the_sdk_raises_server_busy_with_the_wait(small_server: Server) -> None:
     busy = [x for x in got if isinstance(x, errors.ServerBusyError)]
     assert busy and all(isinstance(x, (AsyncSandbox, errors.ServerBusyError)) for x in got), got
     assert all(x.retry_after >= 1 for x in busy)
+
+
+def test_the_reaper_records_a_death_nobody_asked_about(small_server: Server) -> None:
+    """The node reports the death (NodeClient.exited); the record says killed and why, with no read of it."""
+    with httpx.Client(base_url=small_server.url, headers={"X-API-Key": small_server.admin_key}, timeout=120) as c:
+        sid = c.post("/sandboxes", json={}).json()["sandbox_id"]
+        os.kill(int((small_server.data_dir / "sandboxes" / sid / "bundle" / "pid").read_text()), signal.SIGKILL)
+        db = sqlite3.connect(f"file:{small_server.data_dir / 'sandlot.db'}?mode=ro", uri=True)
+        try:
+            deadline = time.monotonic() + 30  # the full reconcile of every record is 60 s apart
+            row: tuple[str, str] | None = None
+            while time.monotonic() < deadline:
+                row = db.execute("SELECT state, exit_reason FROM sandboxes WHERE sandbox_id = ?", (sid,)).fetchone()
+                if row and row[0] == "killed":
+                    break
+                time.sleep(0.2)
+        finally:
+            db.close()
+        assert row == ("killed", "the sandbox's init exited"), row

@@ -345,6 +345,8 @@ class SandboxService:
             except errors.SandlotError as exc:
                 log.error("timing out sandbox %s: %s", sid, exc)
         died = await self.node.exited()
+        for sid, why in died.items():  # the node has forgotten them: keep its reason for the record
+            self._gone.setdefault(sid, why)
         if full:
             self._reconciled_at = time.monotonic()
             for rec in await self.store.active():
