@@ -42,13 +42,21 @@ __all__ = ["cpu_ns", "density_figures", "density_markdown", "density_plot", "den
 TEMPLATE = "base"
 #: Sandboxes being filled in at once between two steps of the curve (not measured).
 FILL_CONCURRENCY = 4
+#: Tries of each filling create before the curve goes on with fewer sandboxes than planned.
+FILL_TRIES = 3
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
 
 
 class DensityPlan:
     def __init__(self, quick: bool) -> None:
         self.idle_n = 3 if quick else 20
-        self.window_s = 4.0 if quick else 15.0
-        self.steps = [0, 4, 8] if quick else [0, 50, 100, 150, 200]
+        self.window_s = 3.0 if quick else 15.0
+        #: after sandboxes are made, before a window: their agents' watchdogs go back to sleep
+        self.settle_s = 1.0 if quick else 3.0
+        self.steps = [0, 5] if quick else [0, 50, 100, 150, 200]
         self.probes = 3 if quick else 10
         self.burst = 10 if quick else 100
 
@@ -128,16 +136,26 @@ class _Fleet:
             raise
         return sbx, time.perf_counter() - t0
 
-    async def fill(self, target: int) -> None:
+    async def fill(self, target: int) -> list[str]:
+        """Idle sandboxes added up to `target`. A create that fails is retried (a busy host is a
+        figure, not a crash); the failures are returned, for the report."""
         sem = asyncio.Semaphore(FILL_CONCURRENCY)
+        failures: list[str] = []
 
         async def one() -> None:
             async with sem:
-                sbx, _ = await self.create()
-                await sbx.close()
-                self.sandboxes.append(sbx)
+                for _ in range(FILL_TRIES):
+                    try:
+                        sbx, _ = await self.create()
+                    except Exception as exc:  # reported, not hidden
+                        failures.append(_error(exc))
+                        continue
+                    await sbx.close()
+                    self.sandboxes.append(sbx)
+                    return
 
         await asyncio.gather(*(one() for _ in range(target - len(self.sandboxes))))
+        return failures
 
     async def kill_all(self) -> float:
         t0 = time.perf_counter()
@@ -163,7 +181,7 @@ async def idle_cpu(fleet: _Fleet, plan: DensityPlan, work: Path) -> dict[str, An
         await fleet.fill(plan.idle_n)
         for _ in range(plan.idle_n):
             cids.append(await asyncio.to_thread(raw.start_sleeper))
-        await asyncio.sleep(3)  # let both settle (the agent's watchdog goes back to sleep)
+        await asyncio.sleep(plan.settle_s)
         cpu = await measure_cpu(
             {
                 "sandlot": fleet.sandbox_pids,
@@ -192,12 +210,16 @@ async def idle_cpu(fleet: _Fleet, plan: DensityPlan, work: Path) -> dict[str, An
 async def curve(fleet: _Fleet, plan: DensityPlan) -> list[dict[str, Any]]:
     steps = []
     for target in plan.steps:
-        await fleet.fill(target)
-        await asyncio.sleep(3)
+        failures = await fleet.fill(target)
+        await asyncio.sleep(plan.settle_s)
         cpu = await measure_cpu({"sandlot": fleet.sandbox_pids, "server": fleet.server_pids}, plan.window_s)
         creates, kills = [], []
         for _ in range(plan.probes):
-            sbx, took = await fleet.create()
+            try:
+                sbx, took = await fleet.create()
+            except Exception as exc:  # reported, not hidden
+                failures.append(_error(exc))
+                continue
             creates.append(took)
             kills.append(await _kill(sbx))
             await sbx.close()
@@ -212,12 +234,15 @@ async def curve(fleet: _Fleet, plan: DensityPlan) -> list[dict[str, Any]]:
             "idle_pss_mb": statistics.median(per) if per else float("nan"),
             "host_available": host_available_fraction(),
             "load": os.getloadavg()[0],
+            "create_errors": len(failures),
+            "error_samples": failures[:3],
         }
         steps.append(step)
         print(
             f"  density {step['sandboxes']}: create p50 {step['create']['p50_ms']:.0f} ms, "
             f"kill p50 {step['kill']['p50_ms']:.0f} ms, host CPU {cpu['host']:.0f}% of a core, "
-            f"Sandlot {step['sandlot_cpu_pct']:.1f}%, load {step['load']:.1f}",
+            f"Sandlot {step['sandlot_cpu_pct']:.1f}%, load {step['load']:.1f}"
+            + (f"; {len(failures)} creates failed, first: {failures[0]}" if failures else ""),
             flush=True,
         )
     return steps
@@ -236,7 +261,7 @@ async def burst(fleet: _Fleet, n: int) -> dict[str, Any]:
     got = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
     total = time.perf_counter() - t0
     ok = [x for x in got if isinstance(x, float)]
-    errs = [f"{type(x).__name__}: {x}"[:200] for x in got if not isinstance(x, float)]
+    errs = [_error(x) for x in got if not isinstance(x, float)]
     t0 = time.perf_counter()
     kills = await asyncio.gather(*(_kill(s) for s in made), return_exceptions=True)
     kill_total = time.perf_counter() - t0
@@ -380,16 +405,19 @@ def density_markdown(s: dict[str, Any], fmt: Callable[[float, str], str]) -> lis
         base = _num(steps[0]["create"]["p50_ms"])
         lines += [
             "| idle sandboxes | create → first command p50 | vs none idle | kill p50 | host CPU | Sandlot CPU "
-            "| idle PSS each | host memory available | load |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| idle PSS each | host memory available | load | failed creates |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for st in steps:
             p50 = _num(st["create"]["p50_ms"])
             lines.append(
                 f"| {st['sandboxes']} | {fmt(p50, 'ms')} | {p50 / base:.2f}x | {fmt(_num(st['kill']['p50_ms']), 'ms')} "
                 f"| {st['host_cpu_pct']:.0f}% | {st['sandlot_cpu_pct']:.1f}% | {fmt(_num(st['idle_pss_mb']), 'MB')} "
-                f"| {st['host_available'] * 100:.0f}% | {st['load']:.1f} |"
+                f"| {st['host_available'] * 100:.0f}% | {st['load']:.1f} | {st.get('create_errors', 0)} |"
             )
+        failed = [e for st in steps for e in st.get("error_samples", [])]
+        if failed:
+            lines += ["", f"Failed creates (retried while filling): {'; '.join(failed[:3])}"]
         lines += ["", f"CPU in % of one core (this host has {os.cpu_count()} cores).", ""]
     b = s.get("http burst")
     if b:
