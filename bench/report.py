@@ -11,6 +11,7 @@ from typing import Any
 
 from compat import e2b_rows
 from density import density_markdown, density_plot, density_rows
+from microvm_bench import microvm_rows
 
 __all__ = ["ANCHORS", "NOT_YET", "markdown", "plots", "rows", "summary_line"]
 
@@ -252,16 +253,9 @@ def markdown(r: dict[str, Any]) -> str:
         "| metric | sandlot | nearest baseline | baseline | ratio | runs |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for metric, ours, unit, bname, base, runs in rows(r):
-        lines.append(
-            f"| {metric} | {_fmt(ours, unit)} | {bname} | {_fmt(base, unit)} | {_ratio_str(ours, base)} | {runs} |"
-        )
-    for metric, ours, unit, bname, base, runs in e2b_rows(r["sandlot"]):
-        if ours == ours:  # not NaN: the E2B SDKs were installed
-            lines.append(
-                f"| {metric} | {_fmt(ours, unit)} | {bname} | {_fmt(base, unit)} | {_ratio_str(ours, base)} | {runs} |"
-            )
-    for metric, ours, unit, bname, base, runs in density_rows(r["sandlot"]):
+    # The E2B and microvm rows are NaN where they did not run here (no E2B SDK, no microvm): left out.
+    optional = [row for row in [*e2b_rows(r["sandlot"]), *microvm_rows(r["sandlot"])] if row[1] == row[1]]
+    for metric, ours, unit, bname, base, runs in [*rows(r), *density_rows(r["sandlot"]), *optional]:
         lines.append(
             f"| {metric} | {_fmt(ours, unit)} | {bname} | {_fmt(base, unit)} | {_ratio_str(ours, base)} | {runs} |"
         )

@@ -29,6 +29,9 @@ from density import density_figures
 from images_bench import image_figures
 from lib import IMAGE_CACHE, ROOT
 from measure import http_figures, make_node, node_figures
+from microvm_bench import microvm_figures
+
+from sandlot import errors
 
 #: Kept between runs so that only the first run builds the Go agent.
 BUNDLE_CACHE = Path("/var/tmp/sandlot-bench-cache/bundle")
@@ -39,6 +42,10 @@ async def run_sandlot(plan: Plan, work: Path) -> dict[str, Any]:
     try:
         out = await node_figures(node, plan)
         out.update(await image_figures(node, plan, work / "images"))
+        try:
+            out["microvm"] = await microvm_figures(node, plan)
+        except errors.RuntimeUnavailableError as exc:  # no QEMU or guest kernel here: say so, not a crash
+            out["microvm"] = {"skipped": exc.message}
     finally:
         await node.close()
     out.update(await http_figures(work / "api", BUNDLE_CACHE, plan))

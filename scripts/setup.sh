@@ -21,6 +21,8 @@ packages=(
   conntrack             # a released sandbox address leaves no tracked flows to its next holder
   postgresql            # the API's PostgreSQL tests start a throwaway cluster
   bubblewrap            # a baseline of bench/run
+  qemu-system-x86 linux-image-cloud-amd64  # the microvm runtime: QEMU and the guest's kernel
+  erofs-utils lz4       # microvm: templates as read-only erofs disks; the kernel booted uncompressed
   python3 python3-venv python3-pip
 )
 if [ "${1:-}" = "--test" ]; then

@@ -87,6 +87,16 @@ def debian_image(node: Any) -> Any:
     return node.images.ensure("debian")
 
 
+@pytest.fixture(scope="module")
+def internet() -> Iterator[Any]:
+    """The network tests' private "internet" (tests/netlab.py), one per module."""
+    from tests.netlab import Internet
+
+    inet = Internet().start()
+    yield inet
+    inet.stop()
+
+
 @pytest.fixture(params=["gvisor", "container"])
 def runtime_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -176,7 +176,9 @@ class SandboxCreate(_Request):
     template: str | None = Field(
         default=None, min_length=1, max_length=256, description="image name; default: the server's ('base': Debian)"
     )
-    runtime: str | None = Field(default=None, min_length=1, max_length=64, description="gvisor (default) or container")
+    runtime: str | None = Field(
+        default=None, min_length=1, max_length=64, description="gvisor (default), microvm or container"
+    )
     cpu: float = Field(default=1.0, allow_inf_nan=False, description="cores")
     memory_mb: int = 512
     disk_mb: int = 1024

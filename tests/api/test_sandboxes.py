@@ -20,7 +20,16 @@ def _create(c: httpx.Client, **body: object) -> dict[str, object]:
 
 
 def test_health_and_openapi(api_server: Server) -> None:
-    assert httpx.get(api_server.url + "/health").json() == {"status": "ok"}
+    health = httpx.get(api_server.url + "/health").json()
+    assert health["status"] == "ok"
+    deadline = time.monotonic() + 60  # the runtimes' report follows readiness (microvm probes KVM once)
+    while not health["runtimes"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        health = httpx.get(api_server.url + "/health").json()
+    runtimes = health["runtimes"]
+    assert runtimes["gvisor"]["available"] and runtimes["container"]["available"]
+    assert runtimes["microvm"]["available"], runtimes["microvm"]
+    assert runtimes["microvm"]["accelerator"] in ("kvm", "tcg") and runtimes["microvm"]["accelerator_reason"]
     spec = httpx.get(api_server.url + "/openapi.json").json()
     assert "/sandboxes" in spec["paths"] and "/sandboxes/{sandbox_id}/files" in spec["paths"]
 

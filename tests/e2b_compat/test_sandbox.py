@@ -148,3 +148,24 @@ def test_errors(e2b_env: dict[str, str]) -> None:
         Sandbox.create(template="no-such-template")
     with pytest.raises(AuthenticationException):
         Sandbox.list(api_key="sl_not_a_key").next_items()
+
+
+def test_microvm_runtime_through_metadata(e2b_env: dict[str, str]) -> None:
+    """The E2B SDK has no runtime option; Sandlot reads it from the metadata, and the SDK's
+    commands, files and terminals work unchanged in a microVM (its own kernel)."""
+    from e2b import PtySize
+
+    vm = Sandbox.create(template="base", timeout=600, metadata={"sandlot.runtime": "microvm"}, request_timeout=300)
+    try:
+        r = vm.commands.run("uname -r; cat /proc/1/cmdline")
+        kernel, init = r.stdout.splitlines()
+        assert kernel.endswith("-cloud-amd64") and init.startswith("/.sandlot/sandlot-agent")
+        vm.files.write("notes/vm.txt", "in a vm")
+        assert vm.commands.run("cat ~/notes/vm.txt").stdout == "in a vm"
+        chunks: list[bytes] = []
+        term = vm.pty.create(PtySize(rows=24, cols=80))
+        vm.pty.send_stdin(term.pid, b"stty size; exit 0\n")
+        term.wait(on_pty=chunks.append)
+        assert "24 80" in b"".join(chunks).decode(errors="replace")
+    finally:
+        vm.kill()

@@ -36,13 +36,6 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def internet() -> Iterator[Internet]:
-    inet = Internet().start()
-    yield inet
-    inet.stop()
-
-
-@pytest.fixture(scope="module")
 def net_node(loop: LoopThread, internet: Internet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A node whose sandboxes' DNS goes to the lab's server (never a real resolver)."""
     from sandlot.node import Node, NodeConfig

@@ -91,6 +91,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         )
         app.state.config, app.state.store, app.state.service = config, store, service
         app.state.ready, app.state.not_ready_reason = False, "starting"
+        app.state.runtimes = {}
         await service.start(config.reap_interval)
         warmup = asyncio.create_task(_warm_up(app, node, config))
         ssh = await _start_ssh(service, store, config)
@@ -115,9 +116,13 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
 
     @app.get("/health", tags=["health"], responses={503: {"description": "not ready yet"}})
     async def health(request: Request) -> JSONResponse:
-        """200 once sandboxes can be created; 503 (with the reason) before."""
+        """200 once sandboxes can be created; 503 (with the reason) before.
+
+        `runtimes`: each isolation runtime, whether this host can run it, and
+        for microvm its accelerator (kvm or tcg), once the node has chosen it.
+        """
         if request.app.state.ready:
-            return JSONResponse({"status": "ok"})
+            return JSONResponse({"status": "ok", "runtimes": request.app.state.runtimes})
         reason = request.app.state.not_ready_reason
         return error_response(503, errors.RuntimeUnavailableError.code, f"not ready: {reason}")
 
@@ -183,6 +188,8 @@ async def _warm_up(app: FastAPI, node: NodeClient, config: ApiConfig) -> None:
             app.state.not_ready_reason = f"preparing the {config.default_template!r} image"
             await node.prepare(config.default_template)
         app.state.ready = True
+        # After ready: the first microvm check on a host boots a probe guest (seconds).
+        app.state.runtimes = await node.runtimes()
         for template, size in config.warm_pools.items():
             await node.set_pool(template, None, size)
     except errors.SandlotError as exc:

@@ -15,7 +15,7 @@ __all__ = ["command"]
 @click.command("create")
 @click.option("--template", "-t", default=None, help="template (default: the server's, usually base)")
 @click.option("--image", "-i", default=None, metavar="REF", help="an image reference instead, pulled on first use")
-@click.option("--runtime", default=None, help="gvisor (default) or container")
+@click.option("--runtime", default=None, help="gvisor (default), microvm or container")
 @click.option("--cpu", type=float, default=None, help="cores")
 @click.option("--memory-mb", type=int, default=None, help="memory limit in MiB")
 @click.option("--disk-mb", type=int, default=None, help="writable disk in MiB")

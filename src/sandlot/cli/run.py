@@ -60,7 +60,7 @@ async def _run(
 
 @click.command("run", context_settings={"allow_interspersed_args": False})
 @click.option("--image", default="base", show_default=True, help="image name (base, debian, busybox)")
-@click.option("--runtime", default="gvisor", show_default=True, help="gvisor or container")
+@click.option("--runtime", default="gvisor", show_default=True, help="gvisor, microvm or container")
 @click.option("--cpu", type=float, default=1.0, show_default=True, help="cores")
 @click.option("--memory-mb", type=int, default=512, show_default=True, help="memory limit in MiB")
 @click.option("--disk-mb", type=int, default=1024, show_default=True, help="writable layer size in MiB")

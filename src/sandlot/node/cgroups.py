@@ -1,7 +1,8 @@
 """The host cgroups of a sandbox (cgroup v1 and v2), for accounting and cleanup.
 
-The runtimes create them from the OCI config's `cgroupsPath`
-(`/sandlot/<sandbox id>`); this module finds what they left behind.
+The OCI runtimes create them from the OCI config's `cgroupsPath`
+(`/sandlot/<sandbox id>`); the microvm runtime makes its own with `create`.
+This module finds what they left behind.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from sandlot.node.spec import CGROUP_PARENT
 
-__all__ = ["ROOT", "memory_usage", "paths", "procs", "remove"]
+__all__ = ["ROOT", "create", "memory_usage", "paths", "procs", "remove"]
 
 ROOT = Path("/sys/fs/cgroup")
 
@@ -43,6 +44,34 @@ def memory_usage(sandbox_id: str) -> int | None:
             with contextlib.suppress(OSError, ValueError):
                 return int(f.read_text())
     return None
+
+
+def create(sandbox_id: str, memory_bytes: int, cpu_quota_us: int, cpu_period_us: int, pids: int) -> list[Path]:
+    """The sandbox's memory, cpu and pids cgroups with these limits; returns where to write its pid."""
+    made: list[Path] = []
+    if (ROOT / "cgroup.controllers").exists():  # pure v2
+        d = ROOT / CGROUP_PARENT / sandbox_id
+        d.mkdir(parents=True, exist_ok=True)
+        _write(d / "memory.max", memory_bytes)
+        (d / "cpu.max").write_text(f"{cpu_quota_us} {cpu_period_us}")
+        _write(d / "pids.max", pids)
+        return [d]
+    limits = {
+        "memory": {"memory.limit_in_bytes": memory_bytes},
+        "cpu": {"cpu.cfs_period_us": cpu_period_us, "cpu.cfs_quota_us": cpu_quota_us},
+        "pids": {"pids.max": pids},
+    }
+    for controller, files in limits.items():
+        d = ROOT / controller / CGROUP_PARENT / sandbox_id
+        d.mkdir(parents=True, exist_ok=True)
+        for name, value in files.items():
+            _write(d / name, value)
+        made.append(d)
+    return made
+
+
+def _write(path: Path, value: int) -> None:
+    path.write_text(str(value))
 
 
 def remove(sandbox_id: str) -> list[str]:

@@ -34,6 +34,7 @@ Why this cut (CONVENTIONS.md 2: where it runs is not how you talk to it):
 How each maps to HTTP (for the node daemon; paths under its `/v1`):
 
     info                  GET    /info
+    runtimes              GET    /runtimes
     prepare               POST   /prepare                      {template}
     recover               POST   /recover                      {id: spec}
     close                 (the daemon's own shutdown; not a request)
@@ -70,7 +71,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from sandlot.agent.handle import SandboxAgent
 from sandlot.node.protocol import (
@@ -108,6 +109,11 @@ class NodeClient(abc.ABC):
     @abc.abstractmethod
     async def info(self) -> NodeInfo:
         """Health and free capacity."""
+
+    @abc.abstractmethod
+    async def runtimes(self) -> dict[str, dict[str, Any]]:
+        """Each isolation runtime: whether this node can run it (else why not), and what it says
+        of itself (microvm: its accelerator). The first call may boot a probe guest (seconds)."""
 
     @abc.abstractmethod
     async def prepare(self, template: str | None) -> None:

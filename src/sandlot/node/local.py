@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
@@ -143,6 +143,9 @@ class LocalNode(NodeClient):
             disk_free_bytes=disk.free,
             templates=[i.name for i in templates],
         )
+
+    async def runtimes(self) -> dict[str, dict[str, Any]]:
+        return await self.node.runtime_report()
 
     async def prepare(self, template: str | None) -> None:
         await self.node.bundle()

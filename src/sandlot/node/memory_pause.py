@@ -58,7 +58,8 @@ async def save(node: Node, sbx: Sandbox, dest: Path | None = None) -> None:
     from sandlot.node.node import _wait_gone
 
     sbx.runtime.check_saves_memory()
-    _check_no_tcp(sbx)
+    if not sbx.runtime.saves_open_connections:
+        _check_no_tcp(sbx)
     target = dest or image_dir(sbx)
     tmp = target.with_name(target.name + ".tmp")  # beside it: the rename must not cross filesystems
     shutil.rmtree(tmp, ignore_errors=True)
@@ -117,6 +118,7 @@ async def load(node: Node, sbx: Sandbox, src: Path | None = None) -> None:
     await sbx.reconnect()
     image = src or image_dir(sbx)
     try:
+        await sbx.runtime.prepare_disk(sbx.layer)
         pid = await sbx.runtime.restore_memory(
             sbx.id, sbx.dir / "bundle", image, sbx.dir / "runtime.log", connected=sbx.net is not None
         )

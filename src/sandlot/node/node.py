@@ -37,7 +37,7 @@ from sandlot.node.oci.registry import RegistryConfig
 from sandlot.node.oci.store import ImageStore
 from sandlot.node.pool import WarmPool
 from sandlot.node.rootfs import SpareDisks, WritableLayer
-from sandlot.node.runtimes import Runtime, make_runtime
+from sandlot.node.runtimes import RUNTIMES, Runtime, make_runtime
 from sandlot.node.sandbox import Sandbox, State
 from sandlot.node.spec import SandboxSpec, new_sandbox_id, oci_config
 from sandlot.node.volumes import VolumeStore, bind_mounts
@@ -49,8 +49,6 @@ log = logging.getLogger("sandlot.node")
 
 #: Unix socket paths are limited to 108 bytes (with the NUL) by sockaddr_un.
 MAX_SOCKET_PATH = 107
-#: How long a new sandbox's agent may take to dial in (gVisor boots in ~0.2 s).
-AGENT_CONNECT_TIMEOUT = 30.0
 #: How often the host names of network policies are resolved again (answers change: CDNs, failover).
 NAME_REFRESH_INTERVAL = 60.0
 #: How long `kill` waits for a killed sandbox's cleanup before returning (it goes on in the background).
@@ -140,10 +138,23 @@ class Node:
     def runtime(self, name: str) -> Runtime:
         rt = self._runtimes.get(name)
         if rt is None:
-            rt = make_runtime(name, self.state_dir, gvisor_platform=self.config.gvisor_platform)
+            rt = make_runtime(
+                name, self.state_dir, gvisor_platform=self.config.gvisor_platform, cache_dir=self.config.images_dir
+            )
             rt.check()
             self._runtimes[name] = rt
         return rt
+
+    async def runtime_report(self) -> dict[str, dict[str, Any]]:
+        """Each runtime: whether this host can run it (else why not), and what it says of itself."""
+        report: dict[str, dict[str, Any]] = {}
+        for name in RUNTIMES:
+            try:
+                rt = self.runtime(name)
+                report[name] = {"available": True, **(await rt.describe())}
+            except errors.SandlotError as exc:
+                report[name] = {"available": False, "reason": exc.message}
+        return report
 
     async def bundle(self) -> Bundle:
         if self._bundle is None:
@@ -257,6 +268,7 @@ class Node:
     async def boot(self, sbx: Sandbox) -> asyncio.Task[None]:
         """Start the provisioned sandbox's runtime and wait for its agent; returns its exit watcher."""
         connected = sbx.net is not None
+        await sbx.runtime.prepare_disk(sbx.layer)
         pid = await sbx.runtime.start(sbx.id, sbx.dir / "bundle", sbx.dir / "runtime.log", connected=connected)
         exited = self._spawn(reaper.wait_exit(pid))
         for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
@@ -337,6 +349,7 @@ class Node:
             pids_limit=res.pids,
             extra_env={"SANDLOT_AGENT_CONFIG": f"{MOUNT_POINT}/run/config.json"},
             netns_path=await self._attach_network(sbx, net_setup),
+            disk=str(sbx.layer.image_file),
         )
         config["mounts"] += bind_mounts(self.volumes, spec.volumes)
         sbx.runtime.adjust(config)
@@ -375,7 +388,7 @@ class Node:
     async def renew_network(self, sbx: Sandbox) -> None:
         """A fresh namespace for a runtime that starts again: runsc takes the interface's
         address into its own netstack when it starts, so a namespace serves one start only."""
-        if sbx.net is None:
+        if sbx.net is None or not sbx.runtime.netns_single_use:
             return
         old, sbx.net = sbx.net, None
         problems = await self.network.teardown(old)
@@ -428,7 +441,7 @@ class Node:
                     log.error("refreshing the host names of sandbox %s: %s", sbx.id, exc)
 
     async def wait_agent(self, sbx: Sandbox, exited: asyncio.Task[None]) -> None:
-        waiter = asyncio.ensure_future(sbx.conn.wait_connected(AGENT_CONNECT_TIMEOUT))
+        waiter = asyncio.ensure_future(sbx.conn.wait_connected(sbx.runtime.agent_connect_timeout))
         await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
         if not waiter.done():
             waiter.cancel()
@@ -557,13 +570,7 @@ class Node:
                 return await self.checkpoints.take(sandbox_id, name, sbx.spec, with_memory, memory=True)
 
             async def snapshot(dest: Path) -> None:
-                if was_running:
-                    await sbx.runtime.pause(sandbox_id)
-                try:
-                    await asyncio.to_thread(sbx.layer.snapshot, dest)
-                finally:
-                    if was_running:
-                        await sbx.runtime.resume(sandbox_id)
+                await sbx.runtime.snapshot_disk(sandbox_id, sbx.layer, dest, running=was_running)
 
             return await self.checkpoints.take(sandbox_id, name, sbx.spec, snapshot)
 

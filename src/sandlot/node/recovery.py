@@ -140,13 +140,13 @@ async def _adopt(node: Node, sbx: Sandbox, *, wanted: bool) -> str | None:
     if not wanted:
         return "no record of it survived the restart"
     if memory_pause.saved(sbx) or hibernation.marked(sbx):  # nothing runs: its files wait for a resume
-        if not sbx.layer.mounted:
+        if sbx.runtime.mounts_rootfs_on_host and not sbx.layer.mounted:
             return "its root filesystem was unmounted while the node was down"
         node.adopt_saved(sbx)
         return None
     if not await sbx.runtime.alive(sbx.id):
         return "it stopped while the node was down"
-    if not sbx.layer.mounted:
+    if sbx.runtime.mounts_rootfs_on_host and not sbx.layer.mounted:
         return "its root filesystem was unmounted while the node was down"
     # A paused sandbox's agent is frozen and cannot call back: thaw it first
     # (resuming a running sandbox is a harmless error); the caller re-pauses it.

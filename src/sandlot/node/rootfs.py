@@ -31,10 +31,11 @@ from pathlib import Path
 from sandlot import errors
 from sandlot.node.fileclone import clone_file, frozen_fs
 
-__all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "umount"]
+__all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "mount_readonly_overlay", "umount"]
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
+MS_RDONLY = 1
 
 
 def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
@@ -46,6 +47,11 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None
 def mount_overlay(lower: str | Path, upper: Path, work: Path, target: Path) -> None:
     """`lower` is one directory or several joined by ':' (the top one first)."""
     _mount("overlay", str(target), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+
+
+def mount_readonly_overlay(lower: str | Path, target: Path) -> None:
+    """The lowers alone (two or more, joined by ':'), merged and read-only."""
+    _mount("overlay", str(target), "overlay", MS_RDONLY, f"lowerdir={lower}")
 
 
 def umount(target: Path) -> None:
@@ -172,8 +178,15 @@ class WritableLayer:
 
     def snapshot(self, dest: Path) -> None:
         """Copy the disk, consistent, to `dest` (a clone: costs what was written)."""
+        if not is_mountpoint(self.layer):  # a guest kernel's disk (microvm): its runtime made it consistent
+            self.clone_disk(dest)
+            return
         with frozen_fs(self.layer):
             clone_file(self.image_file, dest)
+
+    def clone_disk(self, dest: Path) -> None:
+        """Clone the disk file as it is: for a disk that is not mounted here, or that its user froze."""
+        clone_file(self.image_file, dest)
 
     def stage(self, source: Path) -> Path:
         """Clone `source` beside the disk, for `swap`; a failure (a full store) changes nothing."""

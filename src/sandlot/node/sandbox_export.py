@@ -10,13 +10,17 @@ its files are read, so the export is one consistent moment of it.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from pathlib import Path
 
 from sandlot import errors
 from sandlot.node.bundle import MOUNT_POINT
 from sandlot.node.node import Node
 from sandlot.node.oci.export import export_layout
-from sandlot.node.sandbox import State
+from sandlot.node.rootfs import umount
+from sandlot.node.runtimes.base import run_or_raise
+from sandlot.node.sandbox import Sandbox, State
 
 __all__ = ["export_sandbox"]
 
@@ -29,6 +33,8 @@ async def export_sandbox(node: Node, sandbox_id: str, dest: Path, *, tag: str = 
     sbx = node.get(sandbox_id)
     if sbx.state not in (State.RUNNING, State.PAUSED):
         raise errors.SandboxStateError(f"cannot export sandbox {sandbox_id} in state {sbx.state.value}")
+    if not sbx.runtime.mounts_rootfs_on_host:
+        return await _export_guest_disk(node, sbx, Path(dest), tag)
     layers = [*sbx.image.layers, sbx.layer.upper]
     was_running = sbx.state is State.RUNNING
     if was_running:
@@ -46,3 +52,25 @@ async def export_sandbox(node: Node, sandbox_id: str, dest: Path, *, tag: str = 
     finally:
         if was_running:
             await node.resume(sandbox_id)
+
+
+async def _export_guest_disk(node: Node, sbx: Sandbox, dest: Path, tag: str) -> str:
+    """A microVM's disk is its guest's: export a consistent clone of it, mounted read-only here."""
+    clone = sbx.layer.image_file.with_name(sbx.layer.image_file.name + ".export")
+    mnt = Path(tempfile.mkdtemp(prefix="export-", dir=sbx.dir))
+    await sbx.runtime.snapshot_disk(sbx.id, sbx.layer, clone, running=sbx.state is State.RUNNING)
+    try:
+        what = "mounting a clone of the sandbox's disk"
+        await run_or_raise(what, "mount", "-o", "loop,ro,noload", str(clone), str(mnt))
+        try:
+            layers = [*sbx.image.layers, mnt / "upper"]
+            return await asyncio.to_thread(
+                export_layout, layers, sbx.image.config.to_oci(), dest, tag=tag,
+                skip={len(layers) - 1: NODE_PATHS}, progress=lambda line: None,
+            )  # fmt: skip
+        finally:
+            await asyncio.to_thread(umount, mnt)
+    finally:
+        clone.unlink(missing_ok=True)
+        shutil.rmtree(mnt, ignore_errors=True)
+

@@ -108,8 +108,13 @@ def oci_config(
     pids_limit: int,
     extra_env: dict[str, str] | None = None,
     netns_path: str | None = None,
+    disk: str | None = None,
 ) -> dict[str, Any]:
-    """The OCI runtime config both runtimes start from; each adjusts its own parts."""
+    """The OCI runtime config every runtime starts from; each adjusts its own parts.
+
+    Its annotations name the sandbox's writable disk and the template's layers:
+    a runtime that boots a guest kernel (microvm) mounts those, not `root`.
+    """
     caps = list(DEFAULT_CAPS)
     # A container may not raise its hard limit above the node's own.
     nofile = min(1 << 20, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
@@ -127,6 +132,7 @@ def oci_config(
             "noNewPrivileges": False,
         },
         "root": {"path": rootfs, "readonly": False},
+        "annotations": {"org.sandlot.image.lowerdir": image.lowerdir, **({"org.sandlot.disk": disk} if disk else {})},
         "hostname": spec.hostname,
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},

@@ -72,7 +72,7 @@ class AsyncSandbox:
             image: an image reference instead (`host:port/repo:tag`), pulled on first use.
             registry_auth: (username, password) for `image`'s registry, if the server has none configured.
             timeout: seconds until the server kills it (extend with `set_timeout`).
-            runtime: "gvisor" (default) or "container".
+            runtime: "gvisor" (default), "microvm" (a QEMU VM with its own kernel) or "container".
             cpu: cores.
             memory_mb: memory limit.
             disk_mb: size of its writable disk.

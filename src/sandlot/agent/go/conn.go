@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 )
 
@@ -26,7 +25,7 @@ type frame struct {
 }
 
 type conn struct {
-	c       net.Conn
+	c       io.ReadWriteCloser
 	wmu     sync.Mutex
 	smu     sync.Mutex
 	streams map[uint32]*stream
@@ -48,7 +47,7 @@ type stream struct {
 	unacked  int64
 }
 
-func newConn(c net.Conn) *conn {
+func newConn(c io.ReadWriteCloser) *conn {
 	return &conn{c: c, streams: map[uint32]*stream{}}
 }
 

@@ -11,6 +11,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -23,6 +24,8 @@ type agent struct {
 	config    AgentConfig
 	procs     *processTable
 	startedAt int64
+	// workCgroup: in a microVM, the cgroup the sandbox's processes are started in (see forkExec)
+	workCgroup string
 }
 
 func loadConfig() (AgentConfig, error) {
@@ -57,7 +60,7 @@ func main() {
 		// Not init (tests on a host): still become the parent of orphans.
 		_ = prctlSubreaper()
 	}
-	a := &agent{config: cfg, startedAt: time.Now().UnixMilli()}
+	a := &agent{config: cfg, startedAt: time.Now().UnixMilli(), workCgroup: os.Getenv("SANDLOT_VM_CGROUP")}
 	a.procs = newProcessTable(a)
 	if cfg.MemoryLimitBytes > 0 || cfg.PidsLimit > 0 {
 		a.procs.watch = newWatchdog(a.procs, cfg.MemoryLimitBytes, cfg.PidsLimit)
@@ -65,12 +68,20 @@ func main() {
 	}
 	go a.procs.reap()
 	go a.forwardSignals()
+	// In a microVM the init names the node link (a virtio-serial port) and the VM's control port.
+	link := cfg.SocketPath
+	if env := os.Getenv("SANDLOT_AGENT_SOCKET"); env != "" {
+		link = env
+	}
+	if ctl := os.Getenv("SANDLOT_VM_CONTROL"); ctl != "" {
+		go serveVMControl(ctl, os.Getenv("SANDLOT_VM_DISK_FD"))
+	}
 	// Redial at once after a drop (a restore reconnects within ~50 ms), then
 	// back off to once a second: a node that is down (restarting) must not
 	// keep every sandbox busy.
 	delay := redialMin
 	for {
-		c, err := net.Dial("unix", cfg.SocketPath)
+		c, err := dialNode(link)
 		if err != nil {
 			time.Sleep(delay)
 			if delay *= 2; delay > redialMax {
@@ -93,6 +104,14 @@ const (
 	redialMin = 50 * time.Millisecond
 	redialMax = time.Second
 )
+
+// dialNode connects to the node: a Unix socket (gvisor, container) or a virtio-serial port (microvm).
+func dialNode(path string) (io.ReadWriteCloser, error) {
+	if isCharDevice(path) {
+		return openPort(path)
+	}
+	return net.Dial("unix", path)
+}
 
 func prctlSubreaper() error {
 	const prSetChildSubreaper = 36

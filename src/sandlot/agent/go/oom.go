@@ -81,6 +81,11 @@ type watchdog struct {
 	memLimit  int64
 	pidsLimit int64
 	wake      chan struct{}
+	// Kernel threads (kthreadd, pid 2, and its children) are in /proc only
+	// inside a microVM; they are not the sandbox's processes. Counted at
+	// each full scan, so the cheap check can leave them out (with slack for
+	// the kworkers the kernel starts meanwhile).
+	kthreads, slack int
 }
 
 const (
@@ -124,7 +129,7 @@ func (w *watchdog) watchUntilCalm() {
 			calm = 0
 		default:
 		}
-		count, rss, full := w.t.enforce(w.memLimit, w.pidsLimit, i%fullEvery == 0)
+		count, rss, full := w.enforce(i%fullEvery == 0)
 		if full {
 			if lastCount >= 0 && count <= lastCount && rss <= lastRSS+calmGrowth {
 				calm++
@@ -144,14 +149,15 @@ func (w *watchdog) watchUntilCalm() {
 // when the pids limit may be exceeded. It returns the number of processes
 // seen, their total RSS (full scans with a memory limit only) and whether
 // the scan was full.
-func (t *processTable) enforce(memLimit, pidsLimit int64, full bool) (int, int64, bool) {
+func (w *watchdog) enforce(full bool) (int, int64, bool) {
+	t, memLimit, pidsLimit := w.t, w.memLimit, w.pidsLimit
 	self := os.Getpid()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, 0, false
 	}
 	count := countPids(entries)
-	over := pidsLimit > 0 && int64(count) > pidsLimit+1
+	over := pidsLimit > 0 && int64(count-w.kthreads) > pidsLimit+1+int64(w.slack)
 	if !full && !over {
 		return count, 0, false
 	}
@@ -163,14 +169,22 @@ func (t *processTable) enforce(memLimit, pidsLimit int64, full bool) (int, int64
 		entries, _ = os.ReadDir("/proc")
 	}
 	parents := map[int]int{}
+	kernel := 0
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == self {
 			continue
 		}
 		if ppid, ok := readProcStat(pid); ok {
+			if pid == 2 || ppid == 2 {
+				kernel++
+				continue
+			}
 			parents[pid] = ppid
 		}
+	}
+	if w.kthreads = kernel; kernel > 0 {
+		w.slack = 8
 	}
 	// As init, every process but us is the sandbox's: orphans (re-parented
 	// to us, so owned by no tracked process) form a tree of their own (nil).

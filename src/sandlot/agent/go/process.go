@@ -342,13 +342,23 @@ func (t *processTable) start(params ProcessStartParams) (*process, error) {
 
 // forkExec forks with RLIMIT_NPROC set to the pids limit, so every process the
 // sandbox starts inherits it; the agent's own limit is restored right after.
+//
+// In a microVM the agent (PID 1) forks from inside the workload's cgroup, so
+// the child is born there and the guest kernel holds it to the pids and
+// memory limits; pids.max stops forks, never this move. It moves back at once.
 func (t *processTable) forkExec(exe string, argv []string, attr *syscall.ProcAttr) (int, error) {
 	limit := t.a.config.PidsLimit
-	if limit <= 0 {
+	if limit <= 0 && t.a.workCgroup == "" {
 		return syscall.ForkExec(exe, argv, attr)
 	}
 	t.fork.Lock()
 	defer t.fork.Unlock()
+	if t.a.workCgroup != "" && joinCgroup(t.a.workCgroup) == nil {
+		defer func() { _ = joinCgroup("/sys/fs/cgroup") }()
+	}
+	if limit <= 0 {
+		return syscall.ForkExec(exe, argv, attr)
+	}
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(rlimitNproc, &old); err != nil {
 		return syscall.ForkExec(exe, argv, attr)

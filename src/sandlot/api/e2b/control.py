@@ -103,6 +103,9 @@ class ForkBody(_Body):
     count: int = Field(default=1, ge=1, le=MAX_FORK)
 
 
+#: The E2B SDK has no runtime option: `metadata={"sandlot.runtime": "microvm"}` chooses one.
+RUNTIME_METADATA = "sandlot.runtime"
+
 #: Memory for sandboxes of these templates (the E2B SDK cannot ask for any): a few
 #: Jupyter kernels with pandas and matplotlib outgrow the default 512 MB.
 TEMPLATE_MEMORY_MB = {"code-interpreter": 2048, "code-interpreter-v1": 2048}
@@ -160,6 +163,7 @@ async def create(body: NewSandbox, request: Request, who: Who, svc: Svc) -> JSON
         return JSONResponse(await _create_from_snapshot(body, request, who, svc), status_code=201)
     req = SandboxCreate(
         template=body.template_id,
+        runtime=(body.metadata or {}).get(RUNTIME_METADATA),
         timeout=body.timeout,
         env=body.env_vars or {},
         metadata=body.metadata or {},

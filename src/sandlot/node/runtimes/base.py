@@ -15,10 +15,13 @@ import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sandlot import errors
 from sandlot.node import reaper
+
+if TYPE_CHECKING:
+    from sandlot.node.rootfs import WritableLayer
 
 __all__ = ["Resources", "Runtime", "run_or_raise", "run_tool", "start_detached"]
 
@@ -79,7 +82,7 @@ async def start_detached(cli: list[str], log: Path, pid_file: Path, what: str) -
 
 
 class Runtime(abc.ABC):
-    """An isolation backend: gvisor (runsc) or container (crun)."""
+    """An isolation backend: gvisor (runsc), container (crun) or microvm (QEMU)."""
 
     name: ClassVar[str]
     binary: ClassVar[str]
@@ -95,6 +98,10 @@ class Runtime(abc.ABC):
             raise errors.RuntimeUnavailableError(
                 f"runtime {self.name!r} needs {self.binary}, which is not installed (Debian package {self.binary})"
             )
+
+    async def describe(self) -> dict[str, str]:
+        """What a health report says of this runtime beyond "available" (microvm: its accelerator)."""
+        return {}
 
     @abc.abstractmethod
     def resources(self, memory_bytes: int, pids: int) -> Resources:
@@ -148,6 +155,35 @@ class Runtime(abc.ABC):
         """Start the sandbox again from `save_memory`'s image; returns the pid whose exit means it died."""
         self.check_saves_memory()
         raise AssertionError("unreachable")
+
+    #: Whether the sandbox runs on the host's overlay of its layer (gvisor, crun); a guest
+    #: kernel (microvm) mounts the layer's disk itself, and the host's view stays unmounted.
+    mounts_rootfs_on_host: ClassVar[bool] = True
+    #: Whether a memory image keeps the sandbox's open TCP connections (gVisor's cannot: memory_pause.py).
+    saves_open_connections: ClassVar[bool] = False
+    #: How long a started sandbox's agent may take to dial in.
+    agent_connect_timeout: ClassVar[float] = 30.0
+    #: Whether the sandbox's network namespace serves one start only (runsc takes the address into its
+    #: own netstack); the node then makes a fresh one before each start (`Node.renew_network`).
+    netns_single_use: ClassVar[bool] = True
+
+    async def prepare_disk(self, layer: WritableLayer) -> None:
+        """Before each start: make the writable layer what this runtime boots from.
+
+        gvisor and crun run on the host's overlay of the layer as it is; a runtime
+        whose guest kernel mounts the disk itself unmounts the host's view first.
+        """
+        return None
+
+    async def snapshot_disk(self, sandbox_id: str, layer: WritableLayer, dest: Path, *, running: bool) -> None:
+        """Clone the sandbox's disk, consistent, to `dest` (a checkpoint); its processes are held meanwhile."""
+        if running:
+            await self.pause(sandbox_id)
+        try:
+            await asyncio.to_thread(layer.snapshot, dest)
+        finally:
+            if running:
+                await self.resume(sandbox_id)
 
     @abc.abstractmethod
     async def alive(self, sandbox_id: str) -> bool:
