@@ -37,6 +37,7 @@ CLASSES = [
     ("sandbox", "AsyncSandbox", "Sandbox"),
     ("templates", "AsyncTemplates", "Templates"),
     ("volumes", "AsyncVolumes", "Volumes"),
+    ("teams", "AsyncTeams", "Teams"),
 ]
 TWIN = {a: s for _, a, s in CLASSES}
 DUNDERS = {"__aenter__": "__enter__", "__aexit__": "__exit__", "__aiter__": "__iter__"}

@@ -21,6 +21,7 @@ packages=(
   conntrack             # a released sandbox address leaves no tracked flows to its next holder
   postgresql            # the API's PostgreSQL tests start a throwaway cluster
   bubblewrap            # a baseline of bench/run
+  libnss-myhostname     # resolves *.localhost (sandbox ports' host names: get_host) to ::1 and 127.0.0.1
   qemu-system-x86 linux-image-cloud-amd64  # the microvm runtime: QEMU and the guest's kernel
   erofs-utils lz4       # microvm: templates as read-only erofs disks; the kernel booted uncompressed
   python3 python3-venv python3-pip
@@ -48,6 +49,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# glibc resolves `PORT-ID.localhost` (what get_host() answers) only through nss-myhostname.
+if ! grep -Eq '^hosts:.*\bmyhostname\b' /etc/nsswitch.conf; then
+  echo "[setup] /etc/nsswitch.conf: hosts: adding myhostname"
+  if grep -Eq '^hosts:[[:space:]]*files\b' /etc/nsswitch.conf; then
+    sed -i -E 's/^(hosts:[[:space:]]*files)/\1 myhostname/' /etc/nsswitch.conf   # after /etc/hosts
+  elif grep -Eq '^hosts:' /etc/nsswitch.conf; then
+    sed -i -E 's/^(hosts:[[:space:]]*)/\1myhostname /' /etc/nsswitch.conf
+  else
+    echo "hosts: files myhostname dns" >> /etc/nsswitch.conf
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv .venv
 fi
@@ -56,6 +69,7 @@ if [ "${1:-}" = "--test" ]; then
   .venv/bin/python -m pip install -q -e '.[server,test,bench]'
   # E2B's JavaScript SDKs at the versions tests/e2b_compat_js pins, in a shared cache
   echo "[setup] E2B JavaScript SDKs in $(.venv/bin/python tests/e2b_compat_js/npm_cache.py)"
+  scripts/e2b_sdks.sh install    # the Python E2B release with the client-side key check (tests/e2b_compat/test_keys.py)
 else
   .venv/bin/python -m pip install -q -e '.[server]'
 fi

@@ -59,6 +59,11 @@ __all__ = [
     "StartEvent",
     "StreamEvent",
     "TarResult",
+    "TeamInfo",
+    "TeamList",
+    "TeamQuota",
+    "TeamQuotaUpdate",
+    "TeamUsage",
     "TimeoutUpdate",
     "VolumeCreate",
     "VolumeInfo",
@@ -192,7 +197,14 @@ class SandboxCreate(_Request):
     persistent: bool = Field(
         default=False, description="never killed by its timeout; hibernates when idle and wakes on the next request"
     )
-    on_timeout: Literal["kill", "pause"] = Field(default="kill", description="what its timeout does to it")
+    on_timeout: Literal["kill", "pause", "hibernate"] = Field(
+        default="kill",
+        description="what its timeout does to it: kill it; pause it (with its memory where the runtime can); "
+        "or hibernate it (processes stopped, filesystem kept: resuming boots it afresh)",
+    )
+    auto_resume: bool = Field(
+        default=False, description="paused or hibernated, it resumes on the next request to it (its ports included)"
+    )
     volumes: list[VolumeMountRequest] = Field(default_factory=list, max_length=32)
 
     @field_validator("env")
@@ -231,6 +243,7 @@ class SandboxInfo(_Response):
     network: NetworkInfo | None = None
     persistent: bool = False
     on_timeout: str = "kill"
+    auto_resume: bool = False
     node: str = Field(default="local", description="the node it runs on ('local': the server's own)")
 
 
@@ -478,6 +491,8 @@ class KeyCreated(KeyInfo):
     """Answer to POST /keys: the only time the secret is shown."""
 
     key: str
+    #: the same key in the form the E2B SDKs accept (`e2b_` + hex; either form works everywhere)
+    e2b_key: str = ""
 
 
 class KeyList(_Response):
@@ -583,6 +598,7 @@ class TemplateInfo(_Response):
     entrypoint: list[str]
     cmd: list[str]
     start: TemplateStart | None = Field(default=None, description="start command and readiness check")
+    owner: str | None = Field(default=None, description="the team whose it is; None: shared by every team")
 
 
 class TemplateList(_Response):
@@ -607,19 +623,66 @@ class TemplateEvent(_Response):
 
 
 class VolumeCreate(_Request):
-    """POST /volumes: a named directory that outlives sandboxes."""
+    """POST /volumes: a named filesystem that outlives sandboxes."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    size_mb: int = Field(
+        default=1024, ge=16, le=1 << 22, description="its size: writes beyond it fail with ENOSPC in the sandbox"
+    )
 
 
 class VolumeInfo(_Response):
     name: str
     volume_id: str
     created_at: float
+    size_mb: int | None = Field(default=None, description="None: a volume made before sizes, without a limit")
 
 
 class VolumeList(_Response):
     volumes: list[VolumeInfo]
+
+
+# ---------------------------------------------------------------- teams (quotas)
+
+_SANDBOXES = "live sandboxes (running, paused or hibernated) at once"
+_DISK = "MiB of disk: live sandboxes' disk limits + volumes' sizes + what checkpoints hold"
+_LIFETIME = "seconds from creation a timeout may reach (persistent sandboxes excepted); 0: no limit"
+_RETENTION = "seconds the checkpoints of a killed sandbox are kept after it ended; 0: kept until deleted"
+
+
+class TeamQuota(_Response):
+    """A team's limits, as they apply (the team's own, else the server's defaults)."""
+
+    max_sandboxes: int = Field(description=_SANDBOXES)
+    max_disk_mb: int = Field(description=_DISK)
+    max_lifetime_s: int = Field(description=_LIFETIME)
+    checkpoint_retention_s: int = Field(description=_RETENTION)
+
+
+class TeamQuotaUpdate(_Request):
+    """PATCH /teams/{team}/quota: the fields given change; `null` returns one to the server's default."""
+
+    max_sandboxes: int | None = Field(default=None, ge=0, le=1 << 20, description=_SANDBOXES)
+    max_disk_mb: int | None = Field(default=None, ge=0, le=1 << 40, description=_DISK)
+    max_lifetime_s: int | None = Field(default=None, ge=0, le=10 * MAX_TIMEOUT_S, description=_LIFETIME)
+    checkpoint_retention_s: int | None = Field(default=None, ge=0, le=1 << 34, description=_RETENTION)
+
+
+class TeamUsage(_Response):
+    sandboxes: int
+    disk_mb: int = Field(description="sandboxes' disk limits + volumes' sizes + checkpoints, in MiB (rounded up)")
+
+
+class TeamInfo(_Response):
+    team: str
+    quota: TeamQuota
+    #: the fields the team sets itself (the others are the server's defaults)
+    overrides: list[str] = []
+    usage: TeamUsage
+
+
+class TeamList(_Response):
+    teams: list[TeamInfo]
 
 
 # ---------------------------------------------------------------- SSH keys (the SSH gateway)

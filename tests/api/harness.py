@@ -39,9 +39,16 @@ def agent_available() -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free on both loopbacks (a server listens on 127.0.0.1 and ::1)."""
+    while True:
+        with socket.socket() as s, socket.socket(socket.AF_INET6) as s6:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            try:
+                s6.bind(("::1", port))
+            except OSError:
+                continue
+            return port
 
 
 def _fake_node(data_dir: Path) -> Any:
@@ -121,9 +128,7 @@ def main() -> None:
     parser.add_argument("--ssh-port", type=int, default=None)
     args = parser.parse_args()
 
-    import uvicorn
-
-    from sandlot.api import create_app
+    from sandlot.api import DEFAULT_HOSTS, create_app, run_app
     from sandlot.api.config import ApiConfig
     from sandlot.api.service import Quotas
 
@@ -136,6 +141,7 @@ def main() -> None:
         quotas=Quotas(max_sandboxes=args.max_sandboxes, max_lifetime_s=args.max_lifetime),
         reap_interval=0.5,
         hibernate_after_s=args.hibernate_after,
+        housekeeping_interval_s=0.5,  # checkpoint retention is swept as soon as it is due
         kill_on_shutdown=True,
         registries_only=True,  # generated requests (the fuzz test) must never reach beyond 127.0.0.1
         dns_servers=[],  # tests never ask a real resolver
@@ -145,7 +151,7 @@ def main() -> None:
     )
     node = _fake_node(args.data_dir) if args.fake else None
     app = create_app(config, node=node)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", ws="websockets-sansio")
+    run_app(app, DEFAULT_HOSTS, args.port, log_level="warning")  # where `sandlot serve` listens
 
 
 class Server:

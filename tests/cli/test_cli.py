@@ -200,6 +200,25 @@ def test_keys(cli: Cli) -> None:
     assert res.returncode == 2 and "not valid" in res.stderr  # --api-key wins over $SANDLOT_API_KEY
 
 
+def test_teams_set_quota_and_show(cli: Cli) -> None:
+    out = cli("teams", "set-quota", "cli-tests", "--max-sandboxes", "7", "--checkpoint-retention", "0", "--json",
+              as_admin=True, check=True).stdout  # fmt: skip
+    info = json.loads(out)
+    assert info["quota"]["max_sandboxes"] == 7 and info["quota"]["checkpoint_retention_s"] == 0
+    assert sorted(info["overrides"]) == ["checkpoint_retention_s", "max_sandboxes"]
+    table = cli("teams", "show", "cli-tests", check=True).stdout  # a team's own key may look
+    assert "cli-tests" in table and " 7 " in table
+    res = cli("teams", "set-quota", "cli-tests", "--max-sandboxes", "9")
+    assert (res.returncode, res.stderr) == (2, "sandlot: only an admin API key may set a team's quota\n")
+    cli("teams", "set-quota", "cli-tests", "--default", "max_sandboxes", "--default", "checkpoint_retention_s",
+        as_admin=True, check=True)  # fmt: skip
+    teams = json.loads(cli("teams", "ls", "--json", as_admin=True, check=True).stdout)
+    mine = next(t for t in teams if t["team"] == "cli-tests")
+    assert mine["overrides"] == [] and mine["quota"]["max_sandboxes"] == 100
+    res = cli("teams", "set-quota", "cli-tests", as_admin=True)
+    assert res.returncode == 2 and "nothing to change" in res.stderr
+
+
 def test_user_errors_are_one_line(cli: Cli) -> None:
     for args, message in [
         (["exec", "sb-nosuchsandbox0000", "true"], "sandlot: sandbox sb-nosuchsandbox0000 not found\n"),

@@ -1,9 +1,10 @@
 """`get_host(port)` of the e2b SDK reaches a server in the sandbox through Sandlot's port proxy.
 
 The host name is E2B's `{port}-{id}.{domain}`; the domain the server hands out
-is its ports domain plus its own port. Nothing here resolves `*.localhost`, so
-requests go to the server's address with that Host header, as a wildcard DNS
-name would send them.
+is its ports domain plus its own port. On a host set up by scripts/setup.sh
+`*.localhost` resolves (nss-myhostname) and the server listens on both
+loopbacks, so `http://{get_host(port)}/` works as it is; the other tests send
+the Host header to the server's address, as a wildcard DNS name would.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def test_get_host_reaches_a_server_in_the_sandbox(e2b_env: dict[str, str], api_s
         host = sbx.get_host(8000)
         assert host == f"8000-{sbx.sandbox_id}.localhost:{api_server.url.rsplit(':', 1)[1]}"
         r = _get(api_server, host)
+        assert r.status_code == 200 and r.text == "served\n"
+        r = httpx.get(f"http://{host}/index.html", timeout=10)  # by name, nothing set by hand
         assert r.status_code == 200 and r.text == "served\n"
         r = _get(api_server, sbx.get_host(8001))
         assert r.status_code == 502 and "8001" in r.json()["message"]

@@ -100,10 +100,6 @@ def test_clear_errors_and_no_template_left(inode: Any, registry: Registry) -> No
         inode.images.pull(f"{registry.host}/t/nothing-here:1")
     with pytest.raises(errors.RegistryUnreachableError, match=r"cannot reach registry 127\.0\.0\.1:1"):
         inode.images.pull("127.0.0.1:1/t/app:1")
-    # Not configured insecure: TLS, which a plain-HTTP registry cannot speak.
-    plain = registry.host.replace("127.0.0.1", "localhost")
-    with pytest.raises(errors.RegistryUnreachableError, match="configure it as insecure"):
-        inode.images.pull(f"{plain}/t/app:1")
     with pytest.raises(errors.InvalidArgumentError, match="bad image reference"):
         inode.images.pull(f"{registry.host}/T/Upper:1")
     names = {i.name for i in inode.images.list_templates()}
@@ -144,6 +140,21 @@ def test_corrupt_blob_is_never_used_and_downloads_resume(
     image = inode.images.pull(ref)
     assert (image.layers[-1] / "platform").read_text() == f"unique {os.getpid()}\n"
     assert not (manifest.blobs / f"{hexd}.partial").exists()
+
+
+def test_loopback_registries_speak_plain_http_unless_told_otherwise(registry: Registry, work_dir: Any) -> None:
+    from sandlot.node.oci.store import ImageStore
+
+    # No registries.json at all: a registry on the loopback is plain HTTP (as Docker treats it).
+    store = ImageStore(work_dir / "loopback-store")
+    for host in (registry.host, registry.host.replace("127.0.0.1", "localhost")):
+        image = store.pull(f"{host}/t/app:1", name=f"lo-{host.split(':')[0]}")
+        assert (image.layers[-1] / "app" / "data.txt").read_text() == "hello from the app layer\n"
+    # `{"insecure": false}` keeps TLS, which this plain-HTTP registry cannot speak.
+    tls = ImageStore(work_dir / "loopback-store", {registry.host: RegistryConfig(insecure=False)})
+    with pytest.raises(errors.RegistryUnreachableError, match="configure it as insecure"):
+        tls.pull(f"{registry.host}/t/app:1", name="lo-tls")
+    assert tls.get("lo-tls") is None
 
 
 def test_removing_templates_frees_only_unshared_layers(registry: Registry, work_dir: Any) -> None:

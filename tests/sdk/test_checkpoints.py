@@ -35,6 +35,20 @@ def test_sync_checkpoint_restore_fork(sdk_env: str) -> None:
             Sandbox.fork(ck.checkpoint_id)
 
 
+def test_the_readme_example_holds(sdk_env: str) -> None:
+    """README "Python SDK": /tmp/data.txt, checkpoint, overwrite, restore (under gVisor /tmp is on the disk).
+
+    Fork, pause with memory and hibernation carrying /tmp: tests/integration/test_writable_paths.py.
+    """
+    with Sandbox.create(template="debian", timeout=120) as sbx:
+        sbx.files.write("/tmp/data.txt", "hello")
+        assert "data.txt" in [e.name for e in sbx.files.list("/tmp")]
+        ck = sbx.checkpoint("clean")
+        sbx.files.write("/tmp/data.txt", "oops")
+        sbx.restore(ck)
+        assert sbx.files.read("/tmp/data.txt") == "hello"
+
+
 def test_async_checkpoint_restore_fork(sdk_env: str) -> None:
     async def main() -> None:
         async with await AsyncSandbox.create(timeout=120) as sbx:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -44,6 +45,27 @@ def test_a_server_in_a_sandbox_by_url_and_host(sdk_env: str) -> None:
         with pytest.raises(errors.InvalidArgumentError) as exc:
             sbx.network.update("full", allow=["bad host!"])
         assert exc.value.field == "network.allow"
+
+
+def test_get_host_answers_by_name_with_nothing_set_by_hand(sdk_env: str) -> None:
+    """`*.localhost` resolves (nss-myhostname, from setup.sh) and the server answers at every address it gives."""
+    if not agent_available():
+        pytest.skip("ports need the real agent")
+    with Sandbox.create("debian") as sbx:
+        host = sbx.get_host(8000)
+        name, port = host.rsplit(":", 1)
+        addrs = {a[4][0] for a in socket.getaddrinfo(name, int(port), type=socket.SOCK_STREAM)}
+        assert addrs <= {"127.0.0.1", "::1"} and "::1" in addrs, addrs  # ::1 first, then 127.0.0.1
+        for addr in addrs:  # the server listens where the name leads, whichever a client tries first
+            socket.create_connection((addr, int(port)), timeout=10).close()
+        sbx.files.write("/srv.py", SERVER_SRC)
+        sbx.commands.run("python3 /srv.py 8000", background=True)
+        sbx.network.set_public(8000)
+        deadline = time.monotonic() + 30
+        while (r := httpx.get(f"http://{host}/by-name")).status_code == 502:
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert r.status_code == 200 and r.text.startswith("hello /by-name"), r.text
 
 
 def test_network_none_cannot_be_changed_live(sdk_env: str) -> None:

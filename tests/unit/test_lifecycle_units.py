@@ -45,14 +45,16 @@ def test_bad_checkpoint_names(name: str) -> None:
 
 
 def test_lifetime_limits() -> None:
-    q = Quotas(max_lifetime_s=100, team_max_lifetime_s={"long": 1000})
-    check_lifetime(q, "t", 1000.0, 1100.0, persistent=False)
+    check_lifetime(100, "t", 1000.0, 1100.0, persistent=False)
     with pytest.raises(errors.InvalidArgumentError, match="at most 100 s") as info:
-        check_lifetime(q, "t", 1000.0, 1101.0, persistent=False)
+        check_lifetime(100, "t", 1000.0, 1101.0, persistent=False)
     assert info.value.field == "timeout"
-    check_lifetime(q, "long", 1000.0, 1900.0, persistent=False)
-    check_lifetime(q, "t", 1000.0, 99999.0, persistent=True)  # persistent sandboxes have no timeout
-    check_lifetime(Quotas(), "t", 0.0, 1e12, persistent=False)
+    check_lifetime(1000, "long", 1000.0, 1900.0, persistent=False)
+    check_lifetime(100, "t", 1000.0, 99999.0, persistent=True)  # persistent sandboxes have no timeout
+    check_lifetime(0, "t", 0.0, 1e12, persistent=False)  # 0: no limit
+    # The server's defaults, as every team without limits of its own gets them.
+    assert Quotas(max_lifetime_s=100).defaults().max_lifetime_s == 100
+    assert Quotas().defaults().max_lifetime_s == 0 and Quotas().defaults().checkpoint_retention_s == 7 * 24 * 3600
 
 
 def test_volume_option_parsing() -> None:

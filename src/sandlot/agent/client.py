@@ -421,8 +421,13 @@ class AgentClient:
         append: bool = False,
         make_parents: bool = True,
         user: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> p.FileEntry:
-        params = p.WriteParams(path=path, mode=mode, append=append, make_parents=make_parents, user=user)
+        """Write a file. `metadata` replaces its `user.e2b.*` extended attributes (E2B's file metadata;
+        {} clears them); None leaves them as they are."""
+        params = p.WriteParams(
+            path=path, mode=mode, append=append, make_parents=make_parents, user=user, metadata=metadata
+        )
         stream = await self.conn.open(p.Method.FS_WRITE, params)
         return _validate(p.FileEntry, await self._feed(stream, data))
 
@@ -447,11 +452,12 @@ class AgentClient:
                 await pumper
         return result
 
-    async def list(self, path: str, depth: int = 1) -> list[p.FileEntry]:
-        return (await self._call(p.Method.FS_LIST, p.ListParams(path=path, depth=depth), p.ListResult)).entries
+    async def list(self, path: str, depth: int = 1, *, metadata: bool = False) -> list[p.FileEntry]:
+        params = p.ListParams(path=path, depth=depth, metadata=metadata)
+        return (await self._call(p.Method.FS_LIST, params, p.ListResult)).entries
 
-    async def stat(self, path: str) -> p.FileEntry:
-        return await self._call(p.Method.FS_STAT, p.PathParams(path=path), p.FileEntry)
+    async def stat(self, path: str, *, metadata: bool = False) -> p.FileEntry:
+        return await self._call(p.Method.FS_STAT, p.StatParams(path=path, metadata=metadata), p.FileEntry)
 
     async def exists(self, path: str) -> bool:
         return (await self._call(p.Method.FS_EXISTS, p.PathParams(path=path), p.ExistsResult)).exists
@@ -460,8 +466,8 @@ class AgentClient:
         params = p.MkdirParams(path=path, parents=parents, mode=mode, user=user)
         return (await self._call(p.Method.FS_MKDIR, params, p.MkdirResult)).created
 
-    async def rename(self, src: str, dst: str) -> p.FileEntry:
-        return await self._call(p.Method.FS_RENAME, p.RenameParams(src=src, dst=dst), p.FileEntry)
+    async def rename(self, src: str, dst: str, *, metadata: bool = False) -> p.FileEntry:
+        return await self._call(p.Method.FS_RENAME, p.RenameParams(src=src, dst=dst, metadata=metadata), p.FileEntry)
 
     async def remove(self, path: str, recursive: bool = True) -> None:
         await self._call(p.Method.FS_REMOVE, p.RemoveParams(path=path, recursive=recursive), p.Empty)
@@ -485,9 +491,11 @@ class AgentClient:
         await tunnel._wait_connected()
         return tunnel
 
-    async def watch(self, path: str, recursive: bool = False) -> WatchStream:
-        """Watch a directory; returns once the watch is in place, so no later change is missed."""
-        stream = await self.conn.open(p.Method.FS_WATCH, p.WatchParams(path=path, recursive=recursive))
+    async def watch(self, path: str, recursive: bool = False, *, entries: bool = False) -> WatchStream:
+        """Watch a directory; returns once the watch is in place, so no later change is missed.
+        With `entries`, each event carries the entry's FileEntry (metadata included) while it exists."""
+        params = p.WatchParams(path=path, recursive=recursive, entries=entries)
+        stream = await self.conn.open(p.Method.FS_WATCH, params)
         async for frame in stream.frames():  # raises the agent's error (not found, ...) if any
             if frame.kind is FrameKind.EVENT and frame.header.get("type") == "ready":
                 break

@@ -37,6 +37,7 @@ from sandlot.api import (
     routes_pty,
     routes_sandboxes,
     routes_ssh_keys,
+    routes_teams,
     routes_transfer,
     routes_volumes,
 )
@@ -88,6 +89,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
             default_template=config.default_template,
             quotas=config.quotas,
             hibernate_after_s=config.hibernate_after_s,
+            housekeeping_interval_s=config.housekeeping_interval_s,
         )
         app.state.config, app.state.store, app.state.service = config, store, service
         app.state.ready, app.state.not_ready_reason = False, "starting"
@@ -137,6 +139,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         routes_images,
         routes_checkpoints,
         routes_volumes,
+        routes_teams,
         routes_code,
         routes_ssh_keys,
     ):

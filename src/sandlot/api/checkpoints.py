@@ -16,6 +16,7 @@ from sandlot.api.auth import Principal
 from sandlot.api.service import SandboxService
 from sandlot.api.store import SandboxRecord
 from sandlot.models import CheckpointInfo, ForkRequest
+from sandlot.node.protocol import SandboxStatus
 
 __all__ = ["checkpoint", "delete", "fork", "get", "list_checkpoints", "restore"]
 
@@ -42,7 +43,8 @@ async def checkpoint(
     svc: SandboxService, who: Principal, sandbox_id: str, name: str, memory: bool = False
 ) -> CheckpointInfo:
     await _live(svc, who, sandbox_id, "checkpoint")
-    return await svc.node.checkpoint(sandbox_id, name, memory=memory)
+    async with svc.teams.admit(who.team, what=f"checkpoint sandbox {sandbox_id}"):
+        return await svc.node.checkpoint(sandbox_id, name, memory=memory)
 
 
 async def list_checkpoints(svc: SandboxService, who: Principal, sandbox_id: str) -> list[CheckpointInfo]:
@@ -72,14 +74,17 @@ async def fork(svc: SandboxService, who: Principal, checkpoint_id: str, req: For
     ck = await get(svc, who, checkpoint_id)
     parent = await svc.store.get_sandbox(ck.sandbox_id, who.team)
     assert parent is not None  # get() checked it
-    active = await svc.store.count_active(who.team)
-    if active + req.count > svc.quotas.max_sandboxes:
-        raise errors.LimitReachedError(
-            f"team {who.team!r} runs {active} sandboxes and may run {svc.quotas.max_sandboxes}: "
-            f"a fork of {req.count} does not fit; kill some first",
-            field="count",
-        )
-    sandboxes = await svc.node.fork(checkpoint_id, req.count)
+    admit = svc.teams.admit(
+        who.team, sandboxes=req.count, disk_mb=req.count * parent.disk_mb, what=f"fork {req.count} sandbox(es)"
+    )
+    async with admit:
+        sandboxes = await svc.node.fork(checkpoint_id, req.count)
+        return await _record_forks(svc, who, parent, sandboxes, req)
+
+
+async def _record_forks(
+    svc: SandboxService, who: Principal, parent: SandboxRecord, sandboxes: list[SandboxStatus], req: ForkRequest
+) -> list[SandboxRecord]:
     now = time.time()
     recs = [
         SandboxRecord(

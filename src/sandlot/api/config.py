@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandlot import errors
-from sandlot.api.service import Quotas
+from sandlot.api.teams import Quotas
 from sandlot.node.protocol import RegistryConfig
 from sandlot.paths import default_data_dir
 
@@ -36,7 +36,8 @@ class ApiConfig:
     warm_pools: dict[str, int] = field(default_factory=dict)
     #: registry host[:port] -> credentials and `insecure` (plain HTTP); default: the JSON file
     #: $SANDLOT_REGISTRIES, else <data_dir>/registries.json, when there is one:
-    #: {"127.0.0.1:5000": {"insecure": true}, "ghcr.io": {"username": "u", "password": "token"}}
+    #: {"10.0.0.5:5000": {"insecure": true}, "ghcr.io": {"username": "u", "password": "token"}}
+    #: (registries on the loopback speak plain HTTP without an entry: node/oci/registry.py)
     registries: dict[str, RegistryConfig] = field(default_factory=dict)
     #: pull only from the registries above
     registries_only: bool = False
@@ -50,6 +51,8 @@ class ApiConfig:
     max_concurrent_starts: int | None = None
     #: starts that may wait in that queue; a create beyond it gets 503 with Retry-After
     max_queued_starts: int = 256
+    #: seconds between sweeps of expired checkpoints (teams' retention)
+    housekeeping_interval_s: float = 60.0
     #: the SSH gateway's port (`ssh -p PORT SANDBOX_ID@host`); None: no SSH gateway
     ssh_port: int | None = None
     #: the address the SSH gateway listens on

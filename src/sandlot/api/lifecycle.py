@@ -1,8 +1,10 @@
 """What time does to sandboxes: timeouts (kill or pause), lifetime limits, idle hibernation.
 
 - An ephemeral sandbox past `ends_at` is killed, or with `on_timeout="pause"`
-  paused (with its memory where the runtime can save it) and kept; resuming it
-  gives it a fresh timeout.
+  paused (with its memory where the runtime can save it) and kept, or with
+  `on_timeout="hibernate"` hibernated without its memory (processes stopped,
+  filesystem kept); resuming it gives it a fresh timeout. With `auto_resume`
+  the next request to it resumes it (`SandboxService.for_request`).
 - A persistent sandbox has no timeout. After `hibernate_after_s` without a
   request it hibernates (compute and memory released, filesystem kept); the
   next request wakes it (`SandboxService.wake_if_hibernated`).
@@ -13,15 +15,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sandlot import errors
 from sandlot.api.store import SandboxRecord
 
 if TYPE_CHECKING:
-    from sandlot.api.service import Quotas, SandboxService
+    from sandlot.api.service import SandboxService
 
-__all__ = ["check_lifetime", "extend_after_timeout_pause", "hibernate_idle", "on_timeout", "wake"]
+__all__ = ["check_lifetime", "extend_after_timeout_pause", "hibernate_idle", "on_timeout", "resume", "wake"]
 
 log = logging.getLogger("sandlot.api")
 
@@ -29,9 +32,9 @@ log = logging.getLogger("sandlot.api")
 RESUME_TIMEOUT_S = 300
 
 
-def check_lifetime(quotas: Quotas, team: str, created_at: float, ends_at: float, persistent: bool) -> None:
-    limit = quotas.lifetime_of(team)
-    if limit is None or persistent:
+def check_lifetime(limit: int, team: str, created_at: float, ends_at: float, persistent: bool) -> None:
+    """Refuse a timeout that reaches past the team's max lifetime (`limit` seconds from creation; 0: none)."""
+    if not limit or persistent:
         return
     start = created_at or time.time()
     if ends_at - start > limit:
@@ -46,10 +49,14 @@ async def on_timeout(svc: SandboxService, sandbox_id: str) -> None:
     rec = await svc.store.get_sandbox(sandbox_id)
     if rec is None:
         return
-    if rec.on_timeout != "pause":
+    if rec.on_timeout not in ("pause", "hibernate"):
         await svc._kill(sandbox_id, "its timeout passed")
         return
     if rec.state != "running":
+        return
+    if rec.on_timeout == "hibernate":
+        await svc.node.hibernate(sandbox_id, memory=False)
+        await svc.store.set_state(sandbox_id, "hibernated", "hibernated at its timeout")
         return
     status = await svc.node.status(sandbox_id)
     try:
@@ -84,9 +91,22 @@ async def hibernate_idle(svc: SandboxService) -> None:
 
 
 async def wake(svc: SandboxService, rec: SandboxRecord) -> None:
+    """Wake a hibernated sandbox for a request (or a resume)."""
+    await _bring_back(svc, rec, svc.node.wake)
+
+
+async def resume(svc: SandboxService, rec: SandboxRecord) -> None:
+    """Resume a paused sandbox for a request (`auto_resume`)."""
+    await _bring_back(svc, rec, svc.node.resume)
+
+
+async def _bring_back(svc: SandboxService, rec: SandboxRecord, act: Callable[[str], Awaitable[None]]) -> None:
+    # The new timeout first: the reaper must never see it running past its old one (it would
+    # pause it again at once).
+    await extend_after_timeout_pause(svc, rec)
     try:
-        await svc.node.wake(rec.sandbox_id)
-    except errors.SandboxStateError:  # a concurrent request woke it first
+        await act(rec.sandbox_id)
+    except errors.SandboxStateError:  # a concurrent request brought it back first
         status = await svc.node.status(rec.sandbox_id)
         if status is None or status.state != "running":
             raise

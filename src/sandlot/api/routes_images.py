@@ -1,7 +1,8 @@
 """Images and templates: pull from a registry (progress streamed), list, inspect, delete.
 
-Templates belong to the node, shared by every team: any key may pull and list;
-deleting one (which frees its layers) is for admins.
+Templates live on the node; who sees and uses which is template_access.py's
+(shared ones for everyone, a team's own for that team). Deleting one (which
+frees its layers) and start commands are for admins.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sandlot import errors
 from sandlot.api.auth import require_admin
 from sandlot.api.deps import Svc, Who
 from sandlot.api.streams import event_stream
+from sandlot.api.template_access import may_use, usable, writer
 from sandlot.models import ErrorBody, ImagePull, TemplateInfo, TemplateList, TemplateStart
 
 __all__ = ["router"]
@@ -29,7 +31,9 @@ TemplateName = Annotated[str, PathParam(min_length=1, max_length=512, descriptio
 @router.post("/images/pull", response_model=None, responses={200: {"content": {"application/x-ndjson": {}}}})
 async def pull_image(body: ImagePull, who: Who, svc: Svc, request: Request) -> StreamingResponse:
     """Pull an image into a template; streams `progress` lines, then `template` (or `error`)."""
-    events = await svc.node.pull_template(body.ref, name=body.name, platform=body.platform, auth=body.auth)
+    events = await svc.node.pull_template(
+        body.ref, name=body.name, platform=body.platform, auth=body.auth, team=writer(who)
+    )
     return event_stream(request, events)
 
 
@@ -73,7 +77,7 @@ async def build_template(
             raise errors.InvalidArgumentError(f"build_arg must be KEY=VALUE, got {item!r}", field="build_arg")
         args[key] = value
     events = await svc.node.build_template(
-        name, request_body(request), dockerfile=dockerfile, build_args=args, network=network
+        name, request_body(request), dockerfile=dockerfile, build_args=args, network=network, team=writer(who)
     )
     return event_stream(request, events)
 
@@ -81,7 +85,7 @@ async def build_template(
 @router.get("/templates", response_model=TemplateList)
 async def list_templates(who: Who, svc: Svc) -> TemplateList:
     """The templates on this node (built-ins appear once built)."""
-    return TemplateList(templates=await svc.node.list_templates())
+    return TemplateList(templates=[t for t in await svc.node.list_templates() if may_use(t, who)])
 
 
 @router.put("/templates/{name:path}/start", response_model=TemplateInfo)
@@ -100,10 +104,7 @@ async def clear_start(name: TemplateName, who: Who, svc: Svc) -> TemplateInfo:
 
 @router.get("/templates/{name:path}", response_model=TemplateInfo)
 async def get_template(name: TemplateName, who: Who, svc: Svc) -> TemplateInfo:
-    template = await svc.node.get_template(name)
-    if template is None:
-        raise errors.ImageNotFoundError(f"template {name!r} not found")
-    return template
+    return usable(await svc.node.get_template(name), name, who)
 
 
 @router.delete("/templates/{name:path}", status_code=204, response_class=Response)

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from sandlot.api.deps import SandboxId, Svc, Who
 from sandlot.api.routes_images import TemplateName, request_body
 from sandlot.api.streams import event_stream
+from sandlot.api.template_access import usable, writer
 from sandlot.models import ErrorBody
 
 __all__ = ["router"]
@@ -40,12 +41,14 @@ async def import_template(
     tag: Annotated[str | None, Query(max_length=256, description="which image, when the tarball holds several")] = None,
 ) -> StreamingResponse:
     """Import a `docker save` tarball or an OCI layout tar into a template; streams progress."""
-    return event_stream(request, await svc.node.import_template(name, request_body(request), tag=tag))
+    events = await svc.node.import_template(name, request_body(request), tag=tag, team=writer(who))
+    return event_stream(request, events)
 
 
 @router.get("/templates/{name:path}/export", response_class=StreamingResponse, responses=_TAR_ANSWER)
 async def export_template(name: TemplateName, who: Who, svc: Svc, tag: Tag = "latest") -> StreamingResponse:
     """The template as an OCI image layout (a tar), image `tag`."""
+    usable(await svc.node.get_template(name), name, who)  # another team's own is "not found"
     return StreamingResponse(await svc.node.export_template(name, tag), media_type="application/x-tar")
 
 

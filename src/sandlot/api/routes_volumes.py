@@ -12,15 +12,16 @@ from sandlot.models import ErrorBody, VolumeCreate, VolumeInfo, VolumeList
 __all__ = ["router"]
 
 router = APIRouter(
-    prefix="/volumes", tags=["volumes"], responses={s: {"model": ErrorBody} for s in (400, 401, 404, 409, 422)}
+    prefix="/volumes", tags=["volumes"], responses={s: {"model": ErrorBody} for s in (400, 401, 404, 409, 422, 429)}
 )
 VolumeName = Annotated[str, Path(min_length=1, max_length=64, description="the volume's name")]
 
 
 @router.post("", status_code=201, response_model=VolumeInfo)
 async def create_volume(body: VolumeCreate, who: Who, svc: Svc) -> VolumeInfo:
-    """Create a named volume of the team (409 if the name is taken)."""
-    return await svc.node.create_volume(who.team, body.name)
+    """Create a named volume of the team, of `size_mb` (409 if the name is taken; 429 past the team's disk)."""
+    async with svc.teams.admit(who.team, disk_mb=body.size_mb, what=f"create volume {body.name!r}"):
+        return await svc.node.create_volume(who.team, body.name, body.size_mb)
 
 
 @router.get("", response_model=VolumeList)

@@ -25,7 +25,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
@@ -33,6 +32,8 @@ from sandlot.api import lifecycle
 from sandlot.api.auth import Principal
 from sandlot.api.lifecycle import check_lifetime
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
+from sandlot.api.teams import Quotas, Teams
+from sandlot.api.template_access import usable, writer
 from sandlot.api.volumes import volume_mounts
 from sandlot.models import SandboxCreate, SandboxInfo, SandboxState
 from sandlot.node.client import NodeClient
@@ -44,21 +45,6 @@ log = logging.getLogger("sandlot.api")
 
 #: How often the reaper reconciles every record, not only those the node reported dead.
 FULL_RECONCILE_S = 60.0
-
-
-@dataclass(frozen=True)
-class Quotas:
-    #: running sandboxes per team
-    max_sandboxes: int = 100
-    max_disk_mb: int = 64 << 10
-    max_memory_mb: int = 64 << 10
-    #: longest lifetime (seconds from creation) a timeout may give an ephemeral sandbox; None: no limit
-    max_lifetime_s: int | None = None
-    #: per-team overrides of max_lifetime_s
-    team_max_lifetime_s: dict[str, int] = field(default_factory=dict)
-
-    def lifetime_of(self, team: str) -> int | None:
-        return self.team_max_lifetime_s.get(team, self.max_lifetime_s)
 
 
 def info(rec: SandboxRecord) -> SandboxInfo:
@@ -77,6 +63,7 @@ def info(rec: SandboxRecord) -> SandboxInfo:
         exit_reason=rec.exit_reason,
         persistent=rec.persistent,
         on_timeout=rec.on_timeout,
+        auto_resume=rec.auto_resume,
         node=rec.node,
     )
 
@@ -90,6 +77,7 @@ class SandboxService:
         default_template: str = "base",
         quotas: Quotas | None = None,
         hibernate_after_s: float = 900.0,
+        housekeeping_interval_s: float = 60.0,
     ) -> None:
         #: the node that holds every sandbox today; with a fleet, placement picks one of several
         #: and a record's `node` names the one that holds it
@@ -102,8 +90,8 @@ class SandboxService:
         self.store = store
         self.default_template = default_template
         self.quotas = quotas or Quotas()
-        # _pending counts creates in flight per team (the quota check must see them).
-        self._pending: dict[str, int] = {}
+        #: teams' limits, admission and the retention of checkpoints (teams.py)
+        self.teams = Teams(node, store, self.quotas, sweep_interval_s=housekeeping_interval_s)
         # _gone remembers why a sandbox died, for records reconciled after the node forgot it.
         self._gone: dict[str, str] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -166,7 +154,8 @@ class SandboxService:
                 f"memory_mb must be at most {self.quotas.max_memory_mb} on this server, got {req.memory_mb}",
                 field="memory_mb",
             )
-        check_lifetime(self.quotas, who.team, 0.0, time.time() + req.timeout, req.persistent)
+        quota, _ = await self.teams.quota(who.team)
+        check_lifetime(quota.max_lifetime_s, who.team, 0.0, time.time() + req.timeout, req.persistent)
         spec = SandboxSpec(
             image=template,
             runtime=runtime,
@@ -175,18 +164,20 @@ class SandboxService:
             network=NetworkPolicy.parse(req.network if isinstance(req.network, str) else req.network.model_dump()),
             volumes=await volume_mounts(self.node, who.team, req.volumes),
         ).validate()
-        if req.registry_auth is not None:
-            await self.node.fetch_template(template, req.registry_auth)
-        self._pending[who.team] = self._pending.get(who.team, 0) + 1
-        try:
-            active = await self.store.count_active(who.team) + self._pending[who.team] - 1
-            if active >= self.quotas.max_sandboxes:
-                raise errors.LimitReachedError(
-                    f"team {who.team!r} already runs {active} sandboxes, its limit; kill one first"
-                )
+        existing = await self.node.get_template(template)
+        if existing is not None:
+            usable(existing, template, who)  # another team's own template is "not found"
+        elif req.registry_auth is not None:  # pulled with the team's credentials: the team's own
+            await self.node.fetch_template(template, req.registry_auth, team=writer(who))
+        async with self.teams.admit(who.team, sandboxes=1, disk_mb=req.disk_mb, what="create a sandbox"):
             sbx = await self.node.create(spec)
-        finally:
-            self._pending[who.team] -= 1
+            rec = await self._record(who, sbx, req, template, runtime)
+        return rec
+
+    async def _record(
+        self, who: Principal, sbx: SandboxStatus, req: SandboxCreate, template: str, runtime: str
+    ) -> SandboxRecord:
+        """Write the record of a sandbox the node just made (killing it if that fails)."""
         now = time.time()
         rec = SandboxRecord(
             sandbox_id=sbx.sandbox_id,
@@ -202,6 +193,7 @@ class SandboxService:
             metadata=dict(req.metadata),
             persistent=req.persistent,
             on_timeout=req.on_timeout,
+            auto_resume=req.auto_resume,
             node=sbx.node,
         )
         try:
@@ -226,9 +218,19 @@ class SandboxService:
         metadata: dict[str, str],
         limit: int,
         cursor: str | None,
+        newest_first: bool = False,
+        created_after: float | None = None,
+        templates: Sequence[str] = (),
     ) -> tuple[list[SandboxRecord], str | None]:
         recs, nxt = await self.store.list_sandboxes(
-            team=who.team, states=states or ACTIVE_STATES, metadata=metadata, limit=limit, cursor=cursor
+            team=who.team,
+            states=states or ACTIVE_STATES,
+            metadata=metadata,
+            limit=limit,
+            cursor=cursor,
+            newest_first=newest_first,
+            created_after=created_after,
+            templates=templates,
         )
         return [await self._reconcile(r) for r in recs], nxt
 
@@ -254,10 +256,32 @@ class SandboxService:
         return rec
 
     async def wake_if_hibernated(self, rec: SandboxRecord) -> None:
-        """Requests reach a hibernated sandbox as if it never slept: wake it first."""
+        """Requests reach a hibernated sandbox (or a paused one with `auto_resume`) as if it never
+        slept: wake it first."""
         self._active_at[rec.sandbox_id] = time.time()
         if rec.state == "hibernated":
             await lifecycle.wake(self, rec)
+        elif rec.state == "paused" and rec.auto_resume:
+            await lifecycle.resume(self, rec)
+
+    async def for_request(self, rec: SandboxRecord) -> SandboxAgent:
+        """The data plane of the running sandbox that a request to it (its in-sandbox API, its ports) is for.
+
+        A sandbox that wakes on requests is woken first: a paused or hibernated one with
+        `auto_resume`, a persistent one hibernated when idle. Any other that does not run is a
+        SandboxStateError saying so: it needs an explicit resume.
+        """
+        rec = await self._reconcile(rec)
+        if rec.state == "hibernated" and (rec.auto_resume or rec.persistent):
+            await lifecycle.wake(self, rec)
+        elif rec.state == "paused" and rec.auto_resume:
+            await lifecycle.resume(self, rec)
+        elif rec.state != "running":
+            reason = f" ({rec.exit_reason})" if rec.exit_reason else ""
+            hint = ": resume it first" if rec.state in ("paused", "hibernated") else ""
+            raise errors.SandboxStateError(f"sandbox {rec.sandbox_id} is {rec.state}{reason}{hint}")
+        self._active_at[rec.sandbox_id] = time.time()
+        return await self.node.agent(rec.sandbox_id)
 
     async def _reconcile(self, rec: SandboxRecord) -> SandboxRecord:
         if rec.state not in ACTIVE_STATES:
@@ -279,14 +303,25 @@ class SandboxService:
 
         return await self._freeze(who, sandbox_id, "running", "paused", act)
 
+    async def hibernate(self, who: Principal, sandbox_id: str) -> SandboxRecord:
+        """Stop a running sandbox's processes and keep its filesystem (compute and memory released):
+        E2B's filesystem-only pause. Resuming it boots it afresh on its files."""
+        rec = await self.get(who, sandbox_id)
+        if rec.state != "running":
+            raise errors.SandboxStateError(f"cannot hibernate sandbox {sandbox_id} in state {rec.state}")
+        await self.node.hibernate(sandbox_id, memory=False)
+        await self.store.set_state(sandbox_id, "hibernated")
+        rec.state = "hibernated"
+        return rec
+
     async def resume(self, who: Principal, sandbox_id: str) -> SandboxRecord:
         rec = await self.get(who, sandbox_id)
         if rec.state == "hibernated":
             await self.wake_if_hibernated(rec)
             return rec
-        rec = await self._freeze(who, sandbox_id, "paused", "running", self.node.resume)
-        await lifecycle.extend_after_timeout_pause(self, rec)
-        return rec
+        if rec.state == "paused":  # the new timeout first, so the reaper never sees it running past the old
+            await lifecycle.extend_after_timeout_pause(self, rec)
+        return await self._freeze(who, sandbox_id, "paused", "running", self.node.resume)
 
     async def _freeze(
         self, who: Principal, sandbox_id: str, before: str, after: str, act: Callable[[str], Awaitable[None]]
@@ -320,7 +355,8 @@ class SandboxService:
         rec = await self.get(who, sandbox_id)
         if rec.state not in ACTIVE_STATES:
             raise errors.SandboxStateError(f"cannot set the timeout of sandbox {sandbox_id} in state {rec.state}")
-        check_lifetime(self.quotas, who.team, rec.created_at, time.time() + timeout, rec.persistent)
+        quota, _ = await self.teams.quota(who.team)
+        check_lifetime(quota.max_lifetime_s, who.team, rec.created_at, time.time() + timeout, rec.persistent)
         rec.ends_at = time.time() + timeout
         await self.store.set_ends_at(sandbox_id, rec.ends_at)
         return rec
@@ -357,3 +393,4 @@ class SandboxService:
                 if found is not None:
                     await self._reconcile(found)
         await lifecycle.hibernate_idle(self)
+        await self.teams.housekeeping()

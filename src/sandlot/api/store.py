@@ -27,6 +27,7 @@ from sandlot import errors
 
 __all__ = [
     "ACTIVE_STATES",
+    "QUOTA_FIELDS",
     "KeyRecord",
     "PortAccessRecord",
     "SandboxRecord",
@@ -81,12 +82,27 @@ sandboxes = sa.Table(
     sa.Column("ends_at", sa.Float, nullable=False),
     sa.Column("exit_reason", sa.Text, nullable=True),
     # lifecycle: a persistent sandbox is never killed by a timeout (it hibernates when idle);
-    # on_timeout says what the timeout does to an ephemeral one: kill or pause.
+    # on_timeout says what the timeout does to an ephemeral one: kill, pause or hibernate;
+    # auto_resume: paused or hibernated, the next request to it resumes it.
     sa.Column("persistent", sa.Boolean, nullable=False, default=False),
     sa.Column("on_timeout", sa.String(16), nullable=False, default="kill"),
+    sa.Column("auto_resume", sa.Boolean, nullable=False, default=False),
+    # when it was killed (retention of its checkpoints counts from here); NULL while it lives
+    sa.Column("ended_at", sa.Float, nullable=True),
     # the node that holds it (`NodeClient.name`; "local" for the node `sandlot serve` embeds)
     sa.Column("node", sa.String(128), nullable=False, default="local"),
     sa.Index("ix_sandboxes_team_created", "team", "created_at", "sandbox_id"),
+)
+
+#: A team's own limits (api/teams.py); NULL: the server's default.
+QUOTA_FIELDS = ("max_sandboxes", "max_disk_mb", "max_lifetime_s", "checkpoint_retention_s")
+
+teams = sa.Table(
+    "teams",
+    metadata_obj,
+    sa.Column("team", sa.String(128), primary_key=True),
+    *(sa.Column(name, sa.BigInteger, nullable=True) for name in QUOTA_FIELDS),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
 
 sandbox_metadata = sa.Table(
@@ -147,6 +163,8 @@ class SandboxRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     persistent: bool = False
     on_timeout: str = "kill"
+    auto_resume: bool = False
+    ended_at: float | None = None
     node: str = "local"
 
 
@@ -184,11 +202,14 @@ def _engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-#: Columns added after a database may already exist, with the SQL default old rows get.
+#: Columns added after a database may already exist, with the SQL default old rows get
+#: (None: a nullable column, NULL in old rows).
 #: `create_all` makes missing tables only; these are added to tables made by an older release.
-ADDED_COLUMNS: list[tuple[str, str, str]] = [
+ADDED_COLUMNS: list[tuple[str, str, str | None]] = [
     ("sandboxes", "persistent", "false"),
     ("sandboxes", "on_timeout", "'kill'"),
+    ("sandboxes", "auto_resume", "false"),
+    ("sandboxes", "ended_at", None),
     ("sandboxes", "node", "'local'"),
 ]
 
@@ -200,7 +221,8 @@ def _add_new_columns(engine: sa.Engine) -> None:
             if column in {c["name"] for c in inspector.get_columns(table)}:
                 continue
             sql_type = metadata_obj.tables[table].c[column].type.compile(dialect=engine.dialect)
-            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type} NOT NULL DEFAULT {default}"))
+            rest = "" if default is None else f" NOT NULL DEFAULT {default}"
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}{rest}"))
 
 
 def encode_cursor(created_at: float, sandbox_id: str) -> str:
@@ -356,8 +378,12 @@ class Store:
         metadata: dict[str, str] | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        newest_first: bool = False,
+        created_after: float | None = None,
+        templates: Sequence[str] = (),
     ) -> tuple[list[SandboxRecord], str | None]:
-        """A page of records ordered by creation, and the cursor of the next page (None at the end)."""
+        """A page of records ordered by creation (oldest first, or newest first), and the cursor of the
+        next page (None at the end). `created_after` and `templates` narrow the list further."""
         after = decode_cursor(cursor) if cursor else None
 
         def q(c: Connection) -> tuple[list[SandboxRecord], str | None]:
@@ -371,9 +397,19 @@ class Store:
                 stmt = stmt.where(
                     sa.exists().where(m.c.sandbox_id == sandboxes.c.sandbox_id, m.c.key == key, m.c.value == value)
                 )
+            if created_after is not None:
+                stmt = stmt.where(sandboxes.c.created_at >= created_after)
+            if templates:
+                stmt = stmt.where(sandboxes.c.template.in_(list(templates)))
+            order_key = sa.tuple_(sandboxes.c.created_at, sandboxes.c.sandbox_id)
             if after is not None:
-                stmt = stmt.where(sa.tuple_(sandboxes.c.created_at, sandboxes.c.sandbox_id) > sa.tuple_(*after))
-            stmt = stmt.order_by(sandboxes.c.created_at, sandboxes.c.sandbox_id).limit(limit + 1)
+                mark = sa.tuple_(*after)
+                stmt = stmt.where(order_key < mark if newest_first else order_key > mark)
+            if newest_first:
+                stmt = stmt.order_by(sandboxes.c.created_at.desc(), sandboxes.c.sandbox_id.desc())
+            else:
+                stmt = stmt.order_by(sandboxes.c.created_at, sandboxes.c.sandbox_id)
+            stmt = stmt.limit(limit + 1)
             recs = _records(c, stmt)
             more = len(recs) > limit
             recs = recs[:limit]
@@ -393,6 +429,8 @@ class Store:
         values: dict[str, Any] = {"state": state}
         if exit_reason is not None:
             values["exit_reason"] = exit_reason
+        if state == "killed":  # the first kill counts (a record reconciled twice keeps its time)
+            values["ended_at"] = sa.func.coalesce(sandboxes.c.ended_at, time.time())
         await self._run(
             lambda c: c.execute(sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(**values))
         )
@@ -421,6 +459,68 @@ class Store:
         if persistent is not None:
             stmt = stmt.where(sandboxes.c.persistent.is_(persistent))
         return await self._run(lambda c: _records(c, stmt))
+
+    async def active_disk_mb(self, team: str) -> int:
+        """The disk limits of the team's live sandboxes, summed."""
+
+        def q(c: Connection) -> int:
+            stmt = sa.select(sa.func.coalesce(sa.func.sum(sandboxes.c.disk_mb), 0)).where(
+                sandboxes.c.team == team, sandboxes.c.state.in_(ACTIVE_STATES)
+            )
+            return int(c.execute(stmt).scalar_one())
+
+        return await self._run(q)
+
+    async def owners(self, sandbox_ids: Sequence[str]) -> dict[str, tuple[str, str, float | None]]:
+        """sandbox id -> (team, state, ended_at) for the ids that have records."""
+        ids = list(set(sandbox_ids))
+
+        def q(c: Connection) -> dict[str, tuple[str, str, float | None]]:
+            out: dict[str, tuple[str, str, float | None]] = {}
+            for i in range(0, len(ids), 500):  # bounded IN lists
+                cols = (sandboxes.c.sandbox_id, sandboxes.c.team, sandboxes.c.state, sandboxes.c.ended_at)
+                for sid, team, state, ended in c.execute(
+                    sa.select(*cols).where(sandboxes.c.sandbox_id.in_(ids[i : i + 500]))
+                ):
+                    out[sid] = (team, state, ended)
+            return out
+
+        return await self._run(q)
+
+    # ------------------------------------------------------------ teams
+
+    async def team_quota(self, team: str) -> dict[str, int | None]:
+        """The team's own limits (None where it has none)."""
+
+        def q(c: Connection) -> dict[str, int | None]:
+            row = c.execute(sa.select(*(teams.c[f] for f in QUOTA_FIELDS)).where(teams.c.team == team)).first()
+            return dict(zip(QUOTA_FIELDS, row, strict=True)) if row else dict.fromkeys(QUOTA_FIELDS)
+
+        return await self._run(q)
+
+    async def set_team_quota(self, team: str, values: dict[str, int | None]) -> None:
+        """Set the given fields of a team's limits (None: back to the server's default)."""
+        assert set(values) <= set(QUOTA_FIELDS)
+
+        def q(c: Connection) -> None:
+            now = time.time()
+            if c.execute(sa.select(teams.c.team).where(teams.c.team == team)).first() is None:
+                c.execute(teams.insert().values(team=team, updated_at=now, **values))
+            else:
+                c.execute(teams.update().where(teams.c.team == team).values(updated_at=now, **values))
+
+        await self._run(q)
+
+    async def team_names(self) -> list[str]:
+        """Every team the server knows: of a key, a limit or a sandbox."""
+
+        def q(c: Connection) -> list[str]:
+            names = {r[0] for r in c.execute(sa.select(api_keys.c.team).distinct())}
+            names |= {r[0] for r in c.execute(sa.select(teams.c.team))}
+            names |= {r[0] for r in c.execute(sa.select(sandboxes.c.team).distinct())}
+            return sorted(names)
+
+        return await self._run(q)
 
     # ------------------------------------------------------------ port access
 

@@ -17,6 +17,7 @@
     sandlot volume create|ls|rm            named volumes (mount with create --volume NAME:/path[:ro])
     sandlot keys create|list|revoke        API keys (admin)
     sandlot keys ssh add|list|rm           the team's SSH keys (sandlot serve --ssh-port)
+    sandlot teams ls|show|set-quota        teams' limits and usage (admin)
     sandlot image pull REF                 pull an image from a registry into a template
     sandlot image import|export            docker-save tarballs and OCI layouts in, OCI layouts out
     sandlot template build -t NAME DIR     build a template from a Dockerfile (RUN steps in sandboxes)
@@ -60,6 +61,7 @@ from sandlot.cli import (
     run,
     serve,
     shell,
+    teams,
     templates,
     volume,
 )
@@ -79,7 +81,7 @@ def cli(ctx: click.Context, api_url: str | None, api_key: str | None) -> None:
     ctx.obj = Api(url=api_url, key=api_key)
 
 
-for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, run, network, port, e2b_env, mcp):
+for _module in (serve, create, ls, exec_, shell, cp, logs, kill, keys, teams, run, network, port, e2b_env, mcp):
     cli.add_command(_module.command)
 cli.add_command(pause.pause_command)
 cli.add_command(pause.resume_command)

@@ -18,7 +18,13 @@ __all__ = ["command"]
 
 
 @click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="ADDR",
+    help="address to listen on (repeatable; default 127.0.0.1 and ::1, where *.localhost names resolve)",
+)
 @click.option("--port", type=int, default=7770, show_default=True)
 @click.option(
     "--data-dir",
@@ -86,9 +92,9 @@ __all__ = ["command"]
     default=None,
     help="also serve SSH on this port: ssh -p PORT SANDBOX_ID@host (default: no SSH)",
 )
-@click.option("--ssh-host", default=None, help="address the SSH gateway listens on (default: --host)")
+@click.option("--ssh-host", default=None, help="address the SSH gateway listens on (default: the first --host)")
 def command(
-    host: str,
+    hosts: tuple[str, ...],
     port: int,
     data_dir: Path | None,
     images_dir: Path | None,
@@ -108,7 +114,7 @@ def command(
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
     require_extra("server", "serve")
-    from sandlot.api import serve
+    from sandlot.api import DEFAULT_HOSTS, serve
     from sandlot.api.service import Quotas
 
     pools: dict[str, int] = {}
@@ -118,8 +124,9 @@ def command(
             raise errors.InvalidArgumentError(f"--warm-pool wants TEMPLATE=N, got {item!r}", field="warm_pool")
         pools[template] = int(size)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    hosts = hosts or DEFAULT_HOSTS
     serve(
-        host,
+        hosts,
         port,
         data_dir,
         log_level=log_level,
@@ -134,5 +141,5 @@ def command(
         max_concurrent_starts=max_concurrent_starts,
         max_queued_starts=max_queued_starts,
         ssh_port=ssh_port,
-        ssh_host=ssh_host or host,
+        ssh_host=ssh_host or hosts[0],
     )

@@ -1,6 +1,6 @@
 """Volumes from the command line.
 
-sandlot volume create NAME
+sandlot volume create NAME [--size-mb 1024]
 sandlot volume ls
 sandlot volume rm NAME...
 sandlot create --volume NAME:/path[:ro]    (see create.py)
@@ -29,15 +29,16 @@ def parse_mount(item: str) -> VolumeMount:
 
 @click.group("volume")
 def volume_group() -> None:
-    """Named volumes: directories that outlive sandboxes (create, ls, rm)."""
+    """Named volumes: filesystems that outlive sandboxes (create, ls, rm)."""
 
 
 @volume_group.command("create")
 @click.argument("name")
+@click.option("--size-mb", type=int, default=1024, show_default=True, help="its size; writes past it get ENOSPC")
 @pass_api
-def create_command(api: Api, name: str) -> None:
+def create_command(api: Api, name: str, size_mb: int) -> None:
     """Create a volume; prints its name."""
-    run_async(AsyncVolumes.create(name, api_url=api.url, api_key=api.key))
+    run_async(AsyncVolumes.create(name, size_mb=size_mb, api_url=api.url, api_key=api.key))
     click.echo(name)
 
 
@@ -50,8 +51,11 @@ def ls_command(api: Api, as_json: bool) -> None:
     if as_json:
         print_json(vols)
     elif vols:
-        rows: list[list[str | Text]] = [[v.name, v.volume_id, fmt_ago(v.created_at)] for v in vols]
-        console().print(table(["NAME", "ID", "CREATED"], rows))
+        rows: list[list[str | Text]] = [
+            [v.name, v.volume_id, "unlimited" if v.size_mb is None else f"{v.size_mb} MiB", fmt_ago(v.created_at)]
+            for v in vols
+        ]
+        console().print(table(["NAME", "ID", "SIZE", "CREATED"], rows))
     else:
         click.echo("no volumes", err=True)
 

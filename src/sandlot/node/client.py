@@ -43,9 +43,11 @@ How each maps to HTTP (for the node daemon; paths under its `/v1`):
     kill                  DELETE /sandboxes/{id}
     exited                POST   /exited                       (takes them: one API per node)
     pause/resume          POST   /sandboxes/{id}/pause|resume  {memory}
-    hibernate/wake        POST   /sandboxes/{id}/hibernate|wake
+    hibernate/wake        POST   /sandboxes/{id}/hibernate|wake  {memory}
     set_network           PUT    /sandboxes/{id}/network       policy dict
     agent                 WS     /sandboxes/{id}/agent         agent frames, bridged
+    file_metadata         POST   /sandboxes/{id}/file-metadata {paths} -> {path: metadata|null}
+    set_file_metadata     PUT    /sandboxes/{id}/file-metadata {path, metadata}
     export_sandbox        GET    /sandboxes/{id}/export?tag=   tar stream
     checkpoint            POST   /sandboxes/{id}/checkpoints   {name, memory}
     restore               POST   /sandboxes/{id}/restore       {checkpoint_id}
@@ -61,6 +63,13 @@ How each maps to HTTP (for the node daemon; paths under its `/v1`):
     set_template_start    PUT    /templates/{name}/start       (null body: clear)
     delete_template       DELETE /templates/{name}
     list_pools/set_pool   GET /pools, PUT /pools/{template}   {runtime, size}
+
+Templates have owners (`TemplateInfo.owner`: a team, or None for shared
+ones). The calls that make one (fetch, pull, build, import) take `team`, the
+team acting (None: the server or an admin): what they make is its own, a name
+another team or the server holds is refused (ConflictError) before anything
+streams, and a build's FROM sees only the team's own and shared templates. Who
+may see or use a template otherwise is the API's to decide (api/template_access.py).
 
 Placement (which node gets a create) sits above this interface: the API holds
 one `NodeClient` per node and each sandbox's record names its node
@@ -157,8 +166,9 @@ class NodeClient(abc.ABC):
     async def resume(self, sandbox_id: str) -> None: ...
 
     @abc.abstractmethod
-    async def hibernate(self, sandbox_id: str) -> None:
-        """Release its compute and memory, keep its filesystem."""
+    async def hibernate(self, sandbox_id: str, *, memory: bool = True) -> None:
+        """Release its compute and memory, keep its filesystem. With `memory` its processes are saved
+        where the runtime can and come back on `wake`; without, `wake` boots it afresh on its files."""
 
     @abc.abstractmethod
     async def wake(self, sandbox_id: str) -> None: ...
@@ -170,6 +180,15 @@ class NodeClient(abc.ABC):
     @abc.abstractmethod
     async def agent(self, sandbox_id: str) -> SandboxAgent:
         """The sandbox's data plane: its agent client (which refuses calls unless the sandbox runs)."""
+
+    @abc.abstractmethod
+    async def file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
+        """E2B user metadata of files whose filesystem in the sandbox holds no xattrs (gVisor's 9p;
+        the agent says so: `FileEntry.metadata_unsupported`), kept on the node's copy, by sandbox path."""
+
+    @abc.abstractmethod
+    async def set_file_metadata(self, sandbox_id: str, path: str, metadata: dict[str, str]) -> None:
+        """Make `metadata` the whole E2B metadata of such a file ({} clears it)."""
 
     @abc.abstractmethod
     async def export_sandbox(self, sandbox_id: str, tag: str) -> AsyncIterator[bytes]:
@@ -200,7 +219,8 @@ class NodeClient(abc.ABC):
     # ------------------------------------------------------------ volumes
 
     @abc.abstractmethod
-    async def create_volume(self, team: str, name: str) -> VolumeInfo: ...
+    async def create_volume(self, team: str, name: str, size_mb: int = 1024) -> VolumeInfo:
+        """A volume of the team, a filesystem of `size_mb` (full: ENOSPC inside)."""
 
     @abc.abstractmethod
     async def find_volume(self, team: str, name: str) -> VolumeInfo:
@@ -222,13 +242,20 @@ class NodeClient(abc.ABC):
     async def list_templates(self) -> list[TemplateInfo]: ...
 
     @abc.abstractmethod
-    async def fetch_template(self, ref: str, auth: RegistryAuth) -> None:
-        """Pull `ref` with these credentials unless the node has it already."""
+    async def fetch_template(self, ref: str, auth: RegistryAuth, *, team: str | None = None) -> None:
+        """Pull `ref` with these credentials unless the node has it already (it is then `team`'s)."""
 
     @abc.abstractmethod
     async def pull_template(
-        self, ref: str, *, name: str | None = None, platform: str | None = None, auth: RegistryAuth | None = None
-    ) -> TemplateEvents: ...
+        self,
+        ref: str,
+        *,
+        name: str | None = None,
+        platform: str | None = None,
+        auth: RegistryAuth | None = None,
+        team: str | None = None,
+    ) -> TemplateEvents:
+        """Pull `ref` into `name`: shared under its own reference without credentials, else `team`'s."""
 
     @abc.abstractmethod
     async def build_template(
@@ -239,14 +266,15 @@ class NodeClient(abc.ABC):
         dockerfile: str = "Dockerfile",
         build_args: Mapping[str, str] | None = None,
         network: Literal["full", "none"] = "full",
+        team: str | None = None,
     ) -> TemplateEvents:
-        """Build from a Dockerfile in `context` (a tar, streamed in)."""
+        """Build `team`'s template from a Dockerfile in `context` (a tar, streamed in)."""
 
     @abc.abstractmethod
     async def import_template(
-        self, name: str, archive: AsyncIterable[bytes], *, tag: str | None = None
+        self, name: str, archive: AsyncIterable[bytes], *, tag: str | None = None, team: str | None = None
     ) -> TemplateEvents:
-        """Import a `docker save` tarball or an OCI layout tar (streamed in)."""
+        """Import a `docker save` tarball or an OCI layout tar (streamed in) as `team`'s template."""
 
     @abc.abstractmethod
     async def export_template(self, name: str, tag: str) -> AsyncIterator[bytes]:

@@ -2,8 +2,9 @@
 
 With a runtime that saves memory (gvisor), hibernating is a pause with memory
 to disk (memory_pause.py) and waking restores the processes where they were.
-Without (container), the processes are stopped and waking boots the sandbox
-again on the same filesystem. Either way a `hibernated` file in the sandbox's
+Without (container), or when asked to drop the memory (E2B's filesystem-only
+pause), the processes are stopped and waking boots the sandbox again on the
+same filesystem. Either way a `hibernated` file in the sandbox's
 directory marks it, so a restarted node adopts it as hibernated.
 """
 
@@ -33,9 +34,9 @@ def marked(sbx: Sandbox) -> bool:
     return _marker(sbx).exists()
 
 
-async def hibernate(node: Node, sbx: Sandbox) -> None:
-    """Release a running sandbox's processes (saving their memory where the runtime can)."""
-    if sbx.runtime.saves_memory:
+async def hibernate(node: Node, sbx: Sandbox, memory: bool = True) -> None:
+    """Release a running sandbox's processes (with `memory`, saving it where the runtime can)."""
+    if memory and sbx.runtime.saves_memory:
         try:
             await memory_pause.save(node, sbx)
         except errors.SandlotError as exc:  # e.g. runsc refuses: the sandbox runs on; stop it instead

@@ -15,7 +15,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -85,7 +85,12 @@ def checkpoint_info(ck: Checkpoint) -> CheckpointInfo:
 
 
 def volume_info(v: Volume) -> VolumeInfo:
-    return VolumeInfo(name=v.name, volume_id=v.id, created_at=v.created_at)
+    return VolumeInfo(name=v.name, volume_id=v.id, created_at=v.created_at, size_mb=v.size_mb)
+
+
+def usable_by(team: str | None) -> Callable[[Image], bool]:
+    """Whether `team` (None: an admin) may start FROM a template: its own and shared ones."""
+    return lambda image: team is None or image.owner is None or image.owner == team
 
 
 def _memory() -> tuple[int, int]:
@@ -189,8 +194,8 @@ class LocalNode(NodeClient):
     async def resume(self, sandbox_id: str) -> None:
         await self.node.resume(sandbox_id)
 
-    async def hibernate(self, sandbox_id: str) -> None:
-        await self.node.hibernate(sandbox_id)
+    async def hibernate(self, sandbox_id: str, *, memory: bool = True) -> None:
+        await self.node.hibernate(sandbox_id, memory=memory)
 
     async def wake(self, sandbox_id: str) -> None:
         await self.node.wake(sandbox_id)
@@ -201,6 +206,12 @@ class LocalNode(NodeClient):
 
     async def agent(self, sandbox_id: str) -> SandboxAgent:
         return self.node.get(sandbox_id).handle
+
+    async def file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
+        return await self.node.host_file_metadata(sandbox_id, paths)
+
+    async def set_file_metadata(self, sandbox_id: str, path: str, metadata: dict[str, str]) -> None:
+        await self.node.set_host_file_metadata(sandbox_id, path, metadata)
 
     async def export_sandbox(self, sandbox_id: str, tag: str) -> AsyncIterator[bytes]:
         work = self._work_dir("export-")
@@ -233,8 +244,8 @@ class LocalNode(NodeClient):
 
     # ------------------------------------------------------------ volumes
 
-    async def create_volume(self, team: str, name: str) -> VolumeInfo:
-        return volume_info(await asyncio.to_thread(self.node.volumes.create, name, team))
+    async def create_volume(self, team: str, name: str, size_mb: int = 1024) -> VolumeInfo:
+        return volume_info(await asyncio.to_thread(self.node.volumes.create, name, team, size_mb))
 
     async def find_volume(self, team: str, name: str) -> VolumeInfo:
         return volume_info(self.node.volumes.find(team, name))
@@ -255,22 +266,30 @@ class LocalNode(NodeClient):
     async def list_templates(self) -> list[TemplateInfo]:
         return [template_info(i) for i in await asyncio.to_thread(self.node.images.list_templates)]
 
-    async def fetch_template(self, ref: str, auth: RegistryAuth) -> None:
+    async def fetch_template(self, ref: str, auth: RegistryAuth, *, team: str | None = None) -> None:
         if self.node.images.get(ref) is None:
             config = RegistryConfig(auth.username, auth.password)
-            await asyncio.to_thread(self.node.images.pull, ref, auth=config)
+            await asyncio.to_thread(self.node.images.pull, ref, auth=config, team=team)
 
     async def pull_template(
-        self, ref: str, *, name: str | None = None, platform: str | None = None, auth: RegistryAuth | None = None
+        self,
+        ref: str,
+        *,
+        name: str | None = None,
+        platform: str | None = None,
+        auth: RegistryAuth | None = None,
+        team: str | None = None,
     ) -> TemplateEvents:
         Reference.parse(ref)  # a malformed reference is refused before the stream starts
         check_template_name(name or ref)
-        config = RegistryConfig(auth.username, auth.password) if auth else None
         images = self.node.images
+        shared = (name or ref) == ref and auth is None
+        images.check_write(name or ref, team, None if shared else team)  # a taken name too
+        config = RegistryConfig(auth.username, auth.password) if auth else None
 
         async def work(progress: Progress) -> Image:
             return await asyncio.to_thread(
-                images.pull, ref, name=name, platform=platform, auth=config, progress=progress
+                images.pull, ref, name=name, platform=platform, auth=config, progress=progress, team=team
             )
 
         return progress_events(work)
@@ -283,8 +302,10 @@ class LocalNode(NodeClient):
         dockerfile: str = "Dockerfile",
         build_args: Mapping[str, str] | None = None,
         network: Literal["full", "none"] = "full",
+        team: str | None = None,
     ) -> TemplateEvents:
         check_template_name(name)
+        self.node.images.check_write(name, team, team)  # another team's name: refused before the upload
         work_dir = self._work_dir("context-")
         root = work_dir / "context"
         try:
@@ -304,7 +325,13 @@ class LocalNode(NodeClient):
             shutil.rmtree(work_dir, ignore_errors=True)
             raise
         opts = BuildOptions(
-            name=name, context=root, dockerfile=text, build_args=dict(build_args or {}), network=network
+            name=name,
+            context=root,
+            dockerfile=text,
+            build_args=dict(build_args or {}),
+            network=network,
+            team=team,
+            may_use=usable_by(team),
         )
 
         async def work(progress: Progress) -> Image:
@@ -316,9 +343,10 @@ class LocalNode(NodeClient):
         return progress_events(work)
 
     async def import_template(
-        self, name: str, archive: AsyncIterable[bytes], *, tag: str | None = None
+        self, name: str, archive: AsyncIterable[bytes], *, tag: str | None = None, team: str | None = None
     ) -> TemplateEvents:
         check_template_name(name)
+        self.node.images.check_write(name, team, team)  # another team's name: refused before the upload
         work = self._work_dir("import-")
         tarball = work / "image.tar"
         try:
@@ -332,7 +360,9 @@ class LocalNode(NodeClient):
 
         async def work_fn(progress: Progress) -> Image:
             try:
-                return await asyncio.to_thread(images.import_image, tarball, name, tag=tag, progress=progress)
+                return await asyncio.to_thread(
+                    images.import_image, tarball, name, tag=tag, progress=progress, team=team
+                )
             finally:
                 await asyncio.to_thread(shutil.rmtree, work, True)
 

@@ -24,7 +24,7 @@ from typing import Any
 from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection
-from sandlot.node import cgroups, hibernation, memory_pause, readiness, reaper
+from sandlot.node import cgroups, file_metadata, hibernation, memory_pause, readiness, reaper, safepath
 from sandlot.node.admission import Admission
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
@@ -39,7 +39,7 @@ from sandlot.node.pool import WarmPool
 from sandlot.node.rootfs import SpareDisks, WritableLayer
 from sandlot.node.runtimes import RUNTIMES, Runtime, make_runtime
 from sandlot.node.sandbox import Sandbox, State
-from sandlot.node.spec import SandboxSpec, new_sandbox_id, oci_config
+from sandlot.node.spec import DEV_TMPFS_BYTES, SandboxSpec, new_sandbox_id, oci_config, shm_bytes
 from sandlot.node.volumes import VolumeStore, bind_mounts
 from sandlot.paths import default_data_dir
 
@@ -321,7 +321,7 @@ class Node:
         await asyncio.to_thread(sbx.layer.mount, self.spares, sbx.layer.source)
         self._refill_spares()
         root = sbx.layer.rootfs
-        (root / MOUNT_POINT.lstrip("/") / "run").mkdir(parents=True, exist_ok=True)
+        safepath.ensure_dir(root, MOUNT_POINT.lstrip("/") + "/run")  # the node's own path, whatever was there
         if sbx.runtime.name == "gvisor" and image.has_glibc:
             _add_preload(root, bundle.statx_fix_in_sandbox)
         iconf = image.config
@@ -335,6 +335,8 @@ class Node:
             hostname=spec.hostname,
             memory_limit_bytes=limits.memory_mb << 20,
             pids_limit=limits.pids,
+            dev_bytes=DEV_TMPFS_BYTES,
+            shm_bytes=shm_bytes(limits.memory_mb),
         )
         (run_dir / "config.json").write_text(agent_config.model_dump_json())
         config = oci_config(
@@ -351,6 +353,8 @@ class Node:
             netns_path=await self._attach_network(sbx, net_setup),
             disk=str(sbx.layer.image_file),
         )
+        for m in spec.volumes:  # a sized volume's disk is mounted while a sandbox uses it
+            await asyncio.to_thread(self.volumes.mount, m.volume_id)
         config["mounts"] += bind_mounts(self.volumes, spec.volumes)
         sbx.runtime.adjust(config)
         (sbx.dir / "bundle").mkdir()
@@ -501,13 +505,17 @@ class Node:
                 await sbx.runtime.resume(sandbox_id)
             sbx.transition(State.RUNNING)
 
-    async def hibernate(self, sandbox_id: str) -> None:
-        """Release a running sandbox's compute and memory, keeping its filesystem (see hibernation.py)."""
+    async def hibernate(self, sandbox_id: str, memory: bool = True) -> None:
+        """Release a running sandbox's compute and memory, keeping its filesystem (see hibernation.py).
+
+        With `memory` its processes are saved where the runtime can and come back on `wake`;
+        without, they are stopped and `wake` boots the sandbox afresh on its filesystem.
+        """
         sbx = self.get(sandbox_id)
         async with sbx._kill_lock:
             if sbx.state is not State.RUNNING:
                 raise errors.SandboxStateError(f"cannot hibernate sandbox {sandbox_id} in state {sbx.state.value}")
-            await hibernation.hibernate(self, sbx)
+            await hibernation.hibernate(self, sbx, memory=memory)
             sbx.transition(State.PAUSED)
             sbx.transition(State.HIBERNATED)
 
@@ -527,6 +535,27 @@ class Node:
                 self._spawn(reaper.wait_exit(other))
         self._spawn(self._on_exit(sbx, exited, sbx.generation))
         return exited
+
+    # ------------------------------------------------------------ file metadata on the host
+
+    def _backing(self, sbx: Sandbox, path: str) -> tuple[Path, str]:
+        volumes = {m.path: self.volumes.get(m.volume_id).data for m in sbx.spec.volumes}
+        return file_metadata.backing(path, sbx.layer.rootfs, volumes)
+
+    async def host_file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
+        """E2B metadata of files the sandbox itself cannot hold it for (FileEntry.metadata_unsupported),
+        read from the host's copy of each file (file_metadata.py), by sandbox path."""
+        sbx = self.get(sandbox_id)
+
+        def read() -> dict[str, dict[str, str] | None]:
+            return {path: file_metadata.read(*self._backing(sbx, path)) for path in paths}
+
+        return await asyncio.to_thread(read)
+
+    async def set_host_file_metadata(self, sandbox_id: str, path: str, metadata: dict[str, str]) -> None:
+        """Make `metadata` the whole E2B metadata of a file the sandbox cannot hold it for."""
+        sbx = self.get(sandbox_id)
+        await asyncio.to_thread(file_metadata.replace, *self._backing(sbx, path), metadata)
 
     # ------------------------------------------------------------ volumes
 
@@ -727,7 +756,10 @@ class Node:
         async def files() -> list[str]:
             return await asyncio.to_thread(sbx.layer.remove)
 
-        steps = [processes, runtime, network, files]
+        async def volumes() -> list[str]:
+            return await self._release_volumes(sbx)
+
+        steps = [processes, runtime, network, files, volumes]
         delay = 1.0
         try:
             while True:
@@ -753,6 +785,17 @@ class Node:
         finally:
             if not first.done():
                 first.set_result(["the cleanup was interrupted"])
+
+    async def _release_volumes(self, gone: Sandbox) -> list[str]:
+        """Unmount the volumes of `gone` that no other live sandbox of this node mounts."""
+        problems: list[str] = []
+        for m in gone.spec.volumes:
+            if not any(
+                s is not gone and not s.killed and any(o.volume_id == m.volume_id for o in s.spec.volumes)
+                for s in self._sandboxes.values()
+            ):
+                problems += await asyncio.to_thread(self.volumes.unmount, m.volume_id)
+        return problems
 
     async def close(self) -> None:
         """Kill every sandbox (the library's shutdown; `sandlot serve` keeps them)."""
@@ -803,12 +846,16 @@ def _save_network(sbx: Sandbox) -> None:
 
 
 def _add_preload(root: Path, lib: str) -> None:
-    """Make glibc programs load `lib` (see bundle.STATX_FIX_C), keeping the image's own list."""
-    target = root / "etc" / "ld.so.preload"
-    existing = target.read_text() if target.exists() else ""
+    """Make glibc programs load `lib` (see bundle.STATX_FIX_C), keeping the image's own list.
+
+    The sandbox's /etc is its own: a symlink there is never followed on the host (safepath).
+    """
+    target = safepath.no_symlink_parents(root, "etc/ld.so.preload")
+    if target is None:  # /etc is a link (or missing): leave it be; only `ls -l` and `stat` miss the fix
+        return
+    existing = safepath.read_file(target)
     if lib not in existing.split():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(existing + ("" if existing.endswith("\n") or not existing else "\n") + lib + "\n")
+        safepath.write_file(target, existing + ("" if existing.endswith("\n") or not existing else "\n") + lib + "\n")
 
 
 def _oom_happened(sandbox_id: str) -> bool:

@@ -26,12 +26,13 @@ import shutil
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from sandlot import errors
 from sandlot.node.fileclone import clone_file, frozen_fs
 
-__all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "mount_readonly_overlay", "umount"]
+__all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "mount_readonly_overlay", "overlaid", "umount"]
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
@@ -47,6 +48,26 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None
 def mount_overlay(lower: str | Path, upper: Path, work: Path, target: Path) -> None:
     """`lower` is one directory or several joined by ':' (the top one first)."""
     _mount("overlay", str(target), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+
+
+@contextlib.contextmanager
+def overlaid(lower: str | Path, upper: Path, scratch: Path) -> Iterator[Path]:
+    """`lower` with `upper` on top, mounted at a new directory under `scratch` (same filesystem as
+    `upper`) for the duration: what is changed there lands in `upper` (overlayfs whiteouts included)."""
+    name = uuid.uuid4().hex
+    work, target = scratch / f"{name}.work", scratch / f"{name}.root"
+    work.mkdir()
+    target.mkdir()
+    try:
+        mount_overlay(lower, upper, work, target)
+        try:
+            yield target
+        finally:
+            umount(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            target.rmdir()
 
 
 def mount_readonly_overlay(lower: str | Path, target: Path) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sandlot import errors
@@ -13,7 +15,17 @@ from sandlot.node.images import Image
 from sandlot.node.netpolicy import NetworkPolicy
 from sandlot.node.volumes import VolumeMount
 
-__all__ = ["CGROUP_PARENT", "SANDBOX_ID_RE", "Limits", "SandboxSpec", "new_sandbox_id", "oci_config"]
+__all__ = [
+    "CGROUP_PARENT",
+    "DEV_TMPFS_BYTES",
+    "SANDBOX_ID_RE",
+    "Limits",
+    "SandboxSpec",
+    "new_sandbox_id",
+    "oci_config",
+    "shm_bytes",
+    "tmp_bind_mount",
+]
 
 #: Sandbox ids have one fixed length: runsc matches container ids by prefix,
 #: so ids of equal length can never shadow each other (`sb-1` vs `sb-11`).
@@ -94,6 +106,73 @@ MASKED_PATHS = [
 ]  # fmt: skip
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
+# Where a sandbox can write, and what bounds it (README "How it works"):
+# everything outside volumes is in its writable layer (the disk limit, ENOSPC
+# when full), /tmp included; the only memory-backed places are /dev (device
+# nodes: DEV_TMPFS_BYTES) and /dev/shm (POSIX shared memory: `shm_bytes`),
+# both tmpfs of a fixed size, so filling them is ENOSPC too and never the
+# memory limit. /.sandlot/run (the agent's socket and config) is read-only.
+DEV_TMPFS_BYTES = 1 << 20
+#: /dev/shm is at most Docker's default, and a quarter of the memory limit below 256 MiB.
+SHM_MAX_BYTES = 64 << 20
+
+
+def shm_bytes(memory_mb: int) -> int:
+    return min(SHM_MAX_BYTES, (memory_mb << 20) // 4)
+
+
+def tmp_bind_mount(rootfs: str | Path) -> dict[str, Any] | None:
+    """An explicit mount of the image's own /tmp (in the writable layer) at /tmp.
+
+    runsc mounts a tmpfs of its own at /tmp whenever the config has no /tmp
+    mount and the image's /tmp is empty: files there would live in memory,
+    unbounded, and no checkpoint, restore or fork would carry them. Mounting
+    the directory over itself keeps /tmp on the sandbox's disk.
+
+    /tmp is resolved inside `rootfs` (a symlink in the image never leads out
+    of it on the host); a missing /tmp is made (1777). None when it resolves
+    to something that is not a directory: then there is nothing to mount.
+    """
+    root = os.path.realpath(rootfs)
+    path = _resolve_in_root(root, "tmp")
+    if path is None:
+        return None
+    if not os.path.lexists(path):
+        try:
+            os.mkdir(path, 0o1777)
+            os.chmod(path, 0o1777)
+        except OSError:
+            return None
+    if os.path.islink(path) or not os.path.isdir(path) or os.path.realpath(path) != path:
+        return None
+    return {"destination": "/tmp", "type": "bind", "source": path, "options": ["rbind", "rw", "nosuid", "nodev"]}
+
+
+def _resolve_in_root(root: str, rel: str, hops: int = 40) -> str | None:
+    """`rel` inside `root`, following symlinks as a chroot would; None if it loops or a parent is missing."""
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        cur = os.path.join(root, *done, part)
+        if os.path.islink(cur):
+            hops -= 1
+            if hops < 0:
+                return None
+            target = os.readlink(cur)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        if parts and not os.path.isdir(cur):
+            return None
+        done.append(part)
+    return os.path.join(root, *done)
+
 
 def oci_config(
     *,
@@ -140,7 +219,7 @@ def oci_config(
                 "destination": "/dev",
                 "type": "tmpfs",
                 "source": "tmpfs",
-                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+                "options": ["nosuid", "strictatime", "mode=755", f"size={DEV_TMPFS_BYTES >> 10}k"],
             },
             {
                 "destination": "/dev/pts",
@@ -152,7 +231,13 @@ def oci_config(
                 "destination": "/dev/shm",
                 "type": "tmpfs",
                 "source": "shm",
-                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+                "options": [
+                    "nosuid",
+                    "noexec",
+                    "nodev",
+                    "mode=1777",
+                    f"size={shm_bytes(spec.limits.memory_mb) >> 10}k",
+                ],
             },
             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
             {
@@ -165,7 +250,8 @@ def oci_config(
                 "destination": "/.sandlot/run",
                 "type": "bind",
                 "source": run_dir,
-                "options": ["rbind", "rw", "nosuid", "nodev", "noexec"],
+                # read-only: it is on the host's disk, outside every limit (connecting to the socket needs no write)
+                "options": ["rbind", "ro", "nosuid", "nodev", "noexec"],
             },
         ],
         "linux": {

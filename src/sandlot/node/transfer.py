@@ -34,6 +34,7 @@ def template_info(image: Image) -> TemplateInfo:
         entrypoint=c.entrypoint,
         cmd=c.cmd,
         start=TemplateStart(**image.start.to_dict()) if image.start else None,
+        owner=image.owner,
     )
 
 

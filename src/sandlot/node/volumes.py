@@ -1,19 +1,31 @@
-"""Volumes: named directories on the host that outlive sandboxes and are bind-mounted into them.
+"""Volumes: named filesystems on the host that outlive sandboxes and are bind-mounted into them.
 
-A volume is `<data dir>/volumes/<id>/data` plus `volume.json` (its name and an
-opaque `owner`, the API's team; names are unique per owner). Sandboxes get
-it as a bind mount at a path, read-write or read-only; under gVisor, mounts
-other than the root are served with shared file access (runsc's default), so
-two sandboxes sharing a volume see each other's writes.
+A volume is `<data dir>/volumes/<id>/` holding `volume.json` (its name, an
+opaque `owner` (the API's team; names are unique per owner) and its size),
+`disk.img` (an ext4 filesystem of that size in a sparse file, as sandbox disks
+are: rootfs.make_disk) and `data/`, where the disk is loop-mounted while a
+sandbox of this node uses the volume. So a full volume is the sandbox's
+ENOSPC, never the host's disk. Volumes made before sizes existed have no
+`disk.img`: `data/` is a plain directory, without a limit.
+
+Sandboxes get it as a bind mount at a path, read-write or read-only; under
+gVisor, mounts other than the root are served with shared file access
+(runsc's default), so two sandboxes sharing a volume see each other's writes.
+`mount` is called for each sandbox that starts with the volume, `unmount` when
+the node's last such sandbox is gone (Node.destroy) and before a delete.
 """
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import json
+import os
 import posixpath
 import re
 import secrets
 import shutil
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -21,12 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
+from sandlot.node.rootfs import is_mountpoint, make_disk, umount
 
 __all__ = ["Volume", "VolumeMount", "VolumeStore", "bind_mounts"]
 
 VOLUME_ID_RE = re.compile(r"^vol-[0-9a-z]{16}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: Sizes a volume may have, in MiB.
+MIN_SIZE_MB, MAX_SIZE_MB = 16, 1 << 22
 #: Paths a volume may not cover: the sandbox's own system mounts and the agent's.
 _RESERVED = ("/", "/proc", "/dev", "/sys", "/.sandlot")
 
@@ -60,10 +75,16 @@ class Volume:
     owner: str
     created_at: float
     dir: Path
+    #: None: a volume from before sizes (a plain directory, no limit)
+    size_mb: int | None = None
 
     @property
     def data(self) -> Path:
         return self.dir / "data"
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk.img"
 
 
 def bind_mounts(store: VolumeStore, mounts: list[VolumeMount]) -> list[dict[str, Any]]:
@@ -74,13 +95,13 @@ def bind_mounts(store: VolumeStore, mounts: list[VolumeMount]) -> list[dict[str,
     out = []
     for m in mounts:
         vol = store.get(m.validate().volume_id)
-        options = ["rbind", "ro" if m.read_only else "rw"]
+        options = ["rbind", "ro" if m.read_only else "rw", "nosuid", "nodev"]
         out.append({"destination": m.path, "type": "bind", "source": str(vol.data), "options": options})
     return out
 
 
 class VolumeStore:
-    """Volumes under `dir`. Invariant: `_lock` guards creation (names unique per owner)."""
+    """Volumes under `dir`. Invariant: `_lock` guards creation (names unique per owner) and mounting."""
 
     def __init__(self, dir: Path) -> None:
         self.dir = Path(dir)
@@ -89,7 +110,15 @@ class VolumeStore:
     def _load(self, d: Path) -> Volume | None:
         try:
             r = json.loads((d / "volume.json").read_text())
-            return Volume(str(r["id"]), str(r["name"]), str(r["owner"]), float(r["created_at"]), d)
+            size = r.get("size_mb")
+            return Volume(
+                str(r["id"]),
+                str(r["name"]),
+                str(r["owner"]),
+                float(r["created_at"]),
+                d,
+                None if size is None else int(size),
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -111,10 +140,14 @@ class VolumeStore:
                 return v
         raise errors.VolumeNotFoundError(f"volume {name!r} not found")
 
-    def create(self, name: str, owner: str) -> Volume:
+    def create(self, name: str, owner: str, size_mb: int = 1024) -> Volume:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise errors.InvalidArgumentError(
                 f"volume name must be 1-64 letters, digits, '.', '_' or '-', got {name!r}", field="name"
+            )
+        if not isinstance(size_mb, int) or not MIN_SIZE_MB <= size_mb <= MAX_SIZE_MB:
+            raise errors.InvalidArgumentError(
+                f"size_mb must be between {MIN_SIZE_MB} and {MAX_SIZE_MB}, got {size_mb!r}", field="size_mb"
             )
         with self._lock:
             if any(v.name == name for v in self.list(owner)):
@@ -122,15 +155,68 @@ class VolumeStore:
             vid = "vol-" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
             tmp = self.dir / f".{vid}.tmp"
             (tmp / "data").mkdir(parents=True)
-            vol = Volume(vid, name, owner, time.time(), self.dir / vid)
-            (tmp / "volume.json").write_text(
-                json.dumps({"id": vid, "name": name, "owner": owner, "created_at": vol.created_at})
-            )
-            tmp.rename(vol.dir)
+            vol = Volume(vid, name, owner, time.time(), self.dir / vid, size_mb)
+            try:
+                make_disk(tmp / "disk.img", size_mb << 20)
+                _prepare(tmp / "disk.img", tmp / "data")
+                (tmp / "volume.json").write_text(
+                    json.dumps(
+                        {"id": vid, "name": name, "owner": owner, "created_at": vol.created_at, "size_mb": size_mb}
+                    )
+                )
+                tmp.rename(vol.dir)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    umount(tmp / "data")
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             return vol
+
+    def mount(self, volume_id: str) -> Volume:
+        """Make the volume's files available at `data/` (idempotent); the volume must exist."""
+        vol = self.get(volume_id)
+        if vol.size_mb is None:
+            return vol
+        with self._lock:
+            if not is_mountpoint(vol.data):
+                _mount(vol.disk, vol.data)
+        return vol
+
+    def unmount(self, volume_id: str) -> builtins.list[str]:
+        """Undo `mount` (when no sandbox uses the volume any more); failures are returned."""
+        with self._lock:
+            data = self.dir / volume_id / "data"
+            try:
+                if VOLUME_ID_RE.match(volume_id) and data.exists() and is_mountpoint(data):
+                    umount(data)  # the loop device was set up with autoclear
+            except OSError as exc:
+                return [f"unmounting volume {volume_id}: {exc}"]
+        return []
 
     def delete(self, volume_id: str) -> None:
         vol = self.get(volume_id)
+        problems = self.unmount(vol.id)
+        if problems:
+            raise errors.InternalError("; ".join(problems))
         trash = self.dir / f".{vol.id}.deleting"
         vol.dir.rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _mount(disk: Path, target: Path) -> None:
+    res = subprocess.run(
+        ["mount", "-o", "loop,noatime,nosuid,nodev", str(disk), str(target)], capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        raise errors.InternalError(f"mounting volume disk {disk} failed: {res.stderr.strip()}")
+
+
+def _prepare(disk: Path, mountpoint: Path) -> None:
+    """A fresh volume's filesystem as users expect it: empty (no lost+found), its root 0755."""
+    _mount(disk, mountpoint)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            (mountpoint / "lost+found").rmdir()
+        os.chmod(mountpoint, 0o755)
+    finally:
+        umount(mountpoint)

@@ -17,7 +17,8 @@ from sandlot.sdk.commands import AsyncCommandHandle, CommandResult
 from sandlot.sdk.files import AsyncWatchHandle
 from sandlot.sdk.pty import AsyncPtyHandle, PtySize
 from sandlot.sdk.sandbox import AsyncSandbox
-from sandlot.sdk.sync import CommandHandle, PtyHandle, Sandbox, Templates, Volumes, WatchHandle
+from sandlot.sdk.sync import CommandHandle, PtyHandle, Sandbox, Teams, Templates, Volumes, WatchHandle
+from sandlot.sdk.teams import AsyncTeams, TeamInfo
 from sandlot.sdk.templates import AsyncTemplates
 from sandlot.sdk.volumes import AsyncVolumes, VolumeInfo, VolumeMount
 
@@ -25,6 +26,7 @@ __all__ = [
     "AsyncCommandHandle",
     "AsyncPtyHandle",
     "AsyncSandbox",
+    "AsyncTeams",
     "AsyncTemplates",
     "AsyncVolumes",
     "AsyncWatchHandle",
@@ -41,6 +43,8 @@ __all__ = [
     "Result",
     "Sandbox",
     "SandboxInfo",
+    "TeamInfo",
+    "Teams",
     "TemplateInfo",
     "Templates",
     "VolumeInfo",

@@ -23,6 +23,7 @@ from sandlot.models import (
     ProcessInfo,
     SandboxInfo,
     TarResult,
+    TeamInfo,
     TemplateInfo,
     VolumeInfo,
     VolumeMountRequest,
@@ -36,6 +37,7 @@ from sandlot.sdk.files import AsyncFiles, AsyncWatchHandle, WriteData
 from sandlot.sdk.network import AsyncNetwork
 from sandlot.sdk.pty import AsyncPty, AsyncPtyHandle, DataHandler, PtySize
 from sandlot.sdk.sandbox import AsyncSandbox
+from sandlot.sdk.teams import _KEEP, AsyncTeams
 from sandlot.sdk.templates import AsyncTemplates, ProgressHandler
 from sandlot.sdk.volumes import AsyncVolumes
 
@@ -47,6 +49,7 @@ __all__ = [
     "Pty",
     "PtyHandle",
     "Sandbox",
+    "Teams",
     "Templates",
     "Volumes",
     "WatchHandle",
@@ -607,6 +610,7 @@ class Sandbox:
         network: str | dict[str, Any] | None = None,
         persistent: bool = False,
         on_timeout: str = "kill",
+        auto_resume: bool = False,
         volumes: Sequence[VolumeMountRequest] | None = None,
         api_url: str | None = None,
         api_key: str | None = None,
@@ -630,7 +634,9 @@ class Sandbox:
                 Its ports are reachable through the server in every mode (`get_url`).
             persistent: never killed by its timeout; after the server's idle period it
                 hibernates (compute and memory released, files kept) and the next request wakes it.
-            on_timeout: "kill" (default) or "pause" (kept paused, with its memory where possible).
+            on_timeout: "kill" (default), "pause" (kept paused, with its memory where possible) or
+                "hibernate" (processes stopped, files kept; resuming boots it afresh).
+            auto_resume: paused or hibernated, the next request to it (its ports too) resumes it.
             volumes: the team's volumes to mount (`VolumeMount(name=, path=, read_only=)`).
             api_url: the API (default $SANDLOT_API_URL, else http://127.0.0.1:7770).
             api_key: the key (default $SANDLOT_API_KEY, else a local server's admin key).
@@ -664,6 +670,7 @@ class Sandbox:
                         network=network,
                         persistent=persistent,
                         on_timeout=on_timeout,
+                        auto_resume=auto_resume,
                         volumes=volumes,
                         api_url=api_url,
                         api_key=api_key,
@@ -1193,18 +1200,22 @@ class Templates:
 class Volumes:
     """The blocking twin of `AsyncVolumes`.
 
-    Named volumes of the caller's team: directories that outlive sandboxes.
+    Named volumes of the caller's team: filesystems of a fixed size that outlive sandboxes.
     """
 
     @staticmethod
-    def create(name: str, *, api_url: str | None = None, api_key: str | None = None) -> VolumeInfo:
-        """Create a volume.
+    def create(name: str, *, size_mb: int = 1024, api_url: str | None = None, api_key: str | None = None) -> VolumeInfo:
+        """Create a volume of `size_mb` MiB (writes past it fail with ENOSPC in the sandbox).
 
         Raises:
             ConflictError: the team already has a volume of that name.
-            InvalidArgumentError: a bad name.
+            InvalidArgumentError: a bad name or size.
+            LimitReachedError: the team's disk limit has no room for it.
         """
-        return cast("VolumeInfo", to_sync(run_sync(AsyncVolumes.create(name, api_url=api_url, api_key=api_key))))
+        return cast(
+            "VolumeInfo",
+            to_sync(run_sync(AsyncVolumes.create(name, size_mb=size_mb, api_url=api_url, api_key=api_key))),
+        )
 
     @staticmethod
     def list(*, api_url: str | None = None, api_key: str | None = None) -> builtins.list[VolumeInfo]:
@@ -1219,6 +1230,67 @@ class Volumes:
             ConflictError: a sandbox still mounts it.
         """
         run_sync(AsyncVolumes.delete(name, api_url=api_url, api_key=api_key))
+
+
+class Teams:
+    """The blocking twin of `AsyncTeams`.
+
+    Teams' limits (max sandboxes, disk, lifetime, checkpoint retention) and what they use.
+    """
+
+    @staticmethod
+    def get(team: str, *, api_url: str | None = None, api_key: str | None = None) -> TeamInfo:
+        """A team's limits and usage (an admin key, or a key of that team).
+
+        Raises:
+            PermissionDeniedError: another team's, with a non-admin key.
+        """
+        return cast("TeamInfo", to_sync(run_sync(AsyncTeams.get(team, api_url=api_url, api_key=api_key))))
+
+    @staticmethod
+    def list(*, api_url: str | None = None, api_key: str | None = None) -> builtins.list[TeamInfo]:
+        """Every team the server knows (an admin key)."""
+        return cast("builtins.list[TeamInfo]", to_sync(run_sync(AsyncTeams.list(api_url=api_url, api_key=api_key))))
+
+    @staticmethod
+    def set_quota(
+        team: str,
+        *,
+        max_sandboxes: int | None = _KEEP,
+        max_disk_mb: int | None = _KEEP,
+        max_lifetime_s: int | None = _KEEP,
+        checkpoint_retention_s: int | None = _KEEP,
+        api_url: str | None = None,
+        api_key: str | None = None,
+    ) -> TeamInfo:
+        """Change a team's limits (an admin key). Limits not passed stay; None returns one to the default.
+
+        Args:
+            max_sandboxes: live sandboxes at once.
+            max_disk_mb: sandboxes' disk limits + volumes' sizes + checkpoints, in MiB.
+            max_lifetime_s: seconds from creation a timeout may reach; 0: no limit.
+            checkpoint_retention_s: how long a killed sandbox's checkpoints are kept; 0: until deleted.
+
+        Raises:
+            PermissionDeniedError: not an admin key.
+            InvalidArgumentError: a negative or too large value.
+        """
+        return cast(
+            "TeamInfo",
+            to_sync(
+                run_sync(
+                    AsyncTeams.set_quota(
+                        team,
+                        max_sandboxes=max_sandboxes,
+                        max_disk_mb=max_disk_mb,
+                        max_lifetime_s=max_lifetime_s,
+                        checkpoint_retention_s=checkpoint_retention_s,
+                        api_url=api_url,
+                        api_key=api_key,
+                    )
+                )
+            ),
+        )
 
 
 SYNC_TWINS.update(

@@ -16,19 +16,23 @@ __all__ = ["AsyncVolumes", "VolumeInfo", "VolumeMount"]
 
 
 class AsyncVolumes:
-    """Named volumes of the caller's team: directories that outlive sandboxes."""
+    """Named volumes of the caller's team: filesystems of a fixed size that outlive sandboxes."""
 
     @staticmethod
-    async def create(name: str, *, api_url: str | None = None, api_key: str | None = None) -> VolumeInfo:
-        """Create a volume.
+    async def create(
+        name: str, *, size_mb: int = 1024, api_url: str | None = None, api_key: str | None = None
+    ) -> VolumeInfo:
+        """Create a volume of `size_mb` MiB (writes past it fail with ENOSPC in the sandbox).
 
         Raises:
             ConflictError: the team already has a volume of that name.
-            InvalidArgumentError: a bad name.
+            InvalidArgumentError: a bad name or size.
+            LimitReachedError: the team's disk limit has no room for it.
         """
         transport = Transport(api_url, api_key, None)
         try:
-            return VolumeInfo.model_validate(await transport.json("POST", "/volumes", json={"name": name}))
+            body = {"name": name, "size_mb": size_mb}
+            return VolumeInfo.model_validate(await transport.json("POST", "/volumes", json=body))
         finally:
             await transport.close()
 

@@ -51,9 +51,16 @@ func loadConfig() (AgentConfig, error) {
 }
 
 func main() {
+	if isSudo() { // run through an image's sudo link: the client of the agent's sudo service
+		os.Exit(sudoMain(os.Args[1:]))
+	}
 	cfg, err := loadConfig()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandlot-agent: cannot read config:", err)
+		os.Exit(1)
+	}
+	if err := prepareInit(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "sandlot-agent: preparing the sandbox:", err)
 		os.Exit(1)
 	}
 	if os.Getpid() != 1 {
@@ -68,6 +75,7 @@ func main() {
 	}
 	go a.procs.reap()
 	go a.forwardSignals()
+	go a.serveSudo()
 	// In a microVM the init names the node link (a virtio-serial port) and the VM's control port.
 	link := cfg.SocketPath
 	if env := os.Getenv("SANDLOT_AGENT_SOCKET"); env != "" {

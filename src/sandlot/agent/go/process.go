@@ -9,6 +9,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -62,11 +63,34 @@ type processTable struct {
 	mu    sync.Mutex
 	procs map[int]*process
 	early map[int]syscall.WaitStatus // reaped before registration (cannot happen under mu, kept for safety)
-	fork  sync.Mutex
+	// helpers: children the agent starts for itself (sudo), not listed as processes; each
+	// gets its status on its channel.
+	helpers map[int]chan syscall.WaitStatus
+	fork    sync.Mutex
 }
 
 func newProcessTable(a *agent) *processTable {
-	return &processTable{a: a, procs: map[int]*process{}, early: map[int]syscall.WaitStatus{}}
+	return &processTable{a: a, procs: map[int]*process{}, early: map[int]syscall.WaitStatus{},
+		helpers: map[int]chan syscall.WaitStatus{}}
+}
+
+// spawnHelper forks a child that is not one of the sandbox's listed processes; registered under
+// mu with its fork, like start's, so the reaper always finds it.
+func (t *processTable) spawnHelper(exe string, argv []string, attr *syscall.ProcAttr) (int, <-chan syscall.WaitStatus, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pid, err := t.forkExec(exe, argv, attr)
+	if err != nil {
+		return 0, nil, fmt.Errorf("cannot start %s: %v", argv[0], err)
+	}
+	ch := make(chan syscall.WaitStatus, 1)
+	if ws, ok := t.early[pid]; ok {
+		delete(t.early, pid)
+		ch <- ws
+	} else {
+		t.helpers[pid] = ch
+	}
+	return pid, ch, nil
 }
 
 func (t *processTable) get(pid int64) (*process, error) {
@@ -100,7 +124,10 @@ func (t *processTable) reap() {
 			reaped = true
 			t.mu.Lock()
 			p := t.procs[pid]
-			if p == nil {
+			if helper, ok := t.helpers[pid]; ok {
+				delete(t.helpers, pid)
+				helper <- ws
+			} else if p == nil {
 				t.early[pid] = ws
 			}
 			t.mu.Unlock()

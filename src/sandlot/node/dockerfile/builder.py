@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import posixpath
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
+from sandlot.node import safepath
 from sandlot.node.dockerfile import context as ctx
 from sandlot.node.dockerfile.parser import Instruction, parse, substitute
 from sandlot.node.images import Image
@@ -56,6 +56,10 @@ class BuildOptions:
     step_timeout: float = 3600.0
     #: RUN steps' network: "full" (like `docker build`: package managers work) or "none"
     network: str = "full"
+    #: the team building (None: an admin): the template is its own, and FROM sees only what it may use
+    team: str | None = None
+    #: whether the builder may start FROM this template (the API's view of the team)
+    may_use: Callable[[Image], bool] = lambda image: True
 
 
 @dataclass
@@ -110,6 +114,7 @@ class _Build:
 
     async def run(self) -> Image:
         check_template_name(self.opts.name)
+        self.store.check_write(self.opts.name, self.opts.team, self.opts.team)  # before the steps run
         steps = parse(self.opts.dockerfile)
         state: _State | None = None
         for n, inst in enumerate(steps, 1):
@@ -123,7 +128,12 @@ class _Build:
             state = await self._step(inst, state)
         assert state is not None
         image = await asyncio.to_thread(
-            self.store.add_layers, self.opts.name, state.layers, state.config, f"build of {self.opts.name}"
+            self.store.add_layers,
+            self.opts.name,
+            state.layers,
+            state.config,
+            f"build of {self.opts.name}",
+            team=self.opts.team,
         )
         self.progress(f"built template {self.opts.name} ({len(state.layers)} layers)")
         return image
@@ -139,6 +149,8 @@ class _Build:
         ref = substitute(inst.args.strip(), self.args)
         try:
             image = await asyncio.to_thread(self.store.ensure, ref, self.progress)
+            if not self.opts.may_use(image):
+                raise errors.ImageNotFoundError(f"template {ref!r} not found")
         except errors.ImageNotFoundError as exc:
             raise errors.ImageNotFoundError(f"Dockerfile line {inst.line}: FROM {ref}: {exc}") from None
         layers = [p.parent.name for p in image.layers]
@@ -287,12 +299,8 @@ class _Build:
                 cp = subprocess.run(["cp", "-a", f"{upper}/.", str(fs)], capture_output=True, text=True)
                 if cp.returncode != 0:
                     raise errors.InternalError(f"saving the RUN step's layer failed: {cp.stderr.strip()}")
-                for rel in NODE_PATHS:
-                    p = fs / rel
-                    if p.is_dir() and not p.is_symlink():
-                        shutil.rmtree(p)
-                    elif os.path.lexists(p):
-                        p.unlink()
+                for rel in NODE_PATHS:  # never through a link the step made (safepath)
+                    safepath.remove(fs, rel)
                 return {"size": 0}
 
             with self.store.adding() as layers, layers.locked(lid):

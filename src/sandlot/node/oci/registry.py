@@ -6,13 +6,18 @@ challenge's realm (anonymously or with those credentials). Everything fetched by
 digest is verified against it before it is used; blobs are downloaded into a
 `.partial` file that a later pull resumes with a `Range` request.
 
-Plain HTTP is used only for registries configured `insecure`; TLS otherwise.
+Plain HTTP is used for registries configured `insecure`, and by default for
+ones on the loopback (`localhost`, 127.0.0.0/8, `[::1]`), as Docker does:
+traffic that never leaves the host gains nothing from TLS, and a local
+registry almost always speaks plain HTTP. `{"insecure": false}` keeps TLS for
+a loopback registry that has it. Every other registry gets TLS.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -27,7 +32,7 @@ import httpx
 from sandlot import errors
 from sandlot.node.oci.reference import Reference
 
-__all__ = ["MANIFEST_TYPES", "RegistryClient", "RegistryConfig"]
+__all__ = ["MANIFEST_TYPES", "RegistryClient", "RegistryConfig", "is_loopback"]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -45,11 +50,33 @@ class RegistryConfig:
 
     username: str | None = None
     password: str | None = None
-    insecure: bool = False
+    #: plain HTTP; None: only on the loopback (see the module docstring)
+    insecure: bool | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RegistryConfig:
-        return cls(username=d.get("username"), password=d.get("password"), insecure=bool(d.get("insecure", False)))
+        insecure = d.get("insecure")
+        return cls(
+            username=d.get("username"),
+            password=d.get("password"),
+            insecure=None if insecure is None else bool(insecure),
+        )
+
+    def plain_http(self, registry: str) -> bool:
+        return is_loopback(registry) if self.insecure is None else self.insecure
+
+
+def is_loopback(registry: str) -> bool:
+    """Whether `host[:port]` names this machine's loopback: localhost, 127.0.0.0/8 or [::1]."""
+    host = registry.rsplit(":", 1)[0] if not registry.endswith("]") and registry.count(":") == 1 else registry
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 ByteProgress = Callable[[int, int], None]
@@ -67,7 +94,8 @@ class RegistryClient:
     def __init__(self, ref: Reference, config: RegistryConfig | None = None, *, timeout: float = 30.0) -> None:
         self.ref = ref
         self.config = config or RegistryConfig()
-        scheme = "http" if self.config.insecure else "https"
+        self.plain_http = self.config.plain_http(ref.registry)
+        scheme = "http" if self.plain_http else "https"
         self.base = f"{scheme}://{ref.registry}/v2/{ref.repository}"
         self._auth: str | None = None  # the Authorization header that worked
         self._http = httpx.Client(timeout=httpx.Timeout(timeout, read=timeout), follow_redirects=True)
@@ -136,7 +164,7 @@ class RegistryClient:
                 req = self._http.build_request(method, url, headers=h)
                 r = self._http.send(req, stream=stream)
             except httpx.HTTPError as exc:
-                hint = "" if self.config.insecure else " (if it serves plain HTTP, configure it as insecure)"
+                hint = "" if self.plain_http else " (if it serves plain HTTP, configure it as insecure)"
                 raise errors.RegistryUnreachableError(
                     f"cannot reach registry {self.ref.registry}: {exc or type(exc).__name__}{hint}"
                 ) from None

@@ -37,6 +37,7 @@ from sandlot.node.oci.pull import pull
 from sandlot.node.oci.reference import Reference, looks_like_reference
 from sandlot.node.oci.registry import RegistryConfig
 from sandlot.node.readiness import StartSpec
+from sandlot.node.rootfs import overlaid
 
 __all__ = ["ImageStore", "check_template_name"]
 
@@ -103,15 +104,42 @@ class ImageStore:
             created_at=float(d.get("created_at", 0)),
             size=int(d.get("size", 0)),
             start=StartSpec.from_dict(d.get("start")),
+            owner=d.get("owner"),
+        )
+
+    def check_write(self, name: str, team: str | None, owner: str | None) -> None:
+        """Refuse `team` (None: an admin) replacing a template that is not its own.
+
+        A team may write a new name, or one it owns; a shared template (None)
+        only by refreshing it as shared (a pull of its own reference). Called
+        under the name's lock right before publishing, and by the API up front.
+        """
+        existing = self.get(name)
+        if team is None or existing is None or existing.owner == team:
+            return
+        if existing.owner is None and owner is None:
+            return
+        raise errors.ConflictError(
+            f"template name {existing.name!r} is taken (by another team, or shared by the server); choose another name",
+            field="name",
         )
 
     def _publish(
-        self, name: str, layer_ids: list[str], config: dict[str, Any], source: str, digest: str
+        self,
+        name: str,
+        layer_ids: list[str],
+        config: dict[str, Any],
+        source: str,
+        digest: str,
+        team: str | None = None,
+        owner: str | None = None,
     ) -> builtin.Image:
+        """Write the template record (the caller holds the name's lock); `team` is who writes, `owner` who owns."""
+        self.check_write(name, team, owner)
         size = sum(int(self.layers.meta(lid).get("size", 0)) for lid in layer_ids)
         record = {
             "name": name, "source": source, "digest": digest, "layers": layer_ids,
-            "config": config, "created_at": time.time(), "size": size,
+            "config": config, "created_at": time.time(), "size": size, "owner": owner,
         }  # fmt: skip
         tmp = self.templates_dir / f".{uuid.uuid4().hex}.tmp"
         tmp.write_text(json.dumps(record, indent=1))
@@ -147,20 +175,26 @@ class ImageStore:
 
     def _build(self, real: str, progress: Progress) -> builtin.Image:
         builder = builtin.BUILDERS[real]
-        lid = "built-" + hashlib.sha256(f"{real}\0{_recipe(builder)}".encode()).hexdigest()
+        base = self.ensure(builtin.BASES[real], progress) if real in builtin.BASES else None
+        below = [p.parent.name for p in base.layers] if base else []
+        lid = "built-" + hashlib.sha256(f"{real}\0{_recipe(builder)}\0{' '.join(below)}".encode()).hexdigest()
         with self._store_lock(fcntl.LOCK_SH), self._name_lock(real):
             image = self.get(real)
             if image is not None:
                 return image
 
             def fill(fs: Path) -> dict[str, Any]:
-                config = builder(fs, progress)
+                if base is None:
+                    config = builder(fs, progress)
+                else:  # the builder works on the base seen through an overlay; its upper is our layer
+                    with overlaid(base.lowerdir, fs, self.layers.tmp) as root:
+                        config = builder(root, progress)
                 return {"config": config.to_oci(), "size": _tree_size(fs)}
 
             with self.layers.locked(lid):
                 self.layers.add(lid, fill)
             config = self.layers.meta(lid)["config"]
-            return self._publish(real, [lid], config, source=f"built-in {real}", digest="")
+            return self._publish(real, [*below, lid], config, source=f"built-in {real}", digest="")
 
     def pull(
         self,
@@ -170,8 +204,13 @@ class ImageStore:
         platform: str | None = None,
         auth: RegistryConfig | None = None,
         progress: Progress = builtin._print_progress,
+        team: str | None = None,
     ) -> builtin.Image:
-        """Pull `ref_text` from its registry (again, if already here) into template `name` (default: the ref)."""
+        """Pull `ref_text` from its registry (again, if already here) into template `name` (default: the ref).
+
+        `team` pulls it (None: the server or an admin). A pull under the reference's own name
+        without credentials is shared (the registry decides what it holds); otherwise it is the team's.
+        """
         ref = Reference.parse(ref_text)
         name = check_template_name(name or ref_text)
         if name in builtin.BUILDERS or name in builtin.ALIASES:
@@ -182,11 +221,15 @@ class ImageStore:
                 f"this server pulls only from its configured registries ({', '.join(sorted(self.registries))}), "
                 f"not from {ref.registry}"
             )
+        owner = None if name == ref_text and auth is None else team
+        self.check_write(name, team, owner)  # before the download; again once it is done
         if auth is not None:  # credentials given with the call win; `insecure` stays the node's choice
-            config = RegistryConfig(auth.username, auth.password, config.insecure if config else False)
+            config = RegistryConfig(auth.username, auth.password, config.insecure if config else None)
         with self._store_lock(fcntl.LOCK_SH), self._name_lock(name):
             pulled = pull(ref, self.layers, config, platform=platform, progress=progress)
-            return self._publish(name, pulled.layers, pulled.config, source=str(ref), digest=pulled.digest)
+            return self._publish(
+                name, pulled.layers, pulled.config, source=str(ref), digest=pulled.digest, team=team, owner=owner
+            )
 
     def import_image(
         self,
@@ -196,10 +239,12 @@ class ImageStore:
         tag: str | None = None,
         platform: str | None = None,
         progress: Progress = builtin._print_progress,
+        team: str | None = None,
     ) -> builtin.Image:
-        """A template from an OCI layout directory or a `docker save` / `podman save` tarball."""
+        """A template from an OCI layout directory or a `docker save` / `podman save` tarball (`team`'s)."""
         path = Path(path)
         check_template_name(name)
+        self.check_write(name, team, team)
         if name in builtin.BUILDERS or name in builtin.ALIASES:
             raise errors.InvalidArgumentError(f"{name!r} is a built-in template's name", field="name")
         if not path.exists():
@@ -209,7 +254,9 @@ class ImageStore:
                 got = import_layout(path, self.layers, tag=tag, platform=platform, progress=progress)
             else:
                 got = import_archive(path, self.layers, tag=tag, platform=platform, progress=progress)
-            return self._publish(name, got.layers, got.config, source=f"import {path}", digest=got.digest)
+            return self._publish(
+                name, got.layers, got.config, source=f"import {path}", digest=got.digest, team=team, owner=team
+            )
 
     def export(
         self, name: str, dest: Path, *, tag: str = "latest", progress: Progress = builtin._print_progress
@@ -222,12 +269,18 @@ class ImageStore:
             return export_layout(list(image.layers), _oci_config(image), Path(dest), tag=tag, progress=progress)
 
     def add_layers(
-        self, name: str, layer_ids: list[str], config: dict[str, Any], source: str, digest: str = ""
+        self,
+        name: str,
+        layer_ids: list[str],
+        config: dict[str, Any],
+        source: str,
+        digest: str = "",
+        team: str | None = None,
     ) -> builtin.Image:
-        """Publish a template over layers already in the store (imports, builds)."""
+        """Publish a template over layers already in the store (imports, builds), `team`'s."""
         check_template_name(name)
         with self._name_lock(name):
-            return self._publish(name, layer_ids, config, source, digest)
+            return self._publish(name, layer_ids, config, source, digest, team=team, owner=team)
 
     def set_start(self, name: str, start: StartSpec | None) -> builtin.Image:
         """Give template `name` a start command and readiness check (None: remove them)."""

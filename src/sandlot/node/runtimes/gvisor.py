@@ -11,6 +11,7 @@ from typing import Any
 from sandlot import errors
 from sandlot.node import cgroups
 from sandlot.node.runtimes.base import Resources, Runtime, run_or_raise, run_tool, start_detached
+from sandlot.node.spec import tmp_bind_mount
 
 __all__ = ["GVisorRuntime"]
 
@@ -60,7 +61,23 @@ class GVisorRuntime(Runtime):
     def adjust(self, config: dict[str, Any]) -> None:
         # gVisor enforces its own seccomp on the sentry; the workload's syscalls
         # never reach the host kernel, so no OCI seccomp profile is needed here.
-        pass
+        #
+        # /tmp stays on the sandbox's disk (spec.tmp_bind_mount), cached by the
+        # sentry like the root (the mount hint's "container" share: nobody else
+        # writes that directory while the sandbox runs).
+        tmp = tmp_bind_mount(config["root"]["path"])
+        if tmp is not None:
+            config["mounts"].append(tmp)
+            hint = "dev.gvisor.spec.mount.sandlot-tmp."
+            config.setdefault("annotations", {}).update(
+                {hint + "source": tmp["source"], hint + "type": "bind", hint + "share": "container"}
+            )
+        # gVisor ignores the size of its /dev: the agent, as init, mounts a
+        # sized one (agent/go/devfs.go), for which it alone gets CAP_SYS_ADMIN
+        # and then drops it from every set before anything else runs.
+        caps = config["process"]["capabilities"]
+        for kind in caps:
+            caps[kind] = [*caps[kind], "CAP_SYS_ADMIN"]
 
     async def start(self, sandbox_id: str, bundle: Path, log: Path, *, connected: bool = False) -> int:
         args = ("run", "--detach", "--pid-file", str(bundle / "pid"), "--bundle", str(bundle), sandbox_id)
@@ -70,6 +87,7 @@ class GVisorRuntime(Runtime):
         self, args: tuple[str, ...], sandbox_id: str, bundle: Path, log: Path, connected: bool, what: str
     ) -> int:
         os.makedirs(self._root, exist_ok=True)
+        _check_bind_sources(bundle, sandbox_id)
         cli = self._cli(*args, network="sandbox" if connected else "none")
         if self.debug_log:
             cli[1:1] = ["--debug", "--debug-log", str(log.parent / "runsc-debug/")]
@@ -150,3 +168,20 @@ class GVisorRuntime(Runtime):
             if isinstance(sandbox.get("Pid"), int) and sandbox["Pid"] > 0:
                 pids.add(sandbox["Pid"])
         return sorted(p for p in pids if os.path.exists(f"/proc/{p}"))
+
+
+def _check_bind_sources(bundle: Path, sandbox_id: str) -> None:
+    """Refuse to boot when a bind source inside the sandbox's rootfs has become a symlink.
+
+    The /tmp mount's source lies in the sandbox's own files; the runtime opens
+    it on the host, where a symlink would lead anywhere. It is checked when the
+    config is made and again before every boot (a restore swaps the disk).
+    """
+    config = json.loads((bundle / "config.json").read_text())
+    root = os.path.realpath(config["root"]["path"])
+    for m in config["mounts"]:
+        src = m.get("source", "")
+        if m.get("type") == "bind" and src.startswith(root + "/") and os.path.realpath(src) != src:
+            raise errors.InternalError(
+                f"sandbox {sandbox_id} cannot boot: its {m['destination']} is no longer a directory of its own"
+            )
