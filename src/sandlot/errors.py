@@ -34,6 +34,7 @@
     │   ├── RegistryUnreachableError   (no answer, TLS to a plain-HTTP registry, ...)
     │   └── ImageCorruptError          (a blob or manifest does not match its digest)
     ├── PortNotListeningError          (an exposed port that nothing in the sandbox listens on)
+    ├── ServerBusyError                (the node's queue of starts is full: retry after `retry_after` s)
     └── InternalError
 
 Error codes on the wire (agent END frames, API error bodies) map to these
@@ -78,6 +79,7 @@ __all__ = [
     "SandboxNotFoundError",
     "SandboxStateError",
     "SandlotError",
+    "ServerBusyError",
     "TimeoutError_",
     "UserNotFoundError",
     "VolumeNotFoundError",
@@ -268,6 +270,18 @@ class PortNotListeningError(SandlotError):
     code = "port_not_listening"
 
 
+class ServerBusyError(SandlotError):
+    """Nothing was done: the server's queue of sandbox starts is full. Retry after `retry_after` seconds."""
+
+    code = "server_busy"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, path: str | None = None, retry_after: int = 1
+    ) -> None:
+        super().__init__(message, field=field, path=path)
+        self.retry_after = retry_after
+
+
 class InternalError(SandlotError):
     code = "internal"
 
@@ -309,6 +323,7 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         RegistryUnreachableError,
         ImageCorruptError,
         PortNotListeningError,
+        ServerBusyError,
         InternalError,
     )
 }

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import faulthandler
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,9 @@ import httpx
 from sandlot.node.bundle import AGENT_SOURCE
 
 IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/store-v2"))
+#: The agent, built once per source version and copied into each server's data dir (a Go build each is minutes on a
+#: loaded host); keyed by the sources' hash and locked by `ensure_bundle`, so checkouts can share it.
+BUNDLE_CACHE = Path(os.environ.get("SANDLOT_TEST_BUNDLE_CACHE", "/var/tmp/sandlot-test-bundle-cache"))
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 
@@ -137,6 +141,8 @@ def main() -> None:
     parser.add_argument("--images-dir", type=Path, default=IMAGE_CACHE)
     parser.add_argument("--disk-store-mb", type=int, default=None)
     parser.add_argument("--agent-timeout", type=float, default=None)
+    parser.add_argument("--max-concurrent-starts", type=int, default=None)
+    parser.add_argument("--max-queued-starts", type=int, default=256)
     parser.add_argument("--ssh-port", type=int, default=None)
     args = parser.parse_args()
 
@@ -168,6 +174,8 @@ def main() -> None:
         dns_servers=[],  # tests never ask a real resolver
         disk_store_bytes=args.disk_store_mb << 20 if args.disk_store_mb else None,
         **({"agent_timeout_s": args.agent_timeout} if args.agent_timeout else {}),
+        max_concurrent_starts=args.max_concurrent_starts,
+        max_queued_starts=args.max_queued_starts,
         ssh_port=args.ssh_port,
     )
     node = _fake_node(args.data_dir) if args.fake else None
@@ -213,6 +221,11 @@ class Server:
 
     def start(self, timeout: float = 300, env: dict[str, str] | None = None) -> Server:
         """Start (again); `env` adds to the server's environment (e.g. SANDLOT_FAILPOINTS)."""
+        if not self.fake:
+            from sandlot.node.bundle import ensure_bundle
+
+            built = ensure_bundle(BUNDLE_CACHE)
+            shutil.copytree(built.path, self.data_dir / "bundle" / built.path.name, symlinks=True, dirs_exist_ok=True)
         self.port, self.ssh_port = free_port(), free_port()
         cmd = [sys.executable, "-m", "tests.api.harness", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.ssh:

@@ -411,6 +411,10 @@ class AgentClient:
     async def ping(self) -> p.Hello:
         return await self._call(p.Method.PING, p.Empty(), p.Hello)
 
+    async def check_limits(self) -> None:
+        """Wake the agent's limit watchdog (the node saw the sandbox's host cgroup grow)."""
+        await self._call(p.Method.LIMITS_CHECK, p.Empty(), p.Empty)
+
     # -- processes
     async def start(self, params: p.ProcessStartParams) -> ProcessStream:
         proc = ProcessStream(await self.conn.open(p.Method.PROCESS_START, params))

@@ -156,6 +156,8 @@ class Method:
     FS_TAR_WRITE = "fs.tar_write"
     FS_WATCH = "fs.watch"
     PORT_CONNECT = "port.connect"
+    #: Wake the agent's limit watchdog now: the node saw the sandbox's host cgroup grow.
+    LIMITS_CHECK = "limits.check"
 
 
 class ErrorCode:
@@ -483,6 +485,7 @@ METHODS: dict[str, tuple[type[_Model], type[_Model]]] = {
     Method.FS_TAR_WRITE: (TarWriteParams, TarResult),
     Method.FS_WATCH: (WatchParams, Empty),
     Method.PORT_CONNECT: (PortConnectParams, PortClosed),
+    Method.LIMITS_CHECK: (Empty, Empty),
 }
 
 #: Models that are not params/results but travel on the wire too.

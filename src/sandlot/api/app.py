@@ -167,6 +167,8 @@ def _node_client(config: ApiConfig, given: Node | NodeClient | None) -> NodeClie
                 dns_servers=config.dns_servers,
                 disk_store_bytes=config.disk_store_bytes,
                 agent_timeout_s=config.agent_timeout_s,
+                max_concurrent_starts=config.max_concurrent_starts,
+                max_queued_starts=config.max_queued_starts,
             )
         )
     )

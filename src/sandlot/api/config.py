@@ -48,6 +48,10 @@ class ApiConfig:
     dns_servers: list[str] | None = None
     #: a persistent sandbox with no request for this many seconds hibernates
     hibernate_after_s: float = 900.0
+    #: sandbox starts run at once (default: 2 per core); more queue in order (node/admission.py)
+    max_concurrent_starts: int | None = None
+    #: starts that may wait in that queue; a create beyond it gets 503 with Retry-After
+    max_queued_starts: int = 256
     #: seconds between sweeps of expired checkpoints (teams' retention)
     housekeeping_interval_s: float = 60.0
     #: size of the node's disk store (sandbox disks, checkpoints); None: the data dir's filesystem's

@@ -94,8 +94,8 @@ async def touch(svc: SandboxService, rec: SandboxRecord) -> None:
 
 async def hibernate_idle(svc: SandboxService) -> None:
     now = time.time()
-    for rec in await svc.store.active():
-        if not rec.persistent or rec.state != "running":
+    for rec in await svc.store.active(persistent=True):
+        if rec.state != "running":
             continue
         # This process's clock, or the store's (after a restart; or a request served by another replica).
         last = max(svc._active_at.get(rec.sandbox_id, 0.0), rec.active_at or rec.created_at)

@@ -499,8 +499,12 @@ class Store:
 
         return await self._run(q)
 
-    async def active(self) -> list[SandboxRecord]:
-        return await self._run(lambda c: _records(c, sa.select(sandboxes).where(sandboxes.c.state.in_(ACTIVE_STATES))))
+    async def active(self, *, persistent: bool | None = None) -> list[SandboxRecord]:
+        """Records in an active state (only persistent ones, or only ephemeral ones, when asked)."""
+        stmt = sa.select(sandboxes).where(sandboxes.c.state.in_(ACTIVE_STATES))
+        if persistent is not None:
+            stmt = stmt.where(sandboxes.c.persistent.is_(persistent))
+        return await self._run(lambda c: _records(c, stmt))
 
     async def active_disk_mb(self, team: str) -> int:
         """The disk limits of the team's live sandboxes, summed."""

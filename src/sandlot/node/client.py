@@ -42,6 +42,7 @@ How each maps to HTTP (for the node daemon; paths under its `/v1`):
     status                GET    /sandboxes/{id}               (404 -> None)
     exit_reason           GET    /ended/{id}                   (404 -> None)
     kill                  DELETE /sandboxes/{id}
+    exited                POST   /exited                       (takes them: one API per node)
     pause/resume          POST   /sandboxes/{id}/pause|resume  {memory}
     hibernate/wake        POST   /sandboxes/{id}/hibernate|wake  {memory}
     set_network           PUT    /sandboxes/{id}/network       policy dict
@@ -153,6 +154,14 @@ class NodeClient(abc.ABC):
     @abc.abstractmethod
     async def kill(self, sandbox_id: str) -> None:
         """Kill it and free everything it holds (SandboxNotFoundError when the node does not hold it)."""
+
+    @abc.abstractmethod
+    async def exited(self) -> dict[str, str]:
+        """The sandboxes that died on their own (not killed) since the last call, with why.
+
+        What the API's reaper reconciles each tick, so that a tick costs the
+        same with 1 sandbox or 1000 (it asks about every sandbox only rarely).
+        """
 
     @abc.abstractmethod
     async def pause(self, sandbox_id: str, *, memory: bool = False) -> None:

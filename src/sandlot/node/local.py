@@ -116,6 +116,12 @@ class LocalNode(NodeClient):
         self.node = node
         self.name = name
         self.default_runtime = node.config.default_runtime
+        # _exited: sandboxes that died on their own since `exited` was last called, with why.
+        self._exited: dict[str, str] = {}
+        node.on_exit(self._on_exit)
+
+    def _on_exit(self, sandbox_id: str, reason: str) -> None:
+        self._exited[sandbox_id] = reason
 
     def _work_dir(self, prefix: str) -> Path:
         """A scratch directory beside the image store's layers (so that renames into it stay on one filesystem)."""
@@ -179,6 +185,10 @@ class LocalNode(NodeClient):
 
     async def kill(self, sandbox_id: str) -> None:
         await self.node.kill(sandbox_id)
+
+    async def exited(self) -> dict[str, str]:
+        taken, self._exited = self._exited, {}
+        return taken
 
     async def pause(self, sandbox_id: str, *, memory: bool = False) -> None:
         await self.node.pause(sandbox_id, memory=memory)

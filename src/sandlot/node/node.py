@@ -1,7 +1,8 @@
 """The node: creates, tracks and destroys the sandboxes of one host.
 
 Invariant: `_sandboxes` holds every sandbox this node created that is not yet
-killed; a sandbox leaves it only after `destroy` ran, so nothing the node made
+killed; a sandbox leaves it only once it is stopped and its cleanup task is in
+`_cleanups` (which retries failed steps until done), so nothing the node made
 (runtime state, cgroups, mounts, files) outlives a sandbox the node forgot.
 """
 
@@ -11,10 +12,12 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import functools
 import json
 import logging
 import os
-from collections.abc import Coroutine
+import resource
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,12 @@ from sandlot.agent import protocol as p
 from sandlot.agent.client import RESPONSE_TIMEOUT, AgentConnection
 from sandlot.failpoints import afailpoint
 from sandlot.node import cgroups, file_metadata, hibernation, intent, memory_pause, readiness, reaper, safepath
+from sandlot.node.admission import Admission
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
 from sandlot.node.dns import system_nameservers
+from sandlot.node.limits import LimitMonitor
 from sandlot.node.netpolicy import NetworkPolicy
 from sandlot.node.network import DEFAULT_SUBNET, NetworkManager, SandboxNet
 from sandlot.node.oci.registry import RegistryConfig
@@ -50,6 +55,12 @@ MAX_SOCKET_PATH = 107
 NAME_REFRESH_INTERVAL = 60.0
 #: How many ended sandboxes' exit reasons the node remembers (for records reconciled later).
 ENDED_KEPT = 4096
+#: How long `kill` waits for a killed sandbox's cleanup before returning (it goes on in the background).
+KILL_WAIT_S = 5.0
+#: The longest pause between two attempts of a failed cleanup step.
+CLEANUP_RETRY_MAX_S = 60.0
+#: How long `close` lets pending cleanups finish.
+CLOSE_CLEANUP_WAIT_S = 60.0
 
 
 @dataclass
@@ -72,6 +83,12 @@ class NodeConfig:
     dns_servers: list[str] | None = None
     #: how long a call waits for the agent's first answer before asking whether it is alive at all
     agent_timeout_s: float = RESPONSE_TIMEOUT
+    #: sandbox starts that run at once (default: 2 per core); the rest queue in order (admission.py)
+    max_concurrent_starts: int | None = None
+    #: starts that may wait; one more is refused with ServerBusyError (503 + Retry-After)
+    max_queued_starts: int = 256
+    #: the longest a start waits in the queue before it is refused the same way
+    max_start_wait_s: float = 45.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -93,22 +110,36 @@ class Node:
         self._ended: dict[str, str] = {}
         self._bundle: Bundle | None = None
         self._watchers: set[asyncio.Task[None]] = set()
+        # _cleanups: cleanups of stopped sandboxes still running (retrying what failed).
+        self._cleanups: set[asyncio.Task[None]] = set()
+        # Cleanups spawn runtime CLIs: a few at a time, so a burst of kills cannot flood the CPU.
+        self._cleanup_slots = asyncio.Semaphore(max(4, 2 * (os.cpu_count() or 1)))
         self.disks = DiskStore(self.config.data_dir, self.config.disk_store_bytes)
         self.spares = SpareDisks(self.disks.spares)
         self.checkpoints = CheckpointStore(self.disks.checkpoints)
         self.volumes = VolumeStore(self.config.data_dir / "volumes")
-        self.pool = WarmPool(self._start, self.kill)
+        self.pool = WarmPool(functools.partial(self._start, background=True), self.kill)
         dns = self.config.dns_servers
         self.network = NetworkManager(
             str(self.config.data_dir),
             subnet=self.config.net_subnet,
             dns_servers=system_nameservers() if dns is None else dns,
         )
-        self._starting = asyncio.Semaphore(max(2, 2 * (os.cpu_count() or 1)))
+        # A burst of starts on a small host (100 at once on 2 cores) makes every
+        # one of them slow enough to time out; queued, they all finish quickly.
+        self.admission = Admission(
+            self.config.max_concurrent_starts or max(2, 2 * (os.cpu_count() or 1)),
+            self.config.max_queued_starts,
+            self.config.max_start_wait_s,
+        )
         self._refilling: asyncio.Future[None] | None = None
         self._name_refresher: asyncio.Task[None] | None = None
+        self._exit_listeners: list[Callable[[str, str], None]] = []
+        #: pokes a sandbox's limit watchdog when its host cgroup grows (limits.py)
+        self.limit_monitor = LimitMonitor()
         # Orphaned sandbox processes must come to us, not to a lazy host init.
         reaper.become_subreaper()
+        _raise_nofile_limit()
 
     # ------------------------------------------------------------ setup
 
@@ -191,25 +222,21 @@ class Node:
             return pooled
         return await self._start(spec)
 
-    async def _start(self, spec: SandboxSpec, disk_from: Path | None = None) -> Sandbox:
-        """Start a sandbox; a caller cancelled meanwhile (a client gone) never leaks one.
+    async def _start(self, spec: SandboxSpec, disk_from: Path | None = None, *, background: bool = False) -> Sandbox:
+        """Start a sandbox once admitted (a fair queue; ServerBusyError when it is full).
 
-        Cancelling halfway through `runsc run` would orphan a sandbox that no
-        state records yet, so the start runs to its end and is then killed.
+        A caller cancelled while queued just leaves the queue. Cancelling
+        halfway through `runsc run` would orphan a sandbox that no state
+        records yet, so an admitted start runs to its end and is then killed.
         """
-        task = asyncio.ensure_future(self._start_gated(spec, disk_from))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await self.kill((await task).id)
-            raise
-
-    async def _start_gated(self, spec: SandboxSpec, disk_from: Path | None) -> Sandbox:
-        # A burst of starts on a small host (100 at once on 2 cores) makes every
-        # one of them slow enough to time out; queued, they all finish quickly.
-        async with self._starting:
-            return await self._start_now(spec, disk_from)
+        async with self.admission.slot(background=background):
+            task = asyncio.ensure_future(self._start_now(spec, disk_from))
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await self.kill((await task).id)
+                raise
 
     async def _start_now(self, spec: SandboxSpec, disk_from: Path | None = None) -> Sandbox:
         """Start a sandbox of `spec`, on a fresh disk or a clone of `disk_from` (a checkpoint's)."""
@@ -281,6 +308,10 @@ class Node:
     def _refill_spares(self) -> None:
         if self._refilling is None or self._refilling.done():
             self._refilling = asyncio.ensure_future(asyncio.to_thread(self.spares.refill))
+
+    def on_exit(self, callback: Callable[[str, str], None]) -> None:
+        """Call `callback(sandbox_id, reason)` whenever a sandbox dies on its own (not when killed)."""
+        self._exit_listeners.append(callback)
 
     def adopt(self, sbx: Sandbox) -> None:
         """Register a sandbox found again after a restart (its agent already called back).
@@ -465,7 +496,12 @@ class Node:
     async def _on_exit(self, sbx: Sandbox, exited: asyncio.Task[None], generation: int | None = None) -> None:
         """When the sandbox's main host process exits on its own, clean up after it."""
         generation = sbx.generation if generation is None else generation
-        await exited
+        if not sbx.killed and sbx.generation == generation:
+            self.limit_monitor.watch(sbx)
+        try:
+            await exited
+        finally:
+            self.limit_monitor.forget(sbx.id, generation)
         if sbx.killed or sbx.generation != generation:  # killed, or restarted on purpose (restore)
             return
         reason = (
@@ -480,6 +516,8 @@ class Node:
                 self._forget(sbx)
                 if problems:
                     log.error("cleanup of dead sandbox %s: %s", sbx.id, "; ".join(problems))
+                for listener in self._exit_listeners:
+                    listener(sbx.id, reason)
 
     async def pause(self, sandbox_id: str, memory: bool = False) -> None:
         """Freeze every process of a running sandbox; `resume` continues them.
@@ -657,6 +695,7 @@ class Node:
     async def halt(self, sbx: Sandbox) -> None:
         """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot)."""
         sbx.generation += 1
+        self.limit_monitor.forget(sbx.id)
         await sbx.conn.close()
         memory_pause.forget(sbx)  # a restored filesystem does not match the saved memory
         pids = sbx.runtime.host_pids(sbx.id)
@@ -696,47 +735,114 @@ class Node:
         return made
 
     async def kill(self, sandbox_id: str) -> None:
-        """Stop every process and free everything the sandbox holds. Idempotent."""
+        """Stop every process at once and free everything the sandbox holds. Idempotent.
+
+        Kills never queue behind starts. The sandbox's host processes get
+        SIGKILL first, so its CPU is free at once; then its runtime state,
+        network and files are cleaned up, and a step that fails (a runtime
+        command that timed out on an overloaded host) is retried in the
+        background until it is done. Returns once the cleanup is done, or after
+        KILL_WAIT_S with the cleanup still going on: the sandbox is dead either way.
+        """
         sbx = self._sandboxes.get(sandbox_id)
         if sbx is None:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
         async with sbx._kill_lock:
             if sbx.killed:
                 return
-            problems = await self.destroy(sbx, "killed")
+            cleaned = await self._stop(sbx, "killed")
             self._forget(sbx)
-        if problems:
-            raise errors.InternalError(f"sandbox {sandbox_id} was killed, but cleanup failed: " + "; ".join(problems))
+        done, _ = await asyncio.wait({cleaned}, timeout=KILL_WAIT_S)
+        if done and cleaned.result():
+            log.warning(
+                "sandbox %s was killed, but its cleanup failed (retrying in the background): %s",
+                sandbox_id,
+                "; ".join(cleaned.result()),
+            )
 
     async def destroy(self, sbx: Sandbox, reason: str) -> list[str]:
-        """Tear down in order, keep going after failures, return them all.
+        """Stop the sandbox and clean up in order, keeping going after failures; return them all.
 
-        For sandboxes this node does not track (found again after a restart and
-        not wanted); tracked ones are killed with `kill`.
+        Failed steps are retried in the background until done. For sandboxes
+        this node does not track (found again after a restart and not wanted)
+        and ones that died; tracked ones are killed with `kill`.
+        """
+        return await (await self._stop(sbx, reason))
+
+    async def _stop(self, sbx: Sandbox, reason: str) -> asyncio.Future[list[str]]:
+        """SIGKILL every host process of the sandbox now, then start its cleanup.
+
+        Returns a future of the first cleanup pass's problems; the cleanup
+        task retries what failed until done (`_cleanups` holds it meanwhile).
         """
         was_paused = sbx.state is State.PAUSED
         if not sbx.killed:
             sbx.transition(State.KILLED)
         sbx.exit_reason = reason
-        problems: list[str] = []
-        with contextlib.suppress(Exception):
-            await sbx.conn.close()
-        pids = sbx.runtime.host_pids(sbx.id)
+        self.limit_monitor.forget(sbx.id)
         if was_paused:  # a frozen sandbox cannot act on its kill signals
             with contextlib.suppress(errors.SandlotError):
                 await sbx.runtime.resume(sbx.id)
-        try:
-            problems += await sbx.runtime.destroy(sbx.id)
-        except Exception as exc:  # keep cleaning: the mounts and files must still go
-            problems.append(f"runtime: {exc}")
-        problems += await _wait_gone(pids)
-        await afailpoint("node.destroy.after_runtime", sbx.id)
-        if sbx.net is not None:
-            problems += await self.network.teardown(sbx.net)
+        pids = sbx.runtime.terminate(sbx.id)
+        with contextlib.suppress(Exception):
+            await sbx.conn.close()
+        first: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._clean_up(sbx, pids, first))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return first
+
+    async def _clean_up(self, sbx: Sandbox, pids: list[int], first: asyncio.Future[list[str]]) -> None:
+        """Reap the stopped sandbox's processes, then remove its runtime state, network and files;
+        each step that fails is retried until done."""
+
+        async def runtime() -> list[str]:
+            problems = await sbx.runtime.destroy(sbx.id)
+            await afailpoint("node.destroy.after_runtime", sbx.id)
+            return problems
+
+        async def processes() -> list[str]:
+            return await _wait_gone(pids)
+
+        async def network() -> list[str]:
+            if sbx.net is None:
+                return []
+            problems = await self.network.teardown(sbx.net)
             await afailpoint("node.destroy.after_network", sbx.id)
-        problems += await asyncio.to_thread(sbx.layer.remove)
-        problems += await self._release_volumes(sbx)
-        return problems
+            return problems
+
+        async def files() -> list[str]:
+            return await asyncio.to_thread(sbx.layer.remove)
+
+        async def volumes() -> list[str]:
+            return await self._release_volumes(sbx)
+
+        steps = [processes, runtime, network, files, volumes]
+        delay = 1.0
+        try:
+            while True:
+                problems: list[str] = []
+                failed = []
+                async with self._cleanup_slots:
+                    for step in steps:
+                        try:
+                            got = await step()
+                        except Exception as exc:  # keep cleaning: the mounts and files must still go
+                            got = [f"{step.__name__}: {exc}"]
+                        if got:
+                            problems += got
+                            failed.append(step)
+                if not first.done():
+                    first.set_result(problems)
+                if not failed:
+                    return
+                log.warning("cleanup of sandbox %s: %s; retrying in %.0fs", sbx.id, "; ".join(problems), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CLEANUP_RETRY_MAX_S)
+                steps = failed
+        finally:
+            if not first.done():
+                first.set_result(["the cleanup was interrupted"])
 
     async def _release_volumes(self, gone: Sandbox) -> list[str]:
         """Unmount the volumes of `gone` that no other live sandbox of this node mounts."""
@@ -754,8 +860,13 @@ class Node:
         await self.pool.close()
         # All at once: one by one, a loaded host takes longer than a service manager waits.
         await asyncio.gather(*(self.kill(sbx.id) for sbx in list(self._sandboxes.values())), return_exceptions=True)
+        if self._cleanups:  # let retries finish their work; what still fails is swept at the next start
+            _, pending = await asyncio.wait(set(self._cleanups), timeout=CLOSE_CLEANUP_WAIT_S)
+            for task in pending:
+                task.cancel()
         for task in list(self._watchers):
             task.cancel()
+        await self.limit_monitor.close()
 
         if self._refilling is not None:  # a thread: let it finish its file
             with contextlib.suppress(Exception):
@@ -772,17 +883,17 @@ async def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[str]:
         for w in pending:
             w.cancel()
     reaper.sweep()
-    left = [pid for pid in pids if _is_live(pid)]
+    left = [pid for pid in pids if reaper.is_live(pid)]
     return [f"host processes still running: {left}"] if left else []
 
 
-def _is_live(pid: int) -> bool:
-    """True for a process that exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+def _raise_nofile_limit() -> None:
+    """Each sandbox holds a few of the node's descriptors (agent socket, pidfds, eventfds):
+    the default soft limit (1024) would cap a node at a few hundred sandboxes."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _save_network(sbx: Sandbox) -> None:

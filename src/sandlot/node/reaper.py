@@ -18,7 +18,7 @@ import ctypes.util
 import os
 from pathlib import Path
 
-__all__ = ["become_subreaper", "children_of_self", "protected", "sweep", "wait_exit"]
+__all__ = ["become_subreaper", "children_of_self", "is_live", "protected", "sweep", "wait_exit"]
 
 PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -54,6 +54,15 @@ async def wait_exit(pid: int) -> None:
         loop.remove_reader(fd)
         os.close(fd)
         _reap(pid)
+
+
+def is_live(pid: int) -> bool:
+    """True for a process that exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def children_of_self(pids: list[int]) -> list[int]:

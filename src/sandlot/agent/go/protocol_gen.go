@@ -37,6 +37,7 @@ const (
 	MethodFsTarWrite     = "fs.tar_write"
 	MethodFsWatch        = "fs.watch"
 	MethodPortConnect    = "port.connect"
+	MethodLimitsCheck    = "limits.check"
 )
 
 // Error codes.

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,9 @@ __all__ = ["GVisorRuntime"]
 _UNSAVABLE_TCP = re.compile(r"endpoint cannot be saved in connected state: (local [0-9.:]+, remote [0-9.:]+)")
 
 # The sentry and gofer live in the sandbox's host cgroup beside the workload;
-# the agent enforces the workload's own limit (polling every 25 ms), the host
-# cgroup only backstops it, with room for a hog that grows between two polls.
+# the agent enforces the workload's own limit (woken by the node when the host
+# cgroup's usage grows, then scanning every 30 ms: node/limits.py), the host
+# cgroup only backstops it, with room for a hog that grows meanwhile.
 SENTRY_MEMORY_OVERHEAD = 128 << 20
 # Under the ptrace platform one sandboxed process costs about ten host tasks
 # (measured: 50 sleeping processes = 505 tasks in the sandbox's pids cgroup),
@@ -109,11 +108,10 @@ class GVisorRuntime(Runtime):
         # (SIGSTOP) or wedged never answers, and it would outlive its kill. Its host
         # processes (the sentry, the gofer) die with SIGKILL in any state, and everything
         # inside goes with the sentry; `runsc delete` then clears what runsc kept.
-        for pid in self.host_pids(sandbox_id):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        await run_tool(*self._cli("kill", "--all", sandbox_id, "KILL"), timeout=10)
-        rc, out = await run_tool(*self._cli("delete", "--force", sandbox_id))
+        self.terminate(sandbox_id)
+        if self.running(sandbox_id):  # not when `terminate` already killed everything
+            await run_tool(*self._cli("kill", "--all", sandbox_id, "KILL"), timeout=self.cleanup_timeout_s)
+        rc, out = await run_tool(*self._cli("delete", "--force", sandbox_id), timeout=self.cleanup_timeout_s)
         if rc != 0 and "does not exist" not in out and "not found" not in out.lower():
             problems.append(f"runsc delete {sandbox_id}: {out}")
         problems += cgroups.remove(sandbox_id)
