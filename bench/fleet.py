@@ -30,8 +30,7 @@ from api_server import Server
 from lib import ROOT
 
 sys.path.insert(0, str(ROOT))
-from tests.api.harness import postgres_cluster
-from tests.fleet.harness import Fleet, create, run, states, wait
+from tests.fleet.harness import Fleet, create, postgres_cluster, run, states, wait
 
 
 def _ms(samples: list[float]) -> float:

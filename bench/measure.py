@@ -17,7 +17,7 @@ from typing import Any
 
 from api_server import Server
 from baselines import Plan
-from lib import IMAGE_CACHE, arepeat, host_available_fraction, pss_kb, summary
+from lib import IMAGE_CACHE, arepeat, pss_kb, summary
 from lifecycle import checkpoint_figures, memory_pause_figures
 from ports import port_proxy_figures
 
@@ -134,51 +134,6 @@ async def concurrent(node: Node, plan: Plan) -> dict[str, Any]:
     }
 
 
-def _density_steps(quick: bool) -> list[int]:
-    return [5, 10] if quick else [5, 10, 20, 40, 60, 80, 120, 160, 240, 320]
-
-
-async def density(node: Node, plan: Plan) -> dict[str, Any]:
-    """Idle gVisor sandboxes added in steps; stops when free memory < 25% or create p50 degrades 3x."""
-    sbxs: list[Sandbox] = []
-    steps: list[dict[str, Any]] = []
-    stop = "the last step"
-    deadline = time.monotonic() + (30 if plan.quick else 300)
-    try:
-        for target in _density_steps(plan.quick):
-            lat: list[float] = []
-            while len(sbxs) < target:
-                t0 = time.perf_counter()
-                sbxs.append(await _create(node, "gvisor"))
-                lat.append(time.perf_counter() - t0)
-            await asyncio.sleep(2)
-            per = [pss_kb(s.runtime.host_pids(s.id)) / 1024 for s in sbxs]
-            step = {
-                "sandboxes": len(sbxs),
-                "idle_pss_mb": statistics.median(per),
-                "total_pss_mb": sum(per),
-                "create": summary(lat),
-                "host_available": host_available_fraction(),
-            }
-            steps.append(step)
-            p50 = step["create"]["p50_ms"]
-            print(f"  density {len(sbxs)}: {step['idle_pss_mb']:.1f} MB each, create p50 {p50:.0f} ms", flush=True)
-            if step["host_available"] < 0.25:
-                stop = "host free memory below 25%"
-                break
-            if step["create"]["p50_ms"] > 3 * steps[0]["create"]["p50_ms"]:
-                stop = "create p50 degraded 3x"
-                break
-            if time.monotonic() > deadline:
-                stop = "time bound"
-                break
-    finally:
-        for s in sbxs:
-            with contextlib.suppress(Exception):
-                await node.kill(s.id)
-    return {"steps": steps, "stopped_by": stop}
-
-
 async def warm_pool_starts(node: Node, plan: Plan) -> list[float]:
     """Create -> first command with a warm pool of 2 (each measured once the pool is full again)."""
     from sandlot.node.pool import pool_key
@@ -250,9 +205,6 @@ async def node_figures(node: Node, plan: Plan) -> dict[str, Any]:
     out["core memory pause"] = await memory_pause_figures(node, plan, debian.rootfs)
     print("sandlot core: files", flush=True)
     out["core files"] = await files(node, plan)
-    # Density before the concurrent burst: the burst leaves the host loaded for a while.
-    print("sandlot core: density", flush=True)
-    out["density"] = await density(node, plan)
     print(f"sandlot core: {plan.concurrent} concurrent creates", flush=True)
     out["core concurrent"] = await concurrent(node, plan)
     return out

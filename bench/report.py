@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from compat import e2b_rows
+from density import density_markdown, density_plot, density_rows
 from microvm_bench import microvm_rows
 
 __all__ = ["ANCHORS", "NOT_YET", "markdown", "plots", "rows", "summary_line"]
@@ -252,34 +253,15 @@ def markdown(r: dict[str, Any]) -> str:
         "| metric | sandlot | nearest baseline | baseline | ratio | runs |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for metric, ours, unit, bname, base, runs in rows(r):
+    # The E2B and microvm rows are NaN where they did not run here (no E2B SDK, no microvm): left out.
+    optional = [row for row in [*e2b_rows(r["sandlot"]), *microvm_rows(r["sandlot"])] if row[1] == row[1]]
+    for metric, ours, unit, bname, base, runs in [*rows(r), *density_rows(r["sandlot"]), *optional]:
         lines.append(
             f"| {metric} | {_fmt(ours, unit)} | {bname} | {_fmt(base, unit)} | {_ratio_str(ours, base)} | {runs} |"
         )
-    for metric, ours, unit, bname, base, runs in e2b_rows(r["sandlot"]):
-        if ours == ours:  # not NaN: the E2B SDKs were installed
-            lines.append(
-                f"| {metric} | {_fmt(ours, unit)} | {bname} | {_fmt(base, unit)} | {_ratio_str(ours, base)} | {runs} |"
-            )
-    for metric, ours, unit, bname, base, runs in microvm_rows(r["sandlot"]):
-        if ours == ours:  # not NaN: microvm ran here
-            lines.append(
-                f"| {metric} | {_fmt(ours, unit)} | {bname} | {_fmt(base, unit)} | {_ratio_str(ours, base)} | {runs} |"
-            )
     for name in NOT_YET:
         lines.append(f"| {name} | not yet implemented | | | | |")
-    d = r["sandlot"].get("density", {})
-    lines += ["", "## Density (idle gVisor sandboxes, busybox)", ""]
-    lines += [
-        "| sandboxes | idle PSS each | total PSS | create p50 | host memory available |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for st in d.get("steps", []):
-        lines.append(
-            f"| {st['sandboxes']} | {_fmt(st['idle_pss_mb'], 'MB')} | {_fmt(st['total_pss_mb'], 'MB')} | "
-            f"{_fmt(st['create']['p50_ms'], 'ms')} | {st['host_available'] * 100:.0f}% |"
-        )
-    lines += ["", f"Stopped by: {d.get('stopped_by', 'n/a')}.", ""]
+    lines += ["", *density_markdown(r["sandlot"], _fmt)]
     lines += ["## Baselines (measured in this run)", "", "| baseline | p50 | p99 | runs |", "| --- | --- | --- | --- |"]
     lines += baseline_rows(r)
     lines += ["", "## Published anchors (not measured here)", ""]
@@ -294,13 +276,14 @@ def summary_line(r: dict[str, Any]) -> str:
     rt = _ratio(_get(s, "core round trip gvisor", "p50_ms"), _get(b, "runsc exec", "p50_ms"))
     http = _ratio(_get(s, "http cold gvisor", "p50_ms"), _get(s, "core cold gvisor", "p50_ms"))
     idle = _get(s, "core idle gvisor", "pss_mb")
-    n = _get(s, "core concurrent", "n")
-    total = _get(s, "core concurrent", "total_s")
-    errors = _get(s, "core concurrent", "errors")
+    idle_cpu = _ratio(_get(s, "idle cpu", "sandlot_pct"), _get(s, "idle cpu", "raw_pct"))
+    n = _get(s, "http burst", "n")
+    total = _get(s, "http burst", "total_s")
+    errors = _get(s, "http burst", "errors")
     return (
         f"summary: cold start {cold:.2f}x runsc run, round trip {rt:.2f}x runsc exec, "
-        f"HTTP create {http:.2f}x core, idle {idle:.1f} MB/sandbox, "
-        f"{n:.0f} concurrent creates in {total:.1f} s ({errors:.0f} errors)"
+        f"HTTP create {http:.2f}x core, idle {idle:.1f} MB/sandbox, idle CPU {idle_cpu:.2f}x a runsc sleeper, "
+        f"{n:.0f} concurrent HTTP creates in {total:.1f} s ({errors:.0f} errors)"
     )
 
 
@@ -352,19 +335,8 @@ def plots(r: dict[str, Any], latency_png: Path, density_png: Path) -> None:
     fig.savefig(latency_png, dpi=110)
     plt.close(fig)
 
-    steps = r["sandlot"].get("density", {}).get("steps", [])
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    if steps:
-        xs = [st["sandboxes"] for st in steps]
-        ax.plot(xs, [st["idle_pss_mb"] for st in steps], "o-", color="#e76f51", label="idle PSS per sandbox (MB)")
-        ax.set_ylabel("MB per sandbox")
-        ax.set_ylim(bottom=0)
-        ax2 = ax.twinx()
-        ax2.plot(xs, [st["create"]["p50_ms"] for st in steps], "s--", color="#264653", label="create p50 (ms)")
-        ax2.set_ylabel("create p50 (ms)")
-        ax2.set_ylim(bottom=0)
-        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, loc="upper left")
+    density_plot(r["sandlot"], ax)
     ax.set_xlabel("idle gVisor sandboxes running")
     ax.set_title(f"Density, {r['meta']['date']}")
     ax.grid(True, alpha=0.3)

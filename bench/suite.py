@@ -25,6 +25,7 @@ from typing import Any
 import report
 from baselines import Plan, measure_all
 from compat import e2b_figures
+from density import density_figures
 from images_bench import image_figures
 from lib import IMAGE_CACHE, ROOT
 from measure import http_figures, make_node, node_figures
@@ -48,6 +49,7 @@ async def run_sandlot(plan: Plan, work: Path) -> dict[str, Any]:
     finally:
         await node.close()
     out.update(await http_figures(work / "api", BUNDLE_CACHE, plan))
+    out.update(await density_figures(work / "density", BUNDLE_CACHE, plan))
     out.update(await e2b_figures(work / "e2b", BUNDLE_CACHE, plan))
     return out
 

@@ -69,6 +69,7 @@ if [ "${1:-}" = "--test" ]; then
   .venv/bin/python -m pip install -q -e '.[server,test,bench]'
   # E2B's JavaScript SDKs at the versions tests/e2b_compat_js pins, in a shared cache
   echo "[setup] E2B JavaScript SDKs in $(.venv/bin/python tests/e2b_compat_js/npm_cache.py)"
+  scripts/e2b_sdks.sh install    # the Python E2B release with the client-side key check (tests/e2b_compat/test_keys.py)
 else
   .venv/bin/python -m pip install -q -e '.[server]'
 fi

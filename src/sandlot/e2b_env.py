@@ -5,6 +5,8 @@ Plain data, no server code: the CLI (a client) prints them, the tests set them.
 
 from __future__ import annotations
 
+from sandlot.apikeys import e2b_form
+
 __all__ = ["env_exports"]
 
 
@@ -16,9 +18,12 @@ def env_exports(api_url: str, api_key: str, domain: str | None = None) -> dict[s
     named in headers (a loopback or single-host setup). With `domain`, the SDK
     reaches sandboxes as `https://{port}-{id}.{domain}`: a deployment with
     wildcard DNS for `*.{domain}` and TLS (a reverse proxy) in front of Sandlot.
+
+    The key is given in its E2B form (`e2b_` + hex, `sandlot.apikeys`): the E2B
+    SDKs refuse other forms before sending anything.
     """
     base = api_url.rstrip("/")
-    env = {"E2B_API_KEY": api_key, "E2B_API_URL": f"{base}/e2b"}
+    env = {"E2B_API_KEY": e2b_form(api_key), "E2B_API_URL": f"{base}/e2b"}
     if domain:
         env["E2B_DOMAIN"] = domain
         return env

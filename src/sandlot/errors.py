@@ -18,6 +18,7 @@
     ├── ConflictError
     │   └── FileExistsError_           (also FileExistsError)
     ├── SandboxStateError              (the sandbox is dead or in the wrong state)
+    │   └── AgentUnresponsiveError     (its agent does not answer: killed, stopped or wedged)
     ├── PermissionDeniedError          (also PermissionError)
     │   ├── AuthenticationError        (no API key, or not a valid one)
     │   └── RegistryAuthError          (a registry refused the credentials, or wants some)
@@ -28,10 +29,13 @@
     ├── CommandExitError               (check=True and a non-zero exit)
     ├── BuildError                     (a Dockerfile step failed: its output and exit code)
     ├── RuntimeUnavailableError        (runsc / crun missing or broken on this host)
+    ├── DatabaseUnavailableError       (the server's database does not answer; retry shortly)
+    ├── NodeUnreachableError           (a fleet: the node holding the sandbox stopped heartbeating)
     ├── RegistryError                  (an image registry failed us)
     │   ├── RegistryUnreachableError   (no answer, TLS to a plain-HTTP registry, ...)
     │   └── ImageCorruptError          (a blob or manifest does not match its digest)
     ├── PortNotListeningError          (an exposed port that nothing in the sandbox listens on)
+    ├── ServerBusyError                (the node's queue of starts is full: retry after `retry_after` s)
     └── InternalError
 
 Error codes on the wire (agent END frames, API error bodies) map to these
@@ -44,12 +48,14 @@ from typing import Any
 
 __all__ = [
     "ERROR_CODES",
+    "AgentUnresponsiveError",
     "AuthenticationError",
     "BuildError",
     "CheckpointNotFoundError",
     "CommandExitError",
     "CommandNotFoundError",
     "ConflictError",
+    "DatabaseUnavailableError",
     "DirectoryNotEmptyError",
     "DockerfileError",
     "FileExistsError_",
@@ -60,6 +66,7 @@ __all__ = [
     "IsADirectoryError_",
     "LimitReachedError",
     "NoSpaceError",
+    "NodeUnreachableError",
     "NotADirectoryError_",
     "NotFoundError",
     "PermissionDeniedError",
@@ -74,6 +81,7 @@ __all__ = [
     "SandboxNotFoundError",
     "SandboxStateError",
     "SandlotError",
+    "ServerBusyError",
     "TimeoutError_",
     "UserNotFoundError",
     "VolumeNotFoundError",
@@ -171,6 +179,12 @@ class SandboxStateError(SandlotError):
     code = "wrong_state"
 
 
+class AgentUnresponsiveError(SandboxStateError):
+    """The agent inside the sandbox did not answer in time (it was killed, stopped or is wedged)."""
+
+    code = "agent_unresponsive"
+
+
 class PermissionDeniedError(SandlotError, PermissionError):
     code = "permission_denied"
 
@@ -240,6 +254,12 @@ class NodeUnreachableError(SandlotError):
     code = "node_unreachable"
 
 
+class DatabaseUnavailableError(SandlotError):
+    """The server's database (PostgreSQL, SQLite) did not answer; the server reconnects by itself."""
+
+    code = "database_unavailable"
+
+
 class RegistryError(SandlotError):
     code = "registry_error"
 
@@ -256,6 +276,18 @@ class PortNotListeningError(SandlotError):
     """A request for a sandbox's port that no process in the sandbox accepts on."""
 
     code = "port_not_listening"
+
+
+class ServerBusyError(SandlotError):
+    """Nothing was done: the server's queue of sandbox starts is full. Retry after `retry_after` seconds."""
+
+    code = "server_busy"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, path: str | None = None, retry_after: int = 1
+    ) -> None:
+        super().__init__(message, field=field, path=path)
+        self.retry_after = retry_after
 
 
 class InternalError(SandlotError):
@@ -283,6 +315,7 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         ConflictError,
         FileExistsError_,
         SandboxStateError,
+        AgentUnresponsiveError,
         PermissionDeniedError,
         AuthenticationError,
         RegistryAuthError,
@@ -294,10 +327,12 @@ ERROR_CODES: dict[str, type[SandlotError]] = {
         BuildError,
         RuntimeUnavailableError,
         NodeUnreachableError,
+        DatabaseUnavailableError,
         RegistryError,
         RegistryUnreachableError,
         ImageCorruptError,
         PortNotListeningError,
+        ServerBusyError,
         InternalError,
     )
 }

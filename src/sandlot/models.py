@@ -199,7 +199,14 @@ class SandboxCreate(_Request):
     persistent: bool = Field(
         default=False, description="never killed by its timeout; hibernates when idle and wakes on the next request"
     )
-    on_timeout: Literal["kill", "pause"] = Field(default="kill", description="what its timeout does to it")
+    on_timeout: Literal["kill", "pause", "hibernate"] = Field(
+        default="kill",
+        description="what its timeout does to it: kill it; pause it (with its memory where the runtime can); "
+        "or hibernate it (processes stopped, filesystem kept: resuming boots it afresh)",
+    )
+    auto_resume: bool = Field(
+        default=False, description="paused or hibernated, it resumes on the next request to it (its ports included)"
+    )
     volumes: list[VolumeMountRequest] = Field(default_factory=list, max_length=32)
     node_labels: dict[Annotated[str, Field(min_length=1, max_length=63)], Annotated[str, Field(max_length=63)]] = Field(
         default_factory=dict, max_length=16, description="a fleet places it on a node with these labels"
@@ -241,6 +248,7 @@ class SandboxInfo(_Response):
     network: NetworkInfo | None = None
     persistent: bool = False
     on_timeout: str = "kill"
+    auto_resume: bool = False
     node: str = Field(default="local", description="the node it runs on ('local': the server's own)")
 
 
@@ -488,6 +496,8 @@ class KeyCreated(KeyInfo):
     """Answer to POST /keys: the only time the secret is shown."""
 
     key: str
+    #: the same key in the form the E2B SDKs accept (`e2b_` + hex; either form works everywhere)
+    e2b_key: str = ""
 
 
 class KeyList(_Response):

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,9 @@ import httpx
 from sandlot.node.bundle import AGENT_SOURCE
 
 IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/store-v2"))
+#: The agent, built once per source version and copied into each server's data dir (a Go build each is minutes on a
+#: loaded host); keyed by the sources' hash and locked by `ensure_bundle`, so checkouts can share it.
+BUNDLE_CACHE = Path(os.environ.get("SANDLOT_TEST_BUNDLE_CACHE", "/var/tmp/sandlot-test-bundle-cache"))
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 
@@ -48,29 +50,6 @@ def free_port() -> int:
             except OSError:
                 continue
             return port
-
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _as_postgres(*argv: str) -> None:
-    subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=120)
-
-
-@contextlib.contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on a free 127.0.0.1 port (needs root); its URL."""
-    d = Path(tempfile.mkdtemp(prefix="sandlot-pg-", dir="/var/tmp"))
-    shutil.chown(d, "postgres")
-    port = free_port()
-    _as_postgres(str(PG_BIN / "initdb"), "-D", str(d / "db"), "--auth=trust", "-U", "postgres", "--no-sync")
-    opts = f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off"
-    _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(d / "db"), "-o", opts, "-l", str(d / "log"), "-w", "start")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(d / "db"), "-m", "immediate", "stop")
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _fake_node(data_dir: Path) -> Any:
@@ -135,6 +114,20 @@ def _fake_node(data_dir: Path) -> Any:
     return node
 
 
+def _dump_tasks(signum: int, frame: object) -> None:
+    import asyncio
+
+    for task in asyncio.all_tasks(asyncio.get_running_loop()):
+        print(f"task {task.get_name()}:", file=sys.stderr)
+        coro: Any = task.get_coro()
+        while coro is not None:  # down the chain of awaits, to where it waits
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                print(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}", file=sys.stderr)
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    sys.stderr.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -145,8 +138,22 @@ def main() -> None:
     parser.add_argument("--template", default="busybox")
     parser.add_argument("--hibernate-after", type=float, default=900.0)
     parser.add_argument("--max-lifetime", type=int, default=None)
+    parser.add_argument("--images-dir", type=Path, default=IMAGE_CACHE)
+    parser.add_argument("--disk-store-mb", type=int, default=None)
+    parser.add_argument("--agent-timeout", type=float, default=None)
+    parser.add_argument("--max-concurrent-starts", type=int, default=None)
+    parser.add_argument("--max-queued-starts", type=int, default=256)
     parser.add_argument("--ssh-port", type=int, default=None)
     args = parser.parse_args()
+
+    import logging
+
+    # The node's own account of what it does (recovery above all) goes to the server's log.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("sandlot").setLevel(logging.INFO)
+    # A server that does not come up says where it stands: every thread (SIGUSR1) and task (SIGUSR2).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    signal.signal(signal.SIGUSR2, _dump_tasks)
 
     from sandlot.api import DEFAULT_HOSTS, create_app, run_app
     from sandlot.api.config import ApiConfig
@@ -154,7 +161,7 @@ def main() -> None:
 
     config = ApiConfig(
         data_dir=args.data_dir,
-        images_dir=IMAGE_CACHE,
+        images_dir=args.images_dir,
         database_url=args.database_url,
         default_template=args.template,
         default_runtime="fake" if args.fake else "gvisor",
@@ -165,6 +172,10 @@ def main() -> None:
         kill_on_shutdown=True,
         registries_only=True,  # generated requests (the fuzz test) must never reach beyond 127.0.0.1
         dns_servers=[],  # tests never ask a real resolver
+        disk_store_bytes=args.disk_store_mb << 20 if args.disk_store_mb else None,
+        **({"agent_timeout_s": args.agent_timeout} if args.agent_timeout else {}),
+        max_concurrent_starts=args.max_concurrent_starts,
+        max_queued_starts=args.max_queued_starts,
         ssh_port=args.ssh_port,
     )
     node = _fake_node(args.data_dir) if args.fake else None
@@ -184,10 +195,10 @@ class Subprocess:
             self.proc.wait(10)
             self.proc = None
 
-    def stop(self, wait: float = 30) -> None:
+    def stop(self, wait: float = 120) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
+            try:  # it kills its sandboxes first: slow on a loaded host
                 self.proc.wait(wait)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
@@ -220,6 +231,8 @@ class Server(Subprocess):
         self.ssh_port = 0
         self.proc = None
         self.log = data_dir.parent / f"{data_dir.name}.server.log"
+        #: where the log of the current start begins
+        self.log_offset = 0
 
     @property
     def url(self) -> str:
@@ -229,7 +242,13 @@ class Server(Subprocess):
     def admin_key(self) -> str:
         return (self.data_dir / "admin.key").read_text().strip()
 
-    def start(self, timeout: float = 300) -> Server:
+    def start(self, timeout: float = 300, env: dict[str, str] | None = None) -> Server:
+        """Start (again); `env` adds to the server's environment (e.g. SANDLOT_FAILPOINTS)."""
+        if not self.fake:
+            from sandlot.node.bundle import ensure_bundle
+
+            built = ensure_bundle(BUNDLE_CACHE)
+            shutil.copytree(built.path, self.data_dir / "bundle" / built.path.name, symlinks=True, dirs_exist_ok=True)
         self.port, self.ssh_port = free_port(), free_port()
         cmd = [sys.executable, "-m", "tests.api.harness", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.ssh:
@@ -240,7 +259,10 @@ class Server(Subprocess):
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
+            self.log_offset = log.tell()
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True, env={**os.environ, **(env or {})}
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -253,7 +275,11 @@ class Server(Subprocess):
                     self.kill()
                     raise RuntimeError(f"the server cannot create sandboxes: {health.text}")
             time.sleep(0.2)
-        raise RuntimeError(f"the server did not become healthy:\n{self.log.read_text()[-3000:]}")
+        if self.proc.poll() is None:  # where it hangs, in its log
+            for sig in (signal.SIGUSR1, signal.SIGUSR2):
+                self.proc.send_signal(sig)
+                time.sleep(1)
+        raise RuntimeError(f"the server did not become healthy:\n{self.log.read_text()[-20000:]}")
 
 
 if __name__ == "__main__":

@@ -93,7 +93,19 @@ def test_context_management_and_envs(ci: Sandbox) -> None:
     ci.restart_code_context(ctx)
     assert ci.run_code("n", context=ctx).error.name == "NameError"  # type: ignore[union-attr]
     assert ci.run_code("import os; os.environ['GREETING']", context=ctx, envs={"GREETING": "hi"}).text == "'hi'"
+    # envs hold for that execution only (E2B's interpreter): none is left for the next one
+    assert ci.run_code("os.environ.get('GREETING', 'gone')", context=ctx).text == "'gone'"
+    ci.run_code("os.environ['KEPT'] = 'mine'", context=ctx)
+    assert ci.run_code("os.environ['KEPT']", context=ctx, envs={"KEPT": "theirs"}).text == "'theirs'"
+    assert ci.run_code("os.environ['KEPT']", context=ctx).text == "'mine'"  # the code's own value comes back
     ci.remove_code_context(ctx)
+    sh = ci.create_code_context(language="bash")
+    ci.run_code("export KEPT=mine", context=sh)
+    assert ci.run_code("echo $GREETING $KEPT", context=sh, envs={"GREETING": "hi", "KEPT": "theirs"}).logs.stdout == [
+        "hi theirs\n"
+    ]
+    assert ci.run_code('echo "${GREETING-gone}" $KEPT', context=sh).logs.stdout == ["gone mine\n"]
+    ci.remove_code_context(sh)
     assert ctx.id not in [c.id for c in ci.list_code_contexts()]
 
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from sandlot.apikeys import e2b_form
 from tests.api.harness import ROOT, Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,7 +46,7 @@ def test_e2b_env_prints_exports_and_checks_the_key(api_server: Server, e2b_key: 
     ok = subprocess.run([*run, "--api-key", e2b_key, "e2b-env"], env=_clean_env(), capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert f"export E2B_API_URL={api_server.url}/e2b\n" in ok.stdout
-    assert f"export E2B_API_KEY={e2b_key}\n" in ok.stdout
+    assert f"export E2B_API_KEY={e2b_form(e2b_key)}\n" in ok.stdout  # the form E2B's SDKs accept
     domain = subprocess.run(
         [*run, "--api-key", e2b_key, "e2b-env", "--domain", "sandlot.example.com", "--public-url", "https://api.x"],
         env=_clean_env(),

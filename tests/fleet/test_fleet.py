@@ -24,7 +24,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.api.harness import ROOT, agent_available
-from tests.api.test_postgres import postgres_url  # noqa: F401 - fixture
+from tests.api.test_postgres import cluster, postgres_url  # noqa: F401 - fixtures
 from tests.fleet.harness import NODE_TIMEOUT, Fleet, create, run, states, wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]

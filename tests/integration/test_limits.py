@@ -30,6 +30,19 @@ def test_memory_hog_is_killed_inside_the_sandbox(make_sandbox: Any, aio: Any, ru
     assert aio(other.run("echo neighbour")).stdout == "neighbour\n"
 
 
+def test_memory_hog_in_a_later_child_is_killed(make_sandbox: Any, aio: Any, runtime_name: str, node: Any) -> None:
+    """The agent's watchdog sleeps once the sandbox is calm; memory growth the
+    agent did not start (a grandchild, seconds later) still wakes it: the node
+    sees the host cgroup grow and pokes it (node/limits.py). Under crun the
+    kernel's cgroup may get there first."""
+    sbx = make_sandbox("debian", runtime_name, limits=Limits(memory_mb=128))
+    res = aio(sbx.run(f"sleep 2; python3 -c '{HOG}'", timeout=60))
+    assert res.oom_killed and res.exit_code == 137, res
+    if runtime_name == "gvisor":
+        assert node.limit_monitor.pokes.get(sbx.id, 0) > 0
+    assert aio(sbx.run("echo still-here")).stdout == "still-here\n"
+
+
 def test_fork_bomb_stops_at_the_pids_limit(make_sandbox: Any, aio: Any, runtime_name: str) -> None:
     sbx = make_sandbox("busybox", runtime_name, limits=Limits(pids=64))
     other = make_sandbox("busybox", runtime_name)

@@ -3,11 +3,14 @@
 What the API sees of a sandbox through `NodeClient`, against real gVisor: its
 status, its agent (a command runs; a paused sandbox's agent refuses), its
 network policy changed live, the node's capacity, and a kill after which the
-node no longer knows it.
+node no longer knows it; and the deaths it reports to the API's reaper.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from typing import Any
 
 import pytest
@@ -58,3 +61,20 @@ def test_a_sandbox_through_the_seam(node: Any, aio: Any, busybox_image: Any) -> 
     assert agent.gone
     with pytest.raises(errors.SandboxNotFoundError):
         aio(local.kill(sid))
+
+
+def test_exited_reports_deaths_not_kills(node: Any, aio: Any, busybox_image: Any) -> None:
+    """What the API's reaper reconciles each tick: a sandbox that died on its own, once; never a killed one."""
+    local = LocalNode(node)
+    crashed, killed = (aio(local.create(SandboxSpec(image="busybox"))).sandbox_id for _ in range(2))
+    aio(local.kill(killed))
+    for pid in node.get(crashed).runtime.host_pids(crashed):  # as a crash would
+        os.kill(pid, signal.SIGKILL)
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + 30
+    while crashed not in seen and time.monotonic() < deadline:
+        seen |= aio(local.exited())
+        time.sleep(0.1)
+    assert seen.get(crashed) == "the sandbox's init exited" and killed not in seen, seen
+    assert crashed not in aio(local.exited())  # taken: reported once
+    assert aio(local.status(crashed)) is None

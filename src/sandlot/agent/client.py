@@ -6,6 +6,14 @@ connection; `AgentClient` offers one async method per protocol method.
 
 Invariant: `_streams` holds every stream opened on the current connection; when
 the connection drops, each gets a SandboxStateError and the map is cleared.
+
+An agent that is stopped (SIGSTOP), wedged or killed without its socket
+closing answers nothing, so no call may wait on it forever: calls whose first
+answer comes at once (a process starting, a file stat, a port connecting) wait
+`response_timeout` and then ping the agent; if the ping is not answered within
+`response_timeout` either, the call fails with AgentUnresponsiveError. A slow
+answer from a live agent (a huge `remove` on a busy host) is waited for. The
+output of a running process is not: a command may rightly be silent for hours.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -26,7 +34,10 @@ from sandlot.agent.protocol import Frame, FrameKind
 __all__ = ["AgentClient", "AgentConnection", "PortTunnel", "ProcessStream", "RelayStream", "Stream", "WatchStream"]
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 _EOF = object()
+#: How long a call waits for a first answer before it asks whether the agent is alive at all.
+RESPONSE_TIMEOUT = 30.0
 
 
 class Stream:
@@ -156,9 +167,10 @@ class RelayStream(Stream):
 class AgentConnection:
     """Listens on `socket_path` and keeps the agent's current connection."""
 
-    def __init__(self, socket_path: str, sandbox_id: str) -> None:
+    def __init__(self, socket_path: str, sandbox_id: str, response_timeout: float = RESPONSE_TIMEOUT) -> None:
         self.socket_path = socket_path
         self.sandbox_id = sandbox_id
+        self.response_timeout = response_timeout
         self._server: asyncio.AbstractServer | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._connected = asyncio.Event()
@@ -242,6 +254,37 @@ class AgentConnection:
                 raise errors.SandboxStateError(
                     f"sandbox {self.sandbox_id}: the agent connection broke: {exc}"
                 ) from None
+
+    async def answered(self, waiting: Awaitable[T]) -> T:
+        """`waiting` (a first answer of the agent), or AgentUnresponsiveError when the agent is not alive."""
+        task = asyncio.ensure_future(waiting)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.response_timeout)
+                if done:
+                    return task.result()
+                if not await self._pings():
+                    raise errors.AgentUnresponsiveError(
+                        f"sandbox {self.sandbox_id}: its agent answered nothing for {2 * self.response_timeout:.0f} s "
+                        "(it was stopped, killed or is wedged); kill the sandbox (or retry, on an overloaded host)"
+                    )
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _pings(self) -> bool:
+        try:
+            stream = await self.open(p.Method.PING, p.Empty())
+        except errors.SandlotError:
+            return False
+        try:
+            await asyncio.wait_for(stream.wait(), self.response_timeout)
+        except (TimeoutError, errors.SandlotError):
+            self._streams.pop(stream.id, None)
+            return False
+        return True
 
     async def open(self, method: str, params: BaseModel, payload: bytes = b"") -> Stream:
         stream = Stream(self, next(self._ids), method)
@@ -401,16 +444,20 @@ class AgentClient:
 
     async def _call(self, method: str, params: BaseModel, result: type[M], payload: bytes = b"") -> M:
         stream = await self.conn.open(method, params, payload)
-        return _validate(result, await stream.wait())
+        return _validate(result, await self.conn.answered(stream.wait()))
 
     async def ping(self) -> p.Hello:
         return await self._call(p.Method.PING, p.Empty(), p.Hello)
+
+    async def check_limits(self) -> None:
+        """Wake the agent's limit watchdog (the node saw the sandbox's host cgroup grow)."""
+        await self._call(p.Method.LIMITS_CHECK, p.Empty(), p.Empty)
 
     # -- processes
     async def start(self, params: p.ProcessStartParams) -> ProcessStream:
         proc = ProcessStream(await self.conn.open(p.Method.PROCESS_START, params))
         proc._early = []
-        await proc.wait_started()
+        await self.conn.answered(proc.wait_started())
         return proc
 
     async def connect(self, pid: int) -> ProcessStream:
@@ -455,8 +502,13 @@ class AgentClient:
         append: bool = False,
         make_parents: bool = True,
         user: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> p.FileEntry:
-        params = p.WriteParams(path=path, mode=mode, append=append, make_parents=make_parents, user=user)
+        """Write a file. `metadata` replaces its `user.e2b.*` extended attributes (E2B's file metadata;
+        {} clears them); None leaves them as they are."""
+        params = p.WriteParams(
+            path=path, mode=mode, append=append, make_parents=make_parents, user=user, metadata=metadata
+        )
         stream = await self.conn.open(p.Method.FS_WRITE, params)
         return _validate(p.FileEntry, await self._feed(stream, data))
 
@@ -481,11 +533,12 @@ class AgentClient:
                 await pumper
         return result
 
-    async def list(self, path: str, depth: int = 1) -> list[p.FileEntry]:
-        return (await self._call(p.Method.FS_LIST, p.ListParams(path=path, depth=depth), p.ListResult)).entries
+    async def list(self, path: str, depth: int = 1, *, metadata: bool = False) -> list[p.FileEntry]:
+        params = p.ListParams(path=path, depth=depth, metadata=metadata)
+        return (await self._call(p.Method.FS_LIST, params, p.ListResult)).entries
 
-    async def stat(self, path: str) -> p.FileEntry:
-        return await self._call(p.Method.FS_STAT, p.PathParams(path=path), p.FileEntry)
+    async def stat(self, path: str, *, metadata: bool = False) -> p.FileEntry:
+        return await self._call(p.Method.FS_STAT, p.StatParams(path=path, metadata=metadata), p.FileEntry)
 
     async def exists(self, path: str) -> bool:
         return (await self._call(p.Method.FS_EXISTS, p.PathParams(path=path), p.ExistsResult)).exists
@@ -494,8 +547,8 @@ class AgentClient:
         params = p.MkdirParams(path=path, parents=parents, mode=mode, user=user)
         return (await self._call(p.Method.FS_MKDIR, params, p.MkdirResult)).created
 
-    async def rename(self, src: str, dst: str) -> p.FileEntry:
-        return await self._call(p.Method.FS_RENAME, p.RenameParams(src=src, dst=dst), p.FileEntry)
+    async def rename(self, src: str, dst: str, *, metadata: bool = False) -> p.FileEntry:
+        return await self._call(p.Method.FS_RENAME, p.RenameParams(src=src, dst=dst, metadata=metadata), p.FileEntry)
 
     async def remove(self, path: str, recursive: bool = True) -> None:
         await self._call(p.Method.FS_REMOVE, p.RemoveParams(path=path, recursive=recursive), p.Empty)
@@ -516,12 +569,14 @@ class AgentClient:
     async def connect_port(self, port: int) -> PortTunnel:
         """Connect to 127.0.0.1:`port` inside the sandbox; PortNotListeningError when nothing accepts."""
         tunnel = PortTunnel(await self.conn.open(p.Method.PORT_CONNECT, p.PortConnectParams(port=port)))
-        await tunnel._wait_connected()
+        await self.conn.answered(tunnel._wait_connected())
         return tunnel
 
-    async def watch(self, path: str, recursive: bool = False) -> WatchStream:
-        """Watch a directory; returns once the watch is in place, so no later change is missed."""
-        stream = await self.conn.open(p.Method.FS_WATCH, p.WatchParams(path=path, recursive=recursive))
+    async def watch(self, path: str, recursive: bool = False, *, entries: bool = False) -> WatchStream:
+        """Watch a directory; returns once the watch is in place, so no later change is missed.
+        With `entries`, each event carries the entry's FileEntry (metadata included) while it exists."""
+        params = p.WatchParams(path=path, recursive=recursive, entries=entries)
+        stream = await self.conn.open(p.Method.FS_WATCH, params)
         async for frame in stream.frames():  # raises the agent's error (not found, ...) if any
             if frame.kind is FrameKind.EVENT and frame.header.get("type") == "ready":
                 break

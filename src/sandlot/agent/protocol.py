@@ -156,6 +156,8 @@ class Method:
     FS_TAR_WRITE = "fs.tar_write"
     FS_WATCH = "fs.watch"
     PORT_CONNECT = "port.connect"
+    #: Wake the agent's limit watchdog now: the node saw the sandbox's host cgroup grow.
+    LIMITS_CHECK = "limits.check"
 
 
 class ErrorCode:
@@ -303,11 +305,23 @@ class FileEntry(_Model):
     owner: str = ""
     group: str = ""
     mtime_ms: int
-    symlink_target: str | None = None
+    symlink_target: str | None = None  # a symlink's target, as written
+    #: a symlink's target: its absolute path with every link resolved, and its type (None: dangling)
+    link_path: str | None = None
+    link_type: Literal["file", "dir", "other"] | None = None
+    #: E2B's file metadata, when asked for: the `user.e2b.*` extended attributes, prefix stripped
+    metadata: dict[str, str] | None = None
+    #: the file's filesystem holds no extended attributes here (gVisor's 9p): the node keeps them
+    metadata_unsupported: bool = False
 
 
 class PathParams(_Model):
     path: str
+
+
+class StatParams(_Model):
+    path: str
+    metadata: bool = False  # read the entry's metadata (FileEntry.metadata)
 
 
 class ReadParams(_Model):
@@ -328,11 +342,14 @@ class WriteParams(_Model):
     append: bool = False
     make_parents: bool = True
     user: str | None = None  # owner of created files and directories
+    #: replace the file's metadata (`user.e2b.*` xattrs) with these; None leaves them as they are
+    metadata: dict[str, str] | None = None
 
 
 class ListParams(_Model):
     path: str
     depth: int = 1
+    metadata: bool = False  # read each entry's metadata
 
 
 class ListResult(_Model):
@@ -357,6 +374,7 @@ class MkdirResult(_Model):
 class RenameParams(_Model):
     src: str
     dst: str
+    metadata: bool = False  # read the moved entry's metadata
 
 
 class RemoveParams(_Model):
@@ -378,7 +396,10 @@ class TarResult(_Model):
 
 class WatchParams(_Model):
     path: str
+    #: directories created later (or moved in) are watched too, and what they already hold when
+    #: the watch reaches them is reported as created
     recursive: bool = False
+    entries: bool = False  # each event carries the entry's FileEntry (with its metadata), when it still exists
 
 
 class WatchReady(_Model):
@@ -393,6 +414,7 @@ class WatchEvent(_Model):
     type: Literal["fs"] = "fs"
     op: Literal["create", "write", "remove", "rename", "chmod"]
     path: str
+    entry: FileEntry | None = None
 
 
 # ---------------------------------------------------------------- ports
@@ -454,7 +476,7 @@ METHODS: dict[str, tuple[type[_Model], type[_Model]]] = {
     Method.FS_READ: (ReadParams, ReadResult),
     Method.FS_WRITE: (WriteParams, FileEntry),
     Method.FS_LIST: (ListParams, ListResult),
-    Method.FS_STAT: (PathParams, FileEntry),
+    Method.FS_STAT: (StatParams, FileEntry),
     Method.FS_EXISTS: (PathParams, ExistsResult),
     Method.FS_MKDIR: (MkdirParams, MkdirResult),
     Method.FS_RENAME: (RenameParams, FileEntry),
@@ -463,6 +485,7 @@ METHODS: dict[str, tuple[type[_Model], type[_Model]]] = {
     Method.FS_TAR_WRITE: (TarWriteParams, TarResult),
     Method.FS_WATCH: (WatchParams, Empty),
     Method.PORT_CONNECT: (PortConnectParams, PortClosed),
+    Method.LIMITS_CHECK: (Empty, Empty),
 }
 
 #: Models that are not params/results but travel on the wire too.

@@ -180,6 +180,10 @@ def _node_client(config: ApiConfig, given: Node | NodeClient | None, store: Stor
                 gvisor_platform=config.gvisor_platform,
                 default_runtime=config.default_runtime,
                 dns_servers=config.dns_servers,
+                disk_store_bytes=config.disk_store_bytes,
+                agent_timeout_s=config.agent_timeout_s,
+                max_concurrent_starts=config.max_concurrent_starts,
+                max_queued_starts=config.max_queued_starts,
             )
         )
     )
@@ -206,8 +210,13 @@ async def _warm_up(app: FastAPI, node: NodeClient, config: ApiConfig) -> None:
         app.state.ready = True
         # After ready: the first microvm check on a host boots a probe guest (seconds).
         app.state.runtimes = await node.runtimes()
-        for template, size in config.warm_pools.items():
-            await node.set_pool(template, None, size)
+        pools = {(t, node.default_runtime): n for t, n in config.warm_pools.items()}
+        pools.update({(t, r): n for t, r, n in await app.state.store.pools()})  # set over the API: they win
+        for (template, runtime), size in pools.items():
+            try:
+                await node.set_pool(template, runtime, size)
+            except errors.SandlotError as exc:
+                log.error("the warm pool of %s (%s) cannot start: %s", template, runtime, exc)
     except errors.SandlotError as exc:
         app.state.not_ready_reason = str(exc)
         log.error("the node cannot create sandboxes: %s", exc)

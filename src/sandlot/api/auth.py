@@ -1,7 +1,8 @@
 """API keys: made, stored hashed, checked on every request.
 
 A key is `sl_` + 32 random bytes (base32); the store keeps only its SHA-256, so
-a leaked database leaks no usable key. Every key belongs to one team and sees
+a leaked database leaks no usable key. Its E2B form (`e2b_` + hex, what the E2B
+SDKs accept: `sandlot.apikeys`) is the same key and works wherever the key does. Every key belongs to one team and sees
 only that team's sandboxes; an admin key may also manage keys.
 
 Clients send the key as `X-API-Key: <key>` or `Authorization: Bearer <key>`
@@ -22,6 +23,7 @@ from fastapi import Request, WebSocket
 
 from sandlot import errors
 from sandlot.api.store import KeyRecord, Store
+from sandlot.apikeys import canonical
 
 __all__ = ["ADMIN_TEAM", "Principal", "bootstrap_admin_key", "hash_key", "new_key", "principal", "require_admin"]
 
@@ -83,7 +85,7 @@ async def _authenticate(store: Store, key: str | None) -> Principal:
         raise errors.AuthenticationError("no API key: send it as the X-API-Key header (or Authorization: Bearer KEY)")
     if len(key) > 256:
         raise errors.AuthenticationError("this API key is not valid")
-    rec = await store.key_by_hash(hash_key(key))
+    rec = await store.key_by_hash(hash_key(canonical(key)))
     if rec is None or rec.revoked_at is not None:
         raise errors.AuthenticationError("this API key is not valid (unknown or revoked)")
     return Principal(rec.key_id, rec.team, rec.admin)

@@ -15,6 +15,7 @@ from sandlot import errors
 from sandlot.api.auth import Principal
 from sandlot.api.service import SandboxService
 from sandlot.api.store import SandboxRecord
+from sandlot.failpoints import afailpoint
 from sandlot.models import CheckpointInfo, ForkRequest
 from sandlot.node.protocol import SandboxStatus
 
@@ -79,11 +80,16 @@ async def fork(svc: SandboxService, who: Principal, checkpoint_id: str, req: For
     )
     async with admit:
         sandboxes = await svc.node.fork(checkpoint_id, req.count)
-        return await _record_forks(svc, who, parent, sandboxes, req)
+        return await _record_forks(svc, who, parent, sandboxes, req, checkpoint_id)
 
 
 async def _record_forks(
-    svc: SandboxService, who: Principal, parent: SandboxRecord, sandboxes: list[SandboxStatus], req: ForkRequest
+    svc: SandboxService,
+    who: Principal,
+    parent: SandboxRecord,
+    sandboxes: list[SandboxStatus],
+    req: ForkRequest,
+    checkpoint_id: str,
 ) -> list[SandboxRecord]:
     now = time.time()
     recs = [
@@ -104,8 +110,8 @@ async def _record_forks(
         for sbx in sandboxes
     ]
     try:
-        for rec in recs:
-            await svc.store.add_sandbox(rec)
+        await afailpoint("api.fork.before_records", checkpoint_id)
+        await svc.store.add_sandboxes(recs)
     except BaseException:
         for sbx in sandboxes:
             with contextlib.suppress(errors.SandlotError):

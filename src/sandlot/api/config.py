@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandlot import errors
+from sandlot.agent.client import RESPONSE_TIMEOUT
 from sandlot.api.teams import Quotas
 from sandlot.node.protocol import RegistryConfig
 from sandlot.paths import default_data_dir
@@ -47,8 +48,16 @@ class ApiConfig:
     dns_servers: list[str] | None = None
     #: a persistent sandbox with no request for this many seconds hibernates
     hibernate_after_s: float = 900.0
+    #: sandbox starts run at once (default: 2 per core); more queue in order (node/admission.py)
+    max_concurrent_starts: int | None = None
+    #: starts that may wait in that queue; a create beyond it gets 503 with Retry-After
+    max_queued_starts: int = 256
     #: seconds between sweeps of expired checkpoints (teams' retention)
     housekeeping_interval_s: float = 60.0
+    #: size of the node's disk store (sandbox disks, checkpoints); None: the data dir's filesystem's
+    disk_store_bytes: int | None = None
+    #: how long a call waits for a sandbox agent's first answer before checking that it is alive
+    agent_timeout_s: float = RESPONSE_TIMEOUT
     #: the SSH gateway's port (`ssh -p PORT SANDBOX_ID@host`); None: no SSH gateway
     ssh_port: int | None = None
     #: the address the SSH gateway listens on

@@ -4,8 +4,9 @@ Every error the API returns is JSON `{"code", "message", "field"}`; `code` is a
 key of `sandlot.errors.ERROR_CODES`, so the SDK rebuilds the same exception.
 A class not in `HTTP_STATUS` takes its nearest listed base class's status.
 Bad input is always a 4xx: request validation, unknown routes and methods
-included; only an InternalError (a bug or a broken host) is a 5xx, and a 502
-when a sandbox's exposed port has nothing listening on it.
+included; only an InternalError (a bug or a broken host) is a 5xx, a 502
+when a sandbox's exposed port has nothing listening on it, and a 503 with
+Retry-After when the node's queue of sandbox starts is full (ServerBusyError).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ HTTP_STATUS: dict[type[errors.SandlotError], int] = {
     errors.InvalidArgumentError: 400,
     errors.ConflictError: 409,
     errors.SandboxStateError: 409,
+    errors.AgentUnresponsiveError: 503,
     errors.AuthenticationError: 401,
     errors.PermissionDeniedError: 403,
     errors.QuotaError: 429,
@@ -41,6 +43,8 @@ HTTP_STATUS: dict[type[errors.SandlotError], int] = {
     errors.BuildError: 400,
     errors.RuntimeUnavailableError: 503,
     errors.NodeUnreachableError: 503,
+    errors.DatabaseUnavailableError: 503,
+    errors.ServerBusyError: 503,
     errors.RegistryError: 502,
     errors.PortNotListeningError: 502,
     errors.InternalError: 500,
@@ -74,6 +78,10 @@ def _field_of(loc: tuple[Any, ...]) -> str:
 async def _sandlot_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.SandlotError)
     status = status_of(exc)
+    if isinstance(exc, errors.ServerBusyError):  # overload is expected, not an error of ours: no log
+        resp = error_response(status, exc.code, exc.message, exc.field)
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
     if status >= 500:
         log.error("%s: %s", type(exc).__name__, exc)
     return error_response(status, exc.code, exc.message, exc.field)

@@ -1,11 +1,17 @@
 """What time does to sandboxes: timeouts (kill or pause), lifetime limits, idle hibernation.
 
 - An ephemeral sandbox past `ends_at` is killed, or with `on_timeout="pause"`
-  paused (with its memory where the runtime can save it) and kept; resuming it
-  gives it a fresh timeout.
+  paused (with its memory where the runtime can save it) and kept, or with
+  `on_timeout="hibernate"` hibernated without its memory (processes stopped,
+  filesystem kept); resuming it gives it a fresh timeout. With `auto_resume`
+  the next request to it resumes it (`SandboxService.for_request`).
 - A persistent sandbox has no timeout. After `hibernate_after_s` without a
   request it hibernates (compute and memory released, filesystem kept); the
-  next request wakes it (`SandboxService.wake_if_hibernated`).
+  next request wakes it (`SandboxService.wake_if_hibernated`). Its idle clock
+  is in the store (`active_at`), so a restart (or another API replica) keeps
+  it: each request updates it in memory, and in the store when the stored one
+  is more than `touch_interval` old (a write per sandbox per interval, not per
+  request; a restart may make it hibernate that much early, never late).
 - A team's maximum lifetime bounds how far a timeout may reach from creation.
 """
 
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sandlot import errors
@@ -21,7 +28,7 @@ from sandlot.api.store import SandboxRecord
 if TYPE_CHECKING:
     from sandlot.api.service import SandboxService
 
-__all__ = ["check_lifetime", "extend_after_timeout_pause", "hibernate_idle", "on_timeout", "wake"]
+__all__ = ["check_lifetime", "extend_after_timeout_pause", "hibernate_idle", "on_timeout", "resume", "touch", "wake"]
 
 log = logging.getLogger("sandlot.api")
 
@@ -46,10 +53,14 @@ async def on_timeout(svc: SandboxService, sandbox_id: str) -> None:
     rec = await svc.store.get_sandbox(sandbox_id)
     if rec is None:
         return
-    if rec.on_timeout != "pause":
+    if rec.on_timeout not in ("pause", "hibernate"):
         await svc._kill(sandbox_id, "its timeout passed")
         return
     if rec.state != "running":
+        return
+    if rec.on_timeout == "hibernate":
+        await svc.node.hibernate(sandbox_id, memory=False)
+        await svc.store.set_state(sandbox_id, "hibernated", "hibernated at its timeout")
         return
     status = await svc.node.status(sandbox_id)
     try:
@@ -67,12 +78,27 @@ async def extend_after_timeout_pause(svc: SandboxService, rec: SandboxRecord) ->
         await svc.store.set_ends_at(rec.sandbox_id, rec.ends_at)
 
 
+def touch_interval(svc: SandboxService) -> float:
+    """How stale the stored idle clock may get: a tenth of the idle time, at most a minute."""
+    return min(60.0, svc.hibernate_after_s / 10)
+
+
+async def touch(svc: SandboxService, rec: SandboxRecord) -> None:
+    """The sandbox serves a request now (its idle clock restarts)."""
+    now = time.time()
+    svc._active_at[rec.sandbox_id] = now
+    if rec.persistent and now - rec.active_at >= touch_interval(svc):
+        await svc.store.touch(rec.sandbox_id, now)
+        rec.active_at = now
+
+
 async def hibernate_idle(svc: SandboxService) -> None:
     now = time.time()
-    for rec in await svc.store.active():
-        if not rec.persistent or rec.state != "running":
+    for rec in await svc.store.active(persistent=True):
+        if rec.state != "running":
             continue
-        last = svc._active_at.setdefault(rec.sandbox_id, now)
+        # This process's clock, or the store's (after a restart; or a request served by another replica).
+        last = max(svc._active_at.get(rec.sandbox_id, 0.0), rec.active_at or rec.created_at)
         if now - last < svc.hibernate_after_s:
             continue
         try:
@@ -84,9 +110,22 @@ async def hibernate_idle(svc: SandboxService) -> None:
 
 
 async def wake(svc: SandboxService, rec: SandboxRecord) -> None:
+    """Wake a hibernated sandbox for a request (or a resume)."""
+    await _bring_back(svc, rec, svc.node.wake)
+
+
+async def resume(svc: SandboxService, rec: SandboxRecord) -> None:
+    """Resume a paused sandbox for a request (`auto_resume`)."""
+    await _bring_back(svc, rec, svc.node.resume)
+
+
+async def _bring_back(svc: SandboxService, rec: SandboxRecord, act: Callable[[str], Awaitable[None]]) -> None:
+    # The new timeout first: the reaper must never see it running past its old one (it would
+    # pause it again at once).
+    await extend_after_timeout_pause(svc, rec)
     try:
-        await svc.node.wake(rec.sandbox_id)
-    except errors.SandboxStateError:  # a concurrent request woke it first
+        await act(rec.sandbox_id)
+    except errors.SandboxStateError:  # a concurrent request brought it back first
         status = await svc.node.status(rec.sandbox_id)
         if status is None or status.state != "running":
             raise

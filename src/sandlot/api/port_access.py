@@ -20,12 +20,16 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
 from sandlot.api.auth import _authenticate, _key_from
 from sandlot.api.store import PortAccessRecord, Store
 from sandlot.node.client import NodeClient
+
+if TYPE_CHECKING:
+    from sandlot.api.service import SandboxService
 
 __all__ = ["TOKEN_HEADER", "TOKEN_QUERY", "PortAccess", "PortAccessRegistry"]
 
@@ -56,9 +60,11 @@ def _cookie(headers: object, name: str) -> str | None:
 
 
 class PortAccessRegistry:
-    def __init__(self, node: NodeClient, store: Store) -> None:
+    def __init__(self, node: NodeClient, store: Store, service: SandboxService | None = None) -> None:
         self.node = node
         self.store = store
+        #: wakes a sandbox that resumes on requests when one reaches its port
+        self.service = service
         self._cache: OrderedDict[str, PortAccess] = OrderedDict()
 
     async def get(self, sandbox_id: str) -> PortAccess:
@@ -117,8 +123,11 @@ class PortAccessRegistry:
                 if await self.store.get_sandbox(sandbox_id, who.team) is None:
                     raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
         if sbx.state != "running":
-            reason = f" ({sbx.exit_reason})" if sbx.exit_reason else ""
-            raise errors.SandboxStateError(
-                f"sandbox {sandbox_id} is {sbx.state}{reason}: its ports answer only while it runs"
-            )
+            rec = await self.store.get_sandbox(sandbox_id)
+            if rec is None or self.service is None:
+                reason = f" ({sbx.exit_reason})" if sbx.exit_reason else ""
+                raise errors.SandboxStateError(
+                    f"sandbox {sandbox_id} is {sbx.state}{reason}: its ports answer only while it runs"
+                )
+            return await self.service.for_request(rec)  # resumes one that resumes on requests (auto_resume)
         return await self.node.agent(sandbox_id)

@@ -113,8 +113,8 @@ def _forward_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes
         name = k.decode("latin-1").lower()
         if name in HOP_HEADERS:
             continue
-        if name == "authorization" and v.lower().startswith(b"bearer sl_"):
-            continue  # a Sandlot API key, not the sandbox's business
+        if name == "authorization" and v.lower().startswith((b"bearer sl_", b"bearer e2b_")):
+            continue  # a Sandlot API key (in either form), not the sandbox's business
         out.append((k, v))
     return out
 

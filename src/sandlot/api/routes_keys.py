@@ -10,6 +10,7 @@ from sandlot import errors
 from sandlot.api.auth import create_key, require_admin
 from sandlot.api.deps import Who
 from sandlot.api.store import KeyRecord, Store
+from sandlot.apikeys import e2b_form
 from sandlot.models import ErrorBody, KeyCreate, KeyCreated, KeyInfo, KeyList
 
 __all__ = ["router"]
@@ -36,7 +37,7 @@ async def create(body: KeyCreate, who: Who, request: Request) -> KeyCreated:
     require_admin(who)
     store: Store = request.app.state.store
     rec, key = await create_key(store, body.team, body.name, body.admin)
-    return KeyCreated(**_info(rec).model_dump(), key=key)
+    return KeyCreated(**_info(rec).model_dump(), key=key, e2b_key=e2b_form(key))
 
 
 @router.get("", response_model=KeyList)

@@ -1,4 +1,8 @@
-"""Warm pools (admin only): per template, sandboxes started ahead so a create returns at once."""
+"""Warm pools (admin only): per template, sandboxes started ahead so a create returns at once.
+
+A pool's size is kept in the store, so a restarted server fills its pools again
+(the idle sandboxes themselves do not outlive the server: a restart starts new ones).
+"""
 
 from __future__ import annotations
 
@@ -30,4 +34,6 @@ async def list_pools(who: Who, svc: Svc) -> PoolList:
 async def set_pool(template: Template, body: PoolSize, who: Who, svc: Svc) -> PoolInfo:
     """Keep `size` started sandboxes of this template (default limits) ready for creates."""
     require_admin(who)
-    return await svc.node.set_pool(template, body.runtime, body.size)
+    info = await svc.node.set_pool(template, body.runtime, body.size)  # checks the template and runtime
+    await svc.store.set_pool(info.template, info.runtime, info.size)  # kept across restarts
+    return info

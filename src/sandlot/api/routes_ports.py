@@ -35,7 +35,8 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 def port_registry(app: FastAPI) -> PortAccessRegistry:
     reg = getattr(app.state, "port_access", None)
     if reg is None:
-        reg = app.state.port_access = PortAccessRegistry(app.state.service.node, app.state.store)
+        svc = app.state.service
+        reg = app.state.port_access = PortAccessRegistry(svc.node, app.state.store, svc)
     assert isinstance(reg, PortAccessRegistry)
     return reg
 

@@ -7,9 +7,16 @@ keeps the two in step:
 
 - a record is written as soon as the node has made the sandbox, and marked
   killed whenever the node loses it (kill, timeout, death, a failed recovery);
+  a kill is recorded before the node starts it (write-ahead), so a server killed
+  midway finishes it at its restart instead of bringing the sandbox back;
 - the reaper kills sandboxes past `ends_at` and reconciles records whose
-  sandbox died on its own;
-- at start, `recover` re-adopts the sandboxes the records say are running.
+  sandbox died on its own. Its tick costs the same with 1 sandbox or 1000:
+  one query for expired records, the sandboxes the node reported dead since
+  the last tick (`NodeClient.exited`), persistent ones for idle hibernation, and a
+  full reconcile of every record only every FULL_RECONCILE_S as a safety net;
+- at start, `recover` re-adopts the sandboxes the records say are running and
+  brings each to the state its record says (the last operation that completed):
+  an operation the restart interrupted is undone, or finished where it cannot be.
 
 Invariant: a record in an active state whose sandbox the node no longer has is
 stale; every read goes through `_reconcile`, which fixes it before answering.
@@ -32,6 +39,7 @@ from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
 from sandlot.api.teams import Quotas, Teams
 from sandlot.api.template_access import usable, writer
 from sandlot.api.volumes import volume_mounts
+from sandlot.failpoints import afailpoint
 from sandlot.models import SandboxCreate, SandboxInfo, SandboxState
 from sandlot.node.client import NodeClient
 from sandlot.node.protocol import Limits, NetworkPolicy, RecoveryReport, SandboxSpec, SandboxStatus
@@ -39,6 +47,9 @@ from sandlot.node.protocol import Limits, NetworkPolicy, RecoveryReport, Sandbox
 __all__ = ["Quotas", "SandboxService"]
 
 log = logging.getLogger("sandlot.api")
+
+#: How often the reaper reconciles every record, not only those the node reported dead.
+FULL_RECONCILE_S = 60.0
 
 
 def info(rec: SandboxRecord) -> SandboxInfo:
@@ -57,6 +68,7 @@ def info(rec: SandboxRecord) -> SandboxInfo:
         exit_reason=rec.exit_reason,
         persistent=rec.persistent,
         on_timeout=rec.on_timeout,
+        auto_resume=rec.auto_resume,
         node=rec.node,
     )
 
@@ -84,8 +96,8 @@ class SandboxService:
         self.node = node
         #: a persistent sandbox with no request for this long hibernates
         self.hibernate_after_s = hibernate_after_s
-        # _active_at: when each sandbox last served a request (for idle hibernation; in memory:
-        # after a restart every sandbox counts as just used).
+        # _active_at: when each sandbox last served a request here; the store's `active_at`
+        # (written at most every `lifecycle.touch_interval`) is what outlives this process.
         self._active_at: dict[str, float] = {}
         self.store = store
         self.default_template = default_template
@@ -95,6 +107,7 @@ class SandboxService:
         # _gone remembers why a sandbox died, for records reconciled after the node forgot it.
         self._gone: dict[str, str] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._reconciled_at = 0.0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -124,20 +137,37 @@ class SandboxService:
         for sid, reason in report.lost.items():
             if sid in wanted:
                 await self.store.set_state(sid, "killed", f"lost: {reason}")
-        # Recovery thaws a paused sandbox so its agent can call back; freeze it again.
         for rec in records:
-            if rec.state == "paused" and rec.sandbox_id in report.adopted:
-                status = await self.node.status(rec.sandbox_id)
-                if status is not None and status.state == "paused":  # paused to disk: adopted as such
-                    continue
-                try:
-                    await self.node.pause(rec.sandbox_id)
-                except errors.SandlotError as exc:
-                    log.error("re-pausing sandbox %s after a restart: %s", rec.sandbox_id, exc)
-                    await self.store.set_state(rec.sandbox_id, "running")
+            if rec.sandbox_id in report.adopted:
+                await self._align(rec)
         if report.adopted or report.lost:
             log.info("recovered %d sandbox(es); lost %d", len(report.adopted), len(report.lost))
         return report
+
+    async def _align(self, rec: SandboxRecord) -> None:
+        """Bring an adopted sandbox to its record's state: an operation the restart cut short
+        (a pause, a resume, a hibernation or a wake) had changed the node but not the record."""
+        sid = rec.sandbox_id
+        status = await self.node.status(sid)
+        if status is None:
+            return
+        node_state = status.state
+        try:
+            if node_state == "hibernated" and rec.state != "hibernated":
+                await self.store.set_state(sid, "hibernated")  # transparent: the next request wakes it
+            elif node_state == "running" and rec.state == "hibernated":
+                await self.store.set_state(sid, "running")
+            elif node_state == "running" and rec.state == "paused":
+                # Recovery thaws a paused sandbox so its agent can call back (or a resume had
+                # brought it back just before the restart): freeze it again.
+                await self.node.pause(sid)
+            elif node_state == "paused" and rec.state == "running":  # a pause with memory, cut short
+                await self.node.resume(sid)
+        except errors.SandlotError as exc:
+            log.error("bringing sandbox %s back to %s after a restart: %s", sid, rec.state, exc)
+            status = await self.node.status(sid)
+            if status is not None:
+                await self.store.set_state(sid, status.state)
 
     # ------------------------------------------------------------ create / read
 
@@ -193,9 +223,12 @@ class SandboxService:
             metadata=dict(req.metadata),
             persistent=req.persistent,
             on_timeout=req.on_timeout,
+            auto_resume=req.auto_resume,
+            active_at=now,
             node=sbx.node,
         )
         try:
+            await afailpoint("api.create.before_record", sbx.sandbox_id)
             await self.store.add_sandbox(rec)
         except BaseException:
             with contextlib.suppress(errors.SandlotError):
@@ -217,9 +250,19 @@ class SandboxService:
         metadata: dict[str, str],
         limit: int,
         cursor: str | None,
+        newest_first: bool = False,
+        created_after: float | None = None,
+        templates: Sequence[str] = (),
     ) -> tuple[list[SandboxRecord], str | None]:
         recs, nxt = await self.store.list_sandboxes(
-            team=who.team, states=states or ACTIVE_STATES, metadata=metadata, limit=limit, cursor=cursor
+            team=who.team,
+            states=states or ACTIVE_STATES,
+            metadata=metadata,
+            limit=limit,
+            cursor=cursor,
+            newest_first=newest_first,
+            created_after=created_after,
+            templates=templates,
         )
         return [await self._reconcile(r) for r in recs], nxt
 
@@ -246,10 +289,32 @@ class SandboxService:
         return rec
 
     async def wake_if_hibernated(self, rec: SandboxRecord) -> None:
-        """Requests reach a hibernated sandbox as if it never slept: wake it first."""
-        self._active_at[rec.sandbox_id] = time.time()
+        """Requests reach a hibernated sandbox (or a paused one with `auto_resume`) as if it never
+        slept: wake it first."""
+        await lifecycle.touch(self, rec)
         if rec.state == "hibernated":
             await lifecycle.wake(self, rec)
+        elif rec.state == "paused" and rec.auto_resume:
+            await lifecycle.resume(self, rec)
+
+    async def for_request(self, rec: SandboxRecord) -> SandboxAgent:
+        """The data plane of the running sandbox that a request to it (its in-sandbox API, its ports) is for.
+
+        A sandbox that wakes on requests is woken first: a paused or hibernated one with
+        `auto_resume`, a persistent one hibernated when idle. Any other that does not run is a
+        SandboxStateError saying so: it needs an explicit resume.
+        """
+        rec = await self._reconcile(rec)
+        if rec.state == "hibernated" and (rec.auto_resume or rec.persistent):
+            await lifecycle.wake(self, rec)
+        elif rec.state == "paused" and rec.auto_resume:
+            await lifecycle.resume(self, rec)
+        elif rec.state != "running":
+            reason = f" ({rec.exit_reason})" if rec.exit_reason else ""
+            hint = ": resume it first" if rec.state in ("paused", "hibernated") else ""
+            raise errors.SandboxStateError(f"sandbox {rec.sandbox_id} is {rec.state}{reason}{hint}")
+        await lifecycle.touch(self, rec)
+        return await self.node.agent(rec.sandbox_id)
 
     async def _reconcile(self, rec: SandboxRecord) -> SandboxRecord:
         if rec.state not in ACTIVE_STATES:
@@ -263,7 +328,11 @@ class SandboxService:
         if sbx is not None and not sbx.killed:
             return rec
         # _gone first: a read racing a kill in progress must not record the node's generic "killed".
-        reason = self._gone.get(rec.sandbox_id) or (sbx.exit_reason if sbx else None) or "it died"
+        reason = (
+            self._gone.get(rec.sandbox_id)
+            or (sbx.exit_reason if sbx else await self.node.exit_reason(rec.sandbox_id))
+            or "it died"
+        )
         await self.store.set_state(rec.sandbox_id, "killed", reason)
         rec.state, rec.exit_reason = "killed", reason
         return rec
@@ -276,14 +345,25 @@ class SandboxService:
 
         return await self._freeze(who, sandbox_id, "running", "paused", act)
 
+    async def hibernate(self, who: Principal, sandbox_id: str) -> SandboxRecord:
+        """Stop a running sandbox's processes and keep its filesystem (compute and memory released):
+        E2B's filesystem-only pause. Resuming it boots it afresh on its files."""
+        rec = await self.get(who, sandbox_id)
+        if rec.state != "running":
+            raise errors.SandboxStateError(f"cannot hibernate sandbox {sandbox_id} in state {rec.state}")
+        await self.node.hibernate(sandbox_id, memory=False)
+        await self.store.set_state(sandbox_id, "hibernated")
+        rec.state = "hibernated"
+        return rec
+
     async def resume(self, who: Principal, sandbox_id: str) -> SandboxRecord:
         rec = await self.get(who, sandbox_id)
         if rec.state == "hibernated":
             await self.wake_if_hibernated(rec)
             return rec
-        rec = await self._freeze(who, sandbox_id, "paused", "running", self.node.resume)
-        await lifecycle.extend_after_timeout_pause(self, rec)
-        return rec
+        if rec.state == "paused":  # the new timeout first, so the reaper never sees it running past the old
+            await lifecycle.extend_after_timeout_pause(self, rec)
+        return await self._freeze(who, sandbox_id, "paused", "running", self.node.resume)
 
     async def _freeze(
         self, who: Principal, sandbox_id: str, before: str, after: str, act: Callable[[str], Awaitable[None]]
@@ -301,19 +381,23 @@ class SandboxService:
     # ------------------------------------------------------------ kill / timeout
 
     async def kill(self, who: Principal, sandbox_id: str) -> None:
+        """Kill the sandbox; returns once nothing of it is left (also when it was dying already)."""
         rec = await self.get(who, sandbox_id)
         _check_reachable(rec)
         if rec.state in ACTIVE_STATES:
             await self._kill(sandbox_id, "killed by request")
+        else:  # it died on its own: its cleanup may still be under way, wait for it
+            with contextlib.suppress(errors.SandboxNotFoundError):
+                await self.node.kill(sandbox_id)
 
     async def _kill(self, sandbox_id: str, reason: str) -> None:
+        # Recorded first: a server killed midway finishes the kill at its restart (recovery
+        # destroys what no record wants), instead of finding a half-killed sandbox to bring back.
         self._gone[sandbox_id] = reason
-        try:
+        await self.store.set_state(sandbox_id, "killed", reason)
+        await afailpoint("api.kill.after_record", sandbox_id)
+        with contextlib.suppress(errors.SandboxNotFoundError):
             await self.node.kill(sandbox_id)
-        except errors.SandboxNotFoundError:
-            pass
-        finally:
-            await self.store.set_state(sandbox_id, "killed", reason)
 
     async def set_timeout(self, who: Principal, sandbox_id: str, timeout: int) -> SandboxRecord:
         rec = await self.get(who, sandbox_id)
@@ -329,18 +413,32 @@ class SandboxService:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.reap()
+                await self.reap(full=time.monotonic() - self._reconciled_at >= FULL_RECONCILE_S)
             except Exception:  # the reaper must outlive a bad tick (a database hiccup)
                 log.exception("reaper tick failed")
 
-    async def reap(self) -> None:
-        """Kill sandboxes past their timeout and reconcile ones that died on their own."""
+    async def reap(self, full: bool = True) -> None:
+        """Kill sandboxes past their timeout and reconcile ones that died on their own.
+
+        Only the sandboxes the node reported dead are reconciled unless `full`
+        (every active record: the safety net, and the default when called directly).
+        """
         for sid in await self.store.expired(time.time()):
             try:
                 await lifecycle.on_timeout(self, sid)
             except errors.SandlotError as exc:
                 log.error("timing out sandbox %s: %s", sid, exc)
-        for rec in await self.store.active():
-            await self._reconcile(rec)
+        died = await self.node.exited()
+        for sid, why in died.items():  # the node has forgotten them: keep its reason for the record
+            self._gone.setdefault(sid, why)
+        if full:
+            self._reconciled_at = time.monotonic()
+            for rec in await self.store.active():
+                await self._reconcile(rec)
+        else:
+            for sid in died:
+                found = await self.store.get_sandbox(sid)
+                if found is not None:
+                    await self._reconcile(found)
         await lifecycle.hibernate_idle(self)
         await self.teams.housekeeping()

@@ -6,6 +6,15 @@ plain SQL everywhere). The engine is synchronous; `Store` runs each call in a
 worker thread so the event loop (and the node on it) never blocks on the disk.
 
 Timestamps are Unix seconds (float): what the API shows, and comparable in SQL.
+
+Everything the server must still know after a restart lives here, never only in
+a process's memory (API replicas will share one PostgreSQL): sandbox records
+with their deadlines and idle clocks (`active_at`), and warm pool sizes.
+
+A database that does not answer (PostgreSQL stopped, a network split) is a
+DatabaseUnavailableError (503) for the request at hand; the engine's pool
+checks connections before use (`pool_pre_ping`), so the first request after the
+database is back succeeds with no restart. A full disk under SQLite is a NoSpaceError.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -82,11 +92,15 @@ sandboxes = sa.Table(
     sa.Column("ends_at", sa.Float, nullable=False),
     sa.Column("exit_reason", sa.Text, nullable=True),
     # lifecycle: a persistent sandbox is never killed by a timeout (it hibernates when idle);
-    # on_timeout says what the timeout does to an ephemeral one: kill or pause.
+    # on_timeout says what the timeout does to an ephemeral one: kill, pause or hibernate;
+    # auto_resume: paused or hibernated, the next request to it resumes it.
     sa.Column("persistent", sa.Boolean, nullable=False, default=False),
     sa.Column("on_timeout", sa.String(16), nullable=False, default="kill"),
+    sa.Column("auto_resume", sa.Boolean, nullable=False, default=False),
     # when it was killed (retention of its checkpoints counts from here); NULL while it lives
     sa.Column("ended_at", sa.Float, nullable=True),
+    # when the sandbox last served a request (idle hibernation); 0: not since it was created
+    sa.Column("active_at", sa.Float, nullable=False, default=0.0),
     # the node that holds it (`NodeClient.name`; "local" for the node `sandlot serve` embeds)
     sa.Column("node", sa.String(128), nullable=False, default="local"),
     sa.Index("ix_sandboxes_team_created", "team", "created_at", "sandbox_id"),
@@ -101,6 +115,15 @@ teams = sa.Table(
     sa.Column("team", sa.String(128), primary_key=True),
     *(sa.Column(name, sa.BigInteger, nullable=True) for name in QUOTA_FIELDS),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+#: warm pools: started sandboxes a node keeps ready, per template and runtime
+pools = sa.Table(
+    "pools",
+    metadata_obj,
+    sa.Column("template", sa.String(256), primary_key=True),
+    sa.Column("runtime", sa.String(64), primary_key=True),
+    sa.Column("size", sa.Integer, nullable=False),
 )
 
 sandbox_metadata = sa.Table(
@@ -170,7 +193,9 @@ class SandboxRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     persistent: bool = False
     on_timeout: str = "kill"
+    auto_resume: bool = False
     ended_at: float | None = None
+    active_at: float = 0.0
     node: str = "local"
 
 
@@ -214,7 +239,9 @@ def _engine(url: str) -> Engine:
 ADDED_COLUMNS: list[tuple[str, str, str | None]] = [
     ("sandboxes", "persistent", "false"),
     ("sandboxes", "on_timeout", "'kill'"),
+    ("sandboxes", "auto_resume", "false"),
     ("sandboxes", "ended_at", None),
+    ("sandboxes", "active_at", "0"),
     ("sandboxes", "node", "'local'"),
 ]
 
@@ -253,6 +280,9 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _engine(url)
+        # Its own threads: every request reads the store, and the default executor's few
+        # threads may all be busy with slow disk work (mounts, mkfs, unpacks on a loaded host).
+        self._threads = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="store")
 
     @property
     def dialect(self) -> str:
@@ -263,7 +293,10 @@ class Store:
             with self.engine.begin() as conn:
                 return fn(conn)
 
-        return await asyncio.to_thread(txn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._threads, txn)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise _unavailable(exc, self.dialect) from None
 
     async def init(self) -> None:
         await asyncio.to_thread(metadata_obj.create_all, self.engine)
@@ -271,6 +304,7 @@ class Store:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.dispose)
+        self._threads.shutdown(wait=False)
 
     async def secret(self, name: str, new: bytes) -> bytes:
         """The secret `name`; the first caller's `new` when there is none yet (every caller gets the same)."""
@@ -369,14 +403,20 @@ class Store:
     # ------------------------------------------------------------ sandboxes
 
     async def add_sandbox(self, rec: SandboxRecord) -> None:
+        await self.add_sandboxes([rec])
+
+    async def add_sandboxes(self, recs: Sequence[SandboxRecord]) -> None:
+        """Records of new sandboxes, all or none (one transaction: a fork is never half recorded)."""
+
         def q(c: Connection) -> None:
-            row = {k: v for k, v in rec.__dict__.items() if k != "metadata"}
-            c.execute(sandboxes.insert().values(**row))
-            if rec.metadata:
-                c.execute(
-                    sandbox_metadata.insert(),
-                    [{"sandbox_id": rec.sandbox_id, "key": k, "value": v} for k, v in rec.metadata.items()],
-                )
+            for rec in recs:
+                row = {k: v for k, v in rec.__dict__.items() if k != "metadata"}
+                c.execute(sandboxes.insert().values(**row))
+                if rec.metadata:
+                    c.execute(
+                        sandbox_metadata.insert(),
+                        [{"sandbox_id": rec.sandbox_id, "key": k, "value": v} for k, v in rec.metadata.items()],
+                    )
 
         await self._run(q)
 
@@ -400,8 +440,12 @@ class Store:
         metadata: dict[str, str] | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        newest_first: bool = False,
+        created_after: float | None = None,
+        templates: Sequence[str] = (),
     ) -> tuple[list[SandboxRecord], str | None]:
-        """A page of records ordered by creation, and the cursor of the next page (None at the end)."""
+        """A page of records ordered by creation (oldest first, or newest first), and the cursor of the
+        next page (None at the end). `created_after` and `templates` narrow the list further."""
         after = decode_cursor(cursor) if cursor else None
 
         def q(c: Connection) -> tuple[list[SandboxRecord], str | None]:
@@ -415,9 +459,19 @@ class Store:
                 stmt = stmt.where(
                     sa.exists().where(m.c.sandbox_id == sandboxes.c.sandbox_id, m.c.key == key, m.c.value == value)
                 )
+            if created_after is not None:
+                stmt = stmt.where(sandboxes.c.created_at >= created_after)
+            if templates:
+                stmt = stmt.where(sandboxes.c.template.in_(list(templates)))
+            order_key = sa.tuple_(sandboxes.c.created_at, sandboxes.c.sandbox_id)
             if after is not None:
-                stmt = stmt.where(sa.tuple_(sandboxes.c.created_at, sandboxes.c.sandbox_id) > sa.tuple_(*after))
-            stmt = stmt.order_by(sandboxes.c.created_at, sandboxes.c.sandbox_id).limit(limit + 1)
+                mark = sa.tuple_(*after)
+                stmt = stmt.where(order_key < mark if newest_first else order_key > mark)
+            if newest_first:
+                stmt = stmt.order_by(sandboxes.c.created_at.desc(), sandboxes.c.sandbox_id.desc())
+            else:
+                stmt = stmt.order_by(sandboxes.c.created_at, sandboxes.c.sandbox_id)
+            stmt = stmt.limit(limit + 1)
             recs = _records(c, stmt)
             more = len(recs) > limit
             recs = recs[:limit]
@@ -448,6 +502,16 @@ class Store:
             lambda c: c.execute(sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(ends_at=ends_at))
         )
 
+    async def touch(self, sandbox_id: str, at: float) -> None:
+        """The sandbox served a request at `at` (never moves its idle clock back)."""
+        await self._run(
+            lambda c: c.execute(
+                sandboxes.update()
+                .where(sandboxes.c.sandbox_id == sandbox_id, sandboxes.c.active_at < at)
+                .values(active_at=at)
+            )
+        )
+
     async def expired(self, now: float) -> list[str]:
         def q(c: Connection) -> list[str]:
             # Persistent sandboxes have no timeout; one paused at its timeout stays paused.
@@ -461,8 +525,12 @@ class Store:
 
         return await self._run(q)
 
-    async def active(self) -> list[SandboxRecord]:
-        return await self._run(lambda c: _records(c, sa.select(sandboxes).where(sandboxes.c.state.in_(ACTIVE_STATES))))
+    async def active(self, *, persistent: bool | None = None) -> list[SandboxRecord]:
+        """Records in an active state (only persistent ones, or only ephemeral ones, when asked)."""
+        stmt = sa.select(sandboxes).where(sandboxes.c.state.in_(ACTIVE_STATES))
+        if persistent is not None:
+            stmt = stmt.where(sandboxes.c.persistent.is_(persistent))
+        return await self._run(lambda c: _records(c, stmt))
 
     async def active_disk_mb(self, team: str) -> int:
         """The disk limits of the team's live sandboxes, summed."""
@@ -526,6 +594,28 @@ class Store:
 
         return await self._run(q)
 
+    # ------------------------------------------------------------ warm pools
+
+    async def set_pool(self, template: str, runtime: str, size: int) -> None:
+        """Remember a pool's size (0 forgets the pool)."""
+
+        def q(c: Connection) -> None:
+            key = (pools.c.template == template, pools.c.runtime == runtime)
+            c.execute(pools.delete().where(*key))
+            if size:
+                c.execute(pools.insert().values(template=template, runtime=runtime, size=size))
+
+        await self._run(q)
+
+    async def pools(self) -> list[tuple[str, str, int]]:
+        """Every pool's (template, runtime, size)."""
+
+        def q(c: Connection) -> list[tuple[str, str, int]]:
+            rows = c.execute(sa.select(pools.c.template, pools.c.runtime, pools.c.size).order_by(pools.c.template))
+            return [(str(t), str(r), int(n)) for t, r, n in rows]
+
+        return await self._run(q)
+
     # ------------------------------------------------------------ port access
 
     async def port_access(self, sandbox_id: str, new_token: str) -> PortAccessRecord:
@@ -555,6 +645,17 @@ class Store:
         await self._run(
             lambda c: c.execute(port_access.update().where(port_access.c.sandbox_id == sandbox_id).values(**values))
         )
+
+
+def _unavailable(exc: sa.exc.DBAPIError, dialect: str) -> errors.SandlotError:
+    """The error a caller gets for a database that did not answer (or, under SQLite, a full disk)."""
+    first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    why = first[0][:300] if first else type(exc).__name__
+    if "disk is full" in why or "No space left" in why:
+        return errors.NoSpaceError(f"the server's database has no space left ({why}); free space in its data directory")
+    return errors.DatabaseUnavailableError(
+        f"the server's {dialect} database is unavailable ({why}); the server reconnects by itself, retry shortly"
+    )
 
 
 def _records(c: Connection, stmt: sa.Select[Any]) -> list[SandboxRecord]:

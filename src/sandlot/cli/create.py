@@ -28,11 +28,12 @@ __all__ = ["command"]
 @click.option("--persistent", is_flag=True, help="never killed by its timeout; hibernates when idle")
 @click.option(
     "--on-timeout",
-    type=click.Choice(["kill", "pause"]),
+    type=click.Choice(["kill", "pause", "hibernate"]),
     default="kill",
     show_default=True,
-    help="what the timeout does",
+    help="what the timeout does (hibernate: processes stopped, files kept)",
 )
+@click.option("--auto-resume", is_flag=True, help="paused or hibernated, the next request to it resumes it")
 @json_option
 @pass_api
 def command(
@@ -54,6 +55,7 @@ def command(
     volumes: tuple[str, ...],
     persistent: bool,
     on_timeout: str,
+    auto_resume: bool,
     as_json: bool,
 ) -> None:
     """Start a sandbox; print its id."""
@@ -74,6 +76,7 @@ def command(
             else None,
             persistent=persistent,
             on_timeout=on_timeout,
+            auto_resume=auto_resume,
             volumes=[parse_mount(v) for v in volumes],
             api_url=api.url,
             api_key=api.key,

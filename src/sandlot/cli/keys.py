@@ -43,9 +43,10 @@ def command() -> None:
 @click.option("--team", default="default", show_default=True, help="the team whose sandboxes the key sees")
 @click.option("--name", default="", help="a note: who or what uses it")
 @click.option("--admin", is_flag=True, help="the key may also manage keys")
+@click.option("--e2b", "e2b", is_flag=True, help="print it in the form the E2B SDKs accept (e2b_ + hex; the same key)")
 @json_option
 @pass_api
-def create(api: Api, team: str, name: str, admin: bool, as_json: bool) -> None:
+def create(api: Api, team: str, name: str, admin: bool, e2b: bool, as_json: bool) -> None:
     """Make a key; prints it (the only time it is shown)."""
     body: dict[str, Any] = {"team": team, "name": name, "admin": admin}
     raw = run_async(call_api(api, lambda t: t.json("POST", "/keys", json=body)))
@@ -53,7 +54,7 @@ def create(api: Api, team: str, name: str, admin: bool, as_json: bool) -> None:
     if as_json:
         print_json(created)
         return
-    click.echo(created.key)
+    click.echo(created.e2b_key if e2b else created.key)
     click.echo(f"sandlot: key {created.key_id} for team {created.team} (shown once: store it now)", err=True)
 
 

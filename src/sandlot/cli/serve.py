@@ -67,6 +67,26 @@ __all__ = ["command"]
     "--max-lifetime", type=int, default=None, help="seconds from creation a timeout may reach (default: no limit)"
 )
 @click.option(
+    "--max-sandboxes",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="sandboxes each team may run at once (a quota, not the host's capacity)",
+)
+@click.option(
+    "--max-concurrent-starts",
+    type=click.IntRange(min=1),
+    default=None,
+    help="sandbox starts that run at once (default: 2 per core); more wait in a fair queue",
+)
+@click.option(
+    "--max-queued-starts",
+    type=click.IntRange(min=0),
+    default=256,
+    show_default=True,
+    help="creates that may wait for a start; beyond, a create gets 503 with Retry-After",
+)
+@click.option(
     "--ssh-port",
     type=click.IntRange(0, 65535),
     default=None,
@@ -99,6 +119,9 @@ def command(
     dns_servers: tuple[str, ...],
     hibernate_after: float,
     max_lifetime: int | None,
+    max_sandboxes: int,
+    max_concurrent_starts: int | None,
+    max_queued_starts: int,
     ssh_port: int | None,
     ssh_host: str | None,
     no_local_node: bool,
@@ -130,7 +153,9 @@ def command(
         ports_domain=ports_domain,
         dns_servers=list(dns_servers) or None,
         hibernate_after_s=hibernate_after,
-        quotas=Quotas(max_lifetime_s=max_lifetime),
+        quotas=Quotas(max_sandboxes=max_sandboxes, max_lifetime_s=max_lifetime),
+        max_concurrent_starts=max_concurrent_starts,
+        max_queued_starts=max_queued_starts,
         ssh_port=ssh_port,
         ssh_host=ssh_host or hosts[0],
         no_local_node=no_local_node,

@@ -24,6 +24,7 @@ import codecs
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -82,8 +83,23 @@ class PythonContext:
                     return
 
     def execute(self, req, code, env):
-        if env:
-            self._silent("import os as __o; __o.environ.update(%s); del __o" % json.dumps(env))
+        if env:  # for this execution only: what they replace comes back afterwards
+            self._silent(
+                "import os as __o; __sandlot_env = {k: __o.environ.get(k) for k in %s}; "
+                "__o.environ.update(%s); del __o" % (json.dumps(sorted(env)), json.dumps(env))
+            )
+        try:
+            self._run(req, code)
+        finally:
+            if env and self.km.is_alive():
+                self._silent(
+                    "import os as __o\n"
+                    "for __k, __v in __sandlot_env.items():\n"
+                    "    __o.environ.pop(__k, None) if __v is None else __o.environ.__setitem__(__k, __v)\n"
+                    "del __o, __k, __v, __sandlot_env"
+                )
+
+    def _run(self, req, code):
         msg_id = self.kc.execute(code, store_history=True, allow_stdin=False)
         count = None
         while True:
@@ -187,10 +203,22 @@ class BashContext:
 
     def execute(self, req, code, env):
         marker = ("__sandlot_done_%s__" % uuid.uuid4().hex).encode()
-        exports = "".join("export %s=%s\n" % (k, _shell_quote(v)) for k, v in (env or {}).items())
-        script = "%s%s\n__sandlot_rc=$?\nprintf '\\n%s %%d\\n' $__sandlot_rc\nprintf '%s\\n' >&2\n" % (
-            exports,
+        # The variables hold for this execution only: each one's previous value (or its
+        # absence) comes back afterwards, as the rest of the shell's state carries over.
+        save, restore = [], []
+        for k, v in (env or {}).items():
+            if not _NAME.match(k):
+                raise ValueError("not a shell variable name: %r" % k)
+            saved = "__sandlot_had_{k}=${{{k}+1}} __sandlot_old_{k}=${{{k}-}}; export {k}={v}"
+            save.append(saved.format(k=k, v=_shell_quote(v)))
+            restore.append(
+                f'if [ -n "$__sandlot_had_{k}" ]; then export {k}="$__sandlot_old_{k}"; else unset {k}; fi; '
+                f"unset __sandlot_had_{k} __sandlot_old_{k}"
+            )
+        script = "%s\n%s\n__sandlot_rc=$?\n%s\nprintf '\\n%s %%d\\n' $__sandlot_rc\nprintf '%s\\n' >&2\n" % (
+            "\n".join(save),
             code,
+            "\n".join(restore),
             marker.decode(),
             marker.decode(),
         )
@@ -227,6 +255,9 @@ class BashContext:
         except OSError:
             pass
         self.proc.wait()
+
+
+_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _shell_quote(value):

@@ -27,11 +27,13 @@ import re
 import secrets
 import shutil
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sandlot import errors
+from sandlot.failpoints import afailpoint
 from sandlot.node.spec import Limits, SandboxSpec
 from sandlot.node.volumes import VolumeMount
 
@@ -100,12 +102,23 @@ class CheckpointStore:
     """Checkpoint records and disks under `dir` (inside the node's DiskStore).
 
     Invariant: a checkpoint is listed only once its disk and record are both
-    complete: both are written under a temporary name and renamed into place.
+    complete: both are written under a temporary name (`.<id>.tmp/`) and renamed
+    into place; a deleted one is renamed away (`.<id>.deleting/`) before its
+    files go. A node killed midway leaves only those names, which `sweep` removes.
+    `_locks[sandbox id]` serialises checkpoints of one sandbox (names are unique
+    per sandbox); checkpoints of different sandboxes proceed side by side.
     """
 
     def __init__(self, dir: Path) -> None:
         self.dir = Path(dir)
-        self._lock = asyncio.Lock()
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def sweep(self) -> list[Path]:
+        """Remove what killed checkpoints and deletions left (call it before any checkpoint starts)."""
+        swept = [d for d in self.dir.iterdir() if d.name.startswith(".")] if self.dir.is_dir() else []
+        for d in swept:
+            shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
+        return swept
 
     def _new_id(self) -> str:
         return "ck-" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
@@ -150,7 +163,10 @@ class CheckpointStore:
     ) -> Checkpoint:
         """Record a checkpoint whose disk `snapshot(path)` writes (and, with `memory`, its `memory/` beside it)."""
         validate_name(name)
-        async with self._lock:  # names are unique per sandbox
+        lock = self._locks.get(sandbox_id)
+        if lock is None:
+            lock = self._locks[sandbox_id] = asyncio.Lock()
+        async with lock:  # names are unique per sandbox
             if any(c.name == name for c in self.list(sandbox_id)):
                 raise errors.ConflictError(
                     f"sandbox {sandbox_id} already has a checkpoint named {name!r}; delete it or choose another name",
@@ -172,6 +188,7 @@ class CheckpointStore:
                     memory=memory,
                 )
                 (tmp / "checkpoint.json").write_text(json.dumps(ck.record()))
+                await afailpoint("node.checkpoint.before_record", sandbox_id)
                 tmp.rename(ck.dir)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -40,11 +40,15 @@ How each maps to HTTP (for the node daemon; paths under its `/v1`):
     close                 (the daemon's own shutdown; not a request)
     create                POST   /sandboxes                    spec -> SandboxStatus
     status                GET    /sandboxes/{id}               (404 -> None)
+    exit_reason           GET    /ended/{id}                   (404 -> None)
     kill                  DELETE /sandboxes/{id}
+    exited                POST   /exited                       (takes them: one API per node)
     pause/resume          POST   /sandboxes/{id}/pause|resume  {memory}
-    hibernate/wake        POST   /sandboxes/{id}/hibernate|wake
+    hibernate/wake        POST   /sandboxes/{id}/hibernate|wake  {memory}
     set_network           PUT    /sandboxes/{id}/network       policy dict
     agent                 WS     /sandboxes/{id}/agent         agent frames, bridged
+    file_metadata         POST   /sandboxes/{id}/file-metadata {paths} -> {path: metadata|null}
+    set_file_metadata     PUT    /sandboxes/{id}/file-metadata {path, metadata}
     export_sandbox        GET    /sandboxes/{id}/export?tag=   tar stream
     checkpoint            POST   /sandboxes/{id}/checkpoints   {name, memory}
     restore               POST   /sandboxes/{id}/restore       {checkpoint_id}
@@ -144,8 +148,20 @@ class NodeClient(abc.ABC):
         """The sandbox now; None when the node does not hold it (never made, or killed and gone)."""
 
     @abc.abstractmethod
+    async def exit_reason(self, sandbox_id: str) -> str | None:
+        """Why a sandbox the node held but holds no more ended (its agent died, ...); None if it does not know."""
+
+    @abc.abstractmethod
     async def kill(self, sandbox_id: str) -> None:
         """Kill it and free everything it holds (SandboxNotFoundError when the node does not hold it)."""
+
+    @abc.abstractmethod
+    async def exited(self) -> dict[str, str]:
+        """The sandboxes that died on their own (not killed) since the last call, with why.
+
+        What the API's reaper reconciles each tick, so that a tick costs the
+        same with 1 sandbox or 1000 (it asks about every sandbox only rarely).
+        """
 
     @abc.abstractmethod
     async def pause(self, sandbox_id: str, *, memory: bool = False) -> None:
@@ -155,8 +171,9 @@ class NodeClient(abc.ABC):
     async def resume(self, sandbox_id: str) -> None: ...
 
     @abc.abstractmethod
-    async def hibernate(self, sandbox_id: str) -> None:
-        """Release its compute and memory, keep its filesystem."""
+    async def hibernate(self, sandbox_id: str, *, memory: bool = True) -> None:
+        """Release its compute and memory, keep its filesystem. With `memory` its processes are saved
+        where the runtime can and come back on `wake`; without, `wake` boots it afresh on its files."""
 
     @abc.abstractmethod
     async def wake(self, sandbox_id: str) -> None: ...
@@ -168,6 +185,15 @@ class NodeClient(abc.ABC):
     @abc.abstractmethod
     async def agent(self, sandbox_id: str) -> SandboxAgent:
         """The sandbox's data plane: its agent client (which refuses calls unless the sandbox runs)."""
+
+    @abc.abstractmethod
+    async def file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
+        """E2B user metadata of files whose filesystem in the sandbox holds no xattrs (gVisor's 9p;
+        the agent says so: `FileEntry.metadata_unsupported`), kept on the node's copy, by sandbox path."""
+
+    @abc.abstractmethod
+    async def set_file_metadata(self, sandbox_id: str, path: str, metadata: dict[str, str]) -> None:
+        """Make `metadata` the whole E2B metadata of such a file ({} clears it)."""
 
     @abc.abstractmethod
     async def export_sandbox(self, sandbox_id: str, tag: str) -> AsyncIterator[bytes]:

@@ -117,7 +117,9 @@ def _router(local: LocalNode) -> APIRouter:
         elif action == "resume":
             await local.resume(sandbox_id)
         elif action == "hibernate":
-            await local.hibernate(sandbox_id)
+            await local.hibernate(sandbox_id, memory=bool(body.get("memory", True)))
+        elif action == "file-metadata":
+            return await local.file_metadata(sandbox_id, [str(p) for p in body.get("paths", [])])
         elif action == "wake":
             await local.wake(sandbox_id)
         elif action == "checkpoints":
@@ -128,6 +130,22 @@ def _router(local: LocalNode) -> APIRouter:
         else:
             raise errors.NotFoundError(f"no sandbox action {action!r}")
         return {}
+
+    @r.put("/sandboxes/{sandbox_id}/file-metadata")
+    async def set_file_metadata(sandbox_id: str, body: dict[str, Any]) -> Any:
+        await local.set_file_metadata(sandbox_id, str(body["path"]), dict(body.get("metadata") or {}))
+        return {}
+
+    @r.get("/ended/{sandbox_id}")
+    async def exit_reason(sandbox_id: str) -> Any:
+        reason = await local.exit_reason(sandbox_id)
+        if reason is None:
+            raise errors.SandboxNotFoundError(f"node {local.name} knows of no end of sandbox {sandbox_id}")
+        return {"reason": reason}
+
+    @r.post("/exited")
+    async def exited() -> Any:
+        return await local.exited()
 
     @r.put("/sandboxes/{sandbox_id}/network")
     async def set_network(sandbox_id: str, body: dict[str, Any]) -> Any:

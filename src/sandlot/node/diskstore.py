@@ -58,6 +58,10 @@ class DiskStore:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
+    @property
+    def mounted(self) -> bool:
+        return is_mountpoint(self.root)
+
     def disk_of(self, sandbox_id: str) -> Path:
         return self.sandboxes / f"{sandbox_id}.img"
 
@@ -94,20 +98,49 @@ class DiskStore:
             )
         os.rename(tmp, self.backing)
 
-    def check_room(self, what: str) -> None:
-        """Refuse `what` (a checkpoint, a fork) when the store is nearly full.
+    def check_room(self, what: str, need: int = 0, *, store: bool = True) -> None:
+        """Refuse `what` (a create, checkpoint, fork, restore, memory save) when space runs short.
 
-        A clone itself takes almost no space, but it pins the blocks it shares:
-        every later write to them needs new space. Below MIN_FREE_BYTES the
-        next writes would fail inside sandboxes, so new clones are refused.
+        Two places can be full: the store itself (a clone takes almost no space,
+        but it pins the blocks it shares, so every later write to them needs new
+        space; below MIN_FREE_BYTES the next writes would fail inside sandboxes)
+        and the filesystem under the data directory, which holds the store's
+        sparse backing file, memory images and records: a store whose backing
+        file cannot grow fails every write with an I/O error. `need` is what the
+        step itself will write to the data directory (a memory image); `store`:
+        whether the step writes to the store at all.
         """
         st = os.statvfs(self.root)
         free = st.f_bavail * st.f_frsize
-        if free < MIN_FREE_BYTES:
+        if store and free < MIN_FREE_BYTES:
             raise errors.NoSpaceError(
                 f"cannot {what}: the node's disk store is full ({free >> 20} MiB free, "
                 f"{MIN_FREE_BYTES >> 20} MiB needed); delete checkpoints or sandboxes"
             )
+        host = os.statvfs(self.backing.parent)
+        host_free = host.f_bavail * host.f_frsize
+        if host_free < MIN_FREE_BYTES + need:
+            raise errors.NoSpaceError(
+                f"cannot {what}: the filesystem of the data directory {self.backing.parent} is full "
+                f"({host_free >> 20} MiB free, {(MIN_FREE_BYTES + need) >> 20} MiB needed); free space there"
+            )
+
+    def sweep(self, known: set[str]) -> list[Path]:
+        """Delete disks of sandboxes that are gone and clones a killed node left half made; returns them.
+
+        Sandbox disks live outside the sandboxes' directories, so a node killed
+        between removing a sandbox's directory and its disk (or mid-clone) would
+        leak the space for good. Call it only when no create or restore runs.
+        """
+        swept: list[Path] = []
+        if not self.sandboxes.is_dir():
+            return swept
+        for p in sorted(self.sandboxes.iterdir()):
+            sandbox_id = p.name.split(".", 1)[0]
+            if p.name.startswith(".") or sandbox_id not in known:
+                p.unlink(missing_ok=True)
+                swept.append(p)
+        return swept
 
     def release(self) -> list[str]:
         """Unmount the store when no sandbox disk is in use any more (checkpoints stay in the file)."""

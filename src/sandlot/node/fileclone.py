@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sandlot import errors
+from sandlot.failpoints import failpoint
 
-__all__ = ["clone_file", "frozen_fs"]
+__all__ = ["clone_file", "frozen_fs", "thaw"]
 
 FICLONE = 0x40049409
 FIFREEZE = 0xC0045877
@@ -48,8 +49,24 @@ def frozen_fs(mountpoint: Path) -> Iterator[None]:
     try:
         fcntl.ioctl(fd, FIFREEZE, 0)
         try:
+            failpoint("node.checkpoint.frozen", mountpoint.parent.name)
             yield
         finally:
             fcntl.ioctl(fd, FITHAW, 0)
     finally:
         os.close(fd)
+
+
+def thaw(mountpoint: Path) -> bool:
+    """Undo a FIFREEZE that a process killed mid-copy never undid; True if the filesystem was frozen."""
+    try:
+        fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.ioctl(fd, FITHAW, 0)
+    except OSError:  # EINVAL: it was not frozen
+        return False
+    finally:
+        os.close(fd)
+    return True

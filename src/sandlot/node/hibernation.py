@@ -2,8 +2,9 @@
 
 With a runtime that saves memory (gvisor), hibernating is a pause with memory
 to disk (memory_pause.py) and waking restores the processes where they were.
-Without (container), the processes are stopped and waking boots the sandbox
-again on the same filesystem. Either way a `hibernated` file in the sandbox's
+Without (container), or when asked to drop the memory (E2B's filesystem-only
+pause), the processes are stopped and waking boots the sandbox again on the
+same filesystem. Either way a `hibernated` file in the sandbox's
 directory marks it, so a restarted node adopts it as hibernated.
 """
 
@@ -14,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sandlot import errors
+from sandlot.failpoints import afailpoint
 from sandlot.node import memory_pause
 from sandlot.node.sandbox import Sandbox
 
 if TYPE_CHECKING:
     from sandlot.node.node import Node
 
-__all__ = ["hibernate", "marked", "wake"]
+__all__ = ["hibernate", "marked", "unmark", "wake"]
 
 log = logging.getLogger("sandlot.node")
 
@@ -33,17 +35,31 @@ def marked(sbx: Sandbox) -> bool:
     return _marker(sbx).exists()
 
 
-async def hibernate(node: Node, sbx: Sandbox) -> None:
-    """Release a running sandbox's processes (saving their memory where the runtime can)."""
-    if sbx.runtime.saves_memory:
-        try:
-            await memory_pause.save(node, sbx)
-        except errors.SandlotError as exc:  # e.g. runsc refuses: the sandbox runs on; stop it instead
-            log.warning("hibernating %s without its memory: %s", sbx.id, exc)
-            await node.halt(sbx)
-    else:
-        await node.halt(sbx)
+async def hibernate(node: Node, sbx: Sandbox, memory: bool = True) -> None:
+    """Release a running sandbox's processes (with `memory`, saving it where the runtime can).
+
+    The marker is written first: a node killed after the processes are gone
+    must find it hibernated, not dead; one killed before finds it running and
+    drops the marker (a running sandbox wins over any record of it).
+    """
     _marker(sbx).touch()
+    try:
+        if memory and sbx.runtime.saves_memory:
+            try:
+                await memory_pause.save(node, sbx)
+            except errors.SandlotError as exc:  # e.g. runsc refuses: the sandbox runs on; stop it instead
+                log.warning("hibernating %s without its memory: %s", sbx.id, exc)
+                await node.halt(sbx)
+        else:
+            await node.halt(sbx)
+    except BaseException:
+        unmark(sbx)
+        raise
+    await afailpoint("node.hibernate.after_release", sbx.id)
+
+
+def unmark(sbx: Sandbox) -> None:
+    _marker(sbx).unlink(missing_ok=True)
 
 
 async def wake(node: Node, sbx: Sandbox) -> None:
@@ -52,4 +68,5 @@ async def wake(node: Node, sbx: Sandbox) -> None:
         await memory_pause.load(node, sbx)
     else:
         await node.reboot(sbx)
-    _marker(sbx).unlink(missing_ok=True)
+    await afailpoint("node.wake.before_unmark", sbx.id)
+    unmark(sbx)

@@ -11,6 +11,8 @@ first use. Two ship with the node, both from Debian's packages:
 
 - `busybox`: busybox-static and its applet links; seconds to build.
 - `debian` (`base`): Debian bookworm with Python 3 (pip, venv), git, curl, build-essential.
+- `code-interpreter`: Debian with a Jupyter kernel (image_code_interpreter.py).
+- `e2b-base`: a layer on `debian` with what E2B's default template has (image_e2b.py).
 
 Builds go to a temporary directory and are renamed into place, under a file
 lock, so a crash never leaves a half-made image that looks complete. A
@@ -31,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
-from sandlot.node import image_code_interpreter
+from sandlot.node import image_code_interpreter, image_e2b
 from sandlot.node.readiness import StartSpec
 
-__all__ = ["ALIASES", "BUILDERS", "Image", "ImageConfig"]
+__all__ = ["ALIASES", "BASES", "BUILDERS", "Image", "ImageConfig"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEBIAN_MIRROR = os.environ.get("SANDLOT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -209,7 +211,11 @@ BUILDERS: dict[str, Callable[[Path, Progress], ImageConfig]] = {
     "busybox": build_busybox,
     "debian": build_debian,
     "code-interpreter": image_code_interpreter.build_code_interpreter,
+    image_e2b.E2B_BASE: image_e2b.build_e2b_base,
 }
+#: Built-ins that are one layer on top of another built-in: their builder gets a root that shows
+#: the base image, and what it changes there (an overlay's upper directory) is their own layer.
+BASES = {image_e2b.E2B_BASE: image_e2b.BASE}
 #: Names that mean another image.
 ALIASES = {"base": "debian", "code-interpreter-v1": "code-interpreter"}
 

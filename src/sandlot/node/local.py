@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import tarfile
-import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -117,10 +116,16 @@ class LocalNode(NodeClient):
         self.node = node
         self.name = name
         self.default_runtime = node.config.default_runtime
+        # _exited: sandboxes that died on their own since `exited` was last called, with why.
+        self._exited: dict[str, str] = {}
+        node.on_exit(self._on_exit)
+
+    def _on_exit(self, sandbox_id: str, reason: str) -> None:
+        self._exited[sandbox_id] = reason
 
     def _work_dir(self, prefix: str) -> Path:
         """A scratch directory beside the image store's layers (so that renames into it stay on one filesystem)."""
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.node.images.layers.tmp))
+        return self.node.images.layers.scratch(prefix)
 
     # ------------------------------------------------------------ the node
 
@@ -175,8 +180,15 @@ class LocalNode(NodeClient):
             return None
         return None if sbx.pooled else status_of(sbx, self.name)
 
+    async def exit_reason(self, sandbox_id: str) -> str | None:
+        return self.node.exit_reason(sandbox_id)
+
     async def kill(self, sandbox_id: str) -> None:
         await self.node.kill(sandbox_id)
+
+    async def exited(self) -> dict[str, str]:
+        taken, self._exited = self._exited, {}
+        return taken
 
     async def pause(self, sandbox_id: str, *, memory: bool = False) -> None:
         await self.node.pause(sandbox_id, memory=memory)
@@ -184,8 +196,8 @@ class LocalNode(NodeClient):
     async def resume(self, sandbox_id: str) -> None:
         await self.node.resume(sandbox_id)
 
-    async def hibernate(self, sandbox_id: str) -> None:
-        await self.node.hibernate(sandbox_id)
+    async def hibernate(self, sandbox_id: str, *, memory: bool = True) -> None:
+        await self.node.hibernate(sandbox_id, memory=memory)
 
     async def wake(self, sandbox_id: str) -> None:
         await self.node.wake(sandbox_id)
@@ -196,6 +208,12 @@ class LocalNode(NodeClient):
 
     async def agent(self, sandbox_id: str) -> SandboxAgent:
         return self.node.get(sandbox_id).handle
+
+    async def file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
+        return await self.node.host_file_metadata(sandbox_id, paths)
+
+    async def set_file_metadata(self, sandbox_id: str, path: str, metadata: dict[str, str]) -> None:
+        await self.node.set_host_file_metadata(sandbox_id, path, metadata)
 
     async def export_sandbox(self, sandbox_id: str, tag: str) -> AsyncIterator[bytes]:
         work = self._work_dir("export-")

@@ -14,13 +14,17 @@ is bumped first, so the exit watcher stands down (see `Node.watch`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sandlot import errors
+from sandlot.failpoints import afailpoint
+from sandlot.node import cgroups, intent
 from sandlot.node.network import tcp_flows
 from sandlot.node.sandbox import Sandbox
 
@@ -53,7 +57,10 @@ async def save(node: Node, sbx: Sandbox, dest: Path | None = None) -> None:
 
     The image goes to the sandbox's own `memory/` (a pause), or to `dest` (a
     checkpoint's). On failure the sandbox keeps running as it was (its agent
-    is listened for again).
+    is listened for again). A write-ahead record (intent.py) names the image
+    until the caller is done with it (a pause: once it is whole; a checkpoint:
+    the caller ends it after `load`), so a node killed midway brings the
+    processes back from it.
     """
     from sandlot.node.node import _wait_gone
 
@@ -61,21 +68,29 @@ async def save(node: Node, sbx: Sandbox, dest: Path | None = None) -> None:
     if not sbx.runtime.saves_open_connections:
         _check_no_tcp(sbx)
     target = dest or image_dir(sbx)
+    room = functools.partial(node.disks.check_room, need=cgroups.memory_usage(sbx.id) or 0, store=dest is not None)
+    await asyncio.to_thread(room, f"save the memory of sandbox {sbx.id}")
     tmp = target.with_name(target.name + ".tmp")  # beside it: the rename must not cross filesystems
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     pids = sbx.runtime.host_pids(sbx.id)
+    intent.begin(sbx.dir, memory_image=str(target))
     sbx.generation += 1
     await sbx.conn.close()
     try:
         await sbx.runtime.save_memory(sbx.id, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        intent.end(sbx.dir)
         await _listen_again(node, sbx)
         raise
+    await afailpoint("node.memory.before_commit", sbx.id)
+    tmp.rename(target)  # whole: from here on the processes live in the image
+    await afailpoint("node.memory.after_commit", sbx.id)
     problems = await _wait_gone(pids)
     problems += await sbx.runtime.destroy(sbx.id)  # the runtime's state and cgroups; the files stay
-    tmp.rename(target)
+    if dest is None:  # `memory/` in its own directory says it all from now on
+        intent.end(sbx.dir)
     if problems:
         log.error("releasing sandbox %s after saving its memory: %s", sbx.id, "; ".join(problems))
 
@@ -123,6 +138,7 @@ async def load(node: Node, sbx: Sandbox, src: Path | None = None) -> None:
             sbx.id, sbx.dir / "bundle", image, sbx.dir / "runtime.log", connected=sbx.net is not None
         )
         exited = node.watch(sbx, pid)
+        await afailpoint("node.memory.after_restore", sbx.id)
         await node.wait_agent(sbx, exited)
     except BaseException:
         sbx.generation += 1  # the watcher of the failed restore stands down

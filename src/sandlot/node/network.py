@@ -183,7 +183,8 @@ async def _run(*argv: str, stdin: bytes | None = None, timeout: float = 30.0) ->
     try:
         out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout)
     except TimeoutError:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # it may end just now
+            proc.kill()
         await proc.wait()
         return -1, f"{argv[0]} timed out after {timeout:.0f}s"
     finally:
@@ -235,6 +236,13 @@ class NetworkManager:
                 f.write(body)
             return index
         raise errors.LimitReachedError(f"no free sandbox address left in {self.subnet}")
+
+    def _holds(self, net: SandboxNet) -> bool:
+        """Whether the lease of `net`'s address still names its sandbox (ids are never reused)."""
+        try:
+            return bool(json.loads((self.lease_dir / str(net.index)).read_text())["sandbox_id"] == net.sandbox_id)
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     def _release(self, index: int) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -305,12 +313,14 @@ class NetworkManager:
             rc, out = await _run("ip", "link", "delete", net.host_if)
             if rc != 0 and "Cannot find device" not in out:
                 problems.append(f"interface {net.host_if}: {out}")
-        if not problems:
+        # Only while the lease is still this sandbox's: a teardown repeated after a crash must not
+        # take the address (or its flows) from the sandbox that holds it now.
+        if not problems and self._holds(net):
             # The next holder of this address must not inherit its flows: neither replies
             # still in flight nor TIME_WAIT entries that would stop a pause with memory.
             problems += await _forget_flows(net.address)
-        if not problems:
-            self._release(net.index)
+            if not problems:
+                self._release(net.index)
         return problems
 
     async def sweep(self, known: set[str]) -> dict[str, list[str]]:

@@ -1,7 +1,8 @@
 """The node: creates, tracks and destroys the sandboxes of one host.
 
 Invariant: `_sandboxes` holds every sandbox this node created that is not yet
-killed; a sandbox leaves it only after `destroy` ran, so nothing the node made
+killed; a sandbox leaves it only once it is stopped and its cleanup task is in
+`_cleanups` (which retries failed steps until done), so nothing the node made
 (runtime state, cgroups, mounts, files) outlives a sandbox the node forgot.
 """
 
@@ -10,22 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import functools
 import json
 import logging
 import os
-from collections.abc import Coroutine
+import resource
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sandlot import errors
 from sandlot.agent import protocol as p
-from sandlot.agent.client import AgentConnection
-from sandlot.node import cgroups, hibernation, memory_pause, readiness, reaper, safepath
+from sandlot.agent.client import RESPONSE_TIMEOUT, AgentConnection
+from sandlot.failpoints import afailpoint
+from sandlot.node import cgroups, file_metadata, hibernation, intent, memory_pause, readiness, reaper, safepath
+from sandlot.node.admission import Admission
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
 from sandlot.node.dns import system_nameservers
+from sandlot.node.limits import LimitMonitor
 from sandlot.node.netpolicy import NetworkPolicy
 from sandlot.node.network import DEFAULT_SUBNET, NetworkManager, SandboxNet
 from sandlot.node.oci.registry import RegistryConfig
@@ -46,6 +53,14 @@ log = logging.getLogger("sandlot.node")
 MAX_SOCKET_PATH = 107
 #: How often the host names of network policies are resolved again (answers change: CDNs, failover).
 NAME_REFRESH_INTERVAL = 60.0
+#: How many ended sandboxes' exit reasons the node remembers (for records reconciled later).
+ENDED_KEPT = 4096
+#: How long `kill` waits for a killed sandbox's cleanup before returning (it goes on in the background).
+KILL_WAIT_S = 5.0
+#: The longest pause between two attempts of a failed cleanup step.
+CLEANUP_RETRY_MAX_S = 60.0
+#: How long `close` lets pending cleanups finish.
+CLOSE_CLEANUP_WAIT_S = 60.0
 
 
 @dataclass
@@ -66,6 +81,14 @@ class NodeConfig:
     #: resolvers that sandboxes' DNS queries go to, and that resolve policy host
     #: names (default: the host's non-loopback resolvers); [] disables DNS
     dns_servers: list[str] | None = None
+    #: how long a call waits for the agent's first answer before asking whether it is alive at all
+    agent_timeout_s: float = RESPONSE_TIMEOUT
+    #: sandbox starts that run at once (default: 2 per core); the rest queue in order (admission.py)
+    max_concurrent_starts: int | None = None
+    #: starts that may wait; one more is refused with ServerBusyError (503 + Retry-After)
+    max_queued_starts: int = 256
+    #: the longest a start waits in the queue before it is refused the same way
+    max_start_wait_s: float = 45.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -83,24 +106,40 @@ class Node:
         self.state_dir = self.config.data_dir / "runtime"
         self._runtimes: dict[str, Runtime] = {}
         self._sandboxes: dict[str, Sandbox] = {}
+        # _ended: why sandboxes that left _sandboxes ended, newest last (at most ENDED_KEPT).
+        self._ended: dict[str, str] = {}
         self._bundle: Bundle | None = None
         self._watchers: set[asyncio.Task[None]] = set()
+        # _cleanups: cleanups of stopped sandboxes still running (retrying what failed).
+        self._cleanups: set[asyncio.Task[None]] = set()
+        # Cleanups spawn runtime CLIs: a few at a time, so a burst of kills cannot flood the CPU.
+        self._cleanup_slots = asyncio.Semaphore(max(4, 2 * (os.cpu_count() or 1)))
         self.disks = DiskStore(self.config.data_dir, self.config.disk_store_bytes)
         self.spares = SpareDisks(self.disks.spares)
         self.checkpoints = CheckpointStore(self.disks.checkpoints)
         self.volumes = VolumeStore(self.config.data_dir / "volumes")
-        self.pool = WarmPool(self._start, self.kill)
+        self.pool = WarmPool(functools.partial(self._start, background=True), self.kill)
         dns = self.config.dns_servers
         self.network = NetworkManager(
             str(self.config.data_dir),
             subnet=self.config.net_subnet,
             dns_servers=system_nameservers() if dns is None else dns,
         )
-        self._starting = asyncio.Semaphore(max(2, 2 * (os.cpu_count() or 1)))
+        # A burst of starts on a small host (100 at once on 2 cores) makes every
+        # one of them slow enough to time out; queued, they all finish quickly.
+        self.admission = Admission(
+            self.config.max_concurrent_starts or max(2, 2 * (os.cpu_count() or 1)),
+            self.config.max_queued_starts,
+            self.config.max_start_wait_s,
+        )
         self._refilling: asyncio.Future[None] | None = None
         self._name_refresher: asyncio.Task[None] | None = None
+        self._exit_listeners: list[Callable[[str, str], None]] = []
+        #: pokes a sandbox's limit watchdog when its host cgroup grows (limits.py)
+        self.limit_monitor = LimitMonitor()
         # Orphaned sandbox processes must come to us, not to a lazy host init.
         reaper.become_subreaper()
+        _raise_nofile_limit()
 
     # ------------------------------------------------------------ setup
 
@@ -145,6 +184,18 @@ class Node:
     def knows(self, sandbox_id: str) -> bool:
         return sandbox_id in self._sandboxes
 
+    def exit_reason(self, sandbox_id: str) -> str | None:
+        """Why a sandbox this node had (since it started) ended; None if unknown or still there."""
+        return self._ended.get(sandbox_id)
+
+    def _forget(self, sbx: Sandbox) -> None:
+        """Drop a destroyed sandbox, remembering why it ended."""
+        if self._sandboxes.get(sbx.id) is sbx:
+            del self._sandboxes[sbx.id]
+        self._ended[sbx.id] = sbx.exit_reason or "killed"
+        while len(self._ended) > ENDED_KEPT:
+            del self._ended[next(iter(self._ended))]
+
     def known_ids(self) -> set[str]:
         """Every sandbox the node holds, idle ones of warm pools included."""
         return set(self._sandboxes)
@@ -171,25 +222,21 @@ class Node:
             return pooled
         return await self._start(spec)
 
-    async def _start(self, spec: SandboxSpec, disk_from: Path | None = None) -> Sandbox:
-        """Start a sandbox; a caller cancelled meanwhile (a client gone) never leaks one.
+    async def _start(self, spec: SandboxSpec, disk_from: Path | None = None, *, background: bool = False) -> Sandbox:
+        """Start a sandbox once admitted (a fair queue; ServerBusyError when it is full).
 
-        Cancelling halfway through `runsc run` would orphan a sandbox that no
-        state records yet, so the start runs to its end and is then killed.
+        A caller cancelled while queued just leaves the queue. Cancelling
+        halfway through `runsc run` would orphan a sandbox that no state
+        records yet, so an admitted start runs to its end and is then killed.
         """
-        task = asyncio.ensure_future(self._start_gated(spec, disk_from))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await self.kill((await task).id)
-            raise
-
-    async def _start_gated(self, spec: SandboxSpec, disk_from: Path | None) -> Sandbox:
-        # A burst of starts on a small host (100 at once on 2 cores) makes every
-        # one of them slow enough to time out; queued, they all finish quickly.
-        async with self._starting:
-            return await self._start_now(spec, disk_from)
+        async with self.admission.slot(background=background):
+            task = asyncio.ensure_future(self._start_now(spec, disk_from))
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await self.kill((await task).id)
+                raise
 
     async def _start_now(self, spec: SandboxSpec, disk_from: Path | None = None) -> Sandbox:
         """Start a sandbox of `spec`, on a fresh disk or a clone of `disk_from` (a checkpoint's)."""
@@ -197,6 +244,7 @@ class Node:
         bundle = await self.bundle()
         image = await asyncio.to_thread(self.images.ensure, spec.image)
         await asyncio.to_thread(self.disks.ensure)
+        await asyncio.to_thread(self.disks.check_room, "create a sandbox")
         sandbox_id = new_sandbox_id()
         sdir = self.sandboxes_dir / sandbox_id
         layer = WritableLayer(sdir, image.lowerdir, spec.limits.disk_mb << 20, self.disks.disk_of(sandbox_id))
@@ -208,7 +256,7 @@ class Node:
                 f"({socket_path}) must fit in {MAX_SOCKET_PATH} bytes; choose a shorter --data-dir",
                 field="data_dir",
             )
-        conn = AgentConnection(socket_path, sandbox_id)
+        conn = AgentConnection(socket_path, sandbox_id, self.config.agent_timeout_s)
         sbx = Sandbox(sandbox_id, spec, image, runtime, sdir, layer, conn)
         self._sandboxes[sandbox_id] = sbx
         # The network (~60 ms of ip/nft calls) is made while the rootfs is mounted.
@@ -217,15 +265,21 @@ class Node:
             net_setup = asyncio.ensure_future(self.network.setup(sandbox_id, spec.network))
         try:
             await self._provision(sbx, bundle, net_setup)
+            await afailpoint("node.create.before_start", sandbox_id)
             exited = await self.boot(sbx)
         except BaseException as exc:
             if net_setup is not None and sbx.net is None:
                 with contextlib.suppress(BaseException):
                     sbx.net = await net_setup
             problems = await self.destroy(sbx, f"failed to start: {exc}")
-            self._sandboxes.pop(sandbox_id, None)
+            self._forget(sbx)
             if problems:
                 log.error("cleanup after a failed start of %s: %s", sandbox_id, "; ".join(problems))
+            if _out_of_space(exc):  # a record or the runtime's state did not fit: say where
+                raise errors.NoSpaceError(
+                    f"cannot create a sandbox: the filesystem of the data directory {self.config.data_dir} "
+                    f"is full ({exc}); free space there"
+                ) from None
             raise
         sbx.transition(State.RUNNING)
         self._spawn(self._on_exit(sbx, exited))
@@ -244,6 +298,7 @@ class Node:
         await sbx.runtime.prepare_disk(sbx.layer)
         pid = await sbx.runtime.start(sbx.id, sbx.dir / "bundle", sbx.dir / "runtime.log", connected=connected)
         exited = self._spawn(reaper.wait_exit(pid))
+        await afailpoint("node.boot.after_start", sbx.id)
         for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
             if other != pid:  # the gofer, under gVisor
                 self._spawn(reaper.wait_exit(other))
@@ -253,6 +308,10 @@ class Node:
     def _refill_spares(self) -> None:
         if self._refilling is None or self._refilling.done():
             self._refilling = asyncio.ensure_future(asyncio.to_thread(self.spares.refill))
+
+    def on_exit(self, callback: Callable[[str, str], None]) -> None:
+        """Call `callback(sandbox_id, reason)` whenever a sandbox dies on its own (not when killed)."""
+        self._exit_listeners.append(callback)
 
     def adopt(self, sbx: Sandbox) -> None:
         """Register a sandbox found again after a restart (its agent already called back).
@@ -276,6 +335,14 @@ class Node:
             sbx.transition(State.HIBERNATED)
         self._sandboxes[sbx.id] = sbx
 
+    def track(self, sbx: Sandbox) -> None:
+        """Register a sandbox found again after a restart that recovery is starting again
+        (`reboot`, or `memory_pause.load`); `adopt_started` once it runs."""
+        self._sandboxes[sbx.id] = sbx
+
+    def adopt_started(self, sbx: Sandbox) -> None:
+        sbx.transition(State.RUNNING)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._watchers.add(task)
@@ -288,6 +355,7 @@ class Node:
         run_dir.mkdir(parents=True)
         os.chmod(run_dir, 0o711)
         await asyncio.to_thread(sbx.layer.mount, self.spares, sbx.layer.source)
+        await afailpoint("node.create.after_mount", sbx.id)
         self._refill_spares()
         root = sbx.layer.rootfs
         safepath.ensure_dir(root, MOUNT_POINT.lstrip("/") + "/run")  # the node's own path, whatever was there
@@ -346,6 +414,7 @@ class Node:
         if net_setup is None:
             return None
         sbx.net = await net_setup
+        await afailpoint("node.network.before_record", sbx.id)
         _save_network(sbx)
         self.watch_names(sbx.net.policy)
         resolv = self.network.resolv_conf(sbx.net)
@@ -427,17 +496,28 @@ class Node:
     async def _on_exit(self, sbx: Sandbox, exited: asyncio.Task[None], generation: int | None = None) -> None:
         """When the sandbox's main host process exits on its own, clean up after it."""
         generation = sbx.generation if generation is None else generation
-        await exited
+        if not sbx.killed and sbx.generation == generation:
+            self.limit_monitor.watch(sbx)
+        try:
+            await exited
+        finally:
+            self.limit_monitor.forget(sbx.id, generation)
         if sbx.killed or sbx.generation != generation:  # killed, or restarted on purpose (restore)
             return
-        reason = "out of memory" if _oom_happened(sbx.id) else "the sandbox's init exited"
+        reason = (
+            "out of memory"
+            if _oom_happened(sbx.id)
+            else "its agent (the sandbox's init) exited or was killed, and every process in it ended"
+        )
         log.warning("sandbox %s died (%s); its runtime log ends: %s", sbx.id, reason, _tail(sbx.dir / "runtime.log"))
         async with sbx._kill_lock:
             if not sbx.killed:
                 problems = await self.destroy(sbx, reason)
-                self._sandboxes.pop(sbx.id, None)
+                self._forget(sbx)
                 if problems:
                     log.error("cleanup of dead sandbox %s: %s", sbx.id, "; ".join(problems))
+                for listener in self._exit_listeners:
+                    listener(sbx.id, reason)
 
     async def pause(self, sandbox_id: str, memory: bool = False) -> None:
         """Freeze every process of a running sandbox; `resume` continues them.
@@ -467,13 +547,17 @@ class Node:
                 await sbx.runtime.resume(sandbox_id)
             sbx.transition(State.RUNNING)
 
-    async def hibernate(self, sandbox_id: str) -> None:
-        """Release a running sandbox's compute and memory, keeping its filesystem (see hibernation.py)."""
+    async def hibernate(self, sandbox_id: str, memory: bool = True) -> None:
+        """Release a running sandbox's compute and memory, keeping its filesystem (see hibernation.py).
+
+        With `memory` its processes are saved where the runtime can and come back on `wake`;
+        without, they are stopped and `wake` boots the sandbox afresh on its filesystem.
+        """
         sbx = self.get(sandbox_id)
         async with sbx._kill_lock:
             if sbx.state is not State.RUNNING:
                 raise errors.SandboxStateError(f"cannot hibernate sandbox {sandbox_id} in state {sbx.state.value}")
-            await hibernation.hibernate(self, sbx)
+            await hibernation.hibernate(self, sbx, memory=memory)
             sbx.transition(State.PAUSED)
             sbx.transition(State.HIBERNATED)
 
@@ -493,6 +577,27 @@ class Node:
                 self._spawn(reaper.wait_exit(other))
         self._spawn(self._on_exit(sbx, exited, sbx.generation))
         return exited
+
+    # ------------------------------------------------------------ file metadata on the host
+
+    def _backing(self, sbx: Sandbox, path: str) -> tuple[Path, str]:
+        volumes = {m.path: self.volumes.get(m.volume_id).data for m in sbx.spec.volumes}
+        return file_metadata.backing(path, sbx.layer.rootfs, volumes)
+
+    async def host_file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
+        """E2B metadata of files the sandbox itself cannot hold it for (FileEntry.metadata_unsupported),
+        read from the host's copy of each file (file_metadata.py), by sandbox path."""
+        sbx = self.get(sandbox_id)
+
+        def read() -> dict[str, dict[str, str] | None]:
+            return {path: file_metadata.read(*self._backing(sbx, path)) for path in paths}
+
+        return await asyncio.to_thread(read)
+
+    async def set_host_file_metadata(self, sandbox_id: str, path: str, metadata: dict[str, str]) -> None:
+        """Make `metadata` the whole E2B metadata of a file the sandbox cannot hold it for."""
+        sbx = self.get(sandbox_id)
+        await asyncio.to_thread(file_metadata.replace, *self._backing(sbx, path), metadata)
 
     # ------------------------------------------------------------ volumes
 
@@ -529,9 +634,11 @@ class Node:
                 async def with_memory(dest: Path) -> None:
                     await memory_pause.save(self, sbx, dest.parent / "memory")
                     try:
+                        await afailpoint("node.checkpoint.memory_saved", sandbox_id)
                         await asyncio.to_thread(sbx.layer.snapshot, dest)
                     finally:
                         await memory_pause.load(self, sbx, dest.parent / "memory")
+                        intent.end(sbx.dir)
 
                 return await self.checkpoints.take(sandbox_id, name, sbx.spec, with_memory, memory=True)
 
@@ -557,29 +664,38 @@ class Node:
         async with sbx._kill_lock:
             if sbx.state not in (State.RUNNING, State.PAUSED):
                 raise errors.SandboxStateError(f"cannot restore sandbox {sandbox_id} in state {sbx.state.value}")
+            await asyncio.to_thread(self.disks.check_room, f"restore sandbox {sandbox_id}")
             staged = await asyncio.to_thread(sbx.layer.stage, ck.disk)
+            # From the halt on, the sandbox runs nothing: a node killed now finishes the restore (recovery.py).
+            intent.begin(sbx.dir, restore=ck.id, staged=str(staged))
             try:
                 await self.halt(sbx)
+                await afailpoint("node.restore.after_halt", sandbox_id)
                 await asyncio.to_thread(sbx.layer.swap, staged)
-                if ck.memory:  # the processes come back too, as they were at the checkpoint
-                    await memory_pause.load(self, sbx, ck.memory_image)
-                    if sbx.state is State.PAUSED:
-                        sbx.transition(State.RUNNING)
-                    return
-                await self.reboot(sbx)
+                await afailpoint("node.restore.after_swap", sandbox_id)
+                await self.finish_restore(sbx, ck)
             except BaseException as exc:
                 staged.unlink(missing_ok=True)
                 problems = await self.destroy(sbx, f"failed to restore checkpoint {checkpoint_id}: {exc}")
-                self._sandboxes.pop(sandbox_id, None)
+                self._forget(sbx)
                 if problems:
                     log.error("cleanup after a failed restore of %s: %s", sandbox_id, "; ".join(problems))
                 raise
+            intent.end(sbx.dir)
             if sbx.state is State.PAUSED:
                 sbx.transition(State.RUNNING)
+
+    async def finish_restore(self, sbx: Sandbox, ck: Checkpoint) -> None:
+        """Start a halted sandbox whose disk is now the checkpoint's: its saved processes, or a fresh boot."""
+        if ck.memory:  # the processes come back too, as they were at the checkpoint
+            await memory_pause.load(self, sbx, ck.memory_image)
+        else:
+            await self.reboot(sbx)
 
     async def halt(self, sbx: Sandbox) -> None:
         """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot)."""
         sbx.generation += 1
+        self.limit_monitor.forget(sbx.id)
         await sbx.conn.close()
         memory_pause.forget(sbx)  # a restored filesystem does not match the saved memory
         pids = sbx.runtime.host_pids(sbx.id)
@@ -619,45 +735,114 @@ class Node:
         return made
 
     async def kill(self, sandbox_id: str) -> None:
-        """Stop every process and free everything the sandbox holds. Idempotent."""
+        """Stop every process at once and free everything the sandbox holds. Idempotent.
+
+        Kills never queue behind starts. The sandbox's host processes get
+        SIGKILL first, so its CPU is free at once; then its runtime state,
+        network and files are cleaned up, and a step that fails (a runtime
+        command that timed out on an overloaded host) is retried in the
+        background until it is done. Returns once the cleanup is done, or after
+        KILL_WAIT_S with the cleanup still going on: the sandbox is dead either way.
+        """
         sbx = self._sandboxes.get(sandbox_id)
         if sbx is None:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
         async with sbx._kill_lock:
             if sbx.killed:
                 return
-            problems = await self.destroy(sbx, "killed")
-            self._sandboxes.pop(sandbox_id, None)
-        if problems:
-            raise errors.InternalError(f"sandbox {sandbox_id} was killed, but cleanup failed: " + "; ".join(problems))
+            cleaned = await self._stop(sbx, "killed")
+            self._forget(sbx)
+        done, _ = await asyncio.wait({cleaned}, timeout=KILL_WAIT_S)
+        if done and cleaned.result():
+            log.warning(
+                "sandbox %s was killed, but its cleanup failed (retrying in the background): %s",
+                sandbox_id,
+                "; ".join(cleaned.result()),
+            )
 
     async def destroy(self, sbx: Sandbox, reason: str) -> list[str]:
-        """Tear down in order, keep going after failures, return them all.
+        """Stop the sandbox and clean up in order, keeping going after failures; return them all.
 
-        For sandboxes this node does not track (found again after a restart and
-        not wanted); tracked ones are killed with `kill`.
+        Failed steps are retried in the background until done. For sandboxes
+        this node does not track (found again after a restart and not wanted)
+        and ones that died; tracked ones are killed with `kill`.
+        """
+        return await (await self._stop(sbx, reason))
+
+    async def _stop(self, sbx: Sandbox, reason: str) -> asyncio.Future[list[str]]:
+        """SIGKILL every host process of the sandbox now, then start its cleanup.
+
+        Returns a future of the first cleanup pass's problems; the cleanup
+        task retries what failed until done (`_cleanups` holds it meanwhile).
         """
         was_paused = sbx.state is State.PAUSED
         if not sbx.killed:
             sbx.transition(State.KILLED)
         sbx.exit_reason = reason
-        problems: list[str] = []
-        with contextlib.suppress(Exception):
-            await sbx.conn.close()
-        pids = sbx.runtime.host_pids(sbx.id)
+        self.limit_monitor.forget(sbx.id)
         if was_paused:  # a frozen sandbox cannot act on its kill signals
             with contextlib.suppress(errors.SandlotError):
                 await sbx.runtime.resume(sbx.id)
+        pids = sbx.runtime.terminate(sbx.id)
+        with contextlib.suppress(Exception):
+            await sbx.conn.close()
+        first: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._clean_up(sbx, pids, first))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return first
+
+    async def _clean_up(self, sbx: Sandbox, pids: list[int], first: asyncio.Future[list[str]]) -> None:
+        """Reap the stopped sandbox's processes, then remove its runtime state, network and files;
+        each step that fails is retried until done."""
+
+        async def runtime() -> list[str]:
+            problems = await sbx.runtime.destroy(sbx.id)
+            await afailpoint("node.destroy.after_runtime", sbx.id)
+            return problems
+
+        async def processes() -> list[str]:
+            return await _wait_gone(pids)
+
+        async def network() -> list[str]:
+            if sbx.net is None:
+                return []
+            problems = await self.network.teardown(sbx.net)
+            await afailpoint("node.destroy.after_network", sbx.id)
+            return problems
+
+        async def files() -> list[str]:
+            return await asyncio.to_thread(sbx.layer.remove)
+
+        async def volumes() -> list[str]:
+            return await self._release_volumes(sbx)
+
+        steps = [processes, runtime, network, files, volumes]
+        delay = 1.0
         try:
-            problems += await sbx.runtime.destroy(sbx.id)
-        except Exception as exc:  # keep cleaning: the mounts and files must still go
-            problems.append(f"runtime: {exc}")
-        problems += await _wait_gone(pids)
-        if sbx.net is not None:
-            problems += await self.network.teardown(sbx.net)
-        problems += await asyncio.to_thread(sbx.layer.remove)
-        problems += await self._release_volumes(sbx)
-        return problems
+            while True:
+                problems: list[str] = []
+                failed = []
+                async with self._cleanup_slots:
+                    for step in steps:
+                        try:
+                            got = await step()
+                        except Exception as exc:  # keep cleaning: the mounts and files must still go
+                            got = [f"{step.__name__}: {exc}"]
+                        if got:
+                            problems += got
+                            failed.append(step)
+                if not first.done():
+                    first.set_result(problems)
+                if not failed:
+                    return
+                log.warning("cleanup of sandbox %s: %s; retrying in %.0fs", sbx.id, "; ".join(problems), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CLEANUP_RETRY_MAX_S)
+                steps = failed
+        finally:
+            if not first.done():
+                first.set_result(["the cleanup was interrupted"])
 
     async def _release_volumes(self, gone: Sandbox) -> list[str]:
         """Unmount the volumes of `gone` that no other live sandbox of this node mounts."""
@@ -673,11 +858,15 @@ class Node:
     async def close(self) -> None:
         """Kill every sandbox (the library's shutdown; `sandlot serve` keeps them)."""
         await self.pool.close()
-        for sbx in list(self._sandboxes.values()):
-            with contextlib.suppress(errors.SandlotError):
-                await self.kill(sbx.id)
+        # All at once: one by one, a loaded host takes longer than a service manager waits.
+        await asyncio.gather(*(self.kill(sbx.id) for sbx in list(self._sandboxes.values())), return_exceptions=True)
+        if self._cleanups:  # let retries finish their work; what still fails is swept at the next start
+            _, pending = await asyncio.wait(set(self._cleanups), timeout=CLOSE_CLEANUP_WAIT_S)
+            for task in pending:
+                task.cancel()
         for task in list(self._watchers):
             task.cancel()
+        await self.limit_monitor.close()
 
         if self._refilling is not None:  # a thread: let it finish its file
             with contextlib.suppress(Exception):
@@ -694,17 +883,17 @@ async def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[str]:
         for w in pending:
             w.cancel()
     reaper.sweep()
-    left = [pid for pid in pids if _is_live(pid)]
+    left = [pid for pid in pids if reaper.is_live(pid)]
     return [f"host processes still running: {left}"] if left else []
 
 
-def _is_live(pid: int) -> bool:
-    """True for a process that exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+def _raise_nofile_limit() -> None:
+    """Each sandbox holds a few of the node's descriptors (agent socket, pidfds, eventfds):
+    the default soft limit (1024) would cap a node at a few hundred sandboxes."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _save_network(sbx: Sandbox) -> None:
@@ -734,6 +923,15 @@ def _oom_happened(sandbox_id: str) -> bool:
                 fields = dict(line.split() for line in f.read_text().splitlines())
                 return int(fields.get("oom_kill", "0")) > 0 or fields.get("under_oom") == "1"
     return False
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    """An ENOSPC from the host's side (our own writes, or a runtime's), not already a clear NoSpaceError."""
+    if isinstance(exc, errors.NoSpaceError):
+        return False
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return isinstance(exc, errors.InternalError) and "no space left on device" in str(exc).lower()
 
 
 def _tail(path: Path, n: int = 6000) -> str:

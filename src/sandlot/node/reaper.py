@@ -18,7 +18,7 @@ import ctypes.util
 import os
 from pathlib import Path
 
-__all__ = ["become_subreaper", "children_of_self", "protected", "sweep", "wait_exit"]
+__all__ = ["become_subreaper", "children_of_self", "is_live", "protected", "sweep", "wait_exit"]
 
 PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -56,6 +56,15 @@ async def wait_exit(pid: int) -> None:
         _reap(pid)
 
 
+def is_live(pid: int) -> bool:
+    """True for a process that exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def children_of_self(pids: list[int]) -> list[int]:
     """The pids among `pids` whose parent is this process."""
     me = os.getpid()
@@ -68,7 +77,10 @@ def children_of_self(pids: list[int]) -> list[int]:
     return out
 
 
-RUNTIME_CLIS = ("runsc", "crun")
+#: What a sandbox's own host processes are called: gVisor's sandbox, gofer and stubs
+#: (runsc re-executes itself: "exe") and the agent (crun's container init). Only these
+#: are ever reaped by `sweep`; every other child is some caller's, waiting for it.
+SANDBOX_COMMS = ("exe", "sandlot-agent")
 
 #: Children that asyncio's child watcher waits for (the runtimes' CLIs): a
 #: sweep must never reap them, or asyncio would lose their exit status.
@@ -76,11 +88,15 @@ protected: set[int] = set()
 
 
 def sweep() -> int:
-    """Reap every zombie child that nobody waits for; returns how many.
+    """Reap every zombie sandbox process re-parented to the node; returns how many.
 
-    A dead sandbox's helper processes (gVisor's stubs, crun's intermediate
-    processes) are re-parented to the node, the subreaper, and only it can
-    reap them.
+    A dead sandbox's helper processes (gVisor's stubs, its gofer) are
+    re-parented to the node, the subreaper, and only it can reap them. Nothing
+    else may be reaped here: a tool the node runs (nft, ip, mount, runsc, ...)
+    that exits before its pid reaches `protected` (spawning awaits, and
+    `subprocess.run` in a thread never adds it) would lose its exit status,
+    and its caller would wait for it forever (seen: `nft delete table` hung a
+    restart while a concurrent destroy swept).
     """
     me = os.getpid()
     reaped = 0
@@ -96,10 +112,7 @@ def sweep() -> int:
             fields = stat.rsplit(")", 1)[1].split()
         except (OSError, ValueError, IndexError):
             continue
-        # The runtimes' CLIs are asyncio's to reap, and one may exit before its
-        # pid reaches `protected` (spawning awaits); a sandbox's own processes
-        # are re-executed runsc ("exe"), stubs or the agent, never these names.
-        if comm in RUNTIME_CLIS:
+        if comm not in SANDBOX_COMMS:
             continue
         if fields[0] == "Z" and int(fields[1]) == me:
             with contextlib.suppress(ChildProcessError, OSError):

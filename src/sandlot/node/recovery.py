@@ -3,14 +3,26 @@
 Sandboxes outlive the node process: the runtime's processes run in their own
 session, the writable layer stays mounted, and the agent keeps redialling
 `<data dir>/sandboxes/<id>/run/agent.sock`. `recover` walks that directory and,
-for each sandbox the caller still wants, listens on its socket again, waits for
-the agent's hello and registers it with the node as running. Everything else
-found there (a sandbox nobody wants, one whose runtime died, one whose agent
-never calls back) is destroyed like a killed sandbox: runtime state, cgroups,
-mounts and files, every failure reported.
+for each sandbox the caller still wants:
 
-Re-adopted sandboxes are registered with `Node.adopt`, which watches their
-main host process again; the rest go through `Node.destroy`.
+- running (its runtime alive): listen on its socket again, wait for the agent's
+  hello, register it as running; whatever an interrupted operation was making
+  for it (a staged restore, a memory image, a hibernation marker) is dropped;
+- not running, but stopped by an operation of ours that the crash cut short:
+  a restore (a write-ahead record, intent.py) is finished; a memory save whose
+  image is whole is taken as done (paused with memory, or hibernated); a
+  checkpoint with memory brings the processes back from the checkpoint's image;
+- hibernated without memory (a marker): registered as hibernated;
+- anything else (a sandbox nobody wants, one that died on its own while the
+  node was down, one whose agent never calls back) is destroyed like a killed
+  sandbox: runtime state, cgroups, network, mounts and files, every failure
+  reported.
+
+Then what interrupted steps left without a sandbox to own it is swept: networks
+and runtime state of sandboxes that are gone, their disks in the disk store,
+half-made or half-deleted checkpoints and volumes, spare disks being made, image
+store scratch of processes that are gone. A disk left frozen by a checkpoint is
+thawed first. One sandbox's failure never stops the others' recovery.
 """
 
 from __future__ import annotations
@@ -19,13 +31,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
+import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandlot import errors
 from sandlot.agent.client import AgentConnection
-from sandlot.node import hibernation, memory_pause
+from sandlot.node import hibernation, intent, memory_pause
 from sandlot.node.images import Image, ImageConfig
 from sandlot.node.network import SandboxNet
 from sandlot.node.node import Node
@@ -40,6 +55,7 @@ log = logging.getLogger("sandlot.node.recovery")
 
 #: The agent redials every few tens of milliseconds; a live one calls back at once.
 REDIAL_TIMEOUT = 10.0
+_SANDBOX_ID_IN = re.compile(r"sb-[0-9a-z]{16}")
 
 
 @dataclass
@@ -62,8 +78,8 @@ async def recover(node: Node, wanted: Mapping[str, SandboxSpec]) -> RecoveryRepo
         What was adopted, what was lost (and cleaned up) and why.
     """
     report = RecoveryReport()
-    if node.sandboxes_dir.is_dir() and any(node.sandboxes_dir.iterdir()):
-        await asyncio.to_thread(node.disks.ensure)  # the sandboxes' disks are files in it
+    if node.disks.backing.exists():
+        await asyncio.to_thread(node.disks.ensure)  # the sandboxes' disks and the checkpoints are files in it
     found: dict[str, Path] = {}
     if node.sandboxes_dir.is_dir():
         for sdir in sorted(node.sandboxes_dir.iterdir()):
@@ -72,7 +88,7 @@ async def recover(node: Node, wanted: Mapping[str, SandboxSpec]) -> RecoveryRepo
     for sandbox_id in wanted:
         if sandbox_id not in found and not node.knows(sandbox_id):
             report.lost[sandbox_id] = "its files were gone when the node restarted"
-    results = await asyncio.gather(*(_recover_one(node, sid, sdir, wanted.get(sid)) for sid, sdir in found.items()))
+    results = await asyncio.gather(*(_recover_one_safely(node, s, d, wanted.get(s)) for s, d in found.items()))
     for sid, (adopted, reason, problems) in zip(found, results, strict=True):
         if adopted:
             report.adopted.append(sid)
@@ -87,7 +103,62 @@ async def recover(node: Node, wanted: Mapping[str, SandboxSpec]) -> RecoveryRepo
         if problems:
             report.problems.setdefault(sid, []).extend(problems)
             log.error("cleanup of the network of sandbox %s after a restart: %s", sid, "; ".join(problems))
+    for sid, problems in (await _sweep_runtimes(node, known)).items():
+        report.problems.setdefault(sid, []).extend(problems)
+    swept = await asyncio.to_thread(_sweep_files, node, known)
+    if swept:
+        log.info("removed what interrupted steps left: %s", ", ".join(str(p) for p in swept))
     return report
+
+
+async def _sweep_runtimes(node: Node, known: set[str]) -> dict[str, list[str]]:
+    """Runtime state (runsc, crun) of sandboxes whose directory is gone: their runtime is destroyed."""
+    problems: dict[str, list[str]] = {}
+    if not node.state_dir.is_dir():
+        return problems
+    for root in node.state_dir.iterdir():
+        runtime_name = {"runsc": "gvisor", "crun": "container"}.get(root.name)
+        if runtime_name is None or not root.is_dir():
+            continue
+        ids = {m.group(0) for entry in root.iterdir() for m in [_SANDBOX_ID_IN.search(entry.name)] if m}
+        for sid in sorted(ids - known):
+            try:
+                left = await node.runtime(runtime_name).destroy(sid)
+            except errors.SandlotError as exc:
+                left = [str(exc)]
+            if left:
+                problems[sid] = left
+    return problems
+
+
+def _sweep_files(node: Node, known: set[str]) -> list[Path]:
+    """Debris of steps a killed node never finished: half-made or half-deleted checkpoints and
+    volumes, disks of sandboxes that are gone, spare disks being made, image layers being unpacked."""
+    swept: list[Path] = []
+    if node.disks.mounted:
+        swept += node.disks.sweep(known)
+        swept += node.spares.sweep()
+        swept += node.checkpoints.sweep()
+    swept += node.volumes.sweep()
+    swept += node.images.sweep()
+    return swept
+
+
+async def _recover_one_safely(
+    node: Node, sandbox_id: str, sdir: Path, spec: SandboxSpec | None
+) -> tuple[bool, str, list[str]]:
+    """`_recover_one`, where a failure (a tool timing out on a loaded host) loses this sandbox, never the start."""
+    started = time.monotonic()
+    try:
+        adopted, reason, problems = await _recover_one(node, sandbox_id, sdir, spec)
+        log.info(
+            "sandbox %s: %s after %.1f s",
+            sandbox_id, "adopted" if adopted else f"lost ({reason})", time.monotonic() - started,
+        )  # fmt: skip
+        return adopted, reason, problems
+    except Exception as exc:
+        log.exception("recovering sandbox %s", sandbox_id)
+        return False, f"recovering it after the restart failed: {exc}", [f"recovery: {exc!r}"]
 
 
 async def _recover_one(
@@ -115,7 +186,7 @@ async def _recover_one(
     disk = node.disks.disk_of(sandbox_id)
     disk_file = disk if disk.exists() or not (sdir / "disk.img").exists() else None
     layer = WritableLayer(sdir, image.lowerdir if image else "/nonexistent", spec.limits.disk_mb << 20, disk_file)
-    conn = AgentConnection(str(sdir / "run" / "agent.sock"), sandbox_id)
+    conn = AgentConnection(str(sdir / "run" / "agent.sock"), sandbox_id, node.config.agent_timeout_s)
     sbx = Sandbox(sandbox_id, spec, image or Image(image_name, (), ImageConfig()), runtime, sdir, layer, conn)
     if created_at:
         sbx.created_at = created_at
@@ -127,27 +198,61 @@ async def _recover_one(
             node.watch_names(spec.network)
         except (OSError, ValueError, KeyError, errors.SandlotError) as exc:
             log.error("sandbox %s: unreadable network.json (%s); its network is swept", sandbox_id, exc)
+    # A checkpoint killed while it had the disk frozen would leave every write in it hanging.
+    if await asyncio.to_thread(layer.thaw):
+        log.warning("sandbox %s: its disk was left frozen by an interrupted checkpoint; thawed", sandbox_id)
 
     reason = await _adopt(node, sbx, wanted=wanted)
     if reason is None:
+        intent.end(sdir)
         return True, "", []
     problems = await node.destroy(sbx, reason)
+    node._forget(sbx)
     return False, reason, problems
 
 
 async def _adopt(node: Node, sbx: Sandbox, *, wanted: bool) -> str | None:
-    """Make `sbx` a running sandbox of `node`; None on success, else why not."""
+    """Make `sbx` a sandbox of `node` again; None on success, else why not (the caller destroys it)."""
     if not wanted:
         return "no record of it survived the restart"
-    if memory_pause.saved(sbx) or hibernation.marked(sbx):  # nothing runs: its files wait for a resume
-        if sbx.runtime.mounts_rootfs_on_host and not sbx.layer.mounted:
-            return "its root filesystem was unmounted while the node was down"
-        node.adopt_saved(sbx)
-        return None
-    if not await sbx.runtime.alive(sbx.id):
+    if await sbx.runtime.alive(sbx.id):
+        return await _adopt_running(node, sbx)
+    # Nothing runs: what its runtime kept of it (state, cgroups) goes first, whatever comes next.
+    problems = await sbx.runtime.destroy(sbx.id)
+    if problems:
+        return "its stopped runtime could not be cleaned up: " + "; ".join(problems)
+    record = intent.read(sbx.dir) or {}
+    image = await asyncio.to_thread(_memory_image, sbx, record)
+    if "restore" not in record and image is None and not hibernation.marked(sbx):
+        if record:
+            return "an operation the restart interrupted had stopped it, and left nothing to start it from"
         return "it stopped while the node was down"
+    try:
+        if sbx.runtime.mounts_rootfs_on_host and not sbx.layer.mounted:  # a host reboot, a restore killed mid-swap
+            await asyncio.to_thread(sbx.layer.remount)
+        if "restore" in record:
+            return await _finish_restore(node, sbx, record)
+        if image is not None and image != memory_pause.image_dir(sbx):
+            # A checkpoint with memory was killed between saving the processes and taking them back.
+            node.track(sbx)
+            await memory_pause.load(node, sbx, image)
+            node.adopt_started(sbx)
+            return None
+    except (OSError, errors.SandlotError) as exc:
+        return f"it could not be started again after the restart: {exc}"
+    node.adopt_saved(sbx)  # paused with its memory on disk, or hibernated: it waits for a resume
+    return None
+
+
+async def _adopt_running(node: Node, sbx: Sandbox) -> str | None:
     if sbx.runtime.mounts_rootfs_on_host and not sbx.layer.mounted:
         return "its root filesystem was unmounted while the node was down"
+    # It runs, so whatever an interrupted operation was making is moot: a staged
+    # restore, a memory image not taken back, the hibernation marker.
+    sbx.layer.staged.unlink(missing_ok=True)
+    shutil.rmtree(memory_pause.image_dir(sbx).with_name("memory.tmp"), ignore_errors=True)
+    memory_pause.forget(sbx)
+    hibernation.unmark(sbx)
     # A paused sandbox's agent is frozen and cannot call back: thaw it first
     # (resuming a running sandbox is a harmless error); the caller re-pauses it.
     with contextlib.suppress(errors.SandlotError):
@@ -161,4 +266,35 @@ async def _adopt(node: Node, sbx: Sandbox, *, wanted: bool) -> str | None:
         node.adopt(sbx)
     except errors.SandlotError as exc:
         return str(exc)
+    return None
+
+
+def _memory_image(sbx: Sandbox, record: dict[str, object]) -> Path | None:
+    """A whole memory image of the sandbox's processes, if one exists: its own `memory/`, or the one
+    an interrupted save names (completed by renaming it into place if runsc finished writing it)."""
+    if memory_pause.saved(sbx):
+        return memory_pause.image_dir(sbx)
+    named = record.get("memory_image")
+    if not isinstance(named, str):
+        return None
+    image = Path(named)
+    tmp = image.with_name(image.name + ".tmp")
+    if not (image / "checkpoint.img").exists() and (tmp / "checkpoint.img").exists():
+        tmp.rename(image)
+    return image if (image / "checkpoint.img").exists() else None
+
+
+async def _finish_restore(node: Node, sbx: Sandbox, record: dict[str, object]) -> str | None:
+    """A restore killed after it halted the sandbox: put the checkpoint's disk in place (if the swap had
+    not happened yet) and start it, as the restore would have."""
+    try:
+        ck = node.checkpoints.get(str(record["restore"]))
+    except errors.CheckpointNotFoundError:
+        return f"restoring checkpoint {record['restore']} was interrupted, and the checkpoint is gone"
+    staged = Path(str(record.get("staged") or sbx.layer.staged))
+    if staged.exists():
+        await asyncio.to_thread(sbx.layer.swap, staged)
+    node.track(sbx)
+    await node.finish_restore(sbx, ck)
+    node.adopt_started(sbx)
     return None

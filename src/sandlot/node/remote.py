@@ -198,8 +198,29 @@ class RemoteNode(NodeClient):
     async def resume(self, sandbox_id: str) -> None:
         await self._act(sandbox_id, "resume")
 
-    async def hibernate(self, sandbox_id: str) -> None:
-        await self._act(sandbox_id, "hibernate")
+    async def hibernate(self, sandbox_id: str, *, memory: bool = True) -> None:
+        await self._act(sandbox_id, "hibernate", {"memory": memory})
+
+    async def exit_reason(self, sandbox_id: str) -> str | None:
+        try:
+            answer = await self._request("GET", f"/ended/{self._sid(sandbox_id)}")
+        except errors.SandboxNotFoundError:
+            return None
+        return str(answer["reason"])
+
+    async def exited(self) -> dict[str, str]:
+        answer: dict[str, str] = await self._request("POST", "/exited")
+        for sid in answer:
+            await self._forget(sid)
+        return answer
+
+    async def file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
+        answer: dict[str, dict[str, str] | None] = await self._act(sandbox_id, "file-metadata", {"paths": paths})
+        return answer
+
+    async def set_file_metadata(self, sandbox_id: str, path: str, metadata: dict[str, str]) -> None:
+        body = {"path": path, "metadata": metadata}
+        await self._request("PUT", f"/sandboxes/{self._sid(sandbox_id)}/file-metadata", json=body)
 
     async def wake(self, sandbox_id: str) -> None:
         await self._act(sandbox_id, "wake")

@@ -26,12 +26,14 @@ import shutil
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from sandlot import errors
-from sandlot.node.fileclone import clone_file, frozen_fs
+from sandlot.failpoints import failpoint
+from sandlot.node.fileclone import clone_file, frozen_fs, thaw
 
-__all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "mount_readonly_overlay", "umount"]
+__all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "mount_readonly_overlay", "overlaid", "umount"]
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
@@ -47,6 +49,26 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None
 def mount_overlay(lower: str | Path, upper: Path, work: Path, target: Path) -> None:
     """`lower` is one directory or several joined by ':' (the top one first)."""
     _mount("overlay", str(target), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+
+
+@contextlib.contextmanager
+def overlaid(lower: str | Path, upper: Path, scratch: Path) -> Iterator[Path]:
+    """`lower` with `upper` on top, mounted at a new directory under `scratch` (same filesystem as
+    `upper`) for the duration: what is changed there lands in `upper` (overlayfs whiteouts included)."""
+    name = uuid.uuid4().hex
+    work, target = scratch / f"{name}.work", scratch / f"{name}.root"
+    work.mkdir()
+    target.mkdir()
+    try:
+        mount_overlay(lower, upper, work, target)
+        try:
+            yield target
+        finally:
+            umount(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            target.rmdir()
 
 
 def mount_readonly_overlay(lower: str | Path, target: Path) -> None:
@@ -117,14 +139,28 @@ class SpareDisks:
         return False
 
     def refill(self) -> None:
-        """Make spares for every size asked for so far (run it in a thread)."""
+        """Make spares for every size asked for so far (run it in a thread).
+
+        A full store makes none (the next create makes its own disk, or says the store is full).
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         for size in list(self._sizes):
             while len(self._spares(size)) < self.keep:
                 tmp = self.dir / f".{size}-{uuid.uuid4().hex}.tmp"
-                make_disk(tmp, size)
+                try:
+                    make_disk(tmp, size)
+                except (OSError, errors.InternalError):
+                    tmp.unlink(missing_ok=True)
+                    return
                 with self._lock:
                     os.rename(tmp, self.dir / f"{size}-{uuid.uuid4().hex}.img")
+
+    def sweep(self) -> list[Path]:
+        """Remove disks a killed node was still making (`.tmp`); returns them. Only with no refill running."""
+        swept = sorted(self.dir.glob(".*.tmp")) if self.dir.is_dir() else []
+        for p in swept:
+            p.unlink(missing_ok=True)
+        return swept
 
 
 class WritableLayer:
@@ -165,16 +201,35 @@ class WritableLayer:
         self._mount_disk()
 
     def _mount_disk(self) -> None:
-        res = subprocess.run(
-            ["mount", "-o", "loop,noatime", str(self.image_file), str(self.layer)], capture_output=True, text=True
-        )
-        if res.returncode != 0:
-            raise errors.InternalError(f"mounting the sandbox disk failed: {res.stderr.strip()}")
+        if not is_mountpoint(self.layer):
+            res = subprocess.run(
+                ["mount", "-o", "loop,noatime", str(self.image_file), str(self.layer)], capture_output=True, text=True
+            )
+            if res.returncode != 0:
+                raise errors.InternalError(f"mounting the sandbox disk failed: {res.stderr.strip()}")
         with contextlib.suppress(FileNotFoundError):
             (self.layer / "lost+found").rmdir()
         self.upper.mkdir(exist_ok=True)
         (self.layer / "work").mkdir(exist_ok=True)
-        mount_overlay(self.lower, self.upper, self.layer / "work", self.rootfs)
+        if not is_mountpoint(self.rootfs):
+            mount_overlay(self.lower, self.upper, self.layer / "work", self.rootfs)
+
+    def remount(self) -> None:
+        """Mount the sandbox's existing disk again, where it is not (after a crash or a host reboot)."""
+        if not self.image_file.exists():
+            raise errors.InternalError(f"the sandbox's disk {self.image_file} is gone")
+        for d in (self.layer, self.rootfs):
+            d.mkdir(parents=True, exist_ok=True)
+        self._mount_disk()
+
+    def thaw(self) -> bool:
+        """Thaw the disk if a checkpoint was killed while it was frozen; True if it was."""
+        return is_mountpoint(self.layer) and thaw(self.layer)
+
+    @property
+    def staged(self) -> Path:
+        """Where `stage` puts a checkpoint's disk for a restore."""
+        return self.image_file.with_name(self.image_file.name + ".restore")
 
     def snapshot(self, dest: Path) -> None:
         """Copy the disk, consistent, to `dest` (a clone: costs what was written)."""
@@ -190,9 +245,8 @@ class WritableLayer:
 
     def stage(self, source: Path) -> Path:
         """Clone `source` beside the disk, for `swap`; a failure (a full store) changes nothing."""
-        staged = self.image_file.with_name(self.image_file.name + ".restore")
-        clone_file(source, staged)
-        return staged
+        clone_file(source, self.staged)
+        return self.staged
 
     def swap(self, staged: Path) -> None:
         """Put the `stage`d disk in place of this one and mount it (the overlay must be unused)."""
@@ -218,18 +272,22 @@ class WritableLayer:
         return problems
 
     def remove(self) -> list[str]:
+        """Unmount, then delete the disk and the directory: the directory last, because a restarted
+        node finds what to clean up from it (the disk file outside it would be forgotten)."""
         problems = self.unmount()
-        if not problems:
+        if problems:
+            return problems
+        failpoint("node.destroy.after_unmount", self.dir.name)
+        if self._disk_file is not None:
             try:
-                shutil.rmtree(self.dir)
-            except FileNotFoundError:
-                pass
+                self._disk_file.unlink(missing_ok=True)
+                self.staged.unlink(missing_ok=True)
             except OSError as exc:
-                problems.append(f"removing {self.dir}: {exc}")
-            if self._disk_file is not None:
-                try:
-                    self._disk_file.unlink(missing_ok=True)
-                    self._disk_file.with_name(self._disk_file.name + ".restore").unlink(missing_ok=True)
-                except OSError as exc:
-                    problems.append(f"removing {self._disk_file}: {exc}")
+                problems.append(f"removing {self._disk_file}: {exc}")
+        try:
+            shutil.rmtree(self.dir)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            problems.append(f"removing {self.dir}: {exc}")
         return problems

@@ -101,7 +101,7 @@ class Sandbox:
     async def reconnect(self) -> None:
         """Listen for a new agent (the runtime is being booted again); the old connection is closed."""
         await self.conn.close()
-        self.conn = AgentConnection(self.conn.socket_path, self.id)
+        self.conn = AgentConnection(self.conn.socket_path, self.id, self.conn.response_timeout)
         self._agent = AgentClient(self.conn)
         await self.conn.listen()
 

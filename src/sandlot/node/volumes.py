@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
+from sandlot.failpoints import failpoint
 from sandlot.node.rootfs import is_mountpoint, make_disk, umount
 
 __all__ = ["Volume", "VolumeMount", "VolumeStore", "bind_mounts"]
@@ -199,8 +200,19 @@ class VolumeStore:
         if problems:
             raise errors.InternalError("; ".join(problems))
         trash = self.dir / f".{vol.id}.deleting"
-        vol.dir.rename(trash)
+        vol.dir.rename(trash)  # unlisted at once; a node killed now leaves `trash` to `sweep`
+        failpoint("volumes.delete.after_unlist", vol.id)
         shutil.rmtree(trash, ignore_errors=True)
+
+    def sweep(self) -> builtins.list[Path]:
+        """Remove volumes half created or half deleted by a killed node (before any create or delete runs)."""
+        swept = [d for d in self.dir.iterdir() if d.name.startswith(".")] if self.dir.is_dir() else []
+        for d in swept:
+            with contextlib.suppress(OSError):  # a half-made sized volume's disk may be mounted
+                if is_mountpoint(d / "data"):
+                    umount(d / "data")
+            shutil.rmtree(d, ignore_errors=True)
+        return swept
 
 
 def _mount(disk: Path, target: Path) -> None:

@@ -8,6 +8,7 @@ yet); nothing else is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -51,7 +52,11 @@ def error_from_response(status: int, body: bytes) -> errors.SandlotError:
 
 def raise_for_error(response: httpx.Response) -> None:
     if response.status_code >= 400:
-        raise error_from_response(response.status_code, response.content)
+        exc = error_from_response(response.status_code, response.content)
+        if isinstance(exc, errors.ServerBusyError):
+            with contextlib.suppress(ValueError):
+                exc.retry_after = max(1, int(response.headers.get("Retry-After", "1")))
+        raise exc
 
 
 class Transport:

@@ -60,6 +60,7 @@ class AsyncSandbox:
         network: str | dict[str, Any] | None = None,
         persistent: bool = False,
         on_timeout: str = "kill",
+        auto_resume: bool = False,
         volumes: Sequence[VolumeMountRequest] | None = None,
         api_url: str | None = None,
         api_key: str | None = None,
@@ -83,7 +84,9 @@ class AsyncSandbox:
                 Its ports are reachable through the server in every mode (`get_url`).
             persistent: never killed by its timeout; after the server's idle period it
                 hibernates (compute and memory released, files kept) and the next request wakes it.
-            on_timeout: "kill" (default) or "pause" (kept paused, with its memory where possible).
+            on_timeout: "kill" (default), "pause" (kept paused, with its memory where possible) or
+                "hibernate" (processes stopped, files kept; resuming boots it afresh).
+            auto_resume: paused or hibernated, the next request to it (its ports too) resumes it.
             volumes: the team's volumes to mount (`VolumeMount(name=, path=, read_only=)`).
             api_url: the API (default $SANDLOT_API_URL, else http://127.0.0.1:7770).
             api_key: the key (default $SANDLOT_API_KEY, else a local server's admin key).
@@ -109,6 +112,8 @@ class AsyncSandbox:
             body["persistent"] = True
         if on_timeout != "kill":
             body["on_timeout"] = on_timeout
+        if auto_resume:
+            body["auto_resume"] = True
         if volumes:
             body["volumes"] = [v.model_dump() for v in volumes]
         for key, value in (

@@ -610,6 +610,7 @@ class Sandbox:
         network: str | dict[str, Any] | None = None,
         persistent: bool = False,
         on_timeout: str = "kill",
+        auto_resume: bool = False,
         volumes: Sequence[VolumeMountRequest] | None = None,
         api_url: str | None = None,
         api_key: str | None = None,
@@ -633,7 +634,9 @@ class Sandbox:
                 Its ports are reachable through the server in every mode (`get_url`).
             persistent: never killed by its timeout; after the server's idle period it
                 hibernates (compute and memory released, files kept) and the next request wakes it.
-            on_timeout: "kill" (default) or "pause" (kept paused, with its memory where possible).
+            on_timeout: "kill" (default), "pause" (kept paused, with its memory where possible) or
+                "hibernate" (processes stopped, files kept; resuming boots it afresh).
+            auto_resume: paused or hibernated, the next request to it (its ports too) resumes it.
             volumes: the team's volumes to mount (`VolumeMount(name=, path=, read_only=)`).
             api_url: the API (default $SANDLOT_API_URL, else http://127.0.0.1:7770).
             api_key: the key (default $SANDLOT_API_KEY, else a local server's admin key).
@@ -667,6 +670,7 @@ class Sandbox:
                         network=network,
                         persistent=persistent,
                         on_timeout=on_timeout,
+                        auto_resume=auto_resume,
                         volumes=volumes,
                         api_url=api_url,
                         api_key=api_key,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -84,5 +85,54 @@ func TestFrameRoundTrip(t *testing.T) {
 	f, err := readFrame(r)
 	if err != nil || f.stream != 7 || f.kind != KindData || string(f.header) != "{}" || string(f.payload) != "hi" {
 		t.Fatalf("readFrame = %+v, %v", f, err)
+	}
+}
+
+func TestParseSudoArgs(t *testing.T) {
+	env := []string{"PATH=/home/user/bin:/usr/bin", "TERM=xterm", "SECRET=1"}
+	req, err := parseSudoArgs([]string{"-nE", "--", "apt-get", "-y", "install", "x"}, env)
+	if err != nil || req.User != "root" || strings.Join(req.Argv, " ") != "apt-get -y install x" {
+		t.Fatalf("-nE: %+v, %v", req, err)
+	}
+	if !containsEnv(req.Env, "SECRET=1") || !containsEnv(req.Env, "PATH=/home/user/bin:/usr/bin") {
+		t.Fatalf("-E must keep the caller's environment: %v", req.Env)
+	}
+	req, err = parseSudoArgs([]string{"whoami"}, env)
+	if err != nil || containsEnv(req.Env, "SECRET=1") || !containsEnv(req.Env, "PATH="+securePath) || !containsEnv(req.Env, "TERM=xterm") {
+		t.Fatalf("without -E only a few variables pass, with sudo's secure path: %+v, %v", req, err)
+	}
+	req, err = parseSudoArgs([]string{"-u", "root", "-s", "echo", "hi"}, env)
+	if err != nil || len(req.Argv) != 3 || req.Argv[1] != "-c" || req.Argv[2] != "echo hi" {
+		t.Fatalf("-s: %+v, %v", req, err)
+	}
+	if _, err := parseSudoArgs([]string{"-g", "wheel", "id"}, env); err == nil {
+		t.Fatal("an unsupported option must be refused, not ignored")
+	}
+}
+
+func containsEnv(env []string, kv string) bool {
+	for _, e := range env {
+		if e == kv {
+			return true
+		}
+	}
+	return false
+}
+
+func TestSudoersMustBeRootsAndNotWritableByOthers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sudoers")
+	if err := os.WriteFile(path, []byte("user\n# a comment\nbob\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if os.Getuid() == 0 {
+		if got := sudoers(path); !got["user"] || !got["bob"] || len(got) != 2 {
+			t.Fatalf("sudoers = %v", got)
+		}
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if got := sudoers(path); got != nil {
+		t.Fatalf("a world-writable sudoers file must grant nothing, got %v", got)
 	}
 }

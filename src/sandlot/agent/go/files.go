@@ -68,17 +68,22 @@ func entryOf(path string, info os.FileInfo, n *names) FileEntry {
 		if target, err := os.Readlink(path); err == nil {
 			e.SymlinkTarget = &target
 		}
+		linkInfo(&e)
 	}
 	return e
 }
 
-func statEntry(path string) (FileEntry, error) {
+func statEntry(path string, meta bool) (FileEntry, error) {
 	info, err := os.Lstat(path)
 	if err != nil {
 		return FileEntry{}, fsErr(err, path)
 	}
 	n := loadNames()
-	return entryOf(path, info, &n), nil
+	e := entryOf(path, info, &n)
+	if meta {
+		readMeta(&e)
+	}
+	return e, nil
 }
 
 func handleRead(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{}, error) {
@@ -212,7 +217,19 @@ func handleWrite(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{
 	if err := f.Close(); err != nil {
 		return nil, fsErr(err, path)
 	}
-	return statEntry(path)
+	e, err := statEntry(path, false)
+	if err != nil || params.Metadata == nil {
+		return e, err
+	}
+	supported, err := writeMeta(path, params.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	if supported && len(params.Metadata) > 0 {
+		e.Metadata = params.Metadata
+	}
+	e.MetadataUnsupported = !supported
+	return e, nil
 }
 
 func handleList(a *agent, _ *stream, raw json.RawMessage, _ []byte) (interface{}, error) {
@@ -248,7 +265,11 @@ func handleList(a *agent, _ *stream, raw json.RawMessage, _ []byte) (interface{}
 			if err != nil {
 				continue // removed meanwhile
 			}
-			out.Entries = append(out.Entries, entryOf(p, info, &n))
+			e := entryOf(p, info, &n)
+			if params.Metadata {
+				readMeta(&e)
+			}
+			out.Entries = append(out.Entries, e)
 			if info.IsDir() && depth > 1 {
 				if err := walk(p, depth-1); err != nil {
 					return err
@@ -265,7 +286,7 @@ func handleList(a *agent, _ *stream, raw json.RawMessage, _ []byte) (interface{}
 }
 
 func handleStat(a *agent, _ *stream, raw json.RawMessage, _ []byte) (interface{}, error) {
-	var params PathParams
+	var params StatParams
 	if err := decode(raw, &params); err != nil {
 		return nil, err
 	}
@@ -273,7 +294,7 @@ func handleStat(a *agent, _ *stream, raw json.RawMessage, _ []byte) (interface{}
 	if err != nil {
 		return nil, err
 	}
-	return statEntry(path)
+	return statEntry(path, params.Metadata)
 }
 
 func handleExists(a *agent, _ *stream, raw json.RawMessage, _ []byte) (interface{}, error) {
@@ -339,7 +360,7 @@ func handleRename(a *agent, _ *stream, raw json.RawMessage, _ []byte) (interface
 	if err := os.Rename(src, dst); err != nil {
 		return nil, fsErr(err, dst)
 	}
-	return statEntry(dst)
+	return statEntry(dst, params.Metadata)
 }
 
 func handleRemove(a *agent, _ *stream, raw json.RawMessage, _ []byte) (interface{}, error) {

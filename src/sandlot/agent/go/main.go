@@ -51,6 +51,9 @@ func loadConfig() (AgentConfig, error) {
 }
 
 func main() {
+	if isSudo() { // run through an image's sudo link: the client of the agent's sudo service
+		os.Exit(sudoMain(os.Args[1:]))
+	}
 	cfg, err := loadConfig()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandlot-agent: cannot read config:", err)
@@ -66,11 +69,13 @@ func main() {
 	}
 	a := &agent{config: cfg, startedAt: time.Now().UnixMilli(), workCgroup: os.Getenv("SANDLOT_VM_CGROUP")}
 	a.procs = newProcessTable(a)
+	if cfg.MemoryLimitBytes > 0 || cfg.PidsLimit > 0 {
+		a.procs.watch = newWatchdog(a.procs, cfg.MemoryLimitBytes, cfg.PidsLimit)
+		go a.procs.watch.run()
+	}
 	go a.procs.reap()
 	go a.forwardSignals()
-	if cfg.MemoryLimitBytes > 0 || cfg.PidsLimit > 0 {
-		go a.procs.watchdog(cfg.MemoryLimitBytes, cfg.PidsLimit)
-	}
+	go a.serveSudo()
 	// In a microVM the init names the node link (a virtio-serial port) and the VM's control port.
 	link := cfg.SocketPath
 	if env := os.Getenv("SANDLOT_AGENT_SOCKET"); env != "" {
@@ -79,21 +84,34 @@ func main() {
 	if ctl := os.Getenv("SANDLOT_VM_CONTROL"); ctl != "" {
 		go serveVMControl(ctl, os.Getenv("SANDLOT_VM_DISK_FD"))
 	}
+	// Redial at once after a drop (a restore reconnects within ~50 ms), then
+	// back off to once a second: a node that is down (restarting) must not
+	// keep every sandbox busy.
+	delay := redialMin
 	for {
 		c, err := dialNode(link)
 		if err != nil {
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(delay)
+			if delay *= 2; delay > redialMax {
+				delay = redialMax
+			}
 			continue
 		}
+		delay = redialMin
 		cn := newConn(c)
 		hello := Hello{Type: "hello", Version: ProtocolVersion, AgentPid: int64(os.Getpid()), StartedAtMs: a.startedAt}
 		if err := cn.send(0, KindEvent, hello, nil); err == nil {
 			cn.serve(a)
 		}
 		c.Close()
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(delay)
 	}
 }
+
+const (
+	redialMin = 50 * time.Millisecond
+	redialMax = time.Second
+)
 
 // dialNode connects to the node: a Unix socket (gvisor, container) or a virtio-serial port (microvm).
 func dialNode(path string) (io.ReadWriteCloser, error) {
@@ -145,6 +163,10 @@ var handlers = map[string]handler{
 	MethodFsTarWrite:     handleTarWrite,
 	MethodFsWatch:        handleWatch,
 	MethodPortConnect:    handlePortConnect,
+	MethodLimitsCheck: func(a *agent, _ *stream, _ json.RawMessage, _ []byte) (interface{}, error) {
+		a.procs.watch.poke()
+		return struct{}{}, nil
+	},
 }
 
 func (a *agent) handle(s *stream, method string, params json.RawMessage, payload []byte) {

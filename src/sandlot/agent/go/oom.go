@@ -1,9 +1,10 @@
 package main
 
-// The sandbox's memory limit, enforced from inside: when the processes we
-// started use more than the limit, the largest one is killed and reported as
-// out of memory, so the sandbox (and its init) survive a memory hog. The host
-// cgroup stays as a backstop a little above the limit.
+// The sandbox's memory and pids limits, enforced from inside: when the
+// processes we started use more memory than the limit, the largest one is
+// killed and reported as out of memory, so the sandbox (and its init) survive
+// a memory hog; a tree that outgrows the pids limit is killed whole. The host
+// cgroup stays as a backstop a little above the limits.
 
 import (
 	"os"
@@ -60,122 +61,190 @@ func (t *processTable) owner(pid int, parents map[int]int) *process {
 	return nil
 }
 
-// watchdog enforces the memory and pids limits from inside, every 25 ms.
+// The watchdog enforces the memory and pids limits from inside. It costs
+// nothing while the sandbox is idle: it sleeps on a channel, with no timer,
+// until something may have changed, then scans every 10 ms (a readdir) and
+// fully every 30 ms (two files per process) until the sandbox is calm again.
+// What wakes it (poke):
+//   - a process the agent starts, and every SIGCHLD the agent (init) gets
+//     (each exit, an orphan of a fork bomb's among them);
+//   - the node, over the protocol (limits.check), when the sandbox's host
+//     cgroup shows memory or task growth (node/limits.py): the host sees every
+//     page and task the sandbox adds without waking it.
 //
 // Memory: over the limit, the largest process is killed (out of memory).
 // Pids: gVisor does not apply RLIMIT_NPROC to root, and its sentry dies when
 // the host pids cgroup fills up, so a tree that outgrows the limit (a fork
 // bomb) is killed whole, before the host limit is near.
-func (t *processTable) watchdog(memLimit, pidsLimit int64) {
-	self := os.Getpid()
-	tick := 0
+type watchdog struct {
+	t         *processTable
+	memLimit  int64
+	pidsLimit int64
+	wake      chan struct{}
 	// Kernel threads (kthreadd, pid 2, and its children) are in /proc only
 	// inside a microVM; they are not the sandbox's processes. Counted at
 	// each full scan, so the cheap check can leave them out (with slack for
 	// the kworkers the kernel starts meanwhile).
-	kthreads, slack := 0, 0
-	for range time.Tick(10 * time.Millisecond) {
-		tick++
-		t.mu.Lock()
-		n := len(t.procs)
-		t.mu.Unlock()
-		if n == 0 {
+	kthreads, slack int
+}
+
+const (
+	watchTick = 10 * time.Millisecond
+	// A full scan every fullEvery ticks; asleep again after calmScans full
+	// scans in a row that saw neither more processes nor memory grow by more
+	// than calmGrowth bytes.
+	fullEvery  = 3
+	calmScans  = 4
+	calmGrowth = 1 << 20
+)
+
+func newWatchdog(t *processTable, memLimit, pidsLimit int64) *watchdog {
+	return &watchdog{t: t, memLimit: memLimit, pidsLimit: pidsLimit, wake: make(chan struct{}, 1)}
+}
+
+// poke wakes the watchdog (or keeps it awake); it never blocks. Safe on nil.
+func (w *watchdog) poke() {
+	if w == nil {
+		return
+	}
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *watchdog) run() {
+	for range w.wake {
+		w.watchUntilCalm()
+	}
+}
+
+func (w *watchdog) watchUntilCalm() {
+	tick := time.NewTicker(watchTick)
+	defer tick.Stop()
+	calm, lastCount, lastRSS := 0, -1, int64(-1)
+	for i := 0; ; i++ {
+		select {
+		case <-w.wake: // poked again meanwhile: something is still happening
+			calm = 0
+		default:
+		}
+		count, rss, full := w.enforce(i%fullEvery == 0)
+		if full {
+			if lastCount >= 0 && count <= lastCount && rss <= lastRSS+calmGrowth {
+				calm++
+			} else {
+				calm = 0
+			}
+			lastCount, lastRSS = count, rss
+			if calm >= calmScans {
+				return
+			}
+		}
+		<-tick.C
+	}
+}
+
+// enforce makes one pass: a readdir of /proc, and a full scan when `full` or
+// when the pids limit may be exceeded. It returns the number of processes
+// seen, their total RSS (full scans with a memory limit only) and whether
+// the scan was full.
+func (w *watchdog) enforce(full bool) (int, int64, bool) {
+	t, memLimit, pidsLimit := w.t, w.memLimit, w.pidsLimit
+	self := os.Getpid()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, 0, false
+	}
+	count := countPids(entries)
+	over := pidsLimit > 0 && int64(count-w.kthreads) > pidsLimit+1+int64(w.slack)
+	if !full && !over {
+		return count, 0, false
+	}
+	if over && self == 1 {
+		// A fork bomb outruns any scan: stop every process (init is
+		// exempt) so the tree we kill is the one that exists, then resume
+		// the rest. As init, a kill(-1) reaches the whole sandbox.
+		_ = syscall.Kill(-1, syscall.SIGSTOP)
+		entries, _ = os.ReadDir("/proc")
+	}
+	parents := map[int]int{}
+	kernel := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
 			continue
 		}
-		entries, err := os.ReadDir("/proc")
-		if err != nil {
-			continue
-		}
-		// Cheap check every 10 ms (one readdir); the full scan, which reads
-		// two files per process, when a limit may be near or every 30 ms.
-		over := pidsLimit > 0 && int64(countPids(entries)-kthreads) > pidsLimit+1+int64(slack)
-		if tick%3 != 0 && !over {
-			continue
-		}
-		if over && self == 1 {
-			// A fork bomb outruns any scan: stop every process (init is
-			// exempt) so the tree we kill is the one that exists, then resume
-			// the rest. As init, a kill(-1) reaches the whole sandbox.
-			_ = syscall.Kill(-1, syscall.SIGSTOP)
-			entries, _ = os.ReadDir("/proc")
-		}
-		parents := map[int]int{}
-		kernel := 0
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == self {
+		if ppid, ok := readProcStat(pid); ok {
+			if pid == 2 || ppid == 2 {
+				kernel++
 				continue
 			}
-			if ppid, ok := readProcStat(pid); ok {
-				if pid == 2 || ppid == 2 {
-					kernel++
-					continue
-				}
-				parents[pid] = ppid
-			}
+			parents[pid] = ppid
 		}
-		if kthreads = kernel; kernel > 0 {
-			slack = 8
-		}
-		// As init, every process but us is the sandbox's: orphans (re-parented
-		// to us, so owned by no tracked process) form a tree of their own (nil).
-		// Elsewhere (tests on a host) only our own processes' trees count.
-		owners := map[int]*process{}
-		trees := map[*process][]int{}
-		for pid := range parents {
-			p := t.owner(pid, parents)
-			if p == nil && self != 1 {
-				continue
-			}
-			owners[pid] = p
-			trees[p] = append(trees[p], pid)
-		}
-		if pidsLimit > 0 && int64(len(owners)) > pidsLimit {
-			var worst *process
-			most := -1
-			for p, pids := range trees {
-				if len(pids) > most {
-					worst, most = p, len(pids)
-				}
-			}
-			if worst != nil {
-				worst.mu.Lock()
-				worst.pidsHit = true
-				worst.mu.Unlock()
-			}
-			for _, pid := range trees[worst] {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-			if self == 1 {
-				_ = syscall.Kill(-1, syscall.SIGCONT)
-			}
+	}
+	if w.kthreads = kernel; kernel > 0 {
+		w.slack = 8
+	}
+	// As init, every process but us is the sandbox's: orphans (re-parented
+	// to us, so owned by no tracked process) form a tree of their own (nil).
+	// Elsewhere (tests on a host) only our own processes' trees count.
+	owners := map[int]*process{}
+	trees := map[*process][]int{}
+	for pid := range parents {
+		p := t.owner(pid, parents)
+		if p == nil && self != 1 {
 			continue
 		}
-		if over && self == 1 {
+		owners[pid] = p
+		trees[p] = append(trees[p], pid)
+	}
+	if pidsLimit > 0 && int64(len(owners)) > pidsLimit {
+		var worst *process
+		most := -1
+		for p, pids := range trees {
+			if len(pids) > most {
+				worst, most = p, len(pids)
+			}
+		}
+		if worst != nil {
+			worst.mu.Lock()
+			worst.pidsHit = true
+			worst.mu.Unlock()
+		}
+		for _, pid := range trees[worst] {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if self == 1 {
 			_ = syscall.Kill(-1, syscall.SIGCONT)
 		}
-		if memLimit <= 0 {
-			continue
-		}
-		var total, biggest int64
-		victim := 0
-		for pid := range owners {
-			r := rssBytes(pid)
-			total += r
-			if r > biggest {
-				biggest, victim = r, pid
-			}
-		}
-		if total <= memLimit || victim == 0 {
-			continue
-		}
-		if p := owners[victim]; p != nil {
-			p.mu.Lock()
-			p.oom = true
-			p.mu.Unlock()
-		}
-		_ = syscall.Kill(victim, syscall.SIGKILL)
+		return len(owners), 0, true
 	}
+	if over && self == 1 {
+		_ = syscall.Kill(-1, syscall.SIGCONT)
+	}
+	if memLimit <= 0 {
+		return len(owners), 0, true
+	}
+	var total, biggest int64
+	victim := 0
+	for pid := range owners {
+		r := rssBytes(pid)
+		total += r
+		if r > biggest {
+			biggest, victim = r, pid
+		}
+	}
+	if total <= memLimit || victim == 0 {
+		return len(owners), total, true
+	}
+	if p := owners[victim]; p != nil {
+		p.mu.Lock()
+		p.oom = true
+		p.mu.Unlock()
+	}
+	_ = syscall.Kill(victim, syscall.SIGKILL)
+	return len(owners), total, true
 }
 
 // cgroupOOMKills reads the kernel's OOM kill count of our cgroup (crun mounts

@@ -9,6 +9,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -52,20 +53,44 @@ type process struct {
 	oom      bool
 	timedOut bool
 	oomBase  int64
-	ptyStop  chan struct{}
+	ptyStop  *os.File // write end of pumpPty's stop pipe; closed to stop it
 	pidsHit  bool
 }
 
 type processTable struct {
 	a     *agent
+	watch *watchdog // nil without limits; set before any process starts
 	mu    sync.Mutex
 	procs map[int]*process
 	early map[int]syscall.WaitStatus // reaped before registration (cannot happen under mu, kept for safety)
-	fork  sync.Mutex
+	// helpers: children the agent starts for itself (sudo), not listed as processes; each
+	// gets its status on its channel.
+	helpers map[int]chan syscall.WaitStatus
+	fork    sync.Mutex
 }
 
 func newProcessTable(a *agent) *processTable {
-	return &processTable{a: a, procs: map[int]*process{}, early: map[int]syscall.WaitStatus{}}
+	return &processTable{a: a, procs: map[int]*process{}, early: map[int]syscall.WaitStatus{},
+		helpers: map[int]chan syscall.WaitStatus{}}
+}
+
+// spawnHelper forks a child that is not one of the sandbox's listed processes; registered under
+// mu with its fork, like start's, so the reaper always finds it.
+func (t *processTable) spawnHelper(exe string, argv []string, attr *syscall.ProcAttr) (int, <-chan syscall.WaitStatus, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pid, err := t.forkExec(exe, argv, attr)
+	if err != nil {
+		return 0, nil, fmt.Errorf("cannot start %s: %v", argv[0], err)
+	}
+	ch := make(chan syscall.WaitStatus, 1)
+	if ws, ok := t.early[pid]; ok {
+		delete(t.early, pid)
+		ch <- ws
+	} else {
+		t.helpers[pid] = ch
+	}
+	return pid, ch, nil
 }
 
 func (t *processTable) get(pid int64) (*process, error) {
@@ -79,10 +104,14 @@ func (t *processTable) get(pid int64) (*process, error) {
 }
 
 // reap is the init's duty: wait for every child, hand statuses to their process.
+// It blocks on SIGCHLD alone (no timer): a signal that arrives while children
+// are being collected stays queued in `ch`, and signal.Notify is in place
+// before the first collection, so no exit goes unnoticed.
 func (t *processTable) reap() {
 	ch := make(chan os.Signal, 64)
 	notifySigchld(ch)
 	for {
+		reaped := false
 		for {
 			var ws syscall.WaitStatus
 			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
@@ -92,9 +121,13 @@ func (t *processTable) reap() {
 			if pid <= 0 || err != nil {
 				break
 			}
+			reaped = true
 			t.mu.Lock()
 			p := t.procs[pid]
-			if p == nil {
+			if helper, ok := t.helpers[pid]; ok {
+				delete(t.helpers, pid)
+				helper <- ws
+			} else if p == nil {
 				t.early[pid] = ws
 			}
 			t.mu.Unlock()
@@ -102,10 +135,10 @@ func (t *processTable) reap() {
 				p.status <- ws
 			}
 		}
-		select {
-		case <-ch:
-		case <-time.After(time.Second): // belt and braces against a lost SIGCHLD
+		if reaped {
+			t.watch.poke() // exits are activity: a fork bomb's orphans end here
 		}
+		<-ch
 	}
 }
 
@@ -222,7 +255,6 @@ func (t *processTable) start(params ProcessStartParams) (*process, error) {
 		subs:    map[*subscriber]bool{},
 		status:  make(chan syscall.WaitStatus, 1),
 		done:    make(chan struct{}),
-		ptyStop: make(chan struct{}),
 		oomBase: cgroupOOMKills(),
 	}
 	var childFiles []uintptr
@@ -232,13 +264,18 @@ func (t *processTable) start(params ProcessStartParams) (*process, error) {
 		groups := u.groups
 		attr.Credential = &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: groups}
 	}
-	var outR, errR *os.File
+	var outR, errR, ptyStopR *os.File
 	if params.Pty != nil {
 		master, slave, err := openPty(params.Pty.Rows, params.Pty.Cols)
 		if err != nil {
 			return nil, err
 		}
 		p.ptyFile, p.stdin, outR = master, master, master
+		if ptyStopR, p.ptyStop, err = os.Pipe(); err != nil {
+			master.Close()
+			slave.Close()
+			return nil, err
+		}
 		childFiles = []uintptr{slave.Fd(), slave.Fd(), slave.Fd()}
 		closeAfter = append(closeAfter, slave)
 		attr.Setctty, attr.Ctty = true, 0
@@ -278,12 +315,13 @@ func (t *processTable) start(params ProcessStartParams) (*process, error) {
 	pid, err := t.forkExec(exe, argv, &syscall.ProcAttr{Dir: cwd, Env: env, Files: childFiles, Sys: attr})
 	if err != nil {
 		t.mu.Unlock()
-		for _, f := range []*os.File{outR, errR, p.stdin} {
+		for _, f := range []*os.File{outR, errR, p.stdin, ptyStopR, p.ptyStop} {
 			if f != nil {
 				f.Close()
 			}
 		}
 		if err == syscall.EAGAIN {
+			t.watch.poke() // a tree may have outgrown the limit: look now
 			return nil, errCode(ErrLimit, "", "cannot start %s: the sandbox's pids limit is reached", argv[0])
 		}
 		if err == syscall.ENOENT || err == syscall.ENOEXEC || err == syscall.EACCES {
@@ -302,10 +340,11 @@ func (t *processTable) start(params ProcessStartParams) (*process, error) {
 	}
 	t.prune()
 	t.mu.Unlock()
+	t.watch.poke()
 
 	p.readers.Add(1)
 	if p.ptyFile != nil {
-		go p.pumpPty(outR)
+		go p.pumpPty(outR, ptyStopR)
 	} else {
 		go p.pump(outR, 1)
 	}
@@ -381,25 +420,35 @@ func (p *process) pump(r *os.File, fd int) {
 
 // pumpPty reads a terminal's master side. gVisor neither reports EIO on it once
 // the terminal's last user exits nor lets Close interrupt a blocked read, so
-// wait with poll(2) and a timeout, and stop when the process is gone.
-func (p *process) pumpPty(master *os.File) {
+// wait in poll(2) on the master and on `stop`, a pipe whose write end is
+// closed once the process is gone: no timeout, so an idle terminal costs
+// nothing.
+func (p *process) pumpPty(master, stop *os.File) {
 	defer p.readers.Done()
+	defer stop.Close()
 	raw, err := master.SyscallConn()
 	if err != nil {
 		return
 	}
+	stopFd := int32(stop.Fd())
 	buf := make([]byte, 64*1024)
 	for {
-		ready := false
+		ready, stopped := false, false
 		var n int
 		var rerr error
-		_ = raw.Control(func(fd uintptr) {
-			fds := []pollFd{{fd: int32(fd), events: pollIn}}
-			if k, _ := poll(fds, 50); k > 0 {
-				ready = true
-				n, rerr = syscall.Read(int(fd), buf)
+		err := raw.Control(func(fd uintptr) {
+			fds := []pollFd{{fd: int32(fd), events: pollIn}, {fd: stopFd, events: pollIn}}
+			if k, _ := poll(fds, -1); k > 0 {
+				stopped = fds[1].revents != 0
+				if fds[0].revents != 0 {
+					ready = true
+					n, rerr = syscall.Read(int(fd), buf)
+				}
 			}
 		})
+		if err != nil {
+			return // the master was closed: we are being stopped
+		}
 		if ready {
 			if n > 0 {
 				p.publish(1, buf[:n])
@@ -409,10 +458,8 @@ func (p *process) pumpPty(master *os.File) {
 				return // EIO or EOF: the terminal is closed
 			}
 		}
-		select {
-		case <-p.ptyStop:
+		if stopped {
 			return
-		default:
 		}
 	}
 }
@@ -448,12 +495,17 @@ func (p *process) finishWhenExited(outR, errR *os.File) {
 	case <-drained:
 	case <-time.After(drainAfterExit):
 		// A background child still holds the pipes: stop reading them.
-		close(p.ptyStop)
+		if p.ptyStop != nil {
+			p.ptyStop.Close()
+		}
 		outR.Close()
 		if errR != nil {
 			errR.Close()
 		}
 		<-drained
+	}
+	if p.ptyStop != nil {
+		p.ptyStop.Close()
 	}
 	p.mu.Lock()
 	ex := ProcessExit{Pid: p.info.Pid, TimedOut: p.timedOut}

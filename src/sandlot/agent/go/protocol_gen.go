@@ -37,6 +37,7 @@ const (
 	MethodFsTarWrite     = "fs.tar_write"
 	MethodFsWatch        = "fs.watch"
 	MethodPortConnect    = "port.connect"
+	MethodLimitsCheck    = "limits.check"
 )
 
 // Error codes.
@@ -124,34 +125,45 @@ type ReadResult struct {
 }
 
 type WriteParams struct {
-	Path        string  `json:"path"`
-	Mode        *int64  `json:"mode"`
-	Append      bool    `json:"append"`
-	MakeParents bool    `json:"make_parents"`
-	User        *string `json:"user"`
+	Path        string            `json:"path"`
+	Mode        *int64            `json:"mode"`
+	Append      bool              `json:"append"`
+	MakeParents bool              `json:"make_parents"`
+	User        *string           `json:"user"`
+	Metadata    map[string]string `json:"metadata"`
 }
 
 type FileEntry struct {
-	Name          string  `json:"name"`
-	Path          string  `json:"path"`
-	Type          string  `json:"type"`
-	Size          int64   `json:"size"`
-	Mode          int64   `json:"mode"`
-	Uid           int64   `json:"uid"`
-	Gid           int64   `json:"gid"`
-	Owner         string  `json:"owner"`
-	Group         string  `json:"group"`
-	MtimeMs       int64   `json:"mtime_ms"`
-	SymlinkTarget *string `json:"symlink_target"`
+	Name                string            `json:"name"`
+	Path                string            `json:"path"`
+	Type                string            `json:"type"`
+	Size                int64             `json:"size"`
+	Mode                int64             `json:"mode"`
+	Uid                 int64             `json:"uid"`
+	Gid                 int64             `json:"gid"`
+	Owner               string            `json:"owner"`
+	Group               string            `json:"group"`
+	MtimeMs             int64             `json:"mtime_ms"`
+	SymlinkTarget       *string           `json:"symlink_target"`
+	LinkPath            *string           `json:"link_path"`
+	LinkType            *string           `json:"link_type"`
+	Metadata            map[string]string `json:"metadata"`
+	MetadataUnsupported bool              `json:"metadata_unsupported"`
 }
 
 type ListParams struct {
-	Path  string `json:"path"`
-	Depth int64  `json:"depth"`
+	Path     string `json:"path"`
+	Depth    int64  `json:"depth"`
+	Metadata bool   `json:"metadata"`
 }
 
 type ListResult struct {
 	Entries []FileEntry `json:"entries"`
+}
+
+type StatParams struct {
+	Path     string `json:"path"`
+	Metadata bool   `json:"metadata"`
 }
 
 type PathParams struct {
@@ -174,8 +186,9 @@ type MkdirResult struct {
 }
 
 type RenameParams struct {
-	Src string `json:"src"`
-	Dst string `json:"dst"`
+	Src      string `json:"src"`
+	Dst      string `json:"dst"`
+	Metadata bool   `json:"metadata"`
 }
 
 type RemoveParams struct {
@@ -196,6 +209,7 @@ type TarWriteParams struct {
 type WatchParams struct {
 	Path      string `json:"path"`
 	Recursive bool   `json:"recursive"`
+	Entries   bool   `json:"entries"`
 }
 
 type PortConnectParams struct {
@@ -231,9 +245,10 @@ type WatchReady struct {
 }
 
 type WatchEvent struct {
-	Type string `json:"type"`
-	Op   string `json:"op"`
-	Path string `json:"path"`
+	Type  string     `json:"type"`
+	Op    string     `json:"op"`
+	Path  string     `json:"path"`
+	Entry *FileEntry `json:"entry"`
 }
 
 type ErrorBody struct {

@@ -41,6 +41,31 @@ func handleWatch(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{
 			dirs[int32(wd)] = dir
 		}
 	}
+	send := func(op, path string) error {
+		ev := WatchEvent{Type: "fs", Op: op, Path: path}
+		if params.Entries && op != "remove" {
+			if e, err := statEntry(path, true); err == nil {
+				ev.Entry = &e
+			}
+		}
+		return s.event(ev)
+	}
+	// adopt watches a directory that appeared under a recursive watch, and its subdirectories;
+	// what they already hold was created before the watch could see it: report it as created.
+	adopt := func(dir string) error {
+		return filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+			if err != nil {
+				return nil
+			}
+			if info.IsDir() {
+				add(p)
+			}
+			if p != dir {
+				return send("create", p)
+			}
+			return nil
+		})
+	}
 	add(root)
 	if params.Recursive {
 		_ = filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
@@ -76,22 +101,16 @@ func handleWatch(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{
 			if name != "" {
 				path = filepath.Join(dir, name)
 			}
-			op := ""
+			op, newDir := "", false
 			switch {
 			case mask&syscall.IN_CREATE != 0:
-				op = "create"
-				if mask&syscall.IN_ISDIR != 0 && params.Recursive {
-					add(path)
-				}
+				op, newDir = "create", mask&syscall.IN_ISDIR != 0
 			case mask&(syscall.IN_MODIFY|syscall.IN_CLOSE_WRITE) != 0:
 				op = "write"
 			case mask&(syscall.IN_DELETE|syscall.IN_DELETE_SELF) != 0:
 				op = "remove"
 			case mask&syscall.IN_MOVED_TO != 0:
-				op = "rename"
-				if mask&syscall.IN_ISDIR != 0 && params.Recursive {
-					add(path)
-				}
+				op, newDir = "rename", mask&syscall.IN_ISDIR != 0
 			case mask&syscall.IN_MOVED_FROM != 0:
 				op = "rename"
 			case mask&syscall.IN_ATTRIB != 0:
@@ -100,8 +119,13 @@ func handleWatch(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{
 			if op == "" {
 				continue
 			}
-			if err := s.event(WatchEvent{Type: "fs", Op: op, Path: path}); err != nil {
+			if err := send(op, path); err != nil {
 				return struct{}{}, nil
+			}
+			if newDir && params.Recursive {
+				if err := adopt(path); err != nil {
+					return struct{}{}, nil
+				}
 			}
 		}
 	}

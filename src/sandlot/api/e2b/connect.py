@@ -23,7 +23,7 @@ import json
 import logging
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -35,11 +35,14 @@ __all__ = [
     "Message",
     "connect_code",
     "keepalive_interval",
+    "not_running_message",
     "stream_body",
+    "stream_for",
     "stream_response",
     "timeout_ms",
     "unary",
     "unary_body",
+    "unary_for",
     "with_keepalive",
 ]
 
@@ -71,19 +74,33 @@ STATUS_OF_CODE = {
     "failed_precondition": 412,
     "resource_exhausted": 429,
     "deadline_exceeded": 504,
-    "unavailable": 503,
+    "unavailable": 502,  # what E2B's proxy answers for a sandbox that does not run
     "unimplemented": 501,
     "internal": 500,
 }
 
 
+#: What the SDKs look for in a 502 to tell "the sandbox is gone" from "unreachable" (E2B's proxy wording).
+NOT_FOUND_PHRASE = "was not found"
+
+
+def not_running_message(exc: errors.SandboxStateError) -> str:
+    """E2B's wording for a request that reached a sandbox that does not run, with Sandlot's reason."""
+    text = str(exc)
+    return text if NOT_FOUND_PHRASE in text else f"{text} (the sandbox {NOT_FOUND_PHRASE} running)"
+
+
 def connect_code(exc: errors.SandlotError) -> str:
     if isinstance(exc, errors.FileExistsError_):
         return "already_exists"
+    if isinstance(exc, errors.SandboxStateError):  # killed, or paused: E2B's proxy says "unavailable"
+        return "unavailable"
     return _CODE_OF_STATUS.get(status_of(exc), "internal")
 
 
 def _error(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, errors.SandboxStateError):
+        return connect_code(exc), not_running_message(exc)
     if isinstance(exc, errors.SandlotError):
         return connect_code(exc), str(exc)
     log.exception("E2B facade: unexpected error", exc_info=exc)
@@ -177,6 +194,38 @@ def envelope(msg: Message, flags: int = 0) -> bytes:
     return struct.pack(">BI", flags, len(data)) + data
 
 
+C = TypeVar("C")
+
+
+async def unary_for(
+    request: Request, setup: Callable[[], Awaitable[C]], handler: Callable[[C, Message], Awaitable[Message]]
+) -> Response:
+    """A unary call whose `setup` (who is asking, which sandbox) runs before its message is read,
+    so a caller who may not ask learns nothing from how the message is parsed."""
+    try:
+        ctx = await setup()
+    except Exception as exc:
+        return error_response(*_error(exc))
+    return await unary(request, lambda msg: handler(ctx, msg))
+
+
+async def stream_for(
+    request: Request, setup: Callable[[], Awaitable[C]], events: Callable[[C, Message], AsyncIterator[Message]]
+) -> Response:
+    """`unary_for`'s server-streaming sibling: `setup` first, then the request's message."""
+    try:
+        ctx = await setup()
+    except Exception as exc:
+        return _end_with(exc)
+    return await stream_response(request, lambda msg: events(ctx, msg))
+
+
+def _end_with(exc: BaseException) -> Response:
+    code, message = _error(exc)
+    end = envelope({"error": {"code": code, "message": message}}, END_STREAM)
+    return Response(end, media_type="application/connect+json")
+
+
 async def unary(request: Request, handler: Callable[[Message], Awaitable[Message]]) -> Response:
     """Run a unary handler and answer in Connect's unary JSON form."""
     try:
@@ -195,11 +244,7 @@ async def stream_response(request: Request, events: Callable[[Message], AsyncIte
     except StopAsyncIteration:
         first, it = None, None
     except Exception as exc:
-        code, message = _error(exc)
-        return Response(
-            envelope({"error": {"code": code, "message": message}}, END_STREAM),
-            media_type="application/connect+json",
-        )
+        return _end_with(exc)
 
     async def body() -> AsyncIterator[bytes]:
         end: Message = {}

@@ -13,11 +13,11 @@ import datetime as dt
 import secrets
 import time
 import urllib.parse
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sandlot import errors
 from sandlot.api import checkpoints
@@ -26,7 +26,7 @@ from sandlot.api.deps import SandboxId, Svc, Who
 from sandlot.api.e2b.access import access_token
 from sandlot.api.routes_ports import port_registry
 from sandlot.api.service import SandboxService
-from sandlot.api.store import SandboxRecord
+from sandlot.api.store import ACTIVE_STATES, SandboxRecord
 from sandlot.models import (
     MAX_TIMEOUT_S,
     CheckpointInfo,
@@ -41,9 +41,10 @@ from sandlot.node.protocol import CHECKPOINT_ID_RE, MAX_FORK
 
 __all__ = ["ENVD_VERSION", "router"]
 
-#: The envd version we answer as: the SDK picks wire features by it
-#: (octet-stream uploads from 0.5.7; file metadata, watch entry info later: not offered).
-ENVD_VERSION = "0.5.7"
+#: The envd version we answer as: the SDKs pick wire features by it (octet-stream uploads
+#: from 0.5.7, file metadata from 0.6.2, watch events with entries from 0.6.3, the
+#: network-mount flag of watches from 0.6.4: all served).
+ENVD_VERSION = "0.6.4"
 
 router = APIRouter(prefix="/e2b", tags=["e2b"], include_in_schema=False)
 
@@ -58,14 +59,47 @@ class NetworkBody(_Body):
     deny_out: list[NetEntry] = Field(default_factory=list, alias="denyOut", max_length=256)
 
 
+class AutoResumeBody(_Body):
+    enabled: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, value: object) -> object:
+        return {"enabled": value} if isinstance(value, bool) else value  # an older form: a plain flag
+
+
 class NewSandbox(_Body):
     template_id: str = Field(alias="templateID", min_length=1, max_length=256)
     timeout: int = Field(default=300, ge=1, le=MAX_TIMEOUT_S)
     metadata: MetaDict | None = None
     env_vars: EnvDict | None = Field(default=None, alias="envVars")
+    #: the SDKs send it as `allow_internet_access` (Python 2.5x-2.6x) or `allowInternetAccess`; both work
     allow_internet_access: bool = Field(default=True, alias="allowInternetAccess")
     auto_pause: bool = Field(default=False, alias="autoPause")
+    #: what an auto-pause keeps: memory and files (default), or files only (resuming boots afresh)
+    auto_pause_memory: bool = Field(default=True, alias="autoPauseMemory")
+    auto_resume: AutoResumeBody = Field(default_factory=AutoResumeBody, alias="autoResume")
     network: NetworkBody = Field(default_factory=NetworkBody)
+
+    def on_timeout(self) -> Literal["kill", "pause", "hibernate"]:
+        """E2B's lifecycle as Sandlot's: a pause that keeps the memory is Sandlot's pause (with the memory
+        where the runtime can save it); a filesystem-only one is Sandlot's hibernation without memory."""
+        if not self.auto_pause:
+            if self.auto_resume.enabled:
+                raise errors.InvalidArgumentError(
+                    "autoResume needs autoPause: only a sandbox paused at its timeout can resume on traffic",
+                    field="autoResume",
+                )
+            return "kill"
+        if self.auto_pause_memory:
+            return "pause"
+        if self.auto_resume.enabled:
+            raise errors.InvalidArgumentError(
+                "autoResume cannot be combined with autoPauseMemory=false: a filesystem-only pause has no "
+                "memory to resume into, so it is resumed with connect()",
+                field="autoResume",
+            )
+        return "hibernate"
 
     def sandlot_network(self) -> NetworkSettings:
         """E2B's network options as a Sandlot policy: internet by default, `allowOut` only without it."""
@@ -83,6 +117,8 @@ class TimeoutBody(_Body):
 
 class ConnectBody(_Body):
     timeout: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
+    #: False: E2B's `on_resume="reboot"` (accepted; a sandbox paused with its memory comes back with it)
+    memory: bool | None = None
 
 
 class RefreshBody(_Body):
@@ -90,7 +126,8 @@ class RefreshBody(_Body):
 
 
 class PauseBody(_Body):
-    memory: bool = False
+    #: None: E2B's default full pause; True: its memory to disk where the runtime can; False: files only
+    memory: bool | None = None
 
 
 class SnapshotBody(_Body):
@@ -109,6 +146,24 @@ RUNTIME_METADATA = "sandlot.runtime"
 #: Memory for sandboxes of these templates (the E2B SDK cannot ask for any): a few
 #: Jupyter kernels with pandas and matplotlib outgrow the default 512 MB.
 TEMPLATE_MEMORY_MB = {"code-interpreter": 2048, "code-interpreter-v1": 2048}
+
+#: E2B template names that mean another Sandlot template: E2B's default `base` (what E2B code
+#: gets when it names none) is the E2B-compatible image, not Sandlot's own `base` (the node's
+#: built-in `e2b-base`, node/image_e2b.py; the API knows templates only by name).
+E2B_TEMPLATES = {"base": "e2b-base"}
+_E2B_NAMES = {v: k for k, v in E2B_TEMPLATES.items()}
+
+#: Sandlot states as E2B's two: a hibernated sandbox (E2B's filesystem-only pause) is paused too.
+_STATES = {"running": ("starting", "running"), "paused": ("paused", "hibernated")}
+
+
+def e2b_template(template: str) -> str:
+    """The name E2B clients know a Sandlot template by."""
+    return _E2B_NAMES.get(template, template)
+
+
+def _e2b_state(rec: SandboxRecord) -> str:
+    return "paused" if rec.state in _STATES["paused"] else "running"
 
 
 def _iso(ts: float) -> str:
@@ -129,7 +184,7 @@ def _sandbox(request: Request, rec: SandboxRecord) -> dict[str, object]:
     """E2B's `Sandbox` (what create, connect and resume answer)."""
     token = access_token(request, rec.sandbox_id)
     return {
-        "templateID": rec.template,
+        "templateID": e2b_template(rec.template),
         "sandboxID": rec.sandbox_id,
         "clientID": "sandlot",
         "envdVersion": ENVD_VERSION,
@@ -142,7 +197,7 @@ def _sandbox(request: Request, rec: SandboxRecord) -> dict[str, object]:
 def _listed(rec: SandboxRecord) -> dict[str, object]:
     """E2B's `ListedSandbox` (and, with the token, `SandboxDetail`)."""
     return {
-        "templateID": rec.template,
+        "templateID": e2b_template(rec.template),
         "sandboxID": rec.sandbox_id,
         "clientID": "sandlot",
         "startedAt": _iso(rec.created_at),
@@ -150,7 +205,7 @@ def _listed(rec: SandboxRecord) -> dict[str, object]:
         "cpuCount": max(1, round(rec.cpu)),
         "memoryMB": rec.memory_mb,
         "diskSizeMB": rec.disk_mb,
-        "state": "paused" if rec.state == "paused" else "running",
+        "state": _e2b_state(rec),
         "envdVersion": ENVD_VERSION,
         "metadata": rec.metadata,
     }
@@ -162,13 +217,14 @@ async def create(body: NewSandbox, request: Request, who: Who, svc: Svc) -> JSON
     if CHECKPOINT_ID_RE.match(body.template_id):
         return JSONResponse(await _create_from_snapshot(body, request, who, svc), status_code=201)
     req = SandboxCreate(
-        template=body.template_id,
+        template=E2B_TEMPLATES.get(body.template_id, body.template_id),
         runtime=(body.metadata or {}).get(RUNTIME_METADATA),
         timeout=body.timeout,
         env=body.env_vars or {},
         metadata=body.metadata or {},
         network=body.sandlot_network(),
-        on_timeout="pause" if body.auto_pause else "kill",
+        on_timeout=body.on_timeout(),
+        auto_resume=body.auto_resume.enabled,
     )
     if body.template_id in TEMPLATE_MEMORY_MB:
         req.memory_mb = TEMPLATE_MEMORY_MB[body.template_id]
@@ -194,6 +250,7 @@ async def _create_from_snapshot(
         for name, asked in (
             ("envVars", bool(body.env_vars)),
             ("autoPause", body.auto_pause),
+            ("autoResume", body.auto_resume.enabled),
             ("allowInternetAccess", not body.allow_internet_access),
             ("network", bool(body.network.allow_out or body.network.deny_out)),
         )
@@ -222,6 +279,18 @@ def _metadata_query(value: str | None) -> dict[str, str]:
     return {urllib.parse.unquote(k): urllib.parse.unquote(v) for k, v in pairs}
 
 
+def _started_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        message = f"startedAfter must be an ISO 8601 date and time, got {value!r}"
+        raise errors.InvalidArgumentError(message, field="startedAfter") from None
+    # Start times are shown rounded to the microsecond: one read from a listing still selects that sandbox.
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp() - 1e-6
+
+
 @router.get("/sandboxes")
 @router.get("/v2/sandboxes")
 async def list_sandboxes(
@@ -229,32 +298,53 @@ async def list_sandboxes(
     svc: Svc,
     metadata: Annotated[str | None, Query(max_length=8192)] = None,
     state: Annotated[str | None, Query(max_length=64)] = None,
+    template: Annotated[str | None, Query(max_length=256)] = None,
+    started_after: Annotated[str | None, Query(alias="startedAfter", max_length=64)] = None,
+    order: Annotated[Literal["asc", "desc"], Query()] = "desc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     next_token: Annotated[str | None, Query(alias="nextToken", max_length=512)] = None,
 ) -> JSONResponse:
-    states = [s for s in (state or "running,paused").split(",") if s]
-    for s in states:
-        if s not in ("running", "paused"):
+    """E2B's listing: running and paused sandboxes in one list, newest first (`order=asc`: oldest first),
+    paginated with `x-next-token` across both states."""
+    wanted = [s for s in (state or "running,paused").split(",") if s]
+    for s in wanted:
+        if s not in _STATES:
             raise errors.InvalidArgumentError(f"state must be running or paused, got {s!r}", field="state")
-    recs, nxt = await svc.list(who, states=states, metadata=_metadata_query(metadata), limit=limit, cursor=next_token)
+    states = [sandlot for s in wanted for sandlot in _STATES[s]]
+    templates = [template, E2B_TEMPLATES.get(template, template)] if template else []
+    recs, nxt = await svc.list(
+        who,
+        states=states,
+        metadata=_metadata_query(metadata),
+        limit=limit,
+        cursor=next_token,
+        newest_first=order == "desc",
+        created_after=_started_after(started_after),
+        templates=templates,
+    )
     headers = {"x-next-token": nxt} if nxt else {}
     return JSONResponse([_listed(r) for r in recs if r.state in states], headers=headers)
 
 
+async def _active(who: Principal, svc: SandboxService, sandbox_id: str) -> SandboxRecord:
+    """The record of a sandbox that still exists (running, paused or hibernated), or E2B's not-found."""
+    rec = await svc.get(who, sandbox_id)
+    if rec.state not in ACTIVE_STATES:
+        raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} is {rec.state}")
+    return rec
+
+
 @router.get("/sandboxes/{sandbox_id}")
 async def get(sandbox_id: SandboxId, request: Request, who: Who, svc: Svc) -> JSONResponse:
-    rec = await svc.get(who, sandbox_id)
-    if rec.state not in ("running", "paused"):
-        raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} is {rec.state}")
+    rec = await _active(who, svc, sandbox_id)
     token = access_token(request, sandbox_id)
-    return JSONResponse({**_listed(rec), "envdAccessToken": token, "domain": _domain(request)})
+    lifecycle = {"onTimeout": "kill" if rec.on_timeout == "kill" else "pause", "autoResume": rec.auto_resume}
+    return JSONResponse({**_listed(rec), "envdAccessToken": token, "domain": _domain(request), "lifecycle": lifecycle})
 
 
 @router.delete("/sandboxes/{sandbox_id}", status_code=204)
 async def kill(sandbox_id: SandboxId, who: Who, svc: Svc) -> Response:
-    rec = await svc.get(who, sandbox_id)
-    if rec.state not in ("running", "paused"):
-        raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} is already {rec.state}")
+    await _active(who, svc, sandbox_id)
     await svc.kill(who, sandbox_id)
     return Response(status_code=204)
 
@@ -276,12 +366,18 @@ async def refresh(sandbox_id: SandboxId, who: Who, svc: Svc, body: RefreshBody |
 
 @router.post("/sandboxes/{sandbox_id}/pause", status_code=204)
 async def pause(sandbox_id: SandboxId, who: Who, svc: Svc, body: PauseBody | None = None) -> Response:
-    """A freeze (memory stays resident); with `memory`, where the runtime can, Sandlot's memory pause,
-    which releases the memory. gVisor refuses it while the sandbox has TCP connections: then a freeze."""
-    rec = await svc.get(who, sandbox_id)
-    if rec.state == "paused":
+    """E2B's pause. Default (a full pause): a freeze, memory resident. `memory=true`: Sandlot's memory
+    pause, which releases the memory, where the runtime can (gVisor refuses it while the sandbox has
+    TCP connections: then a freeze). `memory=false` (`mode="filesystem"`): processes stopped, files
+    kept, and resuming boots the sandbox afresh (Sandlot's hibernation without memory)."""
+    rec = await _active(who, svc, sandbox_id)
+    if rec.state != "running":
         raise errors.SandboxStateError(f"sandbox {sandbox_id} is already paused")
-    if body is not None and body.memory and (await svc.live_status(who, sandbox_id)).saves_memory:
+    memory = body.memory if body is not None else None
+    if memory is False:
+        await svc.hibernate(who, sandbox_id)
+        return Response(status_code=204)
+    if memory and (await svc.live_status(who, sandbox_id)).saves_memory:
         try:
             await svc.pause(who, sandbox_id, memory=True)
             return Response(status_code=204)
@@ -370,12 +466,11 @@ async def fork(
 async def connect(
     sandbox_id: SandboxId, request: Request, who: Who, svc: Svc, body: ConnectBody | None = None
 ) -> JSONResponse:
-    """Resume a paused sandbox (201) or attach to a running one (200); a timeout only ever extends it."""
-    rec = await svc.get(who, sandbox_id)
-    if rec.state not in ("running", "paused"):
-        raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} is {rec.state}")
+    """Resume a paused sandbox (201) or attach to a running one (200); a timeout only ever extends it.
+    A filesystem-only pause (hibernated) boots afresh on its files."""
+    rec = await _active(who, svc, sandbox_id)
     status = 200
-    if rec.state == "paused":
+    if rec.state in ("paused", "hibernated"):
         rec = await svc.resume(who, sandbox_id)
         status = 201
     if body is not None and body.timeout is not None and rec.ends_at < time.time() + body.timeout:

@@ -1,4 +1,11 @@
-"""What every envd request needs: its sandbox, its user, and paths resolved as envd does."""
+"""What every envd request needs: its sandbox, its user, and paths resolved as envd does.
+
+A request for a sandbox that does not run (killed, past its timeout, or paused without
+`auto_resume`) is answered as E2B's proxy answers it: HTTP 502 (Connect: `unavailable`)
+with a message that says the sandbox "was not found", which the SDKs turn into their
+not-running error (`is_running()` is then False). A paused sandbox with `auto_resume` is
+resumed by the request instead (`SandboxService.for_request`).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +19,11 @@ from fastapi import Request
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
 from sandlot.api.e2b.access import sandbox_principal
+from sandlot.api.http_errors import status_of
 from sandlot.api.service import SandboxService
+from sandlot.node.client import NodeClient
 
-__all__ = ["DEFAULT_USER", "Caller", "b64decode", "b64encode", "caller"]
+__all__ = ["DEFAULT_USER", "Caller", "b64decode", "b64encode", "caller", "http_status"]
 
 #: envd's default user in E2B templates (Sandlot's images have it too, uid 1000).
 DEFAULT_USER = "user"
@@ -24,6 +33,7 @@ DEFAULT_USER = "user"
 class Caller:
     sandbox: SandboxAgent
     user: str
+    node: NodeClient
 
     @property
     def home(self) -> str:
@@ -56,9 +66,15 @@ def _user_from(request: Request, explicit: str | None) -> str:
 
 
 async def caller(request: Request, sandbox_id: str, user: str | None = None) -> Caller:
-    who, _ = await sandbox_principal(request, sandbox_id)
+    """The sandbox (running: resumed first when it resumes on requests) and user of an envd request."""
+    _, rec = await sandbox_principal(request, sandbox_id)
     svc: SandboxService = request.app.state.service
-    return Caller(await svc.sandbox(who, sandbox_id), _user_from(request, user))
+    return Caller(await svc.for_request(rec), _user_from(request, user), svc.node)
+
+
+def http_status(exc: errors.SandlotError) -> int:
+    """The HTTP status of an error of an in-sandbox request: a sandbox that does not run is E2B's 502."""
+    return 502 if isinstance(exc, errors.SandboxStateError) else status_of(exc)
 
 
 def b64encode(data: bytes) -> str:

@@ -27,9 +27,9 @@ from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import WatchStream
 from sandlot.api.e2b import connect as rpc
-from sandlot.api.e2b.envd_common import Caller, caller
+from sandlot.api.e2b import envd_metadata as meta
+from sandlot.api.e2b.envd_common import Caller, caller, http_status
 from sandlot.api.e2b.routing import ENVD_PORT, INTERNAL_PREFIX
-from sandlot.api.http_errors import status_of
 from sandlot.api.streams import later, prefetched
 
 __all__ = ["router"]
@@ -51,9 +51,12 @@ MAX_WATCHER_EVENTS = 10_000
 
 
 def entry_info(e: p.FileEntry) -> dict[str, Any]:
+    """envd's EntryInfo. A symlink is described as envd does now: `type` is its target's type,
+    `isSymlink` marks it, `symlinkTarget` is the target's resolved path (what the SDKs show)."""
+    kind = (e.link_type or "other") if e.type == "symlink" else e.type
     info: dict[str, Any] = {
         "name": e.name,
-        "type": _TYPES.get(e.type, "FILE_TYPE_UNSPECIFIED"),
+        "type": _TYPES.get(kind, "FILE_TYPE_UNSPECIFIED"),
         "path": e.path,
         "size": str(e.size),
         "mode": e.mode,
@@ -62,8 +65,13 @@ def entry_info(e: p.FileEntry) -> dict[str, Any]:
         "group": e.group or str(e.gid),
         "modifiedTime": dt.datetime.fromtimestamp(e.mtime_ms / 1000, dt.UTC).isoformat().replace("+00:00", "Z"),
     }
-    if e.symlink_target is not None:
-        info["symlinkTarget"] = e.symlink_target
+    if e.type == "symlink":
+        info["isSymlink"] = True
+        target = e.link_path or e.symlink_target
+        if target is not None:
+            info["symlinkTarget"] = target
+    if e.metadata:
+        info["metadata"] = e.metadata
     return info
 
 
@@ -74,29 +82,34 @@ def _str(msg: dict[str, Any], key: str) -> str:
     return value
 
 
-def _event(root: str, ev: p.WatchEvent) -> dict[str, Any]:
+async def _event(c: Caller, root: str, ev: p.WatchEvent) -> dict[str, Any]:
     name = posixpath.relpath(ev.path, root) if ev.path.startswith("/") else ev.path
-    return {"name": name, "type": _EVENTS[ev.op]}
+    out: dict[str, Any] = {"name": name, "type": _EVENTS[ev.op]}
+    if ev.entry is not None:
+        (entry,) = await meta.complete(c.node, c.sandbox.id, [ev.entry])
+        out["entry"] = entry_info(entry)
+    return out
 
 
 def _unary(name: str, fn: Any) -> None:
     async def endpoint(sandbox_id: str, request: Request) -> Response:
-        c = await caller(request, sandbox_id)
-        return await rpc.unary(request, lambda msg: fn(c, msg, request))
+        return await rpc.unary_for(request, lambda: caller(request, sandbox_id), lambda c, msg: fn(c, msg, request))
 
     router.add_api_route(f"{FS}/{name}", endpoint, methods=["POST"], name=f"e2b_fs_{name}")
 
 
 async def _stat(c: Caller, msg: dict[str, Any], _: Request) -> dict[str, Any]:
-    return {"entry": entry_info(await c.sandbox.agent.stat(c.path(_str(msg, "path"))))}
+    entry = await c.sandbox.agent.stat(c.path(_str(msg, "path")), metadata=True)
+    (entry,) = await meta.complete(c.node, c.sandbox.id, [entry])
+    return {"entry": entry_info(entry)}
 
 
 async def _list(c: Caller, msg: dict[str, Any], _: Request) -> dict[str, Any]:
     depth = msg.get("depth") or 1
     if not isinstance(depth, int) or depth < 1:
         raise errors.InvalidArgumentError("depth must be a positive integer", field="depth")
-    entries = await c.sandbox.agent.list(c.path(_str(msg, "path")), depth=depth)
-    return {"entries": [entry_info(e) for e in entries]}
+    entries = await c.sandbox.agent.list(c.path(_str(msg, "path")), depth=depth, metadata=True)
+    return {"entries": [entry_info(e) for e in await meta.complete(c.node, c.sandbox.id, entries)]}
 
 
 async def _make_dir(c: Caller, msg: dict[str, Any], _: Request) -> dict[str, Any]:
@@ -108,7 +121,8 @@ async def _make_dir(c: Caller, msg: dict[str, Any], _: Request) -> dict[str, Any
 
 async def _move(c: Caller, msg: dict[str, Any], _: Request) -> dict[str, Any]:
     src, dst = c.path(_str(msg, "source"), "source"), c.path(_str(msg, "destination"), "destination")
-    return {"entry": entry_info(await c.sandbox.agent.rename(src, dst))}
+    (entry,) = await meta.complete(c.node, c.sandbox.id, [await c.sandbox.agent.rename(src, dst, metadata=True)])
+    return {"entry": entry_info(entry)}
 
 
 async def _remove(c: Caller, msg: dict[str, Any], _: Request) -> dict[str, Any]:
@@ -132,16 +146,21 @@ def _watchers(request: Request) -> dict[str, _Watcher]:
     return reg
 
 
-async def _create_watcher(c: Caller, msg: dict[str, Any], request: Request) -> dict[str, Any]:
+async def _watch(c: Caller, msg: dict[str, Any]) -> tuple[str, WatchStream]:
     root = c.path(_str(msg, "path"))
-    stream = await c.sandbox.agent.watch(root, recursive=bool(msg.get("recursive")))
+    recursive, entries = bool(msg.get("recursive")), bool(msg.get("includeEntry"))
+    return root, await c.sandbox.agent.watch(root, recursive=recursive, entries=entries)
+
+
+async def _create_watcher(c: Caller, msg: dict[str, Any], request: Request) -> dict[str, Any]:
+    root, stream = await _watch(c, msg)
     w = _Watcher(c.sandbox.id, stream)
 
     async def pump() -> None:
         try:
             async for ev in stream.events():
                 if len(w.events) < MAX_WATCHER_EVENTS:
-                    w.events.append(_event(root, ev))
+                    w.events.append(await _event(c, root, ev))
         except errors.SandlotError as exc:
             w.error = str(exc)
 
@@ -191,15 +210,12 @@ for _name, _fn in (
 
 @router.post(f"{FS}/WatchDir")
 async def watch_dir(sandbox_id: str, request: Request) -> Response:
-    c = await caller(request, sandbox_id)
-
-    async def events(msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        root = c.path(_str(msg, "path"))
-        stream = await c.sandbox.agent.watch(root, recursive=bool(msg.get("recursive")))
+    async def events(c: Caller, msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        root, stream = await _watch(c, msg)
 
         async def events() -> AsyncIterator[dict[str, Any]]:
             async for ev in stream.events():
-                yield {"filesystem": _event(root, ev)}
+                yield {"filesystem": await _event(c, root, ev)}
 
         try:
             yield {"start": {}}
@@ -208,23 +224,26 @@ async def watch_dir(sandbox_id: str, request: Request) -> Response:
         finally:
             later(stream.close())
 
-    return await rpc.stream_response(request, events)
+    return await rpc.stream_for(request, lambda: caller(request, sandbox_id), events)
 
 
 # ---------------------------------------------------------------- HTTP: /files, /health
 
 
 def _http_error(exc: errors.SandlotError) -> JSONResponse:
-    status = status_of(exc)
-    return JSONResponse({"code": status, "message": str(exc)}, status_code=status)
+    status = http_status(exc)
+    message = rpc.not_running_message(exc) if isinstance(exc, errors.SandboxStateError) else str(exc)
+    return JSONResponse({"code": status, "message": message}, status_code=status)
 
 
 @router.get("/health", status_code=204)
 async def health(sandbox_id: str, request: Request) -> Response:
+    """204 while the sandbox runs; E2B's 502 "not found" when it is killed or paused (`is_running()`
+    is False); a paused sandbox with `auto_resume` is resumed by it, as by any request."""
     try:
         await caller(request, sandbox_id)
-    except errors.SandboxStateError as exc:  # killed or paused: what E2B's edge answers with
-        return JSONResponse({"code": 502, "message": f"sandbox not running: {exc}"}, status_code=502)
+    except errors.SandboxStateError as exc:
+        return _http_error(exc)
     return Response(status_code=204)
 
 
@@ -262,14 +281,23 @@ async def _part_chunks(part: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _written(e: p.FileEntry) -> dict[str, str]:
-    return {"name": e.name, "type": "dir" if e.type == "dir" else "file", "path": e.path}
+def _written(e: p.FileEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": e.name, "type": "dir" if e.type == "dir" else "file", "path": e.path}
+    if e.metadata:
+        out["metadata"] = e.metadata
+    return out
 
 
 @router.post("/files")
 async def upload(sandbox_id: str, request: Request, path: str | None = None, username: str | None = None) -> Response:
     try:
         c = await caller(request, sandbox_id, username)
+        metadata = meta.from_headers(request.headers.items())
+
+        async def write(target: str, chunks: AsyncIterator[bytes]) -> p.FileEntry:
+            entry = await c.sandbox.agent.write(c.path(target), chunks, user=c.user, metadata=metadata)
+            return await meta.store(c.node, c.sandbox.id, entry, metadata)
+
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
             results = []
@@ -281,13 +309,11 @@ async def upload(sandbox_id: str, request: Request, path: str | None = None, use
                     target = path if (path and len(files) == 1) else part.filename
                     if not target:
                         raise errors.InvalidArgumentError("each file part needs its path as filename", field="file")
-                    entry = await c.sandbox.agent.write(c.path(target), _part_chunks(part), user=c.user)
-                    results.append(_written(entry))
+                    results.append(_written(await write(target, _part_chunks(part))))
             return JSONResponse(results)
         if not path:
             raise errors.InvalidArgumentError("path is required for an octet-stream upload", field="path")
-        entry = await c.sandbox.agent.write(c.path(path), _request_body(request), user=c.user)
-        return JSONResponse([_written(entry)])
+        return JSONResponse([_written(await write(path, _request_body(request)))])
     except errors.SandlotError as exc:
         return _http_error(exc)
     except (zlib.error, gzip.BadGzipFile) as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal as _signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -90,9 +90,7 @@ async def _events(proc: ProcessStream, pty: bool) -> AsyncIterator[dict[str, Any
 
 @router.post("/Start")
 async def start(sandbox_id: str, request: Request) -> Response:
-    c = await caller(request, sandbox_id)
-
-    async def events(msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def events(c: Caller, msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         conf = _obj(msg, "process")
         cmd, args = conf.get("cmd"), conf.get("args") or []
         if not isinstance(cmd, str) or not cmd or not all(isinstance(a, str) for a in args):
@@ -121,14 +119,12 @@ async def start(sandbox_id: str, request: Request) -> Response:
         async for ev in rpc.with_keepalive(_events(proc, pty is not None), rpc.keepalive_interval(request), _PING):
             yield ev
 
-    return await rpc.stream_response(request, events)
+    return await rpc.stream_for(request, lambda: caller(request, sandbox_id), events)
 
 
 @router.post("/Connect")
 async def connect(sandbox_id: str, request: Request) -> Response:
-    c = await caller(request, sandbox_id)
-
-    async def events(msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def events(c: Caller, msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         pid = await _pid(c, msg)
         infos = {i.pid: i for i in await c.sandbox.agent.list_processes()}
         if pid not in infos:
@@ -137,84 +133,76 @@ async def connect(sandbox_id: str, request: Request) -> Response:
         async for ev in rpc.with_keepalive(_events(proc, infos[pid].pty), rpc.keepalive_interval(request), _PING):
             yield ev
 
-    return await rpc.stream_response(request, events)
+    return await rpc.stream_for(request, lambda: caller(request, sandbox_id), events)
 
 
-@router.post("/List")
-async def list_(sandbox_id: str, request: Request) -> Response:
-    c = await caller(request, sandbox_id)
-
-    async def handle(msg: dict[str, Any]) -> dict[str, Any]:
-        out = []
-        for info in await c.sandbox.agent.list_processes():
-            if not info.running:
-                continue
-            entry: dict[str, Any] = {
-                "pid": info.pid,
-                "config": {"cmd": info.argv[0] if info.argv else "", "args": info.argv[1:], "cwd": info.cwd},
-            }
-            if info.tag:
-                entry["tag"] = info.tag
-            out.append(entry)
-        return {"processes": out}
-
-    return await rpc.unary(request, handle)
+Handler = Callable[[Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-@router.post("/SendInput")
-async def send_input(sandbox_id: str, request: Request) -> Response:
-    c = await caller(request, sandbox_id)
+def _unary(name: str) -> Callable[[Handler], Handler]:
+    """Register `fn(caller, message) -> answer` as the unary RPC `name` (the sandbox is looked up inside,
+    so a sandbox that does not run is a Connect error like any other)."""
 
-    async def handle(msg: dict[str, Any]) -> dict[str, Any]:
-        pid = await _pid(c, msg)
-        inp = _obj(msg, "input")
-        data = b64decode(inp.get("stdin", inp.get("pty", "")), "input")
-        await c.sandbox.agent.send_input(pid, data)
-        return {}
+    def register(fn: Handler) -> Handler:
+        async def endpoint(sandbox_id: str, request: Request) -> Response:
+            return await rpc.unary_for(request, lambda: caller(request, sandbox_id), fn)
 
-    return await rpc.unary(request, handle)
+        router.add_api_route(f"/{name}", endpoint, methods=["POST"], name=f"e2b_process_{name}")
+        return fn
 
-
-@router.post("/CloseStdin")
-async def close_stdin(sandbox_id: str, request: Request) -> Response:
-    c = await caller(request, sandbox_id)
-
-    async def handle(msg: dict[str, Any]) -> dict[str, Any]:
-        await c.sandbox.agent.send_input(await _pid(c, msg), b"", eof=True)
-        return {}
-
-    return await rpc.unary(request, handle)
+    return register
 
 
-@router.post("/SendSignal")
-async def send_signal(sandbox_id: str, request: Request) -> Response:
-    c = await caller(request, sandbox_id)
-
-    async def handle(msg: dict[str, Any]) -> dict[str, Any]:
-        pid = await _pid(c, msg)
-        sig = _SIGNALS.get(msg.get("signal", "SIGNAL_SIGTERM"))
-        if sig is None:
-            got = msg.get("signal")
-            raise errors.InvalidArgumentError(f"signal must be SIGNAL_SIGKILL or SIGNAL_SIGTERM, got {got!r}")
-        running = {i.pid for i in await c.sandbox.agent.list_processes() if i.running}
-        if pid not in running:
-            raise errors.ProcessNotFoundError(f"process {pid} is not running in sandbox {sandbox_id}")
-        with contextlib.suppress(errors.ProcessNotFoundError):
-            await c.sandbox.agent.signal(pid, sig, True)
-        return {}
-
-    return await rpc.unary(request, handle)
+@_unary("List")
+async def list_(c: Caller, msg: dict[str, Any]) -> dict[str, Any]:
+    out = []
+    for info in await c.sandbox.agent.list_processes():
+        if not info.running:
+            continue
+        entry: dict[str, Any] = {
+            "pid": info.pid,
+            "config": {"cmd": info.argv[0] if info.argv else "", "args": info.argv[1:], "cwd": info.cwd},
+        }
+        if info.tag:
+            entry["tag"] = info.tag
+        out.append(entry)
+    return {"processes": out}
 
 
-@router.post("/Update")
-async def update(sandbox_id: str, request: Request) -> Response:
-    c = await caller(request, sandbox_id)
+@_unary("SendInput")
+async def send_input(c: Caller, msg: dict[str, Any]) -> dict[str, Any]:
+    pid = await _pid(c, msg)
+    inp = _obj(msg, "input")
+    data = b64decode(inp.get("stdin", inp.get("pty", "")), "input")
+    await c.sandbox.agent.send_input(pid, data)
+    return {}
 
-    async def handle(msg: dict[str, Any]) -> dict[str, Any]:
-        pid = await _pid(c, msg)
-        size = _pty_size(msg)
-        if size is not None:
-            await c.sandbox.agent.resize(pid, size.rows, size.cols)
-        return {}
 
-    return await rpc.unary(request, handle)
+@_unary("CloseStdin")
+async def close_stdin(c: Caller, msg: dict[str, Any]) -> dict[str, Any]:
+    await c.sandbox.agent.send_input(await _pid(c, msg), b"", eof=True)
+    return {}
+
+
+@_unary("SendSignal")
+async def send_signal(c: Caller, msg: dict[str, Any]) -> dict[str, Any]:
+    pid = await _pid(c, msg)
+    sig = _SIGNALS.get(msg.get("signal", "SIGNAL_SIGTERM"))
+    if sig is None:
+        got = msg.get("signal")
+        raise errors.InvalidArgumentError(f"signal must be SIGNAL_SIGKILL or SIGNAL_SIGTERM, got {got!r}")
+    running = {i.pid for i in await c.sandbox.agent.list_processes() if i.running}
+    if pid not in running:
+        raise errors.ProcessNotFoundError(f"process {pid} is not running in sandbox {c.sandbox.id}")
+    with contextlib.suppress(errors.ProcessNotFoundError):
+        await c.sandbox.agent.signal(pid, sig, True)
+    return {}
+
+
+@_unary("Update")
+async def update(c: Caller, msg: dict[str, Any]) -> dict[str, Any]:
+    pid = await _pid(c, msg)
+    size = _pty_size(msg)
+    if size is not None:
+        await c.sandbox.agent.resize(pid, size.rows, size.cols)
+    return {}

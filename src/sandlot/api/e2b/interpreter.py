@@ -18,9 +18,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandlot import errors
-from sandlot.api.e2b.envd_common import caller
+from sandlot.api.e2b.envd_common import caller, http_status
 from sandlot.api.e2b.routing import INTERNAL_PREFIX, JUPYTER_PORT
-from sandlot.api.http_errors import status_of
 from sandlot.api.routes_code import interpreter
 
 __all__ = ["router"]
@@ -43,7 +42,7 @@ class ContextBody(BaseModel):
 
 
 def _error(exc: errors.SandlotError) -> Response:
-    return Response(str(exc), status_code=status_of(exc), media_type="text/plain")
+    return Response(str(exc), status_code=http_status(exc), media_type="text/plain")
 
 
 @router.post("/execute")

@@ -248,8 +248,28 @@ class Fleet(NodeClient):
     async def resume(self, sandbox_id: str) -> None:
         await (await self._holder(sandbox_id)).resume(sandbox_id)
 
-    async def hibernate(self, sandbox_id: str) -> None:
-        await (await self._holder(sandbox_id)).hibernate(sandbox_id)
+    async def hibernate(self, sandbox_id: str, *, memory: bool = True) -> None:
+        await (await self._holder(sandbox_id)).hibernate(sandbox_id, memory=memory)
+
+    async def exit_reason(self, sandbox_id: str) -> str | None:
+        try:
+            return await (await self._holder(sandbox_id)).exit_reason(sandbox_id)
+        except (errors.SandboxNotFoundError, errors.NodeUnreachableError):
+            return None
+
+    async def exited(self) -> dict[str, str]:
+        died: dict[str, str] = {}
+        for answer in await self._each(lambda n: n.exited()):
+            died.update(answer)
+        for sid in died:
+            self._placed.pop(sid, None)
+        return died
+
+    async def file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
+        return await (await self._holder(sandbox_id)).file_metadata(sandbox_id, paths)
+
+    async def set_file_metadata(self, sandbox_id: str, path: str, metadata: dict[str, str]) -> None:
+        await (await self._holder(sandbox_id)).set_file_metadata(sandbox_id, path, metadata)
 
     async def wake(self, sandbox_id: str) -> None:
         await (await self._holder(sandbox_id)).wake(sandbox_id)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
+from sandlot.failpoints import afailpoint
 from sandlot.node import safepath
 from sandlot.node.dockerfile import context as ctx
 from sandlot.node.dockerfile.parser import Instruction, parse, substitute
@@ -264,6 +265,7 @@ class _Build:
             image=hidden, runtime=self.opts.runtime, limits=STEP_LIMITS, network=NetworkPolicy.parse(self.opts.network)
         )
         sbx = await self.node.create(spec)
+        await afailpoint("build.step.after_sandbox", sbx.id)
         tail: list[str] = []
 
         def out(text: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
-from sandlot.node.oci.layers import LayerStore
+from sandlot.node.oci.layers import LayerStore, owner_tag
 from sandlot.node.oci.pull import LAYER_TYPES, PulledImage, default_platform, unpack_into_store
 from sandlot.node.oci.registry import INDEX_TYPES
 from sandlot.safetar import extract_all
@@ -114,7 +114,7 @@ def import_archive(
     """Import a `docker save` / `podman save` tarball (docker-archive, or an OCI layout in a tar)."""
     if not tarfile.is_tarfile(archive):
         raise errors.InvalidArgumentError(f"{archive} is not a tar archive", field="path")
-    with tempfile.TemporaryDirectory(prefix="import-", dir=store.tmp) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"import{owner_tag()}", dir=store.tmp) as tmp:
         root = Path(tmp)
         progress(f"reading {archive}")
         with tarfile.open(archive) as tar:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
+from sandlot.failpoints import failpoint
 from sandlot.node.oci.layers import LayerStore
 from sandlot.node.oci.reference import Reference
 from sandlot.node.oci.registry import INDEX_TYPES, RegistryClient, RegistryConfig
@@ -138,6 +139,7 @@ def pull(
                     blob = fut.result()
                     if blob is None:
                         continue  # already in the store
+                    failpoint("images.pull.before_unpack", lid)
                     with store.locked(lid):
                         what = f"sha256:{lid[:12]} ({i + 1}/{len(layers)})"
                         progress(f"unpacking layer {what}")

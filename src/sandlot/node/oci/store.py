@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sandlot import errors
+from sandlot.failpoints import failpoint
 from sandlot.node import images as builtin
 from sandlot.node.oci.export import export_layout
 from sandlot.node.oci.layers import LayerStore
@@ -37,6 +38,7 @@ from sandlot.node.oci.pull import pull
 from sandlot.node.oci.reference import Reference, looks_like_reference
 from sandlot.node.oci.registry import RegistryConfig
 from sandlot.node.readiness import StartSpec
+from sandlot.node.rootfs import overlaid
 
 __all__ = ["ImageStore", "check_template_name"]
 
@@ -68,6 +70,9 @@ class ImageStore:
         self.registries = dict(registries or {})
         #: pull only from the registries configured above (a server that must not reach elsewhere)
         self.registries_only = registries_only
+        # _hidden: templates for this process's own use (a build step's sandbox), never on disk:
+        # a process killed mid-build leaves nothing for the store's other users to trip on.
+        self._hidden: dict[str, builtin.Image] = {}
 
     # ------------------------------------------------------------ locks and files
 
@@ -140,6 +145,7 @@ class ImageStore:
             "name": name, "source": source, "digest": digest, "layers": layer_ids,
             "config": config, "created_at": time.time(), "size": size, "owner": owner,
         }  # fmt: skip
+        failpoint("images.template.before_publish", name)
         tmp = self.templates_dir / f".{uuid.uuid4().hex}.tmp"
         tmp.write_text(json.dumps(record, indent=1))
         os.rename(tmp, self._file(name))
@@ -150,6 +156,8 @@ class ImageStore:
     # ------------------------------------------------------------ queries
 
     def get(self, name: str) -> builtin.Image | None:
+        if name in self._hidden:
+            return self._hidden[name]
         name = builtin.ALIASES.get(name, name)
         return self._load(self._file(name))
 
@@ -174,20 +182,26 @@ class ImageStore:
 
     def _build(self, real: str, progress: Progress) -> builtin.Image:
         builder = builtin.BUILDERS[real]
-        lid = "built-" + hashlib.sha256(f"{real}\0{_recipe(builder)}".encode()).hexdigest()
+        base = self.ensure(builtin.BASES[real], progress) if real in builtin.BASES else None
+        below = [p.parent.name for p in base.layers] if base else []
+        lid = "built-" + hashlib.sha256(f"{real}\0{_recipe(builder)}\0{' '.join(below)}".encode()).hexdigest()
         with self._store_lock(fcntl.LOCK_SH), self._name_lock(real):
             image = self.get(real)
             if image is not None:
                 return image
 
             def fill(fs: Path) -> dict[str, Any]:
-                config = builder(fs, progress)
+                if base is None:
+                    config = builder(fs, progress)
+                else:  # the builder works on the base seen through an overlay; its upper is our layer
+                    with overlaid(base.lowerdir, fs, self.layers.tmp) as root:
+                        config = builder(root, progress)
                 return {"config": config.to_oci(), "size": _tree_size(fs)}
 
             with self.layers.locked(lid):
                 self.layers.add(lid, fill)
             config = self.layers.meta(lid)["config"]
-            return self._publish(real, [lid], config, source=f"built-in {real}", digest="")
+            return self._publish(real, [*below, lid], config, source=f"built-in {real}", digest="")
 
     def pull(
         self,
@@ -299,13 +313,26 @@ class ImageStore:
         return dict(json.loads(self._file(image.name).read_text()).get("config") or {})
 
     def add_hidden(self, name: str, layer_ids: list[str], config: dict[str, Any]) -> builtin.Image:
-        """A template for the store's own use (a build step's sandbox): not listed, removed with drop_hidden."""
+        """A template for this process's own use (a build step's sandbox): in memory only, never
+        listed, removed with drop_hidden; its layers count as used for this process's GC."""
         assert name.startswith(".")
-        return self._publish(name, layer_ids, config, "internal", "")
+        image = builtin.Image(
+            name=name,
+            layers=tuple(self.layers.fs(lid) for lid in layer_ids),
+            config=builtin.ImageConfig.from_oci(config),
+            source="internal",
+            created_at=time.time(),
+        )
+        self._hidden[name] = image
+        return image
 
     def drop_hidden(self, name: str) -> None:
         assert name.startswith(".")
-        self._file(name).unlink(missing_ok=True)
+        self._hidden.pop(name, None)
+
+    def sweep(self) -> list[Path]:
+        """Remove what killed pulls, builds and uploads of processes now gone left in the store."""
+        return self.layers.sweep_tmp()
 
     @contextlib.contextmanager
     def adding(self) -> Iterator[LayerStore]:
@@ -369,7 +396,7 @@ class ImageStore:
         if prune_build_cache:
             for entry in (self.root / "build-cache").glob("*.json"):
                 entry.unlink(missing_ok=True)
-        used: set[str] = set()
+        used = {p.parent.name for image in self._hidden.values() for p in image.layers}
         # Templates and the build cache's steps hold layers.
         for path in [*self.templates_dir.glob("*.json"), *(self.root / "build-cache").glob("*.json")]:
             with contextlib.suppress(OSError, ValueError, KeyError):

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
+import os
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -40,7 +43,8 @@ async def run_tool(*argv: str, timeout: float = 30.0) -> tuple[int, str]:
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # it may end just now
+            proc.kill()
         await proc.wait()
         return -1, f"{argv[0]} {argv[1] if len(argv) > 1 else ''} timed out after {timeout:.0f}s"
     finally:
@@ -83,6 +87,8 @@ class Runtime(abc.ABC):
 
     name: ClassVar[str]
     binary: ClassVar[str]
+    #: How long one CLI call of `destroy` may take before it is killed (the node retries it).
+    cleanup_timeout_s: float = 30.0
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
@@ -187,3 +193,16 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def host_pids(self, sandbox_id: str) -> list[int]:
         """Host pids of every process this sandbox adds to the host (for accounting and tests)."""
+
+    def terminate(self, sandbox_id: str) -> list[int]:
+        """SIGKILL every host process of the sandbox now, with no CLI to start first (on a loaded
+        host its CPU is free at once); `destroy` then cleans up. Returns the pids it signalled."""
+        pids = self.host_pids(sandbox_id)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
+
+    def running(self, sandbox_id: str) -> bool:
+        """Whether any host process of the sandbox is alive (not a zombie): `destroy` must kill it."""
+        return any(reaper.is_live(pid) for pid in self.host_pids(sandbox_id))

@@ -110,8 +110,13 @@ class ContainerRuntime(Runtime):
 
     async def destroy(self, sandbox_id: str) -> list[str]:
         problems: list[str] = []
-        await run_tool("crun", "--root", self._root, "kill", "--all", sandbox_id, "KILL")
-        rc, out = await run_tool("crun", "--root", self._root, "delete", "--force", sandbox_id)
+        if self.running(sandbox_id):  # not when `terminate` already killed everything
+            await run_tool(
+                "crun", "--root", self._root, "kill", "--all", sandbox_id, "KILL", timeout=self.cleanup_timeout_s
+            )
+        rc, out = await run_tool(
+            "crun", "--root", self._root, "delete", "--force", sandbox_id, timeout=self.cleanup_timeout_s
+        )
         if rc != 0 and "does not exist" not in out and "not exist" not in out:
             problems.append(f"crun delete {sandbox_id}: {out}")
         problems += cgroups.remove(sandbox_id)

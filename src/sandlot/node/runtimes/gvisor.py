@@ -19,8 +19,9 @@ __all__ = ["GVisorRuntime"]
 _UNSAVABLE_TCP = re.compile(r"endpoint cannot be saved in connected state: (local [0-9.:]+, remote [0-9.:]+)")
 
 # The sentry and gofer live in the sandbox's host cgroup beside the workload;
-# the agent enforces the workload's own limit (polling every 25 ms), the host
-# cgroup only backstops it, with room for a hog that grows between two polls.
+# the agent enforces the workload's own limit (woken by the node when the host
+# cgroup's usage grows, then scanning every 30 ms: node/limits.py), the host
+# cgroup only backstops it, with room for a hog that grows meanwhile.
 SENTRY_MEMORY_OVERHEAD = 128 << 20
 # Under the ptrace platform one sandboxed process costs about ten host tasks
 # (measured: 50 sleeping processes = 505 tasks in the sandbox's pids cgroup),
@@ -103,8 +104,14 @@ class GVisorRuntime(Runtime):
         problems: list[str] = []
         if not (self.state_dir / "runsc").exists():
             return problems
-        await run_tool(*self._cli("kill", "--all", sandbox_id, "KILL"))
-        rc, out = await run_tool(*self._cli("delete", "--force", sandbox_id))
+        # `runsc kill` asks the sandbox to kill its processes: a sandbox that is stopped
+        # (SIGSTOP) or wedged never answers, and it would outlive its kill. Its host
+        # processes (the sentry, the gofer) die with SIGKILL in any state, and everything
+        # inside goes with the sentry; `runsc delete` then clears what runsc kept.
+        self.terminate(sandbox_id)
+        if self.running(sandbox_id):  # not when `terminate` already killed everything
+            await run_tool(*self._cli("kill", "--all", sandbox_id, "KILL"), timeout=self.cleanup_timeout_s)
+        rc, out = await run_tool(*self._cli("delete", "--force", sandbox_id), timeout=self.cleanup_timeout_s)
         if rc != 0 and "does not exist" not in out and "not found" not in out.lower():
             problems.append(f"runsc delete {sandbox_id}: {out}")
         problems += cgroups.remove(sandbox_id)
@@ -153,18 +160,17 @@ class GVisorRuntime(Runtime):
 
     def host_pids(self, sandbox_id: str) -> list[int]:
         pids = set(cgroups.procs(sandbox_id))
-        # The gofer is started outside the sandbox's cgroup; find it from the state file.
+        # The gofer is started outside the sandbox's cgroup; find it from the state file. A state
+        # file can outlive its processes (a crash) and their pids be reused: only a process whose
+        # command line names the sandbox (its bundle) is still one of them.
         for f in (self.state_dir / "runsc").glob(f"*{sandbox_id}*.state"):
             try:
                 state = json.loads(f.read_text())
             except (OSError, ValueError):
                 continue
-            for key in ("GoferPid", "goferPid"):
-                if isinstance(state.get(key), int) and state[key] > 0:
-                    pids.add(state[key])
-            sandbox = state.get("Sandbox") or {}
-            if isinstance(sandbox.get("Pid"), int) and sandbox["Pid"] > 0:
-                pids.add(sandbox["Pid"])
+            candidates = [state.get(key) for key in ("GoferPid", "goferPid")]
+            candidates.append((state.get("Sandbox") or {}).get("Pid"))
+            pids.update(p for p in candidates if isinstance(p, int) and p > 0 and _names(p, sandbox_id))
         return sorted(p for p in pids if os.path.exists(f"/proc/{p}"))
 
 
@@ -183,3 +189,10 @@ def _check_bind_sources(bundle: Path, sandbox_id: str) -> None:
             raise errors.InternalError(
                 f"sandbox {sandbox_id} cannot boot: its {m['destination']} is no longer a directory of its own"
             )
+
+
+def _names(pid: int, sandbox_id: str) -> bool:
+    try:
+        return sandbox_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
