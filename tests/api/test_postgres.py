@@ -56,6 +56,13 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     if not (PG_BIN / "initdb").exists() or os.geteuid() != 0:
         pytest.skip("needs root and the Debian package postgresql (15)")
+    with new_cluster() as c:
+        yield c
+
+
+@contextlib.contextmanager
+def new_cluster() -> Iterator[Cluster]:
+    """A throwaway cluster, started; stopped and removed afterwards (needs root)."""
     d = Path(tempfile.mkdtemp(prefix="sandlot-pg-", dir="/var/tmp"))
     shutil.chown(d, "postgres")
     _as_postgres(str(PG_BIN / "initdb"), "-D", str(d / "db"), "--auth=trust", "-U", "postgres", "--no-sync")

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,24 +16,16 @@ from typing import Any
 import httpx
 
 from tests.api.harness import IMAGE_CACHE, ROOT, Subprocess, free_port
-from tests.api.test_postgres import PG_BIN, Cluster, _as_postgres
+from tests.api.test_postgres import new_cluster
 
 __all__ = ["NODE_TIMEOUT", "TOKEN", "Fleet", "create", "postgres_cluster", "run", "states", "wait"]
 
 
 @contextlib.contextmanager
 def postgres_cluster() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster (as tests/api/test_postgres.py's fixture, for the bench); its URL."""
-    d = Path(tempfile.mkdtemp(prefix="sandlot-pg-", dir="/var/tmp"))
-    shutil.chown(d, "postgres")
-    _as_postgres(str(PG_BIN / "initdb"), "-D", str(d / "db"), "--auth=trust", "-U", "postgres", "--no-sync")
-    c = Cluster(d, free_port())
-    c.start()
-    try:
+    """A throwaway PostgreSQL cluster (for the bench; tests use tests/api/test_postgres.py's fixture); its URL."""
+    with new_cluster() as c:
         yield c.url
-    finally:
-        c.stop("immediate")
-        shutil.rmtree(d, ignore_errors=True)
 
 
 TOKEN = "fleet-test-node-token"
