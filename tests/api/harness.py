@@ -248,7 +248,12 @@ class Server(Subprocess):
             from sandlot.node.bundle import ensure_bundle
 
             built = ensure_bundle(BUNDLE_CACHE)
-            shutil.copytree(built.path, self.data_dir / "bundle" / built.path.name, symlinks=True, dirs_exist_ok=True)
+            target = self.data_dir / "bundle" / built.path.name
+            if not target.exists():  # never over a restarted server's: its live sandboxes run that agent
+                tmp = target.with_name(target.name + ".copying")
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(built.path, tmp, symlinks=True)
+                tmp.rename(target)
         self.port, self.ssh_port = free_port(), free_port()
         cmd = [sys.executable, "-m", "tests.api.harness", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.ssh:

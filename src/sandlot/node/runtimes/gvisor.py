@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -12,6 +14,8 @@ from sandlot import errors
 from sandlot.node import cgroups
 from sandlot.node.runtimes.base import Resources, Runtime, run_or_raise, run_tool, start_detached
 from sandlot.node.spec import tmp_bind_mount
+
+log = logging.getLogger("sandlot.node")
 
 __all__ = ["GVisorRuntime"]
 
@@ -150,13 +154,21 @@ class GVisorRuntime(Runtime):
         return await self._launch(args, sandbox_id, bundle, log, connected, "restore")
 
     async def alive(self, sandbox_id: str) -> bool:
-        rc, out = await run_tool(*self._cli("state", sandbox_id))
-        if rc != 0:
-            return False
-        try:
-            return json.loads(out).get("status") in ("running", "paused")
-        except ValueError:
-            return False
+        """runsc's word when it gives one; when `runsc state` fails (a timeout on a loaded host, its
+        lock still held by a runsc command that died with a killed node), the sandbox's host
+        processes decide: a live sandbox must never be taken for a dead one and destroyed."""
+        for attempt in range(3):
+            rc, out = await run_tool(*self._cli("state", sandbox_id))
+            if rc == 0:
+                try:
+                    return json.loads(out).get("status") in ("running", "paused")
+                except ValueError:
+                    pass
+            if not any((self.state_dir / "runsc").glob(f"*{sandbox_id}*.state")):
+                return False  # runsc keeps nothing of it
+            log.warning("runsc state %s failed (attempt %d): %s", sandbox_id, attempt + 1, out.strip()[-300:])
+            await asyncio.sleep(0.5)
+        return self.running(sandbox_id)
 
     def host_pids(self, sandbox_id: str) -> list[int]:
         pids = set(cgroups.procs(sandbox_id))
