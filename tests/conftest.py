@@ -10,7 +10,6 @@ its data directory is fresh per run, while built images are cached in
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import shutil
 import tempfile
@@ -24,21 +23,6 @@ import pytest
 T = TypeVar("T")
 
 IMAGE_CACHE = Path(os.environ.get("SANDLOT_TEST_IMAGE_CACHE", "/var/cache/sandlot/store-v2"))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """A temp root of this checkout's own for `tmp_path` (test servers keep their data dirs there).
-
-    pytest's default root, /tmp/pytest-of-<user>, is shared by every session of that user on
-    the host, and each session deletes all but the newest three numbered dirs in it: on a
-    host where several checkouts run tests at once, one session's start deleted the data
-    dir of another's running server (its admin.key, under live mounts).
-    """
-    if "PYTEST_DEBUG_TEMPROOT" not in os.environ:
-        tag = hashlib.sha256(str(config.rootpath).encode()).hexdigest()[:12]
-        root = Path("/var/tmp") / f"pytest-{tag}"
-        root.mkdir(exist_ok=True)
-        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(root)
 
 
 class LoopThread:

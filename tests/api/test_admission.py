@@ -89,4 +89,7 @@ def test_the_reaper_records_a_death_nobody_asked_about(small_server: Server) -> 
                 time.sleep(0.2)
         finally:
             db.close()
-        assert row == ("killed", "the sandbox's init exited"), row
+        assert row == (
+            "killed",
+            "its agent (the sandbox's init) exited or was killed, and every process in it ended",
+        ), row
