@@ -240,6 +240,7 @@ def test_export_reads_a_frozen_clone_of_the_guest_disk(vm: Any, aio: Any, node: 
 
 def test_volumes_over_virtiofs(node: Any, aio: Any) -> None:
     vol = node.volumes.create("microvm-data", owner="tests")
+    node.volumes.mount(vol.id)  # a sized volume's files are on its own disk, mounted while in use
     (vol.data / "from-host.txt").write_text("host\n")
     mounts = [VolumeMount(vol.id, "/data"), VolumeMount(vol.id, "/ro data", read_only=True)]
     sbx = aio(node.create(SandboxSpec(image="busybox", runtime="microvm", volumes=mounts)), timeout=BOOT_TIMEOUT)

@@ -13,8 +13,9 @@ package main
 // bound aside, to /.sandlot/run, while /dev is covered, then bound back.)
 // A full /dev or /dev/shm is then ENOSPC, and the sandbox lives.
 //
-// Invariant: no process the agent starts ever holds CAP_SYS_ADMIN. The agent
-// drops it whenever it finds it (configured or not), on the one locked OS
+// Invariant: in gVisor and container sandboxes, no process the agent starts
+// ever holds CAP_SYS_ADMIN (in a microVM the guest kernel is the boundary, and
+// root there keeps it). The agent drops it whenever it finds it (configured or not), on the one locked OS
 // thread that then execve()s, so the new image computes its capabilities
 // from sets without it.
 
@@ -178,6 +179,12 @@ func setupDev(devBytes, shmBytes int64) error {
 // when the agent may serve (it holds no CAP_SYS_ADMIN).
 func prepareInit(cfg AgentConfig) error {
 	if os.Getpid() != 1 || !hasSysAdmin() {
+		return nil
+	}
+	if os.Getenv("SANDLOT_VM_CONTROL") != "" {
+		// A microVM's init named the VM's control port: the guest kernel is the boundary,
+		// and root in it keeps its capabilities (the agent freezes the disk for
+		// checkpoints; Docker inside needs them). The VM's init sets this, never a user.
 		return nil
 	}
 	if os.Getenv(devReexecMarker) != "" {
