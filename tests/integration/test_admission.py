@@ -1,5 +1,6 @@
 """Under load: starts queue in order, a full queue refuses at once, kills never wait behind
-starts, and a runtime command that times out during a cleanup is retried until done."""
+starts, a runtime command that times out during a cleanup is retried until done, and a start
+that runsc fails transiently is cleaned up and retried."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from sandlot import errors
+from sandlot import errors, failpoints
 from sandlot.node import SandboxSpec, cgroups, reaper
 from sandlot.node.admission import Admission
+from tests.leftovers import assert_clean
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +108,36 @@ def test_a_runtime_command_that_times_out_in_a_cleanup_is_retried(node: Any, aio
         )
 
     aio(_wait_for(cleaned, "the retried cleanup"))
+
+
+def test_a_start_that_runsc_fails_transiently_is_cleaned_up_and_retried(
+    node: Any, aio: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first start fails as runsc's do under load ("cannot read client sync file"), after
+    # runsc made everything: processes, state, cgroup; the sandbox has a network namespace.
+    monkeypatch.setattr(failpoints, "_points", {"runsc.start.after_run": "error"})
+    failed: list[list[int]] = []
+    undo = node._undo_start
+
+    async def spy(sbx: Any) -> None:
+        failed.append(sbx.runtime.host_pids(sbx.id))
+        await undo(sbx)
+
+    monkeypatch.setattr(node, "_undo_start", spy)
+    sbx = aio(node.create(SandboxSpec(image="busybox", network="egress")))
+    try:
+        assert failpoints.armed() == {} and len(failed) == 1 and failed[0], "the first start should have failed"
+        assert not any(reaper.is_live(p) for p in failed[0]), "the failed start's processes should be gone"
+        assert not set(failed[0]) & set(sbx.runtime.host_pids(sbx.id))
+        state_files = list((node.state_dir / "runsc").glob(f"*{sbx.id}*.state"))
+        assert len(state_files) == 1, state_files
+        out = aio(sbx.run(["ip", "-4", "-o", "addr", "show", "eth0"]))
+        assert out.exit_code == 0 and sbx.net.address in out.stdout, out
+    finally:
+        aio(node.kill(sbx.id))
+
+    def cleaned() -> bool:
+        return not sbx.dir.exists() and not cgroups.paths(sbx.id)
+
+    aio(_wait_for(cleaned, "the cleanup"))
+    assert_clean(node.config.data_dir, live=node.known_ids(), gone=[sbx.id])

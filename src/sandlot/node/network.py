@@ -282,6 +282,15 @@ class NetworkManager:
             raise
         return net
 
+    async def untouched(self, net: SandboxNet) -> bool:
+        """Whether the namespace's eth0 still holds its address and default route as `setup` left
+        them (a runtime whose start failed may have taken them into its own netstack, or not)."""
+        rc, out = await _run("ip", "-n", net.netns, "-4", "-o", "addr", "show", "dev", "eth0")
+        if rc != 0 or f" {net.address}/30 " not in out:
+            return False
+        rc, out = await _run("ip", "-n", net.netns, "-4", "route", "show", "default")
+        return rc == 0 and f"via {net.gateway} " in out + " "
+
     async def apply(self, net: SandboxNet, policy: NetworkPolicy) -> None:
         """Replace the sandbox's rules with `policy`'s (host names resolved now)."""
         resolved = await resolve_names(policy.names, self.dns_servers)

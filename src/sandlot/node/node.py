@@ -55,6 +55,8 @@ MAX_SOCKET_PATH = 107
 NAME_REFRESH_INTERVAL = 60.0
 #: How many ended sandboxes' exit reasons the node remembers (for records reconciled later).
 ENDED_KEPT = 4096
+#: How many times a start that failed transiently (runsc's own race under load) is tried again.
+START_RETRIES = 2
 #: How long `kill` waits for a killed sandbox's cleanup before returning (it goes on in the background).
 KILL_WAIT_S = 5.0
 #: The longest pause between two attempts of a failed cleanup step.
@@ -294,9 +296,18 @@ class Node:
 
     async def boot(self, sbx: Sandbox) -> asyncio.Task[None]:
         """Start the provisioned sandbox's runtime and wait for its agent; returns its exit watcher."""
-        connected = sbx.net is not None
         await sbx.runtime.prepare_disk(sbx.layer)
-        pid = await sbx.runtime.start(sbx.id, sbx.dir / "bundle", sbx.dir / "runtime.log", connected=connected)
+        for retry in range(START_RETRIES + 1):
+            try:
+                pid = await sbx.runtime.start(
+                    sbx.id, sbx.dir / "bundle", sbx.dir / "runtime.log", connected=sbx.net is not None
+                )
+                break
+            except errors.SandlotError as exc:
+                if retry == START_RETRIES or not sbx.runtime.start_failed_transiently(exc):
+                    raise
+                log.warning("sandbox %s: start failed (%s); cleaning up and starting it again", sbx.id, exc)
+                await self._undo_start(sbx)
         exited = self._spawn(reaper.wait_exit(pid))
         await afailpoint("node.boot.after_start", sbx.id)
         for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
@@ -304,6 +315,18 @@ class Node:
                 self._spawn(reaper.wait_exit(other))
         await self.wait_agent(sbx, exited)
         return exited
+
+    async def _undo_start(self, sbx: Sandbox) -> None:
+        """Clear what a failed start left (processes, runtime state, cgroups; a network namespace
+        the runtime took over) so that the same sandbox can start again; raise if it cannot."""
+        problems = await _wait_gone(sbx.runtime.terminate(sbx.id))  # reaped first: runsc waits for them
+        problems += await sbx.runtime.destroy(sbx.id)
+        if problems:
+            raise errors.InternalError(f"cleaning up after a failed start of sandbox {sbx.id}: " + "; ".join(problems))
+        (sbx.dir / "bundle" / "pid").unlink(missing_ok=True)
+        if sbx.net is not None and sbx.runtime.netns_single_use and not await self.network.untouched(sbx.net):
+            await self.renew_network(sbx)
+        await sbx.reconnect()  # an agent of the failed start may have dialled in
 
     def _refill_spares(self) -> None:
         if self._refilling is None or self._refilling.done():

@@ -65,6 +65,7 @@ async def start_detached(cli: list[str], log: Path, pid_file: Path, what: str) -
     process group (a Ctrl-C to `sandlot serve` must not kill every sandbox).
     """
     with open(log, "ab") as out:
+        before = out.tell()  # the log is the sandbox's across boots: an error tells of this one
         proc = await asyncio.create_subprocess_exec(
             *cli, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
@@ -74,7 +75,7 @@ async def start_detached(cli: list[str], log: Path, pid_file: Path, what: str) -
         finally:
             reaper.protected.discard(proc.pid)
     if rc != 0:
-        tail = log.read_bytes()[-2000:].decode(errors="replace").strip()
+        tail = log.read_bytes()[before:][-2000:].decode(errors="replace").strip()
         raise errors.InternalError(f"{what}: {tail}")
     try:
         return int(pid_file.read_text().strip())
@@ -119,6 +120,11 @@ class Runtime(abc.ABC):
         `connected`: the bundle's config joins a network namespace the node made
         (node/network.py), whose interface the sandbox must use.
         """
+
+    def start_failed_transiently(self, exc: BaseException) -> bool:
+        """Whether `start` failed in a way its next try may not (the runtime's own race under load):
+        the node then `destroy`s what the try left and starts again (`Node.boot`, a few times)."""
+        return False
 
     @abc.abstractmethod
     async def destroy(self, sandbox_id: str) -> list[str]:
