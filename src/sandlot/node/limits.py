@@ -17,13 +17,14 @@ task a sandbox adds, at no cost to the sandbox:
 - Tasks (and memory on cgroup v2, which has no thresholds): ONE loop for all
   sandboxes reads each host cgroup's `pids.current` (`memory.current`) every
   `POLL_S` and pokes a sandbox that grew by `TASKS_DELTA` tasks since it was
-  last poked (or `step` bytes). No sandbox is woken by it: these are host files.
+  last poked (or `step` bytes). No sandbox is woken by it: these are host files,
+  kept open, each read one `pread` (a few microseconds for 200 sandboxes' worth).
 
 Containment itself stays with the agent and the host cgroups' backstops, which
 sit above the limits with room for the time a poke takes (runtimes/gvisor.py).
 
 Invariant: `_watched` holds one entry per watched sandbox id; an entry's
-eventfds are closed when it is replaced or forgotten, and the loop task runs
+eventfds and open files are closed when it is replaced or forgotten, and the loop task runs
 while `_watched` is not empty.
 """
 
@@ -47,8 +48,10 @@ __all__ = ["POLL_S", "TASKS_DELTA", "LimitMonitor"]
 
 log = logging.getLogger("sandlot.node.limits")
 
-#: How often the loop reads every sandbox's task count (and v2 memory).
-POLL_S = 0.5
+#: How often the loop reads every sandbox's task count (and v2 memory), all at once. A fork
+#: bomb is contained meanwhile by RLIMIT_NPROC inside gVisor and the host cgroup's backstop; the
+#: poke only makes the agent report it (and kill the tree) sooner.
+POLL_S = 1.0
 #: Host tasks a sandbox may add before the agent is asked to look (under gVisor's
 #: ptrace platform one sandboxed process is about ten host tasks).
 TASKS_DELTA = 16
@@ -65,7 +68,9 @@ class _Watch:
     limit: int
     step: int
     memory_dir: Path | None
-    pids_file: Path | None
+    #: open `pids.current`, and `memory.current` on cgroup v2 (read by the loop); -1: none
+    pids_fd: int = -1
+    memory_fd: int = -1
     tasks_base: int = -1
     memory_base: int = -1
     #: cgroup v1 thresholds: eventfd -> the usage it is armed at
@@ -88,13 +93,16 @@ class LimitMonitor:
         """Watch `sbx`'s host cgroup from now on (again after a reboot of its runtime: a new cgroup)."""
         self.forget(sbx.id)
         limit = sbx.spec.limits.memory_mb << 20
-        w = _Watch(sbx, sbx.generation, limit, max(MIN_STEP, limit // 16), None, None)
+        w = _Watch(sbx, sbx.generation, limit, max(MIN_STEP, limit // 16), None)
         for d in cgroups.paths(sbx.id):
-            if (d / "pids.current").exists():
-                w.pids_file = d / "pids.current"
+            if w.pids_fd < 0:
+                w.pids_fd = _open(d / "pids.current")
             if (d / "memory.usage_in_bytes").exists() or (d / "memory.current").exists():
                 w.memory_dir = d
         self._watched[sbx.id] = w
+        if w.memory_dir is not None:  # polled only while it has no thresholds (cgroup v2, or they failed)
+            v2 = w.memory_dir / "memory.current"
+            w.memory_fd = _open(v2 if v2.exists() else w.memory_dir / "memory.usage_in_bytes")
         self._arm(w)
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.ensure_future(self._poll_forever())
@@ -109,6 +117,10 @@ class LimitMonitor:
             return
         del self._watched[sandbox_id]
         self._disarm(w)
+        for fd in (w.pids_fd, w.memory_fd):
+            if fd >= 0:
+                os.close(fd)
+        w.pids_fd = w.memory_fd = -1
         self.pokes.pop(sandbox_id, None)
 
     async def close(self) -> None:
@@ -132,7 +144,7 @@ class LimitMonitor:
         self._disarm(w)
         if w.memory_dir is None or not (w.memory_dir / "cgroup.event_control").exists():
             return
-        usage = _read_int(w.memory_dir / "memory.usage_in_bytes")
+        usage = _pread_int(w.memory_fd)
         if usage is None:
             return
         w.memory_base = usage
@@ -150,7 +162,7 @@ class LimitMonitor:
                 return
             w.eventfds[efd] = at
             loop.add_reader(efd, self._crossed, w, efd)
-        now = _read_int(w.memory_dir / "memory.usage_in_bytes")
+        now = _pread_int(w.memory_fd)
         if now is not None and not low < now < high:
             loop.call_soon(self._crossed, w, -1)
 
@@ -165,8 +177,7 @@ class LimitMonitor:
         """The usage left its band: poke the agent first when it grew high enough, then re-arm."""
         if self._watched.get(w.sbx.id) is not w or (efd >= 0 and efd not in w.eventfds):
             return
-        assert w.memory_dir is not None
-        usage = _read_int(w.memory_dir / "memory.usage_in_bytes")
+        usage = _pread_int(w.memory_fd)
         if usage is not None and usage > w.memory_base:
             self._poke(w)
         self._arm(w)
@@ -181,13 +192,13 @@ class LimitMonitor:
 
     def _check(self, w: _Watch) -> None:
         grew = False
-        if w.pids_file is not None and (tasks := _read_int(w.pids_file)) is not None:
+        if (tasks := _pread_int(w.pids_fd)) is not None:
             if w.tasks_base < 0 or tasks < w.tasks_base:
                 w.tasks_base = tasks
             elif tasks >= w.tasks_base + TASKS_DELTA:
                 w.tasks_base, grew = tasks, True
-        if w.memory_dir is not None and not w.eventfds:  # no thresholds (cgroup v2): poll
-            usage = _read_int(w.memory_dir / "memory.current")
+        if w.memory_fd >= 0 and not w.eventfds:  # no thresholds (cgroup v2, or they failed): poll
+            usage = _pread_int(w.memory_fd)
             if usage is not None:
                 if w.memory_base < 0 or usage < w.memory_base:
                     w.memory_base = usage
@@ -219,9 +230,20 @@ class LimitMonitor:
             self._poking.discard(sbx.id)
 
 
-def _read_int(path: Path) -> int | None:
+def _open(path: Path) -> int:
+    """A read-only descriptor of a cgroup file, or -1 when it is not there."""
     try:
-        return int(path.read_text())
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _pread_int(fd: int) -> int | None:
+    """The number in an open cgroup file, read afresh (kernfs renders it at each read from 0)."""
+    if fd < 0:
+        return None
+    try:
+        return int(os.pread(fd, 32, 0))
     except (OSError, ValueError):
         return None
 
