@@ -74,11 +74,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     args = parser.parse_args()
 
-    import uvicorn
-
     from sandlot.api import create_app
     from sandlot.api.config import ApiConfig
     from sandlot.api.service import Quotas
+    from sandlot.serving import quiet_server
 
     config = ApiConfig(
         data_dir=args.data_dir,
@@ -88,7 +87,7 @@ def main() -> None:
         kill_on_shutdown=True,
         dns_servers=[],  # the benchmark's sandboxes resolve no names
     )
-    uvicorn.run(create_app(config), host="127.0.0.1", port=args.port, log_level="warning", ws="websockets-sansio")
+    quiet_server(create_app(config), host="127.0.0.1", port=args.port, log_level="warning").run()
 
 
 if __name__ == "__main__":

@@ -96,10 +96,10 @@ def listen(hosts: str | Sequence[str], port: int) -> list[socket.socket]:
 
 def run_app(app: FastAPI, hosts: str | Sequence[str], port: int, *, log_level: str = "info") -> None:
     """Serve `app` with uvicorn on every address of `hosts` until interrupted."""
-    import uvicorn
+    from sandlot.serving import quiet_server
 
     sockets = listen(hosts, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, ws="websockets-sansio"))
+    server = quiet_server(app, log_level=log_level)
     try:
         server.run(sockets=sockets)
     except KeyboardInterrupt:  # Ctrl-C, re-raised by uvicorn once it has shut down: a clean stop (as uvicorn.run)

@@ -108,6 +108,7 @@ class SandboxService:
         self._gone: dict[str, str] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._reconciled_at = 0.0
+        self._idle_checked_at = 0.0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -440,5 +441,9 @@ class SandboxService:
                 found = await self.store.get_sandbox(sid)
                 if found is not None:
                     await self._reconcile(found)
-        await lifecycle.hibernate_idle(self)
+        # Idle clocks are kept to a tenth of the idle time (lifecycle.touch_interval): looking for
+        # idle sandboxes more often than that would only query every persistent record for nothing.
+        if full or time.monotonic() - self._idle_checked_at >= lifecycle.touch_interval(self):
+            self._idle_checked_at = time.monotonic()
+            await lifecycle.hibernate_idle(self)
         await self.teams.housekeeping()

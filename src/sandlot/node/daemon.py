@@ -335,10 +335,9 @@ def run_daemon(
     kill_on_shutdown: bool = False,
 ) -> None:
     """Run a node daemon in the foreground (`sandlot node`) until interrupted; sandboxes keep running."""
-    import uvicorn
-
     from sandlot.node import Node, NodeConfig
     from sandlot.node.membership import membership
+    from sandlot.serving import quiet_server
 
     config = NodeConfig(
         data_dir=data_dir, images_dir=images_dir, default_runtime=default_runtime, dns_servers=dns_servers
@@ -371,4 +370,4 @@ def run_daemon(
             await local.close(kill_sandboxes=kill_on_shutdown)
 
     app = node_app(local, token, lifespan=lifespan)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, ws="websockets-sansio")
+    quiet_server(app, host=host, port=port, log_level=log_level).run()
