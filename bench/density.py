@@ -7,7 +7,8 @@ alone, as a user would leave them:
 - idle CPU: N idle Sandlot sandboxes and N raw `runsc run` sandboxes running
   `sleep` (the baseline), over one window: the CPU time of every host process
   each adds (sentry, gofer, ptrace stubs; per thread, from schedstat, in ns),
-  and the server's own;
+  and the server's own, shared out: Sandlot's figure per sandbox is its own
+  processes' plus 1/N of the server's, against the raw sleeper's;
 - the density curve: idle sandboxes added up to 200; at each step, create →
   first command p50 (probes made and killed one at a time), kill p50, host CPU
   (/proc/stat, every process of the host) and Sandlot's own CPU (the server and
@@ -297,8 +298,9 @@ async def density_figures(data_dir: Path, bundle_cache: Path, plan: Plan) -> dic
         await fleet.kill_all()
         i = out["idle cpu"]
         print(
-            f"  per sandbox {i['sandlot_pct']:.3f}% of a core (with the server's share "
-            f"{i['with_server_pct']:.3f}%), raw sleeper {i['raw_pct']:.3f}%, load {i['load']:.1f}",
+            f"  per sandbox {i['with_server_pct']:.3f}% of a core with its share of the server "
+            f"({i['server_pct']:.2f}% in all; its own processes {i['sandlot_pct']:.3f}%), raw sleeper "
+            f"{i['raw_pct']:.3f}% ({_ratio(i['with_server_pct'], i['raw_pct']):.2f}x), load {i['load']:.1f}",
             flush=True,
         )
         print(f"density: the curve to {dp.steps[-1]} idle sandboxes", flush=True)
@@ -322,6 +324,10 @@ async def density_figures(data_dir: Path, bundle_cache: Path, plan: Plan) -> dic
 # ------------------------------------------------------------ report
 
 
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
 def _num(x: Any) -> float:
     return float(x) if isinstance(x, (int, float)) else float("nan")
 
@@ -332,9 +338,9 @@ def density_rows(s: dict[str, Any]) -> list[tuple[str, float, str, str, float, s
     idle = s.get("idle cpu", {})
     n = f"{_num(idle.get('n')):.0f}"
     raw = "raw `runsc run` sandbox running `sleep`, same window"
-    for metric, key in (
-        ("idle CPU per sandbox, gVisor, % of a core (base, one command run)", "sandlot_pct"),
-        ("  the same with the server's share", "with_server_pct"),
+    for metric, key in (  # the server works for every sandbox: its CPU is shared out among them
+        ("idle CPU per sandbox, gVisor, % of a core: its processes + its share of the server", "with_server_pct"),
+        ("  of which the sandbox's own processes (sentry, gofer, ptrace stubs)", "sandlot_pct"),
     ):
         rows.append((metric, _num(idle.get(key)), "%", raw, _num(idle.get("raw_pct")), n))
     steps = s.get("density curve", [])
@@ -395,9 +401,10 @@ def density_markdown(s: dict[str, Any], fmt: Callable[[float, str], str]) -> lis
     if idle:
         lines += [
             f"Idle CPU, {idle['n']} sandboxes of each kind over the same {idle['window_s']:.0f} s (load average "
-            f"{idle['load']:.1f}): Sandlot {idle['sandlot_pct']:.3f}% of a core per sandbox (sentry, gofer, ptrace "
-            f"stubs), the server {idle['server_pct']:.2f}% in all; a raw runsc sandbox running `sleep` "
-            f"{idle['raw_pct']:.3f}%.",
+            f"{idle['load']:.1f}): Sandlot {idle['with_server_pct']:.3f}% of a core per sandbox, counting its share "
+            f"of the server ({idle['server_pct']:.2f}% in all) beside its own processes' {idle['sandlot_pct']:.3f}% "
+            f"(sentry, gofer, ptrace stubs); a raw runsc sandbox running `sleep` {idle['raw_pct']:.3f}% "
+            f"({_ratio(idle['with_server_pct'], idle['raw_pct']):.2f}x).",
             "",
         ]
     steps = s.get("density curve", [])
