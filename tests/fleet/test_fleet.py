@@ -11,6 +11,7 @@ drain and remove; `sandlot nodes ls`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -101,6 +102,44 @@ def test_placement_spreads_and_every_path_works_through_the_other_replica(fleet:
         for m in made:
             assert b.delete(f"/sandboxes/{m['sandbox_id']}").status_code == 204
             assert a.get(f"/sandboxes/{m['sandbox_id']}").json()["state"] == "killed"
+
+
+def test_watch_network_pause_checkpoints_through_the_other_replica(fleet: Fleet) -> None:
+    with fleet.client(0) as a, fleet.client(1) as b:
+        sid = create(a, network={"mode": "egress", "allow": ["198.18.0.0/24"]})["sandbox_id"]
+        assert run(a, sid, "mkdir -p /tmp/w && echo v1 > /tmp/w/f")["exit_code"] == 0
+        assert run(a, sid, "true")["exit_code"] == 0  # replica a now holds the sandbox's status
+        # a watch through b sees a write through a
+        with b.stream("GET", f"/sandboxes/{sid}/files/watch", params={"path": "/tmp/w"}) as stream:
+            assert a.put(f"/sandboxes/{sid}/files", params={"path": "/tmp/w/new"}, content=b"x").status_code == 200
+            ev = next(json.loads(line) for line in stream.iter_lines() if line.strip() and "new" in line)
+        assert ev["type"] == "fs" and ev["path"].endswith("/tmp/w/new")
+        # a network policy changed through b reads back through a (its status there is stale now)
+        r = b.put(f"/sandboxes/{sid}/network", json={"mode": "full", "deny": ["198.18.0.3"]})
+        assert r.status_code == 200 and r.json()["mode"] == "full", r.text
+        assert a.get(f"/sandboxes/{sid}/network").json()["deny"] == ["198.18.0.3/32"]
+        assert a.get(f"/sandboxes/{sid}").json()["network"]["mode"] == "full"
+        # pause through b: a sees it paused and refuses commands; resume through b, a runs again
+        assert b.post(f"/sandboxes/{sid}/pause").json()["state"] == "paused"
+        assert a.get(f"/sandboxes/{sid}").json()["state"] == "paused"
+        assert a.post(f"/sandboxes/{sid}/commands", json={"cmd": "true"}).status_code == 409
+        assert b.post(f"/sandboxes/{sid}/resume").json()["state"] == "running"
+        assert run(a, sid, "cat /tmp/w/f")["stdout"] == "v1\n"
+        # checkpoint, restore and fork through b
+        r = b.post(f"/sandboxes/{sid}/checkpoints", json={"name": "c1"})
+        assert r.status_code == 201, r.text
+        ck = r.json()["checkpoint_id"]
+        run(a, sid, "echo v2 > /tmp/w/f")
+        assert b.post(f"/sandboxes/{sid}/restore", json={"checkpoint_id": ck}).status_code == 200
+        assert run(a, sid, "cat /tmp/w/f")["stdout"] == "v1\n"
+        r = b.post(f"/checkpoints/{ck}/fork", json={"count": 1})
+        assert r.status_code == 201, r.text
+        child = r.json()["sandboxes"][0]
+        assert child["node"] == a.get(f"/sandboxes/{sid}").json()["node"]  # where the checkpoint is
+        assert run(a, child["sandbox_id"], "cat /tmp/w/f")["stdout"] == "v1\n"
+        for s in (sid, child["sandbox_id"]):
+            assert b.delete(f"/sandboxes/{s}").status_code == 204
+        assert b.delete(f"/checkpoints/{ck}").status_code == 204
 
 
 def test_a_dead_node_makes_its_sandboxes_unknown_and_adopts_them_back(fleet: Fleet) -> None:
