@@ -24,6 +24,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
+from sandlot.e2b_env import env_exports
 from tests.api.harness import ROOT, agent_available
 from tests.api.test_postgres import cluster, postgres_url  # noqa: F401 - fixtures
 from tests.fleet.harness import NODE_TIMEOUT, Fleet, create, run, states, wait
@@ -140,6 +141,37 @@ def test_watch_network_pause_checkpoints_through_the_other_replica(fleet: Fleet)
         for s in (sid, child["sandbox_id"]):
             assert b.delete(f"/sandboxes/{s}").status_code == 204
         assert b.delete(f"/checkpoints/{ck}").status_code == 204
+
+
+def test_e2b_sdk_and_code_interpreter_through_the_other_replica(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    from e2b import Sandbox as E2BSandbox
+    from e2b_code_interpreter import Sandbox as CodeSandbox
+
+    with fleet.client(0) as a:
+        key = a.post("/keys", json={"team": "fleet-e2b"}).json()["key"]
+
+    def sdk_to(replica: int) -> None:  # the official SDKs, pointed at one replica
+        for k, v in env_exports(fleet.replica_urls[replica], key).items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("E2B_DOMAIN", raising=False)
+
+    sdk_to(0)
+    made = CodeSandbox.create(timeout=300)  # code-interpreter-v1, through replica 0
+    try:
+        sdk_to(1)  # everything else through replica 1: E2B's control plane and envd routes
+        s = E2BSandbox.connect(made.sandbox_id)
+        assert s.commands.run("echo from-$((6*7))").stdout == "from-42\n"
+        s.files.write("/tmp/e2b.txt", "through the other replica")
+        assert s.files.read("/tmp/e2b.txt") == "through the other replica"
+        assert CodeSandbox.connect(made.sandbox_id).run_code("x = 6\nx * 7").text == "42"
+        # Sandlot's own code interpreter route, through replica 1
+        with httpx.Client(base_url=fleet.replica_urls[1], headers={"X-API-Key": key}, timeout=120) as b:
+            r = b.post(f"/sandboxes/{made.sandbox_id}/code", json={"code": "open('/tmp/e2b.txt').read()"})
+            assert r.status_code == 200, r.text
+            events = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+            assert any(e["type"] == "result" and "other replica" in e["text"] for e in events), events
+    finally:
+        made.kill()
 
 
 def test_a_dead_node_makes_its_sandboxes_unknown_and_adopts_them_back(fleet: Fleet) -> None:
