@@ -188,10 +188,21 @@ def test_a_dead_node_makes_its_sandboxes_unknown_and_adopts_them_back(fleet: Fle
         assert r.status_code == 503 and r.json()["code"] == "node_unreachable", r.text
         assert b.delete(f"/sandboxes/{sid}").status_code == 503  # never recorded killed behind its back
         assert {create(b)["node"] for _ in range(2)} <= {"n1", "n2"}  # creates go elsewhere
+        # a warm pool set while n3 is away: the live nodes keep one each, and n3 once it is back
+        r = b.put("/pools/busybox", json={"size": 1})
+        assert r.status_code == 200, r.text
+
+        def pool() -> dict[str, int]:
+            found = [p for p in a.get("/pools").json()["pools"] if p["template"] == "busybox"]
+            return {"size": found[0]["size"], "idle": found[0]["idle"]} if found else {}
+
+        assert pool()["size"] == 2
         fleet.nodes["n3"].start()  # it rejoins and re-adopts its sandboxes
         wait("n3 back", lambda: states(a)["n3"] == "active", 120)
         wait("the sandbox back", lambda: b.get(f"/sandboxes/{sid}").json()["state"] == "running", 60)
         assert run(b, sid, "cat /tmp/mark")["stdout"] == "before\n"
+        wait("n3's pool", lambda: pool() == {"size": 3, "idle": 3}, 120)
+        assert b.put("/pools/busybox", json={"size": 0}).status_code == 200
         for s in a.get("/sandboxes").json()["sandboxes"]:
             a.delete(f"/sandboxes/{s['sandbox_id']}")
 
