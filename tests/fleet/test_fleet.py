@@ -10,6 +10,7 @@ drain and remove; `sandlot nodes ls`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,16 +18,24 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 from websockets.sync.client import connect
 
+from sandlot import errors
+from sandlot.api.fleet.fleet import Fleet as Fleet_
+from sandlot.api.fleet.fleet import NodeTaken
+from sandlot.api.store import Store, database_url_for
+from sandlot.api.teams import Teams
 from sandlot.e2b_env import env_exports
+from sandlot.node.protocol import Limits, NodeInfo, SandboxSpec
 from tests.api.harness import ROOT, agent_available
-from tests.api.test_postgres import cluster, postgres_url  # noqa: F401 - fixtures
+from tests.api.test_postgres import Cluster, cluster, postgres_url  # noqa: F401 - fixtures
 from tests.fleet.harness import NODE_TIMEOUT, Fleet, create, run, states, wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -58,6 +67,60 @@ def fleet(postgres_url: str) -> Iterator[Fleet]:  # noqa: F811
         for p in (*f.nodes.values(), *f.replicas):
             p.stop(60)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_replicas_never_overshoot_a_team_quota_or_overcommit_a_node(cluster: Cluster) -> None:  # noqa: F811
+    """Admission and placement as two replicas see them: two stores on one PostgreSQL database,
+    many creates at once, each holding its room until released."""
+    url = database_url_for(Path("/nonexistent"), cluster.new_database("reservations"))
+
+    async def held_at_once(cms: list[contextlib.AbstractAsyncContextManager[None]], fit: int) -> None:
+        """Enter every one at once and hold them: exactly `fit` get in (the rest are refused)."""
+        release = asyncio.Event()
+
+        async def hold(cm: contextlib.AbstractAsyncContextManager[None]) -> bool:
+            try:
+                async with cm:
+                    await release.wait()
+                    return True
+            except (errors.LimitReachedError, NodeTaken):
+                return False
+
+        tasks = [asyncio.ensure_future(hold(cm)) for cm in cms]
+        deadline = time.monotonic() + 60
+        while sum(not t.done() for t in tasks) > fit and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # none of the held ones is refused late
+        held = sum(not t.done() for t in tasks)
+        release.set()
+        assert held == fit
+        assert sum(await asyncio.gather(*tasks)) == fit
+
+    async def main() -> None:
+        stores = [Store(url), Store(url)]
+        await stores[0].init()
+        fleets = [Fleet_(s, "token", lambda *_: None) for s in stores]
+        # 8 creates of one team at once, half through each replica: exactly 3 are admitted
+        await stores[0].set_team_quota("t", {"max_sandboxes": 3})
+        teams = [Teams(f, s) for f, s in zip(fleets, stores, strict=True)]
+        await held_at_once([teams[i % 2].admit("t", sandboxes=1, what="create") for i in range(8)], 3)
+        async with teams[1].admit("t", sandboxes=3, what="create"):
+            pass  # released: the room is back
+        # 8 creates of 4 GiB at once onto a node with 10 GiB free: exactly 2 are placed
+        gib = 1 << 30
+        info = NodeInfo(name="big", version="0", default_runtime="gvisor", runtimes=["gvisor"], sandboxes=0,
+                        cpus=2, memory_total_bytes=16 * gib, memory_available_bytes=10 * gib,
+                        disk_total_bytes=100 * gib, disk_free_bytes=100 * gib, templates=[])  # fmt: skip
+        await fleets[0].registry.join("big", "http://127.0.0.1:9", {}, info)
+        await fleets[0].registry.heartbeat("big", info)
+        spec = SandboxSpec(image="busybox", runtime="gvisor", limits=Limits(memory_mb=4096, disk_mb=1024))
+        await held_at_once([fleets[i % 2].reserve("big", spec) for i in range(8)], 2)
+        async with fleets[0].reserve("big", spec), fleets[1].reserve("big", spec):
+            assert [n.sandboxes for n in await fleets[1].registry.list()] == [2]  # ranking counts them
+        for s in stores:
+            await s.close()
+
+    asyncio.run(main())
 
 
 def test_placement_spreads_and_every_path_works_through_the_other_replica(fleet: Fleet) -> None:
@@ -205,6 +268,24 @@ def test_a_dead_node_makes_its_sandboxes_unknown_and_adopts_them_back(fleet: Fle
         assert b.put("/pools/busybox", json={"size": 0}).status_code == 200
         for s in a.get("/sandboxes").json()["sandboxes"]:
             a.delete(f"/sandboxes/{s['sandbox_id']}")
+
+
+def test_a_team_quota_holds_across_replicas(fleet: Fleet) -> None:
+    with fleet.client(0) as a:
+        assert a.patch("/teams/fleet-quota/quota", json={"max_sandboxes": 1}).status_code == 200
+        key = a.post("/keys", json={"team": "fleet-quota"}).json()["key"]
+    clients = [httpx.Client(base_url=u, headers={"X-API-Key": key}, timeout=120) for u in fleet.replica_urls]
+    try:
+        with ThreadPoolExecutor(2) as pool:  # one create through each replica, at once
+            answers = list(pool.map(lambda c: c.post("/sandboxes", json={"template": "busybox"}), clients))
+        assert sorted(r.status_code for r in answers) == [201, 429], [r.text for r in answers]
+        refused = next(r for r in answers if r.status_code == 429).json()
+        assert "max_sandboxes" in refused["message"]
+        made = next(r for r in answers if r.status_code == 201).json()["sandbox_id"]
+        assert clients[1].delete(f"/sandboxes/{made}").status_code == 204
+    finally:
+        for c in clients:
+            c.close()
 
 
 def test_a_replica_killed_loses_nothing(fleet: Fleet) -> None:

@@ -23,7 +23,9 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -288,9 +290,13 @@ class Store:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    async def _run(self, fn: Callable[[Connection], T]) -> T:
+    async def transaction(self, fn: Callable[[Connection], T], *, lock: threading.Lock | None = None) -> T:
+        """Run `fn` in one transaction (for modules with tables of their own), all of it under `lock` if given."""
+        return await self._run(fn, lock)
+
+    async def _run(self, fn: Callable[[Connection], T], lock: threading.Lock | None = None) -> T:
         def txn() -> T:
-            with self.engine.begin() as conn:
+            with lock or contextlib.nullcontext(), self.engine.begin() as conn:
                 return fn(conn)
 
         try:
@@ -486,6 +492,15 @@ class Store:
             return int(c.execute(stmt).scalar_one())
 
         return await self._run(q)
+
+    @staticmethod
+    def holdings(c: Connection, team: str) -> tuple[int, int]:
+        """The team's live sandboxes and their disk limits summed (MiB), within a transaction."""
+        stmt = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sandboxes.c.disk_mb), 0)).where(
+            sandboxes.c.team == team, sandboxes.c.state.in_(ACTIVE_STATES)
+        )
+        n, mb = c.execute(stmt).one()
+        return int(n), int(mb)
 
     async def set_state(self, sandbox_id: str, state: str, exit_reason: str | None = None) -> None:
         values: dict[str, Any] = {"state": state}
