@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -239,11 +240,14 @@ def test_e2b_sdk_and_code_interpreter_through_the_other_replica(fleet: Fleet, mo
 
 def test_a_dead_node_makes_its_sandboxes_unknown_and_adopts_them_back(fleet: Fleet) -> None:
     with fleet.client(0) as a, fleet.client(1) as b:
-        made = [create(a) for _ in range(3)]
-        victim = next(m for m in made if m["node"] == "n3")
-        sid = victim["sandbox_id"]
+        made = [create(a) for _ in range(6)]  # two on each node
+        on_n3 = [m["sandbox_id"] for m in made if m["node"] == "n3"]
+        assert len(on_n3) == 2, made
+        sid, dead = on_n3
         run(b, sid, "echo before > /tmp/mark")
         fleet.nodes["n3"].kill()  # SIGKILL: its sandboxes keep running
+        # one of them dies while its node is away
+        os.kill(int((fleet.root / "n3" / "sandboxes" / dead / "bundle" / "pid").read_text()), signal.SIGKILL)
         wait("n3 unreachable", lambda: states(a)["n3"] == "unreachable", NODE_TIMEOUT + 20)
         info = b.get(f"/sandboxes/{sid}").json()
         assert info["state"] == "unknown", info
@@ -264,6 +268,10 @@ def test_a_dead_node_makes_its_sandboxes_unknown_and_adopts_them_back(fleet: Fle
         wait("n3 back", lambda: states(a)["n3"] == "active", 120)
         wait("the sandbox back", lambda: b.get(f"/sandboxes/{sid}").json()["state"] == "running", 60)
         assert run(b, sid, "cat /tmp/mark")["stdout"] == "before\n"
+        # the one that died while n3 was away: reported by n3 on its return, killed with the reason
+        info = wait("the dead one reconciled", lambda: (i := a.get(f"/sandboxes/{dead}").json())["state"] != "unknown"
+                    and i)  # fmt: skip
+        assert info["state"] == "killed" and info["exit_reason"].startswith("lost"), info
         wait("n3's pool", lambda: pool() == {"size": 3, "idle": 3}, 120)
         assert b.put("/pools/busybox", json={"size": 0}).status_code == 200
         for s in a.get("/sandboxes").json()["sandboxes"]:
