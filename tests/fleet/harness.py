@@ -72,13 +72,13 @@ class Fleet:
         self.replica_urls: list[str] = []
         self.nodes: dict[str, Proc] = {}
 
-    def add_replica(self) -> str:
+    def add_replica(self, *extra: str) -> str:
         i = len(self.replicas)
         port = free_port()
         data = self.root / f"replica{i}"
         args = ["serve", "--port", str(port), "--data-dir", str(data), "--database-url", self.database_url,
                 "--no-local-node", "--node-token", TOKEN, "--node-timeout", str(NODE_TIMEOUT),
-                "--default-template", "busybox", "--log-level", "info"]  # fmt: skip
+                "--default-template", "busybox", "--log-level", "info", *extra]  # fmt: skip
         self.replicas.append(Proc(f"replica{i}", args, self.root / f"replica{i}.log").start())
         url = f"http://127.0.0.1:{port}"
         self.replica_urls.append(url)

@@ -41,6 +41,8 @@ from tests.fleet.harness import NODE_TIMEOUT, Fleet, create, run, states, wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
+HIBERNATE_AFTER = 6  # seconds without a request before a persistent sandbox hibernates
+
 
 @pytest.fixture(scope="module")
 def fleet(postgres_url: str) -> Iterator[Fleet]:  # noqa: F811
@@ -49,8 +51,8 @@ def fleet(postgres_url: str) -> Iterator[Fleet]:  # noqa: F811
     root = Path(tempfile.mkdtemp(prefix="sandlot-fleet-", dir="/var/tmp"))
     f = Fleet(root, postgres_url)
     try:
-        a = f.add_replica()
-        f.add_replica()
+        a = f.add_replica("--hibernate-after", str(HIBERNATE_AFTER))
+        f.add_replica("--hibernate-after", str(HIBERNATE_AFTER))
         f.add_node("n1", a, "10.242.240.0/24")
         f.add_node("n2", a, "10.242.241.0/24", "zone=b")
         f.add_node("n3", f.replica_urls[1], "10.242.242.0/24")  # any replica takes a node in
@@ -276,6 +278,22 @@ def test_a_dead_node_makes_its_sandboxes_unknown_and_adopts_them_back(fleet: Fle
         assert b.put("/pools/busybox", json={"size": 0}).status_code == 200
         for s in a.get("/sandboxes").json()["sandboxes"]:
             a.delete(f"/sandboxes/{s['sandbox_id']}")
+
+
+def test_idle_clocks_are_the_fleets(fleet: Fleet) -> None:
+    """Requests through one replica keep a persistent sandbox awake for every replica's reaper;
+    once idle it hibernates, and a request through the other replica wakes it."""
+    with fleet.client(0) as a, fleet.client(1) as b:
+        sid = create(a, persistent=True)["sandbox_id"]
+        busy_until = time.monotonic() + HIBERNATE_AFTER * 1.5
+        while time.monotonic() < busy_until:
+            assert run(a, sid, "true")["exit_code"] == 0
+            assert b.get(f"/sandboxes/{sid}").json()["state"] == "running"
+            time.sleep(1)
+        wait("idle hibernation", lambda: b.get(f"/sandboxes/{sid}").json()["state"] == "hibernated", 60)
+        assert run(b, sid, "echo awake")["stdout"] == "awake\n"
+        assert a.get(f"/sandboxes/{sid}").json()["state"] == "running"
+        assert a.delete(f"/sandboxes/{sid}").status_code == 204
 
 
 def test_a_team_quota_holds_across_replicas(fleet: Fleet) -> None:

@@ -519,13 +519,17 @@ class Store:
 
     async def touch(self, sandbox_id: str, at: float) -> None:
         """The sandbox served a request at `at` (never moves its idle clock back)."""
-        await self._run(
-            lambda c: c.execute(
-                sandboxes.update()
-                .where(sandboxes.c.sandbox_id == sandbox_id, sandboxes.c.active_at < at)
-                .values(active_at=at)
-            )
+        await self.touch_many({sandbox_id: at})
+
+    async def touch_many(self, clocks: dict[str, float]) -> None:
+        """Each sandbox served a request at its time (one transaction; no idle clock moves back)."""
+        stmt = (
+            sandboxes.update()
+            .where(sandboxes.c.sandbox_id == sa.bindparam("sid"), sandboxes.c.active_at < sa.bindparam("at"))
+            .values(active_at=sa.bindparam("at"))
         )
+        rows = [{"sid": sid, "at": at} for sid, at in clocks.items()]
+        await self._run(lambda c: c.execute(stmt, rows))
 
     async def expired(self, now: float) -> list[str]:
         def q(c: Connection) -> list[str]:
