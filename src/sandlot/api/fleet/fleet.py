@@ -162,14 +162,20 @@ class Fleet(NodeClient):
         raise last
 
     async def _each(self, call: Callable[[NodeClient], Awaitable[T]]) -> list[T]:
-        """Every live node's answer (an unreachable one is skipped)."""
-        out: list[T] = []
-        for rec in await self.live():
+        """Every live node's answer, asked all at once, in the registry's order (an unreachable one is skipped)."""
+
+        async def ask(rec: NodeRecord) -> list[T]:
             try:
-                out.append(await call(self.client(rec)))
+                return [await call(self.client(rec))]
             except errors.NodeUnreachableError as exc:
                 log.warning("%s", exc)
-        return out
+                return []
+
+        answers = await asyncio.gather(*(ask(rec) for rec in await self.live()), return_exceptions=True)
+        for answer in answers:  # every call has ended: the first failure is the answer
+            if isinstance(answer, BaseException):
+                raise answer
+        return [a for answer in answers if not isinstance(answer, BaseException) for a in answer]
 
     async def info(self) -> NodeInfo:
         infos = [n.info for n in await self.live() if n.info is not None]
