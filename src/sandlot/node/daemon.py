@@ -29,6 +29,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandlot import errors
 from sandlot.agent.client import AgentConnection
@@ -270,6 +271,28 @@ def _router(local: LocalNode) -> APIRouter:
     return r
 
 
+class NoticesFirst:
+    """A change's notices are on their way to every replica before the request that made it is
+    answered: a client that changed a sandbox through one replica reads the change through any.
+    (Plain ASGI: bodies stream through untouched; reads never wait.)"""
+
+    def __init__(self, app: ASGIApp, notices: set[asyncio.Task[None]]) -> None:
+        self.app = app
+        self.notices = notices
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "GET":
+            await self.app(scope, receive, send)
+            return
+
+        async def answer(message: Message) -> None:
+            if message["type"] == "http.response.start" and self.notices:
+                await asyncio.wait(set(self.notices), timeout=NOTICE_WAIT_S)
+            await send(message)
+
+        await self.app(scope, receive, answer)
+
+
 def node_app(
     local: LocalNode,
     token: str,
@@ -294,14 +317,7 @@ def node_app(
 
     local.node.on_change(changed)
 
-    @app.middleware("http")
-    async def notices_before_answers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """A change's notices are on their way to every replica before the request that made it is
-        answered: a client that changed a sandbox through one replica reads the change through any."""
-        response = await call_next(request)
-        if request.method != "GET" and notices:
-            await asyncio.wait(set(notices), timeout=NOTICE_WAIT_S)
-        return response
+    app.add_middleware(NoticesFirst, notices=notices)
 
     @app.get("/health")
     async def health() -> Response:
