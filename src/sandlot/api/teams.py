@@ -128,8 +128,8 @@ class Teams:
 
     async def _stored_mb(self, team: str) -> tuple[int, int]:
         """The disk the team's volumes and checkpoints hold (MiB), as its nodes report it."""
-        volume_mb = sum(v.size_mb or 0 for v in await self.node.list_volumes(team))
-        checkpoints = await self.node.list_checkpoints()
+        volumes, checkpoints = await asyncio.gather(self.node.list_volumes(team), self.node.list_checkpoints())
+        volume_mb = sum(v.size_mb or 0 for v in volumes)
         owners = await self.store.owners([c.sandbox_id for c in checkpoints])
         ck_mb = _mb(sum(c.size_bytes for c in checkpoints if owners.get(c.sandbox_id, ("",))[0] == team))
         return volume_mb, ck_mb
