@@ -372,6 +372,16 @@ class Fleet(NodeClient):
     # ------------------------------------------------------------ templates (every node)
 
     async def get_template(self, name: str) -> TemplateInfo | None:
+        """From a node whose heartbeat lists it (one request per create, not one per node); else from any."""
+        for rec in await self.live():
+            if rec.info is not None and name in rec.info.templates:
+                try:
+                    found = await self.client(rec).get_template(name)
+                except errors.NodeUnreachableError:
+                    continue
+                if found is not None:
+                    return found
+                break  # deleted since its heartbeat: ask every node
         for answer in await self._each(lambda n: n.get_template(name)):
             if answer is not None:
                 return answer
