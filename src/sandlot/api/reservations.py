@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from sandlot.api.store import Store, metadata_obj
 
-__all__ = ["DEFAULT_TTL_S", "Amount", "Reservations"]
+__all__ = ["DEFAULT_TTL_S", "Amount", "Check", "Reservations"]
 
 #: how long a reservation counts when nothing releases it (its replica died midway)
 DEFAULT_TTL_S = 600.0
