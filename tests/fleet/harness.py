@@ -9,23 +9,15 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.api.harness import IMAGE_CACHE, ROOT, Subprocess, free_port
-from tests.api.test_postgres import new_cluster
 
-__all__ = ["NODE_TIMEOUT", "TOKEN", "Fleet", "create", "postgres_cluster", "run", "states", "wait"]
-
-
-@contextlib.contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster (for the bench; tests use tests/api/test_postgres.py's fixture); its URL."""
-    with new_cluster() as c:
-        yield c.url
+__all__ = ["NODE_TIMEOUT", "TOKEN", "Fleet", "create", "run", "states", "wait"]
 
 
 TOKEN = "fleet-test-node-token"
