@@ -517,10 +517,6 @@ class Store:
             lambda c: c.execute(sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(ends_at=ends_at))
         )
 
-    async def touch(self, sandbox_id: str, at: float) -> None:
-        """The sandbox served a request at `at` (never moves its idle clock back)."""
-        await self.touch_many({sandbox_id: at})
-
     async def touch_many(self, clocks: dict[str, float]) -> None:
         """Each sandbox served a request at its time (one transaction; no idle clock moves back)."""
         stmt = (
