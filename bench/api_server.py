@@ -28,8 +28,9 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
         self.data_dir = data_dir
+        self.database_url = database_url
         self.port = free_port()
         self.log = data_dir.parent / f"{data_dir.name}.server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -44,6 +45,8 @@ class Server:
 
     def start(self, timeout: float = 120) -> Server:
         cmd = [sys.executable, str(Path(__file__)), "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self.database_url:
+            cmd += ["--database-url", self.database_url]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -72,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--database-url", default=None, help="PostgreSQL (default: SQLite in the data dir)")
     args = parser.parse_args()
 
     from sandlot.api import create_app
@@ -81,6 +85,7 @@ def main() -> None:
 
     config = ApiConfig(
         data_dir=args.data_dir,
+        database_url=args.database_url,
         images_dir=IMAGE_CACHE,
         default_template="busybox",
         quotas=Quotas(max_sandboxes=1000),

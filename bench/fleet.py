@@ -3,6 +3,9 @@ the same requests, in the same run (each figure beside its baseline).
 
     .venv/bin/python bench/fleet.py [--n 20] [--mb 100]
 
+Each figure: the all-in-one server on SQLite, the same on PostgreSQL (so the last column is
+what the replica -> node hop itself costs), and the fleet.
+
 - create -> first command: POST /sandboxes then a command, through the replica vs all-in-one;
 - command round trip (`true`): the replica -> node hop on the data plane;
 - a file of --mb MB written then read back;
@@ -30,7 +33,8 @@ from api_server import Server
 from lib import ROOT
 
 sys.path.insert(0, str(ROOT))
-from tests.fleet.harness import Fleet, create, postgres_cluster, run, states, wait
+from tests.api.test_postgres import new_cluster
+from tests.fleet.harness import Fleet, create, run, states, wait
 
 
 def _ms(samples: list[float]) -> float:
@@ -84,7 +88,15 @@ def main() -> None:
     try:
         with httpx.Client(base_url=single.url, headers={"X-API-Key": single.admin_key}, timeout=300) as c:
             base = measure(c, args.n, args.mb)
-        with postgres_cluster() as url:
+        with new_cluster() as cluster:
+            # the all-in-one server on PostgreSQL too: what the replica -> node hop itself costs
+            on_pg = Server(root / "single-pg", cluster.new_database("single")).start(600)
+            try:
+                with httpx.Client(base_url=on_pg.url, headers={"X-API-Key": on_pg.admin_key}, timeout=300) as c:
+                    pg = measure(c, args.n, args.mb)
+            finally:
+                on_pg.stop()
+            url = cluster.url
             fleet = Fleet(root / "fleet", url)
             (root / "fleet").mkdir()
             try:
@@ -101,9 +113,9 @@ def main() -> None:
         single.stop()
         shutil.rmtree(root, ignore_errors=True)
     print(f"fleet (1 replica, 3 nodes on this host) vs all-in-one; load: {os.getloadavg()[0]:.1f}")
-    print(f"{'':34} {'all-in-one':>11} {'fleet':>11} {'ratio':>7}")
+    print(f"{'':34} {'all-in-one':>11} {'on pg':>11} {'fleet':>11} {'ratio':>7} {'vs pg':>7}")
     for key, b in base.items():
-        print(f"{key:34} {b:11.2f} {ours[key]:11.2f} {ours[key] / b:7.2f}")
+        print(f"{key:34} {b:11.2f} {pg[key]:11.2f} {ours[key]:11.2f} {ours[key] / b:7.2f} {ours[key] / pg[key]:7.2f}")
 
 
 if __name__ == "__main__":

@@ -9,23 +9,15 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.api.harness import IMAGE_CACHE, ROOT, Subprocess, free_port
-from tests.api.test_postgres import new_cluster
 
-__all__ = ["NODE_TIMEOUT", "TOKEN", "Fleet", "create", "postgres_cluster", "run", "states", "wait"]
-
-
-@contextlib.contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster (for the bench; tests use tests/api/test_postgres.py's fixture); its URL."""
-    with new_cluster() as c:
-        yield c.url
+__all__ = ["NODE_TIMEOUT", "TOKEN", "Fleet", "create", "run", "states", "wait"]
 
 
 TOKEN = "fleet-test-node-token"
@@ -72,13 +64,13 @@ class Fleet:
         self.replica_urls: list[str] = []
         self.nodes: dict[str, Proc] = {}
 
-    def add_replica(self) -> str:
+    def add_replica(self, *extra: str) -> str:
         i = len(self.replicas)
         port = free_port()
         data = self.root / f"replica{i}"
         args = ["serve", "--port", str(port), "--data-dir", str(data), "--database-url", self.database_url,
                 "--no-local-node", "--node-token", TOKEN, "--node-timeout", str(NODE_TIMEOUT),
-                "--default-template", "busybox", "--log-level", "info"]  # fmt: skip
+                "--default-template", "busybox", "--log-level", "info", *extra]  # fmt: skip
         self.replicas.append(Proc(f"replica{i}", args, self.root / f"replica{i}.log").start())
         url = f"http://127.0.0.1:{port}"
         self.replica_urls.append(url)

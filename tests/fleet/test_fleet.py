@@ -10,24 +10,38 @@ drain and remove; `sandlot nodes ls`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 from websockets.sync.client import connect
 
+from sandlot import errors
+from sandlot.api.fleet.fleet import Fleet as Fleet_
+from sandlot.api.fleet.fleet import NodeTaken
+from sandlot.api.store import Store, database_url_for
+from sandlot.api.teams import Teams
+from sandlot.e2b_env import env_exports
+from sandlot.node.protocol import Limits, NodeInfo, SandboxSpec
 from tests.api.harness import ROOT, agent_available
-from tests.api.test_postgres import cluster, postgres_url  # noqa: F401 - fixtures
+from tests.api.test_postgres import Cluster, cluster, postgres_url  # noqa: F401 - fixtures
 from tests.fleet.harness import NODE_TIMEOUT, Fleet, create, run, states, wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
+
+HIBERNATE_AFTER = 6  # seconds without a request before a persistent sandbox hibernates
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +51,8 @@ def fleet(postgres_url: str) -> Iterator[Fleet]:  # noqa: F811
     root = Path(tempfile.mkdtemp(prefix="sandlot-fleet-", dir="/var/tmp"))
     f = Fleet(root, postgres_url)
     try:
-        a = f.add_replica()
-        f.add_replica()
+        a = f.add_replica("--hibernate-after", str(HIBERNATE_AFTER))
+        f.add_replica("--hibernate-after", str(HIBERNATE_AFTER))
         f.add_node("n1", a, "10.242.240.0/24")
         f.add_node("n2", a, "10.242.241.0/24", "zone=b")
         f.add_node("n3", f.replica_urls[1], "10.242.242.0/24")  # any replica takes a node in
@@ -56,6 +70,60 @@ def fleet(postgres_url: str) -> Iterator[Fleet]:  # noqa: F811
         for p in (*f.nodes.values(), *f.replicas):
             p.stop(60)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_replicas_never_overshoot_a_team_quota_or_overcommit_a_node(cluster: Cluster) -> None:  # noqa: F811
+    """Admission and placement as two replicas see them: two stores on one PostgreSQL database,
+    many creates at once, each holding its room until released."""
+    url = database_url_for(Path("/nonexistent"), cluster.new_database("reservations"))
+
+    async def held_at_once(cms: list[contextlib.AbstractAsyncContextManager[None]], fit: int) -> None:
+        """Enter every one at once and hold them: exactly `fit` get in (the rest are refused)."""
+        release = asyncio.Event()
+
+        async def hold(cm: contextlib.AbstractAsyncContextManager[None]) -> bool:
+            try:
+                async with cm:
+                    await release.wait()
+                    return True
+            except (errors.LimitReachedError, NodeTaken):
+                return False
+
+        tasks = [asyncio.ensure_future(hold(cm)) for cm in cms]
+        deadline = time.monotonic() + 60
+        while sum(not t.done() for t in tasks) > fit and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # none of the held ones is refused late
+        held = sum(not t.done() for t in tasks)
+        release.set()
+        assert held == fit
+        assert sum(await asyncio.gather(*tasks)) == fit
+
+    async def main() -> None:
+        stores = [Store(url), Store(url)]
+        await stores[0].init()
+        fleets = [Fleet_(s, "token", lambda *_: None) for s in stores]
+        # 8 creates of one team at once, half through each replica: exactly 3 are admitted
+        await stores[0].set_team_quota("t", {"max_sandboxes": 3})
+        teams = [Teams(f, s) for f, s in zip(fleets, stores, strict=True)]
+        await held_at_once([teams[i % 2].admit("t", sandboxes=1, what="create") for i in range(8)], 3)
+        async with teams[1].admit("t", sandboxes=3, what="create"):
+            pass  # released: the room is back
+        # 8 creates of 4 GiB at once onto a node with 10 GiB free: exactly 2 are placed
+        gib = 1 << 30
+        info = NodeInfo(name="big", version="0", default_runtime="gvisor", runtimes=["gvisor"], sandboxes=0,
+                        cpus=2, memory_total_bytes=16 * gib, memory_available_bytes=10 * gib,
+                        disk_total_bytes=100 * gib, disk_free_bytes=100 * gib, templates=[])  # fmt: skip
+        await fleets[0].registry.join("big", "http://127.0.0.1:9", {}, info)
+        await fleets[0].registry.heartbeat("big", info)
+        spec = SandboxSpec(image="busybox", runtime="gvisor", limits=Limits(memory_mb=4096, disk_mb=1024))
+        await held_at_once([fleets[i % 2].reserve("big", spec) for i in range(8)], 2)
+        async with fleets[0].reserve("big", spec), fleets[1].reserve("big", spec):
+            assert [n.sandboxes for n in await fleets[1].registry.list()] == [2]  # ranking counts them
+        for s in stores:
+            await s.close()
+
+    asyncio.run(main())
 
 
 def test_placement_spreads_and_every_path_works_through_the_other_replica(fleet: Fleet) -> None:
@@ -103,13 +171,85 @@ def test_placement_spreads_and_every_path_works_through_the_other_replica(fleet:
             assert a.get(f"/sandboxes/{m['sandbox_id']}").json()["state"] == "killed"
 
 
+def test_watch_network_pause_checkpoints_through_the_other_replica(fleet: Fleet) -> None:
+    with fleet.client(0) as a, fleet.client(1) as b:
+        sid = create(a, network={"mode": "egress", "allow": ["198.18.0.0/24"]})["sandbox_id"]
+        assert run(a, sid, "mkdir -p /tmp/w && echo v1 > /tmp/w/f")["exit_code"] == 0
+        assert run(a, sid, "true")["exit_code"] == 0  # replica a now holds the sandbox's status
+        # a watch through b sees a write through a
+        with b.stream("GET", f"/sandboxes/{sid}/files/watch", params={"path": "/tmp/w"}) as stream:
+            assert a.put(f"/sandboxes/{sid}/files", params={"path": "/tmp/w/new"}, content=b"x").status_code == 200
+            ev = next(json.loads(line) for line in stream.iter_lines() if line.strip() and "new" in line)
+        assert ev["type"] == "fs" and ev["path"].endswith("/tmp/w/new")
+        # a network policy changed through b reads back through a (its status there is stale now)
+        r = b.put(f"/sandboxes/{sid}/network", json={"mode": "full", "deny": ["198.18.0.3"]})
+        assert r.status_code == 200 and r.json()["mode"] == "full", r.text
+        assert a.get(f"/sandboxes/{sid}/network").json()["deny"] == ["198.18.0.3/32"]
+        assert a.get(f"/sandboxes/{sid}").json()["network"]["mode"] == "full"
+        # pause through b: a sees it paused and refuses commands; resume through b, a runs again
+        assert b.post(f"/sandboxes/{sid}/pause").json()["state"] == "paused"
+        assert a.get(f"/sandboxes/{sid}").json()["state"] == "paused"
+        assert a.post(f"/sandboxes/{sid}/commands", json={"cmd": "true"}).status_code == 409
+        assert b.post(f"/sandboxes/{sid}/resume").json()["state"] == "running"
+        assert run(a, sid, "cat /tmp/w/f")["stdout"] == "v1\n"
+        # checkpoint, restore and fork through b
+        r = b.post(f"/sandboxes/{sid}/checkpoints", json={"name": "c1"})
+        assert r.status_code == 201, r.text
+        ck = r.json()["checkpoint_id"]
+        run(a, sid, "echo v2 > /tmp/w/f")
+        assert b.post(f"/sandboxes/{sid}/restore", json={"checkpoint_id": ck}).status_code == 200
+        assert run(a, sid, "cat /tmp/w/f")["stdout"] == "v1\n"
+        r = b.post(f"/checkpoints/{ck}/fork", json={"count": 1})
+        assert r.status_code == 201, r.text
+        child = r.json()["sandboxes"][0]
+        assert child["node"] == a.get(f"/sandboxes/{sid}").json()["node"]  # where the checkpoint is
+        assert run(a, child["sandbox_id"], "cat /tmp/w/f")["stdout"] == "v1\n"
+        for s in (sid, child["sandbox_id"]):
+            assert b.delete(f"/sandboxes/{s}").status_code == 204
+        assert b.delete(f"/checkpoints/{ck}").status_code == 204
+
+
+def test_e2b_sdk_and_code_interpreter_through_the_other_replica(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    from e2b import Sandbox as E2BSandbox
+    from e2b_code_interpreter import Sandbox as CodeSandbox
+
+    with fleet.client(0) as a:
+        key = a.post("/keys", json={"team": "fleet-e2b"}).json()["key"]
+
+    def sdk_to(replica: int) -> None:  # the official SDKs, pointed at one replica
+        for k, v in env_exports(fleet.replica_urls[replica], key).items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("E2B_DOMAIN", raising=False)
+
+    sdk_to(0)
+    made = CodeSandbox.create(timeout=300)  # code-interpreter-v1, through replica 0
+    try:
+        sdk_to(1)  # everything else through replica 1: E2B's control plane and envd routes
+        s = E2BSandbox.connect(made.sandbox_id)
+        assert s.commands.run("echo from-$((6*7))").stdout == "from-42\n"
+        s.files.write("/tmp/e2b.txt", "through the other replica")
+        assert s.files.read("/tmp/e2b.txt") == "through the other replica"
+        assert CodeSandbox.connect(made.sandbox_id).run_code("x = 6\nx * 7").text == "42"
+        # Sandlot's own code interpreter route, through replica 1
+        with httpx.Client(base_url=fleet.replica_urls[1], headers={"X-API-Key": key}, timeout=120) as b:
+            r = b.post(f"/sandboxes/{made.sandbox_id}/code", json={"code": "open('/tmp/e2b.txt').read()"})
+            assert r.status_code == 200, r.text
+            events = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+            assert any(e["type"] == "result" and "other replica" in e["text"] for e in events), events
+    finally:
+        made.kill()
+
+
 def test_a_dead_node_makes_its_sandboxes_unknown_and_adopts_them_back(fleet: Fleet) -> None:
     with fleet.client(0) as a, fleet.client(1) as b:
-        made = [create(a) for _ in range(3)]
-        victim = next(m for m in made if m["node"] == "n3")
-        sid = victim["sandbox_id"]
+        made = [create(a) for _ in range(6)]  # two on each node
+        on_n3 = [m["sandbox_id"] for m in made if m["node"] == "n3"]
+        assert len(on_n3) == 2, made
+        sid, dead = on_n3
         run(b, sid, "echo before > /tmp/mark")
         fleet.nodes["n3"].kill()  # SIGKILL: its sandboxes keep running
+        # one of them dies while its node is away
+        os.kill(int((fleet.root / "n3" / "sandboxes" / dead / "bundle" / "pid").read_text()), signal.SIGKILL)
         wait("n3 unreachable", lambda: states(a)["n3"] == "unreachable", NODE_TIMEOUT + 20)
         info = b.get(f"/sandboxes/{sid}").json()
         assert info["state"] == "unknown", info
@@ -117,12 +257,61 @@ def test_a_dead_node_makes_its_sandboxes_unknown_and_adopts_them_back(fleet: Fle
         assert r.status_code == 503 and r.json()["code"] == "node_unreachable", r.text
         assert b.delete(f"/sandboxes/{sid}").status_code == 503  # never recorded killed behind its back
         assert {create(b)["node"] for _ in range(2)} <= {"n1", "n2"}  # creates go elsewhere
+        # a warm pool set while n3 is away: the live nodes keep one each, and n3 once it is back
+        r = b.put("/pools/busybox", json={"size": 1})
+        assert r.status_code == 200, r.text
+
+        def pool() -> dict[str, int]:
+            found = [p for p in a.get("/pools").json()["pools"] if p["template"] == "busybox"]
+            return {"size": found[0]["size"], "idle": found[0]["idle"]} if found else {}
+
+        assert pool()["size"] == 2
         fleet.nodes["n3"].start()  # it rejoins and re-adopts its sandboxes
         wait("n3 back", lambda: states(a)["n3"] == "active", 120)
         wait("the sandbox back", lambda: b.get(f"/sandboxes/{sid}").json()["state"] == "running", 60)
         assert run(b, sid, "cat /tmp/mark")["stdout"] == "before\n"
+        # the one that died while n3 was away: reported by n3 on its return, killed with the reason
+        info = wait("the dead one reconciled", lambda: (i := a.get(f"/sandboxes/{dead}").json())["state"] != "unknown"
+                    and i)  # fmt: skip
+        assert info["state"] == "killed" and info["exit_reason"].startswith("lost"), info
+        wait("n3's pool", lambda: pool() == {"size": 3, "idle": 3}, 120)
+        assert b.put("/pools/busybox", json={"size": 0}).status_code == 200
         for s in a.get("/sandboxes").json()["sandboxes"]:
             a.delete(f"/sandboxes/{s['sandbox_id']}")
+
+
+def test_idle_clocks_are_the_fleets(fleet: Fleet) -> None:
+    """Requests through one replica keep a persistent sandbox awake for every replica's reaper;
+    once idle it hibernates, and a request through the other replica wakes it."""
+    with fleet.client(0) as a, fleet.client(1) as b:
+        sid = create(a, persistent=True)["sandbox_id"]
+        busy_until = time.monotonic() + HIBERNATE_AFTER * 1.5
+        while time.monotonic() < busy_until:
+            assert run(a, sid, "true")["exit_code"] == 0
+            assert b.get(f"/sandboxes/{sid}").json()["state"] == "running"
+            time.sleep(1)
+        wait("idle hibernation", lambda: b.get(f"/sandboxes/{sid}").json()["state"] == "hibernated", 60)
+        assert run(b, sid, "echo awake")["stdout"] == "awake\n"
+        assert a.get(f"/sandboxes/{sid}").json()["state"] == "running"
+        assert a.delete(f"/sandboxes/{sid}").status_code == 204
+
+
+def test_a_team_quota_holds_across_replicas(fleet: Fleet) -> None:
+    with fleet.client(0) as a:
+        assert a.patch("/teams/fleet-quota/quota", json={"max_sandboxes": 1}).status_code == 200
+        key = a.post("/keys", json={"team": "fleet-quota"}).json()["key"]
+    clients = [httpx.Client(base_url=u, headers={"X-API-Key": key}, timeout=120) for u in fleet.replica_urls]
+    try:
+        with ThreadPoolExecutor(2) as pool:  # one create through each replica, at once
+            answers = list(pool.map(lambda c: c.post("/sandboxes", json={"template": "busybox"}), clients))
+        assert sorted(r.status_code for r in answers) == [201, 429], [r.text for r in answers]
+        refused = next(r for r in answers if r.status_code == 429).json()
+        assert "max_sandboxes" in refused["message"]
+        made = next(r for r in answers if r.status_code == 201).json()["sandbox_id"]
+        assert clients[1].delete(f"/sandboxes/{made}").status_code == 204
+    finally:
+        for c in clients:
+            c.close()
 
 
 def test_a_replica_killed_loses_nothing(fleet: Fleet) -> None:

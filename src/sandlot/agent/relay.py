@@ -10,6 +10,12 @@ every replica) and nothing else: process streams, stdin, PTYs, files, watches
 and port tunnels with their flow control (acknowledgements are frames too)
 work unchanged.
 
+Besides the frames, the daemon sends the text message `CHANGED` whenever what the
+node's status of the sandbox says changes (a state, a death, its network). A replica
+holding the connection keeps the status it last read until then (`epoch`), so a
+data-plane call costs no status request to the node; nothing of this reaches the
+sandbox itself (an idle sandbox stays idle).
+
 Invariant (daemon side): every stream a relay opened on the agent's connection
 is cancelled and forgotten when its WebSocket ends, so a replica that goes away
 leaves no stream (or process output consumer) behind.
@@ -30,7 +36,10 @@ from sandlot.agent import protocol as p
 from sandlot.agent.client import AgentConnection, RelayStream
 from sandlot.agent.protocol import Frame, FrameKind
 
-__all__ = ["WebSocketConnection", "relay"]
+__all__ = ["CHANGED", "WebSocketConnection", "relay"]
+
+#: the daemon's text message: the sandbox's status changed (what was read of it is stale)
+CHANGED = "changed"
 
 #: What the daemon answers a relay with when it looks up the sandbox: its agent's connection
 #: (raising SandboxStateError unless it runs) and the environment its processes start with.
@@ -48,6 +57,13 @@ class WebSocketConnection(AgentConnection):
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._dial_lock = asyncio.Lock()
+        #: bumped when the daemon says the sandbox changed and when the connection drops: a status
+        #: read while connected, with `epoch` the same since, is still current
+        self.epoch = 0
+
+    def stale(self) -> None:
+        """What was read of the sandbox is no longer current (this side changed it)."""
+        self.epoch += 1
 
     @property
     def connected(self) -> bool:
@@ -79,6 +95,8 @@ class WebSocketConnection(AgentConnection):
         try:
             async for message in ws:
                 if isinstance(message, str):
+                    if message == CHANGED:
+                        self.epoch += 1
                     continue
                 for frame in decoder.feed(message):
                     self._dispatch(frame)
@@ -87,6 +105,7 @@ class WebSocketConnection(AgentConnection):
         except p.ProtocolError as exc:
             reason = f"protocol error from the node: {exc}"
         finally:
+            self.epoch += 1
             if self._ws is ws:
                 self._ws = None
                 self._drop(reason)
@@ -102,6 +121,7 @@ class WebSocketConnection(AgentConnection):
 
     async def close(self) -> None:
         self._drop("the sandbox was closed")
+        self.epoch += 1
         ws, self._ws = self._ws, None
         if ws is not None:
             await ws.close()

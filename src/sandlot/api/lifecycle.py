@@ -8,10 +8,12 @@
 - A persistent sandbox has no timeout. After `hibernate_after_s` without a
   request it hibernates (compute and memory released, filesystem kept); the
   next request wakes it (`SandboxService.wake_if_hibernated`). Its idle clock
-  is in the store (`active_at`), so a restart (or another API replica) keeps
-  it: each request updates it in memory, and in the store when the stored one
-  is more than `touch_interval` old (a write per sandbox per interval, not per
-  request; a restart may make it hibernate that much early, never late).
+  is in the store (`active_at`), so a restart and every API replica see the
+  same one: a request notes the time in memory, and the reaper writes the
+  clocks noted since its last tick in one transaction on each tick (about a
+  second; a write per tick, not per request). Each replica's reaper decides
+  from the stored clocks, its own just written: a request through any replica
+  counts within a tick.
 - A team's maximum lifetime bounds how far a timeout may reach from creation.
 """
 
@@ -78,28 +80,33 @@ async def extend_after_timeout_pause(svc: SandboxService, rec: SandboxRecord) ->
         await svc.store.set_ends_at(rec.sandbox_id, rec.ends_at)
 
 
-def touch_interval(svc: SandboxService) -> float:
-    """How stale the stored idle clock may get: a tenth of the idle time, at most a minute."""
-    return min(60.0, svc.hibernate_after_s / 10)
-
-
 async def touch(svc: SandboxService, rec: SandboxRecord) -> None:
-    """The sandbox serves a request now (its idle clock restarts)."""
-    now = time.time()
-    svc._active_at[rec.sandbox_id] = now
-    if rec.persistent and now - rec.active_at >= touch_interval(svc):
-        await svc.store.touch(rec.sandbox_id, now)
-        rec.active_at = now
+    """The sandbox serves a request now (its idle clock restarts; stored on the reaper's next tick)."""
+    if rec.persistent:
+        svc._clocks[rec.sandbox_id] = time.time()
+
+
+async def store_clocks(svc: SandboxService) -> None:
+    """Write the idle clocks noted since the last call (one transaction); kept for the next on failure."""
+    taken, svc._clocks = svc._clocks, {}
+    if not taken:
+        return
+    try:
+        await svc.store.touch_many(taken)
+    except BaseException:
+        for sid, at in taken.items():
+            svc._clocks[sid] = max(at, svc._clocks.get(sid, 0.0))
+        raise
 
 
 async def hibernate_idle(svc: SandboxService) -> None:
+    await store_clocks(svc)
     now = time.time()
     for rec in await svc.store.active(persistent=True):
         if rec.state != "running":
             continue
-        # This process's clock, or the store's (after a restart; or a request served by another replica).
-        last = max(svc._active_at.get(rec.sandbox_id, 0.0), rec.active_at or rec.created_at)
-        if now - last < svc.hibernate_after_s:
+        # The stored clock: requests through every replica (this one's just written), and before a restart.
+        if now - (rec.active_at or rec.created_at) < svc.hibernate_after_s:
             continue
         try:
             await svc.node.hibernate(rec.sandbox_id)

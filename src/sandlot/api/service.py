@@ -96,9 +96,9 @@ class SandboxService:
         self.node = node
         #: a persistent sandbox with no request for this long hibernates
         self.hibernate_after_s = hibernate_after_s
-        # _active_at: when each sandbox last served a request here; the store's `active_at`
-        # (written at most every `lifecycle.touch_interval`) is what outlives this process.
-        self._active_at: dict[str, float] = {}
+        # _clocks: persistent sandboxes that served a request here since the reaper's last tick,
+        # and when; the reaper writes them to the store's `active_at` (lifecycle.store_clocks).
+        self._clocks: dict[str, float] = {}
         self.store = store
         self.default_template = default_template
         self.quotas = quotas or Quotas()

@@ -23,7 +23,9 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -288,9 +290,13 @@ class Store:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    async def _run(self, fn: Callable[[Connection], T]) -> T:
+    async def transaction(self, fn: Callable[[Connection], T], *, lock: threading.Lock | None = None) -> T:
+        """Run `fn` in one transaction (for modules with tables of their own), all of it under `lock` if given."""
+        return await self._run(fn, lock)
+
+    async def _run(self, fn: Callable[[Connection], T], lock: threading.Lock | None = None) -> T:
         def txn() -> T:
-            with self.engine.begin() as conn:
+            with lock or contextlib.nullcontext(), self.engine.begin() as conn:
                 return fn(conn)
 
         try:
@@ -487,6 +493,15 @@ class Store:
 
         return await self._run(q)
 
+    @staticmethod
+    def holdings(c: Connection, team: str) -> tuple[int, int]:
+        """The team's live sandboxes and their disk limits summed (MiB), within a transaction."""
+        stmt = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sandboxes.c.disk_mb), 0)).where(
+            sandboxes.c.team == team, sandboxes.c.state.in_(ACTIVE_STATES)
+        )
+        n, mb = c.execute(stmt).one()
+        return int(n), int(mb)
+
     async def set_state(self, sandbox_id: str, state: str, exit_reason: str | None = None) -> None:
         values: dict[str, Any] = {"state": state}
         if exit_reason is not None:
@@ -502,15 +517,15 @@ class Store:
             lambda c: c.execute(sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(ends_at=ends_at))
         )
 
-    async def touch(self, sandbox_id: str, at: float) -> None:
-        """The sandbox served a request at `at` (never moves its idle clock back)."""
-        await self._run(
-            lambda c: c.execute(
-                sandboxes.update()
-                .where(sandboxes.c.sandbox_id == sandbox_id, sandboxes.c.active_at < at)
-                .values(active_at=at)
-            )
+    async def touch_many(self, clocks: dict[str, float]) -> None:
+        """Each sandbox served a request at its time (one transaction; no idle clock moves back)."""
+        stmt = (
+            sandboxes.update()
+            .where(sandboxes.c.sandbox_id == sa.bindparam("sid"), sandboxes.c.active_at < sa.bindparam("at"))
+            .values(active_at=sa.bindparam("at"))
         )
+        rows = [{"sid": sid, "at": at} for sid, at in clocks.items()]
+        await self._run(lambda c: c.execute(stmt, rows))
 
     async def expired(self, now: float) -> list[str]:
         def q(c: Connection) -> list[str]:

@@ -12,10 +12,12 @@ Every team has four limits, each its own (set by an admin: `PATCH
   kept after it ended (0: until deleted). Default: 7 days.
 
 A create, fork, checkpoint or volume that would pass a limit is refused with
-LimitReachedError (HTTP 429) naming the limit and what uses it. Admission is
-checked under a per-team lock and counts what is being made meanwhile
-(`_pending`), so concurrent creates cannot overshoot together. Lowering a
-limit below what a team uses stops nothing; new things are refused.
+LimitReachedError (HTTP 429) naming the limit and what uses it. What is being
+made meanwhile counts: admission reserves its room in the database
+(api/reservations.py, scope `team:NAME`) in the transaction that checks the
+limit, serialized per team across every API replica, so concurrent creates
+(on one replica or several) cannot overshoot together. Lowering a limit below
+what a team uses stops nothing; new things are refused.
 
 The retention sweep runs from the service's reaper, at most every
 `sweep_interval_s`.
@@ -31,7 +33,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sqlalchemy.engine import Connection
+
 from sandlot import errors
+from sandlot.api.reservations import Amount, Reservations
 from sandlot.api.store import ACTIVE_STATES, QUOTA_FIELDS, Store
 from sandlot.models import TeamInfo, TeamQuota, TeamUsage
 
@@ -71,14 +76,16 @@ class Quotas:
         )
 
 
-@dataclass
-class _Pending:
-    sandboxes: int = 0
-    disk_mb: int = 0
-
-
 def _mb(n_bytes: int) -> int:
     return -(-n_bytes // (1 << 20))
+
+
+def _scope(team: str) -> str:
+    return f"team:{team}"
+
+
+def _detail(sandbox_mb: int, volume_mb: int, ck_mb: int) -> str:
+    return f"sandboxes' disks {sandbox_mb} MiB, volumes {volume_mb} MiB, checkpoints {ck_mb} MiB"
 
 
 @dataclass
@@ -89,9 +96,15 @@ class Teams:
     store: Store
     quotas: Quotas = field(default_factory=Quotas)
     sweep_interval_s: float = 60.0
-    _pending: dict[str, _Pending] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _last_sweep: float = 0.0
+    _reservations: Reservations | None = None
+
+    @property
+    def reservations(self) -> Reservations:
+        if self._reservations is None:
+            self._reservations = Reservations(self.store)
+        return self._reservations
 
     async def quota(self, team: str) -> tuple[TeamQuota, list[str]]:
         """The team's limits as they apply, and which of them are its own."""
@@ -104,16 +117,22 @@ class Teams:
         await self.store.set_team_quota(team, values)
 
     async def usage(self, team: str) -> tuple[TeamUsage, str]:
-        """What the team holds, pending creates included, and the disk broken down (for messages)."""
-        pending = self._pending.get(team, _Pending())
-        sandboxes = await self.store.count_active(team) + pending.sandboxes
-        sandbox_mb = await self.store.active_disk_mb(team) + pending.disk_mb
-        volume_mb = sum(v.size_mb or 0 for v in await self.node.list_volumes(team))
-        checkpoints = await self.node.list_checkpoints()
+        """What the team holds, what is being made for it included, and the disk broken down (for messages)."""
+        held = await self.reservations.held(_scope(team))
+        sandboxes = await self.store.count_active(team) + held.sandboxes
+        sandbox_mb = await self.store.active_disk_mb(team) + held.disk_mb
+        volume_mb, ck_mb = await self._stored_mb(team)
+        return TeamUsage(sandboxes=sandboxes, disk_mb=sandbox_mb + volume_mb + ck_mb), _detail(
+            sandbox_mb, volume_mb, ck_mb
+        )
+
+    async def _stored_mb(self, team: str) -> tuple[int, int]:
+        """The disk the team's volumes and checkpoints hold (MiB), as its nodes report it."""
+        volumes, checkpoints = await asyncio.gather(self.node.list_volumes(team), self.node.list_checkpoints())
+        volume_mb = sum(v.size_mb or 0 for v in volumes)
         owners = await self.store.owners([c.sandbox_id for c in checkpoints])
         ck_mb = _mb(sum(c.size_bytes for c in checkpoints if owners.get(c.sandbox_id, ("",))[0] == team))
-        detail = f"sandboxes' disks {sandbox_mb} MiB, volumes {volume_mb} MiB, checkpoints {ck_mb} MiB"
-        return TeamUsage(sandboxes=sandboxes, disk_mb=sandbox_mb + volume_mb + ck_mb), detail
+        return volume_mb, ck_mb
 
     async def info(self, team: str) -> TeamInfo:
         quota, overrides = await self.quota(team)
@@ -122,29 +141,38 @@ class Teams:
 
     @contextlib.asynccontextmanager
     async def admit(self, team: str, *, sandboxes: int = 0, disk_mb: int = 0, what: str) -> AsyncIterator[None]:
-        """Hold room for `sandboxes` and `disk_mb` while `what` is made; LimitReachedError if they do not fit."""
+        """Hold room for `sandboxes` and `disk_mb` while `what` is made; LimitReachedError if they do not fit.
+
+        The room is reserved in the database in the transaction that checks the limits, serialized
+        per team across replicas; the local lock only spares the database this replica's queue."""
         async with self._locks.setdefault(team, asyncio.Lock()):
             quota, _ = await self.quota(team)
-            usage, detail = await self.usage(team)
-            fix = "free some, or ask an admin to raise it (sandlot teams set-quota)"
-            if sandboxes and usage.sandboxes + sandboxes > quota.max_sandboxes:
-                raise errors.LimitReachedError(
-                    f"cannot {what}: team {team!r} runs {usage.sandboxes} live sandbox(es) and may run "
-                    f"{quota.max_sandboxes}; kill some, or ask an admin to raise its max_sandboxes"
-                )
-            if usage.disk_mb + max(disk_mb, 1) > quota.max_disk_mb:
-                raise errors.LimitReachedError(
-                    f"cannot {what}: team {team!r} holds {usage.disk_mb} MiB of disk ({detail}) of its "
-                    f"max_disk_mb {quota.max_disk_mb}, and this needs {disk_mb} MiB more; {fix}"
-                )
-            pending = self._pending.setdefault(team, _Pending())
-            pending.sandboxes += sandboxes
-            pending.disk_mb += disk_mb
+            volume_mb, ck_mb = await self._stored_mb(team)
+
+            def check(c: Connection, held: Amount) -> None:
+                live, sandbox_mb = self.store.holdings(c, team)
+                live += held.sandboxes
+                sandbox_mb += held.disk_mb
+                if sandboxes and live + sandboxes > quota.max_sandboxes:
+                    raise errors.LimitReachedError(
+                        f"cannot {what}: team {team!r} runs {live} live sandbox(es) and may run "
+                        f"{quota.max_sandboxes}; kill some, or ask an admin to raise its max_sandboxes"
+                    )
+                used = sandbox_mb + volume_mb + ck_mb
+                if used + max(disk_mb, 1) > quota.max_disk_mb:
+                    raise errors.LimitReachedError(
+                        f"cannot {what}: team {team!r} holds {used} MiB of disk "
+                        f"({_detail(sandbox_mb, volume_mb, ck_mb)}) of its max_disk_mb {quota.max_disk_mb}, "
+                        f"and this needs {disk_mb} MiB more; free some, or ask an admin to raise it "
+                        "(sandlot teams set-quota)"
+                    )
+
+            rid = await self.reservations.hold(_scope(team), Amount(sandboxes=sandboxes, disk_mb=disk_mb), check)
         try:
             yield
         finally:
-            pending.sandboxes -= sandboxes
-            pending.disk_mb -= disk_mb
+            with contextlib.suppress(Exception):  # unreleased, it expires (reservations.py)
+                await self.reservations.release(rid)
 
     # ------------------------------------------------------------ housekeeping
 

@@ -29,10 +29,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandlot import errors
 from sandlot.agent.client import AgentConnection
-from sandlot.agent.relay import relay
+from sandlot.agent.relay import CHANGED, relay
 from sandlot.api.http_errors import install_handlers
 from sandlot.node.client import TemplateEvents
 from sandlot.node.local import LocalNode
@@ -46,6 +47,9 @@ from sandlot.node.protocol import (
 __all__ = ["event_line", "node_app", "run_daemon"]
 
 log = logging.getLogger("sandlot.node")
+
+#: how long a request that changed a sandbox waits for its notices to leave (a replica's full WebSocket)
+NOTICE_WAIT_S = 5.0
 
 
 def event_line(event: BaseModel | BaseException) -> bytes:
@@ -267,6 +271,28 @@ def _router(local: LocalNode) -> APIRouter:
     return r
 
 
+class NoticesFirst:
+    """A change's notices are on their way to every replica before the request that made it is
+    answered: a client that changed a sandbox through one replica reads the change through any.
+    (Plain ASGI: bodies stream through untouched; reads never wait.)"""
+
+    def __init__(self, app: ASGIApp, notices: set[asyncio.Task[None]]) -> None:
+        self.app = app
+        self.notices = notices
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "GET":
+            await self.app(scope, receive, send)
+            return
+
+        async def answer(message: Message) -> None:
+            if message["type"] == "http.response.start" and self.notices:
+                await asyncio.wait(set(self.notices), timeout=NOTICE_WAIT_S)
+            await send(message)
+
+        await self.app(scope, receive, answer)
+
+
 def node_app(
     local: LocalNode,
     token: str,
@@ -281,6 +307,17 @@ def node_app(
     check = _checker(token)
     app.include_router(_router(local), prefix="/v1", dependencies=[Depends(check)])
     expected = f"Bearer {token}"
+    # each relay WebSocket's way to tell its replica the sandbox's status changed, by sandbox
+    watchers: dict[str, set[Callable[[], None]]] = {}
+    notices: set[asyncio.Task[None]] = set()  # being sent
+
+    def changed(sandbox_id: str) -> None:
+        for notify in list(watchers.get(sandbox_id, ())):
+            notify()
+
+    local.node.on_change(changed)
+
+    app.add_middleware(NoticesFirst, notices=notices)
 
     @app.get("/health")
     async def health() -> Response:
@@ -291,28 +328,55 @@ def node_app(
         if not hmac.compare_digest(ws.headers.get("authorization", "").encode(), expected.encode()):
             await ws.close(code=1008)
             return
-        await ws.accept()
+        sending = asyncio.Lock()  # frames and notices share the WebSocket
 
-        def resolve() -> tuple[AgentConnection, dict[str, str]]:
-            handle = local.node.get(sandbox_id).handle
-            return handle.agent.conn, handle.environment()
+        async def tell() -> None:
+            with contextlib.suppress(Exception):
+                async with sending:
+                    await ws.send_text(CHANGED)
 
-        async def receive() -> bytes | None:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                return None
-            data = message.get("bytes")
-            return data if data is not None else b""
+        def notify() -> None:
+            task = asyncio.ensure_future(tell())
+            notices.add(task)
+            task.add_done_callback(notices.discard)
 
-        async def send(data: bytes) -> None:
-            await ws.send_bytes(data)
-
-        with contextlib.suppress(Exception):
-            await relay(receive, send, resolve)
-        with contextlib.suppress(Exception):
-            await ws.close()
+        # Watching from before the accept: a change the replica could miss never falls in between.
+        watchers.setdefault(sandbox_id, set()).add(notify)
+        try:
+            async with sending:
+                await ws.accept()
+            await _relay_agent(ws, sandbox_id, local, sending)
+        finally:
+            mine = watchers.get(sandbox_id, set())
+            mine.discard(notify)
+            if not mine:
+                watchers.pop(sandbox_id, None)
 
     return app
+
+
+async def _relay_agent(ws: WebSocket, sandbox_id: str, local: LocalNode, sending: asyncio.Lock) -> None:
+    """Bridge an accepted WebSocket to the sandbox's agent until either end goes."""
+
+    def resolve() -> tuple[AgentConnection, dict[str, str]]:
+        handle = local.node.get(sandbox_id).handle
+        return handle.agent.conn, handle.environment()
+
+    async def receive() -> bytes | None:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        data = message.get("bytes")
+        return data if data is not None else b""
+
+    async def send(data: bytes) -> None:
+        async with sending:
+            await ws.send_bytes(data)
+
+    with contextlib.suppress(Exception):
+        await relay(receive, send, resolve)
+    with contextlib.suppress(Exception):
+        await ws.close()
 
 
 def run_daemon(

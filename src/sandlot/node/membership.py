@@ -7,6 +7,7 @@
 2. recover: the answer lists the sandboxes the fleet's records place on this
    node; the live ones are re-adopted, every other one found is destroyed, and
    the report goes back (the records of the lost ones say killed, and why);
+   then the fleet's warm pools (also in the answer) are set, and fill meanwhile;
 3. heartbeat its capacity every `interval` seconds (the first heartbeat makes it
    live: no create races its recovery); a replica that does not know the node
    (removed, or a new database) makes it join again.
@@ -19,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
+from sandlot import errors
 from sandlot.node.local import LocalNode
 from sandlot.node.protocol import spec_from_dict
 
@@ -73,14 +76,25 @@ async def _join(api: httpx.AsyncClient, local: LocalNode, url: str, labels: Mapp
             log.warning("joining the fleet at %s: %s (retrying)", api.base_url, exc)
         await asyncio.sleep(interval)
     wanted = {sid: spec_from_dict(spec) for sid, spec in r.json().get("sandboxes", {}).items()}
+    pools = list(r.json().get("pools", []))
     report = await local.recover(wanted)
     log.info("joined the fleet: %d sandbox(es) adopted, %d lost", len(report.adopted), len(report.lost))
     while True:
         try:
             r = await api.post(f"/fleet/nodes/{local.name}/recovered", json=report.model_dump())
             if r.status_code < 400:
+                await _set_pools(local, pools)
                 return
             log.error("reporting recovery: HTTP %d %s", r.status_code, r.text[:300])
         except httpx.HTTPError as exc:
             log.warning("reporting recovery: %s (retrying)", exc)
         await asyncio.sleep(interval)
+
+
+async def _set_pools(local: LocalNode, pools: list[dict[str, Any]]) -> None:
+    """Keep the fleet's warm pools here too (they fill in the background); one that cannot is logged."""
+    for pool in pools:
+        try:
+            await local.set_pool(str(pool["template"]), pool.get("runtime"), int(pool["size"]))
+        except (errors.SandlotError, KeyError, TypeError, ValueError) as exc:
+            log.error("the fleet's warm pool %s cannot be kept on this node: %s", pool, exc)

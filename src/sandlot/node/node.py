@@ -137,6 +137,7 @@ class Node:
         self._refilling: asyncio.Future[None] | None = None
         self._name_refresher: asyncio.Task[None] | None = None
         self._exit_listeners: list[Callable[[str, str], None]] = []
+        self._change_listeners: list[Callable[[str], None]] = []
         #: pokes a sandbox's limit watchdog when its host cgroup grows (limits.py)
         self.limit_monitor = LimitMonitor()
         # Orphaned sandbox processes must come to us, not to a lazy host init.
@@ -272,6 +273,7 @@ class Node:
             )
         conn = AgentConnection(socket_path, sandbox_id, self.config.agent_timeout_s)
         sbx = Sandbox(sandbox_id, spec, image, runtime, sdir, layer, conn)
+        sbx.on_change = self._changed
         self._sandboxes[sandbox_id] = sbx
         # The network (~60 ms of ip/nft calls) is made while the rootfs is mounted.
         net_setup = None
@@ -348,6 +350,15 @@ class Node:
         """Call `callback(sandbox_id, reason)` whenever a sandbox dies on its own (not when killed)."""
         self._exit_listeners.append(callback)
 
+    def on_change(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(sandbox_id)` whenever what a sandbox's status reports changes: a state
+        transition (a death and a kill included) or its network (a new policy, refreshed addresses)."""
+        self._change_listeners.append(callback)
+
+    def _changed(self, sandbox_id: str) -> None:
+        for listener in self._change_listeners:
+            listener(sandbox_id)
+
     def adopt(self, sbx: Sandbox) -> None:
         """Register a sandbox found again after a restart (its agent already called back).
 
@@ -358,12 +369,14 @@ class Node:
             pid = int((sbx.dir / "bundle" / "pid").read_text().strip())
         except (OSError, ValueError):
             raise errors.InternalError(f"sandbox {sbx.id} has no pid file to watch") from None
+        sbx.on_change = self._changed
         sbx.transition(State.RUNNING)
         self._sandboxes[sbx.id] = sbx
         self._spawn(self._on_exit(sbx, self._spawn(reaper.wait_exit(pid))))
 
     def adopt_saved(self, sbx: Sandbox) -> None:
         """Register a sandbox found paused to disk or hibernated after a restart (nothing runs to watch)."""
+        sbx.on_change = self._changed
         sbx.transition(State.RUNNING)
         sbx.transition(State.PAUSED)
         if hibernation.marked(sbx):
@@ -373,6 +386,7 @@ class Node:
     def track(self, sbx: Sandbox) -> None:
         """Register a sandbox found again after a restart that recovery is starting again
         (`reboot`, or `memory_pause.load`); `adopt_started` once it runs."""
+        sbx.on_change = self._changed
         self._sandboxes[sbx.id] = sbx
 
     def adopt_started(self, sbx: Sandbox) -> None:
@@ -494,6 +508,7 @@ class Node:
             await self.network.apply(sbx.net, new)
             sbx.spec.network = new
             _save_network(sbx)
+        self._changed(sandbox_id)
         self.watch_names(new)
         return new
 
@@ -514,6 +529,7 @@ class Node:
                     async with sbx._kill_lock:
                         if not sbx.killed and await self.network.refresh(sbx.net):
                             _save_network(sbx)
+                            self._changed(sbx.id)
                 except errors.SandlotError as exc:
                     log.error("refreshing the host names of sandbox %s: %s", sbx.id, exc)
 

@@ -7,6 +7,9 @@ exception the node raised; a node that cannot be reached raises
 
 `agent` answers a `SandboxAgent` whose `AgentClient` runs over a WebSocket to the
 daemon (agent/relay.py); one per sandbox, kept until the sandbox is killed.
+While that WebSocket is up, `status` answers the status it last read until the
+daemon says the sandbox changed (or this client changes it): the API reads a
+sandbox's status before each data-plane call, and this keeps that off the wire.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class RemoteNode(NodeClient):
         self._agents: dict[str, SandboxAgent] = {}
         self._conns: dict[str, WebSocketConnection] = {}
         self._killed: set[str] = set()
+        # sandbox id -> (its connection's epoch when read, the status read): see `status`
+        self._statuses: dict[str, tuple[int, SandboxStatus]] = {}
 
     def __repr__(self) -> str:
         return f"<RemoteNode {self.name} at {self.url}>"
@@ -168,11 +173,28 @@ class RemoteNode(NodeClient):
         )
 
     async def status(self, sandbox_id: str) -> SandboxStatus | None:
+        """The sandbox's status: the one last read while its relay connection has been up and the
+        daemon has not said since that it changed (`CHANGED`, agent/relay.py); else asked for."""
+        conn = self._conns.get(sandbox_id)
+        epoch = conn.epoch if conn is not None and conn.connected else None
+        cached = self._statuses.get(sandbox_id)
+        if cached is not None and epoch is not None and cached[0] == epoch:
+            return cached[1].model_copy(deep=True)
         try:
-            return SandboxStatus.model_validate(await self._request("GET", f"/sandboxes/{self._sid(sandbox_id)}"))
+            st = SandboxStatus.model_validate(await self._request("GET", f"/sandboxes/{self._sid(sandbox_id)}"))
         except errors.SandboxNotFoundError:
             await self._forget(sandbox_id)
             return None
+        if conn is not None and epoch is not None and conn.connected and conn.epoch == epoch:
+            self._statuses[sandbox_id] = (epoch, st.model_copy(deep=True))  # nothing changed meanwhile
+        return st
+
+    def _stale(self, sandbox_id: str) -> None:
+        """This client is changing the sandbox: the status it read is not current any more."""
+        self._statuses.pop(sandbox_id, None)
+        conn = self._conns.get(sandbox_id)
+        if conn is not None:
+            conn.stale()
 
     async def kill(self, sandbox_id: str) -> None:
         try:
@@ -183,14 +205,19 @@ class RemoteNode(NodeClient):
     async def _forget(self, sandbox_id: str) -> None:
         self._killed.add(sandbox_id)
         self._agents.pop(sandbox_id, None)
+        self._statuses.pop(sandbox_id, None)
         conn = self._conns.pop(sandbox_id, None)
         if conn is not None:
             await conn.close()
 
     async def _act(self, sandbox_id: str, action: str, body: dict[str, Any] | None = None) -> Any:
-        return await self._request(
-            "POST", f"/sandboxes/{self._sid(sandbox_id)}/{action}", json=body or {}, timeout=SLOW
-        )
+        self._stale(sandbox_id)
+        try:
+            return await self._request(
+                "POST", f"/sandboxes/{self._sid(sandbox_id)}/{action}", json=body or {}, timeout=SLOW
+            )
+        finally:
+            self._stale(sandbox_id)
 
     async def pause(self, sandbox_id: str, *, memory: bool = False) -> None:
         await self._act(sandbox_id, "pause", {"memory": memory})
@@ -215,7 +242,8 @@ class RemoteNode(NodeClient):
         return answer
 
     async def file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
-        answer: dict[str, dict[str, str] | None] = await self._act(sandbox_id, "file-metadata", {"paths": paths})
+        path = f"/sandboxes/{self._sid(sandbox_id)}/file-metadata"  # a read: the status stays current
+        answer: dict[str, dict[str, str] | None] = await self._request("POST", path, json={"paths": paths})
         return answer
 
     async def set_file_metadata(self, sandbox_id: str, path: str, metadata: dict[str, str]) -> None:
@@ -227,7 +255,11 @@ class RemoteNode(NodeClient):
 
     async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> SandboxStatus:
         path = f"/sandboxes/{self._sid(sandbox_id)}/network"
-        return SandboxStatus.model_validate(await self._request("PUT", path, json=policy.to_dict(), timeout=SLOW))
+        self._stale(sandbox_id)
+        try:
+            return SandboxStatus.model_validate(await self._request("PUT", path, json=policy.to_dict(), timeout=SLOW))
+        finally:
+            self._stale(sandbox_id)
 
     async def agent(self, sandbox_id: str) -> SandboxAgent:
         handle = self._agents.get(sandbox_id)

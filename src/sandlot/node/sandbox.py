@@ -79,6 +79,9 @@ class Sandbox:
         #: its network namespace, interfaces and rules; None for network "none"
         self.net: SandboxNet | None = None
         self._kill_lock = asyncio.Lock()
+        #: called with its id whenever what `status` reports of it changes (its state, its network);
+        #: the node sets it (`Node.on_change`)
+        self.on_change: Callable[[str], None] = lambda _sid: None
         #: its data plane, as the node hands it to the API (one per sandbox: holders may key caches on it)
         self.handle = SandboxAgent(sandbox_id, lambda: self.agent, env=lambda: self.spec.env, gone=lambda: self.killed)
 
@@ -92,6 +95,7 @@ class Sandbox:
     def transition(self, new: State) -> None:
         assert new in TRANSITIONS[self.state], f"illegal transition {self.state.value} -> {new.value} ({self.id})"
         self.state = new
+        self.on_change(self.id)
 
     def require(self, *states: State) -> None:
         if self.state not in states:

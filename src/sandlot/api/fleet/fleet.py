@@ -7,7 +7,9 @@ as they are. The fleet routes each call:
 - a call about a sandbox goes to the node its record names (`SandboxInfo.node`);
   a node whose heartbeats stopped raises `NodeUnreachableError` at once (no
   request waits on a dead node), and the service reports the sandbox `unknown`;
-- a create is placed (`placement.py`) on a live, active node;
+- a create is placed (`placement.py`) on a live, active node, its room reserved
+  there in the database while it is made (api/reservations.py): concurrent
+  creates through any replicas never overcommit a node;
 - a checkpoint's calls (fork, get, delete) go to the node that holds it;
 - templates, pools and volumes: listed across nodes; a template missing on the
   chosen node is copied there from a node that has it before the create
@@ -20,15 +22,19 @@ replica itself holds no state, so `recover` has nothing to do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
 
+from sqlalchemy.engine import Connection
+
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
-from sandlot.api.fleet.placement import rank
-from sandlot.api.fleet.registry import NodeRecord, NodeRegistry
+from sandlot.api.fleet.placement import fits, rank
+from sandlot.api.fleet.registry import NodeRecord, NodeRegistry, scope
+from sandlot.api.reservations import Amount, Reservations
 from sandlot.api.store import Store
 from sandlot.node.client import NodeClient, TemplateEvents
 from sandlot.node.protocol import (
@@ -45,7 +51,7 @@ from sandlot.node.protocol import (
     VolumeInfo,
 )
 
-__all__ = ["Fleet"]
+__all__ = ["Fleet", "NodeTaken"]
 
 log = logging.getLogger("sandlot.api")
 
@@ -57,6 +63,10 @@ Connect = Callable[[str, str, str, str], NodeClient]
 
 #: how stale the node registry a data-plane call sees may be (heartbeats come every few seconds)
 REGISTRY_TTL_S = 1.0
+
+
+class NodeTaken(Exception):
+    """A node no longer has room for a create (concurrent creates reserved it first)."""
 
 
 class Fleet(NodeClient):
@@ -80,6 +90,7 @@ class Fleet(NodeClient):
         self.default_runtime = default_runtime
         self.store = store
         self.registry = NodeRegistry(store)
+        self.reservations = Reservations(store)
         self.token = token
         self._connect = connect
         self.node_timeout_s = node_timeout_s
@@ -151,14 +162,20 @@ class Fleet(NodeClient):
         raise last
 
     async def _each(self, call: Callable[[NodeClient], Awaitable[T]]) -> list[T]:
-        """Every live node's answer (an unreachable one is skipped)."""
-        out: list[T] = []
-        for rec in await self.live():
+        """Every live node's answer, asked all at once, in the registry's order (an unreachable one is skipped)."""
+
+        async def ask(rec: NodeRecord) -> list[T]:
             try:
-                out.append(await call(self.client(rec)))
+                return [await call(self.client(rec))]
             except errors.NodeUnreachableError as exc:
                 log.warning("%s", exc)
-        return out
+                return []
+
+        answers = await asyncio.gather(*(ask(rec) for rec in await self.live()), return_exceptions=True)
+        for answer in answers:  # every call has ended: the first failure is the answer
+            if isinstance(answer, BaseException):
+                raise answer
+        return [a for answer in answers if not isinstance(answer, BaseException) for a in answer]
 
     async def info(self) -> NodeInfo:
         infos = [n.info for n in await self.live() if n.info is not None]
@@ -210,15 +227,34 @@ class Fleet(NodeClient):
         for rec in candidates:
             node = self.client(rec)
             try:
-                if rec.info is not None and spec.image not in rec.info.templates:
-                    await self._copy_template(spec.image, node)
-                return await node.create(spec)
+                async with self.reserve(rec.name, spec):
+                    if rec.info is not None and spec.image not in rec.info.templates:
+                        await self._copy_template(spec.image, node)
+                    return await node.create(spec)
+            except NodeTaken:
+                log.info("placing on %s: other creates took its room meanwhile; trying the next node", rec.name)
             except errors.NodeUnreachableError as exc:
                 log.warning("placing on %s: %s; trying the next node", rec.name, exc)
                 last = exc
         raise last or errors.RuntimeUnavailableError(
-            f"no live node of the fleet can take a {spec.runtime} sandbox (see `sandlot nodes ls`)"
+            f"no live node of the fleet can take a {spec.runtime} sandbox with {spec.limits.memory_mb} MiB of "
+            f"memory and {spec.limits.disk_mb} MiB of disk now (see `sandlot nodes ls`)"
         )
+
+    def reserve(self, name: str, spec: SandboxSpec) -> contextlib.AbstractAsyncContextManager[None]:
+        """Reserve the sandbox's room on node `name` while it is made there (NodeTaken: it no longer fits).
+
+        Checked against the node's row and every reservation on it, in one transaction serialized
+        per node across replicas: concurrent creates never overcommit a node together."""
+        labels = dict(spec.node_labels)
+
+        def check(c: Connection, held: Amount) -> None:
+            rec = NodeRegistry.read(c, name, held)
+            if rec is None or not rec.live(self.node_timeout_s) or not fits(rec, spec, labels):
+                raise NodeTaken(name)
+
+        room = Amount(sandboxes=1, disk_mb=spec.limits.disk_mb, memory_mb=spec.limits.memory_mb)
+        return self.reservations.holding(scope(name), room, check)
 
     async def _copy_template(self, name: str, dest: NodeClient) -> None:
         """Copy a template to `dest` from a node that has it (none has it: the node makes it itself)."""
@@ -336,6 +372,16 @@ class Fleet(NodeClient):
     # ------------------------------------------------------------ templates (every node)
 
     async def get_template(self, name: str) -> TemplateInfo | None:
+        """From a node whose heartbeat lists it (one request per create, not one per node); else from any."""
+        for rec in await self.live():
+            if rec.info is not None and name in rec.info.templates:
+                try:
+                    found = await self.client(rec).get_template(name)
+                except errors.NodeUnreachableError:
+                    continue
+                if found is not None:
+                    return found
+                break  # deleted since its heartbeat: ask every node
         for answer in await self._each(lambda n: n.get_template(name)):
             if answer is not None:
                 return answer

@@ -1,9 +1,11 @@
 """Which node gets a create: live, active nodes that can run its runtime and carry its labels,
 least loaded first, a node that already caches its template before one that would fetch it.
 
-Load is the node's active sandboxes per CPU (from the records, so two creates a moment
-apart see each other), then its free memory; a node short of memory or disk for the
-sandbox's limits is not a candidate. A node whose heartbeats stopped never is.
+Load is the node's active sandboxes per CPU (from the records, and the reservations of
+creates being placed: two creates a moment apart, through any replicas, see each other),
+then its free memory; a node short of memory or disk for the sandbox's limits (what its
+last heartbeat said is free, less what creates being placed on it reserve) is not a
+candidate. A node whose heartbeats stopped never is.
 """
 
 from __future__ import annotations
@@ -28,9 +30,7 @@ def fits(rec: NodeRecord, spec: SandboxSpec, labels: Mapping[str, str]) -> bool:
         return False
     if any(rec.labels.get(k) != v for k, v in labels.items()):
         return False
-    return (
-        info.memory_available_bytes >= spec.limits.memory_mb << 20 and info.disk_free_bytes >= spec.limits.disk_mb << 20
-    )
+    return rec.memory_free_bytes >= spec.limits.memory_mb << 20 and rec.disk_free_bytes >= spec.limits.disk_mb << 20
 
 
 def rank(
@@ -45,6 +45,6 @@ def rank(
         load = n.sandboxes / max(n.info.cpus, 1)
         if spec.image and spec.image not in n.info.templates:
             load += UNCACHED_PENALTY / max(n.info.cpus, 1)
-        return load, -n.info.memory_available_bytes
+        return load, -n.memory_free_bytes
 
     return sorted(ok, key=score)

@@ -13,17 +13,18 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sandlot import errors
+from sandlot.api.reservations import Amount, Reservations
 from sandlot.api.store import ACTIVE_STATES, Store, metadata_obj, sandboxes
 from sandlot.node.protocol import NodeInfo
 
-__all__ = ["NodeRecord", "NodeRegistry"]
+__all__ = ["NodeRecord", "NodeRegistry", "scope"]
 
 T = TypeVar("T")
 
@@ -50,8 +51,19 @@ class NodeRecord:
     info: NodeInfo | None
     joined_at: float
     last_seen: float
-    #: active records placed on it (from the sandboxes table: fresh, unlike info.sandboxes)
+    #: active records placed on it (from the sandboxes table: fresh, unlike info.sandboxes), and
+    #: creates being placed on it (their reservations)
     sandboxes: int = 0
+    #: what the creates being placed on it hold (api/reservations.py): not in `info` yet
+    reserved: Amount = field(default_factory=Amount)
+
+    @property
+    def memory_free_bytes(self) -> int:
+        return (self.info.memory_available_bytes if self.info else 0) - (self.reserved.memory_mb << 20)
+
+    @property
+    def disk_free_bytes(self) -> int:
+        return (self.info.disk_free_bytes if self.info else 0) - (self.reserved.disk_mb << 20)
 
     def live(self, timeout: float, now: float | None = None) -> bool:
         return (now or time.time()) - self.last_seen <= timeout
@@ -60,9 +72,15 @@ class NodeRecord:
         return self.state if self.live(timeout) else "unreachable"
 
 
-def _record(row: sa.Row[tuple[object, ...]], counts: dict[str, int]) -> NodeRecord:
+def scope(name: str) -> str:
+    """The scope of a node's reservations (api/reservations.py)."""
+    return f"node:{name}"
+
+
+def _record(row: sa.Row[tuple[object, ...]], counts: dict[str, int], held: dict[str, Amount]) -> NodeRecord:
     m = row._mapping
     raw = json.loads(str(m["info"]) or "{}")
+    reserved = held.get(scope(str(m["name"])), Amount())
     return NodeRecord(
         name=str(m["name"]),
         url=str(m["url"]),
@@ -71,7 +89,8 @@ def _record(row: sa.Row[tuple[object, ...]], counts: dict[str, int]) -> NodeReco
         info=NodeInfo.model_validate(raw) if raw else None,
         joined_at=float(m["joined_at"]),
         last_seen=float(m["last_seen"]),
-        sandboxes=counts.get(str(m["name"]), 0),
+        sandboxes=counts.get(str(m["name"]), 0) + reserved.sandboxes,
+        reserved=reserved,
     )
 
 
@@ -119,9 +138,16 @@ class NodeRegistry:
                     .group_by(sandboxes.c.node)
                 )
             }
-            return [_record(r, counts) for r in c.execute(sa.select(nodes).order_by(nodes.c.name))]
+            held = Reservations.held_under(c, "node:")
+            return [_record(r, counts, held) for r in c.execute(sa.select(nodes).order_by(nodes.c.name))]
 
         return await self._run(q)
+
+    @staticmethod
+    def read(c: Connection, name: str, held: Amount) -> NodeRecord | None:
+        """The node's row as it is now, with what `held` reserves on it (within a transaction)."""
+        row = c.execute(sa.select(nodes).where(nodes.c.name == name)).first()
+        return None if row is None else _record(row, {}, {scope(name): held})
 
     async def get(self, name: str) -> NodeRecord | None:
         return next((n for n in await self.list() if n.name == name), None)

@@ -2,12 +2,14 @@
 
 For node daemons (authenticated with the fleet's node token, `Bearer`):
 
-    POST /fleet/nodes/{name}/join       {url, labels, info} -> {sandboxes: {id: spec}}
+    POST /fleet/nodes/{name}/join       {url, labels, info} -> {sandboxes: {id: spec}, pools: [...]}
     POST /fleet/nodes/{name}/recovered  RecoveryReport: the sandboxes it lost are marked killed
     PUT  /fleet/nodes/{name}/heartbeat  {info}  (404: not registered, join again)
 
 A node (re)joining is told the sandboxes the records place on it; it re-adopts the
-live ones and reports the rest, which are then recorded killed with its reason.
+live ones and reports the rest, which are then recorded killed with its reason. It is
+also told the warm pools (their sizes are in the database): a node that joins after a
+pool was set fills it too.
 
 For admins (API keys): `GET /nodes`, `POST /nodes/{name}/drain` (no new placements;
 its persistent sandboxes hibernate), `DELETE /nodes/{name}` (its sandboxes' records
@@ -82,8 +84,9 @@ async def join(name: NodeName, body: Join, fleet: FleetOfNode, svc: Svc) -> dict
         for r in await svc.store.active()
         if r.node == name
     }
+    pools = [{"template": t, "runtime": r, "size": n} for t, r, n in await svc.store.pools()]
     log.info("node %s joined at %s; it holds %d sandbox(es)", name, body.url, len(wanted))
-    return {"sandboxes": wanted}
+    return {"sandboxes": wanted, "pools": pools}
 
 
 @router.post("/fleet/nodes/{name}/recovered", include_in_schema=False)
