@@ -447,6 +447,7 @@ PORT_WINDOW = 1 << 20
 class PortAck(_Model):
     type: Literal["ack"] = "ack"
     n: int  # bytes of DATA consumed
+    frames: int = 1  # how many DATA frames those were (acknowledgements may be batched)
 
 
 class PortClosed(_Model):

@@ -262,8 +262,9 @@ type PortConnected struct {
 }
 
 type PortAck struct {
-	Type string `json:"type"`
-	N    int64  `json:"n"`
+	Type   string `json:"type"`
+	N      int64  `json:"n"`
+	Frames int64  `json:"frames"`
 }
 
 type PtySize struct {
