@@ -18,7 +18,7 @@ only refuses it, and that port goes through the tunnel.
   ways, so server-sent events and long downloads pass as they are produced.
 - WebSocket: the client's handshake is answered by the server's; in between,
   the `websockets` sans-I/O client protocol speaks to the sandbox's server
-  over a tunnel, and messages are relayed both ways.
+  (by the same route as HTTP), and messages are relayed both ways.
 
 Who may: see `port_access` (public ports, the sandbox's access token, or an
 API key of its team). This module only moves bytes.
@@ -68,6 +68,8 @@ REPLAYABLE = 64 * 1024
 #: and that port is not tried directly again for a while.
 DIRECT_CONNECT_S = 2.0
 DIRECT_RETRY_S = 10.0
+#: The most one read of a direct connection takes (and buffers): larger pieces, fewer trips through the loop.
+READ_MAX = 1 << 20
 
 
 class TunnelPipe:
@@ -106,7 +108,7 @@ class TcpPipe:
         await self._writer.drain()
 
     async def recv(self) -> bytes:
-        return await self._reader.read(1 << 16)
+        return await self._reader.read(READ_MAX)
 
     async def close(self) -> None:
         self._writer.close()
@@ -123,7 +125,8 @@ async def _connect(sbx: SandboxAgent, port: int, no_direct: dict[int, float]) ->
     if address is None or no_direct.get(port, 0.0) > time.monotonic():
         return TunnelPipe(await sbx.agent.connect_port(port))
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), DIRECT_CONNECT_S)
+        connecting = asyncio.open_connection(address, port, limit=READ_MAX)
+        reader, writer = await asyncio.wait_for(connecting, DIRECT_CONNECT_S)
         return TcpPipe(reader, writer)
     except (OSError, TimeoutError):
         pipe = TunnelPipe(await sbx.agent.connect_port(port))  # (nothing listening at all: raises)
@@ -137,7 +140,7 @@ class _Pool:
     def __init__(self, sbx: SandboxAgent) -> None:
         self.sbx = sbx
         self._idle: dict[int, list[tuple[float, Pipe]]] = {}
-        self._no_direct: dict[int, float] = {}  # port -> until when it is not tried directly
+        self.no_direct: dict[int, float] = {}  # port -> until when it is not tried directly
 
     async def take(self, port: int) -> tuple[Pipe, bool]:
         """A connection to `port` (an idle one when there is one) and whether it was idle."""
@@ -148,7 +151,7 @@ class _Pool:
             if not pipe.stale and now - since < KEEPALIVE_S:
                 return pipe, True
             await pipe.close()
-        return await _connect(self.sbx, port, self._no_direct), False
+        return await _connect(self.sbx, port, self.no_direct), False
 
     async def give_back(self, port: int, pipe: Pipe) -> None:
         idle = self._idle.setdefault(port, [])
@@ -281,15 +284,14 @@ class PortProxy:
         """Relay a WebSocket to `path` on `port` of `sbx` (the client's handshake is answered by the server's)."""
         target = "/" + path.lstrip("/") + (("?" + ws.url.query) if ws.url.query else "")
         try:
-            tunnel = await sbx.agent.connect_port(port)
+            pipe = await _connect(sbx, port, self._pool(sbx).no_direct)
         except errors.SandlotError as exc:
             await ws.close(code=1011, reason=_reason(_port_error(exc, sbx.id, port)))
             return
         try:
-            await _relay_ws(ws, tunnel, port, target)
+            await _relay_ws(ws, pipe, port, target)
         finally:
-            with contextlib.suppress(errors.SandlotError):
-                await tunnel.close()
+            await pipe.close()
 
 
 async def _relay_answer(
@@ -350,7 +352,7 @@ def _reason(resp: Response) -> str:
     return bytes(resp.body).decode(errors="replace")[:120]
 
 
-async def _relay_ws(ws: WebSocket, tunnel: PortTunnel, port: int, target: str) -> None:
+async def _relay_ws(ws: WebSocket, tunnel: Pipe, port: int, target: str) -> None:
     subprotocols = [s.strip() for s in ws.headers.get("sec-websocket-protocol", "").split(",") if s.strip()]
     uri = parse_uri(f"ws://127.0.0.1:{port}{target}")
     proto = ClientProtocol(uri, subprotocols=[Subprotocol(s) for s in subprotocols] or None, max_size=None)
@@ -360,7 +362,12 @@ async def _relay_ws(ws: WebSocket, tunnel: PortTunnel, port: int, target: str) -
             request.headers[name] = ws.headers[name]
     proto.send_request(request)
     await tunnel.send(b"".join(proto.data_to_send()))
-    received = tunnel.received()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while data := await tunnel.recv():
+            yield data
+
+    received = chunks()
     handshake: WsResponse | None = None
     async for data in received:
         proto.receive_data(data)
