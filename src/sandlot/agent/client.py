@@ -503,11 +503,19 @@ class AgentClient:
 
     # -- files
     async def read(self, path: str, offset: int = 0, length: int = -1) -> AsyncIterator[bytes]:
-        stream = await self.conn.open(p.Method.FS_READ, p.ReadParams(path=path, offset=offset, length=length))
+        """The file's bytes as they come; the agent sends at most READ_WINDOW ahead of what was taken
+        (so a slow consumer holds the node's memory to that, whatever the file's size)."""
+        params = p.ReadParams(path=path, offset=offset, length=length, window=p.READ_WINDOW)
+        stream = await self.conn.open(p.Method.FS_READ, params)
+        pending = 0
         try:
             async for frame in stream.frames():
                 if frame.kind is FrameKind.DATA:
                     yield frame.payload
+                    pending += len(frame.payload)
+                    if pending >= p.READ_WINDOW // 4:
+                        await stream.ack(pending)
+                        pending = 0
         finally:
             await stream.cancel()
 

@@ -112,6 +112,15 @@ func handleRead(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{}
 	if params.Length >= 0 {
 		r = io.LimitReader(f, params.Length)
 	}
+	if params.Window > 0 { // a cancel must wake a wait for credit
+		go func() {
+			select {
+			case <-s.cancel:
+				s.wake()
+			case <-s.done:
+			}
+		}()
+	}
 	buf := make([]byte, Chunk)
 	var sent int64
 	for {
@@ -120,8 +129,14 @@ func handleRead(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{}
 		}
 		n, err := r.Read(buf)
 		if n > 0 {
+			if params.Window > 0 && !s.waitCreditUpTo(params.Window) {
+				return ReadResult{Size: sent}, nil
+			}
 			if err := s.data(nil, buf[:n]); err != nil {
 				return nil, err
+			}
+			if params.Window > 0 {
+				s.spent(int64(n))
 			}
 			sent += int64(n)
 		}

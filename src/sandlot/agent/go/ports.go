@@ -116,11 +116,14 @@ func (s *stream) creditCond() *sync.Cond {
 }
 
 // waitCredit blocks while PortWindow bytes are unacknowledged; false once the stream is over.
-func (s *stream) waitCredit() bool {
+func (s *stream) waitCredit() bool { return s.waitCreditUpTo(PortWindow) }
+
+// waitCreditUpTo blocks while `window` bytes are unacknowledged; false once the stream is over.
+func (s *stream) waitCreditUpTo(window int64) bool {
 	s.creditMu.Lock()
 	defer s.creditMu.Unlock()
 	cond := s.creditCond()
-	for s.unacked >= PortWindow {
+	for s.unacked >= window {
 		if s.cancelled() || s.isDone() {
 			return false
 		}

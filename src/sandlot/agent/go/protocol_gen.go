@@ -118,6 +118,7 @@ type ReadParams struct {
 	Path   string `json:"path"`
 	Offset int64  `json:"offset"`
 	Length int64  `json:"length"`
+	Window int64  `json:"window"`
 }
 
 type ReadResult struct {
