@@ -38,6 +38,8 @@ T = TypeVar("T")
 _EOF = object()
 #: How long a call waits for a first answer before it asks whether the agent is alive at all.
 RESPONSE_TIMEOUT = 30.0
+#: How much the agent's connection buffers before the node stops reading it.
+READ_LIMIT = 4 << 20
 #: A port stream acknowledges what it consumed once this much is unacknowledged.
 ACK_BATCH = p.PORT_WINDOW // 4
 
@@ -185,7 +187,9 @@ class AgentConnection:
     async def listen(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
-        self._server = await asyncio.start_unix_server(self._on_connect, path=self.socket_path)
+        # A large buffer limit: with the default (64 KB) the transport stopped reading every 128 KB
+        # of a file streaming in, and started again, a trip through the loop each time.
+        self._server = await asyncio.start_unix_server(self._on_connect, path=self.socket_path, limit=READ_LIMIT)
         os.chmod(self.socket_path, 0o600)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -545,8 +549,18 @@ class AgentClient:
             if isinstance(data, (bytes, bytearray, memoryview)):
                 await stream.send(bytes(data))
             else:
+                # Small pieces (an HTTP body arrives 64 KB at a time) gathered into frames of CHUNK:
+                # each frame is a write to the agent's socket and a read in gVisor.
+                held: list[bytes] = []
+                size = 0
                 async for chunk in data:
-                    await stream.send(chunk)
+                    held.append(chunk)
+                    size += len(chunk)
+                    if size >= p.CHUNK:
+                        await stream.send(b"".join(held))
+                        held, size = [], 0
+                if held:
+                    await stream.send(b"".join(held))
             await stream.end_input()
 
         pumper = asyncio.ensure_future(pump())
