@@ -144,6 +144,19 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, str, float, str]]:
             )
     if "http ports" in s:
         out += _port_rows(s["http ports"])
+    big = s.get("http big transfer")
+    if big:
+        mb = f"{_get(big, 'mb'):.0f} MB"
+        out += [
+            (f"{mb} streamed in (HTTP+SDK)", _get(big, "upload_ms"), "ms",
+             "the same bytes written to the host's disk", _get(big, "host_write_ms"), "1"),
+            (f"{mb} streamed out (HTTP+SDK)", _get(big, "download_ms"), "ms",
+             "the same bytes read from the host's disk", _get(big, "host_read_ms"), "1"),
+            (f"server peak RSS, through a {mb} transfer", _get(big, "server_peak_rss_mb"), "MB",
+             "the file's size", _get(big, "mb"), "1"),
+            (f"client peak RSS growth, through a {mb} transfer", _get(big, "client_rss_growth_mb"), "MB",
+             "the file's size", _get(big, "mb"), "1"),
+        ]  # fmt: skip
     out += _checkpoint_rows(s)
     m = s.get("core memory pause")
     if m:
