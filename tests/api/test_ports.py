@@ -107,7 +107,9 @@ def test_server_sent_events_stream_as_they_are_sent(admin: httpx.Client, served:
     assert seen[2][0] - seen[0][0] > 1.0, seen
 
 
-def test_long_bodies_stream_both_ways_on_kept_alive_connections(admin: httpx.Client, served: dict[str, Any]) -> None:
+def test_long_bodies_stream_both_ways_on_kept_alive_connections(
+    api_server: Server, admin: httpx.Client, served: dict[str, Any]
+) -> None:
     """A chunked download of many windows, a chunked upload, and HEAD, all on one client's connections."""
     sid = served["sandbox_id"]
     base = f"/sandboxes/{sid}/ports/{PORT}"
@@ -124,6 +126,13 @@ def test_long_bodies_stream_both_ways_on_kept_alive_connections(admin: httpx.Cli
     for i in range(20):  # keep-alive connections taken back and forth, none left poisoned
         r = admin.get(f"{base}/again/{i}")
         assert r.status_code == 200 and r.text.startswith(f"hello /again/{i} "), r.text
+    # An HTTP/1.0 client sends no Host: the sandbox's server still gets one.
+    with socket.create_connection(("127.0.0.1", api_server.port)) as sock:
+        sock.sendall(f"GET {base}/old HTTP/1.0\r\nX-API-Key: {admin.headers['X-API-Key']}\r\n\r\n".encode())
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(f"hello /old host=127.0.0.1:{PORT}".encode()), raw
 
 
 def test_ports_over_the_direct_route_and_the_tunnel(team: httpx.Client, api_server: Server) -> None:

@@ -226,6 +226,8 @@ class PortProxy:
         if request.url.query:
             target += "?" + request.url.query
         headers = _forward_headers(request.headers.raw)
+        if "host" not in request.headers:  # (an HTTP/1.0 client): HTTP/1.1 requires one
+            headers.append((b"host", f"127.0.0.1:{port}".encode()))
         headers.append((b"x-forwarded-proto", request.url.scheme.encode()))
         if request.client is not None:
             headers.append((b"x-forwarded-for", request.client.host.encode()))
