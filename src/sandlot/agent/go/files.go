@@ -86,6 +86,11 @@ func statEntry(path string, meta bool) (FileEntry, error) {
 	return e, nil
 }
 
+// ReadChunk: the most one fs.read frame carries. Each read and each frame is a
+// trip through gVisor's syscall path: 1 MB rather than Chunk (256 KB) took
+// reading 100 MB from ~570 to ~450 ms of the sandbox's CPU.
+const ReadChunk = 4 * Chunk
+
 func handleRead(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{}, error) {
 	var params ReadParams
 	if err := decode(raw, &params); err != nil {
@@ -121,7 +126,7 @@ func handleRead(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{}
 			}
 		}()
 	}
-	buf := make([]byte, Chunk)
+	buf := make([]byte, ReadChunk)
 	var sent int64
 	for {
 		if s.cancelled() {
