@@ -17,6 +17,7 @@ from typing import Any
 
 from api_server import Server
 from baselines import Plan
+from big_transfer import big_transfer_figures
 from lib import IMAGE_CACHE, arepeat, pss_kb, summary
 from lifecycle import checkpoint_figures, memory_pause_figures
 from ports import port_proxy_figures
@@ -259,6 +260,8 @@ async def http_figures(data_dir: Path, bundle_cache: Path, plan: Plan) -> dict[s
             await sbx.kill()
             await sbx.close()
         out["http ports"] = await port_proxy_figures(conn, plan.quick)
+        assert server.proc is not None
+        out["http big transfer"] = await big_transfer_figures(conn, server.proc.pid, plan.quick)
     finally:
         server.stop()
     return out

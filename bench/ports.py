@@ -1,15 +1,17 @@
-"""Exposed ports: a small HTTP server in a gVisor sandbox, through the API's port proxy and directly.
+"""Exposed ports: a small server in a sandbox, through the API's port proxy and directly.
 
 The same keep-alive server (tests/api/port_server.py, in a Debian sandbox with
 network `egress` so that it has an address) is loaded twice in one run:
 
 - through the port proxy: client -> API (`/sandboxes/{id}/ports/{port}/`) ->
-  agent tunnel -> server;
+  agent tunnel (gVisor) or the direct route (crun: the in-process node's
+  route to the sandbox's address) -> server;
 - directly in its namespace: client -> the sandbox's own address over its veth
   (gVisor's netstack), the baseline, no Sandlot code on the path.
 
-For each: requests per second with `CONCURRENCY` keep-alive clients for a
-fixed time, and the p50 latency of those requests.
+For each, in a gVisor and a crun sandbox: requests per second with
+`CONCURRENCY` keep-alive clients for a fixed time and their p50 latency; one
+chunked download (MB/s); WebSocket echo round trips one after another.
 """
 
 from __future__ import annotations
@@ -49,11 +51,46 @@ async def _load(url: str, headers: dict[str, str], seconds: float) -> dict[str, 
     return out
 
 
-async def port_proxy_figures(conn: dict[str, Any], quick: bool) -> dict[str, Any]:
+async def _stream(url: str, headers: dict[str, str], nbytes: int) -> dict[str, Any]:
+    """One chunked download of `nbytes`: MB/s."""
+    async with httpx.AsyncClient(headers=headers, timeout=120) as client:
+        t0 = time.perf_counter()
+        got = 0
+        async with client.stream("GET", url, params={"n": nbytes}) as r:
+            assert r.status_code == 200, await r.aread()
+            async for chunk in r.aiter_raw():
+                got += len(chunk)
+        wall = time.perf_counter() - t0
+    assert got == nbytes, (got, nbytes)
+    return {"mb_per_s": nbytes / wall / 1e6, "wall_ms": wall * 1000, "runs": 1}
+
+
+async def _ws(url: str, headers: dict[str, str], seconds: float) -> dict[str, Any]:
+    """WebSocket round trips (a 100-byte text message, echoed) one after another: per second and p50."""
+    from websockets.asyncio.client import connect
+
+    lat: list[float] = []
+    async with connect(url, additional_headers=headers, max_size=None) as ws:
+        stop = time.perf_counter() + seconds
+        t_start = time.perf_counter()
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            await ws.send("x" * 100)
+            assert await ws.recv() == "echo: " + "x" * 100
+            lat.append(time.perf_counter() - t0)
+        wall = time.perf_counter() - t_start
+    out = summary(lat)
+    out["rps"] = len(lat) / wall
+    return out
+
+
+async def _one_sandbox(conn: dict[str, Any], quick: bool, runtime: str) -> dict[str, Any]:
+    """Plain HTTP, a streamed download and WebSocket round trips: proxied and direct, in turn."""
     from sandlot.sdk import AsyncSandbox
 
     seconds = 2.0 if quick else 10.0
-    sbx = await AsyncSandbox.create(template="debian", network="egress", **conn)
+    stream_bytes = (32 if quick else 128) << 20
+    sbx = await AsyncSandbox.create(template="debian", network="egress", runtime=runtime, **conn)
     try:
         await sbx.files.write("/srv.py", SERVER.read_text())
         await sbx.commands.run(f"python3 /srv.py {PORT}", background=True)
@@ -66,13 +103,27 @@ async def port_proxy_figures(conn: dict[str, Any], quick: bool) -> dict[str, Any
             while (await c.get(proxied)).status_code != 200:
                 assert time.monotonic() < deadline, "the server in the sandbox never answered"
                 await asyncio.sleep(0.2)
-        print("sandlot http: port proxy vs direct", flush=True)
+        print(f"sandlot http: port proxy vs direct ({runtime})", flush=True)
         await _load(direct, {}, 0.5)  # warm both paths, unmeasured
         await _load(proxied, token, 0.5)
-        return {
+        out: dict[str, Any] = {
             "port direct": await _load(direct, {}, seconds),
             "port proxy": await _load(proxied, token, seconds),
-            "concurrency": CONCURRENCY,
+            "stream direct": await _stream(direct.replace("/bench", "/big"), {}, stream_bytes),
+            "stream proxy": await _stream(sbx.get_url(PORT, "/big"), token, stream_bytes),
+            "stream_mb": stream_bytes >> 20,
         }
+        ws_proxied = sbx.get_url(PORT, "/ws").replace("http", "ws", 1)
+        out["ws direct"] = await _ws(f"ws://{address}:{PORT}/ws", {}, seconds)
+        out["ws proxy"] = await _ws(ws_proxied, token, seconds)
+        return out
     finally:
         await sbx.kill()
+
+
+async def port_proxy_figures(conn: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """gVisor (the agent's tunnel) at the top level; crun (the in-process node's direct route) under "crun"."""
+    out = await _one_sandbox(conn, quick, "gvisor")
+    out["concurrency"] = CONCURRENCY
+    out["crun"] = await _one_sandbox(conn, quick, "container")
+    return out

@@ -39,6 +39,28 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
 
+def _port_rows(ports: dict[str, Any]) -> list[tuple[str, float, str, str, float, str]]:
+    conc = f"{_get(ports, 'concurrency'):.0f}"
+    base = "the same server at its sandbox address, direct"
+    out = []
+    for label, figs in (("gVisor, agent tunnel", ports), ("crun, direct route", ports.get("crun", {}))):
+        runs = f"{_get(figs, 'port proxy', 'runs'):.0f}"
+        ws_runs = f"{_get(figs, 'ws proxy', 'runs'):.0f}"
+        out += [
+            (f"HTTP through the port proxy, requests/s ({conc} clients; {label})",
+             _get(figs, "port proxy", "rps"), "req/s", base, _get(figs, "port direct", "rps"), runs),
+            (f"HTTP through the port proxy, p50 latency ({label})",
+             _get(figs, "port proxy", "p50_ms"), "ms", base, _get(figs, "port direct", "p50_ms"), runs),
+            (f"streamed download of {_get(figs, 'stream_mb'):.0f} MB through the port proxy ({label})",
+             _get(figs, "stream proxy", "mb_per_s"), "MB/s", base, _get(figs, "stream direct", "mb_per_s"), "1"),
+            (f"WebSocket echo round trips/s through the port proxy ({label})",
+             _get(figs, "ws proxy", "rps"), "msg/s", base, _get(figs, "ws direct", "rps"), ws_runs),
+            (f"WebSocket echo round trip p50 ({label})",
+             _get(figs, "ws proxy", "p50_ms"), "ms", base, _get(figs, "ws direct", "p50_ms"), ws_runs),
+        ]  # fmt: skip
+    return out
+
+
 def rows(r: dict[str, Any]) -> list[tuple[str, float, str, str, float, str]]:
     """(metric, sandlot, unit, nearest baseline, baseline value, runs) for each Sandlot figure."""
     b, s = r["baselines"], r["sandlot"]
@@ -121,29 +143,20 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, str, float, str]]:
                 )
             )
     if "http ports" in s:
-        ports = s["http ports"]
-        runs = f"{_get(ports, 'port proxy', 'runs'):.0f}"
-        conc = f"{_get(ports, 'concurrency'):.0f}"
-        out.append(
-            (
-                f"HTTP through the port proxy, requests/s ({conc} clients; above 1 is faster)",
-                _get(ports, "port proxy", "rps"),
-                "req/s",
-                "the same server at its sandbox address, direct",
-                _get(ports, "port direct", "rps"),
-                runs,
-            )
-        )
-        out.append(
-            (
-                "HTTP through the port proxy, p50 latency",
-                _get(ports, "port proxy", "p50_ms"),
-                "ms",
-                "the same server at its sandbox address, direct",
-                _get(ports, "port direct", "p50_ms"),
-                runs,
-            )
-        )
+        out += _port_rows(s["http ports"])
+    big = s.get("http big transfer")
+    if big:
+        mb = f"{_get(big, 'mb'):.0f} MB"
+        out += [
+            (f"{mb} streamed in (HTTP+SDK)", _get(big, "upload_ms"), "ms",
+             "the same bytes written to the host's disk", _get(big, "host_write_ms"), "1"),
+            (f"{mb} streamed out (HTTP+SDK)", _get(big, "download_ms"), "ms",
+             "the same bytes read from the host's disk", _get(big, "host_read_ms"), "1"),
+            (f"server peak RSS, through a {mb} transfer", _get(big, "server_peak_rss_mb"), "MB",
+             "the file's size", _get(big, "mb"), "1"),
+            (f"client peak RSS growth, through a {mb} transfer", _get(big, "client_rss_growth_mb"), "MB",
+             "the file's size", _get(big, "mb"), "1"),
+        ]  # fmt: skip
     out += _checkpoint_rows(s)
     m = s.get("core memory pause")
     if m:

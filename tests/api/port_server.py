@@ -2,9 +2,12 @@
 
     python3 port_server.py PORT
 
-GET /sse streams three server-sent events 0.7 s apart; POST /echo answers its
-body; /ws is a WebSocket that answers every message with "echo: " + it (text)
-or the same bytes reversed (binary); any other GET answers "hello <target>".
+GET /sse streams three server-sent events 0.7 s apart; GET /big?n=N streams N
+bytes (chunked, 64 KiB at a time); POST /echo answers its body; /ws is a
+WebSocket that answers every message with "echo: " + it (text) or the same
+bytes reversed (binary); any other GET answers "hello <target>". Every answer
+names the address the connection came from (X-Peer): 127.0.0.1 through the
+agent's tunnel, the sandbox's gateway over the direct route.
 """
 
 import asyncio
@@ -81,6 +84,18 @@ async def handle(reader, writer):
                     if size == 0:
                         break
                     body += chunk[:-2]
+            peer = writer.get_extra_info("peername")[0]
+            if target.startswith("/big?n="):
+                left = int(target.split("=", 1)[1])
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Peer: %s\r\n\r\n" % peer.encode())
+                while left > 0:
+                    n = min(left, 1 << 16)
+                    writer.write(b"%x\r\n%s\r\n" % (n, b"b" * n))
+                    await writer.drain()
+                    left -= n
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+                continue
             if target == "/sse":
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -94,7 +109,11 @@ async def handle(reader, writer):
                 await writer.drain()
                 continue
             out = body if method == "POST" else f"hello {target} host={headers.get('host', '')}".encode()
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Server: in-sandbox\r\n\r\n" % len(out) + out)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Server: in-sandbox\r\nX-Peer: %s\r\n\r\n"
+                % (len(out), peer.encode())
+                + out
+            )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, ValueError):
         pass

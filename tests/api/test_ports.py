@@ -2,7 +2,8 @@
 
 A server inside a sandbox (tests/api/port_server.py; the sandbox has network
 `none`, as ports travel through the agent) is reached at both URL forms over
-HTTP, server-sent events and WebSocket, with and without credentials.
+HTTP, server-sent events and WebSocket, with and without credentials; a crun
+sandbox with an interface is reached over the direct route.
 """
 
 from __future__ import annotations
@@ -104,6 +105,68 @@ def test_server_sent_events_stream_as_they_are_sent(admin: httpx.Client, served:
     assert [s for _, s in seen] == ["data: event 0", "data: event 1", "data: event 2"]
     # The server sleeps 0.7 s between events: the first arrived before the last was sent.
     assert seen[2][0] - seen[0][0] > 1.0, seen
+
+
+def test_long_bodies_stream_both_ways_on_kept_alive_connections(
+    api_server: Server, admin: httpx.Client, served: dict[str, Any]
+) -> None:
+    """A chunked download of many windows, a chunked upload, and HEAD, all on one client's connections."""
+    sid = served["sandbox_id"]
+    base = f"/sandboxes/{sid}/ports/{PORT}"
+    n = 9 << 20
+    with admin.stream("GET", f"{base}/big", params={"n": n}) as r:
+        assert r.status_code == 200 and r.headers["x-peer"] == "127.0.0.1", "a gVisor sandbox: the agent's tunnel"
+        got = sum(len(c) for c in r.iter_raw())
+    assert got == n
+    parts = [os.urandom(100_000) for _ in range(30)]
+    r = admin.post(f"{base}/echo", content=iter(parts))  # no length: chunked to the sandbox's server too
+    assert r.status_code == 200 and r.content == b"".join(parts)
+    r = admin.head(f"{base}/after-head")  # the server wrongly sends a body: the proxy must not pass it on
+    assert r.status_code == 200 and r.content == b""
+    for i in range(20):  # keep-alive connections taken back and forth, none left poisoned
+        r = admin.get(f"{base}/again/{i}")
+        assert r.status_code == 200 and r.text.startswith(f"hello /again/{i} "), r.text
+    # An HTTP/1.0 client sends no Host: the sandbox's server still gets one.
+    with socket.create_connection(("127.0.0.1", api_server.port)) as sock:
+        sock.sendall(f"GET {base}/old HTTP/1.0\r\nX-API-Key: {admin.headers['X-API-Key']}\r\n\r\n".encode())
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(f"hello /old host=127.0.0.1:{PORT}".encode()), raw
+
+
+def test_ports_over_the_direct_route_and_the_tunnel(team: httpx.Client, api_server: Server) -> None:
+    """A crun sandbox with an interface is reached at its own address (the in-process node's direct
+    route): plain HTTP, streaming and WebSocket; a server bound to 127.0.0.1 only through the tunnel."""
+    if not agent_available():
+        pytest.skip("ports need the real agent")
+    r = team.post("/sandboxes", json={"runtime": "container", "template": "debian", "network": "egress"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["sandbox_id"]
+    team.put(f"/sandboxes/{sid}/files", params={"path": "/srv.py"}, content=SERVER_SRC.encode())
+    for cmd in (["python3", "/srv.py", str(PORT)], ["python3", "-m", "http.server", "8082", "--bind", "127.0.0.1"]):
+        r = team.post(f"/sandboxes/{sid}/commands", json={"cmd": cmd, "background": True, "cwd": "/"})
+        assert r.status_code in (200, 201), r.text
+    base = f"/sandboxes/{sid}/ports"
+    deadline = time.monotonic() + 30
+    while (r := team.get(f"{base}/{PORT}/ready")).status_code != 200:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    assert r.headers["x-peer"] != "127.0.0.1", "the direct route: from the host, to the sandbox's address"
+    with team.stream("GET", f"{base}/{PORT}/sse") as r:
+        t0 = time.monotonic()
+        seen = [time.monotonic() - t0 for line in r.iter_lines() if line.startswith("data:")]
+    assert len(seen) == 3 and seen[2] - seen[0] > 1.0, seen
+    body = os.urandom(3 << 20)
+    assert team.post(f"{base}/{PORT}/echo", content=body).content == body
+    ws_url = api_server.url.replace("http", "ws")
+    with connect(f"{ws_url}{base}/{PORT}/ws", additional_headers={"X-API-Key": team.headers["X-API-Key"]}) as ws:
+        ws.send("direct")
+        assert ws.recv() == "echo: direct"
+    while (r := team.get(f"{base}/8082/")).status_code == 502:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    assert r.status_code == 200 and "Directory listing" in r.text, "bound to 127.0.0.1: through the tunnel"
 
 
 def test_websocket_at_the_path_and_the_host_name(

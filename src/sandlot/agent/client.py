@@ -38,6 +38,10 @@ T = TypeVar("T")
 _EOF = object()
 #: How long a call waits for a first answer before it asks whether the agent is alive at all.
 RESPONSE_TIMEOUT = 30.0
+#: How much the agent's connection buffers before the node stops reading it.
+READ_LIMIT = 4 << 20
+#: A port stream acknowledges what it consumed once this much is unacknowledged.
+ACK_BATCH = p.PORT_WINDOW // 4
 
 
 class Stream:
@@ -62,10 +66,10 @@ class Stream:
             self._broken = item
             self._credit.set()  # a sender waiting for credit must see the stream die
         elif item.kind is FrameKind.EVENT and item.header.get("type") == "ack":
-            n = item.header.get("n")
-            if isinstance(n, int) and n >= 0:
+            n, frames = item.header.get("n"), item.header.get("frames", 1)
+            if isinstance(n, int) and n >= 0 and isinstance(frames, int) and frames >= 0:
                 self._unacked_bytes -= n
-                self._unacked_frames -= 1
+                self._unacked_frames -= frames
                 self._credit.set()
             return
         elif item.kind is FrameKind.END:
@@ -183,7 +187,9 @@ class AgentConnection:
     async def listen(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
-        self._server = await asyncio.start_unix_server(self._on_connect, path=self.socket_path)
+        # A large buffer limit: with the default (64 KB) the transport stopped reading every 128 KB
+        # of a file streaming in, and started again, a trip through the loop each time.
+        self._server = await asyncio.start_unix_server(self._on_connect, path=self.socket_path, limit=READ_LIMIT)
         os.chmod(self.socket_path, 0o600)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -426,14 +432,30 @@ class PortTunnel:
         await self._stream.end_input()
 
     async def received(self) -> AsyncIterator[bytes]:
-        """What the sandbox's side sends, acknowledged as it is consumed (so the agent keeps sending)."""
+        """What the sandbox's side sends, acknowledged as it is consumed (so the agent keeps sending).
+
+        Acknowledgements are batched (a quarter window at a time): one frame per
+        small answer was a write to the agent's socket per request, the largest
+        single cost of a proxied request. The agent never stalls on the batch:
+        what is consumed but not yet acknowledged stays under a quarter window.
+        """
+        pending = 0
         async for frame in self._stream.frames():
             if frame.kind is FrameKind.DATA and frame.payload:
                 yield frame.payload
-                await self._stream.ack(len(frame.payload))
+                pending += len(frame.payload)
+                if pending >= ACK_BATCH:
+                    await self._stream.ack(pending)
+                    pending = 0
 
     async def close(self) -> None:
         await self._stream.cancel()
+
+    @property
+    def closed(self) -> bool:
+        """The sandbox's side closed it (or the agent's connection broke)."""
+        s = self._stream
+        return s.done or s._ended or s._broken is not None
 
 
 class AgentClient:
@@ -485,11 +507,19 @@ class AgentClient:
 
     # -- files
     async def read(self, path: str, offset: int = 0, length: int = -1) -> AsyncIterator[bytes]:
-        stream = await self.conn.open(p.Method.FS_READ, p.ReadParams(path=path, offset=offset, length=length))
+        """The file's bytes as they come; the agent sends at most READ_WINDOW ahead of what was taken
+        (so a slow consumer holds the node's memory to that, whatever the file's size)."""
+        params = p.ReadParams(path=path, offset=offset, length=length, window=p.READ_WINDOW)
+        stream = await self.conn.open(p.Method.FS_READ, params)
+        pending = 0
         try:
             async for frame in stream.frames():
                 if frame.kind is FrameKind.DATA:
                     yield frame.payload
+                    pending += len(frame.payload)
+                    if pending >= p.READ_WINDOW // 4:
+                        await stream.ack(pending)
+                        pending = 0
         finally:
             await stream.cancel()
 
@@ -519,8 +549,18 @@ class AgentClient:
             if isinstance(data, (bytes, bytearray, memoryview)):
                 await stream.send(bytes(data))
             else:
+                # Small pieces (an HTTP body arrives 64 KB at a time) gathered into frames of CHUNK:
+                # each frame is a write to the agent's socket and a read in gVisor.
+                held: list[bytes] = []
+                size = 0
                 async for chunk in data:
-                    await stream.send(chunk)
+                    held.append(chunk)
+                    size += len(chunk)
+                    if size >= p.CHUNK:
+                        await stream.send(b"".join(held))
+                        held, size = [], 0
+                if held:
+                    await stream.send(b"".join(held))
             await stream.end_input()
 
         pumper = asyncio.ensure_future(pump())

@@ -69,6 +69,10 @@ class SandboxAgent:
         env: the sandbox's own environment, under every process's (a pooled
             sandbox was booted before its creator gave it).
         gone: whether the sandbox is killed (holders drop what they keep for it).
+        address: the sandbox's own address where this process may reach its
+            ports directly (over its interface, not through the agent), or
+            None: only an in-process node knows one, and only where using it
+            costs the sandbox nothing (see Sandbox.direct_address).
     """
 
     def __init__(
@@ -78,11 +82,13 @@ class SandboxAgent:
         *,
         env: Callable[[], dict[str, str]],
         gone: Callable[[], bool],
+        address: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.id = sandbox_id
         self._client = client
         self._env = env
         self._gone = gone
+        self._address = address
 
     def __repr__(self) -> str:
         return f"<SandboxAgent {self.id}>"
@@ -95,6 +101,10 @@ class SandboxAgent:
     @property
     def gone(self) -> bool:
         return self._gone()
+
+    def direct_address(self) -> str | None:
+        """Where its ports may be reached without the agent (an optimisation; None: use `agent.connect_port`)."""
+        return self._address()
 
     def environment(self) -> dict[str, str]:
         """The sandbox's own environment (what every process it starts gets under its own)."""

@@ -328,6 +328,14 @@ class ReadParams(_Model):
     path: str
     offset: int = 0
     length: int = -1  # -1 = to the end
+    # Flow control: with window > 0 the agent keeps at most `window` bytes of DATA
+    # unacknowledged (PortAck events from the node, as for ports), so a slow reader
+    # never makes the node hold the file; 0 (an older node): it sends without waiting.
+    window: int = 0
+
+
+#: The window a node asks for when it reads a file (see ReadParams.window).
+READ_WINDOW = 4 << 20
 
 
 class ReadResult(_Model):
@@ -447,6 +455,7 @@ PORT_WINDOW = 1 << 20
 class PortAck(_Model):
     type: Literal["ack"] = "ack"
     n: int  # bytes of DATA consumed
+    frames: int = 1  # how many DATA frames those were (acknowledgements may be batched)
 
 
 class PortClosed(_Model):

@@ -12,8 +12,15 @@ the API's routes as it came:
   sandbox);
 - any other port goes to the default handler: the port proxy.
 
+The path form, `/sandboxes/{S}/ports/{P}{path}`, goes to the default handler
+too, straight from here: the API's router (a hundred routes matched in turn,
+then FastAPI's dependency machinery) was a large share of a proxied request's
+cost on the port proxy's bench row, and the proxy needs none of it.
+
 Everything else passes through untouched. The handler finds the target in
-`scope["sandlot.port_target"]` as (sandbox id, port).
+`scope["sandlot.port_target"]` as (sandbox id, port), the path in the sandbox
+in `scope["path"]`, and the prefix that was stripped from it (where a cookie
+for the port belongs) in `scope["sandlot.port_prefix"]`.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-__all__ = ["SCOPE_KEY", "Finder", "HostRoutes", "HostRoutingMiddleware"]
+__all__ = ["PREFIX_KEY", "SCOPE_KEY", "Finder", "HostRoutes", "HostRoutingMiddleware"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -32,6 +39,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Finder = Callable[[Mapping[str, str]], "tuple[str, int] | None"]
 
 SCOPE_KEY = "sandlot.port_target"
+PREFIX_KEY = "sandlot.port_prefix"
+_PATH_FORM = re.compile(r"^(?P<prefix>/sandboxes/(?P<sid>[^/]+)/ports/(?P<port>[0-9]{1,9}))(?P<rest>/.*)?$")
 
 
 class HostRoutes:
@@ -83,12 +92,21 @@ class HostRoutingMiddleware:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        m = _PATH_FORM.match(scope.get("path", "")) if scope["type"] in ("http", "websocket") else None
+        if m is not None:
+            scope = dict(scope)
+            scope[SCOPE_KEY] = (m["sid"], int(m["port"]))
+            scope[PREFIX_KEY] = m["prefix"] + "/"
+            scope["path"] = m["rest"] or "/"
+            await self.routes.default(scope, receive, send)
+            return
         if scope["type"] in ("http", "websocket"):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             target = self.routes.target(headers)
             if target is not None:
                 scope = dict(scope)
                 scope[SCOPE_KEY] = target
+                scope[PREFIX_KEY] = "/"
                 path = self.routes.mounted_path(target, scope.get("path", "/"))
                 if path is None:
                     await self.routes.default(scope, receive, send)

@@ -1,16 +1,24 @@
 """Exposed ports: HTTP (streaming included) and WebSocket to a port inside a sandbox.
 
-Every connection to a sandbox's port is a `port.connect` stream through its
+The general path to a sandbox's port is a `port.connect` stream through its
 agent (`PortTunnel`): no network joins the host to the sandbox, so ports work
-in every network mode (`none` included) and for every runtime, and a proxied
-request can never reach anything but 127.0.0.1 inside that one sandbox.
+in every network mode (`none` included), for every runtime and through any
+node (in-process or remote), and a proxied request can never reach anything
+but 127.0.0.1 inside that one sandbox.
 
-- HTTP: httpcore speaks HTTP/1.1 over tunnels (`TunnelBackend`), with
-  keep-alive connections pooled per sandbox; bodies stream both ways, so
-  server-sent events and long downloads pass as they are produced.
+The direct route is an optimisation for an in-process node: where the node
+offers the sandbox's own address (`SandboxAgent.direct_address`: it has an
+interface, and connections to it cost it nothing), HTTP goes over TCP to that
+address, one hop fewer through the sandbox (the agent's relay costs gVisor
+about a millisecond of CPU per request). A server that listens on 127.0.0.1
+only refuses it, and that port goes through the tunnel.
+
+- HTTP: a lean HTTP/1.1 client (http1, parsing with httptools) with
+  keep-alive connections pooled per sandbox and port; bodies stream both
+  ways, so server-sent events and long downloads pass as they are produced.
 - WebSocket: the client's handshake is answered by the server's; in between,
   the `websockets` sans-I/O client protocol speaks to the sandbox's server
-  over a tunnel, and messages are relayed both ways.
+  (by the same route as HTTP), and messages are relayed both ways.
 
 Who may: see `port_access` (public ports, the sandbox's access token, or an
 API key of its team). This module only moves bytes.
@@ -21,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import httpcore
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
@@ -37,6 +45,9 @@ from websockets.uri import parse_uri
 from sandlot import errors
 from sandlot.agent.client import PortTunnel
 from sandlot.agent.handle import SandboxAgent
+from sandlot.api import http1
+from sandlot.api.host_routing import Receive, Scope, Send
+from sandlot.api.http1 import Pipe
 from sandlot.api.http_errors import error_response, status_of
 
 __all__ = ["PortProxy"]
@@ -48,63 +59,112 @@ HOP_HEADERS = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "x-api-key", "x-sandlot-access-token",
 }  # fmt: skip
+#: How long an idle keep-alive connection to a sandbox's port is kept, and how many per port.
+KEEPALIVE_S = 30.0
+MAX_IDLE = 32
+#: A request body up to this size is read first (so the request can be retried on a fresh connection).
+REPLAYABLE = 64 * 1024
+#: A direct connection (to the sandbox's own address) that is not made within this falls back to the tunnel,
+#: and that port is not tried directly again for a while.
+DIRECT_CONNECT_S = 2.0
+DIRECT_RETRY_S = 10.0
+#: The most one read of a direct connection takes (and buffers): larger pieces, fewer trips through the loop.
+READ_MAX = 1 << 20
 
 
-class TunnelStream(httpcore.AsyncNetworkStream):
+class TunnelPipe:
+    """An agent tunnel (`port.connect`) as an http1.Pipe."""
+
     def __init__(self, tunnel: PortTunnel) -> None:
         self._tunnel = tunnel
         self._received = tunnel.received()
-        self._buf = b""
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        if not self._buf:
-            try:
-                self._buf = await asyncio.wait_for(anext(self._received), timeout)
-            except StopAsyncIteration:
-                return b""
-            except TimeoutError:
-                raise httpcore.ReadTimeout("the sandbox's server did not answer in time") from None
-        chunk, self._buf = self._buf[:max_bytes], self._buf[max_bytes:]
-        return chunk
+    async def send(self, data: bytes) -> None:
+        await self._tunnel.send(data)  # waits while the sandbox's server has a window's worth unread
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if buffer:
-            try:  # waits while the sandbox's server has a window's worth unread
-                await asyncio.wait_for(self._tunnel.send(buffer), timeout)
-            except TimeoutError:
-                raise httpcore.WriteTimeout("the sandbox's server stopped reading the request") from None
+    async def recv(self) -> bytes:
+        try:
+            return await anext(self._received)
+        except StopAsyncIteration:
+            return b""
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         with contextlib.suppress(errors.SandlotError):
             await self._tunnel.close()
 
-    def get_extra_info(self, info: str) -> Any:
-        return None
+    @property
+    def stale(self) -> bool:
+        return self._tunnel.closed
 
 
-class TunnelBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network, made of agent tunnels into one sandbox (the host part of URLs is unused)."""
+class TcpPipe:
+    """A TCP connection to the sandbox's own address, as an http1.Pipe."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+
+    async def send(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def recv(self) -> bytes:
+        return await self._reader.read(READ_MAX)
+
+    async def close(self) -> None:
+        self._writer.close()
+
+    @property
+    def stale(self) -> bool:
+        return self._reader.at_eof() or self._writer.is_closing()
+
+
+async def _connect(sbx: SandboxAgent, port: int, no_direct: dict[int, float]) -> Pipe:
+    """A direct connection where the node offers the sandbox's address and its server listens there;
+    the agent's tunnel otherwise (a server bound to 127.0.0.1 only, or no address)."""
+    address = sbx.direct_address()
+    if address is None or no_direct.get(port, 0.0) > time.monotonic():
+        return TunnelPipe(await sbx.agent.connect_port(port))
+    try:
+        connecting = asyncio.open_connection(address, port, limit=READ_MAX)
+        reader, writer = await asyncio.wait_for(connecting, DIRECT_CONNECT_S)
+        return TcpPipe(reader, writer)
+    except (OSError, TimeoutError):
+        pipe = TunnelPipe(await sbx.agent.connect_port(port))  # (nothing listening at all: raises)
+    no_direct[port] = time.monotonic() + DIRECT_RETRY_S  # listening on 127.0.0.1 only, it seems
+    return pipe
+
+
+class _Pool:
+    """Idle keep-alive connections to the ports of one sandbox (taken most recent first)."""
 
     def __init__(self, sbx: SandboxAgent) -> None:
         self.sbx = sbx
+        self._idle: dict[int, list[tuple[float, Pipe]]] = {}
+        self.no_direct: dict[int, float] = {}  # port -> until when it is not tried directly
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return TunnelStream(await self.sbx.agent.connect_port(port))
+    async def take(self, port: int) -> tuple[Pipe, bool]:
+        """A connection to `port` (an idle one when there is one) and whether it was idle."""
+        idle = self._idle.get(port)
+        now = time.monotonic()
+        while idle:
+            since, pipe = idle.pop()
+            if not pipe.stale and now - since < KEEPALIVE_S:
+                return pipe, True
+            await pipe.close()
+        return await _connect(self.sbx, port, self.no_direct), False
 
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise NotImplementedError
+    async def give_back(self, port: int, pipe: Pipe) -> None:
+        idle = self._idle.setdefault(port, [])
+        if len(idle) >= MAX_IDLE or self.sbx.gone:
+            await pipe.close()
+            return
+        idle.append((time.monotonic(), pipe))
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    async def close(self) -> None:
+        idle, self._idle = self._idle, {}
+        for pipes in idle.values():
+            for _, pipe in pipes:
+                await pipe.close()
 
 
 def _forward_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -127,98 +187,174 @@ def _port_error(exc: errors.SandlotError, sandbox_id: str, port: int) -> Respons
 
 
 class PortProxy:
-    """Relays requests to sandbox ports; one connection pool per sandbox.
+    """Relays requests to sandbox ports; one pool of keep-alive connections per sandbox.
 
     Invariant: `_pools[id]` belongs to the live SandboxAgent object it was made
     for; a killed (or replaced) sandbox's pool is closed on the next lookup.
     """
 
     def __init__(self) -> None:
-        self._pools: dict[str, tuple[SandboxAgent, httpcore.AsyncConnectionPool]] = {}
+        self._pools: dict[str, _Pool] = {}
         self._closing: set[asyncio.Future[None]] = set()
 
-    def _pool(self, sbx: SandboxAgent) -> httpcore.AsyncConnectionPool:
-        for sid, (old, pool) in list(self._pools.items()):
-            if old.gone or (sid == sbx.id and old is not sbx):
+    def _pool(self, sbx: SandboxAgent) -> _Pool:
+        for sid, old in list(self._pools.items()):
+            if old.sbx.gone or (sid == sbx.id and old.sbx is not sbx):
                 del self._pools[sid]
-                closing = asyncio.ensure_future(pool.aclose())
+                closing = asyncio.ensure_future(old.close())
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)
-        entry = self._pools.get(sbx.id)
-        if entry is None:
-            pool = httpcore.AsyncConnectionPool(
-                network_backend=TunnelBackend(sbx), max_connections=64, keepalive_expiry=30.0
-            )
-            entry = self._pools[sbx.id] = (sbx, pool)
-        return entry[1]
+        pool = self._pools.get(sbx.id)
+        if pool is None:
+            pool = self._pools[sbx.id] = _Pool(sbx)
+        return pool
 
     async def close(self) -> None:
         pools, self._pools = self._pools, {}
-        for _, pool in pools.values():
+        for pool in pools.values():
             with contextlib.suppress(Exception):
-                await pool.aclose()
+                await pool.close()
 
-    async def http(self, request: Request, sbx: SandboxAgent, port: int, path: str) -> Response:
-        """Forward `request` to `path` (with the request's query) on `port` of `sbx`; stream the answer."""
+    async def http(
+        self, scope: Scope, receive: Receive, send: Send, sbx: SandboxAgent, port: int, path: str,
+        extra: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+    ) -> None:  # fmt: skip
+        """Forward the request of `scope` to `path` (with its query) on `port` of `sbx`; stream the answer
+        (with the `extra` headers added)."""
+        request = Request(scope, receive)
         target = "/" + path.lstrip("/")
         if request.url.query:
             target += "?" + request.url.query
         headers = _forward_headers(request.headers.raw)
+        if "host" not in request.headers:  # (an HTTP/1.0 client): HTTP/1.1 requires one
+            headers.append((b"host", f"127.0.0.1:{port}".encode()))
         headers.append((b"x-forwarded-proto", request.url.scheme.encode()))
         if request.client is not None:
             headers.append((b"x-forwarded-for", request.client.host.encode()))
-        has_body = request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or "content-length" in request.headers
-        if has_body and "content-length" not in request.headers:
-            headers.append((b"transfer-encoding", b"chunked"))
-        req = httpcore.Request(
-            request.method,
-            httpcore.URL(scheme=b"http", host=b"127.0.0.1", port=port, target=target.encode()),
-            headers=headers,
-            content=request.stream() if has_body else b"",
-            extensions={"timeout": {"connect": 10.0, "read": None, "write": 60.0, "pool": 30.0}},
-        )
+        method = request.method
+        length = request.headers.get("content-length")
+        body: bytes | None = b""
+        if length is not None and length.isdigit() and int(length) <= REPLAYABLE:
+            body = await request.body()  # small: kept, so a stale keep-alive connection can be retried
+        elif length is not None or method not in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            body = None  # streamed as it comes (chunked when its length is unknown)
+            if length is None:
+                headers.append((b"transfer-encoding", b"chunked"))
+        head = http1.encode_head(method, target, headers)
+        pool = self._pool(sbx)
         try:
-            resp = await self._pool(sbx).handle_async_request(req)
+            ex = await self._exchange(pool, port, head, body, request)
         except errors.SandlotError as exc:
-            return _port_error(exc, sbx.id, port)
-        except httpcore.ProtocolError as exc:
+            await _port_error(exc, sbx.id, port)(scope, receive, send)
+            return
+        except (http1.ProtocolError, OSError) as exc:
             msg = f"the server on port {port} of sandbox {sbx.id} broke the HTTP exchange: {exc or type(exc).__name__}"
-            return error_response(502, errors.PortNotListeningError.code, msg)
-        out_headers = [(k, v) for k, v in resp.headers if k.decode("latin-1").lower() not in HOP_HEADERS]
+            await error_response(502, errors.PortNotListeningError.code, msg)(scope, receive, send)
+            return
+        out_headers = [(k.lower(), v) for k, v in ex.headers if k.decode("latin-1").lower() not in HOP_HEADERS]
+        out_headers += extra
+        await _relay_answer(ex, out_headers, pool, port, receive, send, sbx.id)
 
-        async def body() -> AsyncIterator[bytes]:
+    async def _exchange(
+        self, pool: _Pool, port: int, head: bytes, body: bytes | None, request: Request
+    ) -> http1.Exchange:
+        """Send the request; the answer's head read. A reused connection that turns out closed is retried once."""
+        head_only = request.method == "HEAD"
+        while True:
+            pipe, reused = await pool.take(port)
+            ex = http1.Exchange(pipe, head_only)
             try:
-                async for chunk in resp.aiter_stream():
-                    yield chunk
-            except (httpcore.ReadError, httpcore.RemoteProtocolError, errors.SandlotError) as exc:
-                log.info("sandbox %s port %d: response cut short: %s", sbx.id, port, exc)
-            finally:
-                await resp.aclose()
-
-        response = StreamingResponse(body(), status_code=resp.status)
-        response.raw_headers = [(k.lower(), v) for k, v in out_headers]
-        return response
+                if body is None:
+                    await pipe.send(head)
+                    if request.headers.get("content-length") is not None:
+                        async for chunk in request.stream():
+                            if chunk:
+                                await pipe.send(chunk)
+                    else:
+                        await http1.send_body(pipe, request.stream())
+                else:
+                    await pipe.send(head + body)
+                await ex.start()
+                return ex
+            except BaseException as exc:
+                await pipe.close()
+                if reused and body is not None and not ex.got_bytes and not isinstance(exc, asyncio.CancelledError):
+                    continue  # the server had closed that idle connection: a fresh one
+                raise
 
     async def websocket(self, ws: WebSocket, sbx: SandboxAgent, port: int, path: str) -> None:
         """Relay a WebSocket to `path` on `port` of `sbx` (the client's handshake is answered by the server's)."""
         target = "/" + path.lstrip("/") + (("?" + ws.url.query) if ws.url.query else "")
         try:
-            tunnel = await sbx.agent.connect_port(port)
+            pipe = await _connect(sbx, port, self._pool(sbx).no_direct)
         except errors.SandlotError as exc:
             await ws.close(code=1011, reason=_reason(_port_error(exc, sbx.id, port)))
             return
         try:
-            await _relay_ws(ws, tunnel, port, target)
+            await _relay_ws(ws, pipe, port, target)
         finally:
-            with contextlib.suppress(errors.SandlotError):
-                await tunnel.close()
+            await pipe.close()
+
+
+async def _relay_answer(
+    ex: http1.Exchange, headers: list[tuple[bytes, bytes]], pool: _Pool, port: int,
+    receive: Receive, send: Send, sandbox_id: str,
+) -> None:  # fmt: skip
+    """Send the answer on; its connection goes back to the pool when it was read in full."""
+    await send({"type": "http.response.start", "status": ex.status, "headers": headers})
+    chunks = ex.body()
+    watcher: asyncio.Task[None] | None = None
+    try:
+        first = await anext(chunks, None)
+        if first is None or ex.finished:  # the whole answer is in: no need to watch the client
+            if first is not None:
+                await anext(chunks, None)  # (its end: whether the connection may be reused)
+            await send({"type": "http.response.body", "body": first or b"", "more_body": False})
+        else:
+            # A streaming answer may go on for ever: stop relaying when its client leaves.
+            watcher = asyncio.ensure_future(_until_disconnect(receive))
+            relay = asyncio.ensure_future(_relay_body(first, chunks, send))
+            done, _ = await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if relay not in done:
+                relay.cancel()
+                with contextlib.suppress(BaseException):
+                    await relay
+                await ex.pipe.close()
+                return
+            relay.result()
+    except (http1.ProtocolError, errors.SandlotError, OSError) as exc:
+        log.info("sandbox %s port %d: response cut short: %s", sandbox_id, port, exc)
+        await ex.pipe.close()
+        return
+    except BaseException:
+        await ex.pipe.close()
+        raise
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+    if ex.reusable:
+        await pool.give_back(port, ex.pipe)
+    else:
+        await ex.pipe.close()
+
+
+async def _relay_body(first: bytes, chunks: AsyncIterator[bytes], send: Send) -> None:
+    await send({"type": "http.response.body", "body": first, "more_body": True})
+    async for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _reason(resp: Response) -> str:
     return bytes(resp.body).decode(errors="replace")[:120]
 
 
-async def _relay_ws(ws: WebSocket, tunnel: PortTunnel, port: int, target: str) -> None:
+async def _relay_ws(ws: WebSocket, tunnel: Pipe, port: int, target: str) -> None:
     subprotocols = [s.strip() for s in ws.headers.get("sec-websocket-protocol", "").split(",") if s.strip()]
     uri = parse_uri(f"ws://127.0.0.1:{port}{target}")
     proto = ClientProtocol(uri, subprotocols=[Subprotocol(s) for s in subprotocols] or None, max_size=None)
@@ -228,7 +364,12 @@ async def _relay_ws(ws: WebSocket, tunnel: PortTunnel, port: int, target: str) -
             request.headers[name] = ws.headers[name]
     proto.send_request(request)
     await tunnel.send(b"".join(proto.data_to_send()))
-    received = tunnel.received()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while data := await tunnel.recv():
+            yield data
+
+    received = chunks()
     handshake: WsResponse | None = None
     async for data in received:
         proto.receive_data(data)

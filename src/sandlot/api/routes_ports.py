@@ -2,8 +2,9 @@
 
 - `GET/PUT /sandboxes/{id}/network`: the policy (changed live) and port access.
 - `PUT/DELETE /sandboxes/{id}/public-ports/{port}`: open a port to anyone / close it again.
-- `/sandboxes/{id}/ports/{port}/{path}` (any method, and WebSocket): the port itself.
-- `{port}-{id}.{domain}` host names reach the same ports (see host_routing).
+- `/sandboxes/{id}/ports/{port}/{path}` (any method, and WebSocket): the port itself,
+  and `{port}-{id}.{domain}` host names reach the same ports: both are routed
+  by host_routing, ahead of the API's router.
 
 `install(app, domain)` adds all of it to the API app.
 """
@@ -17,7 +18,7 @@ from starlette.responses import Response
 
 from sandlot import errors
 from sandlot.api.deps import SandboxId, Svc, Who
-from sandlot.api.host_routing import SCOPE_KEY, HostRoutes, HostRoutingMiddleware, Receive, Scope, Send
+from sandlot.api.host_routing import PREFIX_KEY, SCOPE_KEY, HostRoutes, HostRoutingMiddleware, Receive, Scope, Send
 from sandlot.api.http_errors import error_response, status_of
 from sandlot.api.port_access import TOKEN_QUERY, PortAccessRegistry
 from sandlot.api.port_proxy import PortProxy
@@ -29,7 +30,6 @@ __all__ = ["install", "network_info", "port_registry", "router"]
 _ERRORS: dict[int | str, dict[str, object]] = {s: {"model": ErrorBody} for s in (400, 401, 404, 409, 422)}
 router = APIRouter(tags=["network"], responses=_ERRORS)
 Port = Annotated[int, Path(ge=1, le=65535, description="a TCP port inside the sandbox")]
-_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def port_registry(app: FastAPI) -> PortAccessRegistry:
@@ -87,18 +87,22 @@ async def make_private(sandbox_id: SandboxId, port: Port, who: Who, svc: Svc, re
     return await network_info(request.app, sbx)
 
 
-async def _serve_http(request: Request, sandbox_id: str, port: int, path: str, cookie_path: str) -> Response:
+async def _serve_http(scope: Scope, receive: Receive, send: Send, sandbox_id: str, port: int) -> None:
+    request = Request(scope, receive)
     registry = port_registry(request.app)
     try:
         sbx = await registry.authorize(sandbox_id, port, request.headers, request.query_params)
     except errors.SandlotError as exc:
-        return error_response(status_of(exc), exc.code, exc.message, exc.field)
-    proxy: PortProxy = request.app.state.port_proxy
-    response = await proxy.http(request, sbx, port, path)
+        await error_response(status_of(exc), exc.code, exc.message, exc.field)(scope, receive, send)
+        return
+    extra: list[tuple[bytes, bytes]] = []
     token = (await registry.get(sbx.id)).token
     if request.query_params.get(TOKEN_QUERY) == token:  # a browser's first visit: keep it in a cookie
-        response.set_cookie(TOKEN_QUERY, token, path=cookie_path, httponly=True, samesite="lax")
-    return response
+        cookie = Response()
+        cookie.set_cookie(TOKEN_QUERY, token, path=scope[PREFIX_KEY], httponly=True, samesite="lax")
+        extra = [(k, v) for k, v in cookie.raw_headers if k == b"set-cookie"]
+    proxy: PortProxy = request.app.state.port_proxy
+    await proxy.http(scope, receive, send, sbx, port, scope.get("path", "/"), extra)
 
 
 async def _serve_ws(ws: WebSocket, sandbox_id: str, port: int, path: str) -> None:
@@ -111,37 +115,16 @@ async def _serve_ws(ws: WebSocket, sandbox_id: str, port: int, path: str) -> Non
     await proxy.websocket(ws, sbx, port, path)
 
 
-@router.api_route("/sandboxes/{sandbox_id}/ports/{port}/{path:path}", methods=_METHODS, include_in_schema=False)
-async def port_http(sandbox_id: str, port: int, path: str, request: Request) -> Response:
-    return await _serve_http(request, sandbox_id, port, path, f"/sandboxes/{sandbox_id}/ports/{port}/")
+def _port_handler(app: FastAPI) -> object:
+    """What serves a request for a sandbox's port, as host_routing found it (host name or path form)."""
 
-
-@router.api_route("/sandboxes/{sandbox_id}/ports/{port}", methods=_METHODS, include_in_schema=False)
-async def port_http_root(sandbox_id: str, port: int, request: Request) -> Response:
-    return await _serve_http(request, sandbox_id, port, "", f"/sandboxes/{sandbox_id}/ports/{port}/")
-
-
-@router.websocket("/sandboxes/{sandbox_id}/ports/{port}/{path:path}")
-async def port_ws(ws: WebSocket, sandbox_id: str, port: int, path: str) -> None:
-    await _serve_ws(ws, sandbox_id, port, path)
-
-
-@router.websocket("/sandboxes/{sandbox_id}/ports/{port}")
-async def port_ws_root(ws: WebSocket, sandbox_id: str, port: int) -> None:
-    await _serve_ws(ws, sandbox_id, port, "")
-
-
-def _host_routed(app: FastAPI) -> object:
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         sandbox_id, port = scope[SCOPE_KEY]
         scope["app"] = app
-        path = scope.get("path", "/")
         if scope["type"] == "http":
-            request = Request(scope, receive)
-            response = await _serve_http(request, sandbox_id, port, path, "/")
-            await response(scope, receive, send)
+            await _serve_http(scope, receive, send, sandbox_id, port)
         else:
-            await _serve_ws(WebSocket(scope, receive, send), sandbox_id, port, path)
+            await _serve_ws(WebSocket(scope, receive, send), sandbox_id, port, scope.get("path", "/"))
 
     return serve
 
@@ -149,7 +132,7 @@ def _host_routed(app: FastAPI) -> object:
 def install(app: FastAPI, domain: str) -> None:
     """Add the network routes, the port proxy and host-name routing to the API app."""
     app.state.port_proxy = PortProxy()
-    routes = HostRoutes(domain, _host_routed(app))  # type: ignore[arg-type]
+    routes = HostRoutes(domain, _port_handler(app))  # type: ignore[arg-type]
     app.state.host_routes = routes
     app.include_router(router)
     app.add_middleware(HostRoutingMiddleware, routes=routes)

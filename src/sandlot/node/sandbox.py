@@ -83,10 +83,26 @@ class Sandbox:
         #: the node sets it (`Node.on_change`)
         self.on_change: Callable[[str], None] = lambda _sid: None
         #: its data plane, as the node hands it to the API (one per sandbox: holders may key caches on it)
-        self.handle = SandboxAgent(sandbox_id, lambda: self.agent, env=lambda: self.spec.env, gone=lambda: self.killed)
+        self.handle = SandboxAgent(
+            sandbox_id, lambda: self.agent, env=lambda: self.spec.env, gone=lambda: self.killed,
+            address=self.direct_address,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.id} {self.runtime.name} {self.state.value}>"
+
+    def direct_address(self) -> str | None:
+        """Its address on its interface, for reaching its ports from the node without the agent.
+
+        None without an interface, and for a runtime that saves memory but not
+        open connections (gVisor): a connection from the host to its address
+        stays in the host's connection tracking for two minutes after it
+        closes, and its memory is not saved while one does (memory_pause), so
+        the port proxy must keep to the agent's tunnel there.
+        """
+        if self.net is None or (self.runtime.saves_memory and not self.runtime.saves_open_connections):
+            return None
+        return self.net.address
 
     @property
     def killed(self) -> bool:

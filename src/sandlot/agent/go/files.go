@@ -86,6 +86,11 @@ func statEntry(path string, meta bool) (FileEntry, error) {
 	return e, nil
 }
 
+// ReadChunk: the most one fs.read frame carries. Each read and each frame is a
+// trip through gVisor's syscall path: 1 MB rather than Chunk (256 KB) took
+// reading 100 MB from ~570 to ~450 ms of the sandbox's CPU.
+const ReadChunk = 4 * Chunk
+
 func handleRead(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{}, error) {
 	var params ReadParams
 	if err := decode(raw, &params); err != nil {
@@ -112,7 +117,16 @@ func handleRead(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{}
 	if params.Length >= 0 {
 		r = io.LimitReader(f, params.Length)
 	}
-	buf := make([]byte, Chunk)
+	if params.Window > 0 { // a cancel must wake a wait for credit
+		go func() {
+			select {
+			case <-s.cancel:
+				s.wake()
+			case <-s.done:
+			}
+		}()
+	}
+	buf := make([]byte, ReadChunk)
 	var sent int64
 	for {
 		if s.cancelled() {
@@ -120,8 +134,14 @@ func handleRead(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{}
 		}
 		n, err := r.Read(buf)
 		if n > 0 {
+			if params.Window > 0 && !s.waitCreditUpTo(params.Window) {
+				return ReadResult{Size: sent}, nil
+			}
 			if err := s.data(nil, buf[:n]); err != nil {
 				return nil, err
+			}
+			if params.Window > 0 {
+				s.spent(int64(n))
 			}
 			sent += int64(n)
 		}

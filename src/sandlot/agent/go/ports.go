@@ -20,6 +20,10 @@ import (
 	"time"
 )
 
+// portAckFrames: the agent acknowledges at least every this many DATA frames
+// (the node keeps at most 32 unacknowledged).
+const portAckFrames = 8
+
 func dialPort(port int64) (net.Conn, error) {
 	var last error
 	for _, host := range []string{"127.0.0.1", "::1"} {
@@ -58,6 +62,9 @@ func handlePortConnect(a *agent, s *stream, raw json.RawMessage, _ []byte) (inte
 	}()
 	var in int64
 	go func() { // node -> sandbox
+		// Acknowledgements are batched: a write to the node's socket per small
+		// request was a large part of the agent's cost per proxied request.
+		var pendingN, pendingFrames int64
 		for {
 			b, err := s.input()
 			if err == io.EOF {
@@ -75,7 +82,12 @@ func handlePortConnect(a *agent, s *stream, raw json.RawMessage, _ []byte) (inte
 				return
 			}
 			atomic.AddInt64(&in, int64(len(b)))
-			_ = s.event(PortAck{Type: "ack", N: int64(len(b))})
+			pendingN += int64(len(b))
+			pendingFrames++
+			if pendingN >= PortWindow/4 || pendingFrames >= portAckFrames {
+				_ = s.event(PortAck{Type: "ack", N: pendingN, Frames: pendingFrames})
+				pendingN, pendingFrames = 0, 0
+			}
 		}
 	}()
 	var out int64
@@ -104,11 +116,14 @@ func (s *stream) creditCond() *sync.Cond {
 }
 
 // waitCredit blocks while PortWindow bytes are unacknowledged; false once the stream is over.
-func (s *stream) waitCredit() bool {
+func (s *stream) waitCredit() bool { return s.waitCreditUpTo(PortWindow) }
+
+// waitCreditUpTo blocks while `window` bytes are unacknowledged; false once the stream is over.
+func (s *stream) waitCreditUpTo(window int64) bool {
 	s.creditMu.Lock()
 	defer s.creditMu.Unlock()
 	cond := s.creditCond()
-	for s.unacked >= PortWindow {
+	for s.unacked >= window {
 		if s.cancelled() || s.isDone() {
 			return false
 		}

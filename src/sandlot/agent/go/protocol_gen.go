@@ -118,6 +118,7 @@ type ReadParams struct {
 	Path   string `json:"path"`
 	Offset int64  `json:"offset"`
 	Length int64  `json:"length"`
+	Window int64  `json:"window"`
 }
 
 type ReadResult struct {
@@ -262,8 +263,9 @@ type PortConnected struct {
 }
 
 type PortAck struct {
-	Type string `json:"type"`
-	N    int64  `json:"n"`
+	Type   string `json:"type"`
+	N      int64  `json:"n"`
+	Frames int64  `json:"frames"`
 }
 
 type PtySize struct {
