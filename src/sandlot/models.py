@@ -20,6 +20,7 @@ from sandlot.agent import protocol as p
 
 __all__ = [
     "MAX_TIMEOUT_S",
+    "METRICS_INTERVAL_S",
     "NDJSON",
     "SSE",
     "CheckpointCreate",
@@ -51,6 +52,8 @@ __all__ = [
     "SandboxCreate",
     "SandboxInfo",
     "SandboxList",
+    "SandboxMetric",
+    "SandboxMetrics",
     "SandboxState",
     "SignalRequest",
     "SshKeyCreate",
@@ -518,6 +521,50 @@ class PoolInfo(_Response):
 
 class PoolList(_Response):
     pools: list[PoolInfo]
+
+
+# ---------------------------------------------------------------- metrics
+
+
+#: seconds between two samples of a sandbox's metrics (E2B's interval)
+METRICS_INTERVAL_S = 5.0
+
+
+class SandboxMetric(_Response):
+    """One sample of a sandbox's resource use, read on its node from the host side every 5 s
+    (cgroups, its disk, its network interface): taking it never wakes the sandbox."""
+
+    #: when it was taken (Unix seconds)
+    timestamp: float
+    #: the cores it may use (its cpu limit)
+    cpu_count: float
+    #: CPU used since the previous sample, in % of `cpu_count` (0-100)
+    cpu_used_pct: float
+    #: memory in use (page cache that could be dropped left out), and its limit, in bytes
+    mem_used: int
+    mem_total: int
+    #: page cache counted in the cgroup's usage, in bytes
+    mem_cache: int = 0
+    #: bytes in use on its writable disk, and the disk's size
+    disk_used: int = 0
+    disk_total: int = 0
+    #: bytes it received and sent on its network interface since it started
+    net_rx_bytes: int = 0
+    net_tx_bytes: int = 0
+    #: host tasks of its cgroup (its processes; under gVisor also the sentry's threads)
+    pids: int = 0
+    #: processes killed for exceeding its memory limit, and process trees killed for exceeding
+    #: its pids limit, since it started
+    oom_kills: int = 0
+    pids_limit_hits: int = 0
+
+
+class SandboxMetrics(_Response):
+    sandbox_id: str
+    #: seconds between two samples
+    interval_s: float
+    #: oldest first
+    metrics: list[SandboxMetric]
 
 
 # ---------------------------------------------------------------- fleet nodes

@@ -40,7 +40,7 @@ from sandlot.api.teams import Quotas, Teams
 from sandlot.api.template_access import usable, writer
 from sandlot.api.volumes import volume_mounts
 from sandlot.failpoints import afailpoint
-from sandlot.models import SandboxCreate, SandboxInfo, SandboxState
+from sandlot.models import SandboxCreate, SandboxInfo, SandboxMetric, SandboxState
 from sandlot.node.client import NodeClient
 from sandlot.node.protocol import Limits, NetworkPolicy, RecoveryReport, SandboxSpec, SandboxStatus
 
@@ -241,6 +241,17 @@ class SandboxService:
         if rec is None:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
         return await self._reconcile(rec)
+
+    async def metrics(
+        self, who: Principal, sandbox_id: str, start: float | None, end: float | None
+    ) -> list[SandboxMetric]:
+        """The sandbox's samples in [start, end] from the node that holds (or held) it."""
+        if start is not None and end is not None and start > end:
+            raise errors.InvalidArgumentError(f"start ({start}) is after end ({end})", field="start")
+        rec = await self.get(who, sandbox_id)
+        if rec.state == "unknown":
+            return []
+        return await self.node.metrics(sandbox_id, start, end)
 
     async def list(
         self,

@@ -89,11 +89,10 @@ class LimitMonitor:
         self.forget(sbx.id)
         limit = sbx.spec.limits.memory_mb << 20
         w = _Watch(sbx, sbx.generation, limit, max(MIN_STEP, limit // 16), None, None)
-        for d in cgroups.paths(sbx.id):
-            if (d / "pids.current").exists():
-                w.pids_file = d / "pids.current"
-            if (d / "memory.usage_in_bytes").exists() or (d / "memory.current").exists():
-                w.memory_dir = d
+        dirs = cgroups.controllers(sbx.id)
+        if "pids" in dirs:
+            w.pids_file = dirs["pids"] / "pids.current"
+        w.memory_dir = dirs.get("memory")
         self._watched[sbx.id] = w
         self._arm(w)
         if self._loop_task is None or self._loop_task.done():

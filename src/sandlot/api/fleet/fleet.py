@@ -38,6 +38,7 @@ from sandlot.node.protocol import (
     PoolInfo,
     RecoveryReport,
     RegistryAuth,
+    SandboxMetric,
     SandboxSpec,
     SandboxStatus,
     TemplateInfo,
@@ -264,6 +265,14 @@ class Fleet(NodeClient):
         for sid in died:
             self._placed.pop(sid, None)
         return died
+
+    async def metrics(
+        self, sandbox_id: str, start: float | None = None, end: float | None = None
+    ) -> list[SandboxMetric]:
+        try:
+            return await (await self._holder(sandbox_id)).metrics(sandbox_id, start, end)
+        except (errors.SandboxNotFoundError, errors.NodeUnreachableError):
+            return []
 
     async def file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
         return await (await self._holder(sandbox_id)).file_metadata(sandbox_id, paths)
