@@ -32,6 +32,7 @@ from sandlot.api import (
     routes_files,
     routes_images,
     routes_keys,
+    routes_metrics,
     routes_pools,
     routes_ports,
     routes_pty,
@@ -148,6 +149,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         routes_code,
         routes_ssh_keys,
         routes_fleet,
+        routes_metrics,
     ):
         app.include_router(module.router)
     routes_ports.install(app, config.ports_domain)

@@ -37,6 +37,7 @@ from sandlot.api.auth import Principal
 from sandlot.api.lifecycle import check_lifetime
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
 from sandlot.api.teams import Quotas, Teams
+from sandlot.api.telemetry import Telemetry
 from sandlot.api.template_access import usable, writer
 from sandlot.api.volumes import volume_mounts
 from sandlot.failpoints import afailpoint
@@ -108,6 +109,8 @@ class SandboxService:
         self._gone: dict[str, str] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._reconciled_at = 0.0
+        #: this process's counters for GET /metrics
+        self.telemetry = Telemetry()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -137,6 +140,7 @@ class SandboxService:
         for sid, reason in report.lost.items():
             if sid in wanted:
                 await self.store.set_state(sid, "killed", f"lost: {reason}")
+                self.telemetry.killed(f"lost: {reason}")
         for rec in records:
             if rec.sandbox_id in report.adopted:
                 await self._align(rec)
@@ -172,6 +176,16 @@ class SandboxService:
     # ------------------------------------------------------------ create / read
 
     async def create(self, who: Principal, req: SandboxCreate) -> SandboxRecord:
+        started = time.monotonic()
+        try:
+            rec = await self._create(who, req)
+        except Exception as exc:
+            self.telemetry.create_failed(exc)
+            raise
+        self.telemetry.created(rec.template, started)
+        return rec
+
+    async def _create(self, who: Principal, req: SandboxCreate) -> SandboxRecord:
         template = req.template or self.default_template
         runtime = req.runtime or self.node.default_runtime
         if req.disk_mb > self.quotas.max_disk_mb:
@@ -345,6 +359,7 @@ class SandboxService:
             or "it died"
         )
         await self.store.set_state(rec.sandbox_id, "killed", reason)
+        self.telemetry.killed(reason)
         rec.state, rec.exit_reason = "killed", reason
         return rec
 
@@ -406,6 +421,7 @@ class SandboxService:
         # destroys what no record wants), instead of finding a half-killed sandbox to bring back.
         self._gone[sandbox_id] = reason
         await self.store.set_state(sandbox_id, "killed", reason)
+        self.telemetry.killed(reason)
         await afailpoint("api.kill.after_record", sandbox_id)
         with contextlib.suppress(errors.SandboxNotFoundError):
             await self.node.kill(sandbox_id)

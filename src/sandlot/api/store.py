@@ -480,6 +480,16 @@ class Store:
 
         return await self._run(q)
 
+    async def sandbox_counts(self) -> list[tuple[str, str, str, int]]:
+        """(team, template, state, how many) of every record, for /metrics."""
+
+        def q(c: Connection) -> list[tuple[str, str, str, int]]:
+            cols = (sandboxes.c.team, sandboxes.c.template, sandboxes.c.state)
+            stmt = sa.select(*cols, sa.func.count()).group_by(*cols)
+            return [(str(t), str(tp), str(s), int(n)) for t, tp, s, n in c.execute(stmt)]
+
+        return await self._run(q)
+
     async def count_active(self, team: str) -> int:
         def q(c: Connection) -> int:
             stmt = sa.select(sa.func.count()).where(sandboxes.c.team == team, sandboxes.c.state.in_(ACTIVE_STATES))

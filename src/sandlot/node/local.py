@@ -146,6 +146,7 @@ class LocalNode(NodeClient):
             memory_available_bytes=available,
             disk_total_bytes=disk.total,
             disk_free_bytes=disk.free,
+            load_1m=os.getloadavg()[0],
             templates=[i.name for i in templates],
         )
 

@@ -116,5 +116,7 @@ class NodeInfo(BaseModel):
     memory_available_bytes: int
     disk_total_bytes: int
     disk_free_bytes: int
+    #: the host's load average over the last minute (runnable tasks)
+    load_1m: float = 0.0
     #: templates cached on the node
     templates: list[str] = Field(default_factory=list)

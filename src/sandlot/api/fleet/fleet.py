@@ -176,6 +176,7 @@ class Fleet(NodeClient):
             memory_available_bytes=sum(i.memory_available_bytes for i in infos),
             disk_total_bytes=sum(i.disk_total_bytes for i in infos),
             disk_free_bytes=sum(i.disk_free_bytes for i in infos),
+            load_1m=sum(i.load_1m for i in infos),
             templates=sorted({t for i in infos for t in i.templates}),
         )
 
