@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sandlot.agent import protocol as p
 
 __all__ = [
+    "EVENT_TYPES",
     "MAX_TIMEOUT_S",
     "METRICS_INTERVAL_S",
     "NDJSON",
@@ -28,6 +29,9 @@ __all__ = [
     "CheckpointList",
     "ErrorBody",
     "ErrorEvent",
+    "EventInfo",
+    "EventList",
+    "EventType",
     "ExistsResponse",
     "ExitEvent",
     "FileEntry",
@@ -565,6 +569,47 @@ class SandboxMetrics(_Response):
     interval_s: float
     #: oldest first
     metrics: list[SandboxMetric]
+
+
+# ---------------------------------------------------------------- lifecycle events
+
+#: every kind of lifecycle event (GET /events?type=..., webhooks' `events`)
+EVENT_TYPES = (
+    "created",
+    "paused",
+    "resumed",
+    "hibernated",
+    "woken",
+    "checkpointed",
+    "restored",
+    "forked",
+    "killed",
+    "oom",
+)
+EventType = Literal[
+    "created", "paused", "resumed", "hibernated", "woken", "checkpointed", "restored", "forked", "killed", "oom"
+]
+
+
+class EventInfo(_Response):
+    """One lifecycle event of a sandbox (GET /events, its SSE stream, webhooks' bodies)."""
+
+    #: grows with each event: the cursor of `after` and of an SSE stream's Last-Event-ID
+    event_id: int
+    #: when (Unix seconds)
+    at: float
+    team: str
+    sandbox_id: str
+    type: str
+    #: killed, oom: why; checkpointed, restored, forked: the checkpoint's id (and forks: the new ids)
+    detail: str | None = None
+
+
+class EventList(_Response):
+    #: oldest first
+    events: list[EventInfo]
+    #: pass as `after` for the next page (None: no more now)
+    next_after: int | None = None
 
 
 # ---------------------------------------------------------------- fleet nodes

@@ -29,6 +29,7 @@ from sandlot.api import (
     routes_checkpoints,
     routes_code,
     routes_commands,
+    routes_events,
     routes_files,
     routes_images,
     routes_keys,
@@ -150,6 +151,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         routes_ssh_keys,
         routes_fleet,
         routes_metrics,
+        routes_events,
     ):
         app.include_router(module.router)
     routes_ports.install(app, config.ports_domain)

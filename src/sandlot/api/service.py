@@ -34,6 +34,7 @@ from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
 from sandlot.api import lifecycle
 from sandlot.api.auth import Principal
+from sandlot.api.events import EventLog
 from sandlot.api.lifecycle import check_lifetime
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
 from sandlot.api.teams import Quotas, Teams
@@ -111,10 +112,13 @@ class SandboxService:
         self._reconciled_at = 0.0
         #: this process's counters for GET /metrics
         self.telemetry = Telemetry()
+        #: lifecycle events, recorded by the store's transitions (events.py)
+        self.events = EventLog(store)
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self, reap_interval: float = 1.0) -> RecoveryReport:
+        await self.events.init()
         report = await self.recover()
         self._reaper = asyncio.create_task(self._reap_forever(reap_interval))
         return report
