@@ -77,6 +77,12 @@ __all__ = [
     "VolumeList",
     "VolumeMountRequest",
     "WatchEventOut",
+    "WebhookCreate",
+    "WebhookCreated",
+    "WebhookDelivery",
+    "WebhookDeliveryList",
+    "WebhookInfo",
+    "WebhookList",
 ]
 
 NDJSON = "application/x-ndjson"
@@ -610,6 +616,54 @@ class EventList(_Response):
     events: list[EventInfo]
     #: pass as `after` for the next page (None: no more now)
     next_after: int | None = None
+
+
+class WebhookCreate(_Request):
+    """POST /webhooks: where the team's lifecycle events are POSTed, and which."""
+
+    url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://", description="http:// or https://")
+    events: list[EventType] = Field(default_factory=list, description="types to deliver (empty: every type)")
+
+
+class WebhookInfo(_Response):
+    webhook_id: str
+    team: str
+    url: str
+    events: list[str]
+    created_at: float
+
+
+class WebhookCreated(WebhookInfo):
+    """Answer to POST /webhooks: the only time the signing secret is shown."""
+
+    #: signs each delivery: header `X-Sandlot-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
+    secret: str
+
+
+class WebhookList(_Response):
+    webhooks: list[WebhookInfo]
+
+
+class WebhookDelivery(_Response):
+    """One event sent (or being sent) to a webhook: its attempts and how the last one went."""
+
+    webhook_id: str
+    event_id: int
+    type: str
+    #: pending (retrying with backoff), delivered, or failed (gave up after its attempts)
+    status: str
+    attempts: int
+    #: HTTP status of the last attempt (None: no answer)
+    last_status_code: int | None = None
+    last_error: str | None = None
+    last_attempt_at: float | None = None
+    #: when it is tried again (pending only)
+    next_attempt_at: float | None = None
+
+
+class WebhookDeliveryList(_Response):
+    #: newest first
+    deliveries: list[WebhookDelivery]
 
 
 # ---------------------------------------------------------------- fleet nodes
