@@ -236,7 +236,10 @@ def test_watch_with_entries_and_new_folders_polled(sbx: Sandbox) -> None:
         names = {e.name for e in events}
         return {"new/deeper/f.txt", "new/seed.txt"} <= names
 
-    _until("the events", seen, 30)
+    try:
+        _until("the events", seen, 30)
+    except AssertionError:
+        raise AssertionError(f"events seen: {[(e.name, e.type.name) for e in events]}") from None
     handle.stop()
     created = {e.name: e.entry for e in events if e.type.name == "CREATE"}
     assert {"new", "new/deeper", "new/deeper/f.txt"} <= set(created)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gzip
+import logging
 import posixpath
 import secrets
 import stat as statmod
@@ -33,6 +34,8 @@ from sandlot.api.e2b.routing import ENVD_PORT, INTERNAL_PREFIX
 from sandlot.api.streams import later, prefetched
 
 __all__ = ["router"]
+
+log = logging.getLogger(__name__)
 
 BASE = f"{INTERNAL_PREFIX}/{{sandbox_id}}/{ENVD_PORT}"
 router = APIRouter(prefix=BASE, include_in_schema=False)
@@ -159,10 +162,17 @@ async def _create_watcher(c: Caller, msg: dict[str, Any], request: Request) -> d
     async def pump() -> None:
         try:
             async for ev in stream.events():
+                out = await _event(c, root, ev)
+                # `w.events` is swapped for a new list by each GetWatcherEvents: append only
+                # after the await, to the list of the moment (appending to one bound before
+                # it lost the event whenever a poll came in meanwhile).
                 if len(w.events) < MAX_WATCHER_EVENTS:
-                    w.events.append(await _event(c, root, ev))
+                    w.events.append(out)
         except errors.SandlotError as exc:
             w.error = str(exc)
+        except Exception as exc:
+            log.exception("watcher of %s in sandbox %s failed", root, c.sandbox.id)
+            w.error = f"{type(exc).__name__}: {exc}"
 
     w.task = asyncio.create_task(pump())
     wid = "w-" + secrets.token_hex(8)
