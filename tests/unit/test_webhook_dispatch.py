@@ -4,8 +4,11 @@ and two dispatchers (two API replicas) deliver each event once."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from sandlot.api import webhooks
 from sandlot.api.events import EventLog
@@ -82,3 +85,30 @@ def test_two_replicas_deliver_each_event_once(tmp_path: Path) -> None:
     )
     assert sorted(e.type for e in log) == ["created"] * 5 + ["killed"] * 5
     assert len(receiver.got) == 10
+
+
+def test_old_events_and_their_deliveries_are_pruned(tmp_path: Path) -> None:
+    receiver = Receiver(fail_first=0)
+
+    async def make(store: Store) -> None:
+        await store.add_sandbox(_rec("sb-1"))
+
+    _scenario(tmp_path, receiver, [], make, 1, lambda log: bool(log) and log[0].status == "delivered")
+
+    async def prune() -> tuple[int, int]:
+        store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+        log = EventLog(store)
+        d = webhooks.Dispatcher(store)
+        await d.prune(time.time() + 1)
+        left = await store._run(
+            lambda c: (
+                c.execute(sa.select(sa.func.count()).select_from(webhooks.events)).scalar_one(),
+                c.execute(sa.select(sa.func.count()).select_from(webhooks.deliveries)).scalar_one(),
+            )
+        )
+        assert await log.list(None) == []
+        await d.close()
+        await store.close()
+        return left
+
+    assert asyncio.run(prune()) == (0, 0)

@@ -34,12 +34,14 @@ from sqlalchemy.engine import Connection
 from sandlot.api.store import Store, metadata_obj
 from sandlot.models import EVENT_TYPES, EventInfo
 
-__all__ = ["EVENT_TYPES", "POLL_S", "EventLog", "kinds_of"]
+__all__ = ["EVENT_TYPES", "POLL_S", "RETENTION_S", "EventLog", "kinds_of"]
 
 log = logging.getLogger("sandlot.api.events")
 
 #: how often a stream looks for new events
 POLL_S = 1.0
+#: how long events are kept (the webhook dispatcher deletes older ones, with their deliveries)
+RETENTION_S = 30 * 24 * 3600.0
 
 events = sa.Table(
     "events",

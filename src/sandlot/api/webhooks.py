@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sandlot import errors
-from sandlot.api.events import EventLog, events
+from sandlot.api.events import RETENTION_S, EventLog, events
 from sandlot.api.store import Store, metadata_obj
 from sandlot.models import EventInfo, WebhookCreated, WebhookDelivery, WebhookInfo
 
@@ -52,6 +52,8 @@ MAX_ATTEMPTS = 6
 SEND_TIMEOUT_S = 10.0
 #: webhooks a team may have
 MAX_PER_TEAM = 20
+#: how often old events and their deliveries are deleted (events.RETENTION_S)
+PRUNE_EVERY_S = 3600.0
 
 webhooks = sa.Table(
     "webhooks",
@@ -194,12 +196,26 @@ class Dispatcher:
         await self._http.aclose()
 
     async def _run(self) -> None:
+        pruned_at = 0.0
         while True:
             try:
                 await self.tick()
+                if time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                    await self.prune(time.time() - RETENTION_S)
+                    pruned_at = time.monotonic()
             except Exception:  # a database hiccup must not end deliveries
                 log.exception("webhook dispatch failed")
             await asyncio.sleep(self.poll_s)
+
+    async def prune(self, older_than: float) -> None:
+        """Bounded storage: events recorded before `older_than`, and their deliveries, go."""
+
+        def q(c: Connection) -> None:
+            old = sa.select(events.c.event_id).where(events.c.at < older_than)
+            c.execute(deliveries.delete().where(deliveries.c.event_id.in_(old)))
+            c.execute(events.delete().where(events.c.at < older_than))
+
+        await self.store._run(q)
 
     async def tick(self) -> None:
         """Claim new events, then send every delivery due now (each in its own task)."""
