@@ -18,6 +18,8 @@ __all__ = ["router"]
 _ERRORS: dict[int | str, dict[str, object]] = {s: {"model": ErrorBody} for s in (400, 401, 403, 422)}
 router = APIRouter(prefix="/events", tags=["events"], responses=_ERRORS)
 
+#: the largest event id (a 64-bit column)
+MAX_ID = (1 << 63) - 1
 SandboxFilter = Annotated[str | None, Query(max_length=64, description="only this sandbox's")]
 TypeFilter = Annotated[list[EventType], Query(description="only these types (repeatable)")]
 TeamFilter = Annotated[str | None, Query(max_length=128, description="admin keys: only this team's (default: all)")]
@@ -38,9 +40,11 @@ async def list_events(
     svc: Svc,
     sandbox_id: SandboxFilter = None,
     type: TypeFilter = [],  # noqa: B006 - the wire name
-    since: Annotated[float | None, Query(ge=0, description="Unix seconds")] = None,
-    until: Annotated[float | None, Query(ge=0, description="Unix seconds")] = None,
-    after: Annotated[int | None, Query(ge=0, description="event_id: only later ones (a page's next_after)")] = None,
+    since: Annotated[float | None, Query(ge=0, allow_inf_nan=False, description="Unix seconds")] = None,
+    until: Annotated[float | None, Query(ge=0, allow_inf_nan=False, description="Unix seconds")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="event_id: only later ones (a page's next_after)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     team: TeamFilter = None,
 ) -> EventList:
@@ -58,9 +62,13 @@ async def stream_events(
     svc: Svc,
     sandbox_id: SandboxFilter = None,
     type: TypeFilter = [],  # noqa: B006 - the wire name
-    after: Annotated[int | None, Query(ge=0, description="event_id to resume after (default: from now on)")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="event_id to resume after (default: from now on)")
+    ] = None,
     team: TeamFilter = None,
-    last_event_id: Annotated[int | None, Header(ge=0, description="SSE reconnection: resume after it")] = None,
+    last_event_id: Annotated[
+        int | None, Header(ge=0, le=MAX_ID, description="SSE reconnection: resume after it")
+    ] = None,
 ) -> StreamingResponse:
     """Events as they happen, as Server-Sent Events (`id:` is the event_id, `event:` its type)."""
     stream = svc.events.stream(

@@ -110,8 +110,10 @@ async def get_metrics(
     sandbox_id: SandboxId,
     who: Who,
     svc: Svc,
-    start: Annotated[float | None, Query(ge=0, description="Unix seconds; default: its first sample")] = None,
-    end: Annotated[float | None, Query(ge=0, description="Unix seconds; default: now")] = None,
+    start: Annotated[
+        float | None, Query(ge=0, allow_inf_nan=False, description="Unix seconds; default: its first sample")
+    ] = None,
+    end: Annotated[float | None, Query(ge=0, allow_inf_nan=False, description="Unix seconds; default: now")] = None,
 ) -> SandboxMetrics:
     """Its CPU, memory, disk, network and process use, sampled every 5 s on its node (oldest first).
 

@@ -44,8 +44,8 @@ async def get_metrics(
     sandbox_id: SandboxId,
     who: Who,
     svc: Svc,
-    start: Annotated[int | None, Query(ge=0)] = None,
-    end: Annotated[int | None, Query(ge=0)] = None,
+    start: Annotated[int | None, Query(ge=0, le=1 << 40)] = None,
+    end: Annotated[int | None, Query(ge=0, le=1 << 40)] = None,
 ) -> JSONResponse:
     # E2B's bounds are whole seconds: `end` covers the samples of its last second.
     samples = await svc.metrics(who, sandbox_id, start, None if end is None else end + 0.999)
