@@ -183,7 +183,9 @@ def test_get_metrics_sync_and_async(sdk_env: str) -> None:
         assert samples and samples[0].mem_total == 512 << 20 and samples[0].cpu_count == 1
         newest = samples[-1].timestamp
         assert sbx.get_metrics(start=newest + 3600) == []
-        assert sbx.get_metrics(end=dt.datetime.fromtimestamp(newest, dt.UTC))[-1].timestamp == newest
+        assert sbx.get_metrics(end=newest)[-1].timestamp == newest
+        # a datetime holds microseconds: a second past it, still before the next sample (5 s)
+        assert sbx.get_metrics(end=dt.datetime.fromtimestamp(newest + 1, dt.UTC))[-1].timestamp == newest
 
         async def via_async() -> list[float]:
             a = await AsyncSandbox.connect(sbx.sandbox_id)
