@@ -26,6 +26,8 @@ import pytest
 from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.node import Limits, SandboxSpec, cgroups
+from sandlot.node.images import ImageConfig
+from sandlot.node.microvm import guest
 from sandlot.node.microvm.channels import qmp
 from sandlot.node.netpolicy import NetworkPolicy
 from sandlot.node.sandbox import State
@@ -136,6 +138,25 @@ def test_limits_inside_and_the_vm_lives(vm: Any, aio: Any) -> None:
     # cpu: one vCPU, and the host cgroup holds QEMU to one core.
     cpu = next(c for c in cgroups.paths(vm.id) if c.parent.parent.name == "cpu")
     assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "100000"
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_memory_the_guest_frees_goes_back_to_the_host(vm: Any, aio: Any) -> None:
+    (qemu,) = vm.runtime.host_pids(vm.id)
+    # A process touches 60 MB and exits: the guest frees it, its balloon reports it, QEMU drops it.
+    touch = """awk 'BEGIN { s = sprintf("%1048576s", ""); for (i = 0; i < 60; i++) a[i] = s }'"""
+    assert aio(vm.run(touch, timeout=120)).exit_code == 0
+    peak = _rss_mb(qemu)
+    deadline = time.monotonic() + 60
+    while _rss_mb(qemu) > peak - 30:
+        assert time.monotonic() < deadline, f"QEMU's RSS stayed at {_rss_mb(qemu):.0f} MB (peak {peak:.0f} MB)"
+        time.sleep(0.5)
 
 
 def _http_get(aio: Any, vm: Any, address: str) -> Any:
@@ -284,6 +305,21 @@ def test_a_restarted_node_finds_its_vms_again(node: Any, aio: Any, tmp_path_fact
     finally:
         aio((second or first).close(), timeout=120)
     assert not cgroups.paths(sbx.id)
+
+
+def test_deleting_a_template_drops_its_erofs_image(node: Any, vm: Any, aio: Any, tmp_path: Path) -> None:
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hello").write_text("hi\n")
+    name = f"vm-gc-{os.getpid()}"
+    image = node.images.add(name, root, ImageConfig())
+    vm_cache = node.runtime("microvm").cache
+    erofs = guest.ensure_rootfs_image(vm_cache, image.lowerdir)
+    in_use = guest.ensure_rootfs_image(vm_cache, vm.image.lowerdir)  # busybox's: the shared VM runs on it
+    assert erofs.exists() and erofs != in_use
+    aio(node.delete_template(name))
+    assert not erofs.exists() and not erofs.with_suffix(".lowerdir").exists()
+    assert in_use.exists() and in_use.with_suffix(".lowerdir").exists()
 
 
 def test_kill_leaves_nothing_behind(node: Any, vm: Any, aio: Any) -> None:

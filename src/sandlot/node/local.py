@@ -392,10 +392,7 @@ class LocalNode(NodeClient):
         return template_info(await asyncio.to_thread(self.node.images.set_start, name, spec))
 
     async def delete_template(self, name: str) -> None:
-        node = self.node
-        # Sandboxes use their template's layers, and a warm pool starts more of them.
-        in_use = {s.image.name for s in node.list_sandboxes()} | {k.image for k in node.pool.sizes()}
-        await asyncio.to_thread(node.images.remove, name, in_use)
+        await self.node.delete_template(name)
 
     # ------------------------------------------------------------ warm pools
 

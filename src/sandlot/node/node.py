@@ -167,6 +167,18 @@ class Node:
                 report[name] = {"available": False, "reason": exc.message}
         return report
 
+    async def delete_template(self, name: str) -> None:
+        """Delete a template and what only it used: its layers, and what runtimes built from them
+        (microvm's erofs image). Refused while a sandbox or a warm pool uses it."""
+        in_use = {s.image.name for s in self.list_sandboxes()} | {k.image for k in self.pool.sizes()}
+        await asyncio.to_thread(self.images.remove, name, in_use)
+        for rt_name in RUNTIMES:
+            try:
+                rt = self.runtime(rt_name)
+            except errors.SandlotError:  # not on this host: it built nothing
+                continue
+            await asyncio.to_thread(rt.prune_cache)
+
     async def bundle(self) -> Bundle:
         if self._bundle is None:
             self._bundle = await asyncio.to_thread(ensure_bundle, self.config.data_dir / "bundle")

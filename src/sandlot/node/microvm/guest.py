@@ -11,7 +11,9 @@ so every node of the host shares it), each keyed by what it is made from:
   A sandbox's initramfs is that archive with a small one appended: its
   agent config and `vm.conf` (the kernel unpacks concatenated archives).
 - `rootfs/<hash of the layers>.erofs`: a template's layers merged into one
-  read-only erofs image, the guest's overlay lower.
+  read-only erofs image, the guest's overlay lower; `<hash>.lowerdir` beside it
+  names those layers, so that `prune_rootfs_images` drops it once a layer is gone
+  (its template deleted).
 
 Each is built into a temporary file and renamed into place under a file lock,
 so a crash never leaves a half-made one that looks complete.
@@ -43,12 +45,16 @@ __all__ = [
     "ensure_rootfs_image",
     "ensure_vmlinux",
     "find_kernel",
+    "prune_rootfs_images",
     "sandbox_initrd",
 ]
 
 INIT_SOURCE = Path(__file__).with_name("init.c")
-#: What init.c loads, dependencies first (resolved from modules.dep): disks, ports, network, filesystems.
-MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "virtio_net", "erofs", "overlay", "virtiofs")
+#: What init.c loads, dependencies first (resolved from modules.dep): disks, ports, network, free-page
+#: reporting, filesystems.
+MODULES = (
+    "virtio_mmio", "virtio_blk", "virtio_console", "virtio_net", "virtio_balloon", "erofs", "overlay", "virtiofs",
+)  # fmt: skip
 _KERNEL_ENV = "SANDLOT_VM_KERNEL"
 # Where each compression's stream starts inside a bzImage, and the tool that decompresses it.
 _COMPRESSED = [
@@ -219,7 +225,33 @@ def sandbox_initrd(base: Path, dest: Path, files: dict[str, bytes]) -> None:
 def ensure_rootfs_image(cache: Path, lowerdir: str) -> Path:
     """A read-only erofs image of the template whose overlay `lowerdir` this is (top layer first)."""
     key = hashlib.sha256(lowerdir.encode()).hexdigest()[:24]
-    return _build_once(cache / "rootfs" / f"{key}.erofs", lambda tmp: _make_erofs(tmp, lowerdir))
+    image = _build_once(cache / "rootfs" / f"{key}.erofs", lambda tmp: _make_erofs(tmp, lowerdir))
+    made_from = image.with_suffix(".lowerdir")
+    if not made_from.exists():  # also for images cached before it was written
+        tmp = made_from.with_name(f".{made_from.name}.{os.getpid()}.tmp")
+        tmp.write_text(lowerdir)
+        os.rename(tmp, made_from)
+    return image
+
+
+def prune_rootfs_images(cache: Path) -> list[Path]:
+    """Delete the erofs images whose layers are gone (their templates deleted); return them.
+
+    A layer still in use cannot be gone (a template in use is never deleted), and a
+    running VM keeps its open image even so. Images without a `.lowerdir` beside them
+    have not been used since it was introduced, and stay until they are."""
+    gone = []
+    for made_from in (cache / "rootfs").glob("*.lowerdir"):
+        image = made_from.with_suffix(".erofs")
+        with contextlib.suppress(FileNotFoundError):
+            if all(Path(layer).exists() for layer in made_from.read_text().split(":")):
+                continue
+        with _locked(image):
+            image.unlink(missing_ok=True)
+            made_from.unlink(missing_ok=True)
+        image.with_name(image.name + ".lock").unlink(missing_ok=True)
+        gone.append(image)
+    return gone
 
 
 def _make_erofs(dest: Path, lowerdir: str) -> None:

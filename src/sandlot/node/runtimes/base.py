@@ -104,6 +104,10 @@ class Runtime(abc.ABC):
         """What a health report says of this runtime beyond "available" (microvm: its accelerator)."""
         return {}
 
+    def prune_cache(self) -> list[Path]:
+        """Delete what this runtime built from template layers that are gone; return it (default: none)."""
+        return []
+
     @abc.abstractmethod
     def resources(self, memory_bytes: int, pids: int) -> Resources:
         """Host-side limits for a sandbox whose processes may use `memory_bytes` and `pids`."""

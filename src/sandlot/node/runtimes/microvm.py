@@ -212,6 +212,9 @@ class MicroVMRuntime(Runtime):
         accel = await self.ensure_accel()
         return {"accelerator": accel.name, "accelerator_reason": accel.why}
 
+    def prune_cache(self) -> list[Path]:
+        return guest.prune_rootfs_images(self.cache)
+
     async def _guest(self, vm: _VM) -> tuple[Path, Path, Path, accel_mod.Accel]:
         """The kernel, the shared initramfs and the template's image (built once), and the accelerator."""
         assert self._kernel is not None
@@ -299,6 +302,9 @@ class MicroVMRuntime(Runtime):
             # loop-mounted layer; a checkpoint clones the file after the guest froze it.
             "-drive", f"file={vm.disk},if=none,id=disk,format=raw,cache=unsafe,discard=unmap",
             "-device", "virtio-blk-device,drive=disk,serial=sandlot-disk",
+            # The guest reports the pages it frees (in 2 MiB blocks) and QEMU gives them back to
+            # the host: what boot and a finished command touched does not stay resident.
+            "-device", "virtio-balloon-device,free-page-reporting=on",
             "-qmp", f"unix:{vm.sock('qmp.sock')},server=on,wait=off",
             "-daemonize", "-pidfile", str(vm.bundle / "pid"),
         ]  # fmt: skip
