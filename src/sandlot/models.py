@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sandlot.agent import protocol as p
 
 __all__ = [
+    "EVENT_TYPES",
     "MAX_TIMEOUT_S",
+    "METRICS_INTERVAL_S",
     "NDJSON",
     "SSE",
     "CheckpointCreate",
@@ -27,6 +29,9 @@ __all__ = [
     "CheckpointList",
     "ErrorBody",
     "ErrorEvent",
+    "EventInfo",
+    "EventList",
+    "EventType",
     "ExistsResponse",
     "ExitEvent",
     "FileEntry",
@@ -51,6 +56,8 @@ __all__ = [
     "SandboxCreate",
     "SandboxInfo",
     "SandboxList",
+    "SandboxMetric",
+    "SandboxMetrics",
     "SandboxState",
     "SignalRequest",
     "SshKeyCreate",
@@ -70,6 +77,12 @@ __all__ = [
     "VolumeList",
     "VolumeMountRequest",
     "WatchEventOut",
+    "WebhookCreate",
+    "WebhookCreated",
+    "WebhookDelivery",
+    "WebhookDeliveryList",
+    "WebhookInfo",
+    "WebhookList",
 ]
 
 NDJSON = "application/x-ndjson"
@@ -518,6 +531,139 @@ class PoolInfo(_Response):
 
 class PoolList(_Response):
     pools: list[PoolInfo]
+
+
+# ---------------------------------------------------------------- metrics
+
+
+#: seconds between two samples of a sandbox's metrics (E2B's interval)
+METRICS_INTERVAL_S = 5.0
+
+
+class SandboxMetric(_Response):
+    """One sample of a sandbox's resource use, read on its node from the host side every 5 s
+    (cgroups, its disk, its network interface): taking it never wakes the sandbox."""
+
+    #: when it was taken (Unix seconds)
+    timestamp: float
+    #: the cores it may use (its cpu limit)
+    cpu_count: float
+    #: CPU used since the previous sample, in % of `cpu_count` (0-100)
+    cpu_used_pct: float
+    #: memory in use (page cache that could be dropped left out), and its limit, in bytes
+    mem_used: int
+    mem_total: int
+    #: page cache counted in the cgroup's usage, in bytes
+    mem_cache: int = 0
+    #: bytes in use on its writable disk, and the disk's size
+    disk_used: int = 0
+    disk_total: int = 0
+    #: bytes it received and sent on its network interface since it started
+    net_rx_bytes: int = 0
+    net_tx_bytes: int = 0
+    #: host tasks of its cgroup (its processes; under gVisor also the sentry's threads)
+    pids: int = 0
+    #: processes killed for exceeding its memory limit, and process trees killed for exceeding
+    #: its pids limit, since it started
+    oom_kills: int = 0
+    pids_limit_hits: int = 0
+
+
+class SandboxMetrics(_Response):
+    sandbox_id: str
+    #: seconds between two samples
+    interval_s: float
+    #: oldest first
+    metrics: list[SandboxMetric]
+
+
+# ---------------------------------------------------------------- lifecycle events
+
+#: every kind of lifecycle event (GET /events?type=..., webhooks' `events`)
+EVENT_TYPES = (
+    "created",
+    "paused",
+    "resumed",
+    "hibernated",
+    "woken",
+    "checkpointed",
+    "restored",
+    "forked",
+    "killed",
+    "oom",
+)
+EventType = Literal[
+    "created", "paused", "resumed", "hibernated", "woken", "checkpointed", "restored", "forked", "killed", "oom"
+]
+
+
+class EventInfo(_Response):
+    """One lifecycle event of a sandbox (GET /events, its SSE stream, webhooks' bodies)."""
+
+    #: grows with each event: the cursor of `after` and of an SSE stream's Last-Event-ID
+    event_id: int
+    #: when (Unix seconds)
+    at: float
+    team: str
+    sandbox_id: str
+    type: str
+    #: killed, oom: why; checkpointed, restored, forked: the checkpoint's id (and forks: the new ids)
+    detail: str | None = None
+
+
+class EventList(_Response):
+    #: oldest first
+    events: list[EventInfo]
+    #: pass as `after` for the next page (None: no more now)
+    next_after: int | None = None
+
+
+class WebhookCreate(_Request):
+    """POST /webhooks: where the team's lifecycle events are POSTed, and which."""
+
+    url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://", description="http:// or https://")
+    events: list[EventType] = Field(default_factory=list, description="types to deliver (empty: every type)")
+
+
+class WebhookInfo(_Response):
+    webhook_id: str
+    team: str
+    url: str
+    events: list[str]
+    created_at: float
+
+
+class WebhookCreated(WebhookInfo):
+    """Answer to POST /webhooks: the only time the signing secret is shown."""
+
+    #: signs each delivery: header `X-Sandlot-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
+    secret: str
+
+
+class WebhookList(_Response):
+    webhooks: list[WebhookInfo]
+
+
+class WebhookDelivery(_Response):
+    """One event sent (or being sent) to a webhook: its attempts and how the last one went."""
+
+    webhook_id: str
+    event_id: int
+    type: str
+    #: pending (retrying with backoff), delivered, or failed (gave up after its attempts)
+    status: str
+    attempts: int
+    #: HTTP status of the last attempt (None: no answer)
+    last_status_code: int | None = None
+    last_error: str | None = None
+    last_attempt_at: float | None = None
+    #: when it is tried again (pending only)
+    next_attempt_at: float | None = None
+
+
+class WebhookDeliveryList(_Response):
+    #: newest first
+    deliveries: list[WebhookDelivery]
 
 
 # ---------------------------------------------------------------- fleet nodes

@@ -72,6 +72,8 @@ _ENDLESS = ("/files/watch", "/output", "/commands")
 )
 def test_no_server_errors(case: Any, fuzz_server: Server, real_sandbox: str | None) -> None:
     path = case.operation.path
+    if path == "/events/stream":  # valid filters open a stream that never ends; tests/api/test_events.py has it
+        return
     if (
         real_sandbox
         and "sandbox_id" in (case.path_parameters or {})

@@ -313,3 +313,20 @@ def test_network_and_port_commands(cli: Cli) -> None:
     assert "public ports: 8080" in cli("network", sid, check=True).stdout
     cli("port", "private", sid, "8080", check=True)
     cli("kill", sid, check=True)
+
+
+def test_top(cli: Cli, sandbox: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = json.loads(cli("top", "--json", check=True).stdout)
+        mine = [r for r in rows if r["sandbox"]["sandbox_id"] == sandbox]
+        if mine and mine[0]["metrics"] is not None:
+            break
+        time.sleep(1)
+    assert mine[0]["metrics"]["mem_total"] > 0 and mine[0]["metrics"]["pids"] > 0
+    header, *lines = cli("top", "--once", "--sort", "mem", check=True).stdout.splitlines()
+    assert header.split()[:4] == ["ID", "TEMPLATE", "STATE", "CPU"]
+    row = next(line for line in lines if line.startswith(sandbox))
+    assert "% of 1" in row and "MiB / 512.0MiB" in row
+    res = cli("top", "--sort", "disk")
+    assert res.returncode == 2 and "--sort" in res.stderr

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from e2b import CommandExitException, NotFoundException, Sandbox, SandboxQuery
+from e2b import CommandExitException, NotFoundException, Sandbox, SandboxMetrics, SandboxQuery
 from e2b.exceptions import AuthenticationException, SandboxException, SandboxNotFoundException, TimeoutException
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -169,3 +170,15 @@ def test_microvm_runtime_through_metadata(e2b_env: dict[str, str]) -> None:
         assert "24 80" in b"".join(chunks).decode(errors="replace")
     finally:
         vm.kill()
+
+
+def test_get_metrics(sbx: Sandbox) -> None:
+    deadline = time.monotonic() + 60
+    while not (metrics := sbx.get_metrics()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert metrics and all(isinstance(m, SandboxMetrics) for m in metrics)
+    m = metrics[-1]
+    assert m.cpu_count >= 1 and 0 <= m.cpu_used_pct <= 100
+    assert 0 < m.mem_used <= m.mem_total and 0 < m.disk_used < m.disk_total
+    assert Sandbox.get_metrics(sbx.sandbox_id, start=m.timestamp + dt.timedelta(hours=1)) == []
+    assert Sandbox.get_metrics(sbx.sandbox_id, end=m.timestamp)[-1].timestamp <= m.timestamp

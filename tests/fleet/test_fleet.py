@@ -155,6 +155,9 @@ def test_placement_spreads_and_every_path_works_through_the_other_replica(fleet:
             "the port", lambda: (r := b.get(f"/sandboxes/{sid}/ports/8081/index.html")).status_code == 200 and r
         )
         assert page.text == "page"
+        # its metrics, sampled on its node, through the replica
+        samples = wait("a sample", lambda: b.get(f"/sandboxes/{sid}/metrics").json()["metrics"])
+        assert samples[-1]["mem_total"] > 0 and samples[-1]["pids"] > 0
         # a terminal (WebSocket) through the replica
         ws_url = fleet.replica_urls[1].replace("http", "ws") + f"/sandboxes/{sid}/pty?cmd=/bin/sh"
         with connect(ws_url, additional_headers={"X-API-Key": fleet.admin_key}) as ws:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import time
 from pathlib import Path
@@ -172,3 +173,27 @@ def test_pause_and_resume(sdk_env: str) -> None:
         before = int(sbx.commands.run("wc -l < /ticks").stdout)
         time.sleep(0.5)
         assert int(sbx.commands.run("wc -l < /ticks").stdout) > before
+
+
+def test_get_metrics_sync_and_async(sdk_env: str) -> None:
+    with Sandbox.create() as sbx:
+        deadline = time.monotonic() + 60
+        while not (samples := sbx.get_metrics()) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert samples and samples[0].mem_total == 512 << 20 and samples[0].cpu_count == 1
+        newest = samples[-1].timestamp
+        assert sbx.get_metrics(start=newest + 3600) == []
+        assert sbx.get_metrics(end=newest)[-1].timestamp == newest
+        # a datetime holds microseconds: a second past it, still before the next sample (5 s)
+        assert sbx.get_metrics(end=dt.datetime.fromtimestamp(newest + 1, dt.UTC))[-1].timestamp == newest
+
+        async def via_async() -> list[float]:
+            a = await AsyncSandbox.connect(sbx.sandbox_id)
+            try:
+                return [m.timestamp for m in await a.get_metrics(start=samples[0].timestamp)]
+            finally:
+                await a.close()
+
+        assert asyncio.run(via_async())[: len(samples)] == [m.timestamp for m in samples]
+        with pytest.raises(errors.InvalidArgumentError, match="start"):
+            sbx.get_metrics(start=newest, end=newest - 10)

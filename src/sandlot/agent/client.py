@@ -183,6 +183,10 @@ class AgentConnection:
         self._write_lock = asyncio.Lock()
         self.hello: p.Hello | None = None
         self.closed_reason: str | None = None
+        #: processes the agent killed for the memory limit, and trees for the pids limit
+        #: (counted from their exits as they pass, for the node's metrics)
+        self.oom_kills = 0
+        self.pids_limit_hits = 0
 
     async def listen(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -225,9 +229,17 @@ class AgentConnection:
                     return
                 self._connected.set()
             return
+        if frame.kind is FrameKind.END:
+            self._count_limit_kills(frame.header)
         stream = self._streams.get(frame.stream)
         if stream is not None:
             stream._deliver(frame)
+
+    def _count_limit_kills(self, header: dict[str, Any]) -> None:
+        result = header.get("result")
+        if isinstance(result, dict):
+            self.oom_kills += result.get("oom_killed") is True
+            self.pids_limit_hits += result.get("pids_limit_hit") is True
 
     def _drop(self, reason: str) -> None:
         streams, self._streams = self._streams, {}

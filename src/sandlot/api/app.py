@@ -29,9 +29,11 @@ from sandlot.api import (
     routes_checkpoints,
     routes_code,
     routes_commands,
+    routes_events,
     routes_files,
     routes_images,
     routes_keys,
+    routes_metrics,
     routes_pools,
     routes_ports,
     routes_pty,
@@ -40,6 +42,7 @@ from sandlot.api import (
     routes_teams,
     routes_transfer,
     routes_volumes,
+    routes_webhooks,
 )
 from sandlot.api.auth import bootstrap_admin_key
 from sandlot.api.config import ApiConfig
@@ -49,6 +52,7 @@ from sandlot.api.fleet.fleet import Fleet
 from sandlot.api.http_errors import error_response, install_handlers
 from sandlot.api.service import SandboxService
 from sandlot.api.store import Store, database_url_for
+from sandlot.api.webhooks import Dispatcher, Webhooks
 from sandlot.node import Node, NodeConfig
 from sandlot.node.client import NodeClient
 from sandlot.node.local import LocalNode
@@ -100,6 +104,10 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         app.state.ready, app.state.not_ready_reason = False, "starting"
         app.state.runtimes = {}
         await service.start(config.reap_interval)
+        app.state.webhooks = Webhooks(store, service.events)
+        await app.state.webhooks.init()
+        dispatcher = Dispatcher(store)
+        dispatcher.start()
         warmup = asyncio.create_task(_warm_up(app, node, config))
         ssh = await _start_ssh(service, store, config)
         try:
@@ -109,6 +117,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
             if ssh is not None:
                 await ssh.close()
             await app.state.port_proxy.close()
+            await dispatcher.close()
             await service.stop()
             await node.close(kill_sandboxes=config.kill_on_shutdown)
             await store.close()
@@ -148,6 +157,9 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         routes_code,
         routes_ssh_keys,
         routes_fleet,
+        routes_metrics,
+        routes_events,
+        routes_webhooks,
     ):
         app.include_router(module.router)
     routes_ports.install(app, config.ports_domain)

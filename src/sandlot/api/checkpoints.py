@@ -45,7 +45,9 @@ async def checkpoint(
 ) -> CheckpointInfo:
     await _live(svc, who, sandbox_id, "checkpoint")
     async with svc.teams.admit(who.team, what=f"checkpoint sandbox {sandbox_id}"):
-        return await svc.node.checkpoint(sandbox_id, name, memory=memory)
+        ck = await svc.node.checkpoint(sandbox_id, name, memory=memory)
+    await svc.events.add(who.team, sandbox_id, "checkpointed", ck.checkpoint_id)
+    return ck
 
 
 async def list_checkpoints(svc: SandboxService, who: Principal, sandbox_id: str) -> list[CheckpointInfo]:
@@ -68,6 +70,7 @@ async def restore(svc: SandboxService, who: Principal, sandbox_id: str, checkpoi
     if rec.state == "paused":
         await svc.store.set_state(sandbox_id, "running")
         rec.state = "running"
+    await svc.events.add(who.team, sandbox_id, "restored", checkpoint_id)
     return rec
 
 
@@ -80,7 +83,10 @@ async def fork(svc: SandboxService, who: Principal, checkpoint_id: str, req: For
     )
     async with admit:
         sandboxes = await svc.node.fork(checkpoint_id, req.count)
-        return await _record_forks(svc, who, parent, sandboxes, req, checkpoint_id)
+        recs = await _record_forks(svc, who, parent, sandboxes, req, checkpoint_id)
+    forks = " ".join(r.sandbox_id for r in recs)
+    await svc.events.add(who.team, parent.sandbox_id, "forked", f"{checkpoint_id} -> {forks}")
+    return recs
 
 
 async def _record_forks(

@@ -1,4 +1,4 @@
-"""Sandboxes: create, get, list, kill, set timeout."""
+"""Sandboxes: create, get, list, kill, set timeout, metrics."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from sandlot.api.deps import SandboxId, Svc, Who
 from sandlot.api.routes_ports import network_info
 from sandlot.api.service import info
 from sandlot.models import (
+    METRICS_INTERVAL_S,
     ErrorBody,
     PauseRequest,
     SandboxCreate,
     SandboxInfo,
     SandboxList,
+    SandboxMetrics,
     SandboxState,
     TimeoutUpdate,
 )
@@ -101,3 +103,21 @@ async def resume_sandbox(sandbox_id: SandboxId, who: Who, svc: Svc) -> SandboxIn
 async def set_timeout(sandbox_id: SandboxId, body: TimeoutUpdate, who: Who, svc: Svc) -> SandboxInfo:
     """The sandbox is killed `timeout` seconds from now (replaces the previous deadline)."""
     return info(await svc.set_timeout(who, sandbox_id, body.timeout))
+
+
+@router.get("/{sandbox_id}/metrics", response_model=SandboxMetrics)
+async def get_metrics(
+    sandbox_id: SandboxId,
+    who: Who,
+    svc: Svc,
+    start: Annotated[
+        float | None, Query(ge=0, allow_inf_nan=False, description="Unix seconds; default: its first sample")
+    ] = None,
+    end: Annotated[float | None, Query(ge=0, allow_inf_nan=False, description="Unix seconds; default: now")] = None,
+) -> SandboxMetrics:
+    """Its CPU, memory, disk, network and process use, sampled every 5 s on its node (oldest first).
+
+    Kept while it lives (its last hour) and for an hour after it ended.
+    """
+    samples = await svc.metrics(who, sandbox_id, start, end)
+    return SandboxMetrics(sandbox_id=sandbox_id, interval_s=METRICS_INTERVAL_S, metrics=samples)

@@ -34,13 +34,15 @@ from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
 from sandlot.api import lifecycle
 from sandlot.api.auth import Principal
+from sandlot.api.events import EventLog
 from sandlot.api.lifecycle import check_lifetime
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
 from sandlot.api.teams import Quotas, Teams
+from sandlot.api.telemetry import Telemetry
 from sandlot.api.template_access import usable, writer
 from sandlot.api.volumes import volume_mounts
 from sandlot.failpoints import afailpoint
-from sandlot.models import SandboxCreate, SandboxInfo, SandboxState
+from sandlot.models import SandboxCreate, SandboxInfo, SandboxMetric, SandboxState
 from sandlot.node.client import NodeClient
 from sandlot.node.protocol import Limits, NetworkPolicy, RecoveryReport, SandboxSpec, SandboxStatus
 
@@ -108,11 +110,19 @@ class SandboxService:
         self._gone: dict[str, str] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._reconciled_at = 0.0
+<<<<<<< HEAD
         self._idle_checked_at = 0.0
+=======
+        #: this process's counters for GET /metrics
+        self.telemetry = Telemetry()
+        #: lifecycle events, recorded by the store's transitions (events.py)
+        self.events = EventLog(store)
+>>>>>>> observe
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self, reap_interval: float = 1.0) -> RecoveryReport:
+        await self.events.init()
         report = await self.recover()
         self._reaper = asyncio.create_task(self._reap_forever(reap_interval))
         return report
@@ -138,6 +148,7 @@ class SandboxService:
         for sid, reason in report.lost.items():
             if sid in wanted:
                 await self.store.set_state(sid, "killed", f"lost: {reason}")
+                self.telemetry.killed(f"lost: {reason}")
         for rec in records:
             if rec.sandbox_id in report.adopted:
                 await self._align(rec)
@@ -173,6 +184,16 @@ class SandboxService:
     # ------------------------------------------------------------ create / read
 
     async def create(self, who: Principal, req: SandboxCreate) -> SandboxRecord:
+        started = time.monotonic()
+        try:
+            rec = await self._create(who, req)
+        except Exception as exc:
+            self.telemetry.create_failed(exc)
+            raise
+        self.telemetry.created(rec.template, started)
+        return rec
+
+    async def _create(self, who: Principal, req: SandboxCreate) -> SandboxRecord:
         template = req.template or self.default_template
         runtime = req.runtime or self.node.default_runtime
         if req.disk_mb > self.quotas.max_disk_mb:
@@ -242,6 +263,17 @@ class SandboxService:
         if rec is None:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
         return await self._reconcile(rec)
+
+    async def metrics(
+        self, who: Principal, sandbox_id: str, start: float | None, end: float | None
+    ) -> list[SandboxMetric]:
+        """The sandbox's samples in [start, end] from the node that holds (or held) it."""
+        if start is not None and end is not None and start > end:
+            raise errors.InvalidArgumentError(f"start ({start}) is after end ({end})", field="start")
+        rec = await self.get(who, sandbox_id)
+        if rec.state == "unknown":
+            return []
+        return await self.node.metrics(sandbox_id, start, end)
 
     async def list(
         self,
@@ -335,6 +367,7 @@ class SandboxService:
             or "it died"
         )
         await self.store.set_state(rec.sandbox_id, "killed", reason)
+        self.telemetry.killed(reason)
         rec.state, rec.exit_reason = "killed", reason
         return rec
 
@@ -396,6 +429,7 @@ class SandboxService:
         # destroys what no record wants), instead of finding a half-killed sandbox to bring back.
         self._gone[sandbox_id] = reason
         await self.store.set_state(sandbox_id, "killed", reason)
+        self.telemetry.killed(reason)
         await afailpoint("api.kill.after_record", sandbox_id)
         with contextlib.suppress(errors.SandboxNotFoundError):
             await self.node.kill(sandbox_id)

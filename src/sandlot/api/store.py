@@ -50,6 +50,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: Store.on_transition: (connection, sandbox id, team, old state or None, new state, exit reason)
+TransitionHook = Callable[[Connection, str, str, str | None, str, str | None], None]
+
 #: States in which a sandbox holds resources on its node (a hibernated one: its disk).
 ACTIVE_STATES = ("starting", "running", "paused", "hibernated")
 
@@ -285,6 +288,9 @@ class Store:
         # Its own threads: every request reads the store, and the default executor's few
         # threads may all be busy with slow disk work (mounts, mkfs, unpacks on a loaded host).
         self._threads = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="store")
+        #: called in the transaction of every record made (old state None) or state set, with
+        #: (connection, sandbox id, team, old state, new state, exit reason): the event log (api/events.py)
+        self.on_transition: TransitionHook | None = None
 
     @property
     def dialect(self) -> str:
@@ -423,6 +429,8 @@ class Store:
                         sandbox_metadata.insert(),
                         [{"sandbox_id": rec.sandbox_id, "key": k, "value": v} for k, v in rec.metadata.items()],
                     )
+                if self.on_transition is not None:
+                    self.on_transition(c, rec.sandbox_id, rec.team, None, rec.state, None)
 
         await self._run(q)
 
@@ -486,6 +494,16 @@ class Store:
 
         return await self._run(q)
 
+    async def sandbox_counts(self) -> list[tuple[str, str, str, int]]:
+        """(team, template, state, how many) of every record, for /metrics."""
+
+        def q(c: Connection) -> list[tuple[str, str, str, int]]:
+            cols = (sandboxes.c.team, sandboxes.c.template, sandboxes.c.state)
+            stmt = sa.select(*cols, sa.func.count()).group_by(*cols)
+            return [(str(t), str(tp), str(s), int(n)) for t, tp, s, n in c.execute(stmt)]
+
+        return await self._run(q)
+
     async def count_active(self, team: str) -> int:
         def q(c: Connection) -> int:
             stmt = sa.select(sa.func.count()).where(sandboxes.c.team == team, sandboxes.c.state.in_(ACTIVE_STATES))
@@ -508,9 +526,16 @@ class Store:
             values["exit_reason"] = exit_reason
         if state == "killed":  # the first kill counts (a record reconciled twice keeps its time)
             values["ended_at"] = sa.func.coalesce(sandboxes.c.ended_at, time.time())
-        await self._run(
-            lambda c: c.execute(sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(**values))
-        )
+        hook = self.on_transition
+
+        def q(c: Connection) -> None:
+            where = sandboxes.c.sandbox_id == sandbox_id
+            old = c.execute(sa.select(sandboxes.c.team, sandboxes.c.state).where(where)).first() if hook else None
+            c.execute(sandboxes.update().where(where).values(**values))
+            if hook is not None and old is not None:
+                hook(c, sandbox_id, str(old.team), str(old.state), state, exit_reason)
+
+        await self._run(q)
 
     async def set_ends_at(self, sandbox_id: str, ends_at: float) -> None:
         await self._run(

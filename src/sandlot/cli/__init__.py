@@ -5,6 +5,7 @@
     sandlot nodes ls|drain|rm              the fleet's node daemons (admin)
     sandlot create [--image REF] [options] start a sandbox, print its id
     sandlot ls [--state S] [--metadata K=V]
+    sandlot top [--sort cpu|mem|net]       a live table of sandboxes by CPU and memory, like docker stats
     sandlot exec SANDBOX_ID -- CMD...      run a command, stream its output, exit with its code
     sandlot shell SANDBOX_ID               an interactive terminal
     sandlot cp SRC DST                     copy files and directories (SANDBOX_ID:/path on one side)
@@ -67,6 +68,7 @@ from sandlot.cli import (
     shell,
     teams,
     templates,
+    top,
     volume,
 )
 from sandlot.cli._common import Api, OutputClosed
@@ -91,6 +93,7 @@ for _module in (
     nodes,
     create,
     ls,
+    top,
     exec_,
     shell,
     cp,

@@ -103,7 +103,18 @@ class OutputClosed(Exception):
 
 #: what each extra adds: the modules whose absence means "not installed"
 EXTRAS = {
-    "server": ("fastapi", "uvicorn", "sqlalchemy", "psycopg", "dnslib", "zstandard", "multipart", "asyncssh", "mcp"),
+    "server": (
+        "fastapi",
+        "uvicorn",
+        "sqlalchemy",
+        "psycopg",
+        "dnslib",
+        "zstandard",
+        "multipart",
+        "asyncssh",
+        "mcp",
+        "prometheus_client",
+    ),
     "mcp": ("mcp",),
 }
 

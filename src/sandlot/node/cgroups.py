@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sandlot.node.spec import CGROUP_PARENT
 
-__all__ = ["ROOT", "create", "memory_usage", "paths", "procs", "remove"]
+__all__ = ["ROOT", "controllers", "create", "memory_usage", "paths", "procs", "remove"]
 
 ROOT = Path("/sys/fs/cgroup")
 
@@ -27,6 +27,18 @@ def _hierarchies() -> list[Path]:
 def paths(sandbox_id: str) -> list[Path]:
     """Every existing cgroup directory of the sandbox, in any hierarchy."""
     return [p for h in _hierarchies() if (p := h / CGROUP_PARENT / sandbox_id).is_dir()]
+
+
+def controllers(sandbox_id: str) -> dict[str, Path]:
+    """The sandbox's cgroup directory of each controller (cgroup v2: its one directory under every name)."""
+    if (ROOT / "cgroup.controllers").exists():
+        d = ROOT / CGROUP_PARENT / sandbox_id
+        return dict.fromkeys(("cpu", "cpuacct", "memory", "pids"), d) if d.is_dir() else {}
+    found: dict[str, Path] = {}
+    for h in _hierarchies():
+        if (d := h / CGROUP_PARENT / sandbox_id).is_dir():
+            found.update(dict.fromkeys(h.name.split(","), d))
+    return found
 
 
 def procs(sandbox_id: str) -> list[int]:

@@ -47,6 +47,7 @@ How each maps to HTTP (for the node daemon; paths under its `/v1`):
     hibernate/wake        POST   /sandboxes/{id}/hibernate|wake  {memory}
     set_network           PUT    /sandboxes/{id}/network       policy dict
     agent                 WS     /sandboxes/{id}/agent         agent frames, bridged
+    metrics               GET    /sandboxes/{id}/metrics?start=&end=  [SandboxMetric]
     file_metadata         POST   /sandboxes/{id}/file-metadata {paths} -> {path: metadata|null}
     set_file_metadata     PUT    /sandboxes/{id}/file-metadata {path, metadata}
     export_sandbox        GET    /sandboxes/{id}/export?tag=   tar stream
@@ -92,6 +93,7 @@ from sandlot.node.protocol import (
     ProgressEvent,
     RecoveryReport,
     RegistryAuth,
+    SandboxMetric,
     SandboxSpec,
     SandboxStatus,
     TemplateEvent,
@@ -185,6 +187,13 @@ class NodeClient(abc.ABC):
     @abc.abstractmethod
     async def agent(self, sandbox_id: str) -> SandboxAgent:
         """The sandbox's data plane: its agent client (which refuses calls unless the sandbox runs)."""
+
+    @abc.abstractmethod
+    async def metrics(
+        self, sandbox_id: str, start: float | None = None, end: float | None = None
+    ) -> list[SandboxMetric]:
+        """Its resource use sampled every 5 s in [start, end] (Unix seconds), oldest first: while it
+        runs and for a while after it ended (node/metrics.py); [] when the node has none."""
 
     @abc.abstractmethod
     async def file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:

@@ -135,6 +135,10 @@ def _router(local: LocalNode) -> APIRouter:
             raise errors.NotFoundError(f"no sandbox action {action!r}")
         return {}
 
+    @r.get("/sandboxes/{sandbox_id}/metrics")
+    async def metrics(sandbox_id: str, start: float | None = None, end: float | None = None) -> Any:
+        return [m.model_dump() for m in await local.metrics(sandbox_id, start, end)]
+
     @r.put("/sandboxes/{sandbox_id}/file-metadata")
     async def set_file_metadata(sandbox_id: str, body: dict[str, Any]) -> Any:
         await local.set_file_metadata(sandbox_id, str(body["path"]), dict(body.get("metadata") or {}))

@@ -94,11 +94,10 @@ class LimitMonitor:
         self.forget(sbx.id)
         limit = sbx.spec.limits.memory_mb << 20
         w = _Watch(sbx, sbx.generation, limit, max(MIN_STEP, limit // 16), None)
-        for d in cgroups.paths(sbx.id):
-            if w.pids_fd < 0:
-                w.pids_fd = _open(d / "pids.current")
-            if (d / "memory.usage_in_bytes").exists() or (d / "memory.current").exists():
-                w.memory_dir = d
+        dirs = cgroups.controllers(sbx.id)
+        if "pids" in dirs:
+            w.pids_fd = _open(dirs["pids"] / "pids.current")
+        w.memory_dir = dirs.get("memory")
         self._watched[sbx.id] = w
         if w.memory_dir is not None:  # polled only while it has no thresholds (cgroup v2, or they failed)
             v2 = w.memory_dir / "memory.current"

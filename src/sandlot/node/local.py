@@ -37,6 +37,7 @@ from sandlot.node.protocol import (
     PoolInfo,
     RecoveryReport,
     RegistryAuth,
+    SandboxMetric,
     SandboxSpec,
     SandboxStatus,
     TemplateInfo,
@@ -145,6 +146,7 @@ class LocalNode(NodeClient):
             memory_available_bytes=available,
             disk_total_bytes=disk.total,
             disk_free_bytes=disk.free,
+            load_1m=os.getloadavg()[0],
             templates=[i.name for i in templates],
         )
 
@@ -166,6 +168,7 @@ class LocalNode(NodeClient):
         if kill_sandboxes:
             await self.node.close()
         else:  # unmounted only when no sandbox disk is left in it
+            await self.node.metrics.close()
             await asyncio.to_thread(self.node.disks.release)
 
     # ------------------------------------------------------------ sandboxes
@@ -208,6 +211,11 @@ class LocalNode(NodeClient):
 
     async def agent(self, sandbox_id: str) -> SandboxAgent:
         return self.node.get(sandbox_id).handle
+
+    async def metrics(
+        self, sandbox_id: str, start: float | None = None, end: float | None = None
+    ) -> list[SandboxMetric]:
+        return self.node.metrics.samples(sandbox_id, start, end)
 
     async def file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
         return await self.node.host_file_metadata(sandbox_id, paths)

@@ -33,6 +33,7 @@ from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec
 from sandlot.node.diskstore import DiskStore
 from sandlot.node.dns import system_nameservers
 from sandlot.node.limits import LimitMonitor
+from sandlot.node.metrics import MetricsSampler
 from sandlot.node.netpolicy import NetworkPolicy
 from sandlot.node.network import DEFAULT_SUBNET, NetworkManager, SandboxNet
 from sandlot.node.oci.registry import RegistryConfig
@@ -140,6 +141,8 @@ class Node:
         self._change_listeners: list[Callable[[str], None]] = []
         #: pokes a sandbox's limit watchdog when its host cgroup grows (limits.py)
         self.limit_monitor = LimitMonitor()
+        #: samples every sandbox's resource use from the host side (metrics.py)
+        self.metrics = MetricsSampler(self.list_sandboxes)
         # Orphaned sandbox processes must come to us, not to a lazy host init.
         reaper.become_subreaper()
         _raise_nofile_limit()
@@ -549,6 +552,7 @@ class Node:
         generation = sbx.generation if generation is None else generation
         if not sbx.killed and sbx.generation == generation:
             self.limit_monitor.watch(sbx)
+            self.metrics.ensure_running()
         try:
             await exited
         finally:
@@ -918,6 +922,7 @@ class Node:
         for task in list(self._watchers):
             task.cancel()
         await self.limit_monitor.close()
+        await self.metrics.close()
 
         if self._refilling is not None:  # a thread: let it finish its file
             with contextlib.suppress(Exception):

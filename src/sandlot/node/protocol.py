@@ -26,6 +26,7 @@ from sandlot.models import (
     PoolInfo,
     ProgressEvent,
     RegistryAuth,
+    SandboxMetric,
     TemplateEvent,
     TemplateInfo,
     TemplateStart,
@@ -50,6 +51,7 @@ __all__ = [
     "RecoveryReport",
     "RegistryAuth",
     "RegistryConfig",
+    "SandboxMetric",
     "SandboxSpec",
     "SandboxStatus",
     "TemplateEvent",
@@ -114,5 +116,7 @@ class NodeInfo(BaseModel):
     memory_available_bytes: int
     disk_total_bytes: int
     disk_free_bytes: int
+    #: the host's load average over the last minute (runnable tasks)
+    load_1m: float = 0.0
     #: templates cached on the node
     templates: list[str] = Field(default_factory=list)

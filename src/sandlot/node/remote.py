@@ -34,6 +34,7 @@ from sandlot.node.protocol import (
     ProgressEvent,
     RecoveryReport,
     RegistryAuth,
+    SandboxMetric,
     SandboxSpec,
     SandboxStatus,
     TemplateEvent,
@@ -240,6 +241,13 @@ class RemoteNode(NodeClient):
         for sid in answer:
             await self._forget(sid)
         return answer
+
+    async def metrics(
+        self, sandbox_id: str, start: float | None = None, end: float | None = None
+    ) -> list[SandboxMetric]:
+        params = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+        answer = await self._request("GET", f"/sandboxes/{self._sid(sandbox_id)}/metrics", params=params)
+        return [SandboxMetric.model_validate(m) for m in answer]
 
     async def file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
         path = f"/sandboxes/{self._sid(sandbox_id)}/file-metadata"  # a read: the status stays current

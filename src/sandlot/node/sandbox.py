@@ -121,7 +121,9 @@ class Sandbox:
     async def reconnect(self) -> None:
         """Listen for a new agent (the runtime is being booted again); the old connection is closed."""
         await self.conn.close()
-        self.conn = AgentConnection(self.conn.socket_path, self.id, self.conn.response_timeout)
+        old = self.conn
+        self.conn = AgentConnection(old.socket_path, self.id, old.response_timeout)
+        self.conn.oom_kills, self.conn.pids_limit_hits = old.oom_kills, old.pids_limit_hits
         self._agent = AgentClient(self.conn)
         await self.conn.listen()
 

@@ -9,6 +9,7 @@ with the same parameters, defaults and docstring.
 from __future__ import annotations
 
 import builtins
+import datetime
 import os
 import signal as _signal
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ from sandlot.models import (
     NetworkInfo,
     ProcessInfo,
     SandboxInfo,
+    SandboxMetric,
     TarResult,
     TeamInfo,
     TemplateInfo,
@@ -760,6 +762,31 @@ class Sandbox:
 
     def is_running(self) -> bool:
         return cast("bool", to_sync(run_sync(self._async.is_running())))
+
+    def get_metrics(
+        self, start: datetime.datetime | float | None = None, end: datetime.datetime | float | None = None
+    ) -> builtins.list[SandboxMetric]:
+        """Its resource use, sampled every 5 s on its node without waking it: CPU %, memory,
+        disk, network bytes, processes and limit kills, oldest first.
+
+        Kept while it lives (its last hour) and for an hour after it ended.
+
+        Args:
+            start: the oldest sample wanted (a datetime, or Unix seconds); default: the first kept.
+            end: the newest sample wanted; default: now.
+
+        Returns:
+            The samples taken between `start` and `end` ([] before the first one, about 5 s after start).
+
+        Raises:
+            InvalidArgumentError: `start` is after `end`.
+            SandboxNotFoundError: no such sandbox (or another team's).
+
+        Example:
+            >>> [round(m.cpu_used_pct) for m in sbx.get_metrics()]
+            [0, 97, 100]
+        """
+        return cast("builtins.list[SandboxMetric]", to_sync(run_sync(self._async.get_metrics(start, end))))
 
     def set_timeout(self, timeout: int) -> None:
         """The server kills the sandbox `timeout` seconds from now (replacing the previous deadline).

@@ -1,6 +1,6 @@
 """The E2B facade: the official `e2b` and `e2b-code-interpreter` SDKs, unchanged, drive Sandlot.
 
-- `control`: E2B's REST control plane under `/e2b` (`E2B_API_URL`).
+- `control`: E2B's REST control plane under `/e2b` (`E2B_API_URL`); `metrics` its `get_metrics`.
 - `routing`: which sandbox and port an in-sandbox request is for
   (`E2b-Sandbox-Id`/`E2b-Sandbox-Port` headers, or `{port}-{id}.{domain}` hosts).
 - `envd_process`, `envd_filesystem`: envd's Connect services, `/files`, `/health`.
@@ -23,9 +23,9 @@ __all__ = ["env_exports", "install"]
 def install(app: FastAPI) -> None:
     """Add the facade's routes; E2B's in-sandbox requests join the API's host router (installed first).
     The API's error handlers (installed first too) answer the control plane in E2B's error form."""
-    from sandlot.api.e2b import control, envd_filesystem, envd_process, error_form, interpreter, routing
+    from sandlot.api.e2b import control, envd_filesystem, envd_process, error_form, interpreter, metrics, routing
 
-    for module in (control, envd_process, envd_filesystem, interpreter):
+    for module in (control, metrics, envd_process, envd_filesystem, interpreter):
         app.include_router(module.router)
     routing.install(app.state.host_routes)
     error_form.install_error_form(app)

@@ -44,6 +44,7 @@ from sandlot.node.protocol import (
     PoolInfo,
     RecoveryReport,
     RegistryAuth,
+    SandboxMetric,
     SandboxSpec,
     SandboxStatus,
     TemplateInfo,
@@ -192,6 +193,7 @@ class Fleet(NodeClient):
             memory_available_bytes=sum(i.memory_available_bytes for i in infos),
             disk_total_bytes=sum(i.disk_total_bytes for i in infos),
             disk_free_bytes=sum(i.disk_free_bytes for i in infos),
+            load_1m=sum(i.load_1m for i in infos),
             templates=sorted({t for i in infos for t in i.templates}),
         )
 
@@ -300,6 +302,14 @@ class Fleet(NodeClient):
         for sid in died:
             self._placed.pop(sid, None)
         return died
+
+    async def metrics(
+        self, sandbox_id: str, start: float | None = None, end: float | None = None
+    ) -> list[SandboxMetric]:
+        try:
+            return await (await self._holder(sandbox_id)).metrics(sandbox_id, start, end)
+        except (errors.SandboxNotFoundError, errors.NodeUnreachableError):
+            return []
 
     async def file_metadata(self, sandbox_id: str, paths: list[str]) -> dict[str, dict[str, str] | None]:
         return await (await self._holder(sandbox_id)).file_metadata(sandbox_id, paths)
