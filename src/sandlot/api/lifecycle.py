@@ -30,7 +30,16 @@ from sandlot.api.store import SandboxRecord
 if TYPE_CHECKING:
     from sandlot.api.service import SandboxService
 
-__all__ = ["check_lifetime", "extend_after_timeout_pause", "hibernate_idle", "on_timeout", "resume", "touch", "wake"]
+__all__ = [
+    "check_lifetime",
+    "extend_after_timeout_pause",
+    "hibernate_idle",
+    "on_timeout",
+    "resume",
+    "touch",
+    "touch_interval",
+    "wake",
+]
 
 log = logging.getLogger("sandlot.api")
 
@@ -78,6 +87,12 @@ async def extend_after_timeout_pause(svc: SandboxService, rec: SandboxRecord) ->
     if rec.ends_at <= now:
         rec.ends_at = now + RESUME_TIMEOUT_S
         await svc.store.set_ends_at(rec.sandbox_id, rec.ends_at)
+
+
+def touch_interval(svc: SandboxService) -> float:
+    """How stale a stored idle clock may get (and how often idle sandboxes are looked for): a tenth
+    of the idle time, at most a minute."""
+    return min(60.0, svc.hibernate_after_s / 10)
 
 
 async def touch(svc: SandboxService, rec: SandboxRecord) -> None:

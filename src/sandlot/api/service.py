@@ -110,14 +110,11 @@ class SandboxService:
         self._gone: dict[str, str] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._reconciled_at = 0.0
-<<<<<<< HEAD
         self._idle_checked_at = 0.0
-=======
         #: this process's counters for GET /metrics
         self.telemetry = Telemetry()
         #: lifecycle events, recorded by the store's transitions (events.py)
         self.events = EventLog(store)
->>>>>>> observe
 
     # ------------------------------------------------------------ lifecycle
 
