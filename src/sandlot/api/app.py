@@ -106,7 +106,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         await service.start(config.reap_interval)
         app.state.webhooks = Webhooks(store, service.events)
         await app.state.webhooks.init()
-        dispatcher = Dispatcher(store)
+        app.state.dispatcher = dispatcher = Dispatcher(store)
         dispatcher.start()
         warmup = asyncio.create_task(_warm_up(app, node, config))
         ssh = await _start_ssh(service, store, config)

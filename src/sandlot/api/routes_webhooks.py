@@ -27,7 +27,9 @@ def _hooks(request: Request) -> Webhooks:
 async def create_webhook(body: WebhookCreate, who: Who, request: Request) -> WebhookCreated:
     """POST the team's lifecycle events (those of `events`, or all) to `url`, signed with the
     secret in this answer (the only time it is shown); retried with backoff until a 2xx."""
-    return await _hooks(request).create(who.team, body.url, list(body.events))
+    made = await _hooks(request).create(who.team, body.url, list(body.events))
+    request.app.state.dispatcher.wake()  # an idle dispatcher polls only every IDLE_POLL_S
+    return made
 
 
 @router.get("", response_model=WebhookList)

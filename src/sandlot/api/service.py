@@ -52,6 +52,9 @@ log = logging.getLogger("sandlot.api")
 
 #: How often the reaper reconciles every record, not only those the node reported dead.
 FULL_RECONCILE_S = 60.0
+#: the reaper asks the store for expired sandboxes at least this often even when it knows of no
+#: timeout due and this process wrote nothing: other replicas' records (a fleet)
+TIMEOUTS_RECHECK_S = 5.0
 
 
 def info(rec: SandboxRecord) -> SandboxInfo:
@@ -111,6 +114,10 @@ class SandboxService:
         self._reaper: asyncio.Task[None] | None = None
         self._reconciled_at = 0.0
         self._idle_checked_at = 0.0
+        # what the reaper knows of timeouts (_timeouts_stale)
+        self._next_timeout = 0.0
+        self._deadline_writes_seen = -1
+        self._timeouts_checked_at = 0.0
         #: this process's counters for GET /metrics
         self.telemetry = Telemetry()
         #: lifecycle events, recorded by the store's transitions (events.py)
@@ -441,6 +448,15 @@ class SandboxService:
         await self.store.set_ends_at(sandbox_id, rec.ends_at)
         return rec
 
+    def _timeouts_stale(self, now: float) -> bool:
+        """Whether the reaper must ask the store for expired sandboxes: a timeout it knows of is
+        due, this process wrote a record since, or (for other replicas' writes) a while has passed."""
+        return (
+            now >= self._next_timeout
+            or self.store.deadline_writes != self._deadline_writes_seen
+            or time.monotonic() - self._timeouts_checked_at >= TIMEOUTS_RECHECK_S
+        )
+
     async def _reap_forever(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
@@ -455,7 +471,14 @@ class SandboxService:
         Only the sandboxes the node reported dead are reconciled unless `full`
         (every active record: the safety net, and the default when called directly).
         """
-        for sid in await self.store.expired(time.time()):
+        now = time.time()
+        if full or self._timeouts_stale(now):
+            seen, checked_at = self.store.deadline_writes, time.monotonic()
+            expired, self._next_timeout = await self.store.expired(now)
+            self._deadline_writes_seen, self._timeouts_checked_at = seen, checked_at
+        else:
+            expired = []
+        for sid in expired:
             try:
                 await lifecycle.on_timeout(self, sid)
             except errors.SandlotError as exc:

@@ -25,6 +25,7 @@ import binascii
 import concurrent.futures
 import contextlib
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -291,6 +292,10 @@ class Store:
         #: called in the transaction of every record made (old state None) or state set, with
         #: (connection, sandbox id, team, old state, new state, exit reason): the event log (api/events.py)
         self.on_transition: TransitionHook | None = None
+        #: bumped after each write through this process that can change what times out when (a
+        #: record made, its state or timeout set): the reaper queries again only then, or when
+        #: the next timeout it knows of is due (api/service.py)
+        self.deadline_writes = 0
 
     @property
     def dialect(self) -> str:
@@ -433,6 +438,7 @@ class Store:
                     self.on_transition(c, rec.sandbox_id, rec.team, None, rec.state, None)
 
         await self._run(q)
+        self.deadline_writes += 1  # the reaper looks again (written: it sees them)
 
     async def get_sandbox(self, sandbox_id: str, team: str | None = None) -> SandboxRecord | None:
         """One record; with `team`, only that team's (another team's id is simply not found)."""
@@ -536,11 +542,13 @@ class Store:
                 hook(c, sandbox_id, str(old.team), str(old.state), state, exit_reason)
 
         await self._run(q)
+        self.deadline_writes += 1
 
     async def set_ends_at(self, sandbox_id: str, ends_at: float) -> None:
         await self._run(
             lambda c: c.execute(sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(ends_at=ends_at))
         )
+        self.deadline_writes += 1
 
     async def touch_many(self, clocks: dict[str, float]) -> None:
         """Each sandbox served a request at its time (one transaction; no idle clock moves back)."""
@@ -552,16 +560,19 @@ class Store:
         rows = [{"sid": sid, "at": at} for sid, at in clocks.items()]
         await self._run(lambda c: c.execute(stmt, rows))
 
-    async def expired(self, now: float) -> list[str]:
-        def q(c: Connection) -> list[str]:
+    async def expired(self, now: float) -> tuple[list[str], float]:
+        """The sandboxes past their timeout at `now`, and the next timeout after it (inf: none)."""
+
+        def q(c: Connection) -> tuple[list[str], float]:
             # Persistent sandboxes have no timeout; one paused at its timeout stays paused.
-            stmt = sa.select(sandboxes.c.sandbox_id).where(
+            timed = sa.and_(
                 sandboxes.c.state.in_(ACTIVE_STATES),
-                sandboxes.c.ends_at <= now,
                 sandboxes.c.persistent.is_(False),
                 sa.or_(sandboxes.c.on_timeout == "kill", sandboxes.c.state == "running"),
             )
-            return [r[0] for r in c.execute(stmt)]
+            ids = [r[0] for r in c.execute(sa.select(sandboxes.c.sandbox_id).where(timed, sandboxes.c.ends_at <= now))]
+            nxt = c.execute(sa.select(sa.func.min(sandboxes.c.ends_at)).where(timed, sandboxes.c.ends_at > now))
+            return ids, float(nxt.scalar_one() or math.inf)
 
         return await self._run(q)
 

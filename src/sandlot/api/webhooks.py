@@ -1,7 +1,9 @@
 """Webhooks per team: lifecycle events POSTed to a URL, signed with HMAC, retried with backoff, logged.
 
 A webhook (POST /webhooks) names a URL and the event types it wants (api/events.py).
-Every API process runs one `Dispatcher` loop that, every `POLL_S`:
+Every API process runs one `Dispatcher` loop that, every `POLL_S` while any webhook
+exists (every `IDLE_POLL_S` while none does, or at once when one is made here), in one
+transaction:
 
 - reads each webhook's new events from the store (after the webhook's cursor) and
   claims each one by inserting its delivery row: (webhook, event) is the row's
@@ -45,6 +47,9 @@ __all__ = ["BACKOFF_S", "MAX_ATTEMPTS", "Dispatcher", "Webhooks", "sign"]
 log = logging.getLogger("sandlot.api.webhooks")
 
 POLL_S = 1.0
+#: how often a process with no webhook looks for one made through another replica (an idle server's
+#: database is left alone otherwise: density)
+IDLE_POLL_S = 10.0
 BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
 MAX_ATTEMPTS = 6
@@ -176,9 +181,13 @@ class Webhooks:
 class Dispatcher:
     """One per API process: claims new events for every webhook and sends due deliveries."""
 
-    def __init__(self, store: Store, poll_s: float = POLL_S, backoff_s: float = BACKOFF_S) -> None:
+    def __init__(
+        self, store: Store, poll_s: float = POLL_S, backoff_s: float = BACKOFF_S, idle_poll_s: float = IDLE_POLL_S
+    ) -> None:
         self.store = store
         self.poll_s = poll_s
+        self.idle_poll_s = idle_poll_s
+        self._woken = asyncio.Event()
         self.backoff_s = backoff_s
         self._task: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
@@ -195,17 +204,24 @@ class Dispatcher:
                     await task
         await self._http.aclose()
 
+    def wake(self) -> None:
+        """A webhook was made in this process: start polling now, not after the idle wait."""
+        self._woken.set()
+
     async def _run(self) -> None:
         pruned_at = 0.0
         while True:
+            active = True
             try:
-                await self.tick()
+                active = await self.tick()
                 if time.monotonic() - pruned_at > PRUNE_EVERY_S:
                     await self.prune(time.time() - RETENTION_S)
                     pruned_at = time.monotonic()
             except Exception:  # a database hiccup must not end deliveries
                 log.exception("webhook dispatch failed")
-            await asyncio.sleep(self.poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self.poll_s if active else self.idle_poll_s)
+            self._woken.clear()
 
     async def prune(self, older_than: float) -> None:
         """Bounded storage: events recorded before `older_than`, and their deliveries, go."""
@@ -217,17 +233,25 @@ class Dispatcher:
 
         await self.store._run(q)
 
-    async def tick(self) -> None:
-        """Claim new events, then send every delivery due now (each in its own task)."""
-        await self.store._run(self._claim_new)
-        for hook, event, attempts in await self.store._run(self._take_due):
+    async def tick(self) -> bool:
+        """Claim new events, then send every delivery due now (each in its own task), all read in
+        one transaction; answers whether any webhook exists (or a delivery is still being sent)."""
+
+        def q(c: Connection) -> tuple[bool, list[tuple[dict[str, object], EventInfo, int]]]:
+            return (True, self._take_due(c)) if self._claim_new(c) else (False, [])
+
+        hooks, due = await self.store._run(q)
+        for hook, event, attempts in due:
             task = asyncio.create_task(self._send(hook, event, attempts))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
+        return hooks or bool(self._sending)
 
-    def _claim_new(self, c: Connection) -> None:
+    def _claim_new(self, c: Connection) -> int:
+        """Claims every webhook's new events; answers how many webhooks there are."""
         now = time.time()
-        for hook in c.execute(sa.select(webhooks)).all():
+        hooks = c.execute(sa.select(webhooks)).all()
+        for hook in hooks:
             m = hook._mapping
             where = [events.c.team == m["team"], events.c.event_id > m["cursor"]]
             if m["events"]:
@@ -245,6 +269,7 @@ class Dispatcher:
                 .where(webhooks.c.webhook_id == m["webhook_id"], webhooks.c.cursor < last)
                 .values(cursor=last)
             )
+        return len(hooks)
 
     def _take_due(self, c: Connection) -> list[tuple[dict[str, object], EventInfo, int]]:
         """Due deliveries, each claimed by moving its next_at (a conditional UPDATE: one replica wins)."""

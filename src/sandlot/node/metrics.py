@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,14 +48,69 @@ RETENTION_S = 3600.0
 
 
 @dataclass
+class _Files:
+    """A sandbox's cgroup files, opened once per boot of its runtime and read with one `pread`
+    each (kernfs renders a file afresh at each read from offset 0): no path lookups per sample.
+    -1: not there."""
+
+    v2: bool = False
+    cpu: int = -1  # v1 cpuacct.usage (ns); v2 cpu.stat (usage_usec)
+    mem: int = -1  # v1 memory.usage_in_bytes; v2 memory.current
+    stat: int = -1  # memory.stat
+    oom: int = -1  # v1 memory.oom_control; v2 memory.events
+    pids: int = -1  # pids.current
+
+    @classmethod
+    def open(cls, dirs: dict[str, Path]) -> _Files:
+        mem = dirs.get("memory")
+        v2 = mem is not None and not (mem / "memory.usage_in_bytes").exists()
+        f = cls(v2=v2)
+        if (d := dirs.get("cpuacct")) is not None and (d / "cpuacct.usage").exists():
+            f.cpu = _open(d / "cpuacct.usage")
+        elif (d := dirs.get("cpu")) is not None:
+            f.cpu, f.v2 = _open(d / "cpu.stat"), True
+        if mem is not None:
+            f.mem = _open(mem / ("memory.current" if v2 else "memory.usage_in_bytes"))
+            f.stat = _open(mem / "memory.stat")
+            f.oom = _open(mem / ("memory.events" if v2 else "memory.oom_control"))
+        if (d := dirs.get("pids")) is not None:
+            f.pids = _open(d / "pids.current")
+        return f
+
+    def close(self) -> None:
+        for fd in (self.cpu, self.mem, self.stat, self.oom, self.pids):
+            if fd >= 0:
+                os.close(fd)
+        self.cpu = self.mem = self.stat = self.oom = self.pids = -1
+
+    def cpu_ns(self) -> int:
+        if self.v2:
+            return _field(_pread(self.cpu), b"usage_usec") * 1000
+        return _int(_pread(self.cpu))
+
+    def memory(self) -> tuple[int, int, int]:
+        """(used without reclaimable page cache, page cache, OOM kills)."""
+        stat = _pread(self.stat, 8192)
+        usage, oom = _int(_pread(self.mem)), _field(_pread(self.oom), b"oom_kill")
+        if self.v2:
+            return max(0, usage - _field(stat, b"inactive_file")), _field(stat, b"file"), oom
+        return max(0, usage - _field(stat, b"total_inactive_file")), _field(stat, b"total_cache"), oom
+
+
+@dataclass
 class _Series:
     samples: collections.deque[SandboxMetric]
     generation: int = -1
-    #: cgroup directories by controller, found for `generation`
-    dirs: dict[str, Path] = field(default_factory=dict)
+    #: its cgroup files, open for `generation`
+    files: _Files | None = None
     cpu_ns: int = -1
     at: float = 0.0
     ended_at: float | None = None
+
+    def close_files(self) -> None:
+        if self.files is not None:
+            self.files.close()
+            self.files = None
 
 
 class MetricsSampler:
@@ -88,6 +143,8 @@ class MetricsSampler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        for series in self._series.values():
+            series.close_files()
 
     def samples(self, sandbox_id: str, start: float | None = None, end: float | None = None) -> list[SandboxMetric]:
         """Its samples taken in [start, end] (either open), oldest first; [] for one never sampled."""
@@ -127,6 +184,7 @@ class MetricsSampler:
                 continue
             if series.ended_at is None:
                 series.ended_at = now
+                series.close_files()  # its cgroup is gone (or frozen away with it)
             elif now - series.ended_at > self.retention_s:
                 del self._series[sid]
         return len(seen)
@@ -136,18 +194,23 @@ class MetricsSampler:
         if series is None:
             series = self._series[sbx.id] = _Series(collections.deque(maxlen=self.keep))
         series.ended_at = None
-        if series.generation != sbx.generation or not series.dirs:
-            series.generation, series.dirs, series.cpu_ns = sbx.generation, cgroups.controllers(sbx.id), -1
-        dirs = series.dirs
+        if series.generation != sbx.generation or series.files is None:
+            series.close_files()
+            series.generation, series.files, series.cpu_ns = (
+                sbx.generation,
+                _Files.open(cgroups.controllers(sbx.id)),
+                -1,
+            )
+        files = series.files
         limits = sbx.spec.limits
-        cpu_ns = _cpu_ns(dirs)
+        cpu_ns = files.cpu_ns()
         if series.cpu_ns < 0 or cpu_ns < series.cpu_ns:  # first sight (or a new cgroup): since it started
             used_ns, wall = cpu_ns, max(now - sbx.created_at, 1e-3)
         else:
             used_ns, wall = cpu_ns - series.cpu_ns, max(now - series.at, 1e-3)
         series.cpu_ns, series.at = cpu_ns, now
         pct = min(100.0, max(0.0, used_ns / 1e9 / wall / limits.cpu * 100))
-        mem_used, mem_cache, oom = _memory(dirs.get("memory"))
+        mem_used, mem_cache, oom = files.memory()
         disk_used, disk_total = _disk(sbx.layer.layer, sbx.layer.image_file)
         rx, tx = _net(sbx.net.host_if if sbx.net is not None else None)
         series.samples.append(
@@ -162,53 +225,56 @@ class MetricsSampler:
                 disk_total=disk_total or limits.disk_mb << 20,
                 net_rx_bytes=rx,
                 net_tx_bytes=tx,
-                pids=_read_int(dirs["pids"] / "pids.current") if "pids" in dirs else 0,
+                pids=_int(_pread(files.pids)),
                 oom_kills=sbx.conn.oom_kills + oom,
                 pids_limit_hits=sbx.conn.pids_limit_hits,
             )
         )
 
 
-def _read_int(path: Path) -> int:
+def _open(path: Path) -> int:
     try:
-        return int(path.read_bytes())
-    except (OSError, ValueError):
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _pread(fd: int, size: int = 256) -> bytes:
+    if fd < 0:
+        return b""
+    try:
+        return os.pread(fd, size, 0)
+    except OSError:  # the cgroup went away under it
+        return b""
+
+
+def _int(data: bytes) -> int:
+    try:
+        return int(data)
+    except ValueError:
         return 0
 
 
-def _read_fields(path: Path) -> dict[str, int]:
-    """A cgroup file of `name value` lines (memory.stat, cpu.stat, memory.oom_control)."""
-    out: dict[str, int] = {}
+def _field(data: bytes, name: bytes) -> int:
+    """The value of `name` in a cgroup file of `name value` lines (memory.stat, cpu.stat, ...)."""
+    key = b"\n" + name + b" "
+    i = (b"\n" + data).find(key)
+    if i < 0:
+        return 0
+    start = i + len(key) - 1
+    end = data.find(b"\n", start)
+    return _int(data[start : end if end >= 0 else None])
+
+
+def _read_int(path: str) -> int:
     try:
-        for line in path.read_bytes().decode().splitlines():
-            name, _, value = line.partition(" ")
-            with contextlib.suppress(ValueError):
-                out[name] = int(value)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        pass
-    return out
-
-
-def _cpu_ns(dirs: dict[str, Path]) -> int:
-    d = dirs.get("cpuacct")
-    if d is not None and (d / "cpuacct.usage").exists():
-        return _read_int(d / "cpuacct.usage")
-    d = dirs.get("cpu")
-    return _read_fields(d / "cpu.stat").get("usage_usec", 0) * 1000 if d is not None else 0
-
-
-def _memory(d: Path | None) -> tuple[int, int, int]:
-    """(used without reclaimable page cache, page cache, OOM kills) of a memory cgroup (v1 or v2)."""
-    if d is None:
-        return 0, 0, 0
-    stat = _read_fields(d / "memory.stat")
-    if (d / "memory.usage_in_bytes").exists():  # v1
-        usage, inactive = _read_int(d / "memory.usage_in_bytes"), stat.get("total_inactive_file", 0)
-        cache, oom = stat.get("total_cache", 0), _read_fields(d / "memory.oom_control").get("oom_kill", 0)
-    else:
-        usage, inactive = _read_int(d / "memory.current"), stat.get("inactive_file", 0)
-        cache, oom = stat.get("file", 0), _read_fields(d / "memory.events").get("oom_kill", 0)
-    return max(0, usage - inactive), cache, oom
+        return 0
+    try:
+        return _int(_pread(fd))
+    finally:
+        os.close(fd)
 
 
 def _disk(mounted: Path, image: Path) -> tuple[int, int]:
@@ -227,5 +293,5 @@ def _net(host_if: str | None) -> tuple[int, int]:
     """(received, sent) bytes of the sandbox: its veth's host end counts them the other way round."""
     if host_if is None:
         return 0, 0
-    stats = Path("/sys/class/net") / host_if / "statistics"
-    return _read_int(stats / "tx_bytes"), _read_int(stats / "rx_bytes")
+    stats = f"/sys/class/net/{host_if}/statistics/"
+    return _read_int(stats + "tx_bytes"), _read_int(stats + "rx_bytes")
