@@ -40,11 +40,12 @@ from sandlot.api import (
     routes_sandboxes,
     routes_ssh_keys,
     routes_teams,
+    routes_tickets,
     routes_transfer,
     routes_volumes,
     routes_webhooks,
 )
-from sandlot.api.auth import bootstrap_admin_key
+from sandlot.api.auth import Tickets, bootstrap_admin_key
 from sandlot.api.config import ApiConfig
 from sandlot.api.e2b.access import load_secret
 from sandlot.api.fleet import routes as routes_fleet
@@ -129,6 +130,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         lifespan=lifespan,
     )
     install_handlers(app)
+    app.state.tickets = Tickets()
 
     @app.get("/health", tags=["health"], responses={503: {"description": "not ready yet"}})
     async def health(request: Request) -> JSONResponse:
@@ -160,6 +162,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         routes_metrics,
         routes_events,
         routes_webhooks,
+        routes_tickets,
     ):
         app.include_router(module.router)
     routes_ports.install(app, config.ports_domain)

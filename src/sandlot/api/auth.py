@@ -7,6 +7,10 @@ only that team's sandboxes; an admin key may also manage keys.
 
 Clients send the key as `X-API-Key: <key>` or `Authorization: Bearer <key>`
 (a WebSocket may also pass `?api_key=`, since browsers cannot set its headers).
+A browser that must not put the key in a URL (the dashboard at /ui) trades it for a
+ticket instead (`POST /ws-tickets`): single use, valid for `Tickets.TTL_S`, passed as
+`?ticket=`. Tickets live in the server's memory: one is redeemed on the API server that
+issued it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,16 @@ from sandlot import errors
 from sandlot.api.store import KeyRecord, Store
 from sandlot.apikeys import canonical
 
-__all__ = ["ADMIN_TEAM", "Principal", "bootstrap_admin_key", "hash_key", "new_key", "principal", "require_admin"]
+__all__ = [
+    "ADMIN_TEAM",
+    "Principal",
+    "Tickets",
+    "bootstrap_admin_key",
+    "hash_key",
+    "new_key",
+    "principal",
+    "require_admin",
+]
 
 ADMIN_TEAM = "admin"
 KEY_PREFIX = "sl_"
@@ -111,7 +124,41 @@ async def authenticated_key(request: Request) -> tuple[Principal, str]:
     return who, key
 
 
+class Tickets:
+    """Single-use, short-lived stand-ins for a key in a WebSocket URL (`?ticket=`).
+
+    Invariant: `_live` maps a ticket to its principal and expiry; a ticket leaves it
+    when redeemed or found expired. One event loop uses it: no lock.
+    """
+
+    TTL_S = 30.0
+    #: at most this many live tickets (a client that asks for many gets the oldest dropped)
+    MAX = 10_000
+
+    def __init__(self) -> None:
+        self._live: dict[str, tuple[Principal, float]] = {}
+
+    def issue(self, who: Principal) -> str:
+        now = time.monotonic()
+        self._live = {t: v for t, v in self._live.items() if v[1] > now}
+        while len(self._live) >= self.MAX:
+            del self._live[next(iter(self._live))]
+        ticket = "wst_" + secrets.token_urlsafe(24)
+        self._live[ticket] = (who, now + self.TTL_S)
+        return ticket
+
+    def redeem(self, ticket: str) -> Principal:
+        entry = self._live.pop(ticket, None)
+        if entry is None or entry[1] < time.monotonic():
+            raise errors.AuthenticationError("this ticket is not valid (unknown, used or expired): ask for a new one")
+        return entry[0]
+
+
 async def ws_principal(websocket: WebSocket) -> Principal:
+    ticket = websocket.query_params.get("ticket")
+    if ticket:
+        tickets: Tickets = websocket.app.state.tickets
+        return tickets.redeem(ticket)
     store: Store = websocket.app.state.store
     return await _authenticate(store, _key_from(websocket.headers, websocket.query_params.get("api_key")))
 
