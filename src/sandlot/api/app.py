@@ -44,6 +44,7 @@ from sandlot.api import (
     routes_transfer,
     routes_volumes,
     routes_webhooks,
+    ui,
 )
 from sandlot.api.auth import Tickets, bootstrap_admin_key
 from sandlot.api.config import ApiConfig
@@ -168,6 +169,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
     routes_ports.install(app, config.ports_domain)
     e2b.install(app)
     mcp_http.install(app)
+    ui.install(app)
     return app
 
 

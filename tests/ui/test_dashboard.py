@@ -1,0 +1,114 @@
+"""The dashboard in a real browser (headless chromium) against the live server and real sandboxes:
+sign in, create a sandbox, use its terminal, upload a file, watch its CPU chart, kill it.
+
+`SANDLOT_UI_SCREENSHOTS=docs` also saves the pages it passes as docs/dashboard-*.png (the README's).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.api.harness import Server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+T = TypeVar("T")
+#: generous: a loaded 2-core host runs the whole suite beside this test
+WAIT_S = 60
+
+
+def wait(driver: Any, until: Callable[[Any], T], timeout: float = WAIT_S, what: str = "") -> T:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(until, what)  # type: ignore[no-any-return]
+
+
+def css(selector: str) -> Callable[[Any], Any]:
+    """A condition: the first element the selector finds (falsy while there is none)."""
+    from selenium.webdriver.common.by import By
+
+    return lambda d: next(iter(d.find_elements(By.CSS_SELECTOR, selector)), False)
+
+
+def terminal_lines(driver: Any) -> list[str]:
+    """The terminal's rendered rows, as a user sees them (xterm.js' DOM renderer)."""
+    text: str = driver.execute_script(
+        "return [...document.querySelectorAll('#terminal .xterm-rows > div')].map(r => r.textContent).join('\\n')"
+    )
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def shoot(driver: Any, name: str) -> None:
+    where = os.environ.get("SANDLOT_UI_SCREENSHOTS")
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(where) / f"dashboard-{name}.png"))
+
+
+def test_dashboard(browser: Any, api_server: Server, ui_key: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    # sign in: the key goes to sessionStorage, never into the URL
+    d.get(api_server.url + "/ui")
+    wait(d, css("#key")).send_keys(ui_key + "\n")
+    wait(d, css("#new-sandbox"), what="the sandboxes page after sign-in")
+    assert ui_key not in d.current_url
+    assert d.execute_script("return sessionStorage.getItem('sandlot.key')") == ui_key
+    wait(d, css(".state.empty"), what="the empty list")
+
+    # create a sandbox from the dialog (the server's default template), with metadata
+    d.find_element(By.ID, "new-sandbox").click()
+    wait(d, css(".modal input[placeholder^='key=value']")).send_keys("suite=ui")
+    d.find_element(By.ID, "create").click()
+    wait(d, lambda d: "#/sandboxes/sb-" in d.current_url, what="the new sandbox's page")
+    sandbox_id = d.current_url.rsplit("/", 1)[1]
+
+    # its terminal: type, and read the answer from what the terminal rendered
+    wait(d, css("#terminal[data-ready]"), what="the terminal connected")
+    keys = wait(d, css("#terminal .xterm-helper-textarea"))
+    keys.send_keys("echo $((6*7))\n")
+    wait(d, lambda d: "42" in terminal_lines(d), what=f"42 in the terminal: {terminal_lines(d)}")
+
+    # a busy process: the CPU chart climbs (the node samples every 5 s)
+    cpu = "#cpu-card svg.chart"
+    before = int(wait(d, css(cpu), what="the CPU chart").get_attribute("data-count"))
+    keys.send_keys("yes > /dev/null &\n")
+
+    def cpu_up(d: Any) -> bool:  # a sample taken since `yes` started, and it shows it busy
+        chart = d.find_element(By.CSS_SELECTOR, cpu)
+        return int(chart.get_attribute("data-count")) > before and float(chart.get_attribute("data-last")) > 20
+
+    wait(d, cpu_up, what="the CPU chart up")
+    shoot(d, "sandbox")
+
+    # files: open /tmp, upload a file, see it listed
+    d.find_element(By.CSS_SELECTOR, "[data-tab=files]").click()
+    wait(d, css("#files tr[data-name=tmp] a.dir"), what="/ listed").click()
+    wait(d, lambda d: d.find_element(By.CSS_SELECTOR, ".crumbs").text.startswith("/tmp"), what="/tmp opened")
+    upload = tmp_path / "hello-ui.txt"
+    upload.write_text("uploaded from the dashboard\n")
+    d.find_element(By.ID, "upload").send_keys(str(upload))
+    wait(d, css("#files tr[data-name='hello-ui.txt']"), what="the upload listed")
+    shoot(d, "files")
+
+    # the list: the sandbox, live, with its metadata and sparklines
+    d.get(api_server.url + "/ui/#/sandboxes")
+    row = f"#sandboxes tr[data-id='{sandbox_id}']"
+    wait(d, css(row + "[data-state=running]"), what="the sandbox in the list")
+    wait(d, css(row + " td.spark svg[data-count]:not([data-count='0'])"), what="its sparkline")
+    assert "suite=ui" in d.find_element(By.CSS_SELECTOR, row).text
+    shoot(d, "list")
+
+    # kill it from its page: it says killed, and it leaves the list of live sandboxes
+    d.find_element(By.CSS_SELECTOR, row + " a").click()
+    wait(d, css("#kill")).click()
+    wait(d, lambda d: d.switch_to.alert).accept()
+    wait(d, css(".summary .badge.s-killed"), what="the sandbox killed")
+    d.find_element(By.CSS_SELECTOR, "a.back").click()
+    wait(d, css(".state.empty"), what="no live sandbox left")
