@@ -47,6 +47,7 @@ def shoot(driver: Any, name: str) -> None:
     where = os.environ.get("SANDLOT_UI_SCREENSHOTS")
     if where:
         Path(where).mkdir(parents=True, exist_ok=True)
+        driver.execute_script("document.getElementById('toasts').replaceChildren()")
         driver.save_screenshot(str(Path(where) / f"dashboard-{name}.png"))
 
 
@@ -77,7 +78,9 @@ def test_dashboard(browser: Any, api_server: Server, ui_key: str, tmp_path: Path
 
     # a busy process: the CPU chart climbs (the node samples every 5 s)
     cpu = "#cpu-card svg.chart"
-    before = int(wait(d, css(cpu), what="the CPU chart").get_attribute("data-count"))
+    # a first sample (its boot's CPU) before the load, so that the one that counts is taken under it
+    wait(d, lambda d: int(d.find_element(By.CSS_SELECTOR, cpu).get_attribute("data-count")) >= 1, what="a sample")
+    before = int(d.find_element(By.CSS_SELECTOR, cpu).get_attribute("data-count"))
     keys.send_keys("yes > /dev/null &\n")
 
     def cpu_up(d: Any) -> bool:  # a sample taken since `yes` started, and it shows it busy
@@ -96,6 +99,8 @@ def test_dashboard(browser: Any, api_server: Server, ui_key: str, tmp_path: Path
     d.find_element(By.ID, "upload").send_keys(str(upload))
     wait(d, css("#files tr[data-name='hello-ui.txt']"), what="the upload listed")
     shoot(d, "files")
+    d.find_element(By.CSS_SELECTOR, "[data-tab=terminal]").click()  # the same terminal, not a new one
+    assert "42" in terminal_lines(d)
 
     # the list: the sandbox, live, with its metadata and sparklines
     d.get(api_server.url + "/ui/#/sandboxes")
@@ -105,8 +110,10 @@ def test_dashboard(browser: Any, api_server: Server, ui_key: str, tmp_path: Path
     assert "suite=ui" in d.find_element(By.CSS_SELECTOR, row).text
     shoot(d, "list")
 
-    # kill it from its page: it says killed, and it leaves the list of live sandboxes
+    # back on its page, the terminal reattaches to the same shell; then kill it: it says killed,
+    # and it leaves the list of live sandboxes
     d.find_element(By.CSS_SELECTOR, row + " a").click()
+    wait(d, lambda d: d.find_element(By.CSS_SELECTOR, ".term-status").text.startswith("reattached"), what="reattached")
     wait(d, css("#kill")).click()
     wait(d, lambda d: d.switch_to.alert).accept()
     wait(d, css(".summary .badge.s-killed"), what="the sandbox killed")

@@ -425,8 +425,8 @@ function teams(main) {
     row: (t) => h("tr", h("td", t.team),
       h("td", `${t.usage.sandboxes} / ${t.quota.max_sandboxes}`),
       h("td", `${t.usage.disk_mb} / ${t.quota.max_disk_mb} MiB`),
-      h("td", `${Math.round(t.quota.max_lifetime_s / 3600)} h`),
-      h("td", `${Math.round(t.quota.checkpoint_retention_s / 86400)} d`)),
+      h("td", t.quota.max_lifetime_s ? `${Math.round(t.quota.max_lifetime_s / 3600)} h` : "no limit"),
+      h("td", t.quota.checkpoint_retention_s ? `${Math.round(t.quota.checkpoint_retention_s / 86400)} d` : "forever")),
   });
 }
 

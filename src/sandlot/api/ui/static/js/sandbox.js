@@ -77,18 +77,32 @@ export function sandboxPage(main, id) {
     }
   }
 
+  // The terminal outlives tab switches (its element is moved, not rebuilt): one shell per visit.
+  let term = null;
   function show(name) {
     if (tabStop) tabStop();
+    tabStop = null;
     tab = name;
     fill(tabBar, TABS.map(([t, label]) => h("button.tab", { role: "tab", "aria-selected": t === name ? "true" : "false", dataset: { tab: t }, onclick: () => show(t) }, label)));
     panel.replaceChildren();
     const live = sbx.state === "running";
+    if (!live && term) {
+      term.stop();
+      term = null;
+    }
     if (!live && name !== "checkpoints") {
       panel.append(empty(sbx.state === "killed" ? "This sandbox has ended." : `This sandbox is ${sbx.state}: resume it first.`));
-      tabStop = null;
       return;
     }
-    tabStop = { terminal, files, processes, network, checkpoints }[name](panel, base, id) || null;
+    if (name === "terminal") {
+      if (!term) {
+        const el = h("div");
+        term = { el, stop: terminal(el, base, id) };
+      }
+      panel.append(term.el);
+      return;
+    }
+    tabStop = { files, processes, network, checkpoints }[name](panel, base, id) || null;
   }
 
   refresh();
@@ -101,6 +115,7 @@ export function sandboxPage(main, id) {
     clearInterval(rt);
     unwatch();
     if (tabStop) tabStop();
+    if (term) term.stop();
   };
 }
 
@@ -108,7 +123,9 @@ const fact = (k, ...v) => h("div", h("dt", k), h("dd", ...v));
 
 // ------------------------------------------------------------------ terminal
 
-function terminal(panel, base) {
+// The shell's pid is kept for this tab's session: coming back to the sandbox reattaches to it.
+function terminal(panel, base, id) {
+  const saved = `sandlot.pty.${id}`;
   const status = h("span.term-status", "connecting…");
   const again = h("button.btn.small", { hidden: true }, "New terminal");
   const box = h("div.term#terminal");
@@ -126,7 +143,7 @@ function terminal(panel, base) {
   let ws = null;
   let closed = false;
 
-  async function connect() {
+  async function connect(attach = true) {
     again.hidden = true;
     status.textContent = "connecting…";
     let t;
@@ -138,17 +155,29 @@ function terminal(panel, base) {
       return;
     }
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    ws = new WebSocket(`${proto}//${location.host}${base}/pty?ticket=${encodeURIComponent(t)}&rows=${term.rows}&cols=${term.cols}`);
+    const pid = attach ? sessionStorage.getItem(saved) : null;
+    const query = api.qs({ ticket: t, rows: term.rows, cols: term.cols, pid });
+    ws = new WebSocket(`${proto}//${location.host}${base}/pty${query}`);
+    let started = false;
     ws.binaryType = "arraybuffer";
     ws.onmessage = (m) => {
       if (typeof m.data !== "string") return term.write(new Uint8Array(m.data));
       const ev = JSON.parse(m.data);
       if (ev.type === "start") {
-        status.textContent = `connected · pid ${ev.pid}`;
+        started = true;
+        sessionStorage.setItem(saved, ev.pid);
+        status.textContent = pid ? `reattached · pid ${ev.pid}` : `connected · pid ${ev.pid}`;
+        if (pid) ws.send(JSON.stringify({ type: "input", data: "\f" })); // ^L: the shell redraws its prompt
         box.dataset.ready = "1";
         term.focus();
-      } else if (ev.type === "exit") status.textContent = `exited (${ev.exit_code ?? ev.signal ?? ""})`;
-      else if (ev.type === "error") status.textContent = `error: ${ev.message}`;
+      } else if (ev.type === "exit") {
+        sessionStorage.removeItem(saved);
+        status.textContent = `exited (${ev.exit_code ?? ev.signal ?? ""})`;
+      } else if (ev.type === "error" && !started && pid) {
+        sessionStorage.removeItem(saved); // that shell is gone: start a new one
+        ws.onclose = null;
+        connect(false);
+      } else if (ev.type === "error") status.textContent = `error: ${ev.message}`;
     };
     ws.onclose = () => {
       delete box.dataset.ready;
@@ -159,7 +188,7 @@ function terminal(panel, base) {
   }
   again.onclick = () => {
     term.reset();
-    connect();
+    connect(false);
   };
   term.onData((d) => ws?.readyState === 1 && ws.send(JSON.stringify({ type: "input", data: d })));
   term.onResize(({ rows, cols }) => ws?.readyState === 1 && ws.send(JSON.stringify({ type: "resize", rows, cols })));
@@ -202,8 +231,8 @@ function files(panel, base) {
       fill(list, h("table.grid.files#files", h("thead", h("tr", ["Name", "Size", "Modified", "Owner", ""].map((t) => h("th", t)))),
         h("tbody", entries.map((e) => h("tr", { dataset: { name: e.name } },
           h("td", e.type === "dir"
-            ? h("a.dir", { href: "#", onclick: (x) => (x.preventDefault(), open(e.path)) }, "📁 " + e.name)
-            : h("span", (e.type === "symlink" ? "↪ " : "📄 ") + e.name)),
+            ? h("a.dir", { href: "#", onclick: (x) => (x.preventDefault(), open(e.path)) }, e.name + "/")
+            : h("span", e.name, e.type === "symlink" ? h("span.muted", ` → ${e.symlink_target || ""}`) : null)),
           h("td", e.type === "dir" ? "" : bytes(e.size)),
           h("td", { title: when(e.mtime_ms / 1000) }, ago(e.mtime_ms / 1000) + " ago"),
           h("td.small", e.owner || e.uid),
