@@ -85,7 +85,7 @@ function shell() {
       "button.btn.ghost#signout",
       {
         onclick: () => {
-          api.auth.clear();
+          sessionStorage.clear(); // the key, and the terminals it opened
           signIn();
         },
       },

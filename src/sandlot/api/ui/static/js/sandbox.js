@@ -60,6 +60,7 @@ export function sandboxPage(main, id) {
   }
 
   async function metrics() {
+    if (!sbx) return; // not found (yet): the summary says why
     try {
       const m = (await api.get(`${base}/metrics?start=${Date.now() / 1000 - 900}`)).metrics;
       const last = m[m.length - 1];
@@ -105,8 +106,7 @@ export function sandboxPage(main, id) {
     tabStop = { files, processes, network, checkpoints }[name](panel, base, id) || null;
   }
 
-  refresh();
-  metrics();
+  refresh().then(metrics);
   const mt = setInterval(metrics, 5000);
   const rt = setInterval(refresh, 10000);
   const unwatch = api.watchEvents(refresh, { sandbox_id: id });
@@ -335,6 +335,7 @@ function network(panel, base) {
           fact("Allowed", n.allow.length ? n.allow.join(", ") : "–"), fact("Denied", n.deny.length ? n.deny.join(", ") : "–"),
           fact("Egress limit", n.egress_bytes_per_s ? `${bytes(n.egress_bytes_per_s)}/s` : "none"),
           fact("Max connections", n.max_connections)),
+        h("button.btn.small.spaced#edit-network", { onclick: () => editPolicy(n) }, "Edit policy"),
         h("h3", "Ports"),
         h("p.muted", "Any port a process listens on is reachable at its URL with the header X-Sandlot-Access-Token; a public port needs no token."),
         h("p", "Access token: ", h("code.secret", n.access_token)),
@@ -354,6 +355,31 @@ function network(panel, base) {
     } catch (e) {
       fill(body, failed(e, load));
     }
+  }
+  function editPolicy(n) {
+    return dialog("Network policy", (close) => {
+      const mode = h("select", ["none", "egress", "full"].map((m) => h("option", { selected: m === n.mode }, m)));
+      const allow = h("textarea", { rows: 4, value: n.allow.join("\n"), placeholder: "pypi.org\n10.0.0.0/8" });
+      const deny = h("textarea", { rows: 3, value: n.deny.join("\n") });
+      const rate = h("input", { type: "number", min: 1, value: n.egress_bytes_per_s ? Math.round(n.egress_bytes_per_s / 1024) : "" });
+      const conns = h("input", { type: "number", min: 1, value: n.max_connections });
+      const lines = (t) => t.value.split(/[\s,]+/).filter(Boolean);
+      return h("form.form", {
+        onsubmit: async (e) => {
+          e.preventDefault();
+          const body = { mode: mode.value, allow: lines(allow), deny: lines(deny), max_connections: Number(conns.value) };
+          if (rate.value) body.egress_bytes_per_s = Number(rate.value) * 1024;
+          if (await act(e.submitter, () => api.put(`${base}/network`, body), "Policy applied")) {
+            close();
+            load();
+          }
+        },
+      },
+      h("p.muted", "egress: only what Allowed names. full: anything but Denied and the host's own networks. It applies at once."),
+      field("Mode", mode), field("Allowed (host names or CIDRs, one a line)", allow), field("Denied", deny),
+      h("div.row", field("Egress limit (KiB/s)", rate, "empty: none"), field("Max connections", conns)),
+      h("div.buttons", h("button.btn", { type: "button", onclick: () => close() }, "Cancel"), h("button.btn.primary", { type: "submit" }, "Apply")));
+    });
   }
   load();
 }
