@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -93,6 +94,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
                 flush=True,
             )
         app.state.e2b_secret = await load_secret(store, config.data_dir)
+        app.state.tickets.use_secret(await store.secret("ws-tickets", secrets.token_bytes(32)))  # one for a fleet
         node = _node_client(config, given_node, store)
         service = SandboxService(
             node,
