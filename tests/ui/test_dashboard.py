@@ -117,5 +117,11 @@ def test_dashboard(browser: Any, api_server: Server, ui_key: str, tmp_path: Path
     wait(d, css("#kill")).click()
     wait(d, lambda d: d.switch_to.alert).accept()
     wait(d, css(".summary .badge.s-killed"), what="the sandbox killed")
+    d.find_element(By.CSS_SELECTOR, "[data-tab=activity]").click()
+    wait(d, css("#events .badge.s-killed"), what="its killed event")
+    assert d.find_elements(By.CSS_SELECTOR, "#events .badge.s-created")
+    # the key was in no URL the page requested (fetches; the terminal used a ticket)
+    urls = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert urls and not [u for u in urls if ui_key in u]
     d.find_element(By.CSS_SELECTOR, "a.back").click()
     wait(d, css(".state.empty"), what="no live sandbox left")

@@ -139,6 +139,7 @@ function sandboxesPage(main) {
   main.append(head, body);
   const usage = new Map(); // sandbox id -> samples
   let rows = null;
+  let more = false; // more than one page: the oldest are not shown
   let timer = 0;
 
   async function load() {
@@ -151,7 +152,9 @@ function sandboxesPage(main) {
     }
     if (showAll.checked) params.state = ["running", "paused", "hibernated", "killed"];
     try {
-      rows = (await api.get("/sandboxes" + api.qs(params))).sandboxes.reverse();
+      const page = await api.get("/sandboxes" + api.qs(params));
+      rows = page.sandboxes.reverse();
+      more = Boolean(page.next_cursor);
       render();
       await metrics();
     } catch (e) {
@@ -212,6 +215,7 @@ function sandboxesPage(main) {
           }),
         ),
       ),
+      more ? h("p.muted.small", "Showing the first 200 (the oldest): narrow the list with a metadata filter.") : null,
     );
   }
 

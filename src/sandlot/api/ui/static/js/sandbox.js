@@ -11,7 +11,10 @@ const TABS = [
   ["processes", "Processes"],
   ["network", "Network & ports"],
   ["checkpoints", "Checkpoints"],
+  ["activity", "Activity"],
 ];
+//: tabs that work on an ended or paused sandbox too
+const ALWAYS = ["checkpoints", "activity"];
 
 export function sandboxPage(main, id) {
   const base = `/sandboxes/${encodeURIComponent(id)}`;
@@ -91,7 +94,7 @@ export function sandboxPage(main, id) {
       term.stop();
       term = null;
     }
-    if (!live && name !== "checkpoints") {
+    if (!live && !ALWAYS.includes(name)) {
       panel.append(empty(sbx.state === "killed" ? "This sandbox has ended." : `This sandbox is ${sbx.state}: resume it first.`));
       return;
     }
@@ -103,7 +106,7 @@ export function sandboxPage(main, id) {
       panel.append(term.el);
       return;
     }
-    tabStop = { files, processes, network, checkpoints }[name](panel, base, id) || null;
+    tabStop = { files, processes, network, checkpoints, activity }[name](panel, base, id) || null;
   }
 
   refresh().then(metrics);
@@ -424,4 +427,31 @@ function checkpoints(panel, base, id) {
     }
   }
   load();
+}
+
+// ------------------------------------------------------------------ activity
+
+function activity(panel, base, id) {
+  const list = h("div", loading("events"));
+  panel.append(list);
+  let events = [];
+  const render = () => {
+    if (!events.length) return fill(list, empty("No events yet."));
+    fill(list, h("table.grid#events", h("thead", h("tr", ["When", "Event", "Detail"].map((t) => h("th", t)))),
+      h("tbody", [...events].reverse().map((e) => h("tr", h("td", { title: when(e.at) }, ago(e.at) + " ago"), h("td", badge(e.type)), h("td.small", e.detail || ""))))));
+  };
+  (async () => {
+    try {
+      events = (await api.get("/events" + api.qs({ sandbox_id: id, limit: 1000 }))).events;
+      render();
+    } catch (e) {
+      fill(list, failed(e));
+    }
+  })();
+  return api.watchEvents((e) => {
+    if (!events.some((x) => x.event_id === e.event_id)) {
+      events.push(e);
+      render();
+    }
+  }, { sandbox_id: id });
 }
