@@ -219,10 +219,13 @@ function sandboxesPage(main) {
     );
   }
 
+  // at most one reload per half second, however many events or keystrokes come
   let debounce = 0;
   const soon = () => {
-    clearTimeout(debounce);
-    debounce = setTimeout(load, 250);
+    debounce ||= setTimeout(() => {
+      debounce = 0;
+      load();
+    }, 500);
   };
   filter.addEventListener("input", soon);
   showAll.addEventListener("change", load);

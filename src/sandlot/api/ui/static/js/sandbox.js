@@ -3,7 +3,7 @@
 import * as api from "./api.js";
 import { Terminal } from "../vendor/xterm/xterm.mjs";
 import { FitAddon } from "../vendor/xterm/addon-fit.mjs";
-import { act, ago, badge, bytes, chart, dialog, empty, failed, field, fill, h, loading, toast, when } from "./ui.js";
+import { act, ago, badge, bytes, chart, dialog, empty, failed, field, fill, h, loading, toast, until, when } from "./ui.js";
 
 const TABS = [
   ["terminal", "Terminal"],
@@ -54,8 +54,8 @@ export function sandboxPage(main, id) {
         fact("State", badge(sbx.state), sbx.exit_reason ? h("small.muted", ` ${sbx.exit_reason}`) : null),
         fact("Template", sbx.template), fact("Runtime", sbx.runtime),
         fact("Limits", `${sbx.cpu} CPU · ${sbx.memory_mb} MiB · ${sbx.disk_mb} MiB disk`),
-        fact("Age", h("span", { title: when(sbx.created_at) }, ago(sbx.created_at))),
-        fact(live ? "Ends in" : "Ended", live ? (sbx.persistent ? "never (persistent)" : ago(2 * Date.now() / 1000 - sbx.ends_at)) : when(sbx.ends_at)),
+        fact("Age", h("span#age", { title: when(sbx.created_at) }, ago(sbx.created_at))),
+        fact(live ? "Ends in" : "Ended", live ? (sbx.persistent ? "never (persistent)" : until(sbx.ends_at)) : when(sbx.ends_at)),
         fact("Node", sbx.node),
         Object.keys(sbx.metadata).length ? fact("Metadata", Object.entries(sbx.metadata).map(([k, v]) => h("span.tag", `${k}=${v}`))) : null,
       ));
@@ -64,6 +64,8 @@ export function sandboxPage(main, id) {
 
   async function metrics() {
     if (!sbx) return; // not found (yet): the summary says why
+    const age = summary.querySelector("#age");
+    if (age && sbx.state !== "killed") age.textContent = ago(sbx.created_at);
     try {
       const m = (await api.get(`${base}/metrics?start=${Date.now() / 1000 - 900}`)).metrics;
       const last = m[m.length - 1];

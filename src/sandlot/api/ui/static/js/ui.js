@@ -71,6 +71,9 @@ export function ago(ts) {
   return `${Math.floor(s / 86400)}d`;
 }
 
+// how long until `ts` (Unix seconds), as ago() says how long since
+export const until = (ts) => ago(2 * (Date.now() / 1000) - ts);
+
 export const when = (ts) => new Date(ts * 1000).toLocaleString();
 
 // A line chart as inline SVG: values in [0, max]; `data-last` holds the newest value
