@@ -125,3 +125,35 @@ def test_dashboard(browser: Any, api_server: Server, ui_key: str, tmp_path: Path
     assert urls and not [u for u in urls if ui_key in u]
     d.find_element(By.CSS_SELECTOR, "a.back").click()
     wait(d, css(".state.empty"), what="no live sandbox left")
+
+
+def test_checkpoint_fork_and_the_other_pages(browser: Any, api_server: Server, ui_key: str) -> None:
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    with httpx.Client(base_url=api_server.url, headers={"Authorization": f"Bearer {ui_key}"}, timeout=60) as c:
+        r = c.post("/sandboxes", json={"metadata": {"suite": "ui"}})
+        assert r.status_code == 201, r.text
+        sandbox_id = r.json()["sandbox_id"]
+    d.get(api_server.url + "/ui/")
+    wait(d, css("#key")).send_keys(ui_key + "\n")
+    wait(d, css(f"#sandboxes tr[data-id='{sandbox_id}'] a")).click()
+
+    # a checkpoint, then a fork of it: the page moves to the new sandbox
+    wait(d, css("[data-tab=checkpoints]")).click()
+    wait(d, css("input[placeholder^='name']")).send_keys("clean\n")
+    fork = wait(d, css("#checkpoints tr button.fork"), what="the checkpoint listed")
+    fork.click()
+    wait(d, lambda d: "#/sandboxes/sb-" in d.current_url and sandbox_id not in d.current_url, what="the fork's page")
+    wait(d, css(".summary .badge.s-running"), what="the fork running")
+
+    # the other pages load, each into a table, with no error shown
+    for page, row in (("templates", "busybox"), ("volumes", None), ("keys", "dashboard test"), ("teams", "ui-")):
+        d.get(f"{api_server.url}/ui/#/{page}")
+        wait(d, css(f"a.nav.active[data-page={page}]"), what=page)  # routed: main holds this page now
+        shown = wait(d, css("main table.grid, main .state.empty, main .state.error"), what=page)
+        assert "error" not in (shown.get_attribute("class") or ""), shown.text
+        if row:
+            assert row in shown.text, (page, shown.text)
+    assert not d.find_elements(By.CSS_SELECTOR, "a.nav[data-page=nodes]")  # one node: no Nodes page

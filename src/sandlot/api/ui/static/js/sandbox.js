@@ -414,7 +414,7 @@ function checkpoints(panel, base, id) {
           h("td", { title: when(c.created_at) }, ago(c.created_at) + " ago"),
           h("td.actions",
             h("button.btn.small", { onclick: (e) => confirm(`Roll ${id} back to ${c.name}? Its processes start afresh.`) && act(e.target, () => api.post(`${base}/restore`, { checkpoint_id: c.checkpoint_id }), "Restored") }, "Restore"),
-            h("button.btn.small", { onclick: (e) => fork(e.target, c) }, "Fork"),
+            h("button.btn.small.fork", { onclick: (e) => fork(e.target, c) }, "Fork"),
             h("button.btn.small.danger", { onclick: (e) => confirm(`Delete checkpoint ${c.name}?`) && act(e.target, () => api.del(`/checkpoints/${c.checkpoint_id}`), "Deleted").then(load) }, "Delete")))))));
     } catch (e) {
       fill(list, failed(e, load));
