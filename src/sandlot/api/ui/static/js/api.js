@@ -79,31 +79,55 @@ export async function* lines(response) {
   if (buf) yield buf;
 }
 
-// Lifecycle events as they happen (GET /events/stream); reconnects until stopped.
-export function watchEvents(onEvent, params = {}) {
+// Lifecycle events as they happen (GET /events/stream). One stream per browser tab,
+// shared by every subscriber and filtered here: browsers allow six HTTP/1.1 connections
+// per host across all tabs, and a long-lived stream holds one. It reconnects (resuming
+// after the last event seen) until the last subscriber leaves.
+const subscribers = new Set();
+let streamStop = null;
+
+function openStream() {
   const ctl = new AbortController();
+  const stop = () => ctl.abort();
   let after = null;
   (async () => {
     while (!ctl.signal.aborted) {
       try {
-        const r = await request("GET", "/events/stream" + qs({ ...params, after }), { signal: ctl.signal, raw: true });
+        const r = await request("GET", "/events/stream" + qs({ after }), { signal: ctl.signal, raw: true });
         let data = null;
         for await (const line of lines(r)) {
           if (line.startsWith("data: ")) data = line.slice(6);
           else if (line === "" && data) {
             const ev = JSON.parse(data);
             after = ev.event_id;
-            onEvent(ev);
+            for (const s of subscribers) s(ev);
             data = null;
           }
         }
       } catch (e) {
-        if (ctl.signal.aborted || (e instanceof ApiError && e.status === 401)) return;
+        if (ctl.signal.aborted) return;
+        if (e instanceof ApiError && e.status === 401) {
+          if (streamStop === stop) streamStop = null; // a new key opens a new stream
+          return;
+        }
       }
       await new Promise((res) => setTimeout(res, 3000));
     }
   })();
-  return () => ctl.abort();
+  return stop;
+}
+
+export function watchEvents(onEvent, { sandbox_id } = {}) {
+  const sub = (ev) => (!sandbox_id || ev.sandbox_id === sandbox_id) && onEvent(ev);
+  subscribers.add(sub);
+  streamStop ||= openStream();
+  return () => {
+    subscribers.delete(sub);
+    if (!subscribers.size && streamStop) {
+      streamStop();
+      streamStop = null;
+    }
+  };
 }
 
 export async function ticket() {
