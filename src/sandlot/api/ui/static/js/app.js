@@ -241,14 +241,18 @@ function sandboxesPage(main) {
 
 async function createSandbox() {
   let templates = [];
+  let runtimes = [];
   try {
-    templates = (await api.get("/templates")).templates;
+    const [t, health] = await Promise.all([api.get("/templates"), api.get("/health")]);
+    templates = t.templates;
+    runtimes = Object.entries(health.runtimes || {}).filter(([, r]) => r.available).map(([name]) => name);
   } catch (e) {
     toast(e.message, "error");
   }
   await dialog("New sandbox", (close) => {
     const tpl = h("select#template", h("option", { value: "" }, "the server's default"),
       templates.map((t) => h("option", { value: t.name }, t.name)));
+    const runtime = h("select#runtime", h("option", { value: "" }, "the server's default"), runtimes.map((r) => h("option", r)));
     const cpu = h("input", { type: "number", value: 1, min: 0.1, step: 0.1 });
     const mem = h("input", { type: "number", value: 512, min: 16, step: 16 });
     const timeout = h("input", { type: "number", value: 3600, min: 1 });
@@ -267,6 +271,7 @@ async function createSandbox() {
             network: net.value, metadata: parsePairs(meta.value),
           };
           if (tpl.value) body.template = tpl.value;
+          if (runtime.value) body.runtime = runtime.value;
           btn.textContent = "Starting…";
           const s = await api.post("/sandboxes", body);
           close(s);
@@ -278,7 +283,7 @@ async function createSandbox() {
         }
       },
     },
-    field("Template", tpl),
+    h("div.row", field("Template", tpl), field("Runtime", runtime)),
     h("div.row", field("CPU cores", cpu), field("Memory (MiB)", mem), field("Timeout (s)", timeout)),
     h("div.row", field("Network", net), field("Metadata", meta)),
     err,
