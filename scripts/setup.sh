@@ -32,6 +32,7 @@ if [ "${1:-}" = "--test" ]; then
     skopeo umoci                   # push test images to it; the baseline of the pull benchmark
     openssl                        # signs the bearer tokens of the registry tests' token service
     openssh-client                 # ssh, scp and sftp drive the SSH gateway's tests
+    chromium chromium-driver       # tests/ui drives the dashboard in a real headless browser
   )
   # E2B's JavaScript SDK tests (tests/e2b_compat_js) run on Node.js with npm; a host that
   # already has a Node.js with npm (Debian's or another) keeps it.

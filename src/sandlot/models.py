@@ -83,6 +83,7 @@ __all__ = [
     "WebhookDeliveryList",
     "WebhookInfo",
     "WebhookList",
+    "WsTicket",
 ]
 
 NDJSON = "application/x-ndjson"
@@ -515,6 +516,14 @@ class KeyCreated(KeyInfo):
 
 class KeyList(_Response):
     keys: list[KeyInfo]
+
+
+class WsTicket(_Response):
+    """Answer to POST /ws-tickets: a single-use stand-in for the API key in a WebSocket's URL."""
+
+    ticket: str
+    #: seconds it stays valid (it works once)
+    expires_in: float
 
 
 class PoolSize(_Request):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -40,11 +41,13 @@ from sandlot.api import (
     routes_sandboxes,
     routes_ssh_keys,
     routes_teams,
+    routes_tickets,
     routes_transfer,
     routes_volumes,
     routes_webhooks,
+    ui,
 )
-from sandlot.api.auth import bootstrap_admin_key
+from sandlot.api.auth import Tickets, bootstrap_admin_key
 from sandlot.api.config import ApiConfig
 from sandlot.api.e2b.access import load_secret
 from sandlot.api.fleet import routes as routes_fleet
@@ -91,6 +94,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
                 flush=True,
             )
         app.state.e2b_secret = await load_secret(store, config.data_dir)
+        app.state.tickets.use_secret(await store.secret("ws-tickets", secrets.token_bytes(32)))  # one for a fleet
         node = _node_client(config, given_node, store)
         service = SandboxService(
             node,
@@ -129,6 +133,7 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         lifespan=lifespan,
     )
     install_handlers(app)
+    app.state.tickets = Tickets()
 
     @app.get("/health", tags=["health"], responses={503: {"description": "not ready yet"}})
     async def health(request: Request) -> JSONResponse:
@@ -160,11 +165,13 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
         routes_metrics,
         routes_events,
         routes_webhooks,
+        routes_tickets,
     ):
         app.include_router(module.router)
     routes_ports.install(app, config.ports_domain)
     e2b.install(app)
     mcp_http.install(app)
+    ui.install(app)
     return app
 
 

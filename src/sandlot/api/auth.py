@@ -7,12 +7,16 @@ only that team's sandboxes; an admin key may also manage keys.
 
 Clients send the key as `X-API-Key: <key>` or `Authorization: Bearer <key>`
 (a WebSocket may also pass `?api_key=`, since browsers cannot set its headers).
+A browser that must not put the key in a URL (the dashboard at /ui) trades it for a
+ticket instead (`POST /ws-tickets`): signed, single use, valid for `Tickets.TTL_S`,
+passed as `?ticket=`; any replica of a fleet redeems it.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import secrets
 import time
@@ -25,7 +29,16 @@ from sandlot import errors
 from sandlot.api.store import KeyRecord, Store
 from sandlot.apikeys import canonical
 
-__all__ = ["ADMIN_TEAM", "Principal", "bootstrap_admin_key", "hash_key", "new_key", "principal", "require_admin"]
+__all__ = [
+    "ADMIN_TEAM",
+    "Principal",
+    "Tickets",
+    "bootstrap_admin_key",
+    "hash_key",
+    "new_key",
+    "principal",
+    "require_admin",
+]
 
 ADMIN_TEAM = "admin"
 KEY_PREFIX = "sl_"
@@ -111,7 +124,67 @@ async def authenticated_key(request: Request) -> tuple[Principal, str]:
     return who, key
 
 
+class Tickets:
+    """Single-use, short-lived stand-ins for a key in a WebSocket URL (`?ticket=`).
+
+    A ticket is signed, not stored: `wst_` + base64(key id, team, admin, expiry, nonce) +
+    `.` + its HMAC under a secret the fleet's replicas share (`use_secret`, from the
+    store), so any replica redeems what another issued. Each replica remembers the nonces
+    it redeemed until they expire: a ticket works once there, and nowhere after `TTL_S`.
+    A key revoked after its ticket was issued still opens that one socket, within `TTL_S`.
+    Invariant: `_used` maps a redeemed nonce to its expiry. One event loop uses it: no lock.
+    """
+
+    TTL_S = 30.0
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        self._secret = secret or secrets.token_bytes(32)
+        self._used: dict[str, float] = {}
+
+    def use_secret(self, secret: bytes) -> None:
+        """Sign with the fleet's shared secret (tickets issued before no longer verify)."""
+        self._secret = secret
+
+    def _mac(self, body: bytes) -> bytes:
+        return hmac.new(self._secret, b"ws-ticket\0" + body, hashlib.sha256).digest()
+
+    def issue(self, who: Principal) -> str:
+        # team names and key ids never hold "|" (their patterns), so the fields split back
+        fields = [who.key_id, who.team, "1" if who.admin else "0", f"{time.time() + self.TTL_S:.3f}"]
+        body = "|".join([*fields, secrets.token_urlsafe(12)]).encode()
+        return "wst_" + _b64(body) + "." + _b64(self._mac(body))
+
+    def redeem(self, ticket: str) -> Principal:
+        refused = errors.AuthenticationError("this ticket is not valid (unknown, used or expired): ask for a new one")
+        try:
+            body_b64, mac_b64 = ticket.removeprefix("wst_").split(".")
+            body = _unb64(body_b64)
+            ok = hmac.compare_digest(self._mac(body), _unb64(mac_b64))
+            key_id, team, admin, expires, nonce = body.decode().split("|")
+            expiry = float(expires)
+        except ValueError:  # also binascii.Error and UnicodeDecodeError
+            raise refused from None
+        now = time.time()
+        self._used = {n: e for n, e in self._used.items() if e > now}
+        if not ok or expiry <= now or nonce in self._used:
+            raise refused
+        self._used[nonce] = expiry
+        return Principal(key_id, team, admin == "1")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 async def ws_principal(websocket: WebSocket) -> Principal:
+    ticket = websocket.query_params.get("ticket")
+    if ticket:
+        tickets: Tickets = websocket.app.state.tickets
+        return tickets.redeem(ticket)
     store: Store = websocket.app.state.store
     return await _authenticate(store, _key_from(websocket.headers, websocket.query_params.get("api_key")))
 

@@ -11,6 +11,9 @@ binary messages, and finally `{"type": "exit", ...}` (or `{"type": "error",
 Client -> server: binary messages are input; text messages are JSON
 `{"type": "input", "data": "..."}` or `{"type": "resize", "rows": R, "cols": C}`.
 
+The key goes in the headers, as `?api_key=`, or not at all: a browser trades it for a
+single-use `?ticket=` (`POST /ws-tickets`), so that it never appears in a URL.
+
 Closing the socket detaches: the terminal's process keeps running until it is
 killed (`DELETE .../processes/{pid}`) or its sandbox ends.
 """
