@@ -693,6 +693,8 @@ class NodeSummary(_Response):
     disk_free_bytes: int = 0
     version: str = ""
     runtimes: list[str] = Field(default_factory=list)
+    #: what a runtime runs on, once chosen (microvm: "kvm", or "tcg" where KVM does not work)
+    accelerators: dict[str, str] = Field(default_factory=dict)
     last_seen: float
 
 

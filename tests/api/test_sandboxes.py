@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import httpx
@@ -19,7 +22,7 @@ def _create(c: httpx.Client, **body: object) -> dict[str, object]:
     return dict(r.json())
 
 
-def test_health_and_openapi(api_server: Server) -> None:
+def test_health_and_openapi(api_server: Server, admin: httpx.Client, team: httpx.Client) -> None:
     health = httpx.get(api_server.url + "/health").json()
     assert health["status"] == "ok"
     deadline = time.monotonic() + 60  # the runtimes' report follows readiness (microvm probes KVM once)
@@ -30,6 +33,18 @@ def test_health_and_openapi(api_server: Server) -> None:
     assert runtimes["gvisor"]["available"] and runtimes["container"]["available"]
     assert runtimes["microvm"]["available"], runtimes["microvm"]
     assert runtimes["microvm"]["accelerator"] in ("kvm", "tcg") and runtimes["microvm"]["accelerator_reason"]
+    # The same choice in the node list (a server running its own node lists that one), and the CLI's table.
+    (node,) = admin.get("/nodes").json()["nodes"]
+    assert node["name"] and node["state"] == "active" and {"gvisor", "container", "microvm"} <= set(node["runtimes"])
+    assert node["accelerators"] == {"microvm": runtimes["microvm"]["accelerator"]}, node
+    env = {**os.environ, "SANDLOT_API_URL": api_server.url, "SANDLOT_API_KEY": api_server.admin_key}
+    out = subprocess.run([sys.executable, "-m", "sandlot.cli", "nodes", "ls", "--json"], env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout  # fmt: skip
+    assert f"microvm({node['accelerators']['microvm']})" in subprocess.run(
+        [sys.executable, "-m", "sandlot.cli", "nodes", "ls"], env={**env, "COLUMNS": "250"}, capture_output=True,
+        text=True, timeout=60, check=True).stdout  # fmt: skip
+    assert '"accelerators"' in out
+    assert team.get("/nodes").status_code == 403  # admin only
     spec = httpx.get(api_server.url + "/openapi.json").json()
     assert "/sandboxes" in spec["paths"] and "/sandboxes/{sandbox_id}/files" in spec["paths"]
 

@@ -17,6 +17,11 @@ __all__ = ["command"]
 _STYLE = {"active": "green", "draining": "yellow", "unreachable": "red"}
 
 
+def _runtimes(n: NodeSummary) -> str:
+    """gvisor,container,microvm(tcg): each runtime, with what it runs on where it chose."""
+    return ",".join(f"{r}({n.accelerators[r]})" if r in n.accelerators else r for r in n.runtimes)
+
+
 def _gib(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB"
 
@@ -30,7 +35,8 @@ def command() -> None:
 @json_option
 @pass_api
 def ls(api: Api, as_json: bool) -> None:
-    """Name, state, address, sandboxes, free cpu/memory/disk, version of each node."""
+    """Name, state, address, sandboxes, free cpu/memory/disk, version and runtimes of each node
+    (microvm with its accelerator: kvm, or tcg where KVM does not work)."""
     nodes = NodeList.model_validate(run_async(call_api(api, lambda t: t.json("GET", "/nodes")))).nodes
     if as_json:
         print_json(nodes)
@@ -45,12 +51,14 @@ def ls(api: Api, as_json: bool) -> None:
             _gib(n.memory_available_bytes),
             _gib(n.disk_free_bytes),
             n.version,
+            _runtimes(n),
             fmt_ago(n.last_seen),
             ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())),
         ]
         for n in nodes
     ]
-    headers = ["NAME", "STATE", "ADDRESS", "SANDBOXES", "CPUS", "FREE MEM", "FREE DISK", "VERSION", "SEEN", "LABELS"]
+    headers = ["NAME", "STATE", "ADDRESS", "SANDBOXES", "CPUS", "FREE MEM", "FREE DISK", "VERSION", "RUNTIMES"]
+    headers += ["SEEN", "LABELS"]
     console().print(table(headers, rows))
 
 

@@ -140,6 +140,7 @@ class LocalNode(NodeClient):
             version=_version(),
             default_runtime=self.default_runtime,
             runtimes=node.runtimes_ready(),
+            accelerators=node.accelerators(),
             sandboxes=len(node.list_sandboxes()),
             cpus=os.cpu_count() or 1,
             memory_total_bytes=total,

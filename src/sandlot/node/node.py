@@ -222,6 +222,10 @@ class Node:
         """The runtimes that passed their check so far."""
         return sorted(self._runtimes)
 
+    def accelerators(self) -> dict[str, str]:
+        """What each ready runtime that chooses its hardware chose (microvm: kvm or tcg)."""
+        return {name: a for name, rt in self._runtimes.items() if (a := rt.accelerator) is not None}
+
     # ------------------------------------------------------------ create
 
     async def create(self, spec: SandboxSpec | None = None) -> Sandbox:

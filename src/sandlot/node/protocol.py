@@ -109,6 +109,8 @@ class NodeInfo(BaseModel):
     default_runtime: str
     #: runtimes that passed their check on this node so far
     runtimes: list[str] = Field(default_factory=list)
+    #: the hardware a runtime chose to run on, once chosen at its start (microvm: "kvm" or "tcg")
+    accelerators: dict[str, str] = Field(default_factory=dict)
     #: sandboxes handed out (not counting idle ones of warm pools)
     sandboxes: int
     cpus: int

@@ -187,6 +187,7 @@ class Fleet(NodeClient):
             version=infos[0].version,
             default_runtime=self.default_runtime,
             runtimes=sorted({r for i in infos for r in i.runtimes}),
+            accelerators={r: a for i in infos for r, a in i.accelerators.items()},
             sandboxes=sum(i.sandboxes for i in infos),
             cpus=sum(i.cpus for i in infos),
             memory_total_bytes=sum(i.memory_total_bytes for i in infos),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -114,28 +115,37 @@ async def heartbeat(name: NodeName, body: Heartbeat, fleet: FleetOfNode) -> dict
 
 @router.get("/nodes", response_model=NodeList)
 async def list_nodes(who: Who, svc: Svc) -> NodeList:
-    """The fleet's nodes: state, address, sandboxes, free capacity, version (admin only)."""
+    """The fleet's nodes: state, address, sandboxes, free capacity, version, runtimes and what they
+    run on (admin only). A server that runs its own node lists that one node."""
     require_admin(who)
-    fleet = _fleet(svc)
+    if not isinstance(svc.node, Fleet):
+        info = await svc.node.info()
+        return NodeList(nodes=[_summary(info.name, "active", "local", {}, info.sandboxes, info, time.time())])
+    fleet = svc.node
     out = []
     for n in await fleet.registry.list():
-        info = n.info
-        out.append(
-            NodeSummary(
-                name=n.name,
-                state=n.shown_state(fleet.node_timeout_s),
-                address=n.url,
-                labels=n.labels,
-                sandboxes=n.sandboxes,
-                cpus=info.cpus if info else 0,
-                memory_available_bytes=info.memory_available_bytes if info else 0,
-                disk_free_bytes=info.disk_free_bytes if info else 0,
-                version=info.version if info else "",
-                runtimes=info.runtimes if info else [],
-                last_seen=n.last_seen,
-            )
-        )
+        state = n.shown_state(fleet.node_timeout_s)
+        out.append(_summary(n.name, state, n.url, n.labels, n.sandboxes, n.info, n.last_seen))
     return NodeList(nodes=out)
+
+
+def _summary(
+    name: str, state: str, address: str, labels: dict[str, str], sandboxes: int, info: NodeInfo | None, seen: float
+) -> NodeSummary:
+    return NodeSummary(
+        name=name,
+        state=state,
+        address=address,
+        labels=labels,
+        sandboxes=sandboxes,
+        cpus=info.cpus if info else 0,
+        memory_available_bytes=info.memory_available_bytes if info else 0,
+        disk_free_bytes=info.disk_free_bytes if info else 0,
+        version=info.version if info else "",
+        runtimes=info.runtimes if info else [],
+        accelerators=info.accelerators if info else {},
+        last_seen=seen,
+    )
 
 
 @router.post("/nodes/{name}/drain", response_model=NodeSummary)

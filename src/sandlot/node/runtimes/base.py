@@ -101,6 +101,11 @@ class Runtime(abc.ABC):
                 f"runtime {self.name!r} needs {self.binary}, which is not installed (Debian package {self.binary})"
             )
 
+    @property
+    def accelerator(self) -> str | None:
+        """The hardware acceleration this runtime chose at its start, if it chooses one (microvm)."""
+        return None
+
     async def describe(self) -> dict[str, str]:
         """What a health report says of this runtime beyond "available" (microvm: its accelerator)."""
         return {}

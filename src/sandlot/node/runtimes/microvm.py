@@ -208,6 +208,10 @@ class MicroVMRuntime(Runtime):
                 self._accel = await asyncio.to_thread(accel_mod.choose, self.cache, QEMU, vmlinux, probe)
         return self._accel
 
+    @property
+    def accelerator(self) -> str | None:
+        return self._accel.name if self._accel is not None else None
+
     async def describe(self) -> dict[str, str]:
         accel = await self.ensure_accel()
         return {"accelerator": accel.name, "accelerator_reason": accel.why}
