@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -339,3 +340,39 @@ def test_kill_leaves_nothing_behind(node: Any, vm: Any, aio: Any) -> None:
     assert net is not None and not net.netns_path.exists()
     with pytest.raises(errors.SandboxStateError, match="killed"):
         aio(vm.run("true"))
+
+
+def test_a_killed_server_leaves_no_kvm_probe_running(tmp_path: Path) -> None:
+    """The KVM probe guest hangs where KVM cannot boot Linux (this host): a server SIGKILLed while it
+    probes must not leave that QEMU spinning a CPU (it did, once per fault-test restart)."""
+    if not os.path.exists("/dev/kvm"):
+        pytest.skip("no /dev/kvm: no probe is run")
+    from tests.conftest import IMAGE_CACHE
+
+    cache = IMAGE_CACHE / "vm"
+    vmlinux = guest.ensure_vmlinux(cache, guest.find_kernel())
+    initrd = tmp_path / "probe.cpio"  # its own path: the test finds its QEMU by it
+    shutil.copy(guest.ensure_probe_initrd(cache), initrd)
+    code = (
+        "import sys; from pathlib import Path; from sandlot.node.microvm import accel;"
+        "print(accel._probe('qemu-system-x86_64', Path(sys.argv[1]), Path(sys.argv[2])))"
+    )
+    prober = subprocess.Popen([sys.executable, "-c", code, str(vmlinux), str(initrd)], stdout=subprocess.DEVNULL)
+
+    def probes() -> list[int]:
+        out = subprocess.run(["pgrep", "-f", str(initrd)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split() if int(pid) != prober.pid]
+
+    deadline = time.monotonic() + 30
+    while not probes() and prober.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    prober.kill()
+    prober.wait()
+    deadline = time.monotonic() + 10
+    while probes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = probes()
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    assert not left, f"the probe QEMU outlived its killed parent: {left}"

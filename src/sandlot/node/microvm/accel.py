@@ -60,7 +60,10 @@ def choose(cache: Path, qemu: str, kernel: Path, initrd: Path) -> Accel:
 
 
 def _probe(qemu: str, kernel: Path, initrd: Path) -> Accel:
-    argv = [qemu, "-M", "microvm,x-option-roms=off,rtc=on", "-accel", "kvm", "-cpu", "host", "-m", "128",
+    # The probe guest hangs (spinning a CPU) where KVM does not boot Linux: if this process dies
+    # meanwhile (a SIGKILLed server), the kernel kills the probe too instead of leaving it running.
+    argv = ["setpriv", "--pdeathsig", "KILL", "--",
+            qemu, "-M", "microvm,x-option-roms=off,rtc=on", "-accel", "kvm", "-cpu", "host", "-m", "128",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio",
             "-kernel", str(kernel), "-initrd", str(initrd),
             "-append", "console=ttyS0 quiet panic=-1 reboot=t sandlot.probe"]  # fmt: skip
