@@ -54,6 +54,8 @@ class Stream:
         self._queue: asyncio.Queue[Frame | BaseException] = asyncio.Queue()
         self.result: dict[str, Any] | None = None
         self.done = False
+        #: a process start's: the host's count of refused forks when it started (pids_refusals)
+        self.refusals_at: int | None = None
         # Flow control of port streams (see p.PortConnectParams): DATA sent, not yet acknowledged.
         self._unacked_bytes = 0
         self._unacked_frames = 0
@@ -168,6 +170,13 @@ class RelayStream(Stream):
         self.done = True
 
 
+def _note_refusals(header: dict[str, Any], before: int, now: int) -> None:
+    """Mark a process's exit `pids_limit_hit` when the sandbox's pids limit refused forks meanwhile."""
+    result = header.get("result")
+    if isinstance(result, dict) and now > before and not result.get("pids_limit_hit"):
+        result["pids_limit_hit"] = True
+
+
 class AgentConnection:
     """Listens on `socket_path` and keeps the agent's current connection."""
 
@@ -187,6 +196,11 @@ class AgentConnection:
         #: (counted from their exits as they pass, for the node's metrics)
         self.oom_kills = 0
         self.pids_limit_hits = 0
+        #: the host's count of forks its pids limit refused the sandbox (node/cgroups.py), where it
+        #: has one: a process that ends after the count rose is reported `pids_limit_hit` even when
+        #: the agent killed nothing (under crun the cgroup refuses the forks, and a fork bomb may
+        #: fizzle out, or its shell give up, by itself)
+        self.pids_refusals: Callable[[], int] | None = None
 
     async def listen(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -229,9 +243,11 @@ class AgentConnection:
                     return
                 self._connected.set()
             return
-        if frame.kind is FrameKind.END:
-            self._count_limit_kills(frame.header)
         stream = self._streams.get(frame.stream)
+        if frame.kind is FrameKind.END:
+            if stream is not None and stream.refusals_at is not None and self.pids_refusals is not None:
+                _note_refusals(frame.header, stream.refusals_at, self.pids_refusals())
+            self._count_limit_kills(frame.header)
         if stream is not None:
             stream._deliver(frame)
 
@@ -304,9 +320,14 @@ class AgentConnection:
             return False
         return True
 
+    def _note_start(self, stream: Stream) -> None:
+        if stream.method == p.Method.PROCESS_START and self.pids_refusals is not None:
+            stream.refusals_at = self.pids_refusals()
+
     async def open(self, method: str, params: BaseModel, payload: bytes = b"") -> Stream:
         stream = Stream(self, next(self._ids), method)
         self._streams[stream.id] = stream
+        self._note_start(stream)
         try:
             await self._send(stream.id, FrameKind.OPEN, {"method": method, "params": params.model_dump()}, payload)
         except BaseException:
@@ -320,6 +341,7 @@ class AgentConnection:
         """OPEN a stream with the far end's method and params, its frames going to `deliver` unchanged."""
         stream = RelayStream(self, next(self._ids), method, deliver)
         self._streams[stream.id] = stream
+        self._note_start(stream)
         try:
             await self._send(stream.id, FrameKind.OPEN, {"method": method, "params": params}, payload)
         except BaseException:

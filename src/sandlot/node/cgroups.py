@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from sandlot.node.spec import CGROUP_PARENT
 
-__all__ = ["ROOT", "controllers", "create", "memory_usage", "paths", "procs", "remove"]
+__all__ = ["ROOT", "controllers", "create", "memory_usage", "paths", "procs", "refusals_counter", "remove"]
 
 ROOT = Path("/sys/fs/cgroup")
 
@@ -22,6 +23,32 @@ def _hierarchies() -> list[Path]:
     if (ROOT / "cgroup.controllers").exists():  # pure v2
         return [ROOT]
     return [p for p in sorted(ROOT.iterdir()) if p.is_dir() and not p.is_symlink()]
+
+
+def refusals_counter(sandbox_id: str) -> Callable[[], int]:
+    """A reader of how many forks the sandbox's pids limit has refused so far (`max` in its pids
+    cgroup's pids.events; 0 before the cgroup exists). One read of one file per call: the
+    directory is looked up once it exists (a rebooted runtime makes it again at the same path)."""
+    found: list[Path] = []
+
+    def read() -> int:
+        if not found:
+            d = controllers(sandbox_id).get("pids")
+            if d is None:
+                return 0
+            found.append(d / "pids.events")
+        try:
+            data = found[0].read_bytes()
+        except OSError:
+            return 0
+        for line in data.splitlines():
+            name, _, value = line.partition(b" ")
+            if name == b"max":
+                with contextlib.suppress(ValueError):
+                    return int(value)
+        return 0
+
+    return read
 
 
 def paths(sandbox_id: str) -> list[Path]:

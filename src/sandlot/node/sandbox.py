@@ -18,6 +18,7 @@ from typing import Unpack
 from sandlot import errors
 from sandlot.agent.client import AgentClient, AgentConnection, ProcessStream
 from sandlot.agent.handle import SandboxAgent, StartOptions
+from sandlot.node import cgroups
 from sandlot.node.images import Image
 from sandlot.node.network import SandboxNet
 from sandlot.node.rootfs import WritableLayer
@@ -68,6 +69,7 @@ class Sandbox:
         self.dir = dir
         self.layer = layer
         self.conn = conn
+        conn.pids_refusals = cgroups.refusals_counter(sandbox_id)
         self._agent = AgentClient(conn)
         self.state = State.STARTING
         self.created_at = time.time()
@@ -124,6 +126,7 @@ class Sandbox:
         old = self.conn
         self.conn = AgentConnection(old.socket_path, self.id, old.response_timeout)
         self.conn.oom_kills, self.conn.pids_limit_hits = old.oom_kills, old.pids_limit_hits
+        self.conn.pids_refusals = old.pids_refusals
         self._agent = AgentClient(self.conn)
         await self.conn.listen()
 
