@@ -455,3 +455,41 @@ def density_plot(s: dict[str, Any], ax: Any) -> None:
     ax2.set_ylim(bottom=0)
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles=handles, loc="upper left")
+
+
+async def _idle_only(repeat: int) -> None:
+    """Only the idle-CPU figure, `repeat` times over one server (what the density work is tuned by)."""
+    import tempfile
+
+    from sandlot.node.images import ImageStore
+
+    work = Path(tempfile.mkdtemp(prefix="sld-", dir="/var/tmp"))  # short: agent socket paths
+    try:
+        await asyncio.to_thread(ImageStore(IMAGE_CACHE).ensure, TEMPLATE)
+        server = Server(work / "data").start()
+        fleet = _Fleet(server, {"api_url": server.url, "api_key": server.admin_key, "request_timeout": 120.0})
+        try:
+            for _ in range(repeat):
+                i = await idle_cpu(fleet, DensityPlan(False), work)
+                print(
+                    f"{i['n']} idle, {i['window_s']:.0f} s: Sandlot {i['with_server_pct']:.4f}% of a core per sandbox "
+                    f"(its processes {i['sandlot_pct']:.4f}% + the server's {i['server_pct']:.2f}% / {i['n']}), "
+                    f"raw runsc sleeper {i['raw_pct']:.4f}%: {_ratio(i['with_server_pct'], i['raw_pct']):.2f}x "
+                    f"({_ratio(i['sandlot_pct'], i['raw_pct']):.2f}x without the server), load {i['load']:.1f}",
+                    flush=True,
+                )
+        finally:
+            with contextlib.suppress(Exception):
+                await fleet.kill_all()
+            server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="density figures alone (bench/run measures them all)")
+    parser.add_argument("--idle-only", action="store_true", required=True, help="only the idle CPU per sandbox")
+    parser.add_argument("--repeat", type=int, default=3, help="windows measured, one after another")
+    asyncio.run(_idle_only(parser.parse_args().repeat))
