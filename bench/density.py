@@ -297,12 +297,7 @@ async def density_figures(data_dir: Path, bundle_cache: Path, plan: Plan) -> dic
         out["idle cpu"] = await idle_cpu(fleet, dp, data_dir.parent)
         await fleet.kill_all()
         i = out["idle cpu"]
-        print(
-            f"  per sandbox {i['with_server_pct']:.3f}% of a core with its share of the server "
-            f"({i['server_pct']:.2f}% in all; its own processes {i['sandlot_pct']:.3f}%), raw sleeper "
-            f"{i['raw_pct']:.3f}% ({_ratio(i['with_server_pct'], i['raw_pct']):.2f}x), load {i['load']:.1f}",
-            flush=True,
-        )
+        print("  " + _idle_line(i), flush=True)
         print(f"density: the curve to {dp.steps[-1]} idle sandboxes", flush=True)
         out["density curve"] = await curve(fleet, dp)
         await fleet.kill_all()
@@ -322,6 +317,15 @@ async def density_figures(data_dir: Path, bundle_cache: Path, plan: Plan) -> dic
 
 
 # ------------------------------------------------------------ report
+
+
+def _idle_line(i: dict[str, Any]) -> str:
+    return (
+        f"{i['n']} idle, {i['window_s']:.0f} s: Sandlot {i['with_server_pct']:.4f}% of a core per sandbox "
+        f"(its processes {i['sandlot_pct']:.4f}% + the server's {i['server_pct']:.2f}% / {i['n']}), "
+        f"raw runsc sleeper {i['raw_pct']:.4f}%: {_ratio(i['with_server_pct'], i['raw_pct']):.2f}x "
+        f"({_ratio(i['sandlot_pct'], i['raw_pct']):.2f}x without the server), load {i['load']:.1f}"
+    )
 
 
 def _ratio(a: float, b: float) -> float:
@@ -470,14 +474,7 @@ async def _idle_only(repeat: int) -> None:
         fleet = _Fleet(server, {"api_url": server.url, "api_key": server.admin_key, "request_timeout": 120.0})
         try:
             for _ in range(repeat):
-                i = await idle_cpu(fleet, DensityPlan(False), work)
-                print(
-                    f"{i['n']} idle, {i['window_s']:.0f} s: Sandlot {i['with_server_pct']:.4f}% of a core per sandbox "
-                    f"(its processes {i['sandlot_pct']:.4f}% + the server's {i['server_pct']:.2f}% / {i['n']}), "
-                    f"raw runsc sleeper {i['raw_pct']:.4f}%: {_ratio(i['with_server_pct'], i['raw_pct']):.2f}x "
-                    f"({_ratio(i['sandlot_pct'], i['raw_pct']):.2f}x without the server), load {i['load']:.1f}",
-                    flush=True,
-                )
+                print(_idle_line(await idle_cpu(fleet, DensityPlan(False), work)), flush=True)
         finally:
             with contextlib.suppress(Exception):
                 await fleet.kill_all()
