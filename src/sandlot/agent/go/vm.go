@@ -14,7 +14,6 @@ package main
 // connection reaches the next one.
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -60,6 +59,11 @@ func openPort(path string) (*os.File, error) {
 }
 
 // serveVMControl answers the VM runtime's line requests ("freeze", "thaw") on the control port.
+//
+// The port stays open while its host end comes and goes: closing it makes the guest kernel
+// discard what reached it, and after a memory restore the host connects anew and sends
+// "thaw" while the port still holds the end that saw the old host leave (so the request was
+// lost, about one restore in eight). A read of 0 (the host away) waits for the host instead.
 func serveVMControl(path, diskFd string) {
 	disk, err := strconv.Atoi(diskFd)
 	if err != nil {
@@ -73,17 +77,49 @@ func serveVMControl(path, diskFd string) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		lines := bufio.NewScanner(f)
-		for lines.Scan() {
-			reply := "ok"
-			if err := vmControl(strings.TrimSpace(lines.Text()), disk); err != nil {
-				reply = "error " + err.Error()
+		serveControlPort(int(f.Fd()), disk) // Fd(): blocking reads from here, on this goroutine's thread
+		f.Close()
+	}
+}
+
+// serveControlPort answers requests on an open control port until it fails.
+func serveControlPort(fd, disk int) {
+	var line []byte
+	buf := make([]byte, 256)
+	for {
+		n, err := syscall.Read(fd, buf)
+		switch {
+		case err == syscall.EINTR || err == syscall.EAGAIN:
+			fds := []pollFd{{fd: int32(fd), events: pollIn}}
+			_, _ = poll(fds, 1000)
+			continue
+		case err != nil:
+			return
+		case n == 0: // the host end is away: keep the port (and what reaches it) until it is back
+			line = line[:0]
+			for !hostConnected(fd) {
+				time.Sleep(20 * time.Millisecond)
 			}
-			if _, err := f.Write([]byte(reply + "\n")); err != nil {
+			continue
+		}
+		line = append(line, buf[:n]...)
+		for {
+			i := strings.IndexByte(string(line), '\n')
+			if i < 0 {
 				break
 			}
+			request := strings.TrimSpace(string(line[:i]))
+			line = line[i+1:]
+			// The reply names its request: one that waited for a host that left is read by the
+			// next connection, which can tell it is not its own.
+			reply := "ok " + request
+			if err := vmControl(request, disk); err != nil {
+				reply = "error " + request + ": " + err.Error()
+			}
+			if _, err := syscall.Write(fd, []byte(reply+"\n")); err != nil && err != syscall.EPIPE {
+				return
+			}
 		}
-		f.Close()
 	}
 }
 
