@@ -157,3 +157,68 @@ def test_checkpoint_fork_and_the_other_pages(browser: Any, api_server: Server, u
         if row:
             assert row in shown.text, (page, shown.text)
     assert not d.find_elements(By.CSS_SELECTOR, "a.nav[data-page=nodes]")  # one node: no Nodes page
+
+
+def test_build_a_template(browser: Any, api_server: Server, ui_key: str, tmp_path: Path) -> None:
+    """Build a template from the Templates page: its steps' output streams into the log, it is
+    listed when it is made; a failing step shows its error and output in place."""
+    import uuid
+
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    name = f"ui-built-{uuid.uuid4().hex[:8]}"
+    greeting = tmp_path / "greeting.txt"
+    greeting.write_text("hello from the build context\n")
+    d.get(api_server.url + "/ui/#/templates")
+    wait(d, css("#key")).send_keys(ui_key + "\n")
+    wait(d, css("main table.grid"), what="the templates listed")
+
+    def build(dockerfile: str) -> None:
+        area = wait(d, css("#build-dockerfile"))
+        d.execute_script("arguments[0].value = arguments[1]", area, dockerfile)
+        d.find_element(By.ID, "build").click()
+
+    def log() -> str:
+        return str(d.find_element(By.ID, "build-log").text)
+
+    try:
+        wait(d, css("#build-template")).click()
+        wait(d, css("#build-name")).send_keys(name)
+        d.find_element(By.CSS_SELECTOR, "#build-network option[value=none]").click()
+        d.find_element(By.ID, "build-files").send_keys(str(greeting))
+        build(
+            "FROM busybox\nCOPY greeting.txt /greeting.txt\n"
+            # its name in the step: not cached from an earlier run, so its output streams
+            f"RUN echo built-$((6*7)) > /built.txt && cat /built.txt /greeting.txt && echo {name}\n"
+        )
+        wait(d, lambda d: "built-42" in log(), 120, what="the step's output in the log")
+        state = wait(d, css("#build-state[data-state=ok], #build-state[data-state=failed]"), 120, what="the end")
+        assert state.get_attribute("data-state") == "ok", state.text
+        assert name in state.text and "hello from the build context" in log()
+        assert "Step 3/3 : RUN" in log()
+        shoot(d, "build")
+        d.find_element(By.CSS_SELECTOR, ".modal .buttons button[type=button]").click()  # Close
+        wait(d, lambda d: name in d.find_element(By.CSS_SELECTOR, "main").text, what="the template listed")
+
+        # a failing step: the error, with the step's output, in place
+        wait(d, css("#build-template")).click()
+        wait(d, css("#build-name")).send_keys(name + "-broken")
+        d.find_element(By.CSS_SELECTOR, "#build-network option[value=none]").click()
+        build(f"FROM busybox\nRUN echo about-to-fail {name} && exit 3\n")
+        failed = wait(d, css("#build-state[data-state=failed]"), 120, what="the build failed")
+        assert "exit code 3" in failed.text and "about-to-fail" in failed.find_element(By.TAG_NAME, "pre").text
+        assert "about-to-fail" in log()
+
+        # a name the archive cannot hold: refused before anything is sent
+        long_name = tmp_path / ("n" * 101)
+        long_name.write_text("x")
+        d.find_element(By.ID, "build-files").send_keys(str(long_name))
+        d.find_element(By.ID, "build").click()
+        wait(d, lambda d: "at most 100 bytes" in d.find_element(By.ID, "build-state").text, what="the name refused")
+    finally:
+        with httpx.Client(base_url=api_server.url, headers={"Authorization": f"Bearer {ui_key}"}, timeout=60) as c:
+            for tpl in (name, name + "-broken"):
+                r = c.delete(f"/templates/{tpl}")
+                assert r.status_code in (204, 404), r.text

@@ -79,6 +79,13 @@ export async function* lines(response) {
   if (buf) yield buf;
 }
 
+// The events of an NDJSON body (a pull's or a build's progress), parsed, as they arrive.
+export async function* ndjson(response) {
+  for await (const line of lines(response)) {
+    if (line.trim()) yield JSON.parse(line);
+  }
+}
+
 // Lifecycle events as they happen (GET /events/stream). One stream per browser tab,
 // shared by every subscriber and filtered here: browsers allow six HTTP/1.1 connections
 // per host across all tabs, and a long-lived stream holds one. It reconnects (resuming

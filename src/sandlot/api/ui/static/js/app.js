@@ -1,6 +1,7 @@
 // The dashboard's shell: sign-in, navigation (hash routes), and the list pages.
 import * as api from "./api.js";
 import { sandboxPage } from "./sandbox.js";
+import { tar } from "./tar.js";
 import {
   act, ago, badge, bytes, chart, dialog, empty, failed, field, fill, h, loading, parsePairs, toast, when,
 } from "./ui.js";
@@ -318,8 +319,11 @@ function templates(main) {
     what: "templates",
     load: async () => (await api.get("/templates")).templates,
     columns: ["Name", "Source", "Size", "Layers", "Owner", "Created", ""],
-    emptyText: "No templates yet: pull an image.",
-    tools: [h("button.btn.primary", { onclick: () => pull().then(() => refresh()) }, "Pull image")],
+    emptyText: "No templates yet: pull an image, or build one from a Dockerfile.",
+    tools: [
+      h("button.btn#build-template", { onclick: () => build(() => refresh()) }, "Build template"),
+      h("button.btn.primary", { onclick: () => pull().then(() => refresh()) }, "Pull image"),
+    ],
     row: (t, again) => h("tr",
       h("td.mono", t.name), h("td.mono.small", t.source), h("td", bytes(t.size)), h("td", t.layers),
       h("td", t.owner || "shared"), h("td", { title: when(t.created_at) }, ago(t.created_at) + " ago"),
@@ -328,6 +332,27 @@ function templates(main) {
       }, "Delete"))),
   });
 }
+
+// A log panel's line; the panel follows the end unless its reader scrolled up.
+function logLine(log, text, cls) {
+  const atEnd = log.scrollHeight - log.scrollTop - log.clientHeight < 24;
+  log.append(cls ? h(`span.${cls}`, text + "\n") : text + "\n");
+  if (atEnd) log.scrollTop = log.scrollHeight;
+}
+
+// A pull's or a build's NDJSON stream (POST /images/pull, POST /templates/build) into `log`,
+// each progress line as it comes. Resolves with the template made; throws the stream's
+// `error` (a failed RUN step's message ends with the end of its output).
+async function followTemplate(response, log) {
+  for await (const ev of api.ndjson(response)) {
+    if (ev.type === "progress") logLine(log, ev.message, /^Step \d+\/\d+ : /.test(ev.message) ? "step" : "");
+    else if (ev.type === "template") return ev.template;
+    else if (ev.type === "error") throw new api.ApiError(0, ev.code, ev.message);
+  }
+  throw new Error("the stream ended before a template was made (did the server restart?)");
+}
+
+const made = (t) => `${t.name} (${t.layers} layers, ${bytes(t.size)})`;
 
 function pull() {
   return dialog("Pull an image", (close) => {
@@ -344,19 +369,75 @@ function pull() {
           const body = { ref: ref.value.trim() };
           if (name.value.trim()) body.name = name.value.trim();
           const r = await api.request("POST", "/images/pull", { json: body, raw: true });
-          for await (const line of api.lines(r)) {
-            if (!line.trim()) continue;
-            const ev = JSON.parse(line);
-            log.append(`${ev.type === "progress" ? ev.message : ev.type === "error" ? "error: " + ev.message : "done: " + (ev.name || ev.template?.name || "")}\n`);
-            log.scrollTop = log.scrollHeight;
-          }
+          logLine(log, "done: " + made(await followTemplate(r, log)), "ok");
         } catch (x) {
-          log.append(`error: ${x.message}\n`);
+          logLine(log, "error: " + x.message, "err");
         }
         btn.disabled = false;
       },
     }, field("Image reference", ref), field("Template name", name), log,
     h("div.buttons", h("button.btn", { type: "button", onclick: () => close() }, "Close"), h("button.btn.primary", { type: "submit" }, "Pull")));
+    return form;
+  });
+}
+
+const EXAMPLE_DOCKERFILE = "FROM busybox\nRUN echo hello from a build > /hello.txt && cat /hello.txt\n";
+
+// Build a template: the Dockerfile and the chosen files go up as a tar (the build's context),
+// the steps' output streams into the log; the dialog stays open to read it, or to build again.
+function build(onBuilt) {
+  return dialog("Build a template", (close) => {
+    const name = h("input#build-name", { required: true, maxLength: 128, placeholder: "my-template", autocomplete: "off" });
+    const dockerfile = h("textarea.editor.dockerfile#build-dockerfile", { required: true, spellcheck: false, value: EXAMPLE_DOCKERFILE });
+    const files = h("input#build-files", { type: "file", multiple: true });
+    const network = h("select#build-network",
+      h("option", { value: "full" }, "full (package installs work)"), h("option", { value: "none" }, "none"));
+    const log = h("pre.log.build#build-log", { hidden: true, "aria-label": "build log" });
+    const state = h("div.build-state#build-state", { role: "status" });
+    const setState = (kind, ...children) => {
+      state.dataset.state = kind;
+      fill(state, ...children);
+    };
+    const form = h("form.form.wide", {
+      onsubmit: async (e) => {
+        e.preventDefault();
+        const btn = form.querySelector("button[type=submit]");
+        const tpl = name.value.trim();
+        let context;
+        try {
+          const chosen = [...files.files];
+          if (chosen.some((f) => f.name === "Dockerfile")) {
+            throw new Error("a chosen file is named Dockerfile: the text above is the build's Dockerfile");
+          }
+          context = tar([{ name: "Dockerfile", data: dockerfile.value }, ...chosen.map((f) => ({ name: f.name, data: f }))]);
+        } catch (x) {
+          setState("failed", h("strong", "Cannot build: "), x.message);
+          return;
+        }
+        btn.disabled = true;
+        log.hidden = false;
+        log.replaceChildren();
+        setState("running", h("span.spinner"), ` Building ${tpl}…`);
+        try {
+          const r = await api.request("POST", "/templates/build" + api.qs({ name: tpl, network: network.value }), {
+            body: context, headers: { "Content-Type": "application/x-tar" }, raw: true,
+          });
+          const t = await followTemplate(r, log);
+          setState("ok", h("strong", "Built "), made(t));
+          onBuilt(t);
+        } catch (x) {
+          setState("failed", h("strong", "Build failed"), h("pre.error-output", x.message));
+        } finally {
+          btn.disabled = false;
+        }
+      },
+    },
+    h("div.row", field("Template name", name), field("RUN steps' network", network)),
+    field("Dockerfile", dockerfile),
+    field("Files for the build context", files, "COPY and ADD take them by name, beside the Dockerfile."),
+    state, log,
+    h("div.buttons", h("button.btn", { type: "button", onclick: () => close() }, "Close"),
+      h("button.btn.primary#build", { type: "submit" }, "Build")));
     return form;
   });
 }
