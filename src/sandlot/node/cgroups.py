@@ -14,7 +14,20 @@ from pathlib import Path
 
 from sandlot.node.spec import CGROUP_PARENT
 
-__all__ = ["ROOT", "controllers", "create", "memory_usage", "paths", "procs", "refusals_counter", "remove"]
+__all__ = [
+    "ROOT",
+    "controllers",
+    "create",
+    "field",
+    "memory_usage",
+    "open_file",
+    "paths",
+    "pread",
+    "pread_int",
+    "procs",
+    "refusals_counter",
+    "remove",
+]
 
 ROOT = Path("/sys/fs/cgroup")
 
@@ -41,12 +54,7 @@ def refusals_counter(sandbox_id: str) -> Callable[[], int]:
             data = found[0].read_bytes()
         except OSError:
             return 0
-        for line in data.splitlines():
-            name, _, value = line.partition(b" ")
-            if name == b"max":
-                with contextlib.suppress(ValueError):
-                    return int(value)
-        return 0
+        return field(data, b"max")
 
     return read
 
@@ -125,3 +133,48 @@ def remove(sandbox_id: str) -> list[str]:
             except OSError as exc:
                 problems.append(f"cgroup {d}: {exc.strerror}")
     return problems
+
+
+# ------------------------------------------------------------ cgroup files kept open
+# kernfs renders a cgroup file afresh at each read from offset 0, so the samplers (metrics.py,
+# limits.py) open a sandbox's files once and read each with one `pread`: no path lookups per read.
+
+
+def open_file(path: Path | str) -> int:
+    """A read-only descriptor of a cgroup (or sysfs) file, or -1 when it is not there."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def pread(fd: int, size: int = 256) -> bytes:
+    """What an open file renders now (b"": no descriptor, or the cgroup went away under it)."""
+    if fd < 0:
+        return b""
+    try:
+        return os.pread(fd, size, 0)
+    except OSError:
+        return b""
+
+
+def pread_int(fd: int) -> int | None:
+    """The number an open file holds now (None: not there, or not a number)."""
+    try:
+        return int(pread(fd, 32))
+    except ValueError:
+        return None
+
+
+def field(data: bytes, name: bytes) -> int:
+    """The value of `name` in a file of `name value` lines (memory.stat, cpu.stat, pids.events; 0: absent)."""
+    key = b"\n" + name + b" "
+    i = (b"\n" + data).find(key)
+    if i < 0:
+        return 0
+    start = i + len(key) - 1
+    end = data.find(b"\n", start)
+    try:
+        return int(data[start : end if end >= 0 else None])
+    except ValueError:
+        return 0

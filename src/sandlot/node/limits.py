@@ -96,12 +96,12 @@ class LimitMonitor:
         w = _Watch(sbx, sbx.generation, limit, max(MIN_STEP, limit // 16), None)
         dirs = cgroups.controllers(sbx.id)
         if "pids" in dirs:
-            w.pids_fd = _open(dirs["pids"] / "pids.current")
+            w.pids_fd = cgroups.open_file(dirs["pids"] / "pids.current")
         w.memory_dir = dirs.get("memory")
         self._watched[sbx.id] = w
         if w.memory_dir is not None:  # polled only while it has no thresholds (cgroup v2, or they failed)
             v2 = w.memory_dir / "memory.current"
-            w.memory_fd = _open(v2 if v2.exists() else w.memory_dir / "memory.usage_in_bytes")
+            w.memory_fd = cgroups.open_file(v2 if v2.exists() else w.memory_dir / "memory.usage_in_bytes")
         self._arm(w)
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.ensure_future(self._poll_forever())
@@ -143,7 +143,7 @@ class LimitMonitor:
         self._disarm(w)
         if w.memory_dir is None or not (w.memory_dir / "cgroup.event_control").exists():
             return
-        usage = _pread_int(w.memory_fd)
+        usage = cgroups.pread_int(w.memory_fd)
         if usage is None:
             return
         w.memory_base = usage
@@ -161,7 +161,7 @@ class LimitMonitor:
                 return
             w.eventfds[efd] = at
             loop.add_reader(efd, self._crossed, w, efd)
-        now = _pread_int(w.memory_fd)
+        now = cgroups.pread_int(w.memory_fd)
         if now is not None and not low < now < high:
             loop.call_soon(self._crossed, w, -1)
 
@@ -176,7 +176,7 @@ class LimitMonitor:
         """The usage left its band: poke the agent first when it grew high enough, then re-arm."""
         if self._watched.get(w.sbx.id) is not w or (efd >= 0 and efd not in w.eventfds):
             return
-        usage = _pread_int(w.memory_fd)
+        usage = cgroups.pread_int(w.memory_fd)
         if usage is not None and usage > w.memory_base:
             self._poke(w)
         self._arm(w)
@@ -191,13 +191,13 @@ class LimitMonitor:
 
     def _check(self, w: _Watch) -> None:
         grew = False
-        if (tasks := _pread_int(w.pids_fd)) is not None:
+        if (tasks := cgroups.pread_int(w.pids_fd)) is not None:
             if w.tasks_base < 0 or tasks < w.tasks_base:
                 w.tasks_base = tasks
             elif tasks >= w.tasks_base + TASKS_DELTA:
                 w.tasks_base, grew = tasks, True
         if w.memory_fd >= 0 and not w.eventfds:  # no thresholds (cgroup v2, or they failed): poll
-            usage = _pread_int(w.memory_fd)
+            usage = cgroups.pread_int(w.memory_fd)
             if usage is not None:
                 if w.memory_base < 0 or usage < w.memory_base:
                     w.memory_base = usage
@@ -227,24 +227,6 @@ class LimitMonitor:
             log.debug("poking the limit watchdog of sandbox %s: %s", sbx.id, exc)
         finally:
             self._poking.discard(sbx.id)
-
-
-def _open(path: Path) -> int:
-    """A read-only descriptor of a cgroup file, or -1 when it is not there."""
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return -1
-
-
-def _pread_int(fd: int) -> int | None:
-    """The number in an open cgroup file, read afresh (kernfs renders it at each read from 0)."""
-    if fd < 0:
-        return None
-    try:
-        return int(os.pread(fd, 32, 0))
-    except (OSError, ValueError):
-        return None
 
 
 def _register_threshold(memory_dir: Path, at: int) -> int:

@@ -66,15 +66,15 @@ class _Files:
         v2 = mem is not None and not (mem / "memory.usage_in_bytes").exists()
         f = cls(v2=v2)
         if (d := dirs.get("cpuacct")) is not None and (d / "cpuacct.usage").exists():
-            f.cpu = _open(d / "cpuacct.usage")
+            f.cpu = cgroups.open_file(d / "cpuacct.usage")
         elif (d := dirs.get("cpu")) is not None:
-            f.cpu, f.v2 = _open(d / "cpu.stat"), True
+            f.cpu, f.v2 = cgroups.open_file(d / "cpu.stat"), True
         if mem is not None:
-            f.mem = _open(mem / ("memory.current" if v2 else "memory.usage_in_bytes"))
-            f.stat = _open(mem / "memory.stat")
-            f.oom = _open(mem / ("memory.events" if v2 else "memory.oom_control"))
+            f.mem = cgroups.open_file(mem / ("memory.current" if v2 else "memory.usage_in_bytes"))
+            f.stat = cgroups.open_file(mem / "memory.stat")
+            f.oom = cgroups.open_file(mem / ("memory.events" if v2 else "memory.oom_control"))
         if (d := dirs.get("pids")) is not None:
-            f.pids = _open(d / "pids.current")
+            f.pids = cgroups.open_file(d / "pids.current")
         return f
 
     def close(self) -> None:
@@ -85,16 +85,16 @@ class _Files:
 
     def cpu_ns(self) -> int:
         if self.v2:
-            return _field(_pread(self.cpu), b"usage_usec") * 1000
-        return _int(_pread(self.cpu))
+            return cgroups.field(cgroups.pread(self.cpu), b"usage_usec") * 1000
+        return cgroups.pread_int(self.cpu) or 0
 
     def memory(self) -> tuple[int, int, int]:
         """(used without reclaimable page cache, page cache, OOM kills)."""
-        stat = _pread(self.stat, 8192)
-        usage, oom = _int(_pread(self.mem)), _field(_pread(self.oom), b"oom_kill")
+        stat = cgroups.pread(self.stat, 8192)
+        usage, oom = cgroups.pread_int(self.mem) or 0, cgroups.field(cgroups.pread(self.oom), b"oom_kill")
         if self.v2:
-            return max(0, usage - _field(stat, b"inactive_file")), _field(stat, b"file"), oom
-        return max(0, usage - _field(stat, b"total_inactive_file")), _field(stat, b"total_cache"), oom
+            return max(0, usage - cgroups.field(stat, b"inactive_file")), cgroups.field(stat, b"file"), oom
+        return max(0, usage - cgroups.field(stat, b"total_inactive_file")), cgroups.field(stat, b"total_cache"), oom
 
 
 @dataclass
@@ -225,56 +225,20 @@ class MetricsSampler:
                 disk_total=disk_total or limits.disk_mb << 20,
                 net_rx_bytes=rx,
                 net_tx_bytes=tx,
-                pids=_int(_pread(files.pids)),
+                pids=cgroups.pread_int(files.pids) or 0,
                 oom_kills=sbx.conn.oom_kills + oom,
                 pids_limit_hits=sbx.conn.pids_limit_hits,
             )
         )
 
 
-def _open(path: Path) -> int:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return -1
-
-
-def _pread(fd: int, size: int = 256) -> bytes:
-    if fd < 0:
-        return b""
-    try:
-        return os.pread(fd, size, 0)
-    except OSError:  # the cgroup went away under it
-        return b""
-
-
-def _int(data: bytes) -> int:
-    try:
-        return int(data)
-    except ValueError:
-        return 0
-
-
-def _field(data: bytes, name: bytes) -> int:
-    """The value of `name` in a cgroup file of `name value` lines (memory.stat, cpu.stat, ...)."""
-    key = b"\n" + name + b" "
-    i = (b"\n" + data).find(key)
-    if i < 0:
-        return 0
-    start = i + len(key) - 1
-    end = data.find(b"\n", start)
-    return _int(data[start : end if end >= 0 else None])
-
-
 def _read_int(path: str) -> int:
+    fd = cgroups.open_file(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return 0
-    try:
-        return _int(_pread(fd))
+        return cgroups.pread_int(fd) or 0
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
 def _disk(mounted: Path, image: Path) -> tuple[int, int]:
