@@ -121,6 +121,14 @@ def _with_descendants(roots: set[int]) -> set[int]:
     return found
 
 
+def _remove_root_cgroups(cid: str) -> None:
+    """The empty cgroups a raw sandbox leaves at the hierarchies' roots (its bundle names no
+    cgroupsPath, and runsc does not always remove them on delete)."""
+    for d in Path("/sys/fs/cgroup").glob(f"*/{cid}"):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
 class RawRuntime:
     """The same runtime driven directly through its CLI, on a plain bundle of the image.
 
@@ -164,6 +172,7 @@ class RawRuntime:
             return time.perf_counter() - t0
         finally:
             subprocess.run(self.cli("delete", "--force", cid), capture_output=True)
+            _remove_root_cgroups(cid)
 
     def do_true(self) -> float:
         """`runsc do /bin/true`: a throwaway sandbox over the host's root, no bundle."""
@@ -210,6 +219,7 @@ class RawRuntime:
     def remove(self, cid: str) -> None:
         subprocess.run(self.cli("kill", cid, "KILL"), capture_output=True)
         subprocess.run(self.cli("delete", "--force", cid), capture_output=True)
+        _remove_root_cgroups(cid)
 
     def close(self) -> None:
         shutil.rmtree(self.bundle, ignore_errors=True)
