@@ -59,6 +59,12 @@ class _Files:
     stat: int = -1  # memory.stat
     oom: int = -1  # v1 memory.oom_control; v2 memory.events
     pids: int = -1  # pids.current
+    #: its veth's host end and that end's byte counters (sysfs, read like the cgroup files)
+    host_if: str | None = None
+    rx: int = -1
+    tx: int = -1
+    #: whether the host mounts its disk (statvfs of it) or not (a microvm's: its image's blocks)
+    disk_mounted: bool | None = None
 
     @classmethod
     def open(cls, dirs: dict[str, Path]) -> _Files:
@@ -78,10 +84,41 @@ class _Files:
         return f
 
     def close(self) -> None:
-        for fd in (self.cpu, self.mem, self.stat, self.oom, self.pids):
+        for fd in (self.cpu, self.mem, self.stat, self.oom, self.pids, self.rx, self.tx):
             if fd >= 0:
                 os.close(fd)
-        self.cpu = self.mem = self.stat = self.oom = self.pids = -1
+        self.cpu = self.mem = self.stat = self.oom = self.pids = self.rx = self.tx = -1
+
+    def net(self, host_if: str | None) -> tuple[int, int]:
+        """(received, sent) bytes of the sandbox: its veth's host end counts them the other way round."""
+        if host_if != self.host_if:  # first sight, or its network was made again
+            for fd in (self.rx, self.tx):
+                if fd >= 0:
+                    os.close(fd)
+            stats = f"/sys/class/net/{host_if}/statistics/"
+            self.host_if = host_if
+            self.rx, self.tx = (
+                (-1, -1)
+                if host_if is None
+                else (
+                    cgroups.open_file(stats + "tx_bytes"),
+                    cgroups.open_file(stats + "rx_bytes"),
+                )
+            )
+        return cgroups.pread_int(self.rx) or 0, cgroups.pread_int(self.tx) or 0
+
+    def disk(self, mounted: Path, image: Path) -> tuple[int, int]:
+        """(used, total) bytes of the sandbox's disk: of its filesystem where the host mounts it, else
+        (a microvm's disk, mounted in its guest) the blocks its image file holds (total: unknown, 0)."""
+        try:
+            if self.disk_mounted is None:  # once per boot of its runtime: two stats fewer each sample
+                self.disk_mounted = os.path.ismount(mounted)
+            if self.disk_mounted:
+                st = os.statvfs(mounted)
+                return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
+            return os.stat(image).st_blocks * 512, 0
+        except OSError:
+            return 0, 0
 
     def cpu_ns(self) -> int:
         if self.v2:
@@ -211,8 +248,8 @@ class MetricsSampler:
         series.cpu_ns, series.at = cpu_ns, now
         pct = min(100.0, max(0.0, used_ns / 1e9 / wall / limits.cpu * 100))
         mem_used, mem_cache, oom = files.memory()
-        disk_used, disk_total = _disk(sbx.layer.layer, sbx.layer.image_file)
-        rx, tx = _net(sbx.net.host_if if sbx.net is not None else None)
+        disk_used, disk_total = files.disk(sbx.layer.layer, sbx.layer.image_file)
+        rx, tx = files.net(sbx.net.host_if if sbx.net is not None else None)
         series.samples.append(
             SandboxMetric.model_construct(  # our own numbers: no validation (it is most of a sample's cost)
                 timestamp=now,
@@ -230,32 +267,3 @@ class MetricsSampler:
                 pids_limit_hits=sbx.conn.pids_limit_hits,
             )
         )
-
-
-def _read_int(path: str) -> int:
-    fd = cgroups.open_file(path)
-    try:
-        return cgroups.pread_int(fd) or 0
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
-def _disk(mounted: Path, image: Path) -> tuple[int, int]:
-    """(used, total) bytes of the sandbox's disk: of its filesystem where the host mounts it, else
-    (a microvm's disk, mounted in its guest) the blocks its image file holds (total: unknown, 0)."""
-    try:
-        if os.path.ismount(mounted):
-            st = os.statvfs(mounted)
-            return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
-        return os.stat(image).st_blocks * 512, 0
-    except OSError:
-        return 0, 0
-
-
-def _net(host_if: str | None) -> tuple[int, int]:
-    """(received, sent) bytes of the sandbox: its veth's host end counts them the other way round."""
-    if host_if is None:
-        return 0, 0
-    stats = f"/sys/class/net/{host_if}/statistics/"
-    return _read_int(stats + "tx_bytes"), _read_int(stats + "rx_bytes")
