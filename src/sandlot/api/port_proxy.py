@@ -8,10 +8,13 @@ but 127.0.0.1 inside that one sandbox.
 
 The direct route is an optimisation for an in-process node: where the node
 offers the sandbox's own address (`SandboxAgent.direct_address`: it has an
-interface, and connections to it cost it nothing), HTTP goes over TCP to that
-address, one hop fewer through the sandbox (the agent's relay costs gVisor
-about a millisecond of CPU per request). A server that listens on 127.0.0.1
-only refuses it, and that port goes through the tunnel.
+interface and runs), HTTP and WebSocket go over TCP to that address, one hop
+fewer through the sandbox (the agent's relay costs gVisor about a millisecond
+of CPU per request). A server that listens on 127.0.0.1 only refuses it, and
+that port goes through the tunnel. A direct connection is always ended with a
+reset, never a FIN: gVisor cannot save a TCP endpoint that lingers, and the
+side that closes second with a FIN leaves its peer in TIME_WAIT for a minute
+(before a memory save the node resets the rest: node/memory_pause.py).
 
 - HTTP: a lean HTTP/1.1 client (http1, parsing with httptools) with
   keep-alive connections pooled per sandbox and port; bodies stream both
@@ -29,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -68,6 +73,8 @@ REPLAYABLE = 64 * 1024
 #: and that port is not tried directly again for a while.
 DIRECT_CONNECT_S = 2.0
 DIRECT_RETRY_S = 10.0
+#: SO_LINGER on, for 0 s: closing a direct connection resets it (nothing lingers in the sandbox).
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 #: The most one read of a direct connection takes (and buffers): larger pieces, fewer trips through the loop.
 READ_MAX = 1 << 20
 
@@ -111,7 +118,7 @@ class TcpPipe:
         return await self._reader.read(READ_MAX)
 
     async def close(self) -> None:
-        self._writer.close()
+        self._writer.close()  # (a reset, once written out: SO_LINGER 0, set by `_connect`)
 
     @property
     def stale(self) -> bool:
@@ -127,6 +134,7 @@ async def _connect(sbx: SandboxAgent, port: int, no_direct: dict[int, float]) ->
     try:
         connecting = asyncio.open_connection(address, port, limit=READ_MAX)
         reader, writer = await asyncio.wait_for(connecting, DIRECT_CONNECT_S)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
         return TcpPipe(reader, writer)
     except (OSError, TimeoutError):
         pipe = TunnelPipe(await sbx.agent.connect_port(port))  # (nothing listening at all: raises)
