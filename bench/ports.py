@@ -4,8 +4,8 @@ The same keep-alive server (tests/api/port_server.py, in a Debian sandbox with
 network `egress` so that it has an address) is loaded twice in one run:
 
 - through the port proxy: client -> API (`/sandboxes/{id}/ports/{port}/`) ->
-  agent tunnel (gVisor) or the direct route (crun: the in-process node's
-  route to the sandbox's address) -> server;
+  the direct route (the in-process node's route to the sandbox's address,
+  for gVisor and crun alike) -> server;
 - directly in its namespace: client -> the sandbox's own address over its veth
   (gVisor's netstack), the baseline, no Sandlot code on the path.
 
@@ -131,7 +131,7 @@ async def _one_sandbox(conn: dict[str, Any], quick: bool, runtime: str) -> dict[
 
 
 async def port_proxy_figures(conn: dict[str, Any], quick: bool) -> dict[str, Any]:
-    """gVisor (the agent's tunnel) at the top level; crun (the in-process node's direct route) under "crun"."""
+    """gVisor at the top level, crun under "crun" (both over the in-process node's direct route)."""
     out = await _one_sandbox(conn, quick, "gvisor")
     out["concurrency"] = CONCURRENCY
     out["crun"] = await _one_sandbox(conn, quick, "container")
