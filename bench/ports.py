@@ -4,20 +4,29 @@ The same keep-alive server (tests/api/port_server.py, in a Debian sandbox with
 network `egress` so that it has an address) is loaded twice in one run:
 
 - through the port proxy: client -> API (`/sandboxes/{id}/ports/{port}/`) ->
-  agent tunnel (gVisor) or the direct route (crun: the in-process node's
-  route to the sandbox's address) -> server;
+  the direct route (the in-process node's route to the sandbox's address,
+  for gVisor and crun alike) -> server;
 - directly in its namespace: client -> the sandbox's own address over its veth
   (gVisor's netstack), the baseline, no Sandlot code on the path.
 
 For each, in a gVisor and a crun sandbox: requests per second with
 `CONCURRENCY` keep-alive clients for a fixed time and their p50 latency; one
 chunked download (MB/s); WebSocket echo round trips one after another.
+
+Part of `bench/run`; alone (a server of its own, the same rows as the report):
+
+    python bench/ports.py [--quick] [--out FILE.json]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -122,8 +131,41 @@ async def _one_sandbox(conn: dict[str, Any], quick: bool, runtime: str) -> dict[
 
 
 async def port_proxy_figures(conn: dict[str, Any], quick: bool) -> dict[str, Any]:
-    """gVisor (the agent's tunnel) at the top level; crun (the in-process node's direct route) under "crun"."""
+    """gVisor at the top level, crun under "crun" (both over the in-process node's direct route)."""
     out = await _one_sandbox(conn, quick, "gvisor")
     out["concurrency"] = CONCURRENCY
     out["crun"] = await _one_sandbox(conn, quick, "container")
     return out
+
+
+def main() -> None:
+    from api_server import Server
+    from report import _port_rows
+    from suite import BUNDLE_CACHE
+
+    from sandlot.node.bundle import ensure_bundle
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 s per load instead of 10, a 32 MB download")
+    parser.add_argument("--out", type=Path, help="also write the figures here (JSON)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="slp-", dir="/var/tmp"))  # short: agent socket paths fit
+    try:
+        built = ensure_bundle(BUNDLE_CACHE)
+        shutil.copytree(built.path, work / "api" / "bundle" / built.path.name, symlinks=True)
+        server = Server(work / "api").start()
+        try:
+            conn = {"api_url": server.url, "api_key": server.admin_key, "request_timeout": 120.0}
+            figs = asyncio.run(port_proxy_figures(conn, args.quick))
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.out:
+        args.out.write_text(json.dumps(figs, indent=1) + "\n")
+    for metric, value, unit, base, base_value, runs in _port_rows(figs):
+        print(f"{metric}: {value:.4g} {unit} | {base}: {base_value:.4g} | {value / base_value:.2f}x | {runs}")
+
+
+if __name__ == "__main__":
+    main()

@@ -43,7 +43,7 @@ def _port_rows(ports: dict[str, Any]) -> list[tuple[str, float, str, str, float,
     conc = f"{_get(ports, 'concurrency'):.0f}"
     base = "the same server at its sandbox address, direct"
     out = []
-    for label, figs in (("gVisor, agent tunnel", ports), ("crun, direct route", ports.get("crun", {}))):
+    for label, figs in (("gVisor, direct route", ports), ("crun, direct route", ports.get("crun", {}))):
         runs = f"{_get(figs, 'port proxy', 'runs'):.0f}"
         ws_runs = f"{_get(figs, 'ws proxy', 'runs'):.0f}"
         out += [

@@ -71,8 +71,8 @@ class SandboxAgent:
         gone: whether the sandbox is killed (holders drop what they keep for it).
         address: the sandbox's own address where this process may reach its
             ports directly (over its interface, not through the agent), or
-            None: only an in-process node knows one, and only where using it
-            costs the sandbox nothing (see Sandbox.direct_address).
+            None: only an in-process node knows one, and only while the
+            sandbox runs (see Sandbox.direct_address).
     """
 
     def __init__(

@@ -134,10 +134,9 @@ class Exchange:
             return
         keep = True
         while True:
-            if self._chunks:
+            if self._chunks:  # what one read brought, as one piece: every piece costs its relay a send
                 chunks, self._chunks = self._chunks, []
-                for c in chunks:
-                    yield c
+                yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if self._complete:
                 break
             keep = await self._feed() and keep

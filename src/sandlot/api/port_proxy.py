@@ -8,17 +8,19 @@ but 127.0.0.1 inside that one sandbox.
 
 The direct route is an optimisation for an in-process node: where the node
 offers the sandbox's own address (`SandboxAgent.direct_address`: it has an
-interface, and connections to it cost it nothing), HTTP goes over TCP to that
-address, one hop fewer through the sandbox (the agent's relay costs gVisor
-about a millisecond of CPU per request). A server that listens on 127.0.0.1
-only refuses it, and that port goes through the tunnel.
+interface and runs), HTTP and WebSocket go over TCP to that address, one hop
+fewer through the sandbox (the agent's relay costs gVisor about a millisecond
+of CPU per request). A server that listens on 127.0.0.1 only refuses it, and
+that port goes through the tunnel. A direct connection is always ended with a
+reset, never a FIN: gVisor cannot save a TCP endpoint that lingers, and the
+side that closes second with a FIN leaves its peer in TIME_WAIT for a minute
+(before a memory save the node resets the rest: node/memory_pause.py).
 
 - HTTP: a lean HTTP/1.1 client (http1, parsing with httptools) with
   keep-alive connections pooled per sandbox and port; bodies stream both
   ways, so server-sent events and long downloads pass as they are produced.
-- WebSocket: the client's handshake is answered by the server's; in between,
-  the `websockets` sans-I/O client protocol speaks to the sandbox's server
-  (by the same route as HTTP), and messages are relayed both ways.
+- WebSocket: the client's handshake is answered by the server's, and
+  messages are relayed both ways, by the same route as HTTP (ws_relay).
 
 Who may: see `port_access` (public ports, the sandbox's access token, or an
 API key of its team). This module only moves bytes.
@@ -29,23 +31,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.websockets import WebSocket, WebSocketDisconnect
-from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Response as WsResponse
-from websockets.typing import Subprotocol
-from websockets.uri import parse_uri
+from starlette.websockets import WebSocket
 
 from sandlot import errors
 from sandlot.agent.client import PortTunnel
 from sandlot.agent.handle import SandboxAgent
-from sandlot.api import http1
+from sandlot.api import http1, ws_relay
 from sandlot.api.host_routing import Receive, Scope, Send
 from sandlot.api.http1 import Pipe
 from sandlot.api.http_errors import error_response, status_of
@@ -68,6 +66,8 @@ REPLAYABLE = 64 * 1024
 #: and that port is not tried directly again for a while.
 DIRECT_CONNECT_S = 2.0
 DIRECT_RETRY_S = 10.0
+#: SO_LINGER on, for 0 s: closing a direct connection resets it (nothing lingers in the sandbox).
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 #: The most one read of a direct connection takes (and buffers): larger pieces, fewer trips through the loop.
 READ_MAX = 1 << 20
 
@@ -111,7 +111,7 @@ class TcpPipe:
         return await self._reader.read(READ_MAX)
 
     async def close(self) -> None:
-        self._writer.close()
+        self._writer.close()  # (a reset, once written out: SO_LINGER 0, set by `_connect`)
 
     @property
     def stale(self) -> bool:
@@ -127,6 +127,7 @@ async def _connect(sbx: SandboxAgent, port: int, no_direct: dict[int, float]) ->
     try:
         connecting = asyncio.open_connection(address, port, limit=READ_MAX)
         reader, writer = await asyncio.wait_for(connecting, DIRECT_CONNECT_S)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
         return TcpPipe(reader, writer)
     except (OSError, TimeoutError):
         pipe = TunnelPipe(await sbx.agent.connect_port(port))  # (nothing listening at all: raises)
@@ -291,7 +292,7 @@ class PortProxy:
             await ws.close(code=1011, reason=_reason(_port_error(exc, sbx.id, port)))
             return
         try:
-            await _relay_ws(ws, pipe, port, target)
+            await ws_relay.relay(ws, pipe, port, target)
         finally:
             await pipe.close()
 
@@ -352,94 +353,3 @@ async def _until_disconnect(receive: Receive) -> None:
 
 def _reason(resp: Response) -> str:
     return bytes(resp.body).decode(errors="replace")[:120]
-
-
-async def _relay_ws(ws: WebSocket, tunnel: Pipe, port: int, target: str) -> None:
-    subprotocols = [s.strip() for s in ws.headers.get("sec-websocket-protocol", "").split(",") if s.strip()]
-    uri = parse_uri(f"ws://127.0.0.1:{port}{target}")
-    proto = ClientProtocol(uri, subprotocols=[Subprotocol(s) for s in subprotocols] or None, max_size=None)
-    request = proto.connect()
-    for name in ("origin", "cookie", "user-agent"):
-        if name in ws.headers:
-            request.headers[name] = ws.headers[name]
-    proto.send_request(request)
-    await tunnel.send(b"".join(proto.data_to_send()))
-
-    async def chunks() -> AsyncIterator[bytes]:
-        while data := await tunnel.recv():
-            yield data
-
-    received = chunks()
-    handshake: WsResponse | None = None
-    async for data in received:
-        proto.receive_data(data)
-        events = proto.events_received()
-        if events and isinstance(events[0], WsResponse):
-            handshake = events[0]
-            pending = events[1:]
-            break
-    if handshake is None or proto.handshake_exc is not None:
-        why = proto.handshake_exc or "the server closed the connection"
-        await ws.close(code=1011, reason=f"the server on port {port} refused the WebSocket: {why}"[:120])
-        return
-    await ws.accept(subprotocol=handshake.headers.get("sec-websocket-protocol"))
-
-    async def upstream_to_client() -> None:
-        parts: list[bytes] = []
-        opcode = Opcode.TEXT
-
-        async def deliver(frames: list[Any]) -> bool:
-            nonlocal opcode
-            for frame in frames:
-                assert isinstance(frame, Frame)
-                if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
-                    opcode, parts[:] = frame.opcode, [bytes(frame.data)]
-                elif frame.opcode is Opcode.CONT:
-                    parts.append(bytes(frame.data))
-                elif frame.opcode is Opcode.CLOSE:
-                    code = proto.close_rcvd.code if proto.close_rcvd else 1000
-                    await ws.close(code=code)
-                    return False
-                else:
-                    continue
-                if frame.fin:
-                    msg = b"".join(parts)
-                    await (ws.send_text(msg.decode()) if opcode is Opcode.TEXT else ws.send_bytes(msg))
-            out = proto.data_to_send()  # pongs, close replies
-            if out:
-                await tunnel.send(b"".join(out))
-            return True
-
-        if not await deliver(pending):
-            return
-        async for data in received:
-            proto.receive_data(data)
-            if not await deliver(proto.events_received()):
-                return
-        await ws.close(code=1011)
-
-    async def client_to_upstream() -> None:
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg["type"] == "websocket.disconnect":
-                    proto.send_close(int(msg.get("code") or 1000))
-                    await tunnel.send(b"".join(proto.data_to_send()))
-                    return
-                if msg.get("text") is not None:
-                    proto.send_text(msg["text"].encode())
-                elif msg.get("bytes") is not None:
-                    proto.send_binary(msg["bytes"])
-                await tunnel.send(b"".join(proto.data_to_send()))
-        except (WebSocketDisconnect, errors.SandlotError):
-            return
-
-    tasks = [asyncio.ensure_future(upstream_to_client()), asyncio.ensure_future(client_to_upstream())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t

@@ -8,6 +8,21 @@ after `load` the restored agent's next redial reaches the node listening again.
 The sandbox's filesystem stays mounted meanwhile; its memory image sits in
 `<sandbox dir>/memory/`, so a paused sandbox survives a restart of the node.
 
+gVisor (this release, ptrace) cannot save a TCP endpoint on the sandbox's
+interface in any state but closed (open, closing or TIME_WAIT), and a refused
+save ends the sandbox; an endpoint reset by its peer is closed at once, and
+the side that closes a connection first is the one left in TIME_WAIT (gVisor
+keeps it a minute). So before a save the host aborts (resets) every
+connection it holds to the sandbox's address (the port proxy's direct route
+among them, which is withdrawn meanwhile: `Sandbox.saving_memory`), then
+refuses only while a flow the host cannot end lingers inside gVisor: one the
+sandbox opened, or one gVisor closed first less than a minute ago. Measured
+on this host: an established connection, and a connection gVisor closed
+first, fail the save; after the host closed first, or reset the connection
+(whichever side closed first), it succeeds. gVisor's own /proc/net/tcp does
+not list TIME_WAIT endpoints, so the host's connection tracking (and its own
+sockets, to tell which side closed first) is what the check reads.
+
 The exit of the sandbox's processes during a save is on purpose: `generation`
 is bumped first, so the exit watcher stands down (see `Node.watch`).
 """
@@ -25,7 +40,7 @@ from typing import TYPE_CHECKING
 from sandlot import errors
 from sandlot.failpoints import afailpoint
 from sandlot.node import cgroups, intent
-from sandlot.node.network import tcp_flows
+from sandlot.node.network import Flow, conntrack_flows, time_wait_s
 from sandlot.node.sandbox import Sandbox
 
 if TYPE_CHECKING:
@@ -37,6 +52,8 @@ log = logging.getLogger("sandlot.node")
 
 #: How long a restored sandbox's agent may take to redial.
 REDIAL_TIMEOUT = 30.0
+#: How long gVisor keeps a connection it closed first (TIME_WAIT), with a margin.
+GVISOR_TIME_WAIT_S = 62
 
 
 def image_dir(sbx: Sandbox) -> Path:
@@ -62,11 +79,19 @@ async def save(node: Node, sbx: Sandbox, dest: Path | None = None) -> None:
     the caller ends it after `load`), so a node killed midway brings the
     processes back from it.
     """
+    sbx.runtime.check_saves_memory()
+    sbx.saving_memory = True  # the port proxy's direct route stands down until the save is over
+    try:
+        if not sbx.runtime.saves_open_connections:
+            await _end_tcp(node, sbx)
+        await _save(node, sbx, dest)
+    finally:
+        sbx.saving_memory = False
+
+
+async def _save(node: Node, sbx: Sandbox, dest: Path | None) -> None:
     from sandlot.node.node import _wait_gone
 
-    sbx.runtime.check_saves_memory()
-    if not sbx.runtime.saves_open_connections:
-        _check_no_tcp(sbx)
     target = dest or image_dir(sbx)
     room = functools.partial(node.disks.check_room, need=cgroups.memory_usage(sbx.id) or 0, store=dest is not None)
     await asyncio.to_thread(room, f"save the memory of sandbox {sbx.id}")
@@ -95,19 +120,37 @@ async def save(node: Node, sbx: Sandbox, dest: Path | None = None) -> None:
         log.error("releasing sandbox %s after saving its memory: %s", sbx.id, "; ".join(problems))
 
 
-def _check_no_tcp(sbx: Sandbox) -> None:
-    """gVisor cannot save a TCP endpoint on its interface, open or in TIME_WAIT, and a refused
-    save ends the sandbox: ask the host's connection tracking first, and refuse while it lasts."""
+async def _end_tcp(node: Node, sbx: Sandbox) -> None:
+    """End the host's connections to the sandbox (see the module's docstring); raise SandboxStateError
+    while a flow gVisor could not save may linger, before anything is saved."""
     if sbx.net is None:
         return
-    flows = tcp_flows(sbx.net.address)
-    if flows:
-        shown = "; ".join(flows[:3]) + (f" (and {len(flows) - 3} more)" if len(flows) > 3 else "")
+    closed_here = await node.network.abort_host_connections(sbx.net)
+    tracked_s = time_wait_s()
+    lingering = [f for f in conntrack_flows(sbx.net.address) if not _closed_inside(f, sbx, closed_here, tracked_s)]
+    if lingering:
+        shown = "; ".join(map(str, lingering[:3])) + (f" (and {len(lingering) - 3} more)" if len(lingering) > 3 else "")
         raise errors.SandboxStateError(
             f"sandbox {sbx.id} cannot be paused with its memory now: gVisor cannot save its TCP connections "
-            f"({shown}), and closed ones linger for up to two minutes; close them and retry later, "
-            "or pause it without memory"
+            f"({shown}), open or closed by the sandbox less than a minute ago; close them and retry in a "
+            "minute, or pause it without memory"
         )
+    problems = await node.network.forget_flows(sbx.net)  # ended: their entries would only mislead
+    if problems:
+        log.warning("sandbox %s: %s", sbx.id, "; ".join(problems))
+
+
+def _closed_inside(flow: Flow, sbx: Sandbox, closed_here: set[int], tracked_s: int) -> bool:
+    """Whether gVisor holds nothing of `flow` any more: it was reset, the host closed it first, or
+    it has been closed longer than gVisor's TIME_WAIT."""
+    assert sbx.net is not None
+    if flow.state == "CLOSE":
+        return True
+    if flow.state != "TIME_WAIT":
+        return False
+    if flow.src == sbx.net.gateway and flow.sport in closed_here:
+        return True
+    return tracked_s - flow.expires_s > GVISOR_TIME_WAIT_S
 
 
 async def _listen_again(node: Node, sbx: Sandbox) -> None:

@@ -44,7 +44,7 @@ from sandlot.node import reaper
 from sandlot.node.dns import resolve_names
 from sandlot.node.netpolicy import ALWAYS_BLOCKED, NetworkPolicy, is_cidr
 
-__all__ = ["LEASE_DIR", "NetworkManager", "SandboxNet", "render_rules", "tcp_flows"]
+__all__ = ["LEASE_DIR", "Flow", "NetworkManager", "SandboxNet", "conntrack_flows", "render_rules", "tcp_flows"]
 
 log = logging.getLogger("sandlot.node.network")
 
@@ -357,6 +357,26 @@ class NetworkManager:
     def resolv_conf(self, net: SandboxNet) -> str:
         return f"nameserver {net.gateway}\n" if self.dns_servers else ""
 
+    async def abort_host_connections(self, net: SandboxNet) -> set[int]:
+        """Abort every TCP connection of the host to the sandbox's address (a reset, so neither end
+        lingers in TIME_WAIT); returns the host ports of the ones the host had closed first
+        (in TIME_WAIT on the host's side, so closed on the sandbox's)."""
+        rc, out = await _run("ss", "-tanH", "state", "time-wait", "dst", net.address)
+        closed_here = set()
+        for line in out.splitlines() if rc == 0 else []:
+            local = line.split()[-2] if len(line.split()) >= 2 else ""
+            host, _, port = local.rpartition(":")
+            if host == net.gateway and port.isdigit():
+                closed_here.add(int(port))
+        rc, out = await _run("ss", "-tK", "dst", net.address)
+        if rc != 0:
+            raise errors.InternalError(f"closing the host's connections to sandbox {net.sandbox_id}: {out}")
+        return closed_here
+
+    async def forget_flows(self, net: SandboxNet) -> list[str]:
+        """Delete the host's connection-tracking entries of the sandbox's address (see `_forget_flows`)."""
+        return await _forget_flows(net.address)
+
 
 async def _forget_flows(address: str) -> list[str]:
     """Delete the host's connection-tracking entries of an address, both the flows it opened and
@@ -369,17 +389,30 @@ async def _forget_flows(address: str) -> list[str]:
     return problems
 
 
-def tcp_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> list[str]:
-    """The TCP flows the host's connection tracking holds for a sandbox address, open or closing.
+@dataclass(frozen=True)
+class Flow:
+    """One TCP flow in the host's connection tracking, in its original direction (who opened it)."""
 
-    Each is "local -> remote STATE". Connection tracking keeps a closed flow in
-    TIME_WAIT for two minutes: longer than gVisor keeps its own endpoint (one).
-    """
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    state: str
+    #: seconds until connection tracking forgets it
+    expires_s: int
+
+    def __str__(self) -> str:
+        return f"{self.src}:{self.sport} -> {self.dst}:{self.dport} {self.state}"
+
+
+def conntrack_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> list[Flow]:
+    """The TCP flows the host's connection tracking holds for a sandbox address, open or closing
+    (it keeps a closed flow in TIME_WAIT for `time_wait_s`)."""
     try:
         lines = table.read_text().splitlines()
     except OSError:  # no connection tracking here: nothing it could tell
         return []
-    flows: list[str] = []
+    flows: list[Flow] = []
     for line in lines:
         fields = line.split()
         if len(fields) < 6 or fields[2] != "tcp" or f"src={address}" not in fields:
@@ -388,8 +421,22 @@ def tcp_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> lis
         for f in fields:  # the original direction comes first, then the reply's
             key, _, value = f.partition("=")
             kv.setdefault(key, value)
-        flows.append(f"{kv.get('src')}:{kv.get('sport')} -> {kv.get('dst')}:{kv.get('dport')} {fields[5]}")
+        with contextlib.suppress(KeyError, ValueError):
+            flows.append(Flow(kv["src"], int(kv["sport"]), kv["dst"], int(kv["dport"]), fields[5], int(fields[4])))
     return flows
+
+
+def tcp_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> list[str]:
+    """`conntrack_flows`, each as "local -> remote STATE"."""
+    return [str(f) for f in conntrack_flows(address, table)]
+
+
+def time_wait_s() -> int:
+    """How long the host's connection tracking keeps a closed TCP flow (TIME_WAIT)."""
+    try:
+        return int(Path("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait").read_text())
+    except (OSError, ValueError):
+        return 120
 
 
 def _enable_forwarding() -> None:

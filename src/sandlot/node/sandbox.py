@@ -80,6 +80,8 @@ class Sandbox:
         self.generation = 0
         #: its network namespace, interfaces and rules; None for network "none"
         self.net: SandboxNet | None = None
+        #: while its memory is being saved: no new connection from the host to its address (memory_pause)
+        self.saving_memory = False
         self._kill_lock = asyncio.Lock()
         #: called with its id whenever what `status` reports of it changes (its state, its network);
         #: the node sets it (`Node.on_change`)
@@ -96,13 +98,11 @@ class Sandbox:
     def direct_address(self) -> str | None:
         """Its address on its interface, for reaching its ports from the node without the agent.
 
-        None without an interface, and for a runtime that saves memory but not
-        open connections (gVisor): a connection from the host to its address
-        stays in the host's connection tracking for two minutes after it
-        closes, and its memory is not saved while one does (memory_pause), so
-        the port proxy must keep to the agent's tunnel there.
+        None without an interface (network "none"), unless it runs, and while
+        its memory is being saved: a runtime that cannot save open connections
+        (gVisor) has the host's connections to it reset first (memory_pause).
         """
-        if self.net is None or (self.runtime.saves_memory and not self.runtime.saves_open_connections):
+        if self.net is None or self.state is not State.RUNNING or self.saving_memory:
             return None
         return self.net.address
 
