@@ -3,9 +3,9 @@
 Each daemon has its own data directory (so its own runsc root and sandbox state),
 its own port and its own sandbox subnet; every one shares the host's image cache.
 The test proves: placement spreads; every path works through the replica that did
-not create the sandbox; a node SIGKILLed leaves its sandboxes `unknown` (never
-killed) and re-adopts them when it returns; a replica SIGKILLed loses nothing;
-drain and remove; `sandlot nodes ls`.
+not create the sandbox; a template made on one node is copied to a node without it;
+a node SIGKILLed leaves its sandboxes `unknown` (never killed) and re-adopts them
+when it returns; a replica SIGKILLed loses nothing; drain and remove; `sandlot nodes ls`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from sandlot.api.store import Store, database_url_for
 from sandlot.api.teams import Teams
 from sandlot.e2b_env import env_exports
 from sandlot.node.protocol import Limits, NodeInfo, SandboxSpec
-from tests.api.harness import ROOT, agent_available
+from tests.api.harness import ROOT, agent_available, tar_of
 from tests.api.test_postgres import Cluster, cluster, postgres_url  # noqa: F401 - fixtures
-from tests.fleet.harness import NODE_TIMEOUT, Fleet, create, run, states, wait
+from tests.fleet.harness import NODE_TIMEOUT, Fleet, create, node_templates, run, states, wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -172,6 +172,36 @@ def test_placement_spreads_and_every_path_works_through_the_other_replica(fleet:
         for m in made:
             assert b.delete(f"/sandboxes/{m['sandbox_id']}").status_code == 204
             assert a.get(f"/sandboxes/{m['sandbox_id']}").json()["state"] == "killed"
+
+
+def test_a_template_is_copied_to_a_node_that_lacks_it(fleet: Fleet) -> None:
+    """A template built on one node runs on a node without it (n1-n3 share an image cache, so a
+    fourth node with its own joins for this): the replica copies it there first, its start
+    command included, and the node keeps it."""
+    name = "fleet-copied"
+    with fleet.client(0) as a, fleet.client(1) as b:
+        dockerfile = b"FROM busybox\nCOPY hello.txt /hello.txt\n"
+        context = tar_of({"Dockerfile": dockerfile, "hello.txt": b"from the template\n"})
+        r = a.post("/templates/build", params={"name": name}, content=context, timeout=300)
+        assert '"type":"template"' in r.text.replace(" ", ""), r.text
+        start = {"cmd": "echo started > /tmp/started; exec sleep 100000", "ready_cmd": "test -f /tmp/started"}
+        assert a.put(f"/templates/{name}/start", json=start).status_code == 200
+        n4 = fleet.add_node("n4", fleet.replica_urls[0], "10.242.243.0/24", "zone=d", images=fleet.root / "n4-images")
+        try:
+            wait("n4 active", lambda: states(a).get("n4") == "active", 300)
+            assert name not in node_templates(a, "n4")
+            # twice: the second create comes before n4's heartbeat lists the template
+            made = [create(b, template=name, node_labels={"zone": "d"}) for _ in range(2)]
+            assert [m["node"] for m in made] == ["n4", "n4"]
+            for m in made:
+                out = run(b, m["sandbox_id"], "cat /hello.txt /tmp/started")["stdout"]
+                assert out == "from the template\nstarted\n"
+                assert b.delete(f"/sandboxes/{m['sandbox_id']}").status_code == 204
+            assert name in node_templates(a, "n4")
+        finally:
+            n4.stop(60)
+            a.delete("/nodes/n4")
+        assert a.delete(f"/templates/{name}").status_code == 204
 
 
 def test_watch_network_pause_checkpoints_through_the_other_replica(fleet: Fleet) -> None:

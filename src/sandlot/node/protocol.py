@@ -35,10 +35,12 @@ from sandlot.models import (
 from sandlot.node.checkpoints import CHECKPOINT_ID_RE, MAX_FORK, spec_from_dict, spec_to_dict
 from sandlot.node.netpolicy import NetworkPolicy
 from sandlot.node.oci.registry import RegistryConfig
+from sandlot.node.oci.store import BUILT_IN_SOURCE
 from sandlot.node.spec import Limits, SandboxSpec
 from sandlot.node.volumes import VolumeMount
 
 __all__ = [
+    "BUILT_IN_SOURCE",
     "CHECKPOINT_ID_RE",
     "LOCAL_NODE",
     "MAX_FORK",

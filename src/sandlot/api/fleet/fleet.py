@@ -38,6 +38,7 @@ from sandlot.api.reservations import Amount, Reservations
 from sandlot.api.store import Store
 from sandlot.node.client import NodeClient, TemplateEvents
 from sandlot.node.protocol import (
+    BUILT_IN_SOURCE,
     CheckpointInfo,
     NetworkPolicy,
     NodeInfo,
@@ -260,16 +261,28 @@ class Fleet(NodeClient):
         return self.reservations.holding(scope(name), room, check)
 
     async def _copy_template(self, name: str, dest: NodeClient) -> None:
-        """Copy a template to `dest` from a node that has it (none has it: the node makes it itself)."""
+        """Copy a template to `dest` from a node that has it, with its owner and start command.
+
+        Not copied: one `dest` has already (made since its last heartbeat, or by another create a
+        moment ago), a built-in (each node makes its own; a node refuses to import one) and one no
+        node has (the node makes or pulls it itself)."""
+        if await dest.get_template(name) is not None:
+            return
         for rec in await self.live():
             if rec.name == dest.name or rec.info is None or name not in rec.info.templates:
                 continue
-            log.info("copying template %s from node %s to node %s", name, rec.name, dest.name)
             source = self.client(rec)
             info = await source.get_template(name)
+            if info is None:
+                continue  # deleted since its heartbeat
+            if info.source.startswith(BUILT_IN_SOURCE):
+                return
+            log.info("copying template %s from node %s to node %s", name, rec.name, dest.name)
             layout = await source.export_template(name, "latest")
-            async for _ in await dest.import_template(name, layout, team=info.owner if info else None):
+            async for _ in await dest.import_template(name, layout, team=info.owner):
                 pass
+            if info.start is not None:
+                await dest.set_template_start(name, info.start)
             return
 
     async def status(self, sandbox_id: str) -> SandboxStatus | None:
