@@ -2,10 +2,11 @@
 
 Each daemon has its own data directory (so its own runsc root and sandbox state),
 its own port and its own sandbox subnet; every one shares the host's image cache.
-The test proves: placement spreads; every path works through the replica that did
-not create the sandbox; a template made on one node is copied to a node without it;
-a node SIGKILLed leaves its sandboxes `unknown` (never killed) and re-adopts them
-when it returns; a replica SIGKILLed loses nothing; drain and remove; `sandlot nodes ls`.
+The test proves: placement spreads, and stops at a node's committed limits; every
+path works through the replica that did not create the sandbox; a template made on
+one node is copied to a node without it; a node SIGKILLed leaves its sandboxes
+`unknown` (never killed) and re-adopts them when it returns; a replica SIGKILLed
+loses nothing; drain and remove; `sandlot nodes ls`.
 """
 
 from __future__ import annotations
@@ -134,6 +135,16 @@ def test_placement_spreads_and_every_path_works_through_the_other_replica(fleet:
         assert made[-1]["node"] == "n2"
         r = b.post("/sandboxes", json={"template": "busybox", "node_labels": {"gpu": "true"}})
         assert r.status_code == 503 and "gpu=true" in r.json()["message"], r.text
+        # what each node has committed (limits of 1 cpu and 512 MiB each), and no more than its cores x 4
+        nodes = {n["name"]: n for n in b.get("/nodes").json()["nodes"]}
+        assert {k: n["committed_cpu"] for k, n in nodes.items()} == {"n1": 1, "n2": 2, "n3": 1}
+        assert {k: n["committed_memory_bytes"] >> 20 for k, n in nodes.items()} == {"n1": 512, "n2": 1024, "n3": 512}
+        most = max(n["committed_cpu_max"] for n in nodes.values())
+        assert most == 4 * max(n["cpus"] for n in nodes.values())
+        if most < 64:  # the most a sandbox may ask
+            r = b.post("/sandboxes", json={"template": "busybox", "cpu": most})
+            assert r.status_code == 503 and "--cpu-overcommit" in r.json()["message"], r.text
+            assert all(f"node {k} has" in r.json()["message"] for k in nodes), r.text
         for m in made:
             sid = m["sandbox_id"]
             assert b.get(f"/sandboxes/{sid}").json()["node"] == m["node"]

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
-from sandlot.api.fleet.placement import fits, rank
+from sandlot.api.fleet.placement import DEFAULT_OVERCOMMIT, Overcommit, fits, rank, refusal
 from sandlot.api.fleet.registry import NodeRecord, NodeRegistry, scope
 from sandlot.api.reservations import Amount, Reservations
 from sandlot.api.store import Store
@@ -82,6 +82,7 @@ class Fleet(NodeClient):
         *,
         node_timeout_s: float = 30.0,
         default_runtime: str = "gvisor",
+        overcommit: Overcommit = DEFAULT_OVERCOMMIT,
     ) -> None:
         if not token:
             raise errors.InvalidArgumentError(
@@ -96,6 +97,7 @@ class Fleet(NodeClient):
         self.token = token
         self._connect = connect
         self.node_timeout_s = node_timeout_s
+        self.overcommit = overcommit
         self._clients: dict[str, NodeClient] = {}
         self._urls: dict[str, str] = {}
         self._rows: list[NodeRecord] = []
@@ -223,10 +225,11 @@ class Fleet(NodeClient):
     # ------------------------------------------------------------ sandboxes
 
     async def create(self, spec: SandboxSpec) -> SandboxStatus:
-        candidates = rank(await self.live(fresh=True), spec, spec.node_labels)
-        if not candidates and spec.node_labels:
-            wanted = ", ".join(f"{k}={v}" for k, v in sorted(spec.node_labels.items()))
-            raise errors.RuntimeUnavailableError(f"no live, active node of the fleet has the labels {wanted}")
+        rows = await self._registry(fresh=True)
+        live = [n for n in rows if n.live(self.node_timeout_s)]
+        candidates = rank(live, spec, spec.node_labels, timeout=self.node_timeout_s, overcommit=self.overcommit)
+        if not candidates:
+            raise self._nowhere(spec, rows)
         last: errors.SandlotError | None = None
         for rec in candidates:
             node = self.client(rec)
@@ -240,9 +243,20 @@ class Fleet(NodeClient):
             except errors.NodeUnreachableError as exc:
                 log.warning("placing on %s: %s; trying the next node", rec.name, exc)
                 last = exc
-        raise last or errors.RuntimeUnavailableError(
-            f"no live node of the fleet can take a {spec.runtime} sandbox with {spec.limits.memory_mb} MiB of "
-            f"memory and {spec.limits.disk_mb} MiB of disk now (see `sandlot nodes ls`)"
+        raise last or self._nowhere(spec, await self._registry(fresh=True))
+
+    def _nowhere(self, spec: SandboxSpec, rows: list[NodeRecord]) -> errors.SandlotError:
+        """The error of a create no node can take: each node, and why not."""
+        why = []
+        for rec in rows:
+            live = rec.live(self.node_timeout_s)
+            reason = refusal(rec, spec, spec.node_labels, self.overcommit) if live else "is unreachable"
+            why.append(f"node {rec.name} {reason or 'has no room left (other creates took it)'}")
+        return errors.RuntimeUnavailableError(
+            f"no node of the fleet can take a {spec.runtime} sandbox with {spec.limits.cpu:g} cpu, "
+            f"{spec.limits.memory_mb} MiB of memory and {spec.limits.disk_mb} MiB of disk now: "
+            + ("; ".join(why) or "the fleet has no nodes")
+            + " (see `sandlot nodes ls`)"
         )
 
     def reserve(self, name: str, spec: SandboxSpec) -> contextlib.AbstractAsyncContextManager[None]:
@@ -254,10 +268,11 @@ class Fleet(NodeClient):
 
         def check(c: Connection, held: Amount) -> None:
             rec = NodeRegistry.read(c, name, held)
-            if rec is None or not rec.live(self.node_timeout_s) or not fits(rec, spec, labels):
+            if rec is None or not rec.live(self.node_timeout_s) or not fits(rec, spec, labels, self.overcommit):
                 raise NodeTaken(name)
 
-        room = Amount(sandboxes=1, disk_mb=spec.limits.disk_mb, memory_mb=spec.limits.memory_mb)
+        limits = spec.limits
+        room = Amount(sandboxes=1, disk_mb=limits.disk_mb, memory_mb=limits.memory_mb, cpu=limits.cpu)
         return self.reservations.holding(scope(name), room, check)
 
     async def _copy_template(self, name: str, dest: NodeClient) -> None:
@@ -379,7 +394,8 @@ class Fleet(NodeClient):
         with_name = [v for answer in await self._each(lambda n: n.list_volumes(team)) for v in answer if v.name == name]
         if with_name:
             raise errors.ConflictError(f"volume {name!r} already exists")
-        ranked = rank(await self.live(), SandboxSpec(image="", runtime=self.default_runtime))
+        spec = SandboxSpec(image="", runtime=self.default_runtime)
+        ranked = rank(await self.live(), spec, timeout=self.node_timeout_s, overcommit=self.overcommit)
         if not ranked:
             raise errors.RuntimeUnavailableError("no live node of the fleet can hold a volume")
         return await self.client(ranked[0]).create_volume(team, name, size_mb)
@@ -419,7 +435,8 @@ class Fleet(NodeClient):
         return sorted(seen.values(), key=lambda t: t.name)
 
     async def _builder(self) -> NodeClient:
-        ranked = rank(await self.live(), SandboxSpec(image="", runtime=self.default_runtime))
+        spec = SandboxSpec(image="", runtime=self.default_runtime)
+        ranked = rank(await self.live(), spec, timeout=self.node_timeout_s, overcommit=self.overcommit)
         if not ranked:
             raise errors.RuntimeUnavailableError("no live node of the fleet is up")
         return self.client(ranked[0])
