@@ -830,6 +830,9 @@ class VolumeInfo(_Response):
     volume_id: str
     created_at: float
     size_mb: int | None = Field(default=None, description="None: a volume made before sizes, without a limit")
+    node: str | None = Field(
+        default=None, description="the node that holds it (a fleet runs every sandbox that mounts it there)"
+    )
 
 
 class VolumeList(_Response):

@@ -5,8 +5,9 @@ its own port and its own sandbox subnet; every one shares the host's image cache
 The test proves: placement spreads, and stops at a node's committed limits; every
 path works through the replica that did not create the sandbox; a template made on
 one node is copied to a node without it; a node SIGKILLed leaves its sandboxes
-`unknown` (never killed) and re-adopts them when it returns; a replica SIGKILLed
-loses nothing; drain and remove; `sandlot nodes ls`.
+`unknown` (never killed) and re-adopts them when it returns; a volume keeps every
+sandbox that mounts it on its node; a replica SIGKILLed loses nothing; drain and
+remove; `sandlot nodes ls`.
 """
 
 from __future__ import annotations
@@ -370,6 +371,45 @@ def test_a_replica_killed_loses_nothing(fleet: Fleet) -> None:
     finally:
         fleet.replicas[0].start()
         wait("replica0 back", lambda: httpx.get(fleet.replica_urls[0] + "/openapi.json", timeout=2).status_code == 200)
+
+
+def test_a_volume_keeps_its_sandboxes_on_its_node(fleet: Fleet) -> None:
+    """Every sandbox that mounts a volume is placed on the node that holds it, through either
+    replica; with that node dead, such a create fails at once naming the volume and the node,
+    while other creates go elsewhere; back, the node serves the volume's files again."""
+    mount = {"volumes": [{"name": "kept", "path": "/kept"}]}
+    with fleet.client(0) as a, fleet.client(1) as b:
+        r = a.post("/volumes", json={"name": "kept", "size_mb": 16})
+        assert r.status_code == 201, r.text
+        home = r.json()["node"]
+        writer = create(a, **mount)
+        assert writer["node"] == home
+        assert run(a, writer["sandbox_id"], "echo written > /kept/f")["exit_code"] == 0
+        assert b.delete(f"/sandboxes/{writer['sandbox_id']}").status_code == 204
+        readers = [create(b, **mount) for _ in range(3)]  # placement alone would spread them
+        assert [m["node"] for m in readers] == [home] * 3
+        for m in readers:
+            assert run(b, m["sandbox_id"], "cat /kept/f")["stdout"] == "written\n"
+            assert a.delete(f"/sandboxes/{m['sandbox_id']}").status_code == 204
+        fleet.nodes[home].kill()
+        try:
+            for now in ("not answering", "unreachable"):  # at once, then once its heartbeats are stale
+                if now == "unreachable":
+                    wait(f"{home} unreachable", lambda: states(a)[home] == "unreachable", NODE_TIMEOUT + 20)
+                r = b.post("/sandboxes", json={"template": "busybox", **mount}, timeout=NODE_TIMEOUT)
+                assert r.status_code == 503 and r.json()["code"] == "node_unreachable", r.text
+                assert f"volume 'kept' is on node {home}" in r.json()["message"], r.text
+            elsewhere = create(b)
+            assert elsewhere["node"] != home
+            assert b.delete(f"/sandboxes/{elsewhere['sandbox_id']}").status_code == 204
+        finally:
+            fleet.nodes[home].start()
+        wait(f"{home} back", lambda: states(a)[home] == "active", 120)
+        back = create(b, **mount)
+        assert back["node"] == home
+        assert run(a, back["sandbox_id"], "cat /kept/f")["stdout"] == "written\n"
+        assert a.delete(f"/sandboxes/{back['sandbox_id']}").status_code == 204
+        assert b.delete("/volumes/kept").status_code == 204
 
 
 def test_nodes_ls_drain_and_rm(fleet: Fleet) -> None:
