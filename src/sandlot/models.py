@@ -691,6 +691,13 @@ class NodeSummary(_Response):
     cpus: int = 0
     memory_available_bytes: int = 0
     disk_free_bytes: int = 0
+    #: the cpu and memory limits of its sandboxes that hold compute (not hibernated ones), creates
+    #: being placed there included; placement stops at the `_max` (its cores and memory times the
+    #: replica's --cpu-overcommit and --memory-overcommit)
+    committed_cpu: float = 0.0
+    committed_cpu_max: float = 0.0
+    committed_memory_bytes: int = 0
+    committed_memory_max_bytes: int = 0
     version: str = ""
     runtimes: list[str] = Field(default_factory=list)
     #: what a runtime runs on, once chosen (microvm: "kvm", or "tcg" where KVM does not work)
@@ -823,6 +830,9 @@ class VolumeInfo(_Response):
     volume_id: str
     created_at: float
     size_mb: int | None = Field(default=None, description="None: a volume made before sizes, without a limit")
+    node: str | None = Field(
+        default=None, description="the node that holds it (a fleet runs every sandbox that mounts it there)"
+    )
 
 
 class VolumeList(_Response):

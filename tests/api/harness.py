@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import io
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,17 @@ FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 def agent_available() -> bool:
     """Whether to use the real agent (set SANDLOT_TEST_FAKE_AGENT=1 to force the stand-in)."""
     return (AGENT_SOURCE / "go.mod").exists() and os.environ.get("SANDLOT_TEST_FAKE_AGENT") != "1"
+
+
+def tar_of(files: dict[str, bytes]) -> bytes:
+    """A tar of `files` (path -> contents): a build's context, for instance."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """A fleet on this machine, for tests and the bench: API replicas and node daemons as
 `sandlot serve --no-local-node` and `sandlot node` subprocesses, each with its own data
-directory, port and sandbox subnet (the image cache is shared)."""
+directory, port and sandbox subnet (the image cache is shared, unless a node is given its own)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import httpx
 
 from tests.api.harness import IMAGE_CACHE, ROOT, Subprocess, free_port
 
-__all__ = ["NODE_TIMEOUT", "TOKEN", "Fleet", "create", "run", "states", "wait"]
+__all__ = ["NODE_TIMEOUT", "TOKEN", "Fleet", "create", "node_templates", "run", "states", "wait"]
 
 
 TOKEN = "fleet-test-node-token"
@@ -77,10 +77,11 @@ class Fleet:
         wait(f"replica{i} to answer", lambda: httpx.get(url + "/openapi.json", timeout=5).status_code == 200, 300)
         return url
 
-    def add_node(self, name: str, api_url: str, subnet: str, *labels: str) -> Proc:
+    def add_node(self, name: str, api_url: str, subnet: str, *labels: str, images: Path = IMAGE_CACHE) -> Proc:
+        """A node daemon; its templates are the shared cache's unless it gets `images` of its own."""
         port = free_port()
         args = ["node", "--api-url", api_url, "--token", TOKEN, "--name", name,
-                "--data-dir", str(self.root / name), "--images-dir", str(IMAGE_CACHE), "--port", str(port),
+                "--data-dir", str(self.root / name), "--images-dir", str(images), "--port", str(port),
                 "--subnet", subnet, "--warm-template", "busybox", "--no-dns", "--heartbeat", "1", "--kill-on-shutdown",
                 "--log-level", "info"]  # fmt: skip
         for label in labels:
@@ -98,6 +99,14 @@ class Fleet:
 
 def states(c: httpx.Client) -> dict[str, str]:
     return {n["name"]: n["state"] for n in c.get("/nodes").json()["nodes"]}
+
+
+def node_templates(c: httpx.Client, name: str) -> set[str]:
+    """The templates node `name` itself lists (asked on its own address, with the node token)."""
+    address = next(n["address"] for n in c.get("/nodes").json()["nodes"] if n["name"] == name)
+    r = httpx.get(f"{address}/v1/templates", headers={"authorization": f"Bearer {TOKEN}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    return {t["name"] for t in r.json()}
 
 
 def create(c: httpx.Client, **body: Any) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 Each daemon has its own data directory (so its own runsc root and sandbox state),
 its own port and its own sandbox subnet; every one shares the host's image cache.
-The test proves: placement spreads; every path works through the replica that did
-not create the sandbox; a node SIGKILLed leaves its sandboxes `unknown` (never
-killed) and re-adopts them when it returns; a replica SIGKILLed loses nothing;
-drain and remove; `sandlot nodes ls`.
+The test proves: placement spreads, and stops at a node's committed limits; every
+path works through the replica that did not create the sandbox; a template made on
+one node is copied to a node without it; a node SIGKILLed leaves its sandboxes
+`unknown` (never killed) and re-adopts them when it returns; a volume keeps every
+sandbox that mounts it on its node; a replica SIGKILLed loses nothing; drain and
+remove; `sandlot nodes ls`.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from sandlot.api.store import Store, database_url_for
 from sandlot.api.teams import Teams
 from sandlot.e2b_env import env_exports
 from sandlot.node.protocol import Limits, NodeInfo, SandboxSpec
-from tests.api.harness import ROOT, agent_available
+from tests.api.harness import ROOT, agent_available, tar_of
 from tests.api.test_postgres import Cluster, cluster, postgres_url  # noqa: F401 - fixtures
-from tests.fleet.harness import NODE_TIMEOUT, Fleet, create, run, states, wait
+from tests.fleet.harness import NODE_TIMEOUT, Fleet, create, node_templates, run, states, wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -134,6 +136,16 @@ def test_placement_spreads_and_every_path_works_through_the_other_replica(fleet:
         assert made[-1]["node"] == "n2"
         r = b.post("/sandboxes", json={"template": "busybox", "node_labels": {"gpu": "true"}})
         assert r.status_code == 503 and "gpu=true" in r.json()["message"], r.text
+        # what each node has committed (limits of 1 cpu and 512 MiB each), and no more than its cores x 4
+        nodes = {n["name"]: n for n in b.get("/nodes").json()["nodes"]}
+        assert {k: n["committed_cpu"] for k, n in nodes.items()} == {"n1": 1, "n2": 2, "n3": 1}
+        assert {k: n["committed_memory_bytes"] >> 20 for k, n in nodes.items()} == {"n1": 512, "n2": 1024, "n3": 512}
+        most = max(n["committed_cpu_max"] for n in nodes.values())
+        assert most == 4 * max(n["cpus"] for n in nodes.values())
+        if most < 64:  # the most a sandbox may ask
+            r = b.post("/sandboxes", json={"template": "busybox", "cpu": most})
+            assert r.status_code == 503 and "--cpu-overcommit" in r.json()["message"], r.text
+            assert all(f"node {k} has" in r.json()["message"] for k in nodes), r.text
         for m in made:
             sid = m["sandbox_id"]
             assert b.get(f"/sandboxes/{sid}").json()["node"] == m["node"]
@@ -172,6 +184,36 @@ def test_placement_spreads_and_every_path_works_through_the_other_replica(fleet:
         for m in made:
             assert b.delete(f"/sandboxes/{m['sandbox_id']}").status_code == 204
             assert a.get(f"/sandboxes/{m['sandbox_id']}").json()["state"] == "killed"
+
+
+def test_a_template_is_copied_to_a_node_that_lacks_it(fleet: Fleet) -> None:
+    """A template built on one node runs on a node without it (n1-n3 share an image cache, so a
+    fourth node with its own joins for this): the replica copies it there first, its start
+    command included, and the node keeps it."""
+    name = "fleet-copied"
+    with fleet.client(0) as a, fleet.client(1) as b:
+        dockerfile = b"FROM busybox\nCOPY hello.txt /hello.txt\n"
+        context = tar_of({"Dockerfile": dockerfile, "hello.txt": b"from the template\n"})
+        r = a.post("/templates/build", params={"name": name}, content=context, timeout=300)
+        assert '"type":"template"' in r.text.replace(" ", ""), r.text
+        start = {"cmd": "echo started > /tmp/started; exec sleep 100000", "ready_cmd": "test -f /tmp/started"}
+        assert a.put(f"/templates/{name}/start", json=start).status_code == 200
+        n4 = fleet.add_node("n4", fleet.replica_urls[0], "10.242.243.0/24", "zone=d", images=fleet.root / "n4-images")
+        try:
+            wait("n4 active", lambda: states(a).get("n4") == "active", 300)
+            assert name not in node_templates(a, "n4")
+            # twice: the second create comes before n4's heartbeat lists the template
+            made = [create(b, template=name, node_labels={"zone": "d"}) for _ in range(2)]
+            assert [m["node"] for m in made] == ["n4", "n4"]
+            for m in made:
+                out = run(b, m["sandbox_id"], "cat /hello.txt /tmp/started")["stdout"]
+                assert out == "from the template\nstarted\n"
+                assert b.delete(f"/sandboxes/{m['sandbox_id']}").status_code == 204
+            assert name in node_templates(a, "n4")
+        finally:
+            n4.stop(60)
+            a.delete("/nodes/n4")
+        assert a.delete(f"/templates/{name}").status_code == 204
 
 
 def test_watch_network_pause_checkpoints_through_the_other_replica(fleet: Fleet) -> None:
@@ -329,6 +371,45 @@ def test_a_replica_killed_loses_nothing(fleet: Fleet) -> None:
     finally:
         fleet.replicas[0].start()
         wait("replica0 back", lambda: httpx.get(fleet.replica_urls[0] + "/openapi.json", timeout=2).status_code == 200)
+
+
+def test_a_volume_keeps_its_sandboxes_on_its_node(fleet: Fleet) -> None:
+    """Every sandbox that mounts a volume is placed on the node that holds it, through either
+    replica; with that node dead, such a create fails at once naming the volume and the node,
+    while other creates go elsewhere; back, the node serves the volume's files again."""
+    mount = {"volumes": [{"name": "kept", "path": "/kept"}]}
+    with fleet.client(0) as a, fleet.client(1) as b:
+        r = a.post("/volumes", json={"name": "kept", "size_mb": 16})
+        assert r.status_code == 201, r.text
+        home = r.json()["node"]
+        writer = create(a, **mount)
+        assert writer["node"] == home
+        assert run(a, writer["sandbox_id"], "echo written > /kept/f")["exit_code"] == 0
+        assert b.delete(f"/sandboxes/{writer['sandbox_id']}").status_code == 204
+        readers = [create(b, **mount) for _ in range(3)]  # placement alone would spread them
+        assert [m["node"] for m in readers] == [home] * 3
+        for m in readers:
+            assert run(b, m["sandbox_id"], "cat /kept/f")["stdout"] == "written\n"
+            assert a.delete(f"/sandboxes/{m['sandbox_id']}").status_code == 204
+        fleet.nodes[home].kill()
+        try:
+            for now in ("not answering", "unreachable"):  # at once, then once its heartbeats are stale
+                if now == "unreachable":
+                    wait(f"{home} unreachable", lambda: states(a)[home] == "unreachable", NODE_TIMEOUT + 20)
+                r = b.post("/sandboxes", json={"template": "busybox", **mount}, timeout=NODE_TIMEOUT)
+                assert r.status_code == 503 and r.json()["code"] == "node_unreachable", r.text
+                assert f"volume 'kept' is on node {home}" in r.json()["message"], r.text
+            elsewhere = create(b)
+            assert elsewhere["node"] != home
+            assert b.delete(f"/sandboxes/{elsewhere['sandbox_id']}").status_code == 204
+        finally:
+            fleet.nodes[home].start()
+        wait(f"{home} back", lambda: states(a)[home] == "active", 120)
+        back = create(b, **mount)
+        assert back["node"] == home
+        assert run(a, back["sandbox_id"], "cat /kept/f")["stdout"] == "written\n"
+        assert a.delete(f"/sandboxes/{back['sandbox_id']}").status_code == 204
+        assert b.delete("/volumes/kept").status_code == 204
 
 
 def test_nodes_ls_drain_and_rm(fleet: Fleet) -> None:

@@ -7,9 +7,7 @@ and afterwards the victim's things are all still there, unchanged.
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,20 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.harness import Server
+from tests.api.harness import Server, tar_of
 from tests.security.conftest import create, sh, team_of
 
 SECRET = "victim-only-4f2a"
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +31,7 @@ def ids(victim: httpx.Client, attacker: httpx.Client, admin: httpx.Client) -> It
     ck = victim.post(f"/sandboxes/{v}/checkpoints", json={"name": "mine"}).json()["checkpoint_id"]
     tpl = f"victim-tpl-{v[-6:]}"
     dockerfile = f"FROM busybox\nRUN echo {SECRET} > /s\n".encode()
-    r = victim.post("/templates/build", params={"name": tpl}, content=_tar({"Dockerfile": dockerfile}), timeout=300)
+    r = victim.post("/templates/build", params={"name": tpl}, content=tar_of({"Dockerfile": dockerfile}), timeout=300)
     assert '"type":"template"' in r.text.replace(" ", ""), r.text
     e2b = attacker.post("/e2b/sandboxes", json={"templateID": "busybox"}).json()  # the attacker's own, via E2B
     a = e2b["sandboxID"]
@@ -177,7 +165,7 @@ def test_another_teams_things_are_out_of_reach(
             del headers["X-API-Key"]
             headers["X-Access-Token"] = ids["a_envd"]
     if kw.get("content") == "TAR":
-        kw["content"] = _tar({"Dockerfile": b"FROM busybox\n"})
+        kw["content"] = tar_of({"Dockerfile": b"FROM busybox\n"})
     r = httpx.request(method, api_server.url + path, headers=headers, timeout=120, **kw)
     assert r.status_code in refused, f"{what}: {r.status_code} {r.text[:300]}"
     assert SECRET not in r.text
@@ -202,6 +190,6 @@ def test_the_victims_things_are_intact(ids: dict[str, str], victim: httpx.Client
 
 def test_building_from_its_template_is_not_found(ids: dict[str, str], attacker: httpx.Client) -> None:
     dockerfile = f"FROM {ids['tpl']}\nRUN cat /s\n".encode()
-    r = attacker.post("/templates/build", params={"name": "from-theirs"}, content=_tar({"Dockerfile": dockerfile}))
+    r = attacker.post("/templates/build", params={"name": "from-theirs"}, content=tar_of({"Dockerfile": dockerfile}))
     assert '"type":"error"' in r.text.replace(" ", "") and "not found" in r.text and SECRET not in r.text, r.text
     assert ids["tpl"] not in json.dumps(attacker.get("/templates").json())

@@ -187,6 +187,7 @@ def _node_client(config: ApiConfig, given: Node | NodeClient | None, store: Stor
             lambda name, url, token, runtime: RemoteNode(name, url, token, default_runtime=runtime),
             node_timeout_s=config.node_timeout_s,
             default_runtime=config.default_runtime,
+            overcommit=config.overcommit,
         )
     return LocalNode(
         given

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sandlot import errors
 from sandlot.agent.client import RESPONSE_TIMEOUT
+from sandlot.api.fleet.placement import Overcommit
 from sandlot.api.teams import Quotas
 from sandlot.node.protocol import RegistryConfig
 from sandlot.paths import default_data_dir
@@ -70,6 +71,9 @@ class ApiConfig:
     node_token: str | None = None
     #: a node whose last heartbeat is older than this is unreachable (its sandboxes `unknown`)
     node_timeout_s: float = 30.0
+    #: how far the cpu and memory limits of a node's sandboxes may add up past its cores and
+    #: memory before a fleet places nothing more there (api/fleet/placement.py)
+    overcommit: Overcommit = field(default_factory=Overcommit)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

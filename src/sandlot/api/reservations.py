@@ -44,6 +44,7 @@ reservations = sa.Table(
     sa.Column("sandboxes", sa.Integer, nullable=False, default=0),
     sa.Column("disk_mb", sa.BigInteger, nullable=False, default=0),
     sa.Column("memory_mb", sa.BigInteger, nullable=False, default=0),
+    sa.Column("cpu", sa.Float, nullable=False, default=0.0),
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
@@ -53,9 +54,16 @@ class Amount:
     sandboxes: int = 0
     disk_mb: int = 0
     memory_mb: int = 0
+    #: cores (cpu limits)
+    cpu: float = 0.0
 
     def __add__(self, other: Amount) -> Amount:
-        return Amount(self.sandboxes + other.sandboxes, self.disk_mb + other.disk_mb, self.memory_mb + other.memory_mb)
+        return Amount(
+            self.sandboxes + other.sandboxes,
+            self.disk_mb + other.disk_mb,
+            self.memory_mb + other.memory_mb,
+            self.cpu + other.cpu,
+        )
 
 
 #: `check(conn, held)`: raise unless the new reservation fits beside `held` (what the scope's
@@ -70,11 +78,17 @@ def _lock_key(scope: str) -> int:
 def _held(c: Connection, where: sa.ColumnElement[bool], now: float) -> dict[str, Amount]:
     cols = reservations.c
     rows = c.execute(
-        sa.select(cols.scope, sa.func.sum(cols.sandboxes), sa.func.sum(cols.disk_mb), sa.func.sum(cols.memory_mb))
+        sa.select(
+            cols.scope,
+            sa.func.sum(cols.sandboxes),
+            sa.func.sum(cols.disk_mb),
+            sa.func.sum(cols.memory_mb),
+            sa.func.sum(cols.cpu),
+        )
         .where(where, cols.expires_at > now)
         .group_by(cols.scope)
     )
-    return {str(s): Amount(int(n or 0), int(d or 0), int(m or 0)) for s, n, d, m in rows}
+    return {str(s): Amount(int(n or 0), int(d or 0), int(m or 0), float(k or 0)) for s, n, d, m, k in rows}
 
 
 class Reservations:
@@ -100,6 +114,7 @@ class Reservations:
                     sandboxes=amount.sandboxes,
                     disk_mb=amount.disk_mb,
                     memory_mb=amount.memory_mb,
+                    cpu=amount.cpu,
                     expires_at=now + self.ttl_s,
                 )
             )

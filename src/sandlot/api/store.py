@@ -249,6 +249,7 @@ ADDED_COLUMNS: list[tuple[str, str, str | None]] = [
     ("sandboxes", "ended_at", None),
     ("sandboxes", "active_at", "0"),
     ("sandboxes", "node", "'local'"),
+    ("reservations", "cpu", "0"),
 ]
 
 

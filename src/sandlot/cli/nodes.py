@@ -26,6 +26,14 @@ def _gib(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB"
 
 
+def _committed(n: NodeSummary) -> list[str]:
+    """cpu and memory limits committed / the most placement commits ("-": no fleet places there)."""
+    if not n.committed_cpu_max:
+        return ["-", "-"]
+    memory = f"{n.committed_memory_bytes / (1 << 30):.1f}/{_gib(n.committed_memory_max_bytes)}"
+    return [f"{n.committed_cpu:g}/{n.committed_cpu_max:g}", memory]
+
+
 @click.group("nodes")
 def command() -> None:
     """The fleet's node daemons: list them, drain one, remove one (admin)."""
@@ -35,8 +43,9 @@ def command() -> None:
 @json_option
 @pass_api
 def ls(api: Api, as_json: bool) -> None:
-    """Name, state, address, sandboxes, free cpu/memory/disk, version and runtimes of each node
-    (microvm with its accelerator: kvm, or tcg where KVM does not work)."""
+    """Name, state, address, sandboxes, cpus, committed cpu/memory limits (of what the replica allows),
+    free memory/disk, version and runtimes of each node (microvm with its accelerator: kvm, or tcg
+    where KVM does not work)."""
     nodes = NodeList.model_validate(run_async(call_api(api, lambda t: t.json("GET", "/nodes")))).nodes
     if as_json:
         print_json(nodes)
@@ -48,6 +57,7 @@ def ls(api: Api, as_json: bool) -> None:
             n.address,
             str(n.sandboxes),
             str(n.cpus),
+            *_committed(n),
             _gib(n.memory_available_bytes),
             _gib(n.disk_free_bytes),
             n.version,
@@ -57,7 +67,8 @@ def ls(api: Api, as_json: bool) -> None:
         ]
         for n in nodes
     ]
-    headers = ["NAME", "STATE", "ADDRESS", "SANDBOXES", "CPUS", "FREE MEM", "FREE DISK", "VERSION", "RUNTIMES"]
+    headers = ["NAME", "STATE", "ADDRESS", "SANDBOXES", "CPUS", "CPU LIMITS", "MEM LIMITS", "FREE MEM", "FREE DISK"]
+    headers += ["VERSION", "RUNTIMES"]
     headers += ["SEEN", "LABELS"]
     console().print(table(headers, rows))
 

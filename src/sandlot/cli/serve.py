@@ -106,6 +106,21 @@ __all__ = ["command"]
     show_default=True,
     help="seconds without a heartbeat before a node is unreachable",
 )
+@click.option(
+    "--memory-overcommit",
+    type=click.FloatRange(min=0, min_open=True, max=1000),
+    default=None,
+    metavar="RATIO",
+    help="a fleet places no more on a node once its sandboxes' memory limits would pass RATIO x its memory "
+    "(default 1.5)",
+)
+@click.option(
+    "--cpu-overcommit",
+    type=click.FloatRange(min=0, min_open=True, max=1000),
+    default=None,
+    metavar="RATIO",
+    help="likewise for their cpu limits and its cores (default 4)",
+)
 def command(
     hosts: tuple[str, ...],
     port: int,
@@ -127,10 +142,13 @@ def command(
     no_local_node: bool,
     node_token: str | None,
     node_timeout: float,
+    memory_overcommit: float | None,
+    cpu_overcommit: float | None,
 ) -> None:
     """Run the Sandlot API server (Ctrl-C stops it; sandboxes keep running)."""
     require_extra("server", "serve")
     from sandlot.api import DEFAULT_HOSTS, serve
+    from sandlot.api.fleet.placement import Overcommit
     from sandlot.api.service import Quotas
 
     pools: dict[str, int] = {}
@@ -141,6 +159,8 @@ def command(
         pools[template] = int(size)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     hosts = hosts or DEFAULT_HOSTS
+    ratios = {"memory": memory_overcommit, "cpu": cpu_overcommit}
+    overcommit = Overcommit(**{k: v for k, v in ratios.items() if v is not None})
     serve(
         hosts,
         port,
@@ -161,4 +181,5 @@ def command(
         no_local_node=no_local_node,
         node_token=node_token,
         node_timeout_s=node_timeout,
+        overcommit=overcommit,
     )

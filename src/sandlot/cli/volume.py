@@ -46,16 +46,22 @@ def create_command(api: Api, name: str, size_mb: int) -> None:
 @json_option
 @pass_api
 def ls_command(api: Api, as_json: bool) -> None:
-    """List the team's volumes."""
+    """List the team's volumes (with the node each one is on: in a fleet, its sandboxes run there)."""
     vols = run_async(AsyncVolumes.list(api_url=api.url, api_key=api.key))
     if as_json:
         print_json(vols)
     elif vols:
         rows: list[list[str | Text]] = [
-            [v.name, v.volume_id, "unlimited" if v.size_mb is None else f"{v.size_mb} MiB", fmt_ago(v.created_at)]
+            [
+                v.name,
+                v.volume_id,
+                "unlimited" if v.size_mb is None else f"{v.size_mb} MiB",
+                v.node or "",
+                fmt_ago(v.created_at),
+            ]
             for v in vols
         ]
-        console().print(table(["NAME", "ID", "SIZE", "CREATED"], rows))
+        console().print(table(["NAME", "ID", "SIZE", "NODE", "CREATED"], rows))
     else:
         click.echo("no volumes", err=True)
 

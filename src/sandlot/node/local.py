@@ -34,6 +34,7 @@ from sandlot.node.protocol import (
     CheckpointInfo,
     NetworkPolicy,
     NodeInfo,
+    NodeVolume,
     PoolInfo,
     RecoveryReport,
     RegistryAuth,
@@ -84,8 +85,8 @@ def checkpoint_info(ck: Checkpoint) -> CheckpointInfo:
     )
 
 
-def volume_info(v: Volume) -> VolumeInfo:
-    return VolumeInfo(name=v.name, volume_id=v.id, created_at=v.created_at, size_mb=v.size_mb)
+def volume_info(v: Volume, node: str) -> VolumeInfo:
+    return VolumeInfo(name=v.name, volume_id=v.id, created_at=v.created_at, size_mb=v.size_mb, node=node)
 
 
 def usable_by(team: str | None) -> Callable[[Image], bool]:
@@ -135,6 +136,7 @@ class LocalNode(NodeClient):
         disk = await asyncio.to_thread(shutil.disk_usage, node.config.data_dir)
         total, available = _memory()
         templates = await asyncio.to_thread(node.images.list_templates)
+        volumes = await asyncio.to_thread(node.volumes.list)
         return NodeInfo(
             name=self.name,
             version=_version(),
@@ -149,6 +151,7 @@ class LocalNode(NodeClient):
             disk_free_bytes=disk.free,
             load_1m=os.getloadavg()[0],
             templates=[i.name for i in templates],
+            volumes=[NodeVolume(volume_id=v.id, team=v.owner, name=v.name) for v in volumes],
         )
 
     async def runtimes(self) -> dict[str, dict[str, Any]]:
@@ -256,13 +259,13 @@ class LocalNode(NodeClient):
     # ------------------------------------------------------------ volumes
 
     async def create_volume(self, team: str, name: str, size_mb: int = 1024) -> VolumeInfo:
-        return volume_info(await asyncio.to_thread(self.node.volumes.create, name, team, size_mb))
+        return volume_info(await asyncio.to_thread(self.node.volumes.create, name, team, size_mb), self.name)
 
     async def find_volume(self, team: str, name: str) -> VolumeInfo:
-        return volume_info(self.node.volumes.find(team, name))
+        return volume_info(self.node.volumes.find(team, name), self.name)
 
     async def list_volumes(self, team: str) -> list[VolumeInfo]:
-        return [volume_info(v) for v in await asyncio.to_thread(self.node.volumes.list, team)]
+        return [volume_info(v, self.name) for v in await asyncio.to_thread(self.node.volumes.list, team)]
 
     async def delete_volume(self, team: str, name: str) -> None:
         vol = self.node.volumes.find(team, name)

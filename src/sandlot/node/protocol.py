@@ -35,10 +35,12 @@ from sandlot.models import (
 from sandlot.node.checkpoints import CHECKPOINT_ID_RE, MAX_FORK, spec_from_dict, spec_to_dict
 from sandlot.node.netpolicy import NetworkPolicy
 from sandlot.node.oci.registry import RegistryConfig
+from sandlot.node.oci.store import BUILT_IN_SOURCE
 from sandlot.node.spec import Limits, SandboxSpec
 from sandlot.node.volumes import VolumeMount
 
 __all__ = [
+    "BUILT_IN_SOURCE",
     "CHECKPOINT_ID_RE",
     "LOCAL_NODE",
     "MAX_FORK",
@@ -46,6 +48,7 @@ __all__ = [
     "Limits",
     "NetworkPolicy",
     "NodeInfo",
+    "NodeVolume",
     "PoolInfo",
     "ProgressEvent",
     "RecoveryReport",
@@ -101,6 +104,15 @@ class RecoveryReport(BaseModel):
     problems: dict[str, list[str]] = Field(default_factory=dict)
 
 
+class NodeVolume(BaseModel):
+    """A volume a node holds, as its heartbeat lists it: volumes never leave the node that made them,
+    so a fleet places every sandbox that mounts one there."""
+
+    volume_id: str
+    team: str
+    name: str
+
+
 class NodeInfo(BaseModel):
     """A node's identity, health and free capacity (what placement will weigh)."""
 
@@ -122,3 +134,5 @@ class NodeInfo(BaseModel):
     load_1m: float = 0.0
     #: templates cached on the node
     templates: list[str] = Field(default_factory=list)
+    #: the volumes on the node
+    volumes: list[NodeVolume] = Field(default_factory=list)

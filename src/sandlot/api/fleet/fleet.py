@@ -9,11 +9,16 @@ as they are. The fleet routes each call:
   request waits on a dead node), and the service reports the sandbox `unknown`;
 - a create is placed (`placement.py`) on a live, active node, its room reserved
   there in the database while it is made (api/reservations.py): concurrent
-  creates through any replicas never overcommit a node;
+  creates through any replicas never overcommit a node; a create that mounts
+  volumes goes to the node that holds them (volumes never move), or fails at
+  once saying why it cannot go there;
 - a checkpoint's calls (fork, get, delete) go to the node that holds it;
 - templates, pools and volumes: listed across nodes; a template missing on the
   chosen node is copied there from a node that has it before the create
-  (nodes fetch layers from each other, through the replica).
+  (nodes fetch layers from each other, through the replica). Where a volume
+  is, each node's heartbeat says (`NodeInfo.volumes`, in the registry: known
+  to every replica, and still known while its node is down); one made since
+  the last heartbeats is found by asking the live nodes.
 
 Nodes recover their own sandboxes when they (re)join (routes.py); the
 replica itself holds no state, so `recover` has nothing to do.
@@ -32,13 +37,15 @@ from sqlalchemy.engine import Connection
 
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
-from sandlot.api.fleet.placement import fits, rank
+from sandlot.api.fleet.placement import DEFAULT_OVERCOMMIT, Overcommit, fits, rank, refusal
 from sandlot.api.fleet.registry import NodeRecord, NodeRegistry, scope
 from sandlot.api.reservations import Amount, Reservations
 from sandlot.api.store import Store
 from sandlot.node.client import NodeClient, TemplateEvents
 from sandlot.node.protocol import (
+    BUILT_IN_SOURCE,
     CheckpointInfo,
+    Limits,
     NetworkPolicy,
     NodeInfo,
     PoolInfo,
@@ -81,6 +88,7 @@ class Fleet(NodeClient):
         *,
         node_timeout_s: float = 30.0,
         default_runtime: str = "gvisor",
+        overcommit: Overcommit = DEFAULT_OVERCOMMIT,
     ) -> None:
         if not token:
             raise errors.InvalidArgumentError(
@@ -95,12 +103,15 @@ class Fleet(NodeClient):
         self.token = token
         self._connect = connect
         self.node_timeout_s = node_timeout_s
+        self.overcommit = overcommit
         self._clients: dict[str, NodeClient] = {}
         self._urls: dict[str, str] = {}
         self._rows: list[NodeRecord] = []
         self._read_at = -REGISTRY_TTL_S
         # sandbox id -> its node
         self._placed: dict[str, str] = {}
+        # volume id -> (its node, its name), as found (volumes never move)
+        self._volumes: dict[str, tuple[str, str]] = {}
 
     # ------------------------------------------------------------ nodes
 
@@ -164,10 +175,14 @@ class Fleet(NodeClient):
 
     async def _each(self, call: Callable[[NodeClient], Awaitable[T]]) -> list[T]:
         """Every live node's answer, asked all at once, in the registry's order (an unreachable one is skipped)."""
+        return [answer for _, answer in await self._ask(call)]
 
-        async def ask(rec: NodeRecord) -> list[T]:
+    async def _ask(self, call: Callable[[NodeClient], Awaitable[T]]) -> list[tuple[NodeRecord, T]]:
+        """`_each`, each answer with the node that gave it."""
+
+        async def ask(rec: NodeRecord) -> list[tuple[NodeRecord, T]]:
             try:
-                return [await call(self.client(rec))]
+                return [(rec, await call(self.client(rec)))]
             except errors.NodeUnreachableError as exc:
                 log.warning("%s", exc)
                 return []
@@ -196,6 +211,7 @@ class Fleet(NodeClient):
             disk_free_bytes=sum(i.disk_free_bytes for i in infos),
             load_1m=sum(i.load_1m for i in infos),
             templates=sorted({t for i in infos for t in i.templates}),
+            volumes=[v for i in infos for v in i.volumes],
         )
 
     async def runtimes(self) -> dict[str, dict[str, Any]]:
@@ -222,10 +238,15 @@ class Fleet(NodeClient):
     # ------------------------------------------------------------ sandboxes
 
     async def create(self, spec: SandboxSpec) -> SandboxStatus:
-        candidates = rank(await self.live(fresh=True), spec, spec.node_labels)
-        if not candidates and spec.node_labels:
-            wanted = ", ".join(f"{k}={v}" for k, v in sorted(spec.node_labels.items()))
-            raise errors.RuntimeUnavailableError(f"no live, active node of the fleet has the labels {wanted}")
+        rows = await self._registry(fresh=True)
+        home = self._volumes_node(spec, rows)
+        if home is not None:  # its volumes are there, and it can take the sandbox
+            candidates = [home]
+        else:
+            live = [n for n in rows if n.live(self.node_timeout_s)]
+            candidates = rank(live, spec, spec.node_labels, timeout=self.node_timeout_s, overcommit=self.overcommit)
+        if not candidates:
+            raise self._nowhere(spec, rows)
         last: errors.SandlotError | None = None
         for rec in candidates:
             node = self.client(rec)
@@ -236,13 +257,69 @@ class Fleet(NodeClient):
                     return await node.create(spec)
             except NodeTaken:
                 log.info("placing on %s: other creates took its room meanwhile; trying the next node", rec.name)
+                if home is not None:
+                    raise errors.RuntimeUnavailableError(
+                        f"{_volumes_at(spec, self._volumes)} on node {rec.name}, which has no room left for it now "
+                        "(other creates took it): a sandbox that mounts it can run only there"
+                    ) from None
             except errors.NodeUnreachableError as exc:
+                if home is not None:
+                    raise errors.NodeUnreachableError(
+                        f"{_volumes_at(spec, self._volumes)} on node {rec.name}, which does not answer ({exc}): "
+                        "a sandbox that mounts it can run only there, once the node is back"
+                    ) from None
                 log.warning("placing on %s: %s; trying the next node", rec.name, exc)
                 last = exc
-        raise last or errors.RuntimeUnavailableError(
-            f"no live node of the fleet can take a {spec.runtime} sandbox with {spec.limits.memory_mb} MiB of "
-            f"memory and {spec.limits.disk_mb} MiB of disk now (see `sandlot nodes ls`)"
+        raise last or self._nowhere(spec, await self._registry(fresh=True))
+
+    def _nowhere(self, spec: SandboxSpec, rows: list[NodeRecord]) -> errors.SandlotError:
+        """The error of a create no node can take: each node, and why not."""
+        why = []
+        for rec in rows:
+            live = rec.live(self.node_timeout_s)
+            reason = refusal(rec, spec, spec.node_labels, self.overcommit) if live else "is unreachable"
+            why.append(f"node {rec.name} {reason or 'has no room left (other creates took it)'}")
+        return errors.RuntimeUnavailableError(
+            f"no node of the fleet can take a {spec.runtime} sandbox with {spec.limits.cpu:g} cpu, "
+            f"{spec.limits.memory_mb} MiB of memory and {spec.limits.disk_mb} MiB of disk now: "
+            + ("; ".join(why) or "the fleet has no nodes")
+            + " (see `sandlot nodes ls`)"
         )
+
+    def _volumes_node(self, spec: SandboxSpec, rows: list[NodeRecord]) -> NodeRecord | None:
+        """The node holding the volumes `spec` mounts (None: it mounts none), where it can take the
+        sandbox now; otherwise an error that names the volumes, their node and why it cannot."""
+        if not spec.volumes:
+            return None
+        where: dict[str, list[str]] = {}  # node -> names of the volumes on it
+        for m in spec.volumes:
+            found = self._volumes.get(m.volume_id) or next(
+                ((r.name, v.name) for r in rows if r.info for v in r.info.volumes if v.volume_id == m.volume_id), None
+            )
+            if found is None:
+                raise errors.VolumeNotFoundError(f"volume {m.volume_id} is on no node of the fleet")
+            self._volumes[m.volume_id] = found
+            where.setdefault(found[0], []).append(found[1])
+        if len(where) > 1:
+            spread = "; ".join(f"{', '.join(map(repr, names))} on node {node}" for node, names in sorted(where.items()))
+            raise errors.InvalidArgumentError(
+                f"a sandbox can mount volumes of one node only, and these are on different nodes: {spread}",
+                field="volumes",
+            )
+        ((name, _),) = where.items()
+        what = f"{_volumes_at(spec, self._volumes)} on node {name}"
+        rec = next((r for r in rows if r.name == name), None)
+        if rec is None:
+            raise errors.VolumeNotFoundError(f"{what}, which is no longer in the fleet (sandlot nodes rm)")
+        if not rec.live(self.node_timeout_s):
+            raise errors.NodeUnreachableError(
+                f"{what}, which is unreachable (no heartbeat for {self.node_timeout_s:.0f}s): "
+                "a sandbox that mounts it can run only there, once the node is back"
+            )
+        why = refusal(rec, spec, spec.node_labels, self.overcommit)
+        if why is not None:
+            raise errors.RuntimeUnavailableError(f"{what}, which {why}: a sandbox that mounts it can run only there")
+        return rec
 
     def reserve(self, name: str, spec: SandboxSpec) -> contextlib.AbstractAsyncContextManager[None]:
         """Reserve the sandbox's room on node `name` while it is made there (NodeTaken: it no longer fits).
@@ -253,23 +330,36 @@ class Fleet(NodeClient):
 
         def check(c: Connection, held: Amount) -> None:
             rec = NodeRegistry.read(c, name, held)
-            if rec is None or not rec.live(self.node_timeout_s) or not fits(rec, spec, labels):
+            if rec is None or not rec.live(self.node_timeout_s) or not fits(rec, spec, labels, self.overcommit):
                 raise NodeTaken(name)
 
-        room = Amount(sandboxes=1, disk_mb=spec.limits.disk_mb, memory_mb=spec.limits.memory_mb)
+        limits = spec.limits
+        room = Amount(sandboxes=1, disk_mb=limits.disk_mb, memory_mb=limits.memory_mb, cpu=limits.cpu)
         return self.reservations.holding(scope(name), room, check)
 
     async def _copy_template(self, name: str, dest: NodeClient) -> None:
-        """Copy a template to `dest` from a node that has it (none has it: the node makes it itself)."""
+        """Copy a template to `dest` from a node that has it, with its owner and start command.
+
+        Not copied: one `dest` has already (made since its last heartbeat, or by another create a
+        moment ago), a built-in (each node makes its own; a node refuses to import one) and one no
+        node has (the node makes or pulls it itself)."""
+        if await dest.get_template(name) is not None:
+            return
         for rec in await self.live():
             if rec.name == dest.name or rec.info is None or name not in rec.info.templates:
                 continue
-            log.info("copying template %s from node %s to node %s", name, rec.name, dest.name)
             source = self.client(rec)
             info = await source.get_template(name)
+            if info is None:
+                continue  # deleted since its heartbeat
+            if info.source.startswith(BUILT_IN_SOURCE):
+                return
+            log.info("copying template %s from node %s to node %s", name, rec.name, dest.name)
             layout = await source.export_template(name, "latest")
-            async for _ in await dest.import_template(name, layout, team=info.owner if info else None):
+            async for _ in await dest.import_template(name, layout, team=info.owner):
                 pass
+            if info.start is not None:
+                await dest.set_template_start(name, info.start)
             return
 
     async def status(self, sandbox_id: str) -> SandboxStatus | None:
@@ -363,22 +453,60 @@ class Fleet(NodeClient):
     # ------------------------------------------------------------ volumes (on the node that made them)
 
     async def create_volume(self, team: str, name: str, size_mb: int = 1024) -> VolumeInfo:
-        with_name = [v for answer in await self._each(lambda n: n.list_volumes(team)) for v in answer if v.name == name]
-        if with_name:
+        rows = await self._registry(fresh=True)
+        if (home := _holder_of(rows, team, name)) is not None:
+            raise errors.ConflictError(f"volume {name!r} already exists (on node {home.name})")
+        if any(v.name == name for answer in await self._each(lambda n: n.list_volumes(team)) for v in answer):
             raise errors.ConflictError(f"volume {name!r} already exists")
-        ranked = rank(await self.live(), SandboxSpec(image="", runtime=self.default_runtime))
+        # a volume takes disk, not compute: any node with room for a small sandbox can hold it
+        spec = SandboxSpec(image="", runtime=self.default_runtime, limits=Limits(cpu=0.01, memory_mb=16, disk_mb=16))
+        live = [n for n in rows if n.live(self.node_timeout_s)]
+        ranked = rank(live, spec, timeout=self.node_timeout_s, overcommit=self.overcommit)
         if not ranked:
             raise errors.RuntimeUnavailableError("no live node of the fleet can hold a volume")
-        return await self.client(ranked[0]).create_volume(team, name, size_mb)
+        made = await self.client(ranked[0]).create_volume(team, name, size_mb)
+        self._volumes[made.volume_id] = (ranked[0].name, name)
+        return made
+
+    async def _locate_volume(self, team: str, name: str) -> tuple[NodeRecord, VolumeInfo]:
+        """The team's volume `name` and the node holding it: the one whose heartbeat lists it; else
+        (made since the last heartbeats) the live node that has it. A volume whose node is down is
+        NodeUnreachableError, naming both: it cannot be used anywhere else."""
+        home = _holder_of(await self._registry(), team, name)
+        if home is not None and not home.live(self.node_timeout_s):  # the registry as it is now, not cached
+            home = _holder_of(await self._registry(fresh=True), team, name)
+        if home is not None:
+            if not home.live(self.node_timeout_s):
+                raise errors.NodeUnreachableError(
+                    f"volume {name!r} is on node {home.name}, which is unreachable "
+                    f"(no heartbeat for {self.node_timeout_s:.0f}s): it can be used once that node is back"
+                )
+            try:
+                return home, await self.client(home).find_volume(team, name)
+            except errors.VolumeNotFoundError:
+                pass  # deleted since its heartbeat (and perhaps made again elsewhere)
+            except errors.NodeUnreachableError as exc:
+                raise errors.NodeUnreachableError(
+                    f"volume {name!r} is on node {home.name}, which does not answer ({exc}): "
+                    "it can be used once that node is back"
+                ) from None
+        for rec, found in await self._ask(lambda n: _or_none(n.find_volume(team, name))):
+            if found is not None:
+                return rec, found
+        raise errors.VolumeNotFoundError(f"volume {name!r} not found")
 
     async def find_volume(self, team: str, name: str) -> VolumeInfo:
-        return await self._first(f"volume {name!r}", lambda n: n.find_volume(team, name))
+        rec, found = await self._locate_volume(team, name)
+        self._volumes[found.volume_id] = (rec.name, name)
+        return found
 
     async def list_volumes(self, team: str) -> list[VolumeInfo]:
         return [v for answer in await self._each(lambda n: n.list_volumes(team)) for v in answer]
 
     async def delete_volume(self, team: str, name: str) -> None:
-        await self._first(f"volume {name!r}", lambda n: n.delete_volume(team, name))
+        rec, found = await self._locate_volume(team, name)
+        await self.client(rec).delete_volume(team, name)
+        self._volumes.pop(found.volume_id, None)
 
     # ------------------------------------------------------------ templates (every node)
 
@@ -406,7 +534,8 @@ class Fleet(NodeClient):
         return sorted(seen.values(), key=lambda t: t.name)
 
     async def _builder(self) -> NodeClient:
-        ranked = rank(await self.live(), SandboxSpec(image="", runtime=self.default_runtime))
+        spec = SandboxSpec(image="", runtime=self.default_runtime)
+        ranked = rank(await self.live(), spec, timeout=self.node_timeout_s, overcommit=self.overcommit)
         if not ranked:
             raise errors.RuntimeUnavailableError("no live node of the fleet is up")
         return self.client(ranked[0])
@@ -480,6 +609,17 @@ class Fleet(NodeClient):
             raise errors.RuntimeUnavailableError("no live node of the fleet is up")
         first = answers[0]
         return PoolInfo(template=first.template, runtime=first.runtime, size=size, idle=sum(a.idle for a in answers))
+
+
+def _holder_of(rows: list[NodeRecord], team: str, name: str) -> NodeRecord | None:
+    """The node whose last heartbeat lists the team's volume `name` (live or not)."""
+    return next((r for r in rows if r.info for v in r.info.volumes if v.team == team and v.name == name), None)
+
+
+def _volumes_at(spec: SandboxSpec, known: Mapping[str, tuple[str, str]]) -> str:
+    """ "volume 'a' is" or "volumes 'a', 'b' are", for the volumes `spec` mounts."""
+    names = [repr(known[m.volume_id][1]) if m.volume_id in known else m.volume_id for m in spec.volumes]
+    return f"volume {names[0]} is" if len(names) == 1 else f"volumes {', '.join(names)} are"
 
 
 async def _or_none(call: Awaitable[T]) -> T | None:

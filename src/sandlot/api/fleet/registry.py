@@ -24,7 +24,7 @@ from sandlot.api.reservations import Amount, Reservations
 from sandlot.api.store import ACTIVE_STATES, Store, metadata_obj, sandboxes
 from sandlot.node.protocol import NodeInfo
 
-__all__ = ["NodeRecord", "NodeRegistry", "scope"]
+__all__ = ["HOLDING_STATES", "NodeRecord", "NodeRegistry", "Usage", "scope"]
 
 T = TypeVar("T")
 
@@ -42,6 +42,20 @@ nodes = sa.Table(
 )
 
 
+#: states whose sandboxes hold their cpu and memory limits on their node (a hibernated one
+#: released its compute: it counts in `sandboxes`, not in what is committed)
+HOLDING_STATES = ("starting", "running", "paused")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a node's records place on it: active sandboxes, and the limits of those holding compute."""
+
+    sandboxes: int = 0
+    cpu: float = 0.0
+    memory_mb: int = 0
+
+
 @dataclass
 class NodeRecord:
     name: str
@@ -56,6 +70,10 @@ class NodeRecord:
     sandboxes: int = 0
     #: what the creates being placed on it hold (api/reservations.py): not in `info` yet
     reserved: Amount = field(default_factory=Amount)
+    #: the cpu and memory limits of its sandboxes that hold compute (HOLDING_STATES), and of the
+    #: creates being placed on it: what the node has promised, whatever they use now
+    committed_cpu: float = 0.0
+    committed_memory_mb: int = 0
 
     @property
     def memory_free_bytes(self) -> int:
@@ -77,21 +95,44 @@ def scope(name: str) -> str:
     return f"node:{name}"
 
 
-def _record(row: sa.Row[tuple[object, ...]], counts: dict[str, int], held: dict[str, Amount]) -> NodeRecord:
+def _record(row: sa.Row[tuple[object, ...]], usage: dict[str, Usage], held: dict[str, Amount]) -> NodeRecord:
     m = row._mapping
+    name = str(m["name"])
     raw = json.loads(str(m["info"]) or "{}")
-    reserved = held.get(scope(str(m["name"])), Amount())
+    reserved = held.get(scope(name), Amount())
+    used = usage.get(name, Usage())
     return NodeRecord(
-        name=str(m["name"]),
+        name=name,
         url=str(m["url"]),
         state=str(m["state"]),
         labels=dict(json.loads(str(m["labels"]) or "{}")),
         info=NodeInfo.model_validate(raw) if raw else None,
         joined_at=float(m["joined_at"]),
         last_seen=float(m["last_seen"]),
-        sandboxes=counts.get(str(m["name"]), 0) + reserved.sandboxes,
+        sandboxes=used.sandboxes + reserved.sandboxes,
         reserved=reserved,
+        committed_cpu=used.cpu + reserved.cpu,
+        committed_memory_mb=used.memory_mb + reserved.memory_mb,
     )
+
+
+def _usage(c: Connection, name: str | None = None) -> dict[str, Usage]:
+    """Each node's `Usage` from the sandboxes table (only node `name`'s, when given)."""
+    cols = sandboxes.c
+    holding = cols.state.in_(HOLDING_STATES)
+    query = (
+        sa.select(
+            cols.node,
+            sa.func.count(),
+            sa.func.sum(sa.case((holding, cols.cpu), else_=0.0)),
+            sa.func.sum(sa.case((holding, cols.memory_mb), else_=0)),
+        )
+        .where(cols.state.in_(ACTIVE_STATES))
+        .group_by(cols.node)
+    )
+    if name is not None:
+        query = query.where(cols.node == name)
+    return {str(n): Usage(int(k), float(cpu or 0), int(mem or 0)) for n, k, cpu, mem in c.execute(query)}
 
 
 class NodeRegistry:
@@ -130,24 +171,18 @@ class NodeRegistry:
 
     async def list(self) -> list[NodeRecord]:
         def q(c: Connection) -> list[NodeRecord]:
-            counts = {
-                str(n): int(k)
-                for n, k in c.execute(
-                    sa.select(sandboxes.c.node, sa.func.count())
-                    .where(sandboxes.c.state.in_(ACTIVE_STATES))
-                    .group_by(sandboxes.c.node)
-                )
-            }
+            usage = _usage(c)
             held = Reservations.held_under(c, "node:")
-            return [_record(r, counts, held) for r in c.execute(sa.select(nodes).order_by(nodes.c.name))]
+            return [_record(r, usage, held) for r in c.execute(sa.select(nodes).order_by(nodes.c.name))]
 
         return await self._run(q)
 
     @staticmethod
     def read(c: Connection, name: str, held: Amount) -> NodeRecord | None:
-        """The node's row as it is now, with what `held` reserves on it (within a transaction)."""
+        """The node's row as it is now, with its records' usage and what `held` reserves on it
+        (within a transaction)."""
         row = c.execute(sa.select(nodes).where(nodes.c.name == name)).first()
-        return None if row is None else _record(row, {}, {scope(name): held})
+        return None if row is None else _record(row, _usage(c, name), {scope(name): held})
 
     async def get(self, name: str) -> NodeRecord | None:
         return next((n for n in await self.list() if n.name == name), None)

@@ -125,13 +125,19 @@ async def list_nodes(who: Who, svc: Svc) -> NodeList:
     out = []
     for n in await fleet.registry.list():
         state = n.shown_state(fleet.node_timeout_s)
-        out.append(_summary(n.name, state, n.url, n.labels, n.sandboxes, n.info, n.last_seen))
+        summary = _summary(n.name, state, n.url, n.labels, n.sandboxes, n.info, n.last_seen)
+        summary.committed_cpu = n.committed_cpu
+        summary.committed_cpu_max = fleet.overcommit.cpus(n)
+        summary.committed_memory_bytes = n.committed_memory_mb << 20
+        summary.committed_memory_max_bytes = fleet.overcommit.memory_mb(n) << 20
+        out.append(summary)
     return NodeList(nodes=out)
 
 
 def _summary(
     name: str, state: str, address: str, labels: dict[str, str], sandboxes: int, info: NodeInfo | None, seen: float
 ) -> NodeSummary:
+    """A node's summary from its last report (committed figures: a fleet's, filled in by the caller)."""
     return NodeSummary(
         name=name,
         state=state,

@@ -40,10 +40,14 @@ from sandlot.node.oci.registry import RegistryConfig
 from sandlot.node.readiness import StartSpec
 from sandlot.node.rootfs import overlaid
 
-__all__ = ["ImageStore", "check_template_name"]
+__all__ = ["BUILT_IN_SOURCE", "ImageStore", "check_template_name"]
 
 Progress = Callable[[str], None]
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+
+
+#: how a built-in template's `source` begins: each node makes its own (none is imported)
+BUILT_IN_SOURCE = "built-in "
 
 
 def check_template_name(name: str) -> str:
@@ -201,7 +205,7 @@ class ImageStore:
             with self.layers.locked(lid):
                 self.layers.add(lid, fill)
             config = self.layers.meta(lid)["config"]
-            return self._publish(real, [*below, lid], config, source=f"built-in {real}", digest="")
+            return self._publish(real, [*below, lid], config, source=f"{BUILT_IN_SOURCE}{real}", digest="")
 
     def pull(
         self,
