@@ -31,16 +31,13 @@ type frame struct {
 // this pool once their consumer is done with them (stream.recycle): a fresh
 // heap buffer per frame was 100 MB of garbage per 100 MB uploaded, and under
 // gVisor every page of it newly touched is a fault taken by the Sentry.
-const (
-	pooledMin   = 64 << 10
-	pooledFrame = ReadChunk + 64<<10
-)
+const pooledMin = 64 << 10
 
 // uploadDepth: how many frames of an upload (FileChunk each) wait for the disk at most, so an
 // upload holds the agent (and so the sandbox's memory limit) to that much.
 const uploadDepth = 8
 
-var frameBufs = sync.Pool{New: func() interface{} { b := make([]byte, pooledFrame); return &b }}
+var frameBufs sync.Pool // of *[]byte
 
 type conn struct {
 	c       io.ReadWriteCloser
@@ -114,8 +111,15 @@ func readFrame(r io.Reader) (frame, error) {
 	}
 	var body []byte
 	var buf *[]byte
-	if length >= pooledMin && length <= pooledFrame {
-		buf = frameBufs.Get().(*[]byte)
+	if length >= pooledMin {
+		// A pooled buffer if one is large enough, else one of the frame's size (the pool only
+		// ever holds what a consumer recycled: a stream that keeps its payloads costs no more).
+		if b, _ := frameBufs.Get().(*[]byte); b != nil && cap(*b) >= int(length) {
+			buf = b
+		} else {
+			nb := make([]byte, length)
+			buf = &nb
+		}
 		body = (*buf)[:length]
 	} else {
 		body = make([]byte, length)
