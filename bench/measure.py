@@ -26,7 +26,7 @@ from sandlot.node import Node, NodeConfig, SandboxSpec
 from sandlot.node.bundle import ensure_bundle
 from sandlot.node.sandbox import Sandbox
 
-__all__ = ["http_figures", "make_node", "node_figures"]
+__all__ = ["files", "http_figures", "http_files", "make_node", "node_figures"]
 
 FILE_MB = 100
 
@@ -84,10 +84,10 @@ async def idle_pss(node: Node, runtime: str, n: int = 5) -> dict[str, Any]:
             await node.kill(s.id)
 
 
-async def files(node: Node, plan: Plan) -> dict[str, Any]:
-    """Write then read back a 100 MB file through the agent, in a gVisor sandbox."""
+async def files(node: Node, plan: Plan, runtime: str = "gvisor") -> dict[str, Any]:
+    """Write then read back a 100 MB file through the agent, in a gVisor (or `runtime`) sandbox."""
     data = os.urandom(FILE_MB << 20)
-    sbx = await _create(node, "gvisor")
+    sbx = await _create(node, runtime)
     writes: list[float] = []
     reads: list[float] = []
     try:
@@ -211,6 +211,21 @@ async def node_figures(node: Node, plan: Plan) -> dict[str, Any]:
     return out
 
 
+async def http_files(sbx: Any, plan: Plan) -> dict[str, Any]:
+    """Write then read back a 100 MB file through HTTP and the SDK (`sbx`: an AsyncSandbox)."""
+    data = os.urandom(FILE_MB << 20)
+    writes, reads = [], []
+    for _ in range(plan.file_runs):
+        t0 = time.perf_counter()
+        await sbx.files.write("/root/blob", data)
+        writes.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        got = await sbx.files.read("/root/blob", format="bytes")
+        reads.append(time.perf_counter() - t0)
+        assert got == data, f"read back {len(got)} of {len(data)} bytes, or other bytes"
+    return {"write": summary(writes), "read": summary(reads), "mb": FILE_MB}
+
+
 async def http_figures(data_dir: Path, bundle_cache: Path, plan: Plan) -> dict[str, Any]:
     """The same through a real server subprocess and the async SDK."""
     from sandlot.sdk import AsyncSandbox
@@ -245,17 +260,7 @@ async def http_figures(data_dir: Path, bundle_cache: Path, plan: Plan) -> dict[s
             await rt()
             print("sandlot http: round trips, files", flush=True)
             out["http round trip gvisor"] = summary(await arepeat(rt, plan.round_trips, plan.budget))
-            data = os.urandom(FILE_MB << 20)
-            writes, reads = [], []
-            for _ in range(plan.file_runs):
-                t0 = time.perf_counter()
-                await sbx.files.write("/root/blob", data)
-                writes.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                got = await sbx.files.read("/root/blob", format="bytes")
-                reads.append(time.perf_counter() - t0)
-                assert len(got) == len(data), f"read back {len(got)} of {len(data)} bytes"
-            out["http files"] = {"write": summary(writes), "read": summary(reads), "mb": FILE_MB}
+            out["http files"] = await http_files(sbx, plan)
         finally:
             await sbx.kill()
             await sbx.close()

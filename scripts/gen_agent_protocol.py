@@ -79,6 +79,7 @@ def render() -> str:
         f"const ProtocolVersion = {p.PROTOCOL_VERSION}",
         f"const MaxFrame = {p.MAX_FRAME}",
         f"const Chunk = {p.CHUNK}",
+        f"const FileChunk = {p.FILE_CHUNK}",
         f"const PortWindow = {p.PORT_WINDOW}",
         "",
         "// Frame kinds.",

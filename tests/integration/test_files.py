@@ -39,6 +39,21 @@ def test_write_read_text_and_bytes(make_sandbox: Any, aio: Any, runtime_name: st
     assert aio(sbx.run("cat /tmp/a/b/hello.txt")).stdout == "héllo\nmore\n"
 
 
+def test_multi_frame_file_arrives_intact_both_ways(make_sandbox: Any, aio: Any, runtime_name: str) -> None:
+    """Many file frames (and a short last one) each way: every byte where it belongs, as the sandbox sees it."""
+    import hashlib
+
+    sbx = make_sandbox("busybox", runtime_name)
+    blob = os.urandom((24 << 20) + 12345)
+    assert aio(sbx.agent.write("/root/multi.bin", blob), timeout=120).size == len(blob)
+    digest = aio(sbx.run("sha256sum /root/multi.bin")).stdout.split()[0]
+    assert digest == hashlib.sha256(blob).hexdigest()
+    aio(sbx.run("head -c 3000000 /dev/urandom >> /root/multi.bin"))
+    grown = aio(_read_all(sbx.agent.read("/root/multi.bin")), timeout=120)
+    assert grown[: len(blob)] == blob and len(grown) == len(blob) + 3000000
+    assert hashlib.sha256(grown).hexdigest() == aio(sbx.run("sha256sum /root/multi.bin")).stdout.split()[0]
+
+
 def test_large_file_is_streamed(make_sandbox: Any, aio: Any) -> None:
     sbx = make_sandbox(limits=__import__("sandlot.node", fromlist=["Limits"]).Limits(disk_mb=1024))
     size = 256 << 20

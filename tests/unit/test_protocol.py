@@ -29,6 +29,22 @@ def test_frames_round_trip_when_fed_byte_by_byte() -> None:
     ]
 
 
+def test_large_frames_round_trip_in_uneven_pieces() -> None:
+    import random
+
+    payloads = [bytes([i]) * n for i, n in enumerate([0, 1, 3 << 20, 70000, p.MAX_FRAME - 64, 5])]
+    raw = b"".join(p.encode_frame(i + 1, p.FrameKind.DATA, {"fd": 0}, x) for i, x in enumerate(payloads))
+    rng = random.Random(7)
+    dec = p.FrameDecoder()
+    got: list[p.Frame] = []
+    pos = 0
+    while pos < len(raw):
+        n = rng.choice([1, 13, 4096, 262144, 1 << 20, 5 << 20])
+        got += dec.feed(raw[pos : pos + n])
+        pos += n
+    assert [(f.stream, f.header, f.payload) for f in got] == [(i + 1, {"fd": 0}, x) for i, x in enumerate(payloads)]
+
+
 @pytest.mark.parametrize(
     "raw",
     [

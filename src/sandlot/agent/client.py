@@ -23,7 +23,7 @@ import contextlib
 import itertools
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -38,8 +38,11 @@ T = TypeVar("T")
 _EOF = object()
 #: How long a call waits for a first answer before it asks whether the agent is alive at all.
 RESPONSE_TIMEOUT = 30.0
-#: How much the agent's connection buffers before the node stops reading it.
-READ_LIMIT = 4 << 20
+#: The agent's connection is received into a buffer with at least this much room (it starts at
+#: twice this, and grows to twice the largest frame that arrives in pieces).
+RECV_MIN = 256 << 10
+#: A payload at least this large is written after its frame's head rather than copied into one buffer.
+_INLINE_PAYLOAD = 64 << 10
 #: A port stream acknowledges what it consumed once this much is unacknowledged.
 ACK_BATCH = p.PORT_WINDOW // 4
 
@@ -99,10 +102,11 @@ class Stream:
         with contextlib.suppress(errors.SandlotError):
             await self._conn._send(self.id, FrameKind.EVENT, {"type": "ack", "n": n})
 
-    async def send(self, data: bytes) -> None:
-        """Send input (a DATA frame) on this stream, in chunks the agent accepts."""
-        for i in range(0, len(data), p.CHUNK):
-            await self._conn._send(self.id, FrameKind.DATA, {"fd": 0}, data[i : i + p.CHUNK])
+    async def send(self, data: bytes | bytearray | memoryview, chunk: int = p.CHUNK) -> None:
+        """Send input (DATA frames of up to `chunk` bytes) on this stream: views of `data`, not copies."""
+        with memoryview(data) as view:
+            for i in range(0, len(view), chunk):
+                await self._conn._send(self.id, FrameKind.DATA, {"fd": 0}, view[i : i + chunk])
 
     async def end_input(self) -> None:
         await self._conn._send(self.id, FrameKind.END, {})
@@ -177,6 +181,88 @@ def _note_refusals(header: dict[str, Any], before: int, now: int) -> None:
         result["pids_limit_hit"] = True
 
 
+class _AgentLink(asyncio.BufferedProtocol):
+    """One connection of the agent's: received straight into a buffer kept for the connection's
+    life and decoded there (a payload is copied once, into its Frame), frames dispatched to the
+    AgentConnection; `write` and `drain` for the other way.
+
+    A StreamReader copied each byte three times more (its buffer, `read`, the decoder's buffer),
+    the largest cost on the node's side of a file read."""
+
+    def __init__(self, conn: AgentConnection) -> None:
+        self._conn = conn
+        self._buf = bytearray(2 * RECV_MIN)
+        self._start = 0  # decoded up to here
+        self._end = 0  # received up to here
+        self._transport: asyncio.Transport | None = None
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is one, but not a subclass
+        self._conn._connected_link(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif len(self._buf) - self._end < RECV_MIN:  # move the incomplete frame's part to the front
+            pending = self._end - self._start
+            need = RECV_MIN + pending
+            if pending >= 4:  # its length is known: make room for all of it (a frame is up to MAX_FRAME)
+                need = max(need, 2 * (4 + int.from_bytes(self._buf[self._start : self._start + 4], "big")))
+            buf = self._buf if len(self._buf) >= need else bytearray(need)
+            buf[:pending] = self._buf[self._start : self._end]
+            self._buf, self._start, self._end = buf, 0, pending
+        return memoryview(self._buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+        frames: list[Frame] = []
+        try:
+            self._start = p.decode_frames(self._buf, self._start, self._end, frames)
+        except p.ProtocolError as exc:
+            self._conn.closed_reason = f"protocol error from agent: {exc}"
+            assert self._transport is not None
+            self._transport.close()
+        for frame in frames:
+            self._conn._dispatch(frame)
+
+    def eof_received(self) -> bool:
+        return False  # close the connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._conn._lost_link(self, None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._transport is None or self._lost:
+            raise ConnectionResetError("the connection to the agent was lost")
+        self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the transport holds more than its high-water mark of unsent bytes."""
+        while self._paused and not self._lost:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        if self._lost:
+            raise ConnectionResetError("the connection to the agent was lost")
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
 class AgentConnection:
     """Listens on `socket_path` and keeps the agent's current connection."""
 
@@ -185,7 +271,7 @@ class AgentConnection:
         self.sandbox_id = sandbox_id
         self.response_timeout = response_timeout
         self._server: asyncio.AbstractServer | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: _AgentLink | None = None
         self._connected = asyncio.Event()
         self._streams: dict[int, Stream] = {}
         self._ids = itertools.count(1)
@@ -205,34 +291,23 @@ class AgentConnection:
     async def listen(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
-        # A large buffer limit: with the default (64 KB) the transport stopped reading every 128 KB
-        # of a file streaming in, and started again, a trip through the loop each time.
-        self._server = await asyncio.start_unix_server(self._on_connect, path=self.socket_path, limit=READ_LIMIT)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _AgentLink(self), path=self.socket_path)
         os.chmod(self.socket_path, 0o600)
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _connected_link(self, link: _AgentLink) -> None:
         if self._writer is not None:  # a redial replaces a half-dead connection
             self._drop("the agent reconnected")
             self._writer.close()
-        self._writer = writer
-        decoder = p.FrameDecoder()
-        try:
-            while True:
-                data = await reader.read(1 << 20)
-                if not data:
-                    break
-                for frame in decoder.feed(data):
-                    self._dispatch(frame)
-        except (p.ProtocolError, ConnectionError) as exc:
-            self.closed_reason = f"protocol error from agent: {exc}"
-        except asyncio.CancelledError:  # the loop is shutting down: nothing to report
-            pass
-        finally:
-            if self._writer is writer:
-                self._writer = None
-                self._connected.clear()
-                self._drop(self.closed_reason or "the connection to the agent was lost")
-            writer.close()
+        self._writer = link
+
+    def _lost_link(self, link: _AgentLink, reason: str | None) -> None:
+        if reason is not None:
+            self.closed_reason = reason
+        if self._writer is link:
+            self._writer = None
+            self._connected.clear()
+            self._drop(self.closed_reason or "the connection to the agent was lost")
 
     def _dispatch(self, frame: Frame) -> None:
         if frame.stream == 0:
@@ -276,13 +351,19 @@ class AgentConnection:
         assert self.hello is not None
         return self.hello
 
-    async def _send(self, stream: int, kind: FrameKind, header: dict[str, Any], payload: bytes = b"") -> None:
+    async def _send(
+        self, stream: int, kind: FrameKind, header: dict[str, Any], payload: bytes | memoryview = b""
+    ) -> None:
         writer = self._writer
         if writer is None:
             raise errors.SandboxStateError(f"sandbox {self.sandbox_id}: the agent is not connected")
         async with self._write_lock:
             try:
-                writer.write(p.encode_frame(stream, kind, header, payload))
+                if len(payload) < _INLINE_PAYLOAD:
+                    writer.write(p.encode_frame(stream, kind, header, bytes(payload)))
+                else:  # a large payload goes as it is, after its frame's head: no copy into one frame
+                    writer.write(p.encode_head(stream, kind, header, len(payload)))
+                    writer.write(payload)
                 await writer.drain()
             except (ConnectionError, RuntimeError) as exc:
                 raise errors.SandboxStateError(
@@ -581,20 +662,20 @@ class AgentClient:
         # against the stream's end so an error never waits for the whole input.
         async def pump() -> None:
             if isinstance(data, (bytes, bytearray, memoryview)):
-                await stream.send(bytes(data))
+                await stream.send(data, p.FILE_CHUNK)
             else:
-                # Small pieces (an HTTP body arrives 64 KB at a time) gathered into frames of CHUNK:
+                # Small pieces (an HTTP body arrives 64 KB at a time) gathered into frames of FILE_CHUNK:
                 # each frame is a write to the agent's socket and a read in gVisor.
                 held: list[bytes] = []
                 size = 0
                 async for chunk in data:
                     held.append(chunk)
                     size += len(chunk)
-                    if size >= p.CHUNK:
-                        await stream.send(b"".join(held))
+                    if size >= p.FILE_CHUNK:
+                        await stream.send(b"".join(held), p.FILE_CHUNK)
                         held, size = [], 0
                 if held:
-                    await stream.send(b"".join(held))
+                    await stream.send(b"".join(held), p.FILE_CHUNK)
             await stream.end_input()
 
         pumper = asyncio.ensure_future(pump())

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "CHUNK",
+    "FILE_CHUNK",
     "MAX_FRAME",
     "PROTOCOL_VERSION",
     "ErrorCode",
@@ -50,7 +51,9 @@ __all__ = [
     "FrameDecoder",
     "FrameKind",
     "Method",
+    "decode_frames",
     "encode_frame",
+    "encode_head",
 ]
 
 PROTOCOL_VERSION = 1
@@ -58,6 +61,9 @@ PROTOCOL_VERSION = 1
 MAX_FRAME = 8 * 1024 * 1024
 #: Preferred payload size for streamed data (files, tar streams).
 CHUNK = 256 * 1024
+#: Payload size of a file's DATA frames, both ways (fs.read, fs.write, fs.tar_write): under gVisor
+#: each frame is a trip through the Sentry on both of its ends, so file data goes in large ones.
+FILE_CHUNK = 4 * CHUNK
 
 _PREFIX = struct.Struct(">IIBI")  # length, stream, kind, header length
 
@@ -87,50 +93,67 @@ class Frame:
         )
 
 
-def encode_frame(stream: int, kind: FrameKind, header: dict[str, Any] | None = None, payload: bytes = b"") -> bytes:
+def encode_head(stream: int, kind: FrameKind, header: dict[str, Any] | None, payload_len: int) -> bytes:
+    """A frame up to its payload: sent before a payload written as it is (no copy of a large one)."""
     head = json.dumps(header or {}, separators=(",", ":")).encode()
-    length = 9 + len(head) + len(payload)
+    length = 9 + len(head) + payload_len
     if length > MAX_FRAME:
         raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
-    return _PREFIX.pack(length, stream, int(kind), len(head)) + head + payload
+    return _PREFIX.pack(length, stream, int(kind), len(head)) + head
+
+
+def encode_frame(stream: int, kind: FrameKind, header: dict[str, Any] | None = None, payload: bytes = b"") -> bytes:
+    return encode_head(stream, kind, header, len(payload)) + payload
 
 
 class ProtocolError(Exception):
     """The peer sent bytes that are not a valid frame."""
 
 
-class FrameDecoder:
-    """Incremental decoder: feed bytes, get complete frames."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[Frame]:
-        self._buf += data
-        frames: list[Frame] = []
-        while len(self._buf) >= 4:
-            (length,) = struct.unpack_from(">I", self._buf, 0)
+def decode_frames(src: bytes | bytearray, pos: int, end: int, frames: list[Frame]) -> int:
+    """Append the complete frames in `src[pos:end]` to `frames`; return where the first incomplete
+    one starts (`end` when none is). Each payload is copied once, out of `src`."""
+    with memoryview(src) as view:
+        while end - pos >= 4:
+            (length,) = struct.unpack_from(">I", src, pos)
             if length < 9 or length > MAX_FRAME:
                 raise ProtocolError(f"bad frame length {length}")
-            if len(self._buf) < 4 + length:
+            if end - pos < 4 + length:
                 break
-            _, stream, kind, hlen = _PREFIX.unpack_from(self._buf, 0)
+            _, stream, kind, hlen = _PREFIX.unpack_from(src, pos)
             if hlen > length - 9:
                 raise ProtocolError(f"header length {hlen} exceeds frame length {length}")
             try:
                 fkind = FrameKind(kind)
             except ValueError:
                 raise ProtocolError(f"unknown frame kind {kind}") from None
-            start = _PREFIX.size
+            start = pos + _PREFIX.size
             try:
-                header = json.loads(bytes(self._buf[start : start + hlen]) or b"{}")
+                header = json.loads(bytes(view[start : start + hlen]) or b"{}")
             except ValueError as exc:
                 raise ProtocolError(f"frame header is not JSON: {exc}") from None
             if not isinstance(header, dict):
                 raise ProtocolError("frame header is not a JSON object")
-            payload = bytes(self._buf[start + hlen : 4 + length])
-            del self._buf[: 4 + length]
-            frames.append(Frame(stream, fkind, header, payload))
+            frames.append(Frame(stream, fkind, header, bytes(view[start + hlen : pos + 4 + length])))
+            pos += 4 + length
+    return pos
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes, get complete frames (what arrives is decoded in place;
+    only the tail of an incomplete frame is kept for the next feed)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        frames: list[Frame] = []
+        if self._buf:
+            self._buf += data
+            del self._buf[: decode_frames(self._buf, 0, len(self._buf), frames)]
+        else:
+            pos = decode_frames(data, 0, len(data), frames)
+            self._buf = bytearray(data[pos:])
         return frames
 
 

@@ -110,10 +110,12 @@ class WebSocketConnection(AgentConnection):
                 self._ws = None
                 self._drop(reason)
 
-    async def _send(self, stream: int, kind: FrameKind, header: dict[str, Any], payload: bytes = b"") -> None:
+    async def _send(
+        self, stream: int, kind: FrameKind, header: dict[str, Any], payload: bytes | memoryview = b""
+    ) -> None:
         ws = await self._dial()
         try:
-            await ws.send(p.encode_frame(stream, kind, header, payload))
+            await ws.send(p.encode_frame(stream, kind, header, bytes(payload)))
         except ConnectionClosed as exc:
             raise errors.SandboxStateError(
                 f"sandbox {self.sandbox_id}: the connection to its node broke: {exc}"

@@ -5,6 +5,7 @@ package main
 const ProtocolVersion = 1
 const MaxFrame = 8388608
 const Chunk = 262144
+const FileChunk = 1048576
 const PortWindow = 1048576
 
 // Frame kinds.

@@ -197,7 +197,9 @@ func handleTarWrite(a *agent, s *stream, raw json.RawMessage, _ []byte) (interfa
 				pw.CloseWithError(err)
 				return
 			}
-			if _, err := pw.Write(data); err != nil {
+			_, err = pw.Write(data)
+			s.recycle() // the pipe's reader has taken it all (or failed)
+			if err != nil {
 				return
 			}
 		}
