@@ -32,23 +32,17 @@ from pathlib import Path
 from sandlot import errors
 from sandlot.failpoints import failpoint
 from sandlot.node.fileclone import clone_file, frozen_fs, thaw
+from sandlot.node.loopdev import MS_RDONLY, mount, mount_image
 
 __all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "mount_readonly_overlay", "overlaid", "umount"]
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
-MS_RDONLY = 1
-
-
-def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
-    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"mount {fstype} on {target}: {os.strerror(e)}")
 
 
 def mount_overlay(lower: str | Path, upper: Path, work: Path, target: Path) -> None:
     """`lower` is one directory or several joined by ':' (the top one first)."""
-    _mount("overlay", str(target), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+    mount("overlay", str(target), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
 
 
 @contextlib.contextmanager
@@ -73,7 +67,7 @@ def overlaid(lower: str | Path, upper: Path, scratch: Path) -> Iterator[Path]:
 
 def mount_readonly_overlay(lower: str | Path, target: Path) -> None:
     """The lowers alone (two or more, joined by ':'), merged and read-only."""
-    _mount("overlay", str(target), "overlay", MS_RDONLY, f"lowerdir={lower}")
+    mount("overlay", str(target), "overlay", MS_RDONLY, f"lowerdir={lower}")
 
 
 def umount(target: Path) -> None:
@@ -202,11 +196,7 @@ class WritableLayer:
 
     def _mount_disk(self) -> None:
         if not is_mountpoint(self.layer):
-            res = subprocess.run(
-                ["mount", "-o", "loop,noatime", str(self.image_file), str(self.layer)], capture_output=True, text=True
-            )
-            if res.returncode != 0:
-                raise errors.InternalError(f"mounting the sandbox disk failed: {res.stderr.strip()}")
+            mount_image(self.image_file, self.layer, "ext4")
         with contextlib.suppress(FileNotFoundError):
             (self.layer / "lost+found").rmdir()
         self.upper.mkdir(exist_ok=True)
