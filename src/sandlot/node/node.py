@@ -17,9 +17,7 @@ import json
 import logging
 import os
 import resource
-import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,9 +136,6 @@ class Node:
             self.config.max_start_wait_s,
         )
         self._refilling: asyncio.Future[None] | None = None
-        # Spare disks are made by one thread of the lowest CPU priority (mkfs inherits it):
-        # on a small host a refill must not take a core from the create that asked for it.
-        self._spare_maker = ThreadPoolExecutor(1, thread_name_prefix="sandlot-spares", initializer=_lowest_priority)
         self._name_refresher: asyncio.Task[None] | None = None
         self._exit_listeners: list[Callable[[str, str], None]] = []
         self._change_listeners: list[Callable[[str], None]] = []
@@ -356,7 +351,7 @@ class Node:
 
     def _refill_spares(self) -> None:
         if self._refilling is None or self._refilling.done():
-            self._refilling = asyncio.get_running_loop().run_in_executor(self._spare_maker, self.spares.refill)
+            self._refilling = asyncio.ensure_future(asyncio.to_thread(self.spares.refill))
 
     def on_exit(self, callback: Callable[[str, str], None]) -> None:
         """Call `callback(sandbox_id, reason)` whenever a sandbox dies on its own (not when killed)."""
@@ -936,7 +931,6 @@ class Node:
         if self._refilling is not None:  # a thread: let it finish its file
             with contextlib.suppress(Exception):
                 await self._refilling
-        self._spare_maker.shutdown(wait=False)
         for problem in await asyncio.to_thread(self.disks.release):
             log.error("unmounting the disk store: %s", problem)
 
@@ -960,12 +954,6 @@ def _raise_nofile_limit() -> None:
     if soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _lowest_priority() -> None:
-    """Give the calling thread (and what it spawns) nice 19: CPU only when nothing else wants it."""
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _save_network(sbx: Sandbox) -> None:
