@@ -32,6 +32,7 @@ from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
 from sandlot.node.dns import system_nameservers
+from sandlot.node.images import Image
 from sandlot.node.limits import LimitMonitor
 from sandlot.node.metrics import MetricsSampler
 from sandlot.node.netpolicy import NetworkPolicy
@@ -264,9 +265,7 @@ class Node:
         """Start a sandbox of `spec`, on a fresh disk or a clone of `disk_from` (a checkpoint's)."""
         runtime = self.runtime(spec.runtime)
         bundle = await self.bundle()
-        image = await asyncio.to_thread(self.images.ensure, spec.image)
-        await asyncio.to_thread(self.disks.ensure)
-        await asyncio.to_thread(self.disks.check_room, "create a sandbox")
+        image = await asyncio.to_thread(self._host_ready, spec.image)
         sandbox_id = new_sandbox_id()
         sdir = self.sandboxes_dir / sandbox_id
         layer = WritableLayer(sdir, image.lowerdir, spec.limits.disk_mb << 20, self.disks.disk_of(sandbox_id))
@@ -314,6 +313,14 @@ class Node:
                     await self.kill(sandbox_id)
                 raise
         return sbx
+
+    def _host_ready(self, image: str) -> Image:
+        """The image, and a disk store with room for a sandbox (one trip to a thread: on a busy host
+        each trip back to the event loop waits for a core)."""
+        found = self.images.ensure(image)
+        self.disks.ensure()
+        self.disks.check_room("create a sandbox")
+        return found
 
     async def boot(self, sbx: Sandbox) -> asyncio.Task[None]:
         """Start the provisioned sandbox's runtime and wait for its agent; returns its exit watcher."""
@@ -410,28 +417,21 @@ class Node:
         run_dir = sbx.dir / "run"
         run_dir.mkdir(parents=True)
         os.chmod(run_dir, 0o711)
-        await asyncio.to_thread(sbx.layer.mount, self.spares, sbx.layer.source)
+        # The disk is mounted in a thread while the agent's socket and config are made here.
+        mounting = asyncio.ensure_future(asyncio.to_thread(sbx.layer.mount, self.spares, sbx.layer.source))
+        try:
+            await sbx.conn.listen()
+            (run_dir / "config.json").write_text(_agent_config(sbx).model_dump_json())
+        finally:
+            await asyncio.wait({mounting})  # a failure here leaves a mount the cleanup must see
+        mounting.result()
         await afailpoint("node.create.after_mount", sbx.id)
         self._refill_spares()
         root = sbx.layer.rootfs
         safepath.ensure_dir(root, MOUNT_POINT.lstrip("/") + "/run")  # the node's own path, whatever was there
         if sbx.runtime.name == "gvisor" and image.has_glibc:
             _add_preload(root, bundle.statx_fix_in_sandbox)
-        iconf = image.config
-        limits = spec.limits
-        res = sbx.runtime.resources(limits.memory_mb << 20, limits.pids)
-        agent_config = p.AgentConfig(
-            sandbox_id=sbx.id,
-            env={**iconf.env, **spec.env},
-            cwd=spec.cwd or iconf.cwd,
-            user=spec.user or iconf.user,
-            hostname=spec.hostname,
-            memory_limit_bytes=limits.memory_mb << 20,
-            pids_limit=limits.pids,
-            dev_bytes=DEV_TMPFS_BYTES,
-            shm_bytes=shm_bytes(limits.memory_mb),
-        )
-        (run_dir / "config.json").write_text(agent_config.model_dump_json())
+        res = sbx.runtime.resources(spec.limits.memory_mb << 20, spec.limits.pids)
         config = oci_config(
             sandbox_id=sbx.id,
             spec=spec,
@@ -463,7 +463,6 @@ class Node:
                 }
             )
         )
-        await sbx.conn.listen()
 
     async def _attach_network(self, sbx: Sandbox, net_setup: asyncio.Future[SandboxNet] | None) -> str | None:
         """Wait for the sandbox's network; point its DNS at the gateway. None: no network."""
@@ -954,6 +953,22 @@ def _raise_nofile_limit() -> None:
     if soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _agent_config(sbx: Sandbox) -> p.AgentConfig:
+    """What the agent reads at its start (`run/config.json`): the sandbox's defaults and limits."""
+    spec, iconf, limits = sbx.spec, sbx.image.config, sbx.spec.limits
+    return p.AgentConfig(
+        sandbox_id=sbx.id,
+        env={**iconf.env, **spec.env},
+        cwd=spec.cwd or iconf.cwd,
+        user=spec.user or iconf.user,
+        hostname=spec.hostname,
+        memory_limit_bytes=limits.memory_mb << 20,
+        pids_limit=limits.pids,
+        dev_bytes=DEV_TMPFS_BYTES,
+        shm_bytes=shm_bytes(limits.memory_mb),
+    )
 
 
 def _save_network(sbx: Sandbox) -> None:
