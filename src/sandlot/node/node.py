@@ -338,11 +338,17 @@ class Node:
                 await self._undo_start(sbx)
         exited = self._spawn(reaper.wait_exit(pid))
         await afailpoint("node.boot.after_start", sbx.id)
-        for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
-            if other != pid:  # the gofer, under gVisor
-                self._spawn(reaper.wait_exit(other))
+        self._spawn(self._reap_helpers(sbx, pid))  # beside the wait: only their reaping depends on it
         await self.wait_agent(sbx, exited)
         return exited
+
+    async def _reap_helpers(self, sbx: Sandbox, pid: int) -> None:
+        """Reap the sandbox's other host processes that are the node's children (the gofer, under
+        gVisor) when they exit; their pids are read from /proc in a thread."""
+        found = await asyncio.to_thread(lambda: reaper.children_of_self(sbx.runtime.host_pids(sbx.id)))
+        for other in found:
+            if other != pid:
+                self._spawn(reaper.wait_exit(other))
 
     async def _undo_start(self, sbx: Sandbox) -> None:
         """Clear what a failed start left (processes, runtime state, cgroups; a network namespace
@@ -630,9 +636,7 @@ class Node:
     def watch(self, sbx: Sandbox, pid: int) -> asyncio.Task[None]:
         """Watch the sandbox's main host process `pid` (and its gofer) from now on; returns the exit waiter."""
         exited = self._spawn(reaper.wait_exit(pid))
-        for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
-            if other != pid:  # the gofer, under gVisor
-                self._spawn(reaper.wait_exit(other))
+        self._spawn(self._reap_helpers(sbx, pid))
         self._spawn(self._on_exit(sbx, exited, sbx.generation))
         return exited
 
