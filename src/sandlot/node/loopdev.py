@@ -21,11 +21,12 @@ import fcntl
 import os
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 from sandlot import errors
 
-__all__ = ["MS_NOATIME", "MS_NODEV", "MS_NOSUID", "MS_RDONLY", "mount", "mount_image"]
+__all__ = ["MS_NOATIME", "MS_NODEV", "MS_NOSUID", "MS_RDONLY", "mount", "mount_image", "wait_released"]
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOATIME = 1, 2, 4, 1024
@@ -107,3 +108,29 @@ def _mount_with_mount8(image: Path, target: Path, options: tuple[str, ...]) -> N
     )
     if res.returncode != 0:
         raise errors.InternalError(f"mounting {image} at {target} failed: {res.stderr.strip()}")
+
+
+def wait_released(image: Path, timeout: float = 2.0) -> bool:
+    """Wait until no loop device is backed by `image` (after its unmount); False if one still is.
+
+    The kernel frees an autoclear device from a work queue after the last close,
+    so for a moment after the unmount the device still holds the file.
+    """
+    target = os.path.realpath(image)
+    deadline = time.monotonic() + timeout
+    while True:
+        held = False
+        for dev in os.listdir("/sys/block"):
+            if dev.startswith("loop"):
+                try:
+                    with open(f"/sys/block/{dev}/loop/backing_file") as f:
+                        held = f.read().strip() == target
+                except OSError:  # not configured
+                    continue
+                if held:
+                    break
+        if not held:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)

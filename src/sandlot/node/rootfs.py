@@ -32,7 +32,7 @@ from pathlib import Path
 from sandlot import errors
 from sandlot.failpoints import failpoint
 from sandlot.node.fileclone import clone_file, frozen_fs, thaw
-from sandlot.node.loopdev import MS_RDONLY, mount, mount_image
+from sandlot.node.loopdev import MS_RDONLY, mount, mount_image, wait_released
 
 __all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "mount_readonly_overlay", "overlaid", "umount"]
 
@@ -272,6 +272,7 @@ class WritableLayer:
         problems = self.unmount()
         if problems:
             return problems
+        wait_released(self.image_file)  # the kernel frees the loop device a moment after the unmount
         failpoint("node.destroy.after_unmount", self.dir.name)
         if self._disk_file is not None:
             try:
