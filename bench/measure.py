@@ -26,7 +26,7 @@ from sandlot.node import Node, NodeConfig, SandboxSpec
 from sandlot.node.bundle import ensure_bundle
 from sandlot.node.sandbox import Sandbox
 
-__all__ = ["files", "http_figures", "http_files", "make_node", "node_figures"]
+__all__ = ["core_cold_start", "files", "http_cold_start", "http_figures", "http_files", "make_node", "node_figures"]
 
 FILE_MB = 100
 
@@ -44,15 +44,34 @@ async def _create(node: Node, runtime: str, image: str = "busybox") -> Sandbox:
     return await node.create(SandboxSpec(image=image, runtime=runtime))
 
 
+async def core_cold_start(node: Node, runtime: str) -> float:
+    """One cold create -> first command (`true`) through the core, in seconds; the sandbox is killed after."""
+    t0 = time.perf_counter()
+    sbx = await _create(node, runtime)
+    try:
+        await sbx.run(["/bin/true"])
+        return time.perf_counter() - t0
+    finally:
+        await node.kill(sbx.id)
+
+
+async def http_cold_start(conn: dict[str, Any]) -> float:
+    """The same through the server and the async SDK (`conn`: AsyncSandbox.create's connection arguments)."""
+    from sandlot.sdk import AsyncSandbox
+
+    t0 = time.perf_counter()
+    sbx = await AsyncSandbox.create(template="busybox", **conn)
+    try:
+        await sbx.commands.run(["/bin/true"])
+        return time.perf_counter() - t0
+    finally:
+        await sbx.kill()
+        await sbx.close()
+
+
 async def cold_starts(node: Node, runtime: str, plan: Plan) -> list[float]:
     async def once() -> float:
-        t0 = time.perf_counter()
-        sbx = await _create(node, runtime)
-        try:
-            await sbx.run(["/bin/true"])
-            return time.perf_counter() - t0
-        finally:
-            await node.kill(sbx.id)
+        return await core_cold_start(node, runtime)
 
     await once()  # warm, unmeasured
     return await arepeat(once, plan.slow, plan.budget)
@@ -239,14 +258,7 @@ async def http_figures(data_dir: Path, bundle_cache: Path, plan: Plan) -> dict[s
     try:
 
         async def cold() -> float:
-            t0 = time.perf_counter()
-            sbx = await AsyncSandbox.create(template="busybox", **conn)
-            try:
-                await sbx.commands.run(["/bin/true"])
-                return time.perf_counter() - t0
-            finally:
-                await sbx.kill()
-                await sbx.close()
+            return await http_cold_start(conn)
 
         await cold()
         print("sandlot http: cold starts", flush=True)

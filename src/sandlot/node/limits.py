@@ -13,7 +13,11 @@ task a sandbox adds, at no cost to the sandbox:
   The kernel signals one when the usage crosses it; the monitor then re-arms
   both around the new usage, and pokes the agent when the usage grew (a hog
   under gVisor grows by more than 1 GB/s here: the agent must be awake early).
-  Nothing runs while the usage stays within its step.
+  Nothing runs while the usage stays within its step. Registering a threshold
+  waits for an RCU grace period in the kernel (10-40 ms each, measured), so it
+  is done in a thread of the monitor's own: the event loop (a create that just
+  started the sandbox, its first command) never waits for it. Until the
+  thresholds are armed, the loop below polls the sandbox's memory instead.
 - Tasks (and memory on cgroup v2, which has no thresholds): ONE loop for all
   sandboxes reads each host cgroup's `pids.current` (`memory.current`) every
   `POLL_S` and pokes a sandbox that grew by `TASKS_DELTA` tasks since it was
@@ -25,7 +29,8 @@ sit above the limits with room for the time a poke takes (runtimes/gvisor.py).
 
 Invariant: `_watched` holds one entry per watched sandbox id; an entry's
 eventfds and open files are closed when it is replaced or forgotten, and the loop task runs
-while `_watched` is not empty.
+while `_watched` is not empty. Thresholds registered in the thread are handed to the
+entry only if it is still watched and was not disarmed meanwhile (`arm_seq`); else they are closed at once.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,6 +81,8 @@ class _Watch:
     memory_base: int = -1
     #: cgroup v1 thresholds: eventfd -> the usage it is armed at
     eventfds: dict[int, int] = field(default_factory=dict)
+    #: bumped by each disarm: a registration still in the thread for an older number is stale
+    arm_seq: int = 0
 
 
 class LimitMonitor:
@@ -86,6 +94,8 @@ class LimitMonitor:
         self._loop_task: asyncio.Task[None] | None = None
         self._poking: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # One thread: registrations wait on the kernel, not the CPU; made on first use.
+        self._registrar: ThreadPoolExecutor | None = None
         #: pokes sent, per sandbox id (for tests and the benchmark)
         self.pokes: dict[str, int] = {}
 
@@ -130,15 +140,20 @@ class LimitMonitor:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if self._registrar is not None:
+            self._registrar.shutdown(wait=False, cancel_futures=True)
+            self._registrar = None
 
     # ------------------------------------------------------------ memory thresholds (cgroup v1)
 
     def _arm(self, w: _Watch) -> None:
         """Set the two thresholds one step around the current usage (v1); else the loop polls memory.
 
-        A threshold the usage has already passed when the kernel registers it
-        never fires: when the usage left the band meanwhile (a growing hog),
-        this counts as a crossing, handled on the loop's next turn.
+        The thresholds are registered in the monitor's thread (`_register`); the
+        loop polls the memory meanwhile. A threshold the usage has already passed
+        when the kernel registers it never fires: when the usage left the band
+        meanwhile (a growing hog), this counts as a crossing, handled on the loop's
+        next turn.
         """
         self._disarm(w)
         if w.memory_dir is None or not (w.memory_dir / "cgroup.event_control").exists():
@@ -148,19 +163,32 @@ class LimitMonitor:
             return
         w.memory_base = usage
         level = usage - usage % w.step
-        low, high = level - w.step, level + w.step
+        if self._registrar is None:
+            self._registrar = ThreadPoolExecutor(1, thread_name_prefix="sandlot-limits")
+        task = asyncio.ensure_future(self._register(w, w.arm_seq, (level - w.step, level + w.step)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _register(self, w: _Watch, seq: int, band: tuple[int, int]) -> None:
+        """Register `band`'s thresholds in the monitor's thread; `w` gets them if it still wants them."""
+        assert w.memory_dir is not None and self._registrar is not None
         loop = asyncio.get_running_loop()
-        for at in (high, low):
-            if at <= 0:
-                continue
-            try:
-                efd = _register_threshold(w.memory_dir, at)
-            except OSError as exc:
-                log.warning("no memory threshold for sandbox %s (%s); polling its memory", w.sbx.id, exc)
-                self._disarm(w)
-                return
-            w.eventfds[efd] = at
+        registering = loop.run_in_executor(self._registrar, _register_band, w.memory_dir, band)
+        try:
+            efds, failed = await asyncio.shield(registering)
+        except asyncio.CancelledError:  # the monitor closes: what the thread registers is closed then
+            registering.add_done_callback(lambda f: _close_all(f.result()[0]) if not f.cancelled() else None)
+            raise
+        if self._watched.get(w.sbx.id) is not w or w.arm_seq != seq:  # forgotten or re-armed meanwhile
+            _close_all(efds)
+            return
+        if failed is not None:
+            log.warning("no memory threshold for sandbox %s (%s); polling its memory", w.sbx.id, failed)
+            return
+        w.eventfds = efds
+        for efd in efds:
             loop.add_reader(efd, self._crossed, w, efd)
+        low, high = band
         now = cgroups.pread_int(w.memory_fd)
         if now is not None and not low < now < high:
             loop.call_soon(self._crossed, w, -1)
@@ -170,7 +198,8 @@ class LimitMonitor:
         for efd in w.eventfds:
             loop.remove_reader(efd)
             os.close(efd)
-        w.eventfds.clear()
+        w.eventfds = {}
+        w.arm_seq += 1  # a registration under way is stale: closed when it returns
 
     def _crossed(self, w: _Watch, efd: int) -> None:
         """The usage left its band: poke the agent first when it grew high enough, then re-arm."""
@@ -196,7 +225,7 @@ class LimitMonitor:
                 w.tasks_base = tasks
             elif tasks >= w.tasks_base + TASKS_DELTA:
                 w.tasks_base, grew = tasks, True
-        if w.memory_fd >= 0 and not w.eventfds:  # no thresholds (cgroup v2, or they failed): poll
+        if w.memory_fd >= 0 and not w.eventfds:  # no thresholds (cgroup v2, failed, or being armed): poll
             usage = cgroups.pread_int(w.memory_fd)
             if usage is not None:
                 if w.memory_base < 0 or usage < w.memory_base:
@@ -227,6 +256,26 @@ class LimitMonitor:
             log.debug("poking the limit watchdog of sandbox %s: %s", sbx.id, exc)
         finally:
             self._poking.discard(sbx.id)
+
+
+def _close_all(fds: dict[int, int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _register_band(memory_dir: Path, band: tuple[int, int]) -> tuple[dict[int, int], OSError | None]:
+    """Thresholds at the band's ends that are above 0 (in the monitor's thread): eventfd -> level,
+    and the error that stopped it (the ones made before it are closed)."""
+    efds: dict[int, int] = {}
+    for at in reversed(band):
+        if at <= 0:
+            continue
+        try:
+            efds[_register_threshold(memory_dir, at)] = at
+        except OSError as exc:
+            _close_all(efds)
+            return {}, exc
+    return efds, None
 
 
 def _register_threshold(memory_dir: Path, at: int) -> int:

@@ -255,9 +255,16 @@ class NetworkManager:
         _enable_forwarding()
         net = SandboxNet(sandbox_id, self._take_lease(sandbox_id), self.subnet)
         try:
-            await _forget_flows(net.address)  # left by an earlier holder of the lease, after a crash
-            await _must(f"creating network namespace {net.netns}", "ip", "netns", "add", net.netns)
-            await self.apply(net, policy)  # rules first: nothing passes before they exist
+            # At once: the rules name the host interface, so they load before it exists.
+            steps = await asyncio.gather(
+                _forget_flows(net.address),  # left by an earlier holder of the lease, after a crash
+                _must(f"creating network namespace {net.netns}", "ip", "netns", "add", net.netns),
+                self.apply(net, policy),  # rules first: nothing passes before they exist
+                return_exceptions=True,
+            )
+            for step in steps:
+                if isinstance(step, BaseException):
+                    raise step
             await _must(
                 f"creating the interfaces of sandbox {sandbox_id}",
                 "ip", "-batch", "-",
@@ -382,8 +389,7 @@ async def _forget_flows(address: str) -> list[str]:
     """Delete the host's connection-tracking entries of an address, both the flows it opened and
     the ones opened to it (the host reaching a port at its address); conntrack exits 1 when there were none."""
     problems = []
-    for direction in ("-s", "-d"):
-        rc, out = await _run("conntrack", "-D", direction, address)
+    for rc, out in await asyncio.gather(*(_run("conntrack", "-D", d, address) for d in ("-s", "-d"))):
         if rc not in (0, 1) or (rc == 1 and "flow entries have been deleted" not in out):
             problems.append(f"connection tracking of {address}: {out.strip()}")
     return problems

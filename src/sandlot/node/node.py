@@ -32,6 +32,7 @@ from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
 from sandlot.node.diskstore import DiskStore
 from sandlot.node.dns import system_nameservers
+from sandlot.node.images import Image
 from sandlot.node.limits import LimitMonitor
 from sandlot.node.metrics import MetricsSampler
 from sandlot.node.netpolicy import NetworkPolicy
@@ -264,9 +265,7 @@ class Node:
         """Start a sandbox of `spec`, on a fresh disk or a clone of `disk_from` (a checkpoint's)."""
         runtime = self.runtime(spec.runtime)
         bundle = await self.bundle()
-        image = await asyncio.to_thread(self.images.ensure, spec.image)
-        await asyncio.to_thread(self.disks.ensure)
-        await asyncio.to_thread(self.disks.check_room, "create a sandbox")
+        image = await asyncio.to_thread(self._host_ready, spec.image)
         sandbox_id = new_sandbox_id()
         sdir = self.sandboxes_dir / sandbox_id
         layer = WritableLayer(sdir, image.lowerdir, spec.limits.disk_mb << 20, self.disks.disk_of(sandbox_id))
@@ -315,6 +314,14 @@ class Node:
                 raise
         return sbx
 
+    def _host_ready(self, image: str) -> Image:
+        """The image, and a disk store with room for a sandbox (one trip to a thread: on a busy host
+        each trip back to the event loop waits for a core)."""
+        found = self.images.ensure(image)
+        self.disks.ensure()
+        self.disks.check_room("create a sandbox")
+        return found
+
     async def boot(self, sbx: Sandbox) -> asyncio.Task[None]:
         """Start the provisioned sandbox's runtime and wait for its agent; returns its exit watcher."""
         await sbx.runtime.prepare_disk(sbx.layer)
@@ -331,11 +338,17 @@ class Node:
                 await self._undo_start(sbx)
         exited = self._spawn(reaper.wait_exit(pid))
         await afailpoint("node.boot.after_start", sbx.id)
-        for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
-            if other != pid:  # the gofer, under gVisor
-                self._spawn(reaper.wait_exit(other))
+        self._spawn(self._reap_helpers(sbx, pid))  # beside the wait: only their reaping depends on it
         await self.wait_agent(sbx, exited)
         return exited
+
+    async def _reap_helpers(self, sbx: Sandbox, pid: int) -> None:
+        """Reap the sandbox's other host processes that are the node's children (the gofer, under
+        gVisor) when they exit; their pids are read from /proc in a thread."""
+        found = await asyncio.to_thread(lambda: reaper.children_of_self(sbx.runtime.host_pids(sbx.id)))
+        for other in found:
+            if other != pid:
+                self._spawn(reaper.wait_exit(other))
 
     async def _undo_start(self, sbx: Sandbox) -> None:
         """Clear what a failed start left (processes, runtime state, cgroups; a network namespace
@@ -410,28 +423,21 @@ class Node:
         run_dir = sbx.dir / "run"
         run_dir.mkdir(parents=True)
         os.chmod(run_dir, 0o711)
-        await asyncio.to_thread(sbx.layer.mount, self.spares, sbx.layer.source)
+        # The disk is mounted in a thread while the agent's socket and config are made here.
+        mounting = asyncio.ensure_future(asyncio.to_thread(sbx.layer.mount, self.spares, sbx.layer.source))
+        try:
+            await sbx.conn.listen()
+            (run_dir / "config.json").write_text(_agent_config(sbx).model_dump_json())
+        finally:
+            await asyncio.wait({mounting})  # a failure here leaves a mount the cleanup must see
+        mounting.result()
         await afailpoint("node.create.after_mount", sbx.id)
         self._refill_spares()
         root = sbx.layer.rootfs
         safepath.ensure_dir(root, MOUNT_POINT.lstrip("/") + "/run")  # the node's own path, whatever was there
         if sbx.runtime.name == "gvisor" and image.has_glibc:
             _add_preload(root, bundle.statx_fix_in_sandbox)
-        iconf = image.config
-        limits = spec.limits
-        res = sbx.runtime.resources(limits.memory_mb << 20, limits.pids)
-        agent_config = p.AgentConfig(
-            sandbox_id=sbx.id,
-            env={**iconf.env, **spec.env},
-            cwd=spec.cwd or iconf.cwd,
-            user=spec.user or iconf.user,
-            hostname=spec.hostname,
-            memory_limit_bytes=limits.memory_mb << 20,
-            pids_limit=limits.pids,
-            dev_bytes=DEV_TMPFS_BYTES,
-            shm_bytes=shm_bytes(limits.memory_mb),
-        )
-        (run_dir / "config.json").write_text(agent_config.model_dump_json())
+        res = sbx.runtime.resources(spec.limits.memory_mb << 20, spec.limits.pids)
         config = oci_config(
             sandbox_id=sbx.id,
             spec=spec,
@@ -463,7 +469,6 @@ class Node:
                 }
             )
         )
-        await sbx.conn.listen()
 
     async def _attach_network(self, sbx: Sandbox, net_setup: asyncio.Future[SandboxNet] | None) -> str | None:
         """Wait for the sandbox's network; point its DNS at the gateway. None: no network."""
@@ -631,9 +636,7 @@ class Node:
     def watch(self, sbx: Sandbox, pid: int) -> asyncio.Task[None]:
         """Watch the sandbox's main host process `pid` (and its gofer) from now on; returns the exit waiter."""
         exited = self._spawn(reaper.wait_exit(pid))
-        for other in reaper.children_of_self(sbx.runtime.host_pids(sbx.id)):
-            if other != pid:  # the gofer, under gVisor
-                self._spawn(reaper.wait_exit(other))
+        self._spawn(self._reap_helpers(sbx, pid))
         self._spawn(self._on_exit(sbx, exited, sbx.generation))
         return exited
 
@@ -954,6 +957,22 @@ def _raise_nofile_limit() -> None:
     if soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _agent_config(sbx: Sandbox) -> p.AgentConfig:
+    """What the agent reads at its start (`run/config.json`): the sandbox's defaults and limits."""
+    spec, iconf, limits = sbx.spec, sbx.image.config, sbx.spec.limits
+    return p.AgentConfig(
+        sandbox_id=sbx.id,
+        env={**iconf.env, **spec.env},
+        cwd=spec.cwd or iconf.cwd,
+        user=spec.user or iconf.user,
+        hostname=spec.hostname,
+        memory_limit_bytes=limits.memory_mb << 20,
+        pids_limit=limits.pids,
+        dev_bytes=DEV_TMPFS_BYTES,
+        shm_bytes=shm_bytes(limits.memory_mb),
+    )
 
 
 def _save_network(sbx: Sandbox) -> None:

@@ -32,23 +32,17 @@ from pathlib import Path
 from sandlot import errors
 from sandlot.failpoints import failpoint
 from sandlot.node.fileclone import clone_file, frozen_fs, thaw
+from sandlot.node.loopdev import MS_RDONLY, mount, mount_image, wait_released
 
 __all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "mount_readonly_overlay", "overlaid", "umount"]
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
-MS_RDONLY = 1
-
-
-def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
-    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"mount {fstype} on {target}: {os.strerror(e)}")
 
 
 def mount_overlay(lower: str | Path, upper: Path, work: Path, target: Path) -> None:
     """`lower` is one directory or several joined by ':' (the top one first)."""
-    _mount("overlay", str(target), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+    mount("overlay", str(target), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
 
 
 @contextlib.contextmanager
@@ -73,7 +67,7 @@ def overlaid(lower: str | Path, upper: Path, scratch: Path) -> Iterator[Path]:
 
 def mount_readonly_overlay(lower: str | Path, target: Path) -> None:
     """The lowers alone (two or more, joined by ':'), merged and read-only."""
-    _mount("overlay", str(target), "overlay", MS_RDONLY, f"lowerdir={lower}")
+    mount("overlay", str(target), "overlay", MS_RDONLY, f"lowerdir={lower}")
 
 
 def umount(target: Path) -> None:
@@ -94,13 +88,18 @@ def is_mountpoint(path: Path) -> bool:
         return any(line.split()[4] == target for line in f)
 
 
-def make_disk(path: Path, size: int) -> None:
-    """A sparse file of `size` bytes holding an empty ext4 filesystem."""
+def make_disk(path: Path, size: int, *, background: bool = False) -> None:
+    """A sparse file of `size` bytes holding an empty ext4 filesystem.
+
+    `background`: mkfs runs at nice 19, so that it takes no CPU from the
+    sandboxes starting meanwhile (a spare refill runs beside a create).
+    """
     with open(path, "wb") as f:
         f.truncate(size)
+    # No journal and lazy init: a sandbox layer is rebuilt, not repaired.
+    argv = ["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", str(path)]
     mkfs = subprocess.run(
-        # No journal and lazy init: a sandbox layer is rebuilt, not repaired.
-        ["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", str(path)],
+        ["nice", "-n", "19", *argv] if background else argv,
         capture_output=True,
         text=True,
     )
@@ -148,7 +147,7 @@ class SpareDisks:
             while len(self._spares(size)) < self.keep:
                 tmp = self.dir / f".{size}-{uuid.uuid4().hex}.tmp"
                 try:
-                    make_disk(tmp, size)
+                    make_disk(tmp, size, background=True)
                 except (OSError, errors.InternalError):
                     tmp.unlink(missing_ok=True)
                     return
@@ -202,11 +201,7 @@ class WritableLayer:
 
     def _mount_disk(self) -> None:
         if not is_mountpoint(self.layer):
-            res = subprocess.run(
-                ["mount", "-o", "loop,noatime", str(self.image_file), str(self.layer)], capture_output=True, text=True
-            )
-            if res.returncode != 0:
-                raise errors.InternalError(f"mounting the sandbox disk failed: {res.stderr.strip()}")
+            mount_image(self.image_file, self.layer, "ext4")
         with contextlib.suppress(FileNotFoundError):
             (self.layer / "lost+found").rmdir()
         self.upper.mkdir(exist_ok=True)
@@ -277,6 +272,7 @@ class WritableLayer:
         problems = self.unmount()
         if problems:
             return problems
+        wait_released(self.image_file)  # the kernel frees the loop device a moment after the unmount
         failpoint("node.destroy.after_unmount", self.dir.name)
         if self._disk_file is not None:
             try:

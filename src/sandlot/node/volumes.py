@@ -25,7 +25,6 @@ import posixpath
 import re
 import secrets
 import shutil
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Any
 
 from sandlot import errors
 from sandlot.failpoints import failpoint
+from sandlot.node.loopdev import mount_image
 from sandlot.node.rootfs import is_mountpoint, make_disk, umount
 
 __all__ = ["Volume", "VolumeMount", "VolumeStore", "bind_mounts"]
@@ -216,11 +216,7 @@ class VolumeStore:
 
 
 def _mount(disk: Path, target: Path) -> None:
-    res = subprocess.run(
-        ["mount", "-o", "loop,noatime,nosuid,nodev", str(disk), str(target)], capture_output=True, text=True
-    )
-    if res.returncode != 0:
-        raise errors.InternalError(f"mounting volume disk {disk} failed: {res.stderr.strip()}")
+    mount_image(disk, target, "ext4", ("noatime", "nosuid", "nodev"))
 
 
 def _prepare(disk: Path, mountpoint: Path) -> None:

@@ -8,32 +8,38 @@ package main
 // and only the agent, CAP_SYS_ADMIN under gVisor; as init, before any other
 // process exists, the agent mounts a tmpfs of DevBytes over /dev, copies the
 // device nodes gVisor made into it, mounts a fresh devpts and a /dev/shm of
-// ShmBytes, then drops CAP_SYS_ADMIN and re-executes itself without it.
+// ShmBytes, then drops CAP_SYS_ADMIN from every one of its threads.
 // (This gVisor cannot mount a new devpts nor bind recursively: its devpts is
 // bound aside, to /.sandlot/run, while /dev is covered, then bound back.)
 // A full /dev or /dev/shm is then ENOSPC, and the sandbox lives.
 //
 // Invariant: in gVisor and container sandboxes, no process the agent starts
 // ever holds CAP_SYS_ADMIN (in a microVM the guest kernel is the boundary, and
-// root there keeps it). The agent drops it whenever it finds it (configured or not), on the one locked OS
-// thread that then execve()s, so the new image computes its capabilities
-// from sets without it.
+// root there keeps it). The agent drops it whenever it finds it (configured or not)
+// from the bounding, inheritable, permitted and effective sets of every OS thread
+// (the Go runtime runs the syscalls on each thread, the others stopped meanwhile;
+// a thread made later copies its creator's sets), then reads every thread's sets
+// back from /proc and refuses to serve if one still holds it. A process it starts
+// (root, no file capabilities) gets inheritable|bounding, neither of which holds it.
+// (It used to re-execute itself instead: a second Go start, 40 ms under gVisor's
+// ptrace platform on a busy host, on every sandbox's start.)
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"unsafe"
 )
 
 const (
-	devStaging      = "/.sandlot/run"
-	capSysAdmin     = 21
-	capVersion3     = 0x20080522
-	prCapbsetDrop   = 24
-	devReexecMarker = "SANDLOT_AGENT_REEXEC"
+	devStaging    = "/.sandlot/run"
+	capSysAdmin   = 21
+	capVersion3   = 0x20080522
+	prCapbsetDrop = 24
 )
 
 type capHeader struct {
@@ -59,13 +65,17 @@ func hasSysAdmin() bool {
 	return err == nil && (data[0].effective|data[0].permitted|data[0].inheritable)&(1<<capSysAdmin) != 0
 }
 
-// dropSysAdminAndReexec removes CAP_SYS_ADMIN from this thread's bounding,
-// inheritable, permitted and effective sets and execs the agent again: the
-// new image (root, no file capabilities) gets inheritable|bounding, neither
-// of which holds it any more.
-func dropSysAdminAndReexec() error {
-	runtime.LockOSThread() // the sets are per thread: drop and exec on this one
-	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prCapbsetDrop, capSysAdmin, 0); e != 0 {
+// dropHeader and dropSets are what every thread passes to capset: globals, so that
+// their addresses stay valid while the runtime runs the call on each thread.
+var (
+	dropHeader capHeader
+	dropSets   [2]capData
+)
+
+// dropSysAdmin removes CAP_SYS_ADMIN from the bounding, inheritable, permitted
+// and effective sets of every thread of the agent, then checks that none holds it.
+func dropSysAdmin() error {
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, prCapbsetDrop, capSysAdmin, 0); e != 0 {
 		return fmt.Errorf("dropping CAP_SYS_ADMIN from the bounding set: %v", e)
 	}
 	data, err := capGet()
@@ -75,16 +85,43 @@ func dropSysAdminAndReexec() error {
 	data[0].effective &^= 1 << capSysAdmin
 	data[0].permitted &^= 1 << capSysAdmin
 	data[0].inheritable &^= 1 << capSysAdmin
-	hdr := capHeader{version: capVersion3}
-	if _, _, e := syscall.RawSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+	dropHeader, dropSets = capHeader{version: capVersion3}, data
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&dropHeader)),
+		uintptr(unsafe.Pointer(&dropSets[0])), 0); e != 0 {
 		return fmt.Errorf("capset: %v", e)
 	}
-	exe, err := os.Executable()
+	return noThreadHoldsSysAdmin()
+}
+
+// noThreadHoldsSysAdmin reads the capability sets of each of the agent's threads.
+func noThreadHoldsSysAdmin() error {
+	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		return err
 	}
-	env := append(os.Environ(), devReexecMarker+"=1")
-	return syscall.Exec(exe, os.Args, env)
+	for _, t := range tasks {
+		f, err := os.Open("/proc/self/task/" + t.Name() + "/status")
+		if err != nil {
+			if os.IsNotExist(err) { // the thread exited meanwhile
+				continue
+			}
+			return err
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			name, value, ok := strings.Cut(sc.Text(), ":")
+			if !ok || !strings.HasPrefix(name, "Cap") || name == "CapAmb" {
+				continue
+			}
+			mask, err := strconv.ParseUint(strings.TrimSpace(value), 16, 64)
+			if err != nil || mask&(1<<capSysAdmin) != 0 {
+				f.Close()
+				return fmt.Errorf("thread %s still holds CAP_SYS_ADMIN (%s %s)", t.Name(), name, strings.TrimSpace(value))
+			}
+		}
+		f.Close()
+	}
+	return nil
 }
 
 type devEntry struct {
@@ -187,14 +224,16 @@ func prepareInit(cfg AgentConfig) error {
 		// checkpoints; Docker inside needs them). The VM's init sets this, never a user.
 		return nil
 	}
-	if os.Getenv(devReexecMarker) != "" {
-		// Exec'd once already and still privileged: never serve like that.
-		return fmt.Errorf("CAP_SYS_ADMIN survived the drop")
-	}
 	if cfg.DevBytes > 0 {
 		if err := setupDev(cfg.DevBytes, cfg.ShmBytes); err != nil {
 			return err
 		}
 	}
-	return dropSysAdminAndReexec() // returns only on failure
+	if err := dropSysAdmin(); err != nil {
+		return err
+	}
+	if hasSysAdmin() { // never serve privileged
+		return fmt.Errorf("CAP_SYS_ADMIN survived the drop")
+	}
+	return nil
 }
