@@ -10,6 +10,7 @@ import pytest
 
 from sandlot import errors
 from sandlot.node import Limits, cgroups
+from sandlot.node.runtimes.container import AGENT_THREADS
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +69,9 @@ def test_fork_bomb_stops_at_the_pids_limit(make_sandbox: Any, aio: Any, runtime_
             assert time.monotonic() < deadline, "the sandbox never recovered from the fork bomb"
             time.sleep(0.5)
     assert aio(other.run("echo neighbour")).stdout == "neighbour\n"
+    if runtime_name == "container":  # the agent took its threads before the bomb could (go/threads.go)
+        threads = aio(sbx.run("ls /proc/1/task | wc -l")).stdout
+        assert int(threads) >= AGENT_THREADS, threads
 
 
 def test_disk_filler_gets_enospc(make_sandbox: Any, aio: Any, runtime_name: str) -> None:

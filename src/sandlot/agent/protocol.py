@@ -225,6 +225,10 @@ class AgentConfig(_Model):
     # gVisor: the agent (init) mounts /dev and /dev/shm as tmpfs of these sizes (see go/devfs.go); 0 = as made
     dev_bytes: int = 0
     shm_bytes: int = 0
+    # The OS threads the agent starts at once and keeps (0 = as its runtime makes them): where the
+    # sandbox's pids limit counts them with its processes (crun), a fork bomb could otherwise
+    # refuse the agent's Go runtime a thread, and it dies when one is refused (go/threads.go)
+    reserve_threads: int = 0
 
 
 class Hello(_Model):

@@ -972,6 +972,7 @@ def _agent_config(sbx: Sandbox) -> p.AgentConfig:
         pids_limit=limits.pids,
         dev_bytes=DEV_TMPFS_BYTES,
         shm_bytes=shm_bytes(limits.memory_mb),
+        reserve_threads=sbx.runtime.agent_threads,
     )
 
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestSafeNameRejectsEscapes(t *testing.T) {
@@ -134,5 +135,21 @@ func TestSudoersMustBeRootsAndNotWritableByOthers(t *testing.T) {
 	}
 	if got := sudoers(path); got != nil {
 		t.Fatalf("a world-writable sudoers file must grant nothing, got %v", got)
+	}
+}
+
+func TestReserveThreadsLeavesThemIdle(t *testing.T) {
+	before := threadCount()
+	want := before + 6
+	if got := reserveThreads(want); got < want {
+		t.Fatalf("reserveThreads(%d) left %d threads", want, got)
+	}
+	// The threads stay (idle in the runtime), and asking again makes none.
+	time.Sleep(50 * time.Millisecond)
+	if got := threadCount(); got < want {
+		t.Fatalf("the reserved threads went away: %d of %d", got, want)
+	}
+	if got := reserveThreads(want); got < want {
+		t.Fatalf("a second reserve lost threads: %d", got)
 	}
 }

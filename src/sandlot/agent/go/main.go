@@ -63,6 +63,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sandlot-agent: preparing the sandbox:", err)
 		os.Exit(1)
 	}
+	if cfg.ReserveThreads > 0 { // before any process of the sandbox can take the pids they need
+		if have := reserveThreads(int(cfg.ReserveThreads)); have < int(cfg.ReserveThreads) {
+			fmt.Fprintf(os.Stderr, "sandlot-agent: holding %d threads of the %d wanted\n", have, cfg.ReserveThreads)
+		}
+	}
 	if os.Getpid() != 1 {
 		// Not init (tests on a host): still become the parent of orphans.
 		_ = prctlSubreaper()

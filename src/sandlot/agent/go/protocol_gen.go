@@ -235,6 +235,7 @@ type AgentConfig struct {
 	OutputBufferBytes int64             `json:"output_buffer_bytes"`
 	DevBytes          int64             `json:"dev_bytes"`
 	ShmBytes          int64             `json:"shm_bytes"`
+	ReserveThreads    int64             `json:"reserve_threads"`
 }
 
 type ProcessStarted struct {

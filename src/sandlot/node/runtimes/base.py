@@ -177,6 +177,9 @@ class Runtime(abc.ABC):
     mounts_rootfs_on_host: ClassVar[bool] = True
     #: Whether a memory image keeps the sandbox's open TCP connections (gVisor's cannot: memory_pause.py).
     saves_open_connections: ClassVar[bool] = False
+    #: The OS threads the agent takes at its start and keeps (AgentConfig.reserve_threads): a runtime
+    #: whose host pids limit counts the agent's threads with the sandbox's processes sets it
+    agent_threads: ClassVar[int] = 0
     #: How long a started sandbox's agent may take to dial in.
     agent_connect_timeout: ClassVar[float] = 30.0
     #: Whether the sandbox's network namespace serves one start only (runsc takes the address into its

@@ -31,8 +31,11 @@ BLOCKED_SYSCALLS = [
     "_sysctl", "umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86", "vm86old",
 ]  # fmt: skip
 
-#: Headroom for the agent itself inside the container's pids cgroup.
+#: Headroom for the agent itself inside the container's pids cgroup ...
 AGENT_PIDS = 16
+#: ... which it takes at its start, as threads (the rest: its sudo helper and the like), so that a
+#: fork bomb that fills the cgroup never refuses the agent's Go runtime a thread (it would die)
+AGENT_THREADS = 12
 
 
 def _seccomp() -> dict[str, Any]:
@@ -69,6 +72,7 @@ def ensure_hybrid_cgroups() -> None:
 class ContainerRuntime(Runtime):
     name = "container"
     binary = "crun"
+    agent_threads = AGENT_THREADS
 
     @property
     def _root(self) -> str:
