@@ -163,6 +163,14 @@ def _router(local: LocalNode) -> APIRouter:
     async def export_sandbox(sandbox_id: str, tag: str) -> Any:
         return StreamingResponse(await local.export_sandbox(sandbox_id, tag), media_type="application/x-tar")
 
+    @r.get("/sandboxes/{sandbox_id}/disk")
+    async def export_disk(sandbox_id: str) -> Any:
+        return StreamingResponse(await local.export_disk(sandbox_id), media_type="application/octet-stream")
+
+    @r.put("/sandboxes/{sandbox_id}/disk")
+    async def import_disk(sandbox_id: str, request: Request) -> Any:
+        return (await local.import_disk(sandbox_id, request.stream())).model_dump()
+
     @r.post("/checkpoints/{checkpoint_id}/fork")
     async def fork(checkpoint_id: str, body: dict[str, Any]) -> Any:
         return [s.model_dump() for s in await local.fork(checkpoint_id, int(body.get("count", 1)))]

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
+from sandlot.node import sandbox_move
 from sandlot.node.checkpoints import Checkpoint
 from sandlot.node.client import NodeClient, TemplateEvents
 from sandlot.node.dockerfile.builder import BuildOptions, build
@@ -232,6 +233,12 @@ class LocalNode(NodeClient):
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
+
+    async def export_disk(self, sandbox_id: str) -> AsyncIterator[bytes]:
+        return await sandbox_move.export_disk(self.node, sandbox_id)
+
+    async def import_disk(self, sandbox_id: str, disk: AsyncIterable[bytes]) -> SandboxStatus:
+        return status_of(await sandbox_move.import_disk(self.node, sandbox_id, disk), self.name)
 
     # ------------------------------------------------------------ checkpoints
 

@@ -16,7 +16,12 @@ from collections.abc import Mapping
 from sandlot.api.fleet.registry import NodeRecord
 from sandlot.node.protocol import SandboxSpec
 
-__all__ = ["rank"]
+__all__ = ["NodeTaken", "fits", "rank"]
+
+
+class NodeTaken(Exception):
+    """A node no longer has room for a create (concurrent creates reserved it first)."""
+
 
 #: a template missing on a node costs about as much as this many sandboxes of load (it is copied first)
 UNCACHED_PENALTY = 2.0
