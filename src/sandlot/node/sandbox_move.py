@@ -116,6 +116,7 @@ async def _send(clone: Path, header: dict[str, Any]) -> AsyncIterator[bytes]:
                     length -= len(chunk)
                     digest.update(chunk)
                     yield chunk
+                    await afailpoint("node.move.sending", header["sandbox_id"])
         yield digest.digest()
     finally:
         await asyncio.to_thread(clone.unlink, True)
@@ -137,6 +138,10 @@ class _Reader:
                     self._buf = await anext(self._it)
                 except StopAsyncIteration:
                     raise errors.InvalidArgumentError(f"the disk stream ended early, in {what}") from None
+                except errors.SandlotError:
+                    raise
+                except Exception as exc:  # the sender went away (a client disconnect, a reset)
+                    raise errors.InvalidArgumentError(f"the disk stream broke in {what}: {exc!r}") from None
                 continue
             piece, self._buf = self._buf[: min(n, CHUNK)], self._buf[min(n, CHUNK) :]
             n -= len(piece)

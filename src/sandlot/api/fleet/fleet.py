@@ -344,16 +344,15 @@ class Fleet(NodeClient):
 
     async def wake(self, sandbox_id: str) -> None:
         """Wake it where it is; on a draining node, a persistent sandbox first moves to another
-        (moves.py): it wakes there, from its disk. One that cannot move wakes where it is."""
+        (moves.py): it wakes there, from its disk. One that cannot move (no room elsewhere, a
+        move cut short: its old copy is whole) wakes where it is."""
         name = await self._node_of(sandbox_id)
         rec = await self._record(name) if name else None
         if name is not None and rec is not None and rec.state == "draining":
             try:
                 await moves.move(self, sandbox_id, name)
-            except errors.SandboxStateError:  # not persistent: it stays until its timeout
-                pass
-            except errors.RuntimeUnavailableError as exc:
-                log.warning("waking %s on draining node %s: %s", sandbox_id, name, exc)
+            except errors.SandlotError as exc:
+                log.warning("waking %s on draining node %s, not moving it: %s", sandbox_id, name, exc)
         await (await self._holder(sandbox_id)).wake(sandbox_id)
 
     async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> SandboxStatus:

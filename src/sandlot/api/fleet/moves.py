@@ -118,11 +118,13 @@ async def _hibernate(fleet: Fleet, source: NodeClient, sandbox_id: str, off: str
         await source.resume(sandbox_id)
     if status.state in ("paused", "running"):
         await source.hibernate(sandbox_id, memory=False)
-        await fleet.store.set_state(sandbox_id, "hibernated", f"hibernated to move off node {off}")
+        await fleet.store.set_state(sandbox_id, "hibernated")
 
 
 async def _switch(fleet: Fleet, sandbox_id: str, source: NodeClient, off: str, to: str) -> str:
-    if not await fleet.store.set_node(sandbox_id, to, was=off):
+    if not await fleet.store.set_node(sandbox_id, to, was=off):  # only if this move's lock expired midway
+        with contextlib.suppress(errors.SandlotError):
+            await (await fleet.node(to)).kill(sandbox_id)  # the record never named this copy
         raise errors.ConflictError(f"sandbox {sandbox_id} left node {off} meanwhile")
     fleet.placed(sandbox_id, to)
     log.info("moved sandbox %s from node %s to node %s", sandbox_id, off, to)
