@@ -356,9 +356,13 @@ def test_drain_moves_persistent_sandboxes_and_a_move_cut_short_loses_nothing(fle
         assert left("n1") == [] and left("n3") == []
         n2.start()
         seen: list[dict[str, str]] = []
+
+        def back() -> bool:  # live again, and holding it
+            seen.append(b.get(f"/sandboxes/{sid}").json())
+            return seen[-1]["state"] == "hibernated" and states(a)["n2"] == "draining"
+
         try:
-            wait("n2 back", lambda: seen.append(b.get(f"/sandboxes/{sid}").json()) or seen[-1]["state"] == "hibernated",
-                 300)  # fmt: skip
+            wait("n2 back", back, 300)
         except AssertionError:
             raise AssertionError(f"n2 did not come back holding {sid}: {seen[-1:]}") from None
 

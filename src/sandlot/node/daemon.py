@@ -105,6 +105,8 @@ def _router(local: LocalNode) -> APIRouter:
     @r.get("/sandboxes/{sandbox_id}")
     async def status(sandbox_id: str) -> Any:
         st = await local.status(sandbox_id)
+        if st is None and local.recovering:  # restarted, and replicas still take it for live: never "gone"
+            raise errors.NodeUnreachableError(f"node {local.name} is recovering its sandboxes after a restart")
         if st is None:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found on node {local.name}")
         return st.model_dump()
@@ -423,6 +425,7 @@ def run_daemon(
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     local = LocalNode(Node(config), name)
+    local.recovering = bool(api_url)  # until the fleet's records are recovered (membership.py)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

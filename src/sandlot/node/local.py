@@ -120,6 +120,9 @@ class LocalNode(NodeClient):
         self.default_runtime = node.config.default_runtime
         # _exited: sandboxes that died on their own since `exited` was last called, with why.
         self._exited: dict[str, str] = {}
+        #: a node daemon that joins a fleet has not yet found its sandboxes again (node/daemon.py):
+        #: it cannot tell yet that it does not hold one
+        self.recovering = False
         node.on_exit(self._on_exit)
 
     def _on_exit(self, sandbox_id: str, reason: str) -> None:
@@ -163,6 +166,7 @@ class LocalNode(NodeClient):
 
     async def recover(self, wanted: Mapping[str, SandboxSpec]) -> RecoveryReport:
         report = await recover(self.node, wanted)
+        self.recovering = False
         return RecoveryReport(adopted=report.adopted, lost=report.lost, problems=report.problems)
 
     async def close(self, *, kill_sandboxes: bool) -> None:
