@@ -165,6 +165,7 @@ async def drain(name: NodeName, who: Who, svc: Svc) -> NodeSummary:
 
 
 async def _reachable(fleet: Fleet, name: str) -> bool:
+    await fleet.live(fresh=True)  # a node back a moment ago is live, for this and the moves after it
     try:
         await fleet.node(name)
     except (errors.NodeUnreachableError, errors.NotFoundError):
