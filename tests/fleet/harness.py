@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -41,11 +42,13 @@ class Proc(Subprocess):
         self.name, self.args, self.log = name, args, log
         self.proc = None
 
-    def start(self) -> Proc:
+    def start(self, **env: str) -> Proc:
+        """Start it (again), with `env` added to the environment (SANDLOT_FAILPOINTS=...)."""
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sandlot.cli", *self.args],
                 cwd=ROOT,
+                env={**os.environ, **env},
                 stdout=log,
                 stderr=log,
                 start_new_session=True,

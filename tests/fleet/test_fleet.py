@@ -6,8 +6,9 @@ The test proves: placement spreads, and stops at a node's committed limits; ever
 path works through the replica that did not create the sandbox; a template made on
 one node is copied to a node without it; a node SIGKILLed leaves its sandboxes
 `unknown` (never killed) and re-adopts them when it returns; a volume keeps every
-sandbox that mounts it on its node; a replica SIGKILLed loses nothing; drain and
-remove; `sandlot nodes ls`.
+sandbox that mounts it on its node; a replica SIGKILLed loses nothing; drain moves
+persistent sandboxes (their disks) to other nodes, and a move cut short by a node
+killed midway loses nothing; remove; `sandlot nodes ls`.
 """
 
 from __future__ import annotations
@@ -410,6 +411,51 @@ def test_a_volume_keeps_its_sandboxes_on_its_node(fleet: Fleet) -> None:
         assert run(a, back["sandbox_id"], "cat /kept/f")["stdout"] == "written\n"
         assert a.delete(f"/sandboxes/{back['sandbox_id']}").status_code == 204
         assert b.delete("/volumes/kept").status_code == 204
+
+
+def test_drain_moves_persistent_sandboxes_and_a_move_cut_short_loses_nothing(fleet: Fleet) -> None:
+    """Drain ships a persistent sandbox's disk to another node: it keeps its id, files and metadata and
+    wakes there through either replica. Its node killed mid-stream first: nothing lands elsewhere, the
+    sandbox stays whole where it was, and the drain run again moves it."""
+    n2 = fleet.nodes["n2"]
+    n2.stop()
+    n2.start(SANDLOT_FAILPOINTS="node.move.sending=kill")  # dies in the middle of the first disk it sends
+    body = {"template": "busybox", "persistent": True, "node_labels": {"zone": "b"}, "metadata": {"owner": "drain"}}
+    with fleet.client(0) as a, fleet.client(1) as b:
+        made = wait("a sandbox on n2", lambda: (r := a.post("/sandboxes", json=body)).status_code == 201 and r.json())
+        sid = made["sandbox_id"]
+        assert made["node"] == "n2" and run(a, sid, "mkdir -p /work && echo kept > /work/f")["exit_code"] == 0
+        assert b.get(f"/sandboxes/{sid}").json()["node"] == "n2"  # the other replica knows where it was
+
+        def left(node: str) -> list[Path]:  # what of the sandbox a node holds, and moves half made
+            d = fleet.root / node
+            return [*(d / "disks" / "sandboxes").glob(f"*{sid}*"), *(d / "sandboxes").glob(sid)]
+
+        assert a.post("/nodes/n2/drain").status_code == 200
+        wait("n2 killed mid-move", lambda: n2.proc is not None and n2.proc.poll() is not None)
+        assert a.get(f"/sandboxes/{sid}").json()["node"] == "n2"
+        assert left("n1") == [] and left("n3") == []
+        n2.start()
+        seen: list[dict[str, str]] = []
+
+        def back() -> bool:  # live again, and holding it
+            seen.append(b.get(f"/sandboxes/{sid}").json())
+            return seen[-1]["state"] == "hibernated" and states(a)["n2"] == "draining"
+
+        try:
+            wait("n2 back", back, 300)
+        except AssertionError:
+            raise AssertionError(f"n2 did not come back holding {sid}: {seen[-1:]}") from None
+
+        assert a.post("/nodes/n2/drain").json()["state"] == "draining"
+        info = b.get(f"/sandboxes/{sid}").json()
+        assert info["node"] in ("n1", "n3") and info["state"] == "hibernated", info
+        assert info["metadata"] == {"owner": "drain"}
+        assert list((fleet.root / "n2" / "disks" / "sandboxes").iterdir()) == []  # the drained node holds no disk
+        assert run(b, sid, "cat /work/f")["stdout"] == "kept\n"  # woken on its new node, from its disk
+        now = a.get(f"/sandboxes/{sid}").json()
+        assert (now["node"], now["state"], now["exit_reason"]) == (info["node"], "running", None), now
+        assert a.delete(f"/sandboxes/{sid}").status_code == 204
 
 
 def test_nodes_ls_drain_and_rm(fleet: Fleet) -> None:

@@ -545,6 +545,11 @@ class Store:
         await self._run(q)
         self.deadline_writes += 1
 
+    async def set_node(self, sandbox_id: str, node: str, *, was: str) -> bool:
+        """Place the sandbox's record on `node` if it is still on node `was` (a move); whether it was."""
+        where = sa.and_(sandboxes.c.sandbox_id == sandbox_id, sandboxes.c.node == was)
+        return bool(await self._run(lambda c: c.execute(sandboxes.update().where(where).values(node=node)).rowcount))
+
     async def set_ends_at(self, sandbox_id: str, ends_at: float) -> None:
         await self._run(
             lambda c: c.execute(sandboxes.update().where(sandboxes.c.sandbox_id == sandbox_id).values(ends_at=ends_at))

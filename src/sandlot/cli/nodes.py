@@ -7,12 +7,16 @@ DELETE /nodes/{name}), which maps error bodies to SandlotError like every call.
 from __future__ import annotations
 
 import click
+import httpx
 from rich.text import Text
 
 from sandlot.cli._common import Api, call_api, console, fmt_ago, json_option, pass_api, print_json, run_async, table
 from sandlot.models import NodeList, NodeSummary
 
 __all__ = ["command"]
+
+#: a drain ships disks before it answers: no read timeout
+_NO_READ_TIMEOUT = httpx.Timeout(10.0, read=None)
 
 _STYLE = {"active": "green", "draining": "yellow", "unreachable": "red"}
 
@@ -77,8 +81,18 @@ def ls(api: Api, as_json: bool) -> None:
 @click.argument("name")
 @pass_api
 def drain(api: Api, name: str) -> None:
-    """No new sandboxes on NAME; its persistent sandboxes hibernate."""
-    node = NodeSummary.model_validate(run_async(call_api(api, lambda t: t.json("POST", f"/nodes/{name}/drain"))))
+    """No new sandboxes on NAME; its persistent sandboxes move to other nodes.
+
+    Each persistent sandbox is hibernated and its disk shipped to a node that
+    placement picks; it keeps its id, files and metadata, and wakes there on
+    its next request. Its processes do not move: it boots afresh from its disk.
+    A sandbox no other node has room for stays and moves when it is next woken.
+    Returns once NAME holds no more that could move (minutes for large disks).
+    Ephemeral sandboxes run on until their timeout.
+    """
+    node = NodeSummary.model_validate(
+        run_async(call_api(api, lambda t: t.json("POST", f"/nodes/{name}/drain", timeout=_NO_READ_TIMEOUT)))
+    )
     click.echo(f"{node.name} {node.state}")
 
 
@@ -86,6 +100,10 @@ def drain(api: Api, name: str) -> None:
 @click.argument("name")
 @pass_api
 def rm(api: Api, name: str) -> None:
-    """Forget NAME (its sandboxes' records say killed); a daemon still running joins again."""
-    run_async(call_api(api, lambda t: t.request("DELETE", f"/nodes/{name}")))
+    """Forget NAME; a daemon still running joins again.
+
+    While NAME is reachable its persistent sandboxes move to other nodes first
+    (as `drain` moves them); the records of the sandboxes left on it say killed.
+    """
+    run_async(call_api(api, lambda t: t.request("DELETE", f"/nodes/{name}", timeout=_NO_READ_TIMEOUT)))
     click.echo(name)

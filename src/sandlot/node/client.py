@@ -51,6 +51,8 @@ How each maps to HTTP (for the node daemon; paths under its `/v1`):
     file_metadata         POST   /sandboxes/{id}/file-metadata {paths} -> {path: metadata|null}
     set_file_metadata     PUT    /sandboxes/{id}/file-metadata {path, metadata}
     export_sandbox        GET    /sandboxes/{id}/export?tag=   tar stream
+    export_disk           GET    /sandboxes/{id}/disk          disk stream (node/sandbox_move.py)
+    import_disk           PUT    /sandboxes/{id}/disk          disk stream -> SandboxStatus
     checkpoint            POST   /sandboxes/{id}/checkpoints   {name, memory}
     restore               POST   /sandboxes/{id}/restore       {checkpoint_id}
     fork                  POST   /checkpoints/{id}/fork        {count}
@@ -207,6 +209,16 @@ class NodeClient(abc.ABC):
     @abc.abstractmethod
     async def export_sandbox(self, sandbox_id: str, tag: str) -> AsyncIterator[bytes]:
         """Its filesystem as an OCI image layout, in a tar (made before the first chunk is answered)."""
+
+    @abc.abstractmethod
+    async def export_disk(self, sandbox_id: str) -> AsyncIterator[bytes]:
+        """The disk of a hibernated sandbox, to move it to another node (`import_disk` there): a
+        stream of its data extents and their digest (node/sandbox_move.py), checked before it starts."""
+
+    @abc.abstractmethod
+    async def import_disk(self, sandbox_id: str, disk: AsyncIterable[bytes]) -> SandboxStatus:
+        """Hold sandbox `sandbox_id`, hibernated, on the disk another node's `export_disk` streams
+        (ConflictError if this node holds it already); a bad or broken stream leaves nothing behind."""
 
     # ------------------------------------------------------------ checkpoints
 

@@ -105,6 +105,8 @@ def _router(local: LocalNode) -> APIRouter:
     @r.get("/sandboxes/{sandbox_id}")
     async def status(sandbox_id: str) -> Any:
         st = await local.status(sandbox_id)
+        if st is None and local.recovering:  # restarted, and replicas still take it for live: never "gone"
+            raise errors.NodeUnreachableError(f"node {local.name} is recovering its sandboxes after a restart")
         if st is None:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found on node {local.name}")
         return st.model_dump()
@@ -162,6 +164,14 @@ def _router(local: LocalNode) -> APIRouter:
     @r.get("/sandboxes/{sandbox_id}/export")
     async def export_sandbox(sandbox_id: str, tag: str) -> Any:
         return StreamingResponse(await local.export_sandbox(sandbox_id, tag), media_type="application/x-tar")
+
+    @r.get("/sandboxes/{sandbox_id}/disk")
+    async def export_disk(sandbox_id: str) -> Any:
+        return StreamingResponse(await local.export_disk(sandbox_id), media_type="application/octet-stream")
+
+    @r.put("/sandboxes/{sandbox_id}/disk")
+    async def import_disk(sandbox_id: str, request: Request) -> Any:
+        return (await local.import_disk(sandbox_id, request.stream())).model_dump()
 
     @r.post("/checkpoints/{checkpoint_id}/fork")
     async def fork(checkpoint_id: str, body: dict[str, Any]) -> Any:
@@ -415,6 +425,7 @@ def run_daemon(
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     local = LocalNode(Node(config), name)
+    local.recovering = bool(api_url)  # until the fleet's records are recovered (membership.py)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

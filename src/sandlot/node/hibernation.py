@@ -22,13 +22,17 @@ from sandlot.node.sandbox import Sandbox
 if TYPE_CHECKING:
     from sandlot.node.node import Node
 
-__all__ = ["hibernate", "marked", "unmark", "wake"]
+__all__ = ["hibernate", "mark", "marked", "unmark", "wake"]
 
 log = logging.getLogger("sandlot.node")
 
 
 def _marker(sbx: Sandbox) -> Path:
     return sbx.dir / "hibernated"
+
+
+def mark(sbx: Sandbox) -> None:
+    _marker(sbx).touch()
 
 
 def marked(sbx: Sandbox) -> bool:
@@ -42,7 +46,7 @@ async def hibernate(node: Node, sbx: Sandbox, memory: bool = True) -> None:
     must find it hibernated, not dead; one killed before finds it running and
     drops the marker (a running sandbox wins over any record of it).
     """
-    _marker(sbx).touch()
+    mark(sbx)
     try:
         if memory and sbx.runtime.saves_memory:
             try:

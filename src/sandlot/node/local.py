@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
+from sandlot.node import sandbox_move
 from sandlot.node.checkpoints import Checkpoint
 from sandlot.node.client import NodeClient, TemplateEvents
 from sandlot.node.dockerfile.builder import BuildOptions, build
@@ -120,6 +121,9 @@ class LocalNode(NodeClient):
         self.default_runtime = node.config.default_runtime
         # _exited: sandboxes that died on their own since `exited` was last called, with why.
         self._exited: dict[str, str] = {}
+        #: a node daemon that joins a fleet has not yet found its sandboxes again (node/daemon.py):
+        #: it cannot tell yet that it does not hold one
+        self.recovering = False
         node.on_exit(self._on_exit)
 
     def _on_exit(self, sandbox_id: str, reason: str) -> None:
@@ -165,6 +169,7 @@ class LocalNode(NodeClient):
 
     async def recover(self, wanted: Mapping[str, SandboxSpec]) -> RecoveryReport:
         report = await recover(self.node, wanted)
+        self.recovering = False
         return RecoveryReport(adopted=report.adopted, lost=report.lost, problems=report.problems)
 
     async def close(self, *, kill_sandboxes: bool) -> None:
@@ -235,6 +240,12 @@ class LocalNode(NodeClient):
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
+
+    async def export_disk(self, sandbox_id: str) -> AsyncIterator[bytes]:
+        return await sandbox_move.export_disk(self.node, sandbox_id)
+
+    async def import_disk(self, sandbox_id: str, disk: AsyncIterable[bytes]) -> SandboxStatus:
+        return status_of(await sandbox_move.import_disk(self.node, sandbox_id, disk), self.name)
 
     # ------------------------------------------------------------ checkpoints
 

@@ -245,7 +245,15 @@ class Node:
             return pooled
         return await self._start(spec)
 
-    async def _start(self, spec: SandboxSpec, disk_from: Path | None = None, *, background: bool = False) -> Sandbox:
+    async def _start(
+        self,
+        spec: SandboxSpec,
+        disk_from: Path | None = None,
+        *,
+        background: bool = False,
+        sandbox_id: str | None = None,
+        boot: bool = True,
+    ) -> Sandbox:
         """Start a sandbox once admitted (a fair queue; ServerBusyError when it is full).
 
         A caller cancelled while queued just leaves the queue. Cancelling
@@ -253,7 +261,7 @@ class Node:
         records yet, so an admitted start runs to its end and is then killed.
         """
         async with self.admission.slot(background=background):
-            task = asyncio.ensure_future(self._start_now(spec, disk_from))
+            task = asyncio.ensure_future(self._start_now(spec, disk_from, sandbox_id, boot=boot))
             try:
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
@@ -261,12 +269,15 @@ class Node:
                     await self.kill((await task).id)
                 raise
 
-    async def _start_now(self, spec: SandboxSpec, disk_from: Path | None = None) -> Sandbox:
-        """Start a sandbox of `spec`, on a fresh disk or a clone of `disk_from` (a checkpoint's)."""
+    async def _start_now(
+        self, spec: SandboxSpec, disk_from: Path | None = None, sandbox_id: str | None = None, *, boot: bool = True
+    ) -> Sandbox:
+        """Start a sandbox of `spec`, on a fresh disk or a clone of `disk_from` (a checkpoint's, a moved
+        sandbox's); without `boot` it is only provisioned, and left hibernated (`wake` boots it)."""
         runtime = self.runtime(spec.runtime)
         bundle = await self.bundle()
         image = await asyncio.to_thread(self._host_ready, spec.image)
-        sandbox_id = new_sandbox_id()
+        sandbox_id = sandbox_id or new_sandbox_id()
         sdir = self.sandboxes_dir / sandbox_id
         layer = WritableLayer(sdir, image.lowerdir, spec.limits.disk_mb << 20, self.disks.disk_of(sandbox_id))
         layer.source = disk_from
@@ -288,7 +299,7 @@ class Node:
         try:
             await self._provision(sbx, bundle, net_setup)
             await afailpoint("node.create.before_start", sandbox_id)
-            exited = await self.boot(sbx)
+            exited = await self.boot(sbx) if boot else None
         except BaseException as exc:
             if net_setup is not None and sbx.net is None:
                 with contextlib.suppress(BaseException):
@@ -303,6 +314,12 @@ class Node:
                     f"is full ({exc}); free space there"
                 ) from None
             raise
+        if exited is None:  # provisioned only: nothing runs, as after a hibernation without memory
+            await sbx.conn.close()
+            hibernation.mark(sbx)
+            for state in (State.RUNNING, State.PAUSED, State.HIBERNATED):
+                sbx.transition(state)
+            return sbx
         sbx.transition(State.RUNNING)
         self._spawn(self._on_exit(sbx, exited))
         if image.start is not None:  # handed out only once its template's start command is ready
@@ -321,6 +338,23 @@ class Node:
         self.disks.ensure()
         self.disks.check_room("create a sandbox")
         return found
+
+    async def start_hibernated(self, spec: SandboxSpec, sandbox_id: str, disk: Path) -> Sandbox:
+        """Make sandbox `sandbox_id` of `spec` on a clone of `disk` (one moved here from another node),
+        hibernated: its first `wake` boots it."""
+        if self.knows(sandbox_id):
+            raise errors.ConflictError(f"node holds sandbox {sandbox_id} already")
+        bind_mounts(self.volumes, spec.volumes)
+        return await self._start(spec.validate(), disk, sandbox_id=sandbox_id, boot=False)
+
+    async def clone_hibernated_disk(self, sbx: Sandbox, dest: Path) -> None:
+        """Clone a hibernated sandbox's disk to `dest`, consistent (nothing runs in it meanwhile)."""
+        async with sbx._kill_lock:
+            if sbx.state is not State.HIBERNATED:
+                raise errors.SandboxStateError(
+                    f"cannot move sandbox {sbx.id} in state {sbx.state.value}: only a hibernated one moves"
+                )
+            await sbx.runtime.snapshot_disk(sbx.id, sbx.layer, dest, running=False)
 
     async def boot(self, sbx: Sandbox) -> asyncio.Task[None]:
         """Start the provisioned sandbox's runtime and wait for its agent; returns its exit watcher."""

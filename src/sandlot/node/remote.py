@@ -285,6 +285,13 @@ class RemoteNode(NodeClient):
     async def export_sandbox(self, sandbox_id: str, tag: str) -> AsyncIterator[bytes]:
         return await self._bytes("GET", f"/sandboxes/{self._sid(sandbox_id)}/export", params={"tag": tag})
 
+    async def export_disk(self, sandbox_id: str) -> AsyncIterator[bytes]:
+        return await self._bytes("GET", f"/sandboxes/{self._sid(sandbox_id)}/disk")
+
+    async def import_disk(self, sandbox_id: str, disk: AsyncIterable[bytes]) -> SandboxStatus:
+        path = f"/sandboxes/{self._sid(sandbox_id)}/disk"
+        return SandboxStatus.model_validate(await self._request("PUT", path, content=disk, timeout=SLOW))
+
     # ------------------------------------------------------------ checkpoints
 
     async def checkpoint(self, sandbox_id: str, name: str, *, memory: bool = False) -> CheckpointInfo:

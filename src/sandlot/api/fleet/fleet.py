@@ -37,7 +37,8 @@ from sqlalchemy.engine import Connection
 
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
-from sandlot.api.fleet.placement import DEFAULT_OVERCOMMIT, Overcommit, fits, rank, refusal
+from sandlot.api.fleet import moves
+from sandlot.api.fleet.placement import DEFAULT_OVERCOMMIT, NodeTaken, Overcommit, fits, rank, refusal
 from sandlot.api.fleet.registry import NodeRecord, NodeRegistry, scope
 from sandlot.api.reservations import Amount, Reservations
 from sandlot.api.store import Store
@@ -71,10 +72,6 @@ Connect = Callable[[str, str, str, str], NodeClient]
 
 #: how stale the node registry a data-plane call sees may be (heartbeats come every few seconds)
 REGISTRY_TTL_S = 1.0
-
-
-class NodeTaken(Exception):
-    """A node no longer has room for a create (concurrent creates reserved it first)."""
 
 
 class Fleet(NodeClient):
@@ -137,15 +134,24 @@ class Fleet(NodeClient):
     async def _record(self, name: str) -> NodeRecord | None:
         return next((n for n in await self._registry() if n.name == name), None)
 
-    async def _node_of(self, sandbox_id: str) -> str | None:
-        """The node a sandbox is on (it never moves: remembered once read)."""
-        name = self._placed.get(sandbox_id)
+    async def _node_of(self, sandbox_id: str, *, fresh: bool = False) -> str | None:
+        """The node a sandbox is on: remembered once read (it moves only when a drain moves it, and
+        then `status`, which every request asks first, finds its old node without it and reads again)."""
+        name = None if fresh else self._placed.get(sandbox_id)
         if name is None:
             rec = await self.store.get_sandbox(sandbox_id, None)
             if rec is None:
                 return None
             name = self._placed[sandbox_id] = rec.node
         return name
+
+    def placed(self, sandbox_id: str, name: str) -> None:
+        """The sandbox is on node `name` now (a move switched its record)."""
+        self._placed[sandbox_id] = name
+
+    async def node(self, name: str) -> NodeClient:
+        """The client of a live node of the fleet (NodeUnreachableError: its heartbeats stopped)."""
+        return await self._node(name)
 
     async def _node(self, name: str) -> NodeClient:
         rec = await self._record(name)
@@ -247,30 +253,46 @@ class Fleet(NodeClient):
             candidates = rank(live, spec, spec.node_labels, timeout=self.node_timeout_s, overcommit=self.overcommit)
         if not candidates:
             raise self._nowhere(spec, rows)
+        try:
+            placed = await self.place(candidates, spec, lambda node: node.create(spec))
+        except errors.NodeUnreachableError as exc:
+            if home is None:
+                raise
+            raise errors.NodeUnreachableError(
+                f"{_volumes_at(spec, self._volumes)} on node {home.name}, which does not answer ({exc}): "
+                "a sandbox that mounts it can run only there, once the node is back"
+            ) from None
+        if placed is not None:
+            return placed[1]
+        if home is not None:
+            raise errors.RuntimeUnavailableError(
+                f"{_volumes_at(spec, self._volumes)} on node {home.name}, which has no room left for it now "
+                "(other creates took it): a sandbox that mounts it can run only there"
+            )
+        raise self._nowhere(spec, await self._registry(fresh=True))
+
+    async def place(
+        self, candidates: list[NodeRecord], spec: SandboxSpec, make: Callable[[NodeClient], Awaitable[T]]
+    ) -> tuple[str, T] | None:
+        """`make(node)` on the first candidate with room for `spec` (reserved meanwhile; its template copied
+        there first): that node's name and the answer. None: none had room; an unreachable one's error
+        when that is why none took it."""
         last: errors.SandlotError | None = None
         for rec in candidates:
             node = self.client(rec)
             try:
                 async with self.reserve(rec.name, spec):
                     if rec.info is not None and spec.image not in rec.info.templates:
-                        await self._copy_template(spec.image, node)
-                    return await node.create(spec)
+                        await self.copy_template(spec.image, node)
+                    return rec.name, await make(node)
             except NodeTaken:
                 log.info("placing on %s: other creates took its room meanwhile; trying the next node", rec.name)
-                if home is not None:
-                    raise errors.RuntimeUnavailableError(
-                        f"{_volumes_at(spec, self._volumes)} on node {rec.name}, which has no room left for it now "
-                        "(other creates took it): a sandbox that mounts it can run only there"
-                    ) from None
             except errors.NodeUnreachableError as exc:
-                if home is not None:
-                    raise errors.NodeUnreachableError(
-                        f"{_volumes_at(spec, self._volumes)} on node {rec.name}, which does not answer ({exc}): "
-                        "a sandbox that mounts it can run only there, once the node is back"
-                    ) from None
                 log.warning("placing on %s: %s; trying the next node", rec.name, exc)
                 last = exc
-        raise last or self._nowhere(spec, await self._registry(fresh=True))
+        if last is not None:
+            raise last
+        return None
 
     def _nowhere(self, spec: SandboxSpec, rows: list[NodeRecord]) -> errors.SandlotError:
         """The error of a create no node can take: each node, and why not."""
@@ -337,7 +359,7 @@ class Fleet(NodeClient):
         room = Amount(sandboxes=1, disk_mb=limits.disk_mb, memory_mb=limits.memory_mb, cpu=limits.cpu)
         return self.reservations.holding(scope(name), room, check)
 
-    async def _copy_template(self, name: str, dest: NodeClient) -> None:
+    async def copy_template(self, name: str, dest: NodeClient) -> None:
         """Copy a template to `dest` from a node that has it, with its owner and start command.
 
         Not copied: one `dest` has already (made since its last heartbeat, or by another create a
@@ -365,8 +387,13 @@ class Fleet(NodeClient):
     async def status(self, sandbox_id: str) -> SandboxStatus | None:
         name = await self._node_of(sandbox_id)
         if name is None or await self._record(name) is None:
-            return None  # never made, or its node was removed from the fleet (`sandlot nodes rm`)
-        return await (await self._node(name)).status(sandbox_id)
+            name = await self._node_of(sandbox_id, fresh=True)  # moved since it was remembered?
+            if name is None or await self._record(name) is None:
+                return None  # never made, or its node was removed from the fleet (`sandlot nodes rm`)
+        status = await (await self._node(name)).status(sandbox_id)
+        if status is None and (moved := await self._node_of(sandbox_id, fresh=True)) != name and moved:
+            return await (await self._node(moved)).status(sandbox_id)  # moved off that node meanwhile
+        return status
 
     async def kill(self, sandbox_id: str) -> None:
         await (await self._holder(sandbox_id)).kill(sandbox_id)
@@ -409,6 +436,16 @@ class Fleet(NodeClient):
         await (await self._holder(sandbox_id)).set_file_metadata(sandbox_id, path, metadata)
 
     async def wake(self, sandbox_id: str) -> None:
+        """Wake it where it is; on a draining node, a persistent sandbox first moves to another
+        (moves.py): it wakes there, from its disk. One that cannot move (no room elsewhere, a
+        move cut short: its old copy is whole) wakes where it is."""
+        name = await self._node_of(sandbox_id)
+        rec = await self._record(name) if name else None
+        if name is not None and rec is not None and rec.state == "draining":
+            try:
+                await moves.move(self, sandbox_id, name)
+            except errors.SandlotError as exc:
+                log.warning("waking %s on draining node %s, not moving it: %s", sandbox_id, name, exc)
         await (await self._holder(sandbox_id)).wake(sandbox_id)
 
     async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> SandboxStatus:
@@ -419,6 +456,12 @@ class Fleet(NodeClient):
 
     async def export_sandbox(self, sandbox_id: str, tag: str) -> AsyncIterator[bytes]:
         return await (await self._holder(sandbox_id)).export_sandbox(sandbox_id, tag)
+
+    async def export_disk(self, sandbox_id: str) -> AsyncIterator[bytes]:
+        return await (await self._holder(sandbox_id)).export_disk(sandbox_id)
+
+    async def import_disk(self, sandbox_id: str, disk: AsyncIterable[bytes]) -> SandboxStatus:
+        raise errors.InvalidArgumentError("a fleet moves a sandbox between its nodes itself (moves.py)")
 
     # ------------------------------------------------------------ checkpoints (where they were taken)
 

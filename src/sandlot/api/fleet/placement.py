@@ -26,7 +26,12 @@ from sandlot import errors
 from sandlot.api.fleet.registry import NodeRecord
 from sandlot.node.protocol import SandboxSpec
 
-__all__ = ["DEFAULT_OVERCOMMIT", "Overcommit", "fits", "load", "rank", "refusal"]
+__all__ = ["DEFAULT_OVERCOMMIT", "NodeTaken", "Overcommit", "fits", "load", "rank", "refusal"]
+
+
+class NodeTaken(Exception):
+    """A node no longer has room for a create (concurrent creates reserved it first)."""
+
 
 #: a template missing on a node costs about as much as this many more sandboxes like the one
 #: being placed (it is copied there first)

@@ -12,8 +12,9 @@ also told the warm pools (their sizes are in the database): a node that joins af
 pool was set fills it too.
 
 For admins (API keys): `GET /nodes`, `POST /nodes/{name}/drain` (no new placements;
-its persistent sandboxes hibernate), `DELETE /nodes/{name}` (its sandboxes' records
-are marked killed). On `sandlot serve` (no fleet) these answer 400.
+its persistent sandboxes move to other nodes: api/fleet/moves.py), `DELETE /nodes/{name}`
+(a reachable node's persistent sandboxes move first; the records of the rest are marked
+killed). On `sandlot serve` (no fleet) these answer 400.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pydantic import BaseModel, Field
 from sandlot import errors
 from sandlot.api.auth import require_admin
 from sandlot.api.deps import Svc, Who
+from sandlot.api.fleet import moves
 from sandlot.api.fleet.fleet import Fleet
 from sandlot.api.service import SandboxService
 from sandlot.api.store import ACTIVE_STATES
@@ -156,25 +158,36 @@ def _summary(
 
 @router.post("/nodes/{name}/drain", response_model=NodeSummary)
 async def drain(name: NodeName, who: Who, svc: Svc) -> NodeSummary:
-    """No new sandboxes on this node; its running persistent sandboxes hibernate (admin only)."""
+    """No new sandboxes on this node; its persistent sandboxes move to other nodes, hibernated (their
+    disks are shipped; they wake there, from their disks, on the next request), and it holds none once
+    this returns; one no other node has room for stays, and moves when it is next woken (admin only).
+    Ephemeral sandboxes run on until their timeout."""
     require_admin(who)
     fleet = _fleet(svc)
     await fleet.registry.set_state(name, "draining")
-    for rec in await svc.store.active():
-        if rec.node == name and rec.persistent and rec.state == "running":
-            try:
-                await fleet.hibernate(rec.sandbox_id)
-                await svc.store.set_state(rec.sandbox_id, "hibernated")
-            except errors.SandlotError as exc:
-                log.error("draining %s: hibernating %s: %s", name, rec.sandbox_id, exc)
+    if await _reachable(fleet, name):
+        await moves.move_all(fleet, name)
     return next(n for n in (await list_nodes(who, svc)).nodes if n.name == name)
+
+
+async def _reachable(fleet: Fleet, name: str) -> bool:
+    await fleet.live(fresh=True)  # a node back a moment ago is live, for this and the moves after it
+    try:
+        await fleet.node(name)
+    except (errors.NodeUnreachableError, errors.NotFoundError):
+        return False
+    return True
 
 
 @router.delete("/nodes/{name}", status_code=204)
 async def remove(name: NodeName, who: Who, svc: Svc) -> None:
-    """Forget the node; the records of its sandboxes say killed (admin only)."""
+    """Forget the node: while it is reachable its persistent sandboxes move to other nodes first (as
+    a drain's do); the records of the sandboxes left on it say killed (admin only)."""
     require_admin(who)
     fleet = _fleet(svc)
+    if await _reachable(fleet, name):
+        await fleet.registry.set_state(name, "draining")
+        await moves.move_all(fleet, name)
     await fleet.registry.remove(name)
     for rec in await svc.store.active():
         if rec.node == name:
