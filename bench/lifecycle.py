@@ -10,20 +10,30 @@ Each beside a baseline measured in the same run:
 - pause with memory to disk and resume (until the agent is back) of a sandbox
   whose Python process holds 200 MB, vs raw `runsc checkpoint` / `runsc
   restore` of a raw runsc sandbox running the same Python.
+
+Standalone (the same figures without the rest of the suite; needs root):
+
+    .venv/bin/python bench/lifecycle.py [--quick] [--no-memory] [--json FILE]
+
+It also measures raw `runsc run true` in the same run, the floor a restore
+(which boots the sandbox again) can approach on a host as loaded as this one.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from baselines import Plan
-from lib import arepeat, summary
+from lib import RawRuntime, arepeat, repeat, summary
 
 from sandlot import errors
 from sandlot.node import Limits, Node, SandboxSpec
@@ -134,8 +144,6 @@ async def checkpoint_figures(node: Node, plan: Plan) -> dict[str, Any]:
 
 
 async def memory_pause_figures(node: Node, plan: Plan, rootfs: Path) -> dict[str, Any]:
-    from lib import RawRuntime
-
     out: dict[str, Any] = {"held_mb": HELD_MB}
     sbx = await node.create(SandboxSpec(image="debian", runtime="gvisor", limits=Limits(memory_mb=1024)))
     try:
@@ -200,3 +208,62 @@ def _raw_checkpoint_restore(raw: Any, runs: int) -> dict[str, Any]:
         raw.remove(cid)
         shutil.rmtree(image, ignore_errors=True)
     return {"raw checkpoint": summary(ckpt), "raw restore": summary(rest)}
+
+
+def main() -> int:
+    from measure import make_node
+    from suite import BUNDLE_CACHE
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer runs")
+    parser.add_argument("--no-memory", action="store_true", help="skip pause with memory")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    plan = Plan(args.quick)
+    work = Path(tempfile.mkdtemp(prefix="slb-", dir="/var/tmp"))  # short: agent socket paths
+    try:
+        node = make_node(work / "node", BUNDLE_CACHE)
+
+        async def figures() -> dict[str, Any]:
+            try:
+                busybox = await asyncio.to_thread(node.images.ensure, "busybox")
+                raw = RawRuntime("gvisor", busybox.rootfs, work / "raw")
+                try:
+                    out = {"runsc run true": summary(repeat(raw.run_true, plan.slow, plan.budget))}
+                finally:
+                    raw.close()
+                out["checkpoints"] = await checkpoint_figures(node, plan)
+                if not args.no_memory:
+                    debian = await asyncio.to_thread(node.images.ensure, "debian")
+                    out["memory pause"] = await memory_pause_figures(node, plan, debian.rootfs)
+                return out
+            finally:
+                await node.close()
+
+        out = asyncio.run(figures())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    c, run_true = out["checkpoints"], out["runsc run true"]["p50_ms"]
+    rows = [
+        ("restore p50 (running again)", c["restore"]["p50_ms"], "raw `runsc run true`", run_true),
+        ("restore -> first command p50", c["restore to command"]["p50_ms"], "raw `runsc run true`", run_true),
+        (f"fork x{c['fork n']} -> all ran a command", c["fork"]["p50_ms"], f"{c['fork n']} fresh creates at once",
+         c["fresh creates"]["p50_ms"]),
+        ("checkpoint p50", c["checkpoint"]["p50_ms"], "`cp -a` of the upper", c["cp -a upper"]["p50_ms"]),
+    ]  # fmt: skip
+    m = out.get("memory pause", {})
+    for op, raw_op in (("pause", "checkpoint"), ("resume", "restore")):
+        if op in m and f"raw {raw_op}" in m:
+            raw_ms = m[f"raw {raw_op}"]["p50_ms"]
+            rows.append((f"{op} with memory p50", m[op]["p50_ms"], f"raw `runsc {raw_op}`", raw_ms))
+    print(f"\n| {'figure':36} | {'ms':>8} | {'baseline (same run)':36} | {'ms':>8} | ratio |")
+    for name, ours, base_name, base in rows:
+        print(f"| {name:36} | {ours:8.1f} | {base_name:36} | {base:8.1f} | {ours / base:.2f}x |")
+    print("fork samples ms:", c["fork"]["samples_ms"], " restore samples ms:", c["restore"]["samples_ms"])
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
