@@ -32,6 +32,7 @@ from pathlib import Path
 from sandlot import errors
 from sandlot.failpoints import failpoint
 from sandlot.node.fileclone import clone_file, frozen_fs, thaw
+from sandlot.node.loopdev import mount_image
 
 __all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "mount_readonly_overlay", "overlaid", "umount"]
 
@@ -202,11 +203,7 @@ class WritableLayer:
 
     def _mount_disk(self) -> None:
         if not is_mountpoint(self.layer):
-            res = subprocess.run(
-                ["mount", "-o", "loop,noatime", str(self.image_file), str(self.layer)], capture_output=True, text=True
-            )
-            if res.returncode != 0:
-                raise errors.InternalError(f"mounting the sandbox disk failed: {res.stderr.strip()}")
+            mount_image(self.image_file, self.layer, "ext4", "the sandbox disk")
         with contextlib.suppress(FileNotFoundError):
             (self.layer / "lost+found").rmdir()
         self.upper.mkdir(exist_ok=True)
