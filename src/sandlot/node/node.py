@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import resource
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -728,10 +728,13 @@ class Node:
             # From the halt on, the sandbox runs nothing: a node killed now finishes the restore (recovery.py).
             intent.begin(sbx.dir, restore=ck.id, staged=str(staged))
             try:
-                await self.halt(sbx)
-                await afailpoint("node.restore.after_halt", sandbox_id)
-                await asyncio.to_thread(sbx.layer.swap, staged)
-                await afailpoint("node.restore.after_swap", sandbox_id)
+
+                async def swap() -> None:
+                    await afailpoint("node.restore.after_halt", sandbox_id)
+                    await asyncio.to_thread(sbx.layer.swap, staged)
+                    await afailpoint("node.restore.after_swap", sandbox_id)
+
+                await self.halt(sbx, meanwhile=swap)
                 await self.finish_restore(sbx, ck)
             except BaseException as exc:
                 staged.unlink(missing_ok=True)
@@ -751,18 +754,29 @@ class Node:
         else:
             await self.reboot(sbx)
 
-    async def halt(self, sbx: Sandbox) -> None:
-        """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot)."""
+    async def halt(self, sbx: Sandbox, meanwhile: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot).
+
+        Every host process gets SIGKILL at once; once they are gone nothing
+        uses the sandbox's files, and `meanwhile` (a restore's disk swap) runs
+        beside the runtime's own cleanup (`runsc delete`) instead of after it.
+        """
         sbx.generation += 1
         self.limit_monitor.forget(sbx.id)
         await sbx.conn.close()
         memory_pause.forget(sbx)  # a restored filesystem does not match the saved memory
-        pids = sbx.runtime.host_pids(sbx.id)
-        if sbx.state is State.PAUSED:
+        if sbx.state is State.PAUSED:  # a frozen sandbox cannot act on its kill signals
             with contextlib.suppress(errors.SandlotError):
                 await sbx.runtime.resume(sbx.id)
-        problems = await sbx.runtime.destroy(sbx.id)
-        problems += await _wait_gone(pids)
+        problems = await _wait_gone(sbx.runtime.terminate(sbx.id))
+        if problems:
+            raise errors.InternalError(f"stopping sandbox {sbx.id} failed: " + "; ".join(problems))
+        cleanup = asyncio.ensure_future(sbx.runtime.destroy(sbx.id))
+        try:
+            if meanwhile is not None:
+                await meanwhile()
+        finally:
+            problems = await cleanup
         if problems:
             raise errors.InternalError(f"stopping sandbox {sbx.id} failed: " + "; ".join(problems))
 
