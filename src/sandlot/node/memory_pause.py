@@ -87,7 +87,9 @@ async def save(node: Node, sbx: Sandbox, dest: Path | None = None) -> None:
     await afailpoint("node.memory.before_commit", sbx.id)
     tmp.rename(target)  # whole: from here on the processes live in the image
     await afailpoint("node.memory.after_commit", sbx.id)
-    problems = await _wait_gone(pids)
+    # The image is whole: nothing the processes still do matters. Killed, they are gone at
+    # once; left to exit on their own, they took 100-250 ms more here.
+    problems = await _wait_gone(sorted({*pids, *sbx.runtime.terminate(sbx.id)}))
     problems += await sbx.runtime.destroy(sbx.id)  # the runtime's state and cgroups; the files stay
     if dest is None:  # `memory/` in its own directory says it all from now on
         intent.end(sbx.dir)
