@@ -13,10 +13,12 @@ Each beside a baseline measured in the same run:
 
 Standalone (the same figures without the rest of the suite; needs root):
 
-    .venv/bin/python bench/lifecycle.py [--quick] [--no-memory] [--json FILE]
+    .venv/bin/python bench/lifecycle.py [--runs N] [--fork-runs N] [--quick] [--no-memory] [--json FILE]
 
-It also measures raw `runsc run true` in the same run, the floor a restore
-(which boots the sandbox again) can approach on a host as loaded as this one.
+There each restore is measured right after a raw `runsc run true` (the floor a
+restore, which boots the sandbox again, can approach) and each fork x10 right
+after 10 fresh creates, in turns, so that on a shared host whose load comes and
+goes both figures of a pair see the same load; it prints the per-pair ratios.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from baselines import Plan
-from lib import RawRuntime, arepeat, repeat, summary
+from lib import RawRuntime, arepeat, summary
 
 from sandlot import errors
 from sandlot.node import Limits, Node, SandboxSpec
@@ -64,18 +66,55 @@ def _cp_a(src: Path) -> float:
         shutil.rmtree(dest, ignore_errors=True)
 
 
-async def checkpoint_figures(node: Node, plan: Plan) -> dict[str, Any]:
-    spec = SandboxSpec(image="busybox", runtime="gvisor")
+async def _written_and_checkpointed(node: Node, spec: SandboxSpec) -> tuple[Any, Any, float]:
+    """A sandbox that wrote WRITTEN_MB since its image, its first checkpoint, and how long that took."""
     sbx = await node.create(spec)
-    out: dict[str, Any] = {"written_mb": WRITTEN_MB}
-    cks: list[str] = []
     try:
         res = await sbx.run(f"head -c {WRITTEN_MB << 20} /dev/urandom > /root/blob", timeout=300)
         assert res.exit_code == 0, res
         t0 = time.perf_counter()
         first = await node.checkpoint(sbx.id, "first")
-        out["first checkpoint"] = summary([time.perf_counter() - t0])  # includes flushing the 100 MB
-        cks.append(first.id)
+        return sbx, first, time.perf_counter() - t0  # includes flushing the written MB
+    except BaseException:
+        await node.kill(sbx.id)
+        raise
+
+
+async def _fork_all(node: Node, checkpoint_id: str, n: int) -> float:
+    """Fork `n` sandboxes; the time until every one ran a command (they are killed after)."""
+    t0 = time.perf_counter()
+    kids = await node.fork(checkpoint_id, n)
+    try:
+        await asyncio.gather(*(k.run(["/bin/true"]) for k in kids))
+        return time.perf_counter() - t0
+    finally:
+        await asyncio.gather(*(node.kill(k.id) for k in kids))
+
+
+async def _fresh_all(node: Node, spec: SandboxSpec, n: int) -> float:
+    """Create `n` sandboxes at once; the time until every one ran a command (they are killed after)."""
+
+    async def one() -> Any:
+        s = await node.create(spec)
+        await s.run(["/bin/true"])
+        return s
+
+    t0 = time.perf_counter()
+    made = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+    took = time.perf_counter() - t0
+    await asyncio.gather(*(node.kill(s.id) for s in made if not isinstance(s, BaseException)))
+    for s in made:
+        if isinstance(s, BaseException):
+            raise s
+    return took
+
+
+async def checkpoint_figures(node: Node, plan: Plan) -> dict[str, Any]:
+    spec = SandboxSpec(image="busybox", runtime="gvisor")
+    sbx, first, took = await _written_and_checkpointed(node, spec)
+    out: dict[str, Any] = {"written_mb": WRITTEN_MB, "first checkpoint": summary([took])}
+    cks: list[str] = [first.id]
+    try:
         out["checkpoint size mb"] = first.size_bytes / (1 << 20)
 
         async def checkpoint() -> float:
@@ -108,38 +147,43 @@ async def checkpoint_figures(node: Node, plan: Plan) -> dict[str, Any]:
         out["cp -a upper"] = summary(
             [await asyncio.to_thread(_cp_a, sbx.layer.upper) for _ in range(max(3, plan.slow // 3))]
         )
-
-        n = 10
-
-        async def fork() -> float:
-            t0 = time.perf_counter()
-            kids = await node.fork(first.id, n)
-            try:
-                await asyncio.gather(*(k.run(["/bin/true"]) for k in kids))
-                return time.perf_counter() - t0
-            finally:
-                await asyncio.gather(*(node.kill(k.id) for k in kids))
-
-        async def fresh() -> float:
-            async def one() -> Any:
-                s = await node.create(spec)
-                await s.run(["/bin/true"])
-                return s
-
-            t0 = time.perf_counter()
-            made = await asyncio.gather(*(one() for _ in range(n)))
-            took = time.perf_counter() - t0
-            await asyncio.gather(*(node.kill(s.id) for s in made))
-            return took
-
-        runs = 1 if plan.quick else 3
-        out["fork"] = summary(await arepeat(fork, runs, plan.budget, min_runs=1))
-        out["fresh creates"] = summary(await arepeat(fresh, runs, plan.budget, min_runs=1))
+        n, runs = 10, 1 if plan.quick else 3
+        out["fork"] = summary(await arepeat(lambda: _fork_all(node, first.id, n), runs, plan.budget, min_runs=1))
+        out["fresh creates"] = summary(await arepeat(lambda: _fresh_all(node, spec, n), runs, plan.budget, min_runs=1))
         out["fork n"] = n
     finally:
         await node.kill(sbx.id)
         for ck_id in cks:
             await asyncio.to_thread(node.checkpoints.delete, ck_id)
+    return out
+
+
+async def paired_figures(node: Node, raw: RawRuntime, runs: int, fork_runs: int, n: int = 10) -> dict[str, Any]:
+    """Restore and fork, each sample taken right after one of its floor, in turns: on a host whose
+    load comes and goes, the two see the same load. Restore (until running again) vs raw `runsc
+    run true`; fork xN (until all ran a command) vs N fresh creates at once."""
+    spec = SandboxSpec(image="busybox", runtime="gvisor")
+    sbx, first, _ = await _written_and_checkpointed(node, spec)
+    times: dict[str, list[float]] = {"restore": [], "runsc run true": [], "fork": [], "fresh creates": []}
+    try:
+        for _ in range(runs):
+            times["runsc run true"].append(await asyncio.to_thread(raw.run_true))
+            await sbx.run("echo change >> /root/log")
+            t0 = time.perf_counter()
+            await node.restore(sbx.id, first.id)
+            times["restore"].append(time.perf_counter() - t0)
+        check = await sbx.run("ls -l /root/blob; cat /root/log 2>&1")
+        assert str(WRITTEN_MB << 20) in check.stdout and "No such file" in check.stdout, check
+        for _ in range(fork_runs):
+            times["fresh creates"].append(await _fresh_all(node, spec, n))
+            times["fork"].append(await _fork_all(node, first.id, n))
+    finally:
+        await node.kill(sbx.id)
+        await asyncio.to_thread(node.checkpoints.delete, first.id)
+    out: dict[str, Any] = {k: summary(v) for k, v in times.items()}
+    out["fork n"] = n
+    for ours, base in (("restore", "runsc run true"), ("fork", "fresh creates")):
+        out[f"{ours} ratios"] = sorted(a / b for a, b in zip(times[ours], times[base], strict=True))
     return out
 
 
@@ -215,7 +259,9 @@ def main() -> int:
     from suite import BUNDLE_CACHE
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer runs")
+    parser.add_argument("--runs", type=int, default=15, help="restores, each beside a raw `runsc run true`")
+    parser.add_argument("--fork-runs", type=int, default=3, help="forks x10, each beside 10 fresh creates")
+    parser.add_argument("--quick", action="store_true", help="fewer pause with memory cycles")
     parser.add_argument("--no-memory", action="store_true", help="skip pause with memory")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -229,10 +275,9 @@ def main() -> int:
                 busybox = await asyncio.to_thread(node.images.ensure, "busybox")
                 raw = RawRuntime("gvisor", busybox.rootfs, work / "raw")
                 try:
-                    out = {"runsc run true": summary(repeat(raw.run_true, plan.slow, plan.budget))}
+                    out = {"paired": await paired_figures(node, raw, args.runs, args.fork_runs)}
                 finally:
                     raw.close()
-                out["checkpoints"] = await checkpoint_figures(node, plan)
                 if not args.no_memory:
                     debian = await asyncio.to_thread(node.images.ensure, "debian")
                     out["memory pause"] = await memory_pause_figures(node, plan, debian.rootfs)
@@ -243,13 +288,11 @@ def main() -> int:
         out = asyncio.run(figures())
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    c, run_true = out["checkpoints"], out["runsc run true"]["p50_ms"]
+    c = out["paired"]
     rows = [
-        ("restore p50 (running again)", c["restore"]["p50_ms"], "raw `runsc run true`", run_true),
-        ("restore -> first command p50", c["restore to command"]["p50_ms"], "raw `runsc run true`", run_true),
+        ("restore p50 (running again)", c["restore"]["p50_ms"], "raw `runsc run true`", c["runsc run true"]["p50_ms"]),
         (f"fork x{c['fork n']} -> all ran a command", c["fork"]["p50_ms"], f"{c['fork n']} fresh creates at once",
          c["fresh creates"]["p50_ms"]),
-        ("checkpoint p50", c["checkpoint"]["p50_ms"], "`cp -a` of the upper", c["cp -a upper"]["p50_ms"]),
     ]  # fmt: skip
     m = out.get("memory pause", {})
     for op, raw_op in (("pause", "checkpoint"), ("resume", "restore")):
@@ -259,7 +302,10 @@ def main() -> int:
     print(f"\n| {'figure':36} | {'ms':>8} | {'baseline (same run)':36} | {'ms':>8} | ratio |")
     for name, ours, base_name, base in rows:
         print(f"| {name:36} | {ours:8.1f} | {base_name:36} | {base:8.1f} | {ours / base:.2f}x |")
-    print("fork samples ms:", c["fork"]["samples_ms"], " restore samples ms:", c["restore"]["samples_ms"])
+    for key in ("restore", "fork"):
+        ratios = c[f"{key} ratios"]
+        print(f"{key}: per-pair ratios min {ratios[0]:.2f} median {ratios[len(ratios) // 2]:.2f} max {ratios[-1]:.2f};"
+              f" samples ms {c[key]['samples_ms']}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0
