@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -157,7 +158,8 @@ def test_a_restore_racing_commands_ends_them_and_rolls_back(
     # The writer's processes did not outlive the restore: it ended, with an error or killed.
     assert isinstance(writer, errors.SandboxStateError) or writer.exit_code != 0, writer
     for res in late:  # each sent during the restore: refused clearly, or ran on one side of it
-        assert isinstance(res, errors.SandboxStateError) or res.stdout in ("one\n", ""), res
+        before = not isinstance(res, BaseException) and res.stdout.startswith("two\n")
+        assert isinstance(res, errors.SandboxStateError) or before or res.stdout == "one\n", res
         if isinstance(res, errors.SandboxStateError):
             assert sbx.id in str(res)
     assert sbx.state.value == "running"
@@ -192,7 +194,12 @@ def test_ten_forks_are_distinct_sandboxes_with_the_checkpoints_files(node: Any, 
             await asyncio.gather(*(node.kill(k.id) for k in kids))
 
         aio(kill_all())
-    # Every fork's processes, runtime state, cgroups, network and disk went with it.
+    # Every fork's processes, runtime state, cgroups, network and disk went with it (a kill may
+    # return before its cleanup ends on a loaded host: KILL_WAIT_S).
+    deadline = time.monotonic() + 60
+    while any(k.dir.exists() for k in kids):
+        assert time.monotonic() < deadline, "the forks' cleanup did not end"
+        time.sleep(0.05)
     assert_clean(node.config.data_dir, live=node.known_ids(), gone=[k.id for k in kids])
     for disk in disks:  # and its loop device
         assert not disk.exists()
