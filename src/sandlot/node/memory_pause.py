@@ -124,14 +124,15 @@ async def _listen_again(node: Node, sbx: Sandbox) -> None:
         await sbx.conn.wait_connected(REDIAL_TIMEOUT)
 
 
-async def load(node: Node, sbx: Sandbox, src: Path | None = None) -> None:
+async def load(node: Node, sbx: Sandbox, src: Path | None = None, *, network_ready: bool = False) -> None:
     """Restore a sandbox saved by `save` (from its own image, or a checkpoint's `src`).
 
     Its processes continue with their memory. On failure the half-restored
     runtime is removed and the memory image kept, so the sandbox stays paused
-    and the resume can be retried.
+    and the resume can be retried. `network_ready`: its network was renewed since it stopped.
     """
-    await node.renew_network(sbx)
+    if not network_ready:
+        await node.renew_network(sbx)
     await sbx.reconnect()
     image = src or image_dir(sbx)
     try:

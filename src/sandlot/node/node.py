@@ -731,11 +731,18 @@ class Node:
 
                 async def swap() -> None:
                     await afailpoint("node.restore.after_halt", sandbox_id)
-                    await asyncio.to_thread(sbx.layer.swap, staged)
+                    # Independent steps, side by side: the disk, and the fresh network namespace
+                    # the next start needs (runsc's netstack took the old one's address).
+                    done = await asyncio.gather(
+                        asyncio.to_thread(sbx.layer.swap, staged), self.renew_network(sbx), return_exceptions=True
+                    )
+                    for result in done:
+                        if isinstance(result, BaseException):
+                            raise result
                     await afailpoint("node.restore.after_swap", sandbox_id)
 
                 await self.halt(sbx, meanwhile=swap)
-                await self.finish_restore(sbx, ck)
+                await self.finish_restore(sbx, ck, network_ready=True)
             except BaseException as exc:
                 staged.unlink(missing_ok=True)
                 problems = await self.destroy(sbx, f"failed to restore checkpoint {checkpoint_id}: {exc}")
@@ -747,12 +754,14 @@ class Node:
             if sbx.state is State.PAUSED:
                 sbx.transition(State.RUNNING)
 
-    async def finish_restore(self, sbx: Sandbox, ck: Checkpoint) -> None:
-        """Start a halted sandbox whose disk is now the checkpoint's: its saved processes, or a fresh boot."""
+    async def finish_restore(self, sbx: Sandbox, ck: Checkpoint, *, network_ready: bool = False) -> None:
+        """Start a halted sandbox whose disk is now the checkpoint's: its saved processes, or a fresh boot.
+
+        `network_ready`: its network was already renewed since the halt (`renew_network`)."""
         if ck.memory:  # the processes come back too, as they were at the checkpoint
-            await memory_pause.load(self, sbx, ck.memory_image)
+            await memory_pause.load(self, sbx, ck.memory_image, network_ready=network_ready)
         else:
-            await self.reboot(sbx)
+            await self.reboot(sbx, network_ready=network_ready)
 
     async def halt(self, sbx: Sandbox, meanwhile: Callable[[], Awaitable[None]] | None = None) -> None:
         """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot).
@@ -780,9 +789,11 @@ class Node:
         if problems:
             raise errors.InternalError(f"stopping sandbox {sbx.id} failed: " + "; ".join(problems))
 
-    async def reboot(self, sbx: Sandbox) -> None:
-        """Boot a halted sandbox again on its own filesystem: a fresh network, agent and exit watcher."""
-        await self.renew_network(sbx)
+    async def reboot(self, sbx: Sandbox, *, network_ready: bool = False) -> None:
+        """Boot a halted sandbox again on its own filesystem: a fresh network (unless `network_ready`:
+        renewed since the halt), agent and exit watcher."""
+        if not network_ready:
+            await self.renew_network(sbx)
         await sbx.reconnect()
         exited = await self.boot(sbx)
         self._spawn(self._on_exit(sbx, exited, sbx.generation))
