@@ -205,3 +205,23 @@ def test_ten_forks_are_distinct_sandboxes_with_the_checkpoints_files(node: Any, 
         assert not disk.exists()
         assert subprocess.run(["losetup", "-j", str(disk)], capture_output=True, text=True).stdout == ""
     assert not [k for k in kids if node.knows(k.id)]
+
+
+def test_a_restore_failing_after_its_swap_and_network_renewal_leaves_nothing(
+    node: Any, make_sandbox: Any, aio: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandlot import failpoints
+
+    sbx = make_sandbox("busybox", "gvisor", network="egress")
+    ck = aio(node.checkpoint(sbx.id, "c"))
+    monkeypatch.setattr(failpoints, "_points", {"node.restore.after_swap": "error"})
+    with pytest.raises(errors.InternalError, match=r"failpoint node\.restore\.after_swap"):
+        aio(node.restore(sbx.id, ck.id))
+    assert failpoints.armed() == {}
+    assert not node.knows(sbx.id) and sbx.state.value == "killed"
+    # The new network (made beside the swap), the new disk and the old one's leftovers all went.
+    deadline = time.monotonic() + 60
+    while sbx.dir.exists():
+        assert time.monotonic() < deadline, "the failed restore's cleanup did not end"
+        time.sleep(0.05)
+    assert_clean(node.config.data_dir, live=node.known_ids(), gone=[sbx.id])  # leases, netns, nft included
