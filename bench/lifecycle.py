@@ -13,7 +13,8 @@ Each beside a baseline measured in the same run:
 
 Standalone (the same figures without the rest of the suite; needs root):
 
-    .venv/bin/python bench/lifecycle.py [--runs N] [--fork-runs N] [--quick] [--no-memory] [--json FILE]
+    .venv/bin/python bench/lifecycle.py [--runs N] [--fork-runs N] [--quick] [--no-memory]
+        [--network MODE] [--json FILE]
 
 There each restore is measured right after a raw `runsc run true` (the floor a
 restore, which boots the sandbox again, can approach) and each fork x10 right
@@ -158,11 +159,13 @@ async def checkpoint_figures(node: Node, plan: Plan) -> dict[str, Any]:
     return out
 
 
-async def paired_figures(node: Node, raw: RawRuntime, runs: int, fork_runs: int, n: int = 10) -> dict[str, Any]:
+async def paired_figures(
+    node: Node, raw: RawRuntime, runs: int, fork_runs: int, n: int = 10, network: str = "none"
+) -> dict[str, Any]:
     """Restore and fork, each sample taken right after one of its floor, in turns: on a host whose
     load comes and goes, the two see the same load. Restore (until running again) vs raw `runsc
-    run true`; fork xN (until all ran a command) vs N fresh creates at once."""
-    spec = SandboxSpec(image="busybox", runtime="gvisor")
+    run true`; fork xN (until all ran a command) vs N fresh creates at once. `network`: the sandboxes' mode."""
+    spec = SandboxSpec(image="busybox", runtime="gvisor", network=network)
     sbx, first, _ = await _written_and_checkpointed(node, spec)
     times: dict[str, list[float]] = {"restore": [], "runsc run true": [], "fork": [], "fresh creates": []}
     try:
@@ -263,6 +266,7 @@ def main() -> int:
     parser.add_argument("--fork-runs", type=int, default=3, help="forks x10, each beside 10 fresh creates")
     parser.add_argument("--quick", action="store_true", help="fewer pause with memory cycles")
     parser.add_argument("--no-memory", action="store_true", help="skip pause with memory")
+    parser.add_argument("--network", default="none", help="the restored and forked sandboxes' network mode")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     plan = Plan(args.quick)
@@ -275,7 +279,7 @@ def main() -> int:
                 busybox = await asyncio.to_thread(node.images.ensure, "busybox")
                 raw = RawRuntime("gvisor", busybox.rootfs, work / "raw")
                 try:
-                    out = {"paired": await paired_figures(node, raw, args.runs, args.fork_runs)}
+                    out = {"paired": await paired_figures(node, raw, args.runs, args.fork_runs, network=args.network)}
                 finally:
                     raw.close()
                 if not args.no_memory:
