@@ -225,3 +225,18 @@ def test_a_restore_failing_after_its_swap_and_network_renewal_leaves_nothing(
         assert time.monotonic() < deadline, "the failed restore's cleanup did not end"
         time.sleep(0.05)
     assert_clean(node.config.data_dir, live=node.known_ids(), gone=[sbx.id])  # leases, netns, nft included
+
+
+def test_a_restored_connected_sandbox_gets_its_namespace_back_in_place(node: Any, make_sandbox: Any, aio: Any) -> None:
+    sbx = make_sandbox("busybox", "gvisor", network="egress")
+    ck = aio(node.checkpoint(sbx.id, "c"))
+    netns, address = sbx.net.netns, sbx.net.address
+    for _ in range(2):  # again: each start takes the address into its netstack
+        aio(node.restore(sbx.id, ck.id))
+        assert (sbx.net.netns, sbx.net.address) == (netns, address)
+        out = aio(sbx.run(["ip", "-4", "-o", "addr", "show", "eth0"]))
+        assert out.exit_code == 0 and f"{address}/30" in out.stdout, out
+    # Nothing of the ended boots lingers in connection tracking: a pause with memory is not refused.
+    aio(node.pause(sbx.id, memory=True))
+    aio(node.resume(sbx.id))
+    assert aio(sbx.run("echo ok")).stdout == "ok\n"

@@ -484,9 +484,12 @@ class Node:
         return str(sbx.net.netns_path)
 
     async def renew_network(self, sbx: Sandbox) -> None:
-        """A fresh namespace for a runtime that starts again: runsc takes the interface's
-        address into its own netstack when it starts, so a namespace serves one start only."""
+        """The namespace as `setup` left it, for a runtime that starts again: runsc takes the
+        interface's address into its own netstack when it starts, so a namespace serves one start
+        only. Put back in place (`NetworkManager.reset`), or else made afresh."""
         if sbx.net is None or not sbx.runtime.netns_single_use:
+            return
+        if await self.network.reset(sbx.net):  # in place: 3 tool calls, not a dozen
             return
         old, sbx.net = sbx.net, None
         problems = await self.network.teardown(old)
