@@ -269,11 +269,7 @@ class NetworkManager:
             )  # fmt: skip
             await _must(
                 f"configuring the network namespace of sandbox {sandbox_id}",
-                "ip", "-n", net.netns, "-batch", "-",
-                stdin=(
-                    f"addr add {net.address}/30 dev eth0\nlink set eth0 up\nlink set lo up\n"
-                    f"route add default via {net.gateway}\n"
-                ).encode(),
+                "ip", "-n", net.netns, "-batch", "-", stdin=_inside(net),
             )  # fmt: skip
         except BaseException:
             problems = await self.teardown(net)
@@ -298,13 +294,7 @@ class NetworkManager:
         step failed); the caller renews the namespace instead (`teardown`, `setup`)."""
         if not net.netns_path.exists() or not Path(f"/sys/class/net/{net.host_if}").exists():
             return False
-        rc, _ = await _run(
-            "ip", "-n", net.netns, "-batch", "-",
-            stdin=(
-                f"addr replace {net.address}/30 dev eth0\nlink set eth0 up\nlink set lo up\n"
-                f"route replace default via {net.gateway}\n"
-            ).encode(),
-        )  # fmt: skip
+        rc, _ = await _run("ip", "-n", net.netns, "-batch", "-", stdin=_inside(net))
         return rc == 0 and (not _has_flows(net.address) or not await _forget_flows(net.address))
 
     async def apply(self, net: SandboxNet, policy: NetworkPolicy) -> None:
@@ -383,6 +373,14 @@ async def _forget_flows(address: str) -> list[str]:
         if rc not in (0, 1) or (rc == 1 and "flow entries have been deleted" not in out):
             problems.append(f"connection tracking of {address}: {out.strip()}")
     return problems
+
+
+def _inside(net: SandboxNet) -> bytes:
+    """The `ip -batch` script of the namespace's side: eth0's address, links up, the default route."""
+    return (
+        f"addr replace {net.address}/30 dev eth0\nlink set eth0 up\nlink set lo up\n"
+        f"route replace default via {net.gateway}\n"
+    ).encode()
 
 
 def _has_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> bool:
