@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import time
 from typing import Any
 
 import pytest
 
 from sandlot import errors
+from tests.leftovers import assert_clean
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +130,113 @@ def test_full_disk_store_refuses_checkpoints_and_keeps_the_sandbox(loop: Any, ai
     finally:
         aio(small.close())
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.mark.parametrize("runtime", ["gvisor", "container"])
+def test_a_restore_racing_commands_ends_them_and_rolls_back(
+    node: Any, make_sandbox: Any, aio: Any, runtime: str
+) -> None:
+    sbx = make_sandbox("busybox", runtime)
+    aio(sbx.run("echo one > /data"))
+    ck = aio(node.checkpoint(sbx.id, "one"))
+    aio(sbx.run("echo two > /data"))
+
+    async def race() -> tuple[Any, list[Any]]:
+        # A command writing all along, and more commands sent while the restore runs.
+        writer = asyncio.ensure_future(sbx.run("while true; do echo x >> /data; done", timeout=60))
+        await asyncio.sleep(0.3)
+        restore = asyncio.ensure_future(node.restore(sbx.id, ck.id))
+        late = []
+        for _ in range(5):
+            late.append(asyncio.ensure_future(sbx.run("cat /data")))
+            await asyncio.sleep(0.02)
+        await restore
+        got = await asyncio.gather(writer, *late, return_exceptions=True)
+        return got[0], list(got[1:])
+
+    writer, late = aio(race())
+    # The writer's processes did not outlive the restore: it ended, with an error or killed.
+    assert isinstance(writer, errors.SandboxStateError) or writer.exit_code != 0, writer
+    for res in late:  # each sent during the restore: refused clearly, or ran on one side of it
+        before = not isinstance(res, BaseException) and res.stdout.startswith("two\n")
+        assert isinstance(res, errors.SandboxStateError) or before or res.stdout == "one\n", res
+        if isinstance(res, errors.SandboxStateError):
+            assert sbx.id in str(res)
+    assert sbx.state.value == "running"
+    assert aio(sbx.run("cat /data")).stdout == "one\n"
+    assert aio(sbx.runtime.alive(sbx.id))  # the runtime knows the new boot, and only it
+    aio(asyncio.sleep(0.3))
+    assert aio(sbx.run("cat /data")).stdout == "one\n"  # nothing of the old boot writes any more
+
+
+def test_ten_forks_are_distinct_sandboxes_with_the_checkpoints_files(node: Any, make_sandbox: Any, aio: Any) -> None:
+    sbx = make_sandbox("busybox", "gvisor", network="egress")
+    aio(sbx.run("echo parent > /who && head -c 1048576 /dev/urandom > /blob && md5sum /blob > /sum"))
+    ck = aio(node.checkpoint(sbx.id, "base"))
+    kids = aio(node.fork(ck.id, 10))
+    disks = [k.layer.image_file for k in kids]
+    try:
+        assert len({k.id for k in kids} | {sbx.id}) == 11
+        assert len({k.net.address for k in kids} | {sbx.net.address}) == 11  # each its own network
+        assert len(set(disks)) == 10
+
+        async def check() -> list[str]:
+            script = "cat /who && md5sum -c /sum && echo kid{} > /who && cat /who"
+            runs = await asyncio.gather(*(k.run(script.format(i)) for i, k in enumerate(kids)))
+            return [r.stdout for r in runs]
+
+        outs = aio(check())
+        assert outs == [f"parent\n/blob: OK\nkid{i}\n" for i in range(10)]
+        assert aio(sbx.run("cat /who")).stdout == "parent\n"
+    finally:
+
+        async def kill_all() -> None:
+            await asyncio.gather(*(node.kill(k.id) for k in kids))
+
+        aio(kill_all())
+    # Every fork's processes, runtime state, cgroups, network and disk went with it (a kill may
+    # return before its cleanup ends on a loaded host: KILL_WAIT_S).
+    deadline = time.monotonic() + 60
+    while any(k.dir.exists() for k in kids):
+        assert time.monotonic() < deadline, "the forks' cleanup did not end"
+        time.sleep(0.05)
+    assert_clean(node.config.data_dir, live=node.known_ids(), gone=[k.id for k in kids])
+    for disk in disks:  # and its loop device
+        assert not disk.exists()
+        assert subprocess.run(["losetup", "-j", str(disk)], capture_output=True, text=True).stdout == ""
+    assert not [k for k in kids if node.knows(k.id)]
+
+
+def test_a_restore_failing_after_its_swap_and_network_renewal_leaves_nothing(
+    node: Any, make_sandbox: Any, aio: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandlot import failpoints
+
+    sbx = make_sandbox("busybox", "gvisor", network="egress")
+    ck = aio(node.checkpoint(sbx.id, "c"))
+    monkeypatch.setattr(failpoints, "_points", {"node.restore.after_swap": "error"})
+    with pytest.raises(errors.InternalError, match=r"failpoint node\.restore\.after_swap"):
+        aio(node.restore(sbx.id, ck.id))
+    assert failpoints.armed() == {}
+    assert not node.knows(sbx.id) and sbx.state.value == "killed"
+    # The new network (made beside the swap), the new disk and the old one's leftovers all went.
+    deadline = time.monotonic() + 60
+    while sbx.dir.exists():
+        assert time.monotonic() < deadline, "the failed restore's cleanup did not end"
+        time.sleep(0.05)
+    assert_clean(node.config.data_dir, live=node.known_ids(), gone=[sbx.id])  # leases, netns, nft included
+
+
+def test_a_restored_connected_sandbox_gets_its_namespace_back_in_place(node: Any, make_sandbox: Any, aio: Any) -> None:
+    sbx = make_sandbox("busybox", "gvisor", network="egress")
+    ck = aio(node.checkpoint(sbx.id, "c"))
+    netns, address = sbx.net.netns, sbx.net.address
+    for _ in range(2):  # again: each start takes the address into its netstack
+        aio(node.restore(sbx.id, ck.id))
+        assert (sbx.net.netns, sbx.net.address) == (netns, address)
+        out = aio(sbx.run(["ip", "-4", "-o", "addr", "show", "eth0"]))
+        assert out.exit_code == 0 and f"{address}/30" in out.stdout, out
+    # Nothing of the ended boots lingers in connection tracking: a pause with memory is not refused.
+    aio(node.pause(sbx.id, memory=True))
+    aio(node.resume(sbx.id))
+    assert aio(sbx.run("echo ok")).stdout == "ok\n"

@@ -26,6 +26,7 @@ import threading
 from pathlib import Path
 
 from sandlot import errors
+from sandlot.node.loopdev import mount_image
 from sandlot.node.rootfs import is_mountpoint, umount
 
 __all__ = ["MIN_FREE_BYTES", "DiskStore"]
@@ -72,13 +73,7 @@ class DiskStore:
             self.root.mkdir(parents=True, exist_ok=True)
             if not self.backing.exists():
                 self._make()
-            res = subprocess.run(
-                ["mount", "-o", "loop,noatime", str(self.backing), str(self.root)], capture_output=True, text=True
-            )
-            if res.returncode != 0:
-                raise errors.InternalError(
-                    f"mounting the node's disk store {self.backing} failed: {res.stderr.strip()}"
-                )
+            mount_image(self.backing, self.root, "btrfs")
             for d in (self.sandboxes, self.spares, self.checkpoints):
                 d.mkdir(exist_ok=True)
 

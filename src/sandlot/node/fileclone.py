@@ -1,5 +1,6 @@
 """Copy-on-write file clones (FICLONE) and filesystem freezes (FIFREEZE), the two
-host primitives behind checkpoints: see diskstore.py for why they are cheap."""
+host primitives behind checkpoints (see diskstore.py for why they are cheap), and
+the shutdown of a filesystem whose disk is thrown away (a restore's old disk)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,21 @@ import contextlib
 import errno
 import fcntl
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 from sandlot import errors
 from sandlot.failpoints import failpoint
 
-__all__ = ["clone_file", "frozen_fs", "thaw"]
+__all__ = ["clone_file", "discard_writes", "frozen_fs", "thaw"]
 
 FICLONE = 0x40049409
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
+#: EXT4_IOC_SHUTDOWN (_IOR('X', 125, __u32)) and its flag "write nothing more, not even the log"
+EXT4_IOC_SHUTDOWN = 0x8004587D
+EXT4_GOING_FLAGS_NOLOGFLUSH = 2
 
 
 def clone_file(src: Path, dest: Path) -> None:
@@ -70,3 +75,21 @@ def thaw(mountpoint: Path) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def discard_writes(mountpoint: Path) -> None:
+    """Shut down the ext4 filesystem at `mountpoint` so that its unmount writes nothing back.
+
+    Only for a disk about to be deleted: what its users wrote and the kernel
+    had not yet flushed is dropped, not written into a file nobody will read.
+    Best effort: a filesystem that cannot be shut down is just unmounted as usual.
+    """
+    try:
+        fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
+    finally:
+        os.close(fd)

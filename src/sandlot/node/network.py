@@ -276,11 +276,7 @@ class NetworkManager:
             )  # fmt: skip
             await _must(
                 f"configuring the network namespace of sandbox {sandbox_id}",
-                "ip", "-n", net.netns, "-batch", "-",
-                stdin=(
-                    f"addr add {net.address}/30 dev eth0\nlink set eth0 up\nlink set lo up\n"
-                    f"route add default via {net.gateway}\n"
-                ).encode(),
+                "ip", "-n", net.netns, "-batch", "-", stdin=_inside(net),
             )  # fmt: skip
         except BaseException:
             problems = await self.teardown(net)
@@ -297,6 +293,16 @@ class NetworkManager:
             return False
         rc, out = await _run("ip", "-n", net.netns, "-4", "route", "show", "default")
         return rc == 0 and f"via {net.gateway} " in out + " "
+
+    async def reset(self, net: SandboxNet) -> bool:
+        """Make the namespace of a sandbox whose runtime has ended as `setup` left it, in place: eth0's
+        address and default route back (runsc's netstack took them when it started), the flows of the
+        ended boot forgotten. Its rules never left. False: not done (eth0 or the namespace is gone, or a
+        step failed); the caller renews the namespace instead (`teardown`, `setup`)."""
+        if not net.netns_path.exists() or not Path(f"/sys/class/net/{net.host_if}").exists():
+            return False
+        rc, _ = await _run("ip", "-n", net.netns, "-batch", "-", stdin=_inside(net))
+        return rc == 0 and (not _has_flows(net.address) or not await _forget_flows(net.address))
 
     async def apply(self, net: SandboxNet, policy: NetworkPolicy) -> None:
         """Replace the sandbox's rules with `policy`'s (host names resolved now)."""
@@ -393,6 +399,23 @@ async def _forget_flows(address: str) -> list[str]:
         if rc not in (0, 1) or (rc == 1 and "flow entries have been deleted" not in out):
             problems.append(f"connection tracking of {address}: {out.strip()}")
     return problems
+
+
+def _inside(net: SandboxNet) -> bytes:
+    """The `ip -batch` script of the namespace's side: eth0's address, links up, the default route."""
+    return (
+        f"addr replace {net.address}/30 dev eth0\nlink set eth0 up\nlink set lo up\n"
+        f"route replace default via {net.gateway}\n"
+    ).encode()
+
+
+def _has_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> bool:
+    """Whether the host's connection tracking holds any flow of the address (True when it cannot tell)."""
+    try:
+        text = table.read_text()
+    except OSError:
+        return True
+    return f"src={address} " in text or f"dst={address} " in text
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import resource
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -523,9 +523,12 @@ class Node:
         return str(sbx.net.netns_path)
 
     async def renew_network(self, sbx: Sandbox) -> None:
-        """A fresh namespace for a runtime that starts again: runsc takes the interface's
-        address into its own netstack when it starts, so a namespace serves one start only."""
+        """The namespace as `setup` left it, for a runtime that starts again: runsc takes the
+        interface's address into its own netstack when it starts, so a namespace serves one start
+        only. Put back in place (`NetworkManager.reset`), or else made afresh."""
         if sbx.net is None or not sbx.runtime.netns_single_use:
+            return
+        if await self.network.reset(sbx.net):  # in place: 3 tool calls, not a dozen
             return
         old, sbx.net = sbx.net, None
         problems = await self.network.teardown(old)
@@ -765,11 +768,21 @@ class Node:
             # From the halt on, the sandbox runs nothing: a node killed now finishes the restore (recovery.py).
             intent.begin(sbx.dir, restore=ck.id, staged=str(staged))
             try:
-                await self.halt(sbx)
-                await afailpoint("node.restore.after_halt", sandbox_id)
-                await asyncio.to_thread(sbx.layer.swap, staged)
-                await afailpoint("node.restore.after_swap", sandbox_id)
-                await self.finish_restore(sbx, ck)
+
+                async def swap() -> None:
+                    await afailpoint("node.restore.after_halt", sandbox_id)
+                    # Independent steps, side by side: the disk, and the fresh network namespace
+                    # the next start needs (runsc's netstack took the old one's address).
+                    done = await asyncio.gather(
+                        asyncio.to_thread(sbx.layer.swap, staged), self.renew_network(sbx), return_exceptions=True
+                    )
+                    for result in done:
+                        if isinstance(result, BaseException):
+                            raise result
+                    await afailpoint("node.restore.after_swap", sandbox_id)
+
+                await self.halt(sbx, meanwhile=swap)
+                await self.finish_restore(sbx, ck, network_ready=True)
             except BaseException as exc:
                 staged.unlink(missing_ok=True)
                 problems = await self.destroy(sbx, f"failed to restore checkpoint {checkpoint_id}: {exc}")
@@ -781,31 +794,46 @@ class Node:
             if sbx.state is State.PAUSED:
                 sbx.transition(State.RUNNING)
 
-    async def finish_restore(self, sbx: Sandbox, ck: Checkpoint) -> None:
-        """Start a halted sandbox whose disk is now the checkpoint's: its saved processes, or a fresh boot."""
-        if ck.memory:  # the processes come back too, as they were at the checkpoint
-            await memory_pause.load(self, sbx, ck.memory_image)
-        else:
-            await self.reboot(sbx)
+    async def finish_restore(self, sbx: Sandbox, ck: Checkpoint, *, network_ready: bool = False) -> None:
+        """Start a halted sandbox whose disk is now the checkpoint's: its saved processes, or a fresh boot.
 
-    async def halt(self, sbx: Sandbox) -> None:
-        """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot)."""
+        `network_ready`: its network was already renewed since the halt (`renew_network`)."""
+        if ck.memory:  # the processes come back too, as they were at the checkpoint
+            await memory_pause.load(self, sbx, ck.memory_image, network_ready=network_ready)
+        else:
+            await self.reboot(sbx, network_ready=network_ready)
+
+    async def halt(self, sbx: Sandbox, meanwhile: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Stop a sandbox's runtime and every host process, keeping its disk and bundle (for a reboot).
+
+        Every host process gets SIGKILL at once; once they are gone nothing
+        uses the sandbox's files, and `meanwhile` (a restore's disk swap) runs
+        beside the runtime's own cleanup (`runsc delete`) instead of after it.
+        """
         sbx.generation += 1
         self.limit_monitor.forget(sbx.id)
         await sbx.conn.close()
         memory_pause.forget(sbx)  # a restored filesystem does not match the saved memory
-        pids = sbx.runtime.host_pids(sbx.id)
-        if sbx.state is State.PAUSED:
+        if sbx.state is State.PAUSED:  # a frozen sandbox cannot act on its kill signals
             with contextlib.suppress(errors.SandlotError):
                 await sbx.runtime.resume(sbx.id)
-        problems = await sbx.runtime.destroy(sbx.id)
-        problems += await _wait_gone(pids)
+        problems = await _wait_gone(sbx.runtime.terminate(sbx.id))
+        if problems:
+            raise errors.InternalError(f"stopping sandbox {sbx.id} failed: " + "; ".join(problems))
+        cleanup = asyncio.ensure_future(sbx.runtime.destroy(sbx.id))
+        try:
+            if meanwhile is not None:
+                await meanwhile()
+        finally:
+            problems = await cleanup
         if problems:
             raise errors.InternalError(f"stopping sandbox {sbx.id} failed: " + "; ".join(problems))
 
-    async def reboot(self, sbx: Sandbox) -> None:
-        """Boot a halted sandbox again on its own filesystem: a fresh network, agent and exit watcher."""
-        await self.renew_network(sbx)
+    async def reboot(self, sbx: Sandbox, *, network_ready: bool = False) -> None:
+        """Boot a halted sandbox again on its own filesystem: a fresh network (unless `network_ready`:
+        renewed since the halt), agent and exit watcher."""
+        if not network_ready:
+            await self.renew_network(sbx)
         await sbx.reconnect()
         exited = await self.boot(sbx)
         self._spawn(self._on_exit(sbx, exited, sbx.generation))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from sandlot import errors
 from sandlot.failpoints import failpoint
-from sandlot.node.fileclone import clone_file, frozen_fs, thaw
+from sandlot.node.fileclone import clone_file, discard_writes, frozen_fs, thaw
 from sandlot.node.loopdev import MS_RDONLY, mount, mount_image, wait_released
 
 __all__ = ["WritableLayer", "is_mountpoint", "mount_overlay", "mount_readonly_overlay", "overlaid", "umount"]
@@ -244,7 +244,11 @@ class WritableLayer:
         return self.staged
 
     def swap(self, staged: Path) -> None:
-        """Put the `stage`d disk in place of this one and mount it (the overlay must be unused)."""
+        """Put the `stage`d disk in place of this one and mount it (the overlay must be unused).
+
+        The old disk is deleted by the rename: its unmount need not write back what was not yet flushed."""
+        if is_mountpoint(self.layer):
+            discard_writes(self.layer)
         problems = self.unmount()
         if problems:
             raise errors.InternalError("unmounting the sandbox disk for a restore failed: " + "; ".join(problems))
