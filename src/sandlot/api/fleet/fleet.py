@@ -533,9 +533,24 @@ class Fleet(NodeClient):
                     f"volume {name!r} is on node {home.name}, which does not answer ({exc}): "
                     "it can be used once that node is back"
                 ) from None
-        for rec, found in await self._ask(lambda n: _or_none(n.find_volume(team, name))):
+        silent: list[str] = []  # live nodes that did not answer: one of them may hold it
+
+        async def ask(rec: NodeRecord) -> VolumeInfo | None:
+            try:
+                return await _or_none(self.client(rec).find_volume(team, name))
+            except errors.NodeUnreachableError:
+                silent.append(rec.name)
+                return None
+
+        live = await self.live()
+        for rec, found in zip(live, await asyncio.gather(*(ask(rec) for rec in live)), strict=True):
             if found is not None:
                 return rec, found
+        if silent:
+            raise errors.NodeUnreachableError(
+                f"volume {name!r} is on no node that answered, and node {', '.join(sorted(silent))} does not "
+                "answer: it may be there, and can be used once that node is back"
+            )
         raise errors.VolumeNotFoundError(f"volume {name!r} not found")
 
     async def find_volume(self, team: str, name: str) -> VolumeInfo:
