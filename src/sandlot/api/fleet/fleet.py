@@ -155,6 +155,8 @@ class Fleet(NodeClient):
 
     async def _node(self, name: str) -> NodeClient:
         rec = await self._record(name)
+        if rec is None or not rec.live(self.node_timeout_s):  # the registry as it is now, not as cached:
+            rec = next((n for n in await self._registry(fresh=True) if n.name == name), None)  # back meanwhile?
         if rec is None:
             raise errors.SandboxNotFoundError(f"node {name!r} is no longer in the fleet")
         if not rec.live(self.node_timeout_s):
