@@ -125,14 +125,26 @@ async def _connect(sbx: SandboxAgent, port: int, no_direct: dict[int, float]) ->
     if address is None or no_direct.get(port, 0.0) > time.monotonic():
         return TunnelPipe(await sbx.agent.connect_port(port))
     try:
-        connecting = asyncio.open_connection(address, port, limit=READ_MAX)
-        reader, writer = await asyncio.wait_for(connecting, DIRECT_CONNECT_S)
-        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
-        return TcpPipe(reader, writer)
+        return await _connect_direct(address, port)
+    except ConnectionRefusedError:
+        refused = True
     except (OSError, TimeoutError):
-        pipe = TunnelPipe(await sbx.agent.connect_port(port))  # (nothing listening at all: raises)
+        refused = False
+    tunnel = TunnelPipe(await sbx.agent.connect_port(port))  # (nothing listening at all: raises)
+    if refused:  # the server may have begun to listen between the two tries: its own address once more
+        with contextlib.suppress(OSError, TimeoutError):
+            direct = await _connect_direct(address, port)
+            await tunnel.close()
+            return direct
     no_direct[port] = time.monotonic() + DIRECT_RETRY_S  # listening on 127.0.0.1 only, it seems
-    return pipe
+    return tunnel
+
+
+async def _connect_direct(address: str, port: int) -> TcpPipe:
+    connecting = asyncio.open_connection(address, port, limit=READ_MAX)
+    reader, writer = await asyncio.wait_for(connecting, DIRECT_CONNECT_S)
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+    return TcpPipe(reader, writer)
 
 
 class _Pool:
