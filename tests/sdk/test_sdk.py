@@ -35,6 +35,13 @@ def test_sync_sandbox_end_to_end(sdk_env: str, tmp_path: Path) -> None:
         assert sbx.files.read("/tmp/x/hello.txt") == "héllo"
         sbx.files.write("/tmp/x/big.bin", io.BytesIO(b"\x00\xff" * 300_000))
         assert sbx.files.read("/tmp/x/big.bin", format="bytes") == b"\x00\xff" * 300_000
+        blob = bytes(range(256)) * 12_289  # over 3 MB, not a whole number of the SDK's upload pieces
+        for data in (blob, bytearray(blob), memoryview(blob)):
+            assert sbx.files.write("/tmp/x/big.bin", data).size == len(blob)
+            assert sbx.files.read("/tmp/x/big.bin", format="bytes") == blob
+        assert sbx.files.write("/tmp/x/big.bin", "é" * (1 << 20)).size == 2 << 20
+        assert sbx.files.read("/tmp/x/big.bin") == "é" * (1 << 20)
+        sbx.files.write("/tmp/x/big.bin", io.BytesIO(b"\x00\xff" * 300_000))
         assert b"".join(sbx.files.read_stream("/tmp/x/hello.txt")) == "héllo".encode()
         assert sbx.files.exists("/tmp/x/hello.txt") and not sbx.files.exists("/tmp/x/nope")
         assert sbx.files.make_dir("/tmp/x/d") is True

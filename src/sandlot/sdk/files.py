@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncFiles", "AsyncWatchHandle", "FileEntry", "WatchEventOut"]
 
-CHUNK = 256 * 1024
+#: An upload is sent in pieces of this size. Sent whole, a 100 MB body is copied twice more at once
+#: (h11 joins it with its framing, asyncio buffers what the socket did not take): ~2x the write's time.
+CHUNK = 1 << 20
 WriteData = str | bytes | IO[bytes] | AsyncIterable[bytes]
 
 
@@ -34,6 +36,12 @@ async def _file_chunks(f: IO[bytes]) -> AsyncIterator[bytes]:
         if not chunk:
             return
         yield chunk
+
+
+async def _pieces(data: bytes) -> AsyncIterator[memoryview]:
+    view = memoryview(data)
+    for at in range(0, len(view), CHUNK):
+        yield view[at : at + CHUNK]
 
 
 class AsyncWatchHandle:
@@ -143,11 +151,12 @@ class AsyncFiles:
             IsADirectoryError_: `path` is a directory.
             NoSpaceError: the sandbox's disk is full.
         """
-        content: bytes | AsyncIterable[bytes]
-        if isinstance(data, str):
-            content = data.encode()
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            content = bytes(data)
+        content: bytes | AsyncIterable[bytes] | AsyncIterable[memoryview]
+        headers = {"Content-Type": "application/octet-stream"}
+        if isinstance(data, (str, bytes, bytearray, memoryview)):
+            whole = data.encode() if isinstance(data, str) else bytes(data)
+            content = _pieces(whole) if len(whole) > CHUNK else whole
+            headers["Content-Length"] = str(len(whole))  # (pieces are sent as one body, not chunked)
         elif hasattr(data, "read"):
             content = _file_chunks(data)  # type: ignore[arg-type]
         else:
@@ -155,7 +164,6 @@ class AsyncFiles:
         params: dict[str, Any] = {"path": path, "append": append}
         if mode is not None:
             params["mode"] = mode
-        headers = {"Content-Type": "application/octet-stream"}
         raw = await self._sbx._transport.json("PUT", self._base, params=params, content=content, headers=headers)
         return FileEntry.model_validate(raw)
 
