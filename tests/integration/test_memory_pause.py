@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from sandlot import errors
+from sandlot.node import Limits, cgroups
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +64,27 @@ def test_pause_to_disk_and_resume(node: Any, make_sandbox: Any, aio: Any) -> Non
     aio(node.pause(sbx.id, memory=True))
     aio(node.kill(sbx.id))
     assert not sbx.dir.exists()
+
+
+def test_a_sandbox_resumed_from_memory_keeps_its_cpu_limit(node: Any, make_sandbox: Any, aio: Any) -> None:
+    """Its memory is saved and loaded without its CPU limit (the runtime's own work, every task
+    stopped); once it runs again, the limit holds."""
+    sbx = make_sandbox("debian", "gvisor", limits=Limits(cpu=0.25))
+    assert cgroups.cpu_quota(sbx.id) == (25_000, 100_000)
+    aio(node.pause(sbx.id, memory=True))
+    aio(node.resume(sbx.id))
+    assert cgroups.cpu_quota(sbx.id) == (25_000, 100_000)
+    cpu = cgroups.controllers(sbx.id)["cpu"]
+    procs = {int(p) for p in (cpu / "cgroup.procs").read_text().split()}
+    assert set(sbx.runtime.host_pids(sbx.id)) & procs, "the restored sentry is in the limited cgroup"
+    usage = cgroups.controllers(sbx.id).get("cpuacct")
+    if usage is not None and (usage / "cpuacct.usage").exists():  # cgroup v1: what the quota allowed
+        before = int((usage / "cpuacct.usage").read_text())
+        aio(sbx.run(["python3", "-c", "import time\nt = time.time()\nwhile time.time() - t < 2: pass"], timeout=60))
+        used_s = (int((usage / "cpuacct.usage").read_text()) - before) / 1e9
+        assert used_s < 1.0, f"{used_s:.2f} s of CPU in about 2 s at a quarter of a core"
+    aio(node.pause(sbx.id, memory=True))
+    assert cgroups.cpu_quota(sbx.id) in (None, (25_000, 100_000))  # gone with the saved sandbox, or as it was
 
 
 def test_container_runtime_refuses_memory_pause_clearly(node: Any, make_sandbox: Any, aio: Any) -> None:

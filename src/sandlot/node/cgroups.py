@@ -17,6 +17,7 @@ from sandlot.node.spec import CGROUP_PARENT
 __all__ = [
     "ROOT",
     "controllers",
+    "cpu_quota",
     "create",
     "field",
     "memory_usage",
@@ -27,6 +28,7 @@ __all__ = [
     "procs",
     "refusals_counter",
     "remove",
+    "set_cpu_quota",
 ]
 
 ROOT = Path("/sys/fs/cgroup")
@@ -115,6 +117,43 @@ def create(sandbox_id: str, memory_bytes: int, cpu_quota_us: int, cpu_period_us:
             _write(d / name, value)
         made.append(d)
     return made
+
+
+def _cpu_dir(sandbox_id: str) -> tuple[Path, bool]:
+    """The sandbox's cpu cgroup directory (it may not exist) and whether it is cgroup v2's."""
+    if (ROOT / "cgroup.controllers").exists():
+        return ROOT / CGROUP_PARENT / sandbox_id, True
+    return ROOT / "cpu" / CGROUP_PARENT / sandbox_id, False
+
+
+def cpu_quota(sandbox_id: str) -> tuple[int | None, int] | None:
+    """The sandbox's CPU quota and period in µs (quota None: unlimited); None without a cpu cgroup."""
+    d, v2 = _cpu_dir(sandbox_id)
+    try:
+        if v2:
+            quota, period = (d / "cpu.max").read_text().split()
+            return (None if quota == "max" else int(quota)), int(period)
+        quota_us = int((d / "cpu.cfs_quota_us").read_text())
+        return (None if quota_us < 0 else quota_us), int((d / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def set_cpu_quota(sandbox_id: str, quota_us: int | None, period_us: int, *, make: bool = False) -> bool:
+    """Set the sandbox's CPU quota (None: unlimited) and period. `make`: make its cpu cgroup first when
+    there is none (cgroup v1 only: a v2 directory holds every controller). False: no cgroup to set."""
+    d, v2 = _cpu_dir(sandbox_id)
+    try:
+        if make and not v2:
+            d.mkdir(parents=True, exist_ok=True)
+        if v2:
+            (d / "cpu.max").write_text(f"{'max' if quota_us is None else quota_us} {period_us}")
+        else:
+            _write(d / "cpu.cfs_period_us", period_us)
+            _write(d / "cpu.cfs_quota_us", -1 if quota_us is None else quota_us)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _write(path: Path, value: int) -> None:
