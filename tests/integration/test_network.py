@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from sandlot import errors
-from sandlot.node.network import tcp_flows
+from sandlot.node.network import conntrack_flows
 from tests.conftest import IMAGE_CACHE, LoopThread
 from tests.netlab import Internet, host_http_server
 
@@ -349,7 +349,7 @@ def test_pause_with_memory_after_tcp_is_refused_clearly(make: Any, aio: Any, net
     assert fetch(aio, sbx, "http://allowed.test/") == [f"hello from {internet.web}"]
     address = sbx.net.address
     aio(net_node.kill(sbx.id))
-    assert tcp_flows(address) == [], "the next holder of the address inherits no tracked flows"
+    assert conntrack_flows(address) == [], "the next holder of the address inherits no tracked flows"
 
 
 def test_flows_opened_to_a_sandbox_go_with_its_address(make: Any, aio: Any, net_node: Any) -> None:
@@ -368,9 +368,9 @@ def test_flows_opened_to_a_sandbox_go_with_its_address(make: Any, aio: Any, net_
         except OSError:
             assert time.monotonic() < deadline, "the server in the sandbox never answered"
             time.sleep(0.2)
-    assert any(f"-> {address}:8080" in flow for flow in tcp_flows(address))
+    assert any(f"-> {address}:8080" in str(flow) for flow in conntrack_flows(address))
     aio(net_node.kill(sbx.id))
-    assert tcp_flows(address) == [], "the next holder of the address inherits no tracked flows"
+    assert conntrack_flows(address) == [], "the next holder of the address inherits no tracked flows"
 
 
 def test_hibernating_after_tcp_stops_the_processes_and_wakes_connected(

@@ -44,7 +44,7 @@ from sandlot.node import reaper
 from sandlot.node.dns import resolve_names
 from sandlot.node.netpolicy import ALWAYS_BLOCKED, NetworkPolicy, is_cidr
 
-__all__ = ["LEASE_DIR", "Flow", "NetworkManager", "SandboxNet", "conntrack_flows", "render_rules", "tcp_flows"]
+__all__ = ["LEASE_DIR", "Flow", "NetworkManager", "SandboxNet", "conntrack_flows", "render_rules"]
 
 log = logging.getLogger("sandlot.node.network")
 
@@ -409,13 +409,19 @@ def _inside(net: SandboxNet) -> bytes:
     ).encode()
 
 
-def _has_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> bool:
-    """Whether the host's connection tracking holds any flow of the address (True when it cannot tell)."""
+def _tracked(address: str, table: Path) -> list[str] | None:
+    """The host's connection-tracking entries naming the address, either way (None: no table to read)."""
     try:
         text = table.read_text()
     except OSError:
-        return True
-    return f"src={address} " in text or f"dst={address} " in text
+        return None
+    return [line for line in text.splitlines() if f"src={address} " in line or f"dst={address} " in line]
+
+
+def _has_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> bool:
+    """Whether the host's connection tracking holds any flow of the address (True when it cannot tell)."""
+    lines = _tracked(address, table)
+    return lines is None or bool(lines)
 
 
 @dataclass(frozen=True)
@@ -437,14 +443,10 @@ class Flow:
 def conntrack_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> list[Flow]:
     """The TCP flows the host's connection tracking holds for a sandbox address, open or closing
     (it keeps a closed flow in TIME_WAIT for `time_wait_s`)."""
-    try:
-        lines = table.read_text().splitlines()
-    except OSError:  # no connection tracking here: nothing it could tell
-        return []
     flows: list[Flow] = []
-    for line in lines:
+    for line in _tracked(address, table) or []:  # (no connection tracking here: nothing it could tell)
         fields = line.split()
-        if len(fields) < 6 or fields[2] != "tcp" or f"src={address}" not in fields:
+        if len(fields) < 6 or fields[2] != "tcp":
             continue
         kv: dict[str, str] = {}
         for f in fields:  # the original direction comes first, then the reply's
@@ -453,11 +455,6 @@ def conntrack_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) 
         with contextlib.suppress(KeyError, ValueError):
             flows.append(Flow(kv["src"], int(kv["sport"]), kv["dst"], int(kv["dport"]), fields[5], int(fields[4])))
     return flows
-
-
-def tcp_flows(address: str, table: Path = Path("/proc/net/nf_conntrack")) -> list[str]:
-    """`conntrack_flows`, each as "local -> remote STATE"."""
-    return [str(f) for f in conntrack_flows(address, table)]
 
 
 def time_wait_s() -> int:
