@@ -185,14 +185,18 @@ class Fleet(NodeClient):
         """Every live node's answer, asked all at once, in the registry's order (an unreachable one is skipped)."""
         return [answer for _, answer in await self._ask(call)]
 
-    async def _ask(self, call: Callable[[NodeClient], Awaitable[T]]) -> list[tuple[NodeRecord, T]]:
-        """`_each`, each answer with the node that gave it."""
+    async def _ask(
+        self, call: Callable[[NodeClient], Awaitable[T]], silent: list[str] | None = None
+    ) -> list[tuple[NodeRecord, T]]:
+        """`_each`, each answer with the node that gave it; `silent` gets the names of those that did not."""
 
         async def ask(rec: NodeRecord) -> list[tuple[NodeRecord, T]]:
             try:
                 return [(rec, await call(self.client(rec)))]
             except errors.NodeUnreachableError as exc:
                 log.warning("%s", exc)
+                if silent is not None:
+                    silent.append(rec.name)
                 return []
 
         answers = await asyncio.gather(*(ask(rec) for rec in await self.live()), return_exceptions=True)
@@ -536,16 +540,7 @@ class Fleet(NodeClient):
                     "it can be used once that node is back"
                 ) from None
         silent: list[str] = []  # live nodes that did not answer: one of them may hold it
-
-        async def ask(rec: NodeRecord) -> VolumeInfo | None:
-            try:
-                return await _or_none(self.client(rec).find_volume(team, name))
-            except errors.NodeUnreachableError:
-                silent.append(rec.name)
-                return None
-
-        live = await self.live()
-        for rec, found in zip(live, await asyncio.gather(*(ask(rec) for rec in live)), strict=True):
+        for rec, found in await self._ask(lambda n: _or_none(n.find_volume(team, name)), silent):
             if found is not None:
                 return rec, found
         if silent:
