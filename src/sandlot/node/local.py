@@ -177,6 +177,7 @@ class LocalNode(NodeClient):
         if kill_sandboxes:
             await self.node.close()
         else:  # unmounted only when no sandbox disk is left in it
+            await self.node.settle()
             await self.node.metrics.close()
             await asyncio.to_thread(self.node.disks.release)
 

@@ -628,14 +628,31 @@ class Node:
         filesystem stays mounted. `resume` restores them where they stopped.
         """
         sbx = self.get(sandbox_id)
-        async with sbx._kill_lock:
+        await sbx._kill_lock.acquire()
+        release: Coroutine[Any, Any, None] | None = None
+        try:
             if sbx.state is not State.RUNNING:
                 raise errors.SandboxStateError(f"cannot pause sandbox {sandbox_id} in state {sbx.state.value}")
             if memory:
-                await memory_pause.save(self, sbx)
+                release = await memory_pause.save_then_release(self, sbx)
             else:
                 await sbx.runtime.pause(sandbox_id)
             sbx.transition(State.PAUSED)
+        except BaseException:
+            if release is not None:
+                await release
+                release = None
+            raise
+        finally:
+            if release is None:
+                sbx._kill_lock.release()
+        if release is not None:
+            # The pause is done once the memory is on disk; the killed processes' exit and the
+            # runtime's cleanup go on behind it, holding the sandbox's lock: whatever comes next
+            # (a resume, a kill) waits for them.
+            task = asyncio.ensure_future(_then_unlock(release, sbx._kill_lock))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
 
     async def resume(self, sandbox_id: str) -> None:
         sbx = self.get(sandbox_id)
@@ -979,15 +996,20 @@ class Node:
                 problems += await asyncio.to_thread(self.volumes.unmount, m.volume_id)
         return problems
 
+    async def settle(self) -> None:
+        """Let the cleanups still running (retries, releases after a pause with memory) finish their
+        work, for a while; what is left then is swept at the next start."""
+        if self._cleanups:
+            _, pending = await asyncio.wait(set(self._cleanups), timeout=CLOSE_CLEANUP_WAIT_S)
+            for task in pending:
+                task.cancel()
+
     async def close(self) -> None:
         """Kill every sandbox (the library's shutdown; `sandlot serve` keeps them)."""
         await self.pool.close()
         # All at once: one by one, a loaded host takes longer than a service manager waits.
         await asyncio.gather(*(self.kill(sbx.id) for sbx in list(self._sandboxes.values())), return_exceptions=True)
-        if self._cleanups:  # let retries finish their work; what still fails is swept at the next start
-            _, pending = await asyncio.wait(set(self._cleanups), timeout=CLOSE_CLEANUP_WAIT_S)
-            for task in pending:
-                task.cancel()
+        await self.settle()
         for task in list(self._watchers):
             task.cancel()
         await self.limit_monitor.close()
@@ -998,6 +1020,15 @@ class Node:
                 await self._refilling
         for problem in await asyncio.to_thread(self.disks.release):
             log.error("unmounting the disk store: %s", problem)
+
+
+async def _then_unlock(work: Coroutine[Any, Any, None], lock: asyncio.Lock) -> None:
+    try:
+        await work
+    except Exception:  # (no caller to raise it to)
+        log.exception("releasing a sandbox whose memory was saved")
+    finally:
+        lock.release()
 
 
 async def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[str]:
