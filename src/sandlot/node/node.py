@@ -114,7 +114,8 @@ class Node:
         self._ended: dict[str, str] = {}
         self._bundle: Bundle | None = None
         self._watchers: set[asyncio.Task[None]] = set()
-        # _cleanups: cleanups of stopped sandboxes still running (retrying what failed).
+        # _cleanups: cleanups of stopped sandboxes still running (retrying what failed), and releases
+        # of sandboxes paused with memory (their killed processes' exit).
         self._cleanups: set[asyncio.Task[None]] = set()
         # Cleanups spawn runtime CLIs: a few at a time, so a burst of kills cannot flood the CPU.
         self._cleanup_slots = asyncio.Semaphore(max(4, 2 * (os.cpu_count() or 1)))
@@ -446,10 +447,12 @@ class Node:
     def adopt_started(self, sbx: Sandbox) -> None:
         sbx.transition(State.RUNNING)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, None], *, cleanup: bool = False) -> asyncio.Task[None]:
+        """Run `coro` as a task the node holds: a watcher (cancelled at close), or a `cleanup` (waited for)."""
+        held = self._cleanups if cleanup else self._watchers
         task = asyncio.ensure_future(coro)
-        self._watchers.add(task)
-        task.add_done_callback(self._watchers.discard)
+        held.add(task)
+        task.add_done_callback(held.discard)
         return task
 
     async def _provision(self, sbx: Sandbox, bundle: Bundle, net_setup: asyncio.Future[SandboxNet] | None) -> None:
@@ -650,9 +653,7 @@ class Node:
             # The pause is done once the memory is on disk; the killed processes' exit and the
             # runtime's cleanup go on behind it, holding the sandbox's lock: whatever comes next
             # (a resume, a kill) waits for them.
-            task = asyncio.ensure_future(_then_unlock(release, sbx._kill_lock))
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
+            self._spawn(_then_unlock(release, sbx._kill_lock), cleanup=True)
 
     async def resume(self, sandbox_id: str) -> None:
         sbx = self.get(sandbox_id)
@@ -928,9 +929,7 @@ class Node:
         with contextlib.suppress(Exception):
             await sbx.conn.close()
         first: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        task = asyncio.ensure_future(self._clean_up(sbx, pids, first))
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        self._spawn(self._clean_up(sbx, pids, first), cleanup=True)
         return first
 
     async def _clean_up(self, sbx: Sandbox, pids: list[int], first: asyncio.Future[list[str]]) -> None:
