@@ -153,3 +153,33 @@ func TestReserveThreadsLeavesThemIdle(t *testing.T) {
 		t.Fatalf("a second reserve lost threads: %d", got)
 	}
 }
+
+func TestCreationsInNewDirectoriesAreReportedOnce(t *testing.T) {
+	c := newCreations()
+	// a directory there when the watch began: its events pass as they are
+	if r, m := c.event("/w", "/w/old.txt", "write", false); !r || m {
+		t.Fatalf("a write in a watched directory: report %v, missed %v", r, m)
+	}
+	c.adopt("/w/new")
+	if !c.listed("/w/new/a.txt") {
+		t.Fatal("a listed file must be reported created")
+	}
+	if r, _ := c.event("/w/new", "/w/new/a.txt", "create", false); r {
+		t.Fatal("a listed file's inotify create must not be reported twice")
+	}
+	if r, m := c.event("/w/new", "/w/new/b.txt", "write", false); !r || !m {
+		t.Fatalf("a file first seen written in a new directory: report %v, missed %v; want a create first", r, m)
+	}
+	if _, m := c.event("/w/new", "/w/new/b.txt", "write", false); m {
+		t.Fatal("a second write must not report another create")
+	}
+	if r, m := c.event("/w/new", "/w/new/b.txt", "remove", false); !r || m {
+		t.Fatalf("remove: report %v, missed %v", r, m)
+	}
+	if r, m := c.event("/w/new", "/w/new/b.txt", "create", false); !r || m {
+		t.Fatalf("a file made again after its removal: report %v, missed %v", r, m)
+	}
+	if _, m := c.event("/w/new", "/w/new/c.txt", "rename", false); m {
+		t.Fatal("a file moved in is reported as renamed, not created")
+	}
+}

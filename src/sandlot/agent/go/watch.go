@@ -50,6 +50,7 @@ func handleWatch(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{
 		}
 		return s.event(ev)
 	}
+	news := newCreations()
 	// adopt watches a directory that appeared under a recursive watch, and its subdirectories;
 	// what they already hold was created before the watch could see it: report it as created.
 	adopt := func(dir string) error {
@@ -59,8 +60,9 @@ func handleWatch(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{
 			}
 			if info.IsDir() {
 				add(p)
+				news.adopt(p)
 			}
-			if p != dir {
+			if p != dir && news.listed(p) {
 				return send("create", p)
 			}
 			return nil
@@ -119,6 +121,15 @@ func handleWatch(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{
 			if op == "" {
 				continue
 			}
+			report, missed := news.event(dir, path, op, mask&syscall.IN_MOVED_FROM != 0)
+			if !report {
+				continue
+			}
+			if missed {
+				if err := send("create", path); err != nil {
+					return struct{}{}, nil
+				}
+			}
 			if err := send(op, path); err != nil {
 				return struct{}{}, nil
 			}
@@ -129,6 +140,53 @@ func handleWatch(a *agent, s *stream, raw json.RawMessage, _ []byte) (interface{
 			}
 		}
 	}
+}
+
+// creations keeps a recursive watch's create events whole in directories that appeared after
+// the watch began, where every entry is new. Under gVisor a file made just as its directory
+// appears can be missed both by the listing that adopts the directory and by inotify's create
+// event, and show up first as a write: it is reported as created then. A file both listed and
+// seen by inotify is reported created once.
+type creations struct {
+	fresh map[string]bool // directories adopted after the watch began
+	seen  map[string]bool // paths in them already reported as existing
+}
+
+func newCreations() *creations {
+	return &creations{fresh: map[string]bool{}, seen: map[string]bool{}}
+}
+
+func (c *creations) adopt(dir string) { c.fresh[dir] = true }
+
+// listed says whether a path found by adopt's listing is still to be reported as created.
+func (c *creations) listed(path string) bool {
+	if c.seen[path] {
+		return false
+	}
+	c.seen[path] = true
+	return true
+}
+
+// event takes an inotify event for path in dir; report says whether to send it, missed whether
+// a create must be sent before it.
+func (c *creations) event(dir, path, op string, movedFrom bool) (report, missed bool) {
+	if !c.fresh[dir] || path == dir {
+		return true, false
+	}
+	if op == "remove" || movedFrom {
+		delete(c.seen, path)
+		delete(c.fresh, path)
+		return true, false
+	}
+	was := c.seen[path]
+	c.seen[path] = true
+	switch op {
+	case "create":
+		return !was, false
+	case "write", "chmod":
+		return true, !was
+	}
+	return true, false
 }
 
 func trimNul(b []byte) []byte {
