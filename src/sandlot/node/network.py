@@ -333,7 +333,8 @@ class NetworkManager:
                 problems.append(f"network namespace {net.netns}: {out}")
         if Path(f"/sys/class/net/{net.host_if}").exists():
             rc, out = await _run("ip", "link", "delete", net.host_if)
-            if rc != 0 and "Cannot find device" not in out:
+            # (deleting the namespace deletes the pair too, a moment later: gone between the two is done)
+            if rc != 0 and "Cannot find device" not in out and "No such device" not in out:
                 problems.append(f"interface {net.host_if}: {out}")
         # Only while the lease is still this sandbox's: a teardown repeated after a crash must not
         # take the address (or its flows) from the sandbox that holds it now.
