@@ -198,6 +198,7 @@ class _AgentLink(asyncio.BufferedProtocol):
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
         self._lost = False
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is one, but not a subclass
@@ -233,6 +234,8 @@ class _AgentLink(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if not self.lost.done():
+            self.lost.set_result(None)
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
         self._conn._lost_link(self, None)
@@ -261,6 +264,15 @@ class _AgentLink(asyncio.BufferedProtocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    async def close_after_peer(self, timeout: float) -> bool:
+        """Half-close, then wait up to `timeout` for the agent to close its end; whether it did."""
+        if self._transport is not None and not self._lost and self._transport.can_write_eof():
+            self._transport.write_eof()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.lost), timeout)
+        self.close()
+        return self._lost
 
 
 class AgentConnection:
@@ -430,17 +442,25 @@ class AgentConnection:
             raise
         return stream
 
-    async def close(self) -> None:
+    async def close(self, wait_agent_s: float = 0.0) -> bool:
+        """Stop listening and close the agent's connection. With `wait_agent_s`, the node's end is
+        half-closed first, and the agent (which closes its end on the end of its input) is waited
+        for that long; returns whether nothing of the connection is left open on the agent's side."""
         self._drop("the sandbox was closed")
         if self._server is not None:
             self._server.close()
             self._server = None
+        closed = True
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            if wait_agent_s > 0:
+                closed = await writer.close_after_peer(wait_agent_s)
+            else:
+                writer.close()
         self._connected.clear()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
+        return closed
 
 
 def _validate(model: type[M], data: dict[str, Any]) -> M:

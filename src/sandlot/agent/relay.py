@@ -121,7 +121,9 @@ class WebSocketConnection(AgentConnection):
                 f"sandbox {self.sandbox_id}: the connection to its node broke: {exc}"
             ) from None
 
-    async def close(self) -> None:
+    async def close(self, wait_agent_s: float = 0.0) -> bool:
+        """Close the WebSocket (the agent's own link is its node's, and `wait_agent_s` is the node's
+        business there); returns True."""
         self._drop("the sandbox was closed")
         self.epoch += 1
         ws, self._ws = self._ws, None
@@ -131,6 +133,7 @@ class WebSocketConnection(AgentConnection):
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+        return True
 
 
 def _code_of_status(status: int, body: str) -> str:

@@ -1,10 +1,12 @@
 """Pause with memory to disk: the runtime saves every process and its memory, then they exit.
 
 `save` closes the node's end of the agent connection first. The agent holds a
-connected host Unix socket, which a runtime cannot write into a memory image;
-with the node no longer listening, the agent's redial loop fails quietly
-(nothing of the host stays open inside), the runtime saves the sandbox, and
-after `load` the restored agent's next redial reaches the node listening again.
+connected host Unix socket, which gVisor cannot write into a memory image: the
+node half-closes it and waits until the agent has closed its end (it does on
+the end of its input); with the node no longer listening, the agent's redial
+loop fails quietly (nothing of the host stays open inside), the runtime saves
+the sandbox, and after `load` the restored agent's next redial reaches the node
+listening again.
 The sandbox's filesystem stays mounted meanwhile; its memory image sits in
 `<sandbox dir>/memory/`, so a paused sandbox survives a restart of the node.
 
@@ -53,6 +55,8 @@ log = logging.getLogger("sandlot.node")
 
 #: How long a restored sandbox's agent may take to redial.
 REDIAL_TIMEOUT = 30.0
+#: How long the agent may take to close its link once the node has closed its end (before a save).
+AGENT_CLOSE_S = 2.0
 #: How long gVisor keeps a connection it closed first (TIME_WAIT), with a margin.
 GVISOR_TIME_WAIT_S = 62
 
@@ -111,7 +115,8 @@ async def _save(node: Node, sbx: Sandbox, dest: Path | None) -> Coroutine[Any, A
     pids = sbx.runtime.host_pids(sbx.id)
     intent.begin(sbx.dir, memory_image=str(target))
     sbx.generation += 1
-    await sbx.conn.close()
+    if not await sbx.conn.close(wait_agent_s=0.0 if sbx.runtime.saves_agent_link else AGENT_CLOSE_S):
+        log.warning("sandbox %s: its agent did not close its link within %.0f s of the node's", sbx.id, AGENT_CLOSE_S)
     try:
         await sbx.runtime.save_memory(sbx.id, tmp)
     except BaseException:

@@ -177,6 +177,11 @@ class Runtime(abc.ABC):
     mounts_rootfs_on_host: ClassVar[bool] = True
     #: Whether a memory image keeps the sandbox's open TCP connections (gVisor's cannot: memory_pause.py).
     saves_open_connections: ClassVar[bool] = False
+    #: Whether a memory image may be taken while the agent's link to the node is open. gVisor's
+    #: cannot: the link is a host Unix socket, which the image can hold only once the agent has
+    #: closed it (a save that caught it closing failed with "encoding error at object
+    #: transport.connectionedEndpoint"); a microVM's link is a device of the VM, saved with it.
+    saves_agent_link: ClassVar[bool] = False
     #: The OS threads the agent takes at its start and keeps (AgentConfig.reserve_threads): a runtime
     #: whose host pids limit counts the agent's threads with the sandbox's processes sets it
     agent_threads: ClassVar[int] = 0

@@ -158,6 +158,7 @@ class MicroVMRuntime(Runtime):
     saves_memory = True
     mounts_rootfs_on_host = False
     saves_open_connections = True  # the guest's kernel holds them, in the memory image
+    saves_agent_link = True  # a virtio-serial port: QEMU saves it with the VM
     agent_connect_timeout = 180.0  # a TCG boot on a loaded 2-core host takes seconds, a pool of them longer
     netns_single_use = False  # the tap stays in the namespace; a restored guest keeps its address
 
