@@ -7,8 +7,8 @@ path works through the replica that did not create the sandbox; a template made 
 one node is copied to a node without it; a node SIGKILLed leaves its sandboxes
 `unknown` (never killed) and re-adopts them when it returns; a volume keeps every
 sandbox that mounts it on its node; a replica SIGKILLed loses nothing; drain moves
-persistent sandboxes (their disks) to other nodes, and a move cut short by a node
-killed midway loses nothing; remove; `sandlot nodes ls`.
+persistent sandboxes (their disks) to other nodes that carry their labels, and a move
+cut short by a node killed midway loses nothing; remove; `sandlot nodes ls`.
 """
 
 from __future__ import annotations
@@ -417,10 +417,11 @@ def test_a_volume_keeps_its_sandboxes_on_its_node(fleet: Fleet) -> None:
 
 
 def test_drain_moves_persistent_sandboxes_and_a_move_cut_short_loses_nothing(fleet: Fleet) -> None:
-    """Drain ships a persistent sandbox's disk to another node: it keeps its id, files and metadata and
-    wakes there through either replica. Its node killed mid-stream first: nothing lands elsewhere, the
-    sandbox stays whole where it was, and the drain run again moves it."""
-    n2 = fleet.nodes["n2"]
+    """Drain ships a persistent sandbox's disk to another node that carries its labels: it keeps its id,
+    files and metadata and wakes there through either replica. While no other node carries them, it
+    stays (and wakes) where it is. Its node killed mid-stream: nothing lands elsewhere, the sandbox stays
+    whole where it was, and the drain run again moves it."""
+    n2, n3 = fleet.nodes["n2"], fleet.nodes["n3"]
     n2.stop()
     n2.start(SANDLOT_FAILPOINTS="node.move.sending=kill")  # dies in the middle of the first disk it sends
     body = {"template": "busybox", "persistent": True, "node_labels": {"zone": "b"}, "metadata": {"owner": "drain"}}
@@ -429,6 +430,24 @@ def test_drain_moves_persistent_sandboxes_and_a_move_cut_short_loses_nothing(fle
         sid = made["sandbox_id"]
         assert made["node"] == "n2" and run(a, sid, "mkdir -p /work && echo kept > /work/f")["exit_code"] == 0
         assert b.get(f"/sandboxes/{sid}").json()["node"] == "n2"  # the other replica knows where it was
+
+        # Only n2 carries zone=b: the drain leaves the sandbox there (nothing is sent), and it wakes there.
+        assert a.post("/nodes/n2/drain").json()["state"] == "draining"
+        assert n2.proc is not None and n2.proc.poll() is None
+        assert b.get(f"/sandboxes/{sid}").json()["node"] == "n2"
+        assert run(b, sid, "cat /work/f")["stdout"] == "kept\n"
+        assert b.get(f"/sandboxes/{sid}").json()["node"] == "n2"
+
+        # n3 rejoins carrying zone=b too (it holds no sandbox of this test).
+        n3.stop(60)
+        n3.args += ["--label", "zone=b"]
+        n3.start()
+
+        def labelled() -> bool:
+            nodes = {n["name"]: n for n in a.get("/nodes").json()["nodes"]}
+            return nodes["n3"]["state"] == "active" and nodes["n3"]["labels"] == {"zone": "b"}
+
+        wait("n3 back with zone=b", labelled, 300)
 
         def left(node: str) -> list[Path]:  # what of the sandbox a node holds, and moves half made
             d = fleet.root / node
@@ -452,7 +471,7 @@ def test_drain_moves_persistent_sandboxes_and_a_move_cut_short_loses_nothing(fle
 
         assert a.post("/nodes/n2/drain").json()["state"] == "draining"
         info = b.get(f"/sandboxes/{sid}").json()
-        assert info["node"] in ("n1", "n3") and info["state"] == "hibernated", info
+        assert info["node"] == "n3" and info["state"] == "hibernated", info  # the one node with its labels
         assert info["metadata"] == {"owner": "drain"}
         assert list((fleet.root / "n2" / "disks" / "sandboxes").iterdir()) == []  # the drained node holds no disk
         assert run(b, sid, "cat /work/f")["stdout"] == "kept\n"  # woken on its new node, from its disk

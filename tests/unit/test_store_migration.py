@@ -34,3 +34,20 @@ def test_an_older_database_gets_the_new_columns(tmp_path: Path) -> None:
     rec = asyncio.run(start_twice())
     assert rec is not None
     assert (rec.persistent, rec.on_timeout, rec.node) == (False, "kill", "local")  # type: ignore[attr-defined]
+    assert rec.node_labels == {}  # type: ignore[attr-defined]
+
+
+def test_a_sandboxs_node_labels_are_kept(tmp_path: Path) -> None:
+    from sandlot.api.store import SandboxRecord
+
+    store = Store(f"sqlite:///{tmp_path / 'new.db'}")
+    rec = SandboxRecord("sb-0123456789abcdef", "t", "base", "gvisor", 1, 512, 1024, "running", 1, 2,
+                        node_labels={"zone": "b", "gpu": "true"})  # fmt: skip
+
+    async def scenario() -> object:
+        await store.init()
+        await store.add_sandbox(rec)
+        return await store.get_sandbox(rec.sandbox_id)
+
+    got = asyncio.run(scenario())
+    assert got is not None and got.node_labels == {"zone": "b", "gpu": "true"}  # type: ignore[attr-defined]

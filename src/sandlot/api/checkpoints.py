@@ -112,6 +112,7 @@ async def _record_forks(
             ends_at=now + req.timeout,
             metadata=dict(req.metadata),
             node=sbx.node,
+            node_labels=dict(parent.node_labels),
         )
         for sbx in sandboxes
     ]

@@ -252,6 +252,7 @@ class SandboxService:
             auto_resume=req.auto_resume,
             active_at=now,
             node=sbx.node,
+            node_labels=dict(req.node_labels),
         )
         try:
             await afailpoint("api.create.before_record", sbx.sandbox_id)

@@ -109,6 +109,8 @@ sandboxes = sa.Table(
     sa.Column("active_at", sa.Float, nullable=False, default=0.0),
     # the node that holds it (`NodeClient.name`; "local" for the node `sandlot serve` embeds)
     sa.Column("node", sa.String(128), nullable=False, default="local"),
+    # the labels a node must carry to hold it (JSON): placement heeds them on a create and on a move
+    sa.Column("node_labels", sa.Text, nullable=False, default="{}"),
     sa.Index("ix_sandboxes_team_created", "team", "created_at", "sandbox_id"),
 )
 
@@ -203,6 +205,7 @@ class SandboxRecord:
     ended_at: float | None = None
     active_at: float = 0.0
     node: str = "local"
+    node_labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -249,6 +252,7 @@ ADDED_COLUMNS: list[tuple[str, str, str | None]] = [
     ("sandboxes", "ended_at", None),
     ("sandboxes", "active_at", "0"),
     ("sandboxes", "node", "'local'"),
+    ("sandboxes", "node_labels", "'{}'"),
     ("reservations", "cpu", "0"),
 ]
 
@@ -429,6 +433,7 @@ class Store:
         def q(c: Connection) -> None:
             for rec in recs:
                 row = {k: v for k, v in rec.__dict__.items() if k != "metadata"}
+                row["node_labels"] = json.dumps(rec.node_labels, sort_keys=True)
                 c.execute(sandboxes.insert().values(**row))
                 if rec.metadata:
                     c.execute(
@@ -727,4 +732,6 @@ def _records(c: Connection, stmt: sa.Select[Any]) -> list[SandboxRecord]:
         )
     ):
         meta[sid][key] = value
+    for r in rows:
+        r["node_labels"] = json.loads(r["node_labels"] or "{}")
     return [SandboxRecord(**r, metadata=meta[r["sandbox_id"]]) for r in rows]

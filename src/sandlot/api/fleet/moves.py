@@ -91,8 +91,9 @@ async def move(fleet: Fleet, sandbox_id: str, off: str) -> str:
         source = await fleet.node(off)
         await _hibernate(fleet, source, sandbox_id, off)
         limits = Limits(cpu=rec.cpu, memory_mb=rec.memory_mb, disk_mb=rec.disk_mb)
-        spec = SandboxSpec(image=rec.template, runtime=rec.runtime, limits=limits)
-        ranked = rank(await fleet.live(fresh=True), spec, timeout=fleet.node_timeout_s, overcommit=fleet.overcommit)
+        spec = SandboxSpec(image=rec.template, runtime=rec.runtime, limits=limits, node_labels=rec.node_labels)
+        live = await fleet.live(fresh=True)
+        ranked = rank(live, spec, spec.node_labels, timeout=fleet.node_timeout_s, overcommit=fleet.overcommit)
         candidates = [n for n in ranked if n.name != off]
 
         async def ship(dest: NodeClient) -> None:
@@ -103,9 +104,11 @@ async def move(fleet: Fleet, sandbox_id: str, off: str) -> str:
 
         placed = await fleet.place(candidates, spec, ship)
         if placed is None:
+            wanted = ", ".join(f"{k}={v}" for k, v in sorted(rec.node_labels.items()))
+            labels = f", labels {wanted}" if wanted else ""
             raise errors.RuntimeUnavailableError(
                 f"no other live, active node of the fleet can take sandbox {sandbox_id} "
-                f"({rec.memory_mb} MiB of memory, {rec.disk_mb} MiB of disk); it stays on node {off}"
+                f"({rec.memory_mb} MiB of memory, {rec.disk_mb} MiB of disk{labels}); it stays on node {off}"
             )
         return await _switch(fleet, sandbox_id, source, off, placed[0])
 
