@@ -709,6 +709,15 @@ class NodeList(_Response):
     nodes: list[NodeSummary]
 
 
+class DrainResult(NodeSummary):
+    """A drained node, and what became of its persistent sandboxes."""
+
+    #: sandbox id -> the node it moved to
+    moved: dict[str, str] = Field(default_factory=dict)
+    #: sandbox id -> why it stayed (no other node with room or with its labels; a failed copy)
+    stayed: dict[str, str] = Field(default_factory=dict)
+
+
 # ---------------------------------------------------------------- checkpoints
 
 

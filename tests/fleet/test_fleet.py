@@ -432,7 +432,9 @@ def test_drain_moves_persistent_sandboxes_and_a_move_cut_short_loses_nothing(fle
         assert b.get(f"/sandboxes/{sid}").json()["node"] == "n2"  # the other replica knows where it was
 
         # Only n2 carries zone=b: the drain leaves the sandbox there (nothing is sent), and it wakes there.
-        assert a.post("/nodes/n2/drain").json()["state"] == "draining"
+        drained = a.post("/nodes/n2/drain").json()
+        assert drained["state"] == "draining" and drained["moved"] == {}, drained
+        assert "zone=b" in drained["stayed"][sid], drained  # why it stayed: its labels
         assert n2.proc is not None and n2.proc.poll() is None
         assert b.get(f"/sandboxes/{sid}").json()["node"] == "n2"
         assert run(b, sid, "cat /work/f")["stdout"] == "kept\n"
@@ -469,7 +471,8 @@ def test_drain_moves_persistent_sandboxes_and_a_move_cut_short_loses_nothing(fle
         except AssertionError:
             raise AssertionError(f"n2 did not come back holding {sid}: {seen[-1:]}") from None
 
-        assert a.post("/nodes/n2/drain").json()["state"] == "draining"
+        drained = a.post("/nodes/n2/drain").json()
+        assert drained["state"] == "draining" and drained["moved"] == {sid: "n3"} and drained["stayed"] == {}, drained
         info = b.get(f"/sandboxes/{sid}").json()
         assert info["node"] == "n3" and info["state"] == "hibernated", info  # the one node with its labels
         assert info["metadata"] == {"owner": "drain"}

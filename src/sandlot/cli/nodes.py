@@ -11,7 +11,7 @@ import httpx
 from rich.text import Text
 
 from sandlot.cli._common import Api, call_api, console, fmt_ago, json_option, pass_api, print_json, run_async, table
-from sandlot.models import NodeList, NodeSummary
+from sandlot.models import DrainResult, NodeList, NodeSummary
 
 __all__ = ["command"]
 
@@ -86,14 +86,19 @@ def drain(api: Api, name: str) -> None:
     Each persistent sandbox is hibernated and its disk shipped to a node that
     placement picks; it keeps its id, files and metadata, and wakes there on
     its next request. Its processes do not move: it boots afresh from its disk.
-    A sandbox no other node has room for stays and moves when it is next woken.
-    Returns once NAME holds no more that could move (minutes for large disks).
-    Ephemeral sandboxes run on until their timeout.
+    Only nodes that carry a sandbox's labels take it. A sandbox that no other
+    node can take stays, and moves when it is next woken. Returns once NAME
+    holds no more that could move (minutes for large disks), saying where each
+    moved and why any stayed. Ephemeral sandboxes run on until their timeout.
     """
-    node = NodeSummary.model_validate(
+    node = DrainResult.model_validate(
         run_async(call_api(api, lambda t: t.json("POST", f"/nodes/{name}/drain", timeout=_NO_READ_TIMEOUT)))
     )
     click.echo(f"{node.name} {node.state}")
+    for sid, to in sorted(node.moved.items()):
+        click.echo(f"  {sid} moved to {to}")
+    for sid, why in sorted(node.stayed.items()):
+        click.echo(f"  {sid} stayed: {why}")
 
 
 @command.command("rm")

@@ -139,17 +139,20 @@ async def _switch(fleet: Fleet, sandbox_id: str, source: NodeClient, off: str, t
     return to
 
 
-async def move_all(fleet: Fleet, off: str) -> dict[str, str]:
-    """Move every persistent sandbox off node `off`; sandbox id -> its new node, or why it stayed."""
+async def move_all(fleet: Fleet, off: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Move every persistent sandbox off node `off`: (sandbox id -> its new node, sandbox id -> why it stayed)."""
     ids = [r.sandbox_id for r in await fleet.store.active(persistent=True) if r.node == off]
     slots = asyncio.Semaphore(DRAIN_PARALLEL)
+    moved: dict[str, str] = {}
+    stayed: dict[str, str] = {}
 
-    async def one(sid: str) -> str:
+    async def one(sid: str) -> None:
         async with slots:
             try:
-                return await move(fleet, sid, off)
+                moved[sid] = await move(fleet, sid, off)
             except errors.SandlotError as exc:
                 log.error("draining node %s: moving sandbox %s: %s", off, sid, exc)
-                return f"not moved: {exc}"
+                stayed[sid] = exc.message
 
-    return dict(zip(ids, await asyncio.gather(*(one(s) for s in ids)), strict=True))
+    await asyncio.gather(*(one(s) for s in ids))
+    return moved, stayed

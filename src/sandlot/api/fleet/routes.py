@@ -34,7 +34,7 @@ from sandlot.api.fleet import moves
 from sandlot.api.fleet.fleet import Fleet
 from sandlot.api.service import SandboxService
 from sandlot.api.store import ACTIVE_STATES
-from sandlot.models import ErrorBody, NodeList, NodeSummary
+from sandlot.models import DrainResult, ErrorBody, NodeList, NodeSummary
 from sandlot.node.protocol import Limits, NodeInfo, RecoveryReport, SandboxSpec, spec_to_dict
 
 __all__ = ["router"]
@@ -156,18 +156,22 @@ def _summary(
     )
 
 
-@router.post("/nodes/{name}/drain", response_model=NodeSummary)
-async def drain(name: NodeName, who: Who, svc: Svc) -> NodeSummary:
-    """No new sandboxes on this node; its persistent sandboxes move to other nodes, hibernated (their
-    disks are shipped; they wake there, from their disks, on the next request), and it holds none once
-    this returns; one no other node has room for stays, and moves when it is next woken (admin only).
-    Ephemeral sandboxes run on until their timeout."""
+@router.post("/nodes/{name}/drain", response_model=DrainResult)
+async def drain(name: NodeName, who: Who, svc: Svc) -> DrainResult:
+    """No new sandboxes on this node; its persistent sandboxes move to other nodes that carry their
+    labels, hibernated (their disks are shipped; they wake there, from their disks, on the next
+    request), and it holds none once this returns; one that no other node can take stays (`stayed`
+    says why), and moves when it is next woken (admin only). Ephemeral sandboxes run on until their
+    timeout."""
     require_admin(who)
     fleet = _fleet(svc)
     await fleet.registry.set_state(name, "draining")
+    moved: dict[str, str] = {}
+    stayed: dict[str, str] = {}
     if await _reachable(fleet, name):
-        await moves.move_all(fleet, name)
-    return next(n for n in (await list_nodes(who, svc)).nodes if n.name == name)
+        moved, stayed = await moves.move_all(fleet, name)
+    node = next(n for n in (await list_nodes(who, svc)).nodes if n.name == name)
+    return DrainResult(**node.model_dump(), moved=moved, stayed=stayed)
 
 
 async def _reachable(fleet: Fleet, name: str) -> bool:
