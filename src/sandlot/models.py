@@ -842,6 +842,11 @@ class VolumeInfo(_Response):
     node: str | None = Field(
         default=None, description="the node that holds it (a fleet runs every sandbox that mounts it there)"
     )
+    reachable: bool = Field(
+        default=True,
+        description="whether its node answers now; false: listed from the node's last heartbeat, and usable "
+        "(or deletable) once that node is back",
+    )
 
 
 class VolumeList(_Response):

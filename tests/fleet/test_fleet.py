@@ -403,12 +403,18 @@ def test_a_volume_keeps_its_sandboxes_on_its_node(fleet: Fleet) -> None:
                 # heartbeats had not listed the volume yet): never a 404 while its node is down
                 message = r.json()["message"]
                 assert "volume 'kept' is on" in message and f"node {home}" in message, r.text
+                # still listed, from its node's last heartbeat
+                listed = {v["name"]: v for v in a.get("/volumes").json()["volumes"]}
+                assert listed["kept"]["node"] == home and listed["kept"]["reachable"] is False, listed
+                assert listed["kept"]["size_mb"] == 16 and listed["kept"]["created_at"] > 0, listed
             elsewhere = create(b)
             assert elsewhere["node"] != home
             assert b.delete(f"/sandboxes/{elsewhere['sandbox_id']}").status_code == 204
         finally:
             fleet.nodes[home].start()
         wait(f"{home} back", lambda: states(a)[home] == "active", 120)
+        listed = {v["name"]: v for v in b.get("/volumes").json()["volumes"]}
+        assert listed["kept"]["node"] == home and listed["kept"]["reachable"] is True, listed
         back = create(b, **mount)
         assert back["node"] == home
         assert run(a, back["sandbox_id"], "cat /kept/f")["stdout"] == "written\n"

@@ -56,7 +56,7 @@ def ls_command(api: Api, as_json: bool) -> None:
                 v.name,
                 v.volume_id,
                 "unlimited" if v.size_mb is None else f"{v.size_mb} MiB",
-                v.node or "",
+                Text(f"{v.node} (unreachable)", style="red") if not v.reachable else (v.node or ""),
                 fmt_ago(v.created_at),
             ]
             for v in vols

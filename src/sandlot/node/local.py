@@ -155,7 +155,10 @@ class LocalNode(NodeClient):
             disk_free_bytes=disk.free,
             load_1m=os.getloadavg()[0],
             templates=[i.name for i in templates],
-            volumes=[NodeVolume(volume_id=v.id, team=v.owner, name=v.name) for v in volumes],
+            volumes=[
+                NodeVolume(volume_id=v.id, team=v.owner, name=v.name, created_at=v.created_at, size_mb=v.size_mb)
+                for v in volumes
+            ],
         )
 
     async def runtimes(self) -> dict[str, dict[str, Any]]:

@@ -111,6 +111,8 @@ class NodeVolume(BaseModel):
     volume_id: str
     team: str
     name: str
+    created_at: float = 0.0
+    size_mb: int | None = None
 
 
 class NodeInfo(BaseModel):

@@ -556,7 +556,20 @@ class Fleet(NodeClient):
         return found
 
     async def list_volumes(self, team: str) -> list[VolumeInfo]:
-        return [v for answer in await self._each(lambda n: n.list_volumes(team)) for v in answer]
+        """The team's volumes on every node: as live nodes answer, and as the last heartbeats of the
+        others list them (`reachable` false: a volume never moves, so it is still there)."""
+        rows = await self._registry(fresh=True)  # (the nodes asked are the live ones of these rows)
+        answered = await self._ask(lambda n: n.list_volumes(team))
+        out = [v for _, answer in answered for v in answer]
+        heard = {rec.name for rec, _ in answered}
+        for rec in rows:
+            if rec.name in heard or rec.info is None:
+                continue
+            for v in rec.info.volumes:
+                if v.team == team:
+                    kept = {"created_at": v.created_at, "size_mb": v.size_mb, "node": rec.name, "reachable": False}
+                    out.append(VolumeInfo(name=v.name, volume_id=v.volume_id, **kept))
+        return sorted(out, key=lambda v: (v.created_at, v.volume_id))
 
     async def delete_volume(self, team: str, name: str) -> None:
         rec, found = await self._locate_volume(team, name)
