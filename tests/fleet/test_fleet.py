@@ -423,10 +423,10 @@ def test_a_volume_keeps_its_sandboxes_on_its_node(fleet: Fleet) -> None:
 
 
 def test_drain_moves_persistent_sandboxes_and_a_move_cut_short_loses_nothing(fleet: Fleet) -> None:
-    """Drain ships a persistent sandbox's disk to another node that carries its labels: it keeps its id,
-    files and metadata and wakes there through either replica. While no other node carries them, it
-    stays (and wakes) where it is. Its node killed mid-stream: nothing lands elsewhere, the sandbox stays
-    whole where it was, and the drain run again moves it."""
+    """Drain ships a persistent sandbox's disk and checkpoints to another node that carries its labels:
+    it keeps its id, files, metadata and checkpoints and wakes there through either replica. While no
+    other node carries them, it stays (and wakes) where it is. Its node killed mid-stream: nothing lands
+    elsewhere, the sandbox stays whole where it was, and the drain run again moves it."""
     n2, n3 = fleet.nodes["n2"], fleet.nodes["n3"]
     n2.stop()
     n2.start(SANDLOT_FAILPOINTS="node.move.sending=kill")  # dies in the middle of the first disk it sends
@@ -436,6 +436,10 @@ def test_drain_moves_persistent_sandboxes_and_a_move_cut_short_loses_nothing(fle
         sid = made["sandbox_id"]
         assert made["node"] == "n2" and run(a, sid, "mkdir -p /work && echo kept > /work/f")["exit_code"] == 0
         assert b.get(f"/sandboxes/{sid}").json()["node"] == "n2"  # the other replica knows where it was
+        r = a.post(f"/sandboxes/{sid}/checkpoints", json={"name": "kept"})  # it moves with the sandbox
+        assert r.status_code == 201, r.text
+        checkpoint = r.json()["checkpoint_id"]
+        assert run(a, sid, "echo later > /work/g")["exit_code"] == 0
 
         # Only n2 carries zone=b: the drain leaves the sandbox there (nothing is sent), and it wakes there.
         drained = a.post("/nodes/n2/drain").json()
@@ -483,7 +487,13 @@ def test_drain_moves_persistent_sandboxes_and_a_move_cut_short_loses_nothing(fle
         assert info["node"] == "n3" and info["state"] == "hibernated", info  # the one node with its labels
         assert info["metadata"] == {"owner": "drain"}
         assert list((fleet.root / "n2" / "disks" / "sandboxes").iterdir()) == []  # the drained node holds no disk
-        assert run(b, sid, "cat /work/f")["stdout"] == "kept\n"  # woken on its new node, from its disk
+        assert not list((fleet.root / "n2" / "disks" / "checkpoints").glob("ck-*"))  # nor its checkpoint
+        listed = b.get(f"/sandboxes/{sid}/checkpoints").json()["checkpoints"]
+        assert [(c["checkpoint_id"], c["name"]) for c in listed] == [(checkpoint, "kept")], listed
+        assert run(b, sid, "cat /work/f /work/g")["stdout"] == "kept\nlater\n"  # woken on its new node, from its disk
+        r = a.post(f"/sandboxes/{sid}/restore", json={"checkpoint_id": checkpoint})
+        assert r.status_code == 200, r.text
+        assert run(b, sid, "cat /work/f; test -e /work/g || echo rolled back")["stdout"] == "kept\nrolled back\n"
         now = a.get(f"/sandboxes/{sid}").json()
         assert (now["node"], now["state"], now["exit_reason"]) == (info["node"], "running", None), now
         assert a.delete(f"/sandboxes/{sid}").status_code == 204

@@ -195,6 +195,37 @@ class CheckpointStore:
                 raise
             return ck
 
+    def adopt(self, record: dict[str, Any], disk: Path) -> Checkpoint:
+        """Hold a checkpoint moved here from another node (sandbox_move.py): `record` as that node
+        wrote it, its disk received into `disk` (on this store's filesystem; renamed into place).
+        One already here with its id (an earlier, cut-short move's copy) is replaced."""
+        ck_id = str(record["id"])
+        if not CHECKPOINT_ID_RE.match(ck_id):
+            raise errors.InvalidArgumentError(f"not a checkpoint id: {ck_id!r}")
+        with contextlib.suppress(errors.CheckpointNotFoundError):
+            self.delete(ck_id)
+        tmp = self.dir / f".{ck_id}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            disk.rename(tmp / "disk.img")
+            ck = Checkpoint(
+                id=ck_id,
+                name=validate_name(record["name"]),
+                sandbox_id=str(record["sandbox_id"]),
+                created_at=float(record["created_at"]),
+                size_bytes=(tmp / "disk.img").stat().st_blocks * 512,
+                spec=dict(record["spec"]),
+                dir=self.dir / ck_id,
+                memory=False,  # a memory image does not move (it names its node's paths and network)
+            )
+            (tmp / "checkpoint.json").write_text(json.dumps(ck.record()))
+            tmp.rename(ck.dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return ck
+
     def delete(self, checkpoint_id: str) -> None:
         ck = self.get(checkpoint_id)
         trash = self.dir / f".{ck.id}.deleting"

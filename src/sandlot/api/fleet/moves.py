@@ -1,15 +1,16 @@
 """Moving persistent sandboxes off a node (`sandlot nodes drain`, `sandlot nodes rm`).
 
 A move hibernates the sandbox (its processes stop; its memory is not kept: it
-cannot load on another node, node/sandbox_move.py), streams its disk from its
-node into one that placement chose (through this replica, in chunks: nothing
-is held whole), switches the record's node, and only then kills the copy on
-the old node. So until the switch the old node's copy is the sandbox, and a
-move cut short anywhere (either node or this replica killed, a broken stream)
-loses nothing: the new node removes what it was receiving (or sweeps it when
-it restarts), a copy it finished but the record never named is replaced by the
-next try, and the old node's leftover copy, if its kill failed, is destroyed
-when it rejoins (no record places it there any more).
+cannot load on another node, node/sandbox_move.py), streams its disk and its
+checkpoints' from its node into one that placement chose (through this
+replica, in chunks: nothing is held whole), switches the record's node, and
+only then kills the copy on the old node and deletes the checkpoints there.
+So until the switch the old node's copy is the sandbox, and a move cut short
+anywhere (either node or this replica killed, a broken stream) loses nothing:
+the new node removes what it was receiving (or sweeps it when it restarts), a
+copy it finished but the record never named is replaced by the next try, and
+the old node's leftover copy, if its kill failed, is destroyed when it rejoins
+(no record places it there any more).
 
 One move of a sandbox runs at a time across replicas: a reservation in the
 scope `move:<id>` (api/reservations.py) is its lock, released when the move
@@ -136,6 +137,13 @@ async def _switch(fleet: Fleet, sandbox_id: str, source: NodeClient, off: str, t
         await source.kill(sandbox_id)
     except errors.SandlotError as exc:  # destroyed when that node rejoins: no record places it there
         log.warning("moved sandbox %s: removing its old copy on node %s: %s", sandbox_id, off, exc)
+    try:  # its checkpoints went with it: the old copies go (only those the new node holds)
+        moved = {c.checkpoint_id for c in await (await fleet.node(to)).list_checkpoints(sandbox_id)}
+        for ck in await source.list_checkpoints(sandbox_id):
+            if ck.checkpoint_id in moved:
+                await source.delete_checkpoint(ck.checkpoint_id)
+    except errors.SandlotError as exc:
+        log.warning("moved sandbox %s: removing its checkpoints' old copies on node %s: %s", sandbox_id, off, exc)
     return to
 
 
