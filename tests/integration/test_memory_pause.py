@@ -145,3 +145,51 @@ def test_checkpoint_with_memory_restores_processes(node: Any, make_sandbox: Any,
     with pytest.raises(errors.InvalidArgumentError, match="cannot pause a sandbox with its memory"):
         aio(node.checkpoint(crun.id, "mem", memory=True))
     assert node.checkpoints.list(crun.id) == []
+
+
+EVENT_LOOP_SERVER = """
+import asyncio
+async def answer(r, w):
+    w.write(b"hi"); await w.drain(); w.close()
+async def main():
+    server = await asyncio.start_server(answer, "0.0.0.0", 8000)
+    print("ready", flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def test_an_event_loop_server_refuses_the_save_and_the_sandbox_runs_on(node: Any, make_sandbox: Any, aio: Any) -> None:
+    """gVisor cannot save a listening socket in an epoll set, and a refused save ends the sandbox:
+    the pause is refused before anything is saved, naming the server; the sandbox keeps running. A
+    server that listens without epoll (a thread per connection) still pauses and resumes."""
+    sbx = make_sandbox("debian", "gvisor")
+    proc = aio(sbx.start(["python3", "-c", EVENT_LOOP_SERVER]))
+
+    async def ready() -> None:
+        async for _fd, data in proc.output():
+            if b"ready" in data:
+                return
+
+    aio(ready())
+    with pytest.raises(errors.SandboxStateError, match=r"python3 \(pid \d+\) on 0\.0\.0\.0:8000"):
+        aio(node.pause(sbx.id, memory=True))
+    assert sbx.state.value == "running"
+    ask = "import socket; print(socket.create_connection(('127.0.0.1', 8000)).recv(10).decode())"
+    assert aio(sbx.run(["python3", "-c", ask])).stdout == "hi\n"  # the server, and the sandbox, run on
+    aio(node.pause(sbx.id))  # a pause without memory (a freeze) still works
+    aio(node.resume(sbx.id))
+    assert aio(sbx.run(["python3", "-c", ask])).stdout == "hi\n"
+
+    aio(sbx.run("pkill -f start_server; true"))
+    threaded = aio(sbx.start(["python3", "-m", "http.server", "8001", "--bind", "127.0.0.1"]))
+    deadline = time.monotonic() + 30
+    while 8001 not in [x.port for x in aio(sbx.agent.listeners())]:
+        assert time.monotonic() < deadline, "http.server did not listen"
+        time.sleep(0.1)
+    assert [x.epoll for x in aio(sbx.agent.listeners()) if x.port == 8001] == [False]
+    aio(node.pause(sbx.id, memory=True))
+    aio(node.resume(sbx.id))
+    fetch = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8001/').status)"
+    assert aio(sbx.run(["python3", "-c", fetch], timeout=60)).stdout == "200\n"
+    assert threaded.pid is not None

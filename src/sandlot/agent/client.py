@@ -610,6 +610,10 @@ class AgentClient:
         """Wake the agent's limit watchdog (the node saw the sandbox's host cgroup grow)."""
         await self._call(p.Method.LIMITS_CHECK, p.Empty(), p.Empty)
 
+    async def listeners(self) -> list[p.Listener]:
+        """The sandbox's listening TCP sockets, each with a process that holds it."""
+        return (await self._call(p.Method.NET_LISTENERS, p.Empty(), p.ListenersResult)).listeners
+
     # -- processes
     async def start(self, params: p.ProcessStartParams) -> ProcessStream:
         proc = ProcessStream(await self.conn.open(p.Method.PROCESS_START, params))

@@ -181,6 +181,8 @@ class Method:
     PORT_CONNECT = "port.connect"
     #: Wake the agent's limit watchdog now: the node saw the sandbox's host cgroup grow.
     LIMITS_CHECK = "limits.check"
+    #: The sandbox's listening TCP sockets and the processes holding them (before a memory save).
+    NET_LISTENERS = "net.listeners"
 
 
 class ErrorCode:
@@ -490,6 +492,22 @@ class PortClosed(_Model):
     bytes_out: int = 0  # sandbox -> node
 
 
+class Listener(_Model):
+    """A listening TCP socket and one process that holds it."""
+
+    pid: int
+    command: str
+    address: str
+    port: int
+    #: whether the process also holds an epoll instance (an event-loop server: asyncio, uvicorn,
+    #: Node.js; its listening socket is almost surely in it)
+    epoll: bool = False
+
+
+class ListenersResult(_Model):
+    listeners: list[Listener]
+
+
 class Empty(_Model):
     pass
 
@@ -522,6 +540,7 @@ METHODS: dict[str, tuple[type[_Model], type[_Model]]] = {
     Method.FS_WATCH: (WatchParams, Empty),
     Method.PORT_CONNECT: (PortConnectParams, PortClosed),
     Method.LIMITS_CHECK: (Empty, Empty),
+    Method.NET_LISTENERS: (Empty, ListenersResult),
 }
 
 #: Models that are not params/results but travel on the wire too.

@@ -10,9 +10,13 @@ listening again.
 The sandbox's filesystem stays mounted meanwhile; its memory image sits in
 `<sandbox dir>/memory/`, so a paused sandbox survives a restart of the node.
 
-gVisor (this release, ptrace) cannot save a TCP endpoint on the sandbox's
-interface in any state but closed (open, closing or TIME_WAIT), and a refused
-save ends the sandbox; an endpoint reset by its peer is closed at once, and
+gVisor (this release, ptrace) cannot save a listening TCP socket that an
+epoll instance watches (an event-loop server: asyncio, uvicorn, Node.js): the
+save is refused before it starts while a process that holds an epoll instance
+listens (the agent reads the sandbox's /proc). Nor can it save a TCP endpoint
+on the sandbox's interface in any state but closed (open, closing or
+TIME_WAIT), and a refused save ends the sandbox; an endpoint reset by its peer
+is closed at once, and
 the side that closes a connection first is the one left in TIME_WAIT (gVisor
 keeps it a minute). So before a save the host aborts (resets) every
 connection it holds to the sandbox's address (the port proxy's direct route
@@ -99,6 +103,7 @@ async def save_then_release(node: Node, sbx: Sandbox, dest: Path | None = None) 
     sbx.saving_memory = True  # the port proxy's direct route stands down until the save is over
     try:
         if not sbx.runtime.saves_open_connections:
+            await _refuse_event_loop_servers(sbx)
             await _end_tcp(node, sbx)
         return await _save(node, sbx, dest)
     finally:
@@ -144,6 +149,24 @@ async def _release(sbx: Sandbox, killed: list[int]) -> None:
     problems += await sbx.runtime.destroy(sbx.id)
     if problems:
         log.error("releasing sandbox %s after saving its memory: %s", sbx.id, "; ".join(problems))
+
+
+async def _refuse_event_loop_servers(sbx: Sandbox) -> None:
+    """Raise SandboxStateError, before anything is saved, while a process that holds an epoll
+    instance listens on TCP: this gVisor release cannot save a listening socket in an epoll set
+    ("endpoint still has waiters upon save"), and the refused save ends the sandbox."""
+    try:
+        found = await sbx.agent.listeners()
+    except errors.InvalidArgumentError:  # an agent older than the question (started by an older node)
+        return
+    held = [f"{x.command} (pid {x.pid}) on {x.address}:{x.port}" for x in found if x.epoll]
+    if held:
+        raise errors.SandboxStateError(
+            f"sandbox {sbx.id} cannot be paused with its memory now: gVisor cannot save a listening TCP socket "
+            f"that an event loop watches (epoll), and a save it refuses ends the sandbox; held by "
+            f"{'; '.join(held[:3])}{f' (and {len(held) - 3} more)' if len(held) > 3 else ''}. Stop that server "
+            "(an asyncio, uvicorn or Node.js one) and retry, or pause without memory"
+        )
 
 
 async def _end_tcp(node: Node, sbx: Sandbox) -> None:

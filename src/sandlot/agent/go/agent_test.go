@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -181,5 +182,22 @@ func TestCreationsInNewDirectoriesAreReportedOnce(t *testing.T) {
 	}
 	if _, m := c.event("/w/new", "/w/new/c.txt", "rename", false); m {
 		t.Fatal("a file moved in is reported as renamed, not created")
+	}
+}
+
+func TestParseProcAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		"0100007F:1F40":                         "127.0.0.1:8000",
+		"00000000:0050":                         "0.0.0.0:80",
+		"00000000000000000000000001000000:1F41": "::1:8001",
+		"00000000000000000000000000000000:0016": ":::22",
+	} {
+		addr, port, ok := parseProcAddress(in)
+		if got := fmt.Sprintf("%s:%d", addr, port); !ok || got != want {
+			t.Errorf("parseProcAddress(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	if _, _, ok := parseProcAddress("nonsense"); ok {
+		t.Error("parseProcAddress accepted nonsense")
 	}
 }

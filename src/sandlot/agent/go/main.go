@@ -168,6 +168,7 @@ var handlers = map[string]handler{
 	MethodFsTarWrite:     handleTarWrite,
 	MethodFsWatch:        handleWatch,
 	MethodPortConnect:    handlePortConnect,
+	MethodNetListeners:   handleListeners,
 	MethodLimitsCheck: func(a *agent, _ *stream, _ json.RawMessage, _ []byte) (interface{}, error) {
 		a.procs.watch.poke()
 		return struct{}{}, nil

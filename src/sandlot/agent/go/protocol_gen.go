@@ -39,6 +39,7 @@ const (
 	MethodFsWatch        = "fs.watch"
 	MethodPortConnect    = "port.connect"
 	MethodLimitsCheck    = "limits.check"
+	MethodNetListeners   = "net.listeners"
 )
 
 // Error codes.
@@ -223,6 +224,10 @@ type PortClosed struct {
 	BytesOut int64 `json:"bytes_out"`
 }
 
+type ListenersResult struct {
+	Listeners []Listener `json:"listeners"`
+}
+
 type AgentConfig struct {
 	SandboxId         string            `json:"sandbox_id"`
 	Env               map[string]string `json:"env"`
@@ -286,4 +291,12 @@ type ProcessInfo struct {
 	Running     bool         `json:"running"`
 	StartedAtMs int64        `json:"started_at_ms"`
 	Exit        *ProcessExit `json:"exit"`
+}
+
+type Listener struct {
+	Pid     int64  `json:"pid"`
+	Command string `json:"command"`
+	Address string `json:"address"`
+	Port    int64  `json:"port"`
+	Epoll   bool   `json:"epoll"`
 }
