@@ -32,16 +32,18 @@ CLIENT = "import socket; s=socket.create_connection(('127.0.0.1', 7000)); s.send
 EXPECTED = f"s3cret-xxxxxxxxxx {sum(bytearray(range(256)) * 4096)} {256 * (40 << 12)}"
 
 
+async def _ready(proc: Any) -> None:
+    """Until the process prints "ready"."""
+    async for _fd, data in proc.output():
+        if b"ready" in data:
+            return
+
+
 def test_pause_to_disk_and_resume(node: Any, make_sandbox: Any, aio: Any) -> None:
     sbx = make_sandbox("debian", "gvisor")
     proc = aio(sbx.start(["python3", "-c", SERVER]))
 
-    async def ready() -> None:
-        async for _fd, data in proc.output():
-            if b"ready" in data:
-                return
-
-    aio(ready())
+    aio(_ready(proc))
     pids_before = sbx.runtime.host_pids(sbx.id)
     assert pids_before
     aio(node.pause(sbx.id, memory=True))
@@ -124,12 +126,7 @@ def test_checkpoint_with_memory_restores_processes(node: Any, make_sandbox: Any,
     sbx = make_sandbox("debian", "gvisor")
     proc = aio(sbx.start(["python3", "-c", COUNTING_SERVER]))
 
-    async def ready() -> None:
-        async for _fd, data in proc.output():
-            if b"ready" in data:
-                return
-
-    aio(ready())
+    aio(_ready(proc))
     assert aio(sbx.run(["python3", "-c", ASK])).stdout == "1\n"
     ck = aio(node.checkpoint(sbx.id, "one-served", memory=True))
     assert ck.memory and sbx.state.value == "running"
@@ -166,12 +163,7 @@ def test_an_event_loop_server_refuses_the_save_and_the_sandbox_runs_on(node: Any
     sbx = make_sandbox("debian", "gvisor")
     proc = aio(sbx.start(["python3", "-c", EVENT_LOOP_SERVER]))
 
-    async def ready() -> None:
-        async for _fd, data in proc.output():
-            if b"ready" in data:
-                return
-
-    aio(ready())
+    aio(_ready(proc))
     with pytest.raises(errors.SandboxStateError, match=r"python3 \(pid \d+\) on 0\.0\.0\.0:8000"):
         aio(node.pause(sbx.id, memory=True))
     assert sbx.state.value == "running"
