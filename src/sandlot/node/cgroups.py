@@ -34,8 +34,13 @@ __all__ = [
 ROOT = Path("/sys/fs/cgroup")
 
 
+def _pure_v2() -> bool:
+    """Whether the host mounts cgroup v2 alone (one hierarchy at ROOT), not v1's per-controller ones."""
+    return (ROOT / "cgroup.controllers").exists()
+
+
 def _hierarchies() -> list[Path]:
-    if (ROOT / "cgroup.controllers").exists():  # pure v2
+    if _pure_v2():
         return [ROOT]
     return [p for p in sorted(ROOT.iterdir()) if p.is_dir() and not p.is_symlink()]
 
@@ -68,7 +73,7 @@ def paths(sandbox_id: str) -> list[Path]:
 
 def controllers(sandbox_id: str) -> dict[str, Path]:
     """The sandbox's cgroup directory of each controller (cgroup v2: its one directory under every name)."""
-    if (ROOT / "cgroup.controllers").exists():
+    if _pure_v2():
         d = ROOT / CGROUP_PARENT / sandbox_id
         return dict.fromkeys(("cpu", "cpuacct", "memory", "pids"), d) if d.is_dir() else {}
     found: dict[str, Path] = {}
@@ -98,7 +103,7 @@ def memory_usage(sandbox_id: str) -> int | None:
 def create(sandbox_id: str, memory_bytes: int, cpu_quota_us: int, cpu_period_us: int, pids: int) -> list[Path]:
     """The sandbox's memory, cpu and pids cgroups with these limits; returns where to write its pid."""
     made: list[Path] = []
-    if (ROOT / "cgroup.controllers").exists():  # pure v2
+    if _pure_v2():
         d = ROOT / CGROUP_PARENT / sandbox_id
         d.mkdir(parents=True, exist_ok=True)
         _write(d / "memory.max", memory_bytes)
@@ -121,7 +126,7 @@ def create(sandbox_id: str, memory_bytes: int, cpu_quota_us: int, cpu_period_us:
 
 def _cpu_dir(sandbox_id: str) -> tuple[Path, bool]:
     """The sandbox's cpu cgroup directory (it may not exist) and whether it is cgroup v2's."""
-    if (ROOT / "cgroup.controllers").exists():
+    if _pure_v2():
         return ROOT / CGROUP_PARENT / sandbox_id, True
     return ROOT / "cpu" / CGROUP_PARENT / sandbox_id, False
 
