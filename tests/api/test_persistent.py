@@ -35,6 +35,18 @@ def _until(c: httpx.Client, sid: str, ok: Callable[[Info], bool], timeout: float
         time.sleep(0.3)
 
 
+EVENT_LOOP = """
+import asyncio
+async def answer(r, w):
+    w.write(b"hi"); await w.drain(); w.close()
+async def main():
+    server = await asyncio.start_server(answer, "127.0.0.1", 8000)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+ASK = 'import socket; print(socket.create_connection(("127.0.0.1", 8000)).recv(10).decode())'
+
+
 def test_persistent_hibernate_wake_restart_and_timeouts(tmp_path_factory: pytest.TempPathFactory) -> None:
     extra = ("--hibernate-after", "2", "--max-lifetime", "3600")
     server = Server(tmp_path_factory.mktemp("persistent") / "data", extra=extra).start()
@@ -52,6 +64,15 @@ def test_persistent_hibernate_wake_restart_and_timeouts(tmp_path_factory: pytest
             # Ephemeral ones: killed at their timeout, or paused with on_timeout=pause.
             dies = c.post("/sandboxes", json={"timeout": 1}).json()["sandbox_id"]
             pauses = c.post("/sandboxes", json={"timeout": 1, "on_timeout": "pause"}).json()["sandbox_id"]
+            # One whose memory gVisor cannot save (an event-loop server listens): frozen at its timeout.
+            body = {"template": "debian", "timeout": 600, "on_timeout": "pause"}
+            serves = c.post("/sandboxes", json=body).json()["sandbox_id"]
+            c.post(f"/sandboxes/{serves}/commands", json={"cmd": f"python3 -c '{EVENT_LOOP}'", "background": True})
+            deadline = time.monotonic() + 30
+            while _out(c, serves, f"python3 -c '{ASK}' 2>/dev/null") != "hi\n":
+                assert time.monotonic() < deadline, "the event-loop server did not answer"
+                time.sleep(0.3)
+            assert c.post(f"/sandboxes/{serves}/timeout", json={"timeout": 1}).status_code == 200
             info = _until(c, sid, lambda i: i["state"] == "hibernated")
             assert info["state"] == "hibernated" and info["persistent"] is True, info
             assert _until(c, crun, lambda i: i["state"] == "hibernated")["state"] == "hibernated"
@@ -59,6 +80,12 @@ def test_persistent_hibernate_wake_restart_and_timeouts(tmp_path_factory: pytest
             paused = _until(c, pauses, lambda i: i["state"] == "paused")
             assert paused["state"] == "paused" and paused["on_timeout"] == "pause", paused
             assert (server.data_dir / "sandboxes" / pauses / "memory" / "checkpoint.img").exists()
+            frozen = _until(c, serves, lambda i: i["state"] in ("paused", "killed"))
+            assert frozen["state"] == "paused", frozen
+            assert not (server.data_dir / "sandboxes" / serves / "memory" / "checkpoint.img").exists()
+            assert c.post(f"/sandboxes/{serves}/resume").json()["state"] == "running"
+            assert _out(c, serves, f"python3 -c '{ASK}'") == "hi\n"  # the server ran on, frozen and thawed
+            assert c.delete(f"/sandboxes/{serves}").status_code == 204
         server.kill()
         server.start()
         with httpx.Client(base_url=server.url, headers={"X-API-Key": server.admin_key}, timeout=60) as c:

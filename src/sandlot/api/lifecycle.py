@@ -76,7 +76,7 @@ async def on_timeout(svc: SandboxService, sandbox_id: str) -> None:
     status = await svc.node.status(sandbox_id)
     try:
         await svc.node.pause(sandbox_id, memory=status is not None and status.saves_memory)
-    except errors.InternalError as exc:  # the runtime could not save it: a freeze still stops it
+    except (errors.InternalError, errors.SandboxStateError) as exc:  # it could not be saved: a freeze stops it
         log.warning("pausing %s at its timeout without its memory: %s", sandbox_id, exc)
         await svc.node.pause(sandbox_id)
     await svc.store.set_state(sandbox_id, "paused", "paused at its timeout")
