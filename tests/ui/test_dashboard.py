@@ -23,9 +23,13 @@ WAIT_S = 60
 
 
 def wait(driver: Any, until: Callable[[Any], T], timeout: float = WAIT_S, what: str = "") -> T:
+    """Until `until(driver)` is truthy. An element the live page replaced between finding and
+    reading it (a chart redrawn by a new sample) is looked for again on the next poll."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(until, what)  # type: ignore[no-any-return]
+    waiting = WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException])
+    return waiting.until(until, what)  # type: ignore[no-any-return]
 
 
 def css(selector: str) -> Callable[[Any], Any]:
