@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,7 +39,14 @@ class Cli:
         return res
 
     def popen(self, *args: str, **kw: Any) -> subprocess.Popen[str]:
+        """The CLI running, with SIGINT as a terminal leaves it (a suite started in the background
+        of a script hands SIGINT on ignored, and an ignored SIGINT never reaches Python)."""
+        kw.setdefault("preexec_fn", _default_sigint)
         return subprocess.Popen([*SANDLOT, *args], env=self.env, cwd=ROOT, text=True, **kw)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _env(url: str, key: str) -> dict[str, str]:
