@@ -197,7 +197,7 @@ class _AgentLink(asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
-        self._lost = False
+        #: done once the connection is lost
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -233,7 +233,6 @@ class _AgentLink(asyncio.BufferedProtocol):
         return False  # close the connection
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
         if not self.lost.done():
             self.lost.set_result(None)
         if self._drained is not None and not self._drained.done():
@@ -249,16 +248,16 @@ class _AgentLink(asyncio.BufferedProtocol):
             self._drained.set_result(None)
 
     def write(self, data: bytes | memoryview) -> None:
-        if self._transport is None or self._lost:
+        if self._transport is None or self.lost.done():
             raise ConnectionResetError("the connection to the agent was lost")
         self._transport.write(data)
 
     async def drain(self) -> None:
         """Wait while the transport holds more than its high-water mark of unsent bytes."""
-        while self._paused and not self._lost:
+        while self._paused and not self.lost.done():
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
-        if self._lost:
+        if self.lost.done():
             raise ConnectionResetError("the connection to the agent was lost")
 
     def close(self) -> None:
@@ -267,12 +266,12 @@ class _AgentLink(asyncio.BufferedProtocol):
 
     async def close_after_peer(self, timeout: float) -> bool:
         """Half-close, then wait up to `timeout` for the agent to close its end; whether it did."""
-        if self._transport is not None and not self._lost and self._transport.can_write_eof():
+        if self._transport is not None and not self.lost.done() and self._transport.can_write_eof():
             self._transport.write_eof()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.lost), timeout)
         self.close()
-        return self._lost
+        return self.lost.done()
 
 
 class AgentConnection:
