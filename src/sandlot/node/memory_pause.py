@@ -163,10 +163,15 @@ async def _refuse_event_loop_servers(sbx: Sandbox) -> None:
     if held:
         raise errors.SandboxStateError(
             f"sandbox {sbx.id} cannot be paused with its memory now: gVisor cannot save a listening TCP socket "
-            f"that an event loop watches (epoll), and a save it refuses ends the sandbox; held by "
-            f"{'; '.join(held[:3])}{f' (and {len(held) - 3} more)' if len(held) > 3 else ''}. Stop that server "
-            "(an asyncio, uvicorn or Node.js one) and retry, or pause without memory"
+            f"that an event loop watches (epoll), and a save it refuses ends the sandbox; held by {_some(held)}. "
+            "Stop that server (an asyncio, uvicorn or Node.js one) and retry, or pause without memory"
         )
+
+
+def _some(items: list[Any]) -> str:
+    """The first three of `items`, and how many more there are."""
+    more = f" (and {len(items) - 3} more)" if len(items) > 3 else ""
+    return "; ".join(map(str, items[:3])) + more
 
 
 async def _end_tcp(node: Node, sbx: Sandbox) -> None:
@@ -178,10 +183,9 @@ async def _end_tcp(node: Node, sbx: Sandbox) -> None:
     tracked_s = time_wait_s()
     lingering = [f for f in conntrack_flows(sbx.net.address) if not _closed_inside(f, sbx, closed_here, tracked_s)]
     if lingering:
-        shown = "; ".join(map(str, lingering[:3])) + (f" (and {len(lingering) - 3} more)" if len(lingering) > 3 else "")
         raise errors.SandboxStateError(
             f"sandbox {sbx.id} cannot be paused with its memory now: gVisor cannot save its TCP connections "
-            f"({shown}), open or closed by the sandbox less than a minute ago; close them and retry in a "
+            f"({_some(lingering)}), open or closed by the sandbox less than a minute ago; close them and retry in a "
             "minute, or pause it without memory"
         )
     problems = await node.network.forget_flows(sbx.net)  # ended: their entries would only mislead
