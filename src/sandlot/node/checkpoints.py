@@ -28,6 +28,7 @@ import secrets
 import shutil
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,9 +174,7 @@ class CheckpointStore:
                     field="name",
                 )
             ck_id = self._new_id()
-            tmp = self.dir / f".{ck_id}.tmp"
-            tmp.mkdir(parents=True)
-            try:
+            with self._staged(ck_id) as tmp:
                 await snapshot(tmp / "disk.img")
                 ck = Checkpoint(
                     id=ck_id,
@@ -190,10 +189,20 @@ class CheckpointStore:
                 (tmp / "checkpoint.json").write_text(json.dumps(ck.record()))
                 await afailpoint("node.checkpoint.before_record", sandbox_id)
                 tmp.rename(ck.dir)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
             return ck
+
+    @contextlib.contextmanager
+    def _staged(self, ck_id: str) -> Iterator[Path]:
+        """A new directory `.<id>.tmp/` to make checkpoint `ck_id` in (renamed into place by the
+        caller); removed if that fails."""
+        tmp = self.dir / f".{ck_id}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def adopt(self, record: dict[str, Any], disk: Path) -> Checkpoint:
         """Hold a checkpoint moved here from another node (sandbox_move.py): `record` as that node
@@ -204,10 +213,7 @@ class CheckpointStore:
             raise errors.InvalidArgumentError(f"not a checkpoint id: {ck_id!r}")
         with contextlib.suppress(errors.CheckpointNotFoundError):
             self.delete(ck_id)
-        tmp = self.dir / f".{ck_id}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with self._staged(ck_id) as tmp:
             disk.rename(tmp / "disk.img")
             ck = Checkpoint(
                 id=ck_id,
@@ -221,9 +227,6 @@ class CheckpointStore:
             )
             (tmp / "checkpoint.json").write_text(json.dumps(ck.record()))
             tmp.rename(ck.dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return ck
 
     def delete(self, checkpoint_id: str) -> None:

@@ -94,9 +94,8 @@ async def export_disk(node: Node, sandbox_id: str) -> AsyncIterator[bytes]:
             ck_clone = node.disks.sandboxes / f".{sandbox_id}.{ck.id}.move"
             await asyncio.to_thread(clone_file, ck.disk, ck_clone)
             clones.append(ck_clone)
-            record = {**ck.record(), "memory": False}  # (its memory image names this node's paths)
             size, extents = ck_clone.stat().st_size, await asyncio.to_thread(_extents, ck_clone)
-            checkpoints.append({"record": record, "size": size, "extents": extents})
+            checkpoints.append({"record": ck.record(), "size": size, "extents": extents})
         header = {
             "format": FORMAT,
             "sandbox_id": sandbox_id,
