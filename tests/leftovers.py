@@ -6,9 +6,10 @@ named, never at the host as a whole: other nodes (other engineers' tests) run
 sandboxes on the same host at the same time, and theirs look exactly like ours.
 
 Checked, for the data directory:
-- mounts under it: only the disk store and the `layer`/`rootfs` of live sandboxes;
-- loop devices backed by files under it: only the disk store's backing file and
-  live sandboxes' disks, and none backed by a deleted file (space never freed);
+- mounts under it: only the disk store, the `layer`/`rootfs` of live sandboxes and
+  spare disks' mounts (`spares/<name>.mnt`, while `spares/<name>.img` is there);
+- loop devices backed by files under it: only the disk store's backing file,
+  live sandboxes' disks and spares, and none backed by a deleted file (space never freed);
 - files in the disk store: only live sandboxes' disks, complete checkpoints
   (`ck-*` with a record) and spare disks, so its used space is what they account for;
 - sandbox directories, runtime state (runsc, crun) and network leases: live sandboxes' only;
@@ -33,6 +34,7 @@ __all__ = ["assert_clean", "leftovers", "sandbox_ids_in"]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 LEASES = Path("/run/sandlot/net/leases")
 _ID = re.compile(r"sb-[0-9a-z]{16}")
+_SPARE_MOUNT = re.compile(r"\d+-[0-9a-f]{32}\.mnt")
 
 
 def _mounts_under(root: Path) -> list[str]:
@@ -116,6 +118,9 @@ def _disk_store_problems(store: Path, live: set[str]) -> list[str]:
         if path.is_dir():
             if parts[0] in ("sandboxes", "spares", "checkpoints") and len(parts) == 1:
                 continue
+            if parts[0] == "spares" and _SPARE_MOUNT.fullmatch(parts[1]):
+                if len(parts) == 2 or (len(parts) == 3 and parts[2] in ("upper", "work")):
+                    continue
             if parts[0] == "checkpoints" and re.fullmatch(r"ck-[0-9a-z]{16}", parts[1]):
                 if len(parts) == 2 and not (path / "checkpoint.json").is_file():
                     problems.append(f"disk store: checkpoint {parts[1]} has no record (half made)")
@@ -145,11 +150,15 @@ def leftovers(data_dir: Path, *, live: Iterable[str] = (), gone: Iterable[str] =
     for sid in live:
         for sub in ("layer", "rootfs"):
             allowed_mounts.add(str((data_dir / "sandboxes" / sid / sub).resolve()))
+    spares = (data_dir / "disks" / "spares").resolve()
+    spare_files = {str(p) for p in spares.glob("*.img")} if spares.is_dir() else set()
+    allowed_mounts |= {f[: -len(".img")] + ".mnt" for f in spare_files}
     problems += [f"mount left: {m}" for m in _mounts_under(data_dir) if m not in allowed_mounts]
 
     prefix = str(data_dir.resolve()) + "/"
     allowed_backings = {str((data_dir / "disks.img").resolve())}
     allowed_backings |= {str((data_dir / "disks" / "sandboxes" / f"{sid}.img").resolve()) for sid in live}
+    allowed_backings |= spare_files
     for dev, backing in _loop_backings():
         if backing.endswith(" (deleted)") and backing.startswith(prefix):
             problems.append(f"loop device {dev} holds a deleted file: {backing}")

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sandlot.node.rootfs import is_mountpoint
 from tests.api.crash import Crashable, admin_client, ok, request, run
 from tests.api.harness import Server
 from tests.leftovers import assert_clean, leftovers
@@ -142,6 +143,34 @@ def test_crash_in_create_and_kill(crash: Crashable) -> None:
         assert _live(c) == {bystander}
         assert run(c, bystander, "cat /root/f") == (0, "kept\n")
     _clean(crash, {bystander}, mentioned)
+
+
+def test_crash_as_a_create_takes_a_mounted_spare_disk(crash: Crashable) -> None:
+    """Killed between renaming a spare into a sandbox's disk and moving the spare's mount to it: the
+    restart unmounts the spare first, then removes the half-made sandbox (no loop device is left on
+    its deleted disk, and the disk is never mounted twice)."""
+    srv = crash.server
+    _reset(crash)
+    crash.crash()
+    crash.start(["node.spares.take.before_move"])
+    spares = srv.data_dir / "disks" / "spares"
+    with admin_client(srv) as c:
+        first = _create(c)  # (a spare the restart unmounted, or a disk of its own: the step is not reached)
+        assert run(c, first, "echo kept > /root/f")[0] == 0
+    deadline = time.monotonic() + 60
+    while not any(is_mountpoint(p.with_suffix(".mnt")) for p in spares.glob("*.img")):
+        assert time.monotonic() < deadline, "no spare disk was mounted ahead"
+        time.sleep(0.1)
+    made = crash.step("node.spares.take.before_move", request, srv, "POST", "/sandboxes", json={})
+    mentioned = crash.crash() | {first, made}
+    crash.start()
+    with admin_client(srv) as c:
+        assert c.get(f"/sandboxes/{made}").status_code == 404
+        assert _live(c) == {first}
+        assert run(c, first, "cat /root/f") == (0, "kept\n")
+        again = _create(c)
+        assert run(c, again, "echo ok") == (0, "ok\n")
+    _clean(crash, {first, again}, mentioned)
 
 
 def test_crash_in_checkpoint_restore_and_fork(crash: Crashable) -> None:

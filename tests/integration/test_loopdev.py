@@ -13,7 +13,7 @@ import pytest
 
 from sandlot import errors
 from sandlot.node.loopdev import mount_image, wait_released
-from sandlot.node.rootfs import is_mountpoint, make_disk, umount
+from sandlot.node.rootfs import is_mountpoint, make_disk, move_mount, umount
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +79,25 @@ def test_a_file_that_is_no_filesystem_fails_clearly_and_leaves_no_loop_device(sc
     assert wait_released(image) and _loops_of(image) == []
     with pytest.raises(errors.InternalError, match=r"mounting .*missing\.img.* failed"):
         mount_image(scratch / "missing.img", target, "ext4")
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["private", "shared-parent"])
+def test_a_moved_mount_keeps_its_files_and_leaves_one_mount(scratch: Path, shared: bool) -> None:
+    """How a create takes a spare disk's mount (node/rootfs.py move_mount)."""
+    root = scratch / "m-parent"
+    root.mkdir()
+    if shared:  # as under systemd, whose / is shared: MS_MOVE is refused there, a bind does it
+        subprocess.run(["mount", "--bind", str(root), str(root)], check=True)
+        subprocess.run(["mount", "--make-shared", str(root)], check=True)
+    image, source, target = scratch / "disk.img", root / "src", root / "dst"
+    source.mkdir()
+    target.mkdir()
+    make_disk(image, 64 << 20)
+    mount_image(image, source, "ext4")
+    (source / "f").write_text("moved")
+    move_mount(source, target)
+    assert not is_mountpoint(source)
+    assert (target / "f").read_text() == "moved"
+    assert len(_loops_of(image)) == 1
+    umount(target)
+    assert wait_released(image)  # nothing else held the disk

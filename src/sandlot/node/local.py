@@ -182,7 +182,7 @@ class LocalNode(NodeClient):
         else:  # unmounted only when no sandbox disk is left in it
             await self.node.settle()
             await self.node.metrics.close()
-            await asyncio.to_thread(self.node.disks.release)
+            await self.node.release_disks()
 
     # ------------------------------------------------------------ sandboxes
 

@@ -1014,9 +1014,15 @@ class Node:
         await self.limit_monitor.close()
         await self.metrics.close()
 
-        if self._refilling is not None:  # a thread: let it finish its file
+        await self.release_disks()
+
+    async def release_disks(self) -> None:
+        """Unmount the spare disks, then the disk store when no sandbox disk is left in it."""
+        if self._refilling is not None:  # a thread: let it finish its spare
             with contextlib.suppress(Exception):
                 await self._refilling
+        for problem in await asyncio.to_thread(self.spares.unmount_all):
+            log.error("%s", problem)
         for problem in await asyncio.to_thread(self.disks.release):
             log.error("unmounting the disk store: %s", problem)
 

@@ -80,6 +80,8 @@ async def recover(node: Node, wanted: Mapping[str, SandboxSpec]) -> RecoveryRepo
     report = RecoveryReport()
     if node.disks.backing.exists():
         await asyncio.to_thread(node.disks.ensure)  # the sandboxes' disks and the checkpoints are files in it
+    # Before any sandbox's disk is mounted again: a spare mount may hold one (the node stopped mid-take).
+    swept = await asyncio.to_thread(node.spares.sweep) if node.disks.mounted else []
     found: dict[str, Path] = {}
     if node.sandboxes_dir.is_dir():
         for sdir in sorted(node.sandboxes_dir.iterdir()):
@@ -105,7 +107,7 @@ async def recover(node: Node, wanted: Mapping[str, SandboxSpec]) -> RecoveryRepo
             log.error("cleanup of the network of sandbox %s after a restart: %s", sid, "; ".join(problems))
     for sid, problems in (await _sweep_runtimes(node, known)).items():
         report.problems.setdefault(sid, []).extend(problems)
-    swept = await asyncio.to_thread(_sweep_files, node, known)
+    swept += await asyncio.to_thread(_sweep_files, node, known)
     if swept:
         log.info("removed what interrupted steps left: %s", ", ".join(str(p) for p in swept))
     return report
@@ -137,7 +139,6 @@ def _sweep_files(node: Node, known: set[str]) -> list[Path]:
     swept: list[Path] = []
     if node.disks.mounted:
         swept += node.disks.sweep(known)
-        swept += node.spares.sweep()
         swept += node.checkpoints.sweep()
     swept += node.volumes.sweep()
     swept += node.images.sweep()
