@@ -24,6 +24,7 @@ import errno
 import logging
 import os
 import shutil
+import struct
 import subprocess
 import threading
 import uuid
@@ -85,7 +86,25 @@ def umount(target: Path) -> None:
         raise OSError(e, f"umount {target}: {os.strerror(e)}")
 
 
+#: statx(2): what asks for no field but the attributes, and the attribute of a mount's root (Linux 5.8)
+_AT_NO_AUTOMOUNT, _STATX_ATTR_MOUNT_ROOT = 0x800, 0x2000
+_statx = getattr(_libc, "statx", None)
+
+
 def is_mountpoint(path: Path) -> bool:
+    """Whether a filesystem is mounted at `path` (symlinks followed; a missing path is not).
+
+    One statx(2) call: reading /proc/self/mountinfo instead costs a line per mount on
+    the host (two per sandbox), several times on every create.
+    """
+    if _statx is not None:
+        buf = ctypes.create_string_buffer(256)  # struct statx
+        if _statx(-100, os.fsencode(path), _AT_NO_AUTOMOUNT, 0, buf) == 0:  # AT_FDCWD
+            attributes, known = struct.unpack_from("Q", buf, 8)[0], struct.unpack_from("Q", buf, 56)[0]
+            if known & _STATX_ATTR_MOUNT_ROOT:
+                return bool(attributes & _STATX_ATTR_MOUNT_ROOT)
+        elif ctypes.get_errno() in (errno.ENOENT, errno.ENOTDIR):
+            return False
     target = os.path.realpath(path)
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == target for line in f)
