@@ -8,6 +8,7 @@ of /proc and /sys paths.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
@@ -123,7 +124,7 @@ class ContainerRuntime(Runtime):
         )
         if rc != 0 and "does not exist" not in out and "not exist" not in out:
             problems.append(f"crun delete {sandbox_id}: {out}")
-        problems += cgroups.remove(sandbox_id)
+        problems += await asyncio.to_thread(cgroups.remove, sandbox_id)  # rmdirs: off the event loop
         return problems
 
     async def pause(self, sandbox_id: str) -> None:

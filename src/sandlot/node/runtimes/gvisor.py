@@ -136,7 +136,7 @@ class GVisorRuntime(Runtime):
             rc, out = await run_tool(*self._cli("delete", "--force", sandbox_id), timeout=self.cleanup_timeout_s)
             if rc != 0 and "does not exist" not in out and "not found" not in out.lower():
                 problems.append(f"runsc delete {sandbox_id}: {out}")
-        problems += cgroups.remove(sandbox_id)
+        problems += await asyncio.to_thread(cgroups.remove, sandbox_id)  # rmdirs: off the event loop
         return problems
 
     def _forget_stopped(self, sandbox_id: str) -> bool:

@@ -379,7 +379,7 @@ class MicroVMRuntime(Runtime):
                 w.cancel()
             if pending:
                 problems.append(f"QEMU of sandbox {sandbox_id} did not exit")
-        problems += cgroups.remove(sandbox_id)
+        problems += await asyncio.to_thread(cgroups.remove, sandbox_id)  # rmdirs: off the event loop
         if "run" in state:
             for name in ("ctl.sock", "qmp.sock"):
                 Path(state["run"], name).unlink(missing_ok=True)
