@@ -150,6 +150,23 @@ def move_mount(source: Path, target: Path) -> None:
     umount(source)
 
 
+@contextlib.contextmanager
+def _niced() -> Iterator[None]:
+    """This thread at nice 19 for the duration (a pool's thread: its priority is put back)."""
+    tid = threading.get_native_id()
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, 19)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, before)
+
+
 def _layer_dirs(root: Path) -> None:
     """What a sandbox disk holds before the overlay uses it: upper and work, no lost+found."""
     with contextlib.suppress(FileNotFoundError):
@@ -209,8 +226,14 @@ class SpareDisks:
         """Make spares for every size asked for so far (run it in a thread).
 
         A full store makes none (the next create makes its own disk, or says the store is full).
+        The thread runs at nice 19 meanwhile (mkfs too): a refill follows a create, whose boot
+        must not wait behind it for a core.
         """
         self.dir.mkdir(parents=True, exist_ok=True)
+        with _niced():
+            self._refill()
+
+    def _refill(self) -> None:
         for size in list(self._sizes):
             for spare in self._spares(size):  # left unmounted by a node that stopped
                 if not is_mountpoint(spare.with_suffix(".mnt")) and not self._make(spare, fresh=False):
