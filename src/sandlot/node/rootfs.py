@@ -110,21 +110,16 @@ def is_mountpoint(path: Path) -> bool:
         return any(line.split()[4] == target for line in f)
 
 
-def make_disk(path: Path, size: int, *, background: bool = False) -> None:
+def make_disk(path: Path, size: int) -> None:
     """A sparse file of `size` bytes holding an empty ext4 filesystem.
 
-    `background`: mkfs runs at nice 19, so that it takes no CPU from the
-    sandboxes starting meanwhile (a spare refill runs beside a create).
+    mkfs runs at the calling thread's priority (a spare refill's: nice 19, see SpareDisks.refill).
     """
     with open(path, "wb") as f:
         f.truncate(size)
     # No journal and lazy init: a sandbox layer is rebuilt, not repaired.
     argv = ["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", str(path)]
-    mkfs = subprocess.run(
-        ["nice", "-n", "19", *argv] if background else argv,
-        capture_output=True,
-        text=True,
-    )
+    mkfs = subprocess.run(argv, capture_output=True, text=True)
     if mkfs.returncode != 0:
         path.unlink(missing_ok=True)
         raise errors.InternalError(f"mkfs.ext4 of the sandbox disk failed: {mkfs.stderr.strip()}")
@@ -236,26 +231,27 @@ class SpareDisks:
     def _refill(self) -> None:
         for size in list(self._sizes):
             for spare in self._spares(size):  # left unmounted by a node that stopped
-                if not is_mountpoint(spare.with_suffix(".mnt")) and not self._make(spare, fresh=False):
+                if not is_mountpoint(spare.with_suffix(".mnt")) and not self._make(spare, None):
                     return
             while len(self._spares(size)) < self.keep:
-                if not self._make(self.dir / f"{size}-{uuid.uuid4().hex}.img", fresh=True):
+                if not self._make(self.dir / f"{size}-{uuid.uuid4().hex}.img", size):
                     return
 
-    def _make(self, spare: Path, *, fresh: bool) -> bool:
-        """Make (`fresh`) or claim the spare `spare` and mount it; False: it could not be (a full store).
+    def _make(self, spare: Path, size: int | None) -> bool:
+        """Make a new spare of `size` bytes at `spare` (None: claim the spare that is there) and mount
+        it; False: it could not be (a full store).
 
         Until it is mounted, the file is named `.<name>.tmp`, which no create takes."""
         tmp, mnt = self.dir / f".{spare.stem}.tmp", spare.with_suffix(".mnt")
-        if not fresh:
+        if size is None:
             with self._lock:
                 try:
                     os.rename(spare, tmp)
                 except FileNotFoundError:  # a create took it first
                     return True
         try:
-            if fresh:
-                make_disk(tmp, int(spare.name.split("-", 1)[0]), background=True)
+            if size is not None:
+                make_disk(tmp, size)
             mnt.mkdir(exist_ok=True)
             mount_image(tmp, mnt, "ext4")
             _layer_dirs(mnt)
