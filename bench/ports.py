@@ -10,8 +10,13 @@ network `egress` so that it has an address) is loaded twice in one run:
   (gVisor's netstack), the baseline, no Sandlot code on the path.
 
 For each, in a gVisor and a crun sandbox: requests per second with
-`CONCURRENCY` keep-alive clients for a fixed time and their p50 latency; one
-chunked download (MB/s); WebSocket echo round trips one after another.
+`CONCURRENCY` keep-alive clients for a fixed time and their p50 latency;
+chunked downloads (MB/s); WebSocket echo round trips one after another.
+
+The two routes take turns (`ROUNDS` rounds each, direct first in odd rounds
+and proxied first in even ones), and each figure pools its rounds: this VM's
+speed drifts by a quarter within a minute, and measured one after the other
+the drift showed up as a difference between the routes.
 
 Part of `bench/run`; alone (a server of its own, the same rows as the report):
 
@@ -37,6 +42,8 @@ __all__ = ["port_proxy_figures"]
 SERVER = ROOT / "tests" / "api" / "port_server.py"
 PORT = 8080
 CONCURRENCY = 4
+#: rounds per route, taken in turns with the other route
+ROUNDS = 4
 
 
 async def _load(url: str, headers: dict[str, str], seconds: float) -> dict[str, Any]:
@@ -93,6 +100,42 @@ async def _ws(url: str, headers: dict[str, str], seconds: float) -> dict[str, An
     return out
 
 
+def _pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of `_load` or `_ws` as one: events over the total time, percentiles of every sample."""
+    samples = [x / 1000 for r in rounds for x in r["samples_ms"]]
+    out = summary(samples)
+    out["rps"] = len(samples) / sum(r["runs"] / r["rps"] for r in rounds)
+    return out
+
+
+async def _in_turns(direct: Any, proxied: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`ROUNDS` of each (coroutine factories), in turns, the order swapped every round; pooled."""
+    d: list[dict[str, Any]] = []
+    p: list[dict[str, Any]] = []
+    for i in range(ROUNDS):
+        if i % 2 == 0:
+            d.append(await direct())
+            p.append(await proxied())
+        else:
+            p.append(await proxied())
+            d.append(await direct())
+    return _pooled(d), _pooled(p)
+
+
+async def _streams_in_turns(direct: str, proxied: str, token: dict[str, str], nbytes: int) -> tuple[Any, Any]:
+    """Two downloads each, in turns (direct, proxied, proxied, direct): MB/s over both."""
+    d = [await _stream(direct, {}, nbytes)]
+    p = [await _stream(proxied, token, nbytes)]
+    p.append(await _stream(proxied, token, nbytes))
+    d.append(await _stream(direct, {}, nbytes))
+
+    def pool(xs: list[dict[str, Any]]) -> dict[str, Any]:
+        wall = sum(x["wall_ms"] for x in xs)
+        return {"mb_per_s": nbytes * len(xs) / wall / 1000, "wall_ms": wall, "runs": len(xs)}
+
+    return pool(d), pool(p)
+
+
 async def _one_sandbox(conn: dict[str, Any], quick: bool, runtime: str) -> dict[str, Any]:
     """Plain HTTP, a streamed download and WebSocket round trips: proxied and direct, in turn."""
     from sandlot.sdk import AsyncSandbox
@@ -115,16 +158,19 @@ async def _one_sandbox(conn: dict[str, Any], quick: bool, runtime: str) -> dict[
         print(f"sandlot http: port proxy vs direct ({runtime})", flush=True)
         await _load(direct, {}, 0.5)  # warm both paths, unmeasured
         await _load(proxied, token, 0.5)
-        out: dict[str, Any] = {
-            "port direct": await _load(direct, {}, seconds),
-            "port proxy": await _load(proxied, token, seconds),
-            "stream direct": await _stream(direct.replace("/bench", "/big"), {}, stream_bytes),
-            "stream proxy": await _stream(sbx.get_url(PORT, "/big"), token, stream_bytes),
-            "stream_mb": stream_bytes >> 20,
-        }
+        each = seconds / ROUNDS
+        out: dict[str, Any] = {"stream_mb": stream_bytes >> 20, "rounds": ROUNDS}
+        out["port direct"], out["port proxy"] = await _in_turns(
+            lambda: _load(direct, {}, each), lambda: _load(proxied, token, each)
+        )
+        big = direct.replace("/bench", "/big")
+        out["stream direct"], out["stream proxy"] = await _streams_in_turns(
+            big, sbx.get_url(PORT, "/big"), token, stream_bytes
+        )
         ws_proxied = sbx.get_url(PORT, "/ws").replace("http", "ws", 1)
-        out["ws direct"] = await _ws(f"ws://{address}:{PORT}/ws", {}, seconds)
-        out["ws proxy"] = await _ws(ws_proxied, token, seconds)
+        out["ws direct"], out["ws proxy"] = await _in_turns(
+            lambda: _ws(f"ws://{address}:{PORT}/ws", {}, each), lambda: _ws(ws_proxied, token, each)
+        )
         return out
     finally:
         await sbx.kill()
@@ -146,7 +192,7 @@ def main() -> None:
     from sandlot.node.bundle import ensure_bundle
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 s per load instead of 10, a 32 MB download")
+    parser.add_argument("--quick", action="store_true", help="2 s per load instead of 10, 32 MB downloads")
     parser.add_argument("--out", type=Path, help="also write the figures here (JSON)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="slp-", dir="/var/tmp"))  # short: agent socket paths fit

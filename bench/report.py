@@ -46,13 +46,14 @@ def _port_rows(ports: dict[str, Any]) -> list[tuple[str, float, str, str, float,
     for label, figs in (("gVisor, direct route", ports), ("crun, direct route", ports.get("crun", {}))):
         runs = f"{_get(figs, 'port proxy', 'runs'):.0f}"
         ws_runs = f"{_get(figs, 'ws proxy', 'runs'):.0f}"
+        downloads = f"{_get(figs, 'stream proxy', 'runs'):.0f}"
         out += [
             (f"HTTP through the port proxy, requests/s ({conc} clients; {label})",
              _get(figs, "port proxy", "rps"), "req/s", base, _get(figs, "port direct", "rps"), runs),
             (f"HTTP through the port proxy, p50 latency ({label})",
              _get(figs, "port proxy", "p50_ms"), "ms", base, _get(figs, "port direct", "p50_ms"), runs),
             (f"streamed download of {_get(figs, 'stream_mb'):.0f} MB through the port proxy ({label})",
-             _get(figs, "stream proxy", "mb_per_s"), "MB/s", base, _get(figs, "stream direct", "mb_per_s"), "1"),
+             _get(figs, "stream proxy", "mb_per_s"), "MB/s", base, _get(figs, "stream direct", "mb_per_s"), downloads),
             (f"WebSocket echo round trips/s through the port proxy ({label})",
              _get(figs, "ws proxy", "rps"), "msg/s", base, _get(figs, "ws direct", "rps"), ws_runs),
             (f"WebSocket echo round trip p50 ({label})",
