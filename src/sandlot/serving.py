@@ -42,5 +42,7 @@ class QuietServer(uvicorn.Server):
 
 
 def quiet_server(app: Any, *, log_level: str = "info", **config: Any) -> QuietServer:
-    """A server for `app` (`config`: more of uvicorn.Config's arguments, e.g. host and port); `.run()` it."""
+    """A server for `app` (`config`: more of uvicorn.Config's arguments, e.g. host and port); `.run()` it.
+    An app may name the HTTP protocol it is served with (`uvicorn_protocol`: the API's port fast path)."""
+    config.setdefault("http", getattr(app, "uvicorn_protocol", "auto"))
     return QuietServer(uvicorn.Config(app, log_level=log_level, ws="websockets-sansio", **config))

@@ -136,6 +136,47 @@ def test_long_bodies_stream_both_ways_on_kept_alive_connections(
     assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(f"hello /old host=127.0.0.1:{PORT}".encode()), raw
 
 
+def _read_answers(sock: socket.socket, n: int) -> list[tuple[bytes, bytes]]:
+    """`n` answers with a Content-Length from a raw HTTP/1.1 connection: (head, body) each."""
+    buf, out = b"", []
+    while len(out) < n:
+        head, sep, rest = buf.partition(b"\r\n\r\n")
+        if sep:
+            length = next(
+                int(ln.split(b":")[1]) for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")
+            )
+            if len(rest) >= length:
+                out.append((head, rest[:length]))
+                buf = rest[length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed after {len(out)} answers: {buf!r}"
+        buf += chunk
+    return out
+
+
+def test_pipelined_requests_and_raw_paths_on_one_connection(
+    api_server: Server, admin: httpx.Client, served: dict[str, Any]
+) -> None:
+    """Requests sent back to back on one connection, for a port and for the API in turn, are answered in
+    order; a path is passed on to the sandbox's server as the client wrote it (percent-escapes kept)."""
+    sid = served["sandbox_id"]
+    key = admin.headers["X-API-Key"]
+    base = f"/sandboxes/{sid}/ports/{PORT}"
+    requests = [f"GET {base}/one HTTP/1.1", "GET /health HTTP/1.1", f"GET {base}/a%20b%2Fc?x=%41 HTTP/1.1"]
+    with socket.create_connection(("127.0.0.1", api_server.port), timeout=30) as sock:
+        sock.sendall(b"".join(f"{r}\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n\r\n".encode() for r in requests))
+        answers = _read_answers(sock, 3)
+        assert [h.split(b"\r\n")[0] for h, _ in answers] == [b"HTTP/1.1 200 OK"] * 3, answers
+        assert answers[0][1] == b"hello /one host=127.0.0.1"
+        assert b'"status":"ok"' in answers[1][1]
+        assert answers[2][1] == b"hello /a%20b%2Fc?x=%41 host=127.0.0.1"
+        sock.sendall(f"GET {base}/last HTTP/1.1\r\nHost: h\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n".encode())
+        ((head, body),) = _read_answers(sock, 1)
+        assert body == b"hello /last host=h" and b"connection: close" in head.lower()
+        assert sock.recv(1) == b"", "closed after the answer its client asked to be the last"
+
+
 @pytest.mark.parametrize("runtime", ["gvisor", "container"])
 def test_ports_over_the_direct_route_and_the_tunnel(team: httpx.Client, api_server: Server, runtime: str) -> None:
     """A sandbox with an interface is reached at its own address (the in-process node's direct
@@ -273,9 +314,14 @@ def test_websocket_at_the_path_and_the_host_name(
                  additional_headers={"X-Sandlot-Access-Token": token}) as ws:  # fmt: skip
         ws.send("by host")
         assert ws.recv() == "echo: by host"
-    with pytest.raises(InvalidStatus):  # no credentials: refused before the upgrade... or closed right after
+    with pytest.raises(InvalidStatus) as refused:  # no credentials: refused before the upgrade
         with connect(f"{ws_url}/sandboxes/{sid}/ports/{PORT}/ws") as ws:
             ws.recv(timeout=5)
+    assert refused.value.response.status_code == 401
+    with pytest.raises(InvalidStatus) as refused:  # nobody listens there
+        with connect(f"{ws_url}/sandboxes/{sid}/ports/9/ws", additional_headers={"X-API-Key": key}) as ws:
+            ws.recv(timeout=5)
+    assert refused.value.response.status_code == 502 and b"port_not_listening" in refused.value.response.body
 
 
 def test_a_port_nobody_listens_on_answers_502(admin: httpx.Client, served: dict[str, Any]) -> None:

@@ -15,11 +15,16 @@ the API's routes as it came:
 The path form, `/sandboxes/{S}/ports/{P}{path}`, goes to the default handler
 too, straight from here: the API's router (a hundred routes matched in turn,
 then FastAPI's dependency machinery) was a large share of a proxied request's
-cost on the port proxy's bench row, and the proxy needs none of it.
+cost on the port proxy's bench row, and the proxy needs none of it. For the
+same reason the routing runs ahead of FastAPI itself (`PortRoutedApp`): its
+middleware (errors, telemetry, body limits, each a coroutine per request) was
+a tenth of the proxy's CPU per request, and a request for a port needs none
+of it either (an error in the handler is still a 500, from uvicorn).
 
 Everything else passes through untouched. The handler finds the target in
 `scope["sandlot.port_target"]` as (sandbox id, port), the path in the sandbox
-in `scope["path"]`, and the prefix that was stripped from it (where a cookie
+in `scope["path"]` (as the client wrote it, escapes kept, in `raw_path`), and
+the prefix that was stripped from it (where a cookie
 for the port belongs) in `scope["sandlot.port_prefix"]`.
 """
 
@@ -29,7 +34,9 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-__all__ = ["PREFIX_KEY", "SCOPE_KEY", "Finder", "HostRoutes", "HostRoutingMiddleware"]
+from fastapi import FastAPI
+
+__all__ = ["PATH_FORM", "PREFIX_KEY", "SCOPE_KEY", "Finder", "HostRoutes", "HostRoutingMiddleware", "PortRoutedApp"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -40,7 +47,7 @@ Finder = Callable[[Mapping[str, str]], "tuple[str, int] | None"]
 
 SCOPE_KEY = "sandlot.port_target"
 PREFIX_KEY = "sandlot.port_prefix"
-_PATH_FORM = re.compile(r"^(?P<prefix>/sandboxes/(?P<sid>[^/]+)/ports/(?P<port>[0-9]{1,9}))(?P<rest>/.*)?$")
+PATH_FORM = re.compile(r"^(?P<prefix>/sandboxes/(?P<sid>[^/]+)/ports/(?P<port>[0-9]{1,9}))(?P<rest>/.*)?$")
 
 
 class HostRoutes:
@@ -92,12 +99,14 @@ class HostRoutingMiddleware:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        m = _PATH_FORM.match(scope.get("path", "")) if scope["type"] in ("http", "websocket") else None
+        m = PATH_FORM.match(scope.get("path", "")) if scope["type"] in ("http", "websocket") else None
         if m is not None:
+            raw = PATH_FORM.match(scope.get("raw_path", b"").decode("latin-1"))
             scope = dict(scope)
             scope[SCOPE_KEY] = (m["sid"], int(m["port"]))
             scope[PREFIX_KEY] = m["prefix"] + "/"
             scope["path"] = m["rest"] or "/"
+            scope["raw_path"] = (raw["rest"] or "/").encode("latin-1") if raw else scope["path"].encode()
             await self.routes.default(scope, receive, send)
             return
         if scope["type"] in ("http", "websocket"):
@@ -114,3 +123,24 @@ class HostRoutingMiddleware:
                 scope["path"] = path
                 scope["raw_path"] = path.encode()
         await self.app(scope, receive, send)
+
+
+class PortRoutedApp(FastAPI):
+    """A FastAPI app whose HTTP and WebSocket requests pass `port_routing` first, ahead of FastAPI's own
+    middleware; `route_ports` installs it."""
+
+    port_routing: HostRoutingMiddleware | None = None
+    #: the protocol uvicorn serves this app with (`http=`): port_front's fast path, once installed
+    uvicorn_protocol: type | str = "auto"
+
+    def route_ports(self, routes: HostRoutes) -> None:
+        async def rest(scope: Scope, receive: Receive, send: Send) -> None:
+            await FastAPI.__call__(self, scope, receive, send)
+
+        self.port_routing = HostRoutingMiddleware(rest, routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.port_routing is None or scope["type"] == "lifespan":
+            await super().__call__(scope, receive, send)
+        else:
+            await self.port_routing(scope, receive, send)

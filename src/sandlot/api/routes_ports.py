@@ -14,18 +14,19 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Request, WebSocket
+from starlette.datastructures import Headers, QueryParams
 from starlette.responses import Response
 
 from sandlot import errors
 from sandlot.api.deps import SandboxId, Svc, Who
-from sandlot.api.host_routing import PREFIX_KEY, SCOPE_KEY, HostRoutes, HostRoutingMiddleware, Receive, Scope, Send
+from sandlot.api.host_routing import PREFIX_KEY, SCOPE_KEY, HostRoutes, PortRoutedApp, Receive, Scope, Send
 from sandlot.api.http_errors import error_response, status_of
 from sandlot.api.port_access import TOKEN_QUERY, PortAccessRegistry
 from sandlot.api.port_proxy import PortProxy
 from sandlot.models import ErrorBody, NetworkInfo, NetworkSettings
 from sandlot.node.protocol import NetworkPolicy, SandboxStatus
 
-__all__ = ["install", "network_info", "port_registry", "router"]
+__all__ = ["first_visit_cookie", "install", "network_info", "port_registry", "router"]
 
 _ERRORS: dict[int | str, dict[str, object]] = {s: {"model": ErrorBody} for s in (400, 401, 404, 409, 422)}
 router = APIRouter(tags=["network"], responses=_ERRORS)
@@ -87,22 +88,33 @@ async def make_private(sandbox_id: SandboxId, port: Port, who: Who, svc: Svc, re
     return await network_info(request.app, sbx)
 
 
+async def first_visit_cookie(
+    registry: PortAccessRegistry, sandbox_id: str, query: QueryParams, path: str
+) -> list[tuple[bytes, bytes]]:
+    """The Set-Cookie header that keeps the access token a browser brought in the query (its first visit)."""
+    if TOKEN_QUERY not in query:
+        return []
+    token = (await registry.get(sandbox_id)).token
+    if query.get(TOKEN_QUERY) != token:
+        return []
+    cookie = Response()
+    cookie.set_cookie(TOKEN_QUERY, token, path=path, httponly=True, samesite="lax")
+    return [(k, v) for k, v in cookie.raw_headers if k == b"set-cookie"]
+
+
 async def _serve_http(scope: Scope, receive: Receive, send: Send, sandbox_id: str, port: int) -> None:
-    request = Request(scope, receive)
-    registry = port_registry(request.app)
+    registry = port_registry(scope["app"])
+    headers = Headers(scope=scope)  # (no Request: the proxy reads the scope as it is)
+    query = QueryParams(scope.get("query_string", b""))
     try:
-        sbx = await registry.authorize(sandbox_id, port, request.headers, request.query_params)
+        sbx = await registry.authorize(sandbox_id, port, headers, query)
     except errors.SandlotError as exc:
         await error_response(status_of(exc), exc.code, exc.message, exc.field)(scope, receive, send)
         return
-    extra: list[tuple[bytes, bytes]] = []
-    token = (await registry.get(sbx.id)).token
-    if request.query_params.get(TOKEN_QUERY) == token:  # a browser's first visit: keep it in a cookie
-        cookie = Response()
-        cookie.set_cookie(TOKEN_QUERY, token, path=scope[PREFIX_KEY], httponly=True, samesite="lax")
-        extra = [(k, v) for k, v in cookie.raw_headers if k == b"set-cookie"]
-    proxy: PortProxy = request.app.state.port_proxy
-    await proxy.http(scope, receive, send, sbx, port, scope.get("path", "/"), extra)
+    extra = await first_visit_cookie(registry, sbx.id, query, scope[PREFIX_KEY])
+    proxy: PortProxy = scope["app"].state.port_proxy
+    path = scope.get("raw_path", b"").decode("latin-1") or scope.get("path", "/")  # (escapes kept)
+    await proxy.http(scope, receive, send, sbx, port, path, extra)
 
 
 async def _serve_ws(ws: WebSocket, sandbox_id: str, port: int, path: str) -> None:
@@ -129,10 +141,10 @@ def _port_handler(app: FastAPI) -> object:
     return serve
 
 
-def install(app: FastAPI, domain: str) -> None:
+def install(app: PortRoutedApp, domain: str) -> None:
     """Add the network routes, the port proxy and host-name routing to the API app."""
     app.state.port_proxy = PortProxy()
     routes = HostRoutes(domain, _port_handler(app))  # type: ignore[arg-type]
     app.state.host_routes = routes
     app.include_router(router)
-    app.add_middleware(HostRoutingMiddleware, routes=routes)
+    app.route_ports(routes)

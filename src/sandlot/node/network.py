@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -51,6 +52,12 @@ log = logging.getLogger("sandlot.node.network")
 LEASE_DIR = Path("/run/sandlot/net/leases")
 DEFAULT_SUBNET = "10.242.0.0/16"
 NETNS_DIR = Path("/run/netns")
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_in(subnet: str, index: int, offset: int) -> str:
+    """Address `offset` of block `index` (4 addresses each) of `subnet`: asked for on every proxied request."""
+    return str(ipaddress.ip_network(subnet).network_address + index * 4 + offset)
 
 
 @dataclass
@@ -81,8 +88,7 @@ class SandboxNet:
         return "sandlot_" + self.sandbox_id.replace("-", "_")
 
     def _addr(self, offset: int) -> str:
-        net = ipaddress.ip_network(self.subnet)
-        return str(net.network_address + self.index * 4 + offset)
+        return _address_in(self.subnet, self.index, offset)
 
     @property
     def gateway(self) -> str:
