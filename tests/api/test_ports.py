@@ -203,9 +203,16 @@ def test_ports_over_the_direct_route_and_the_tunnel(team: httpx.Client, api_serv
     body = os.urandom(3 << 20)
     assert team.post(f"{base}/{PORT}/echo", content=body).content == body
     ws_url = api_server.url.replace("http", "ws")
-    with connect(f"{ws_url}{base}/{PORT}/ws", additional_headers={"X-API-Key": team.headers["X-API-Key"]}) as ws:
+    key = {"X-API-Key": team.headers["X-API-Key"]}
+    with connect(f"{ws_url}{base}/{PORT}/ws", additional_headers=key, max_size=None) as ws:
         ws.send("direct")
         assert ws.recv() == "echo: direct"
+        big = os.urandom(3 << 20)  # many socket buffers each way: the joined transports pause each other
+        ws.send(big)
+        assert ws.recv(timeout=60) == big[::-1]
+        for i in range(50):
+            ws.send(f"m{i}")
+        assert [ws.recv(timeout=30) for _ in range(50)] == [f"echo: m{i}" for i in range(50)]
     while (r := team.get(f"{base}/8082/")).status_code == 502:
         assert time.monotonic() < deadline, r.text
         time.sleep(0.2)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, cast
 
 import httptools
 from starlette.datastructures import QueryParams
@@ -48,6 +48,7 @@ from sandlot.api.port_proxy import (
     connect,
     port_error,
     request_head,
+    reset_on_close,
 )
 from sandlot.api.routes_ports import first_visit_cookie, port_registry
 
@@ -298,7 +299,9 @@ class _UpgradeRelay(asyncio.Protocol):
 
     It takes over the client's transport from uvicorn's protocol after the head of the upgrade was read;
     a request refused (credentials, a sandbox not running, nothing listening) is answered in HTTP, as
-    the API answers any other request, and closed.
+    the API answers any other request, and closed. Over the direct route the two transports are joined
+    (`_Splice`: each one's bytes are written to the other from the loop's callback, no task in between);
+    over the agent's tunnel two pumps move them.
     """
 
     #: Bytes from the client held while the server's side does not keep up (or is not connected yet).
@@ -310,12 +313,14 @@ class _UpgradeRelay(asyncio.Protocol):
         self._connections = http.connections
         self._loop = http.loop
         self._pipe: http1.Pipe | None = None
+        self._splice: _Splice | None = None  # once joined (the direct route)
         self._to_server: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._held = 0
         self._reading = True
         self._writable = asyncio.Event()
         self._writable.set()
         self._task: asyncio.Task[None] | None = None
+        self.closed = False
 
     def start(self) -> None:
         self._connections.add(self)  # type: ignore[arg-type]
@@ -325,6 +330,9 @@ class _UpgradeRelay(asyncio.Protocol):
 
     # asyncio.Protocol (the client's side)
     def data_received(self, data: bytes) -> None:
+        if self._splice is not None:
+            self._splice.write(data)
+            return
         self._to_server.put_nowait(data)
         self._held += len(data)
         if self._held > self.HELD_MAX and self._reading:
@@ -332,29 +340,59 @@ class _UpgradeRelay(asyncio.Protocol):
             self._transport.pause_reading()
 
     def eof_received(self) -> bool | None:
-        self._to_server.put_nowait(None)
+        if self._splice is not None:
+            self._splice.write_eof()
+        else:
+            self._to_server.put_nowait(None)
         return True  # (the server's side may still answer: the transport is closed once it is done)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
         self._connections.discard(self)
         self._writable.set()
+        if self._splice is not None:
+            self._splice.close_now()
         if self._task is not None:
             self._task.cancel()
 
     def pause_writing(self) -> None:
         self._writable.clear()
+        if self._splice is not None:
+            self._splice.pause_reading()
 
     def resume_writing(self) -> None:
         self._writable.set()
+        if self._splice is not None:
+            self._splice.resume_reading()
 
     def shutdown(self) -> None:
         """uvicorn's server stops."""
         self._transport.close()
 
+    # (the server's side, joined)
+    def from_server(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def server_eof(self) -> None:
+        if self._transport.can_write_eof():
+            self._transport.write_eof()
+
+    def server_closed(self) -> None:
+        self._transport.close()
+
+    def pause_client(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_client(self) -> None:
+        self._transport.resume_reading()
+
     async def _run(self) -> None:
         try:
             pipe = await self._open()
             if pipe is None:
+                return
+            if isinstance(pipe, _Splice):
+                self._join(pipe)
                 return
             self._pipe = pipe
             to_client = asyncio.ensure_future(self._pump_to_client(pipe))
@@ -374,12 +412,27 @@ class _UpgradeRelay(asyncio.Protocol):
         except Exception:
             w = self._where
             log.exception("sandbox %s port %d: the WebSocket relay failed", w.sandbox_id, w.port)
-        finally:
-            if self._pipe is not None:
-                await self._pipe.close()
-            self._transport.close()
+        if self._pipe is not None:
+            await self._pipe.close()
+        self._transport.close()
 
-    async def _open(self) -> http1.Pipe | None:
+    def _join(self, splice: _Splice) -> None:
+        """From now on each side's bytes go straight to the other (what the client sent so far first)."""
+        if self.closed:
+            splice.close_now()
+            return
+        while not self._to_server.empty():
+            data = self._to_server.get_nowait()
+            if data is None:
+                splice.write_eof()
+                break
+            splice.write(data)
+        self._splice = splice
+        if not self._reading:
+            self._reading = True
+            self._transport.resume_reading()
+
+    async def _open(self) -> http1.Pipe | _Splice | None:
         """The connection to the server, the client's handshake sent on; None once refused (answered)."""
         http, w = self._http, self._where
         assert http._app is not None
@@ -390,16 +443,20 @@ class _UpgradeRelay(asyncio.Protocol):
             self._refuse(error_response(status_of(exc), exc.code, exc.message, exc.field))
             return None
         proxy: PortProxy = http._app.state.port_proxy
+
+        async def splice_to(address: str, port: int) -> _Splice:
+            _, splice = await self._loop.create_connection(lambda: _Splice(self), address, port)
+            return splice
+
         try:
-            pipe = await connect(sbx, w.port, proxy.pool(sbx).no_direct)
+            pipe = await connect(sbx, w.port, proxy.pool(sbx).no_direct, direct=splice_to)
         except errors.SandlotError as exc:
             self._refuse(port_error(exc, sbx.id, w.port))
             return None
         client = http.client[0] if http.client else None
         upgrade = w.headers.get("upgrade", "websocket").encode("latin-1")
-        head = request_head(
-            "GET", w.target, w.raw, w.port, http.scheme or "http", client, chunked=False, upgrade=upgrade
-        )
+        scheme = http.scheme or "http"
+        head = request_head("GET", w.target, w.raw, w.port, scheme, client, chunked=False, upgrade=upgrade)
         try:
             await pipe.send(head)
         except BaseException:
@@ -411,6 +468,7 @@ class _UpgradeRelay(asyncio.Protocol):
         head, _ = _encode_head(self._http.server_state.default_headers, resp.status_code, list(resp.raw_headers),
                                "GET", keep_alive=False)  # fmt: skip
         self._transport.write(head + bytes(resp.body))
+        self._transport.close()
 
     async def _pump_to_client(self, pipe: http1.Pipe) -> None:
         while data := await pipe.recv():
@@ -425,3 +483,61 @@ class _UpgradeRelay(asyncio.Protocol):
             if not self._reading and self._held <= self.HELD_MAX // 2:
                 self._reading = True
                 self._transport.resume_reading()
+
+
+class _Splice(asyncio.Protocol):
+    """The server's side of a relayed WebSocket over the direct route, joined to the client's transport
+    (`_UpgradeRelay`): what one sends is written to the other, each pausing the other's reads while its
+    own writes back up. It ends with a reset, as every direct connection (port_proxy)."""
+
+    def __init__(self, relay: _UpgradeRelay) -> None:
+        self._relay = relay
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # (uvloop's is one in all but its class)
+        reset_on_close(transport.get_extra_info("socket"))
+
+    def data_received(self, data: bytes) -> None:
+        self._relay.from_server(data)
+
+    def eof_received(self) -> bool | None:
+        self._relay.server_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._relay.server_closed()
+
+    def pause_writing(self) -> None:
+        self._relay.pause_client()
+
+    def resume_writing(self) -> None:
+        self._relay.resume_client()
+
+    # toward the server
+    def write(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(data)
+
+    def write_eof(self) -> None:
+        if self._transport is not None and self._transport.can_write_eof():
+            self._transport.write_eof()
+
+    def pause_reading(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    def close_now(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # as an http1.Pipe, until joined (the handshake's head)
+    async def send(self, data: bytes) -> None:
+        self.write(data)
+
+    async def close(self) -> None:
+        self.close_now()

@@ -40,7 +40,8 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -54,7 +55,9 @@ from sandlot.api.host_routing import Receive, Scope, Send
 from sandlot.api.http1 import Pipe
 from sandlot.api.http_errors import error_response, status_of
 
-__all__ = ["PortProxy", "answer_headers", "broken_exchange", "connect", "port_error", "request_head"]
+P = TypeVar("P")
+
+__all__ = ["PortProxy", "answer_headers", "broken_exchange", "connect", "port_error", "request_head", "reset_on_close"]
 
 log = logging.getLogger("sandlot.api.ports")
 
@@ -125,14 +128,19 @@ class TcpPipe:
         return self._reader.at_eof() or self._writer.is_closing()
 
 
-async def connect(sbx: SandboxAgent, port: int, no_direct: dict[int, float]) -> Pipe:
-    """A direct connection where the node offers the sandbox's address and its server listens there;
-    the agent's tunnel otherwise (a server bound to 127.0.0.1 only, or no address)."""
+async def connect(
+    sbx: SandboxAgent, port: int, no_direct: dict[int, float],
+    direct: Callable[[str, int], Awaitable[P]] | None = None,
+) -> P | TcpPipe | TunnelPipe:  # fmt: skip
+    """A direct connection where the node offers the sandbox's address and its server listens there
+    (made by `direct`, a TcpPipe by default); the agent's tunnel otherwise (a server bound to 127.0.0.1
+    only, or no address)."""
+    connect_direct: Callable[[str, int], Awaitable[P | TcpPipe]] = direct or _connect_direct
     address = sbx.direct_address()
     if address is None or no_direct.get(port, 0.0) > time.monotonic():
         return TunnelPipe(await sbx.agent.connect_port(port))
     try:
-        return await _connect_direct(address, port)
+        return await asyncio.wait_for(connect_direct(address, port), DIRECT_CONNECT_S)
     except ConnectionRefusedError:
         refused = True
     except (OSError, TimeoutError):
@@ -140,17 +148,21 @@ async def connect(sbx: SandboxAgent, port: int, no_direct: dict[int, float]) -> 
     tunnel = TunnelPipe(await sbx.agent.connect_port(port))  # (nothing listening at all: raises)
     if refused:  # the server may have begun to listen between the two tries: its own address once more
         with contextlib.suppress(OSError, TimeoutError):
-            direct = await _connect_direct(address, port)
+            found = await asyncio.wait_for(connect_direct(address, port), DIRECT_CONNECT_S)
             await tunnel.close()
-            return direct
+            return found
     no_direct[port] = time.monotonic() + DIRECT_RETRY_S  # listening on 127.0.0.1 only, it seems
     return tunnel
 
 
+def reset_on_close(sock: socket.socket) -> None:
+    """A direct connection ends with a reset, never a FIN (see the module's docstring)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+
+
 async def _connect_direct(address: str, port: int) -> TcpPipe:
-    connecting = asyncio.open_connection(address, port, limit=READ_MAX)
-    reader, writer = await asyncio.wait_for(connecting, DIRECT_CONNECT_S)
-    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+    reader, writer = await asyncio.open_connection(address, port, limit=READ_MAX)
+    reset_on_close(writer.get_extra_info("socket"))
     return TcpPipe(reader, writer)
 
 
