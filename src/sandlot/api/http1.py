@@ -128,15 +128,22 @@ class Exchange:
             await self._feed()
 
     async def body(self) -> AsyncIterator[bytes]:
-        """The body as it arrives (already de-chunked)."""
+        """The body as it arrives (already de-chunked): what one read brought, as one piece (every piece
+        costs its relay a send)."""
+        async for pieces in self.pieces():
+            yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def pieces(self) -> AsyncIterator[list[bytes]]:
+        """The body as it arrives: the pieces one read brought (a relay that writes them with `writelines`
+        copies none of them)."""
         if self.head_only:
             self.reusable = False  # its parser may still wait for a body that will not come
             return
         keep = True
         while True:
-            if self._chunks:  # what one read brought, as one piece: every piece costs its relay a send
+            if self._chunks:
                 chunks, self._chunks = self._chunks, []
-                yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                yield chunks
             if self._complete:
                 break
             keep = await self._feed() and keep

@@ -248,28 +248,33 @@ class PortHttpProtocol(HttpToolsProtocol):
         self.transport.write(head if fast.method == "HEAD" else head + bytes(resp.body))
 
     async def _relay(self, fast: _FastRequest, ex: http1.Exchange, headers: list[tuple[bytes, bytes]]) -> None:
-        """The server's answer on to the client: in one write when it is all in, else as it comes."""
+        """The server's answer on to the client: in one write when it is all in, else as it comes. Pieces
+        of the body go out as they came in (`writelines`, each chunk framed where the answer is chunked):
+        no copy of them is made here."""
         head, chunked = self._head(fast, ex.status, headers)
-        chunks = ex.body()
-        first = await anext(chunks, None)
-        if first is None or ex.finished:
-            if first is not None:
-                await anext(chunks, None)  # (its end: whether the connection may be reused)
-            out = [head]
-            if first:
-                out.append(b"%x\r\n%s\r\n" % (len(first), first) if chunked else first)
-            if chunked:
-                out.append(b"0\r\n\r\n")
-            self.transport.write(b"".join(out))
-            return
-        # A streaming answer (it may go on for ever: a client that leaves cancels this, see connection_lost)
-        self.transport.write(head + (b"%x\r\n%s\r\n" % (len(first), first) if chunked else first))
-        async for chunk in chunks:
+        out = [head]
+        pieces = ex.pieces()
+        async for got in pieces:
+            _frame(out, got, chunked)
+            if ex.finished:
+                await anext(pieces, None)  # (its end: whether the connection may be reused)
+                break
+            self.transport.writelines(out)  # a streaming answer (it may go on for ever: a client that
+            out = []  # leaves cancels this, see connection_lost)
             if self.flow.write_paused:
                 await self.flow.drain()
-            self.transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
         if chunked:
-            self.transport.write(b"0\r\n\r\n")
+            out.append(b"0\r\n\r\n")
+        self.transport.writelines(out)
+
+
+def _frame(out: list[bytes], pieces: list[bytes], chunked: bool) -> None:
+    if not chunked:
+        out += pieces
+        return
+    for piece in pieces:
+        if piece:
+            out += (b"%x\r\n" % len(piece), piece, b"\r\n")
 
 
 def _encode_head(
