@@ -61,6 +61,25 @@ _SLOW_HEADERS = ("transfer-encoding", "x-forwarded-for", "x-forwarded-proto", "f
 _NO_QUERY = QueryParams()
 
 
+#: What the fast path reads and calls of uvicorn's protocol, as a new one has them (its internals, stable so far).
+_UVICORN_PARTS = (
+    "cycle", "pipeline", "parser", "headers", "expect_100_continue", "flow", "server_state", "tasks",
+    "connections", "client", "scheme", "loop", "transport", "on_response_complete", "handle_websocket_upgrade",
+)  # fmt: skip
+_warned = False
+
+
+def uvicorn_fits(protocol: HttpToolsProtocol) -> bool:
+    """Whether this uvicorn's protocol has every part the fast path uses; if not, its requests all take the
+    ASGI path (a warning, once), so a new uvicorn makes ports slower, never broken."""
+    global _warned
+    missing = [name for name in _UVICORN_PARTS if not hasattr(protocol, name)]
+    if missing and not _warned:
+        _warned = True
+        log.warning("uvicorn's protocol lacks %s: the port proxy's fast path is off", ", ".join(missing))
+    return not missing
+
+
 class _Target:
     """A request for a sandbox's port: which, where in it, and the credentials it brings."""
 
@@ -94,7 +113,9 @@ class PortHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         app = self.config.app
-        self._app = app if isinstance(app, PortRoutedApp) and app.port_routing is not None else None
+        self._app: PortRoutedApp | None = None
+        if isinstance(app, PortRoutedApp) and app.port_routing is not None and uvicorn_fits(self):
+            self._app = app
         self._parsing: _FastRequest | None = None  # between its head and its end, in the parser
         self._running: _FastRequest | None = None  # until its answer is out
 
