@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +21,11 @@ def test_the_api_is_served_with_the_fast_path_on(tmp_path: Path) -> None:
     app = create_app(ApiConfig(data_dir=tmp_path / "api"))
     assert app.uvicorn_protocol is PortHttpProtocol
     config = uvicorn.Config(app, http=app.uvicorn_protocol, log_level="warning")
-    protocol = PortHttpProtocol(config=config, server_state=ServerState(), app_state={})
+    loop = asyncio.new_event_loop()  # (uvicorn's protocol takes the running loop's; none runs here)
+    try:
+        protocol = PortHttpProtocol(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+    finally:
+        loop.close()
     assert protocol._app is app, "this uvicorn's protocol has every part the fast path uses"
 
 
