@@ -37,7 +37,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900
 
 #: a process whose survival shows that a sandbox's memory came back (pause, hibernation, checkpoint);
 #: one step a second (each `sleep` is a fork and exec: six sandboxes stepping faster load a CI host)
-COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /root/count; sleep 1; done"
+# Each count replaces the file whole (a rename): `echo > file` truncates it first, and a sandbox paused with its
+# memory between the truncation and the write came back with an empty file (a CI dry run read '' there).
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /root/count.new; mv /root/count.new /root/count; sleep 1; done"
 
 
 @pytest.fixture(scope="module")
