@@ -54,7 +54,6 @@ from sandlot.api.fleet import routes as routes_fleet
 from sandlot.api.fleet.fleet import Fleet
 from sandlot.api.host_routing import PortRoutedApp
 from sandlot.api.http_errors import error_response, install_handlers
-from sandlot.api.port_front import PortHttpProtocol
 from sandlot.api.service import SandboxService
 from sandlot.api.store import Store, database_url_for
 from sandlot.api.webhooks import Dispatcher, Webhooks
@@ -171,7 +170,6 @@ def create_app(config: ApiConfig | None = None, *, node: Node | NodeClient | Non
     ):
         app.include_router(module.router)
     routes_ports.install(app, config.ports_domain)
-    app.uvicorn_protocol = PortHttpProtocol
     e2b.install(app)
     mcp_http.install(app)
     ui.install(app)

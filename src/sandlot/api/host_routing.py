@@ -32,11 +32,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
 
-__all__ = ["PATH_FORM", "PREFIX_KEY", "SCOPE_KEY", "Finder", "HostRoutes", "HostRoutingMiddleware", "PortRoutedApp"]
+__all__ = [
+    "PATH_FORM", "PREFIX_KEY", "SCOPE_KEY", "Finder", "HostRoutes", "HostRoutingMiddleware", "PortRoute",
+    "PortRoutedApp",
+]  # fmt: skip
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -48,6 +52,29 @@ Finder = Callable[[Mapping[str, str]], "tuple[str, int] | None"]
 SCOPE_KEY = "sandlot.port_target"
 PREFIX_KEY = "sandlot.port_prefix"
 PATH_FORM = re.compile(r"^(?P<prefix>/sandboxes/(?P<sid>[^/]+)/ports/(?P<port>[0-9]{1,9}))(?P<rest>/.*)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class PortRoute:
+    """Where a request for a sandbox's port goes, as `HostRoutes.locate` found it."""
+
+    sandbox_id: str
+    port: int
+    #: what was taken off the front of the request's path: `/sandboxes/{S}/ports/{P}/`, or `/` for a host name
+    prefix: str
+    #: the path in the sandbox
+    path: str
+    #: for a mounted port, the path of the API's own route that serves it (else None: the port proxy)
+    mounted: str | None
+
+    def raw_path(self, raw: bytes) -> bytes:
+        """The path to pass on as the client wrote it (escapes kept), from the request's raw path."""
+        if self.mounted is not None:
+            return self.mounted.encode()
+        if self.prefix == "/":
+            return raw or self.path.encode()
+        m = PATH_FORM.match(raw.decode("latin-1"))
+        return (m["rest"] or "/").encode("latin-1") if m else self.path.encode()
 
 
 class HostRoutes:
@@ -92,6 +119,17 @@ class HostRoutes:
         prefix = self._mounts.get(target[1])
         return None if prefix is None else f"{prefix}/{target[0]}/{target[1]}{path}"
 
+    def locate(self, path: str, headers: Callable[[], Mapping[str, str]]) -> PortRoute | None:
+        """Where a request for `path` goes when it is for a sandbox's port (path form first, then the
+        host name and the finders, from `headers()`, names lower-cased, read only when needed); else None."""
+        m = PATH_FORM.match(path)
+        if m is not None:
+            return PortRoute(m["sid"], int(m["port"]), m["prefix"] + "/", m["rest"] or "/", None)
+        target = self.target(headers())
+        if target is None:
+            return None
+        return PortRoute(target[0], target[1], "/", path, self.mounted_path(target, path))
+
 
 class HostRoutingMiddleware:
     def __init__(self, app: ASGIApp, routes: HostRoutes) -> None:
@@ -99,30 +137,23 @@ class HostRoutingMiddleware:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        m = PATH_FORM.match(scope.get("path", "")) if scope["type"] in ("http", "websocket") else None
-        if m is not None:
-            raw = PATH_FORM.match(scope.get("raw_path", b"").decode("latin-1"))
-            scope = dict(scope)
-            scope[SCOPE_KEY] = (m["sid"], int(m["port"]))
-            scope[PREFIX_KEY] = m["prefix"] + "/"
-            scope["path"] = m["rest"] or "/"
-            scope["raw_path"] = (raw["rest"] or "/").encode("latin-1") if raw else scope["path"].encode()
-            await self.routes.default(scope, receive, send)
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
             return
-        if scope["type"] in ("http", "websocket"):
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            target = self.routes.target(headers)
-            if target is not None:
-                scope = dict(scope)
-                scope[SCOPE_KEY] = target
-                scope[PREFIX_KEY] = "/"
-                path = self.routes.mounted_path(target, scope.get("path", "/"))
-                if path is None:
-                    await self.routes.default(scope, receive, send)
-                    return
-                scope["path"] = path
-                scope["raw_path"] = path.encode()
-        await self.app(scope, receive, send)
+        route = self.routes.locate(scope.get("path", ""), lambda: _headers(scope))
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        scope = dict(scope)
+        scope[SCOPE_KEY] = (route.sandbox_id, route.port)
+        scope[PREFIX_KEY] = route.prefix
+        scope["path"] = route.mounted or route.path
+        scope["raw_path"] = route.raw_path(scope.get("raw_path", b""))
+        await (self.app if route.mounted is not None else self.routes.default)(scope, receive, send)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
 class PortRoutedApp(FastAPI):

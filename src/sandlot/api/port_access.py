@@ -22,6 +22,10 @@ import secrets
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from fastapi import FastAPI
+from starlette.datastructures import QueryParams
+from starlette.responses import Response
+
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
 from sandlot.api.auth import _authenticate, _key_from
@@ -31,7 +35,7 @@ from sandlot.node.client import NodeClient
 if TYPE_CHECKING:
     from sandlot.api.service import SandboxService
 
-__all__ = ["TOKEN_HEADER", "TOKEN_QUERY", "PortAccess", "PortAccessRegistry"]
+__all__ = ["TOKEN_HEADER", "TOKEN_QUERY", "PortAccess", "PortAccessRegistry", "first_visit_cookie", "port_registry"]
 
 TOKEN_HEADER = "x-sandlot-access-token"
 TOKEN_QUERY = "sandlot_access_token"
@@ -131,3 +135,27 @@ class PortAccessRegistry:
                 )
             return await self.service.for_request(rec)  # resumes one that resumes on requests (auto_resume)
         return await self.node.agent(sandbox_id)
+
+
+def port_registry(app: FastAPI) -> PortAccessRegistry:
+    """The API app's registry (made on first use)."""
+    reg = getattr(app.state, "port_access", None)
+    if reg is None:
+        svc = app.state.service
+        reg = app.state.port_access = PortAccessRegistry(svc.node, app.state.store, svc)
+    assert isinstance(reg, PortAccessRegistry)
+    return reg
+
+
+async def first_visit_cookie(
+    registry: PortAccessRegistry, sandbox_id: str, query: QueryParams, path: str
+) -> list[tuple[bytes, bytes]]:
+    """The Set-Cookie header that keeps the access token a browser brought in the query (its first visit)."""
+    if TOKEN_QUERY not in query:
+        return []
+    token = (await registry.get(sandbox_id)).token
+    if query.get(TOKEN_QUERY) != token:
+        return []
+    cookie = Response()
+    cookie.set_cookie(TOKEN_QUERY, token, path=path, httponly=True, samesite="lax")
+    return [(k, v) for k, v in cookie.raw_headers if k == b"set-cookie"]

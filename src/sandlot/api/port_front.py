@@ -38,8 +38,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from sandlot import errors
 from sandlot.api import http1
-from sandlot.api.host_routing import PATH_FORM, PortRoutedApp
+from sandlot.api.host_routing import PortRoutedApp
 from sandlot.api.http_errors import error_response, status_of
+from sandlot.api.port_access import first_visit_cookie, port_registry
 from sandlot.api.port_proxy import (
     REPLAYABLE,
     PortProxy,
@@ -50,7 +51,6 @@ from sandlot.api.port_proxy import (
     request_head,
     reset_on_close,
 )
-from sandlot.api.routes_ports import first_visit_cookie, port_registry
 
 __all__ = ["PortHttpProtocol"]
 
@@ -153,7 +153,7 @@ class PortHttpProtocol(HttpToolsProtocol):
     def _target(self) -> _Target | None:
         """What the request whose head the parser just read asks of a sandbox's port, when it does so in a
         way the fast path serves (see the module's docstring)."""
-        if self._app is None:
+        if self._app is None or self._app.port_routing is None:
             return None
         headers: dict[str, str] = {}
         for k, v in self.headers:  # (names lower-cased by uvicorn)
@@ -161,20 +161,12 @@ class PortHttpProtocol(HttpToolsProtocol):
         if any(name in headers for name in _SLOW_HEADERS) or self.expect_100_continue:
             return None
         url = httptools.parse_url(self.url)
-        path = url.path.decode("latin-1")
-        m = PATH_FORM.match(path)
-        if m is not None:
-            sandbox_id, port, prefix, rest = m["sid"], int(m["port"]), m["prefix"] + "/", m["rest"] or "/"
-        else:
-            assert self._app.port_routing is not None
-            routes = self._app.port_routing.routes
-            found = routes.target(headers)
-            if found is None or routes.mounted_path(found, "/") is not None:
-                return None
-            (sandbox_id, port), prefix, rest = found, "/", path
-        target = "/" + rest.lstrip("/") + ("?" + url.query.decode("latin-1") if url.query else "")
+        route = self._app.port_routing.routes.locate(url.path.decode("latin-1"), lambda: headers)
+        if route is None or route.mounted is not None:
+            return None
+        target = "/" + route.path.lstrip("/") + ("?" + url.query.decode("latin-1") if url.query else "")
         query = QueryParams(url.query) if url.query else _NO_QUERY
-        return _Target(sandbox_id, port, prefix, target, list(self.headers), headers, query)
+        return _Target(route.sandbox_id, route.port, route.prefix, target, list(self.headers), headers, query)
 
     def _claim(self) -> _FastRequest | None:
         """The request whose head the parser just read, when the fast path takes it."""

@@ -62,11 +62,10 @@ __all__ = ["PortProxy", "answer_headers", "broken_exchange", "connect", "port_er
 log = logging.getLogger("sandlot.api.ports")
 
 #: Headers that belong to one hop (RFC 9110 7.6.1), and Sandlot's own credentials.
-HOP_HEADERS = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-    "transfer-encoding", "upgrade", "x-api-key", "x-sandlot-access-token",
+HOP_NAMES = {
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer", b"trailers",
+    b"transfer-encoding", b"upgrade", b"x-api-key", b"x-sandlot-access-token",
 }  # fmt: skip
-HOP_NAMES = {name.encode() for name in HOP_HEADERS}
 #: How long an idle keep-alive connection to a sandbox's port is kept, and how many per port.
 KEEPALIVE_S = 30.0
 MAX_IDLE = 32

@@ -6,7 +6,8 @@
   and `{port}-{id}.{domain}` host names reach the same ports: both are routed
   by host_routing, ahead of the API's router.
 
-`install(app, domain)` adds all of it to the API app.
+`install(app, domain)` adds all of it to the API app, with the fast path that serves plain
+port requests from uvicorn's parser (port_front).
 """
 
 from __future__ import annotations
@@ -15,31 +16,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Request, WebSocket
 from starlette.datastructures import Headers, QueryParams
-from starlette.responses import Response
 
 from sandlot import errors
 from sandlot.api.deps import SandboxId, Svc, Who
 from sandlot.api.host_routing import PREFIX_KEY, SCOPE_KEY, HostRoutes, PortRoutedApp, Receive, Scope, Send
 from sandlot.api.http_errors import error_response, status_of
-from sandlot.api.port_access import TOKEN_QUERY, PortAccessRegistry
+from sandlot.api.port_access import first_visit_cookie, port_registry
+from sandlot.api.port_front import PortHttpProtocol
 from sandlot.api.port_proxy import PortProxy
 from sandlot.models import ErrorBody, NetworkInfo, NetworkSettings
 from sandlot.node.protocol import NetworkPolicy, SandboxStatus
 
-__all__ = ["first_visit_cookie", "install", "network_info", "port_registry", "router"]
+__all__ = ["install", "network_info", "router"]
 
 _ERRORS: dict[int | str, dict[str, object]] = {s: {"model": ErrorBody} for s in (400, 401, 404, 409, 422)}
 router = APIRouter(tags=["network"], responses=_ERRORS)
 Port = Annotated[int, Path(ge=1, le=65535, description="a TCP port inside the sandbox")]
-
-
-def port_registry(app: FastAPI) -> PortAccessRegistry:
-    reg = getattr(app.state, "port_access", None)
-    if reg is None:
-        svc = app.state.service
-        reg = app.state.port_access = PortAccessRegistry(svc.node, app.state.store, svc)
-    assert isinstance(reg, PortAccessRegistry)
-    return reg
 
 
 async def network_info(app: FastAPI, sbx: SandboxStatus) -> NetworkInfo:
@@ -88,20 +80,6 @@ async def make_private(sandbox_id: SandboxId, port: Port, who: Who, svc: Svc, re
     return await network_info(request.app, sbx)
 
 
-async def first_visit_cookie(
-    registry: PortAccessRegistry, sandbox_id: str, query: QueryParams, path: str
-) -> list[tuple[bytes, bytes]]:
-    """The Set-Cookie header that keeps the access token a browser brought in the query (its first visit)."""
-    if TOKEN_QUERY not in query:
-        return []
-    token = (await registry.get(sandbox_id)).token
-    if query.get(TOKEN_QUERY) != token:
-        return []
-    cookie = Response()
-    cookie.set_cookie(TOKEN_QUERY, token, path=path, httponly=True, samesite="lax")
-    return [(k, v) for k, v in cookie.raw_headers if k == b"set-cookie"]
-
-
 async def _serve_http(scope: Scope, receive: Receive, send: Send, sandbox_id: str, port: int) -> None:
     registry = port_registry(scope["app"])
     headers = Headers(scope=scope)  # (no Request: the proxy reads the scope as it is)
@@ -148,3 +126,4 @@ def install(app: PortRoutedApp, domain: str) -> None:
     app.state.host_routes = routes
     app.include_router(router)
     app.route_ports(routes)
+    app.uvicorn_protocol = PortHttpProtocol

@@ -24,7 +24,7 @@ from sandlot.api import checkpoints
 from sandlot.api.auth import Principal
 from sandlot.api.deps import SandboxId, Svc, Who
 from sandlot.api.e2b.access import access_token
-from sandlot.api.routes_ports import port_registry
+from sandlot.api.port_access import port_registry
 from sandlot.api.service import SandboxService
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord
 from sandlot.models import (
