@@ -75,4 +75,7 @@ def quiet_server(app: Any, *, log_level: str = "info", **config: Any) -> QuietSe
     """A server for `app` (`config`: more of uvicorn.Config's arguments, e.g. host and port); `.run()` it.
     An app may name the HTTP protocol it is served with (`uvicorn_protocol`: the API's port fast path)."""
     config.setdefault("http", getattr(app, "uvicorn_protocol", "auto"))
+    # No `Server: uvicorn` on every answer: it names software to an attacker, and the port proxy's
+    # answers are the sandbox's server's, whose own Server header it passes on.
+    config.setdefault("server_header", False)
     return QuietServer(uvicorn.Config(app, log_level=log_level, ws="websockets-sansio", **config))

@@ -96,6 +96,13 @@ async def handle(reader, writer):
                 writer.write(b"0\r\n\r\n")
                 await writer.drain()
                 continue
+            if target == "/dated":  # the headers a real server adds (http.server, nginx, ...)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\nServer: in-sandbox/1.0\r\n"
+                    b"Content-Length: 2\r\n\r\nok"
+                )
+                await writer.drain()
+                continue
             if target == "/sse":
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"

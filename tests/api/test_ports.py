@@ -70,6 +70,21 @@ def test_http_at_the_path_and_the_host_name(api_server: Server, admin: httpx.Cli
     assert r.status_code == 200 and r.content == body
 
 
+def test_an_answer_keeps_one_date_and_the_sandboxs_server_header(
+    api_server: Server, admin: httpx.Client, served: dict[str, Any]
+) -> None:
+    """The server in the sandbox sends Date and Server; each appears once, on both of the proxy's paths
+    (a plain request takes the fast path, one that names a proxy in front (X-Forwarded-For) takes ASGI)."""
+    url = f"{api_server.url}/sandboxes/{served['sandbox_id']}/ports/{PORT}/dated"
+    for extra in ({}, {"X-Forwarded-For": "192.0.2.1"}):
+        r = admin.get(url, headers=extra)
+        assert r.status_code == 200 and r.text == "ok", r.text
+        names = [k.lower() for k, _ in r.headers.raw]
+        assert names.count(b"date") == 1, r.headers.raw
+        assert r.headers.get_list("server") == ["in-sandbox/1.0"], r.headers.raw
+    assert "server" not in admin.get("/health").headers, "the API names no software of its own"
+
+
 def test_ports_are_private_until_made_public(api_server: Server, admin: httpx.Client, served: dict[str, Any]) -> None:
     sid = served["sandbox_id"]
     url = f"{api_server.url}/sandboxes/{sid}/ports/{PORT}/x"

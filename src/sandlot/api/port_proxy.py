@@ -66,6 +66,7 @@ HOP_NAMES = {
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer", b"trailers",
     b"transfer-encoding", b"upgrade", b"x-api-key", b"x-sandlot-access-token",
 }  # fmt: skip
+_NOT_PASSED = HOP_NAMES | {b"date"}
 #: How long an idle keep-alive connection to a sandbox's port is kept, and how many per port.
 KEEPALIVE_S = 30.0
 MAX_IDLE = 32
@@ -230,8 +231,10 @@ def request_head(
 
 
 def answer_headers(ex: http1.Exchange, extra: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The headers of the server's answer as they go on to the client (names lower-cased), `extra` added."""
-    return [(k.lower(), v) for k, v in ex.headers if k.lower() not in HOP_NAMES] + list(extra)
+    """The headers of the server's answer as they go on to the client (names lower-cased), `extra` added.
+
+    Its Date is dropped: the API's server dates every answer it writes, and HTTP allows one Date."""
+    return [(k.lower(), v) for k, v in ex.headers if k.lower() not in _NOT_PASSED] + list(extra)
 
 
 def broken_exchange(exc: BaseException, sandbox_id: str, port: int) -> Response:
