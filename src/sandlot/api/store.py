@@ -229,6 +229,10 @@ _METADATA_OF = sa.select(sandbox_metadata.c.sandbox_id, sandbox_metadata.c.key, 
     sandbox_metadata.c.sandbox_id.in_(sa.bindparam("ids", expanding=True))
 )
 _TEAM_QUOTA = sa.select(*(teams.c[f] for f in QUOTA_FIELDS)).where(teams.c.team == sa.bindparam("team"))
+#: (every create reads the owners of all the node's checkpoints: its team's disk use)
+_OWNERS = sa.select(sandboxes.c.sandbox_id, sandboxes.c.team, sandboxes.c.state, sandboxes.c.ended_at).where(
+    sandboxes.c.sandbox_id.in_(sa.bindparam("ids", expanding=True))
+)
 _PORT_ACCESS = sa.select(port_access).where(port_access.c.sandbox_id == sa.bindparam("sandbox_id"))
 
 
@@ -632,10 +636,7 @@ class Store:
         def q(c: Connection) -> dict[str, tuple[str, str, float | None]]:
             out: dict[str, tuple[str, str, float | None]] = {}
             for i in range(0, len(ids), 500):  # bounded IN lists
-                cols = (sandboxes.c.sandbox_id, sandboxes.c.team, sandboxes.c.state, sandboxes.c.ended_at)
-                for sid, team, state, ended in c.execute(
-                    sa.select(*cols).where(sandboxes.c.sandbox_id.in_(ids[i : i + 500]))
-                ):
+                for sid, team, state, ended in c.execute(_OWNERS, {"ids": ids[i : i + 500]}):
                     out[sid] = (team, state, ended)
             return out
 

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import json
+import os
 import re
 import secrets
 import shutil
+import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -52,7 +55,8 @@ def spec_to_dict(spec: SandboxSpec) -> dict[str, Any]:
 
 
 def spec_from_dict(d: dict[str, Any]) -> SandboxSpec:
-    """Rebuild a spec, ignoring fields this version does not know."""
+    """Rebuild a spec, ignoring fields this version does not know (a copy: it shares nothing with `d`)."""
+    d = copy.deepcopy(d)
     known = {f.name for f in dataclasses.fields(SandboxSpec)}
     kw = {k: v for k, v in d.items() if k in known and k != "limits"}
     lk = {f.name for f in dataclasses.fields(Limits)}
@@ -62,7 +66,7 @@ def spec_from_dict(d: dict[str, Any]) -> SandboxSpec:
     return SandboxSpec(**kw, limits=limits)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Checkpoint:
     id: str
     name: str
@@ -108,11 +112,18 @@ class CheckpointStore:
     files go. A node killed midway leaves only those names, which `sweep` removes.
     `_locks[sandbox id]` serialises checkpoints of one sandbox (names are unique
     per sandbox); checkpoints of different sandboxes proceed side by side.
+    `_listed[id]` is checkpoint `id` as its record was read, for each one the last
+    listing found: a record never changes once in place, ids are not reused, and
+    `delete` (which `adopt` calls first) drops the entry; a listing that overlapped a
+    delete keeps nothing (`_deletes` counts them), so it cannot bring the entry back.
     """
 
     def __init__(self, dir: Path) -> None:
         self.dir = Path(dir)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._listed: dict[str, Checkpoint] = {}
+        self._deletes = 0
+        self._listed_lock = threading.Lock()
 
     def sweep(self) -> list[Path]:
         """Remove what killed checkpoints and deletions left (call it before any checkpoint starts)."""
@@ -149,14 +160,27 @@ class CheckpointStore:
             return None
 
     def list(self, sandbox_id: str | None = None) -> list[Checkpoint]:
-        if not self.dir.is_dir():
+        """The checkpoints here (of `sandbox_id` only, if given), oldest first.
+
+        Reads the directory, and only the records it has not seen before (`_listed`): reading
+        each record cost ~50 µs, and every create lists them all (its team's disk use), so a
+        node holding 1000 checkpoints spent 50 ms of each create on it, under the team's lock."""
+        deletes = self._deletes
+        try:
+            names = [entry.name for entry in os.scandir(self.dir)]
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        out = []
-        for d in self.dir.iterdir():
-            if CHECKPOINT_ID_RE.match(d.name):
-                ck = self._load(d)
-                if ck is not None and (sandbox_id is None or ck.sandbox_id == sandbox_id):
-                    out.append(ck)
+        known, listed = self._listed, {}
+        for name in names:
+            ck = known.get(name)
+            if ck is None and CHECKPOINT_ID_RE.match(name):
+                ck = self._load(self.dir / name)
+            if ck is not None:
+                listed[name] = ck
+        with self._listed_lock:
+            if self._deletes == deletes:
+                self._listed = listed
+        out = [c for c in listed.values() if sandbox_id is None or c.sandbox_id == sandbox_id]
         return sorted(out, key=lambda c: (c.created_at, c.id))
 
     async def take(
@@ -233,5 +257,8 @@ class CheckpointStore:
         ck = self.get(checkpoint_id)
         trash = self.dir / f".{ck.id}.deleting"
         ck.dir.rename(trash)  # unlisted at once; the blocks go with the files
+        with self._listed_lock:
+            self._deletes += 1
+            self._listed.pop(ck.id, None)
         with contextlib.suppress(OSError):
             shutil.rmtree(trash)
