@@ -216,10 +216,10 @@ class PortAccessRecord:
     all_public: bool = False
 
 
-# The statements of the queries every request makes (its key, its sandbox), built once: SQLAlchemy
-# keys its cache of compiled SQL by a walk of the statement, memoized on the statement object, and a
-# statement built afresh for each call cost ~200 µs of CPU more per query than one built here (a
-# third of a request's store time; measured with the key lookup and the sandbox read).
+# The statements of the hot queries (every request's key and sandbox, every create's quota and
+# checkpoint owners), built once: SQLAlchemy keys its cache of compiled SQL by a walk of the
+# statement, memoized on the statement object, and a statement built afresh for each call cost
+# ~200 µs of CPU more per query than one built here (measured with the key lookup and the sandbox read).
 _KEY_BY_HASH = sa.select(*(api_keys.c[n] for n in KeyRecord.__dataclass_fields__)).where(
     api_keys.c.hash == sa.bindparam("key_hash")
 )
@@ -229,7 +229,6 @@ _METADATA_OF = sa.select(sandbox_metadata.c.sandbox_id, sandbox_metadata.c.key, 
     sandbox_metadata.c.sandbox_id.in_(sa.bindparam("ids", expanding=True))
 )
 _TEAM_QUOTA = sa.select(*(teams.c[f] for f in QUOTA_FIELDS)).where(teams.c.team == sa.bindparam("team"))
-#: (every create reads the owners of all the node's checkpoints: its team's disk use)
 _OWNERS = sa.select(sandboxes.c.sandbox_id, sandboxes.c.team, sandboxes.c.state, sandboxes.c.ended_at).where(
     sandboxes.c.sandbox_id.in_(sa.bindparam("ids", expanding=True))
 )
