@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from sandlot.node.rootfs import is_mountpoint
+from tests.api.conftest import new_team_client
 from tests.api.crash import Crashable, admin_client, ok, request, run
 from tests.api.harness import Server
 from tests.leftovers import assert_clean, leftovers
@@ -145,6 +146,37 @@ def test_crash_in_create_and_kill(crash: Crashable) -> None:
         assert _live(c) == {bystander}
         assert run(c, bystander, "cat /root/f") == (0, "kept\n")
     _clean(crash, {bystander}, mentioned)
+
+
+def test_a_recorded_create_no_longer_holds_room_beside_its_record(crash: Crashable) -> None:
+    """A create's record and the release of its reservation commit together. With room for two
+    sandboxes, a second create is admitted while the first stands just after its record (it was
+    refused when the first's sandbox counted twice there: once live, once reserved).
+
+    A team of its own: reservations of creates cut short by the other tests' crashes count for
+    their team until they expire."""
+    srv = crash.server
+    crash.crash()
+    crash.start({"api.create.after_record": "hang"})
+    with admin_client(srv) as admin, new_team_client(srv, admin, "room-for-two") as c:
+        ok(admin.patch("/teams/room-for-two/quota", json={"max_sandboxes": 2}))
+
+        def create() -> httpx.Response:
+            with httpx.Client(base_url=srv.url, headers=c.headers, timeout=600) as own:
+                return own.post("/sandboxes", json={"timeout": 3600})
+
+        first = crash.step("api.create.after_record", create)
+        second = _create(c)  # (the failpoint has fired: this create passes it)
+        assert _live(c) == {first, second}
+        r = c.post("/sandboxes", json={})
+        assert r.status_code == 429 and "may run 2" in r.json()["message"], r.text  # the limit still holds
+        mentioned = crash.crash() | {first, second}  # (the first request is still parked: the crash ends it)
+        key = c.headers["X-API-Key"]
+    crash.start()
+    with httpx.Client(base_url=srv.url, headers={"X-API-Key": key}, timeout=120) as c:  # (the restarted server's)
+        for sid in (first, second):
+            assert c.delete(f"/sandboxes/{sid}").status_code == 204
+    assert_clean(srv.data_dir, gone=mentioned)
 
 
 def test_crash_as_a_create_takes_a_mounted_spare_disk(crash: Crashable) -> None:

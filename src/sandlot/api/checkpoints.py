@@ -15,6 +15,7 @@ from sandlot import errors
 from sandlot.api.auth import Principal
 from sandlot.api.service import SandboxService
 from sandlot.api.store import SandboxRecord
+from sandlot.api.teams import Room
 from sandlot.failpoints import afailpoint
 from sandlot.models import CheckpointInfo, ForkRequest
 from sandlot.node.protocol import SandboxStatus
@@ -81,9 +82,9 @@ async def fork(svc: SandboxService, who: Principal, checkpoint_id: str, req: For
     admit = svc.teams.admit(
         who.team, sandboxes=req.count, disk_mb=req.count * parent.disk_mb, what=f"fork {req.count} sandbox(es)"
     )
-    async with admit:
+    async with admit as room:
         sandboxes = await svc.node.fork(checkpoint_id, req.count)
-        recs = await _record_forks(svc, who, parent, sandboxes, req, checkpoint_id)
+        recs = await _record_forks(svc, who, parent, sandboxes, req, checkpoint_id, room)
     forks = " ".join(r.sandbox_id for r in recs)
     await svc.events.add(who.team, parent.sandbox_id, "forked", f"{checkpoint_id} -> {forks}")
     return recs
@@ -96,6 +97,7 @@ async def _record_forks(
     sandboxes: list[SandboxStatus],
     req: ForkRequest,
     checkpoint_id: str,
+    room: Room,
 ) -> list[SandboxRecord]:
     now = time.time()
     recs = [
@@ -118,7 +120,7 @@ async def _record_forks(
     ]
     try:
         await afailpoint("api.fork.before_records", checkpoint_id)
-        await svc.store.add_sandboxes(recs)
+        await room.recorded(lambda give_up: svc.store.add_sandboxes(recs, give_up))
     except BaseException:
         for sbx in sandboxes:
             with contextlib.suppress(errors.SandlotError):

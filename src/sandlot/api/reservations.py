@@ -123,7 +123,12 @@ class Reservations:
         return await self.store.transaction(q, lock=None if self.store.dialect == "postgresql" else self._sqlite_lock)
 
     async def release(self, rid: str) -> None:
-        await self.store.transaction(lambda c: c.execute(reservations.delete().where(reservations.c.id == rid)))
+        await self.store.transaction(lambda c: self.drop(c, rid))
+
+    @staticmethod
+    def drop(c: Connection, rid: str) -> None:
+        """Release reservation `rid` within a transaction (the one that records what it held room for)."""
+        c.execute(reservations.delete().where(reservations.c.id == rid))
 
     @contextlib.asynccontextmanager
     async def holding(self, scope: str, amount: Amount, check: Check) -> AsyncIterator[None]:

@@ -37,7 +37,7 @@ from sandlot.api.auth import Principal
 from sandlot.api.events import EventLog
 from sandlot.api.lifecycle import check_lifetime
 from sandlot.api.store import ACTIVE_STATES, SandboxRecord, Store
-from sandlot.api.teams import Quotas, Teams
+from sandlot.api.teams import Quotas, Room, Teams
 from sandlot.api.telemetry import Telemetry
 from sandlot.api.template_access import usable, writer
 from sandlot.api.volumes import volume_mounts
@@ -225,15 +225,17 @@ class SandboxService:
             usable(existing, template, who)  # another team's own template is "not found"
         elif req.registry_auth is not None:  # pulled with the team's credentials: the team's own
             await self.node.fetch_template(template, req.registry_auth, team=writer(who))
-        async with self.teams.admit(who.team, sandboxes=1, disk_mb=req.disk_mb, what="create a sandbox"):
+        async with self.teams.admit(who.team, sandboxes=1, disk_mb=req.disk_mb, what="create a sandbox") as room:
             sbx = await self.node.create(spec)
-            rec = await self._record(who, sbx, req, template, runtime)
+            rec = await self._record(who, sbx, req, template, runtime, room)
+            await afailpoint("api.create.after_record", sbx.sandbox_id)
         return rec
 
     async def _record(
-        self, who: Principal, sbx: SandboxStatus, req: SandboxCreate, template: str, runtime: str
+        self, who: Principal, sbx: SandboxStatus, req: SandboxCreate, template: str, runtime: str, room: Room
     ) -> SandboxRecord:
-        """Write the record of a sandbox the node just made (killing it if that fails)."""
+        """Write the record of a sandbox the node just made, giving up the `room` it was made in (killing
+        the sandbox if that fails)."""
         now = time.time()
         rec = SandboxRecord(
             sandbox_id=sbx.sandbox_id,
@@ -256,7 +258,7 @@ class SandboxService:
         )
         try:
             await afailpoint("api.create.before_record", sbx.sandbox_id)
-            await self.store.add_sandbox(rec)
+            await room.recorded(lambda give_up: self.store.add_sandbox(rec, give_up))
         except BaseException:
             with contextlib.suppress(errors.SandlotError):
                 await self.node.kill(sbx.sandbox_id)

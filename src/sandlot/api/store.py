@@ -447,11 +447,14 @@ class Store:
 
     # ------------------------------------------------------------ sandboxes
 
-    async def add_sandbox(self, rec: SandboxRecord) -> None:
-        await self.add_sandboxes([rec])
+    async def add_sandbox(self, rec: SandboxRecord, also: Callable[[Connection], None] | None = None) -> None:
+        await self.add_sandboxes([rec], also)
 
-    async def add_sandboxes(self, recs: Sequence[SandboxRecord]) -> None:
-        """Records of new sandboxes, all or none (one transaction: a fork is never half recorded)."""
+    async def add_sandboxes(
+        self, recs: Sequence[SandboxRecord], also: Callable[[Connection], None] | None = None
+    ) -> None:
+        """Records of new sandboxes, all or none (one transaction: a fork is never half recorded);
+        `also(c)` runs in that transaction (what must commit with them: releasing the room they took)."""
 
         def q(c: Connection) -> None:
             for rec in recs:
@@ -465,6 +468,8 @@ class Store:
                     )
                 if self.on_transition is not None:
                     self.on_transition(c, rec.sandbox_id, rec.team, None, rec.state, None)
+            if also is not None:
+                also(c)
 
         await self._run(q)
         self.deadline_writes += 1  # the reaper looks again (written: it sees them)

@@ -29,9 +29,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.engine import Connection
 
@@ -43,7 +43,7 @@ from sandlot.models import TeamInfo, TeamQuota, TeamUsage
 if TYPE_CHECKING:
     from sandlot.node.client import NodeClient
 
-__all__ = ["DEFAULT_CHECKPOINT_RETENTION_S", "Quotas", "Teams"]
+__all__ = ["DEFAULT_CHECKPOINT_RETENTION_S", "Quotas", "Room", "Teams"]
 
 log = logging.getLogger("sandlot.api")
 
@@ -86,6 +86,25 @@ def _scope(team: str) -> str:
 
 def _detail(sandbox_mb: int, volume_mb: int, ck_mb: int) -> str:
     return f"sandboxes' disks {sandbox_mb} MiB, volumes {volume_mb} MiB, checkpoints {ck_mb} MiB"
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Room:
+    """Room that `Teams.admit` holds (a reservation) while something is made."""
+
+    rid: str
+    given_up: bool = False
+
+    async def recorded(self, write: Callable[[Callable[[Connection], None]], Awaitable[T]]) -> T:
+        """`write(give_up)`: a store write that calls `give_up(c)` in its transaction, so the record of
+        what was made and the release of its room commit together: never both counted (which refused
+        a create there was room for), and no round trip of its own for the release."""
+        out = await write(lambda c: Reservations.drop(c, self.rid))
+        self.given_up = True
+        return out
 
 
 @dataclass
@@ -140,11 +159,12 @@ class Teams:
         return TeamInfo(team=team, quota=quota, overrides=overrides, usage=usage)
 
     @contextlib.asynccontextmanager
-    async def admit(self, team: str, *, sandboxes: int = 0, disk_mb: int = 0, what: str) -> AsyncIterator[None]:
+    async def admit(self, team: str, *, sandboxes: int = 0, disk_mb: int = 0, what: str) -> AsyncIterator[Room]:
         """Hold room for `sandboxes` and `disk_mb` while `what` is made; LimitReachedError if they do not fit.
 
         The room is reserved in the database in the transaction that checks the limits, serialized
-        per team across replicas; the local lock only spares the database this replica's queue."""
+        per team across replicas; the local lock only spares the database this replica's queue.
+        It is released on leaving, unless `Room.recorded` gave it up with the record of what was made."""
         async with self._locks.setdefault(team, asyncio.Lock()):
             quota, _ = await self.quota(team)
             volume_mb, ck_mb = await self._stored_mb(team)
@@ -168,11 +188,13 @@ class Teams:
                     )
 
             rid = await self.reservations.hold(_scope(team), Amount(sandboxes=sandboxes, disk_mb=disk_mb), check)
+        room = Room(rid)
         try:
-            yield
+            yield room
         finally:
-            with contextlib.suppress(Exception):  # unreleased, it expires (reservations.py)
-                await self.reservations.release(rid)
+            if not room.given_up:
+                with contextlib.suppress(Exception):  # unreleased, it expires (reservations.py)
+                    await self.reservations.release(rid)
 
     # ------------------------------------------------------------ housekeeping
 
