@@ -11,7 +11,8 @@ network `egress` so that it has an address) is loaded twice in one run:
 
 For each, in a gVisor and a crun sandbox: requests per second with
 `CONCURRENCY` keep-alive clients for a fixed time and their p50 latency;
-chunked downloads (MB/s); WebSocket echo round trips one after another.
+chunked downloads (MB/s); WebSocket echo round trips one after another (latency), and
+WebSocket messages with WS_WINDOW in flight (throughput).
 
 The two routes take turns (`ROUNDS` rounds each, direct first in odd rounds
 and proxied first in even ones), and each figure pools its rounds: this VM's
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import shutil
 import tempfile
@@ -44,6 +46,8 @@ PORT = 8080
 CONCURRENCY = 4
 #: rounds per route, taken in turns with the other route
 ROUNDS = 4
+#: WebSocket messages in flight at once in the throughput figure
+WS_WINDOW = 32
 
 
 async def _load(url: str, headers: dict[str, str], seconds: float) -> dict[str, Any]:
@@ -94,6 +98,33 @@ async def _ws(url: str, headers: dict[str, str], seconds: float) -> dict[str, An
             await ws.send("x" * 100)
             assert await ws.recv() == "echo: " + "x" * 100
             lat.append(time.perf_counter() - t0)
+        wall = time.perf_counter() - t_start
+    out = summary(lat)
+    out["rps"] = len(lat) / wall
+    return out
+
+
+async def _ws_flow(url: str, headers: dict[str, str], seconds: float) -> dict[str, Any]:
+    """WebSocket throughput: 100-byte text messages echoed with `WS_WINDOW` always in flight (a new
+    one sent as each echo comes back): messages per second, and each message's time there and back."""
+    from websockets.asyncio.client import connect
+
+    lat: list[float] = []
+    sent: collections.deque[float] = collections.deque()
+    msg = "x" * 100
+    async with connect(url, additional_headers=headers, max_size=None) as ws:
+        stop = time.perf_counter() + seconds
+        t_start = time.perf_counter()
+        for _ in range(WS_WINDOW):
+            sent.append(time.perf_counter())
+            await ws.send(msg)
+        while sent:
+            assert await ws.recv() == "echo: " + msg
+            now = time.perf_counter()
+            lat.append(now - sent.popleft())
+            if now < stop:
+                sent.append(now)
+                await ws.send(msg)
         wall = time.perf_counter() - t_start
     out = summary(lat)
     out["rps"] = len(lat) / wall
@@ -159,7 +190,7 @@ async def _one_sandbox(conn: dict[str, Any], quick: bool, runtime: str) -> dict[
         await _load(direct, {}, 0.5)  # warm both paths, unmeasured
         await _load(proxied, token, 0.5)
         each = seconds / ROUNDS
-        out: dict[str, Any] = {"stream_mb": stream_bytes >> 20, "rounds": ROUNDS}
+        out: dict[str, Any] = {"stream_mb": stream_bytes >> 20, "rounds": ROUNDS, "ws_window": WS_WINDOW}
         out["port direct"], out["port proxy"] = await _in_turns(
             lambda: _load(direct, {}, each), lambda: _load(proxied, token, each)
         )
@@ -170,6 +201,9 @@ async def _one_sandbox(conn: dict[str, Any], quick: bool, runtime: str) -> dict[
         ws_proxied = sbx.get_url(PORT, "/ws").replace("http", "ws", 1)
         out["ws direct"], out["ws proxy"] = await _in_turns(
             lambda: _ws(f"ws://{address}:{PORT}/ws", {}, each), lambda: _ws(ws_proxied, token, each)
+        )
+        out["ws flow direct"], out["ws flow proxy"] = await _in_turns(
+            lambda: _ws_flow(f"ws://{address}:{PORT}/ws", {}, each), lambda: _ws_flow(ws_proxied, token, each)
         )
         return out
     finally:

@@ -46,6 +46,7 @@ def _port_rows(ports: dict[str, Any]) -> list[tuple[str, float, str, str, float,
     for label, figs in (("gVisor, direct route", ports), ("crun, direct route", ports.get("crun", {}))):
         runs = f"{_get(figs, 'port proxy', 'runs'):.0f}"
         ws_runs = f"{_get(figs, 'ws proxy', 'runs'):.0f}"
+        flow_runs = f"{_get(figs, 'ws flow proxy', 'runs'):.0f}"
         downloads = f"{_get(figs, 'stream proxy', 'runs'):.0f}"
         out += [
             (f"HTTP through the port proxy, requests/s ({conc} clients; {label})",
@@ -58,6 +59,8 @@ def _port_rows(ports: dict[str, Any]) -> list[tuple[str, float, str, str, float,
              _get(figs, "ws proxy", "rps"), "msg/s", base, _get(figs, "ws direct", "rps"), ws_runs),
             (f"WebSocket echo round trip p50 ({label})",
              _get(figs, "ws proxy", "p50_ms"), "ms", base, _get(figs, "ws direct", "p50_ms"), ws_runs),
+            (f"WebSocket messages/s, {_get(figs, 'ws_window'):.0f} in flight, through the port proxy ({label})",
+             _get(figs, "ws flow proxy", "rps"), "msg/s", base, _get(figs, "ws flow direct", "rps"), flow_runs),
         ]  # fmt: skip
     return out
 
