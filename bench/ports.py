@@ -176,7 +176,8 @@ async def _one_sandbox(conn: dict[str, Any], quick: bool, runtime: str) -> dict[
     sbx = await AsyncSandbox.create(template="debian", network="egress", runtime=runtime, **conn)
     try:
         await sbx.files.write("/srv.py", SERVER.read_text())
-        await sbx.commands.run(f"python3 /srv.py {PORT}", background=True)
+        # no command timeout: the default 60 s would end the server in the middle of a full run
+        await sbx.commands.run(f"python3 /srv.py {PORT}", background=True, timeout=None)
         token = {"X-Sandlot-Access-Token": sbx.access_token or ""}
         proxied = sbx.get_url(PORT, "/bench")
         address = (await sbx.network.get()).address
