@@ -48,6 +48,8 @@ CONCURRENCY = 4
 ROUNDS = 4
 #: WebSocket messages in flight at once in the throughput figure
 WS_WINDOW = 32
+#: latencies kept per figure in the results file, evenly spread (its percentiles use every one)
+KEPT_SAMPLES = 500
 
 
 async def _load(url: str, headers: dict[str, str], seconds: float) -> dict[str, Any]:
@@ -135,6 +137,7 @@ def _pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Rounds of `_load` or `_ws` as one: events over the total time, percentiles of every sample."""
     samples = [x / 1000 for r in rounds for x in r["samples_ms"]]
     out = summary(samples)
+    out["samples_ms"] = out["samples_ms"][:: max(1, len(samples) // KEPT_SAMPLES)]
     out["rps"] = len(samples) / sum(r["runs"] / r["rps"] for r in rounds)
     return out
 
