@@ -87,28 +87,10 @@ async def _stream(url: str, headers: dict[str, str], nbytes: int) -> dict[str, A
     return {"mb_per_s": nbytes / wall / 1e6, "wall_ms": wall * 1000, "runs": 1}
 
 
-async def _ws(url: str, headers: dict[str, str], seconds: float) -> dict[str, Any]:
-    """WebSocket round trips (a 100-byte text message, echoed) one after another: per second and p50."""
-    from websockets.asyncio.client import connect
-
-    lat: list[float] = []
-    async with connect(url, additional_headers=headers, max_size=None) as ws:
-        stop = time.perf_counter() + seconds
-        t_start = time.perf_counter()
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            await ws.send("x" * 100)
-            assert await ws.recv() == "echo: " + "x" * 100
-            lat.append(time.perf_counter() - t0)
-        wall = time.perf_counter() - t_start
-    out = summary(lat)
-    out["rps"] = len(lat) / wall
-    return out
-
-
-async def _ws_flow(url: str, headers: dict[str, str], seconds: float) -> dict[str, Any]:
-    """WebSocket throughput: 100-byte text messages echoed with `WS_WINDOW` always in flight (a new
-    one sent as each echo comes back): messages per second, and each message's time there and back."""
+async def _ws(url: str, headers: dict[str, str], seconds: float, window: int = 1) -> dict[str, Any]:
+    """WebSocket messages (100 bytes of text, echoed) with `window` always in flight, a new one sent as
+    each echo comes back: per second, and each message's time there and back. `window` 1: round trips
+    one after another (latency); `WS_WINDOW`: throughput."""
     from websockets.asyncio.client import connect
 
     lat: list[float] = []
@@ -117,7 +99,7 @@ async def _ws_flow(url: str, headers: dict[str, str], seconds: float) -> dict[st
     async with connect(url, additional_headers=headers, max_size=None) as ws:
         stop = time.perf_counter() + seconds
         t_start = time.perf_counter()
-        for _ in range(WS_WINDOW):
+        for _ in range(window):
             sent.append(time.perf_counter())
             await ws.send(msg)
         while sent:
@@ -207,7 +189,8 @@ async def _one_sandbox(conn: dict[str, Any], quick: bool, runtime: str) -> dict[
             lambda: _ws(f"ws://{address}:{PORT}/ws", {}, each), lambda: _ws(ws_proxied, token, each)
         )
         out["ws flow direct"], out["ws flow proxy"] = await _in_turns(
-            lambda: _ws_flow(f"ws://{address}:{PORT}/ws", {}, each), lambda: _ws_flow(ws_proxied, token, each)
+            lambda: _ws(f"ws://{address}:{PORT}/ws", {}, each, WS_WINDOW),
+            lambda: _ws(ws_proxied, token, each, WS_WINDOW),
         )
         return out
     finally:
