@@ -8,7 +8,7 @@ from fastapi import Depends, Path, Query, Request
 
 from sandlot import errors
 from sandlot.agent.handle import SandboxAgent
-from sandlot.api.auth import Principal, principal
+from sandlot.api.auth import Principal, principal, principal_and_sandbox
 from sandlot.api.service import SandboxService
 
 __all__ = ["FilePath", "Pid", "SandboxId", "Svc", "Who", "check_path", "get_service", "running"]
@@ -34,9 +34,11 @@ def check_path(path: str, field: str = "path") -> str:
     return path
 
 
-async def running(sandbox_id: SandboxId, who: Who, svc: Svc) -> SandboxAgent:
-    """The caller's running sandbox (404 for another team's, 409 for a dead one)."""
-    return await svc.sandbox(who, sandbox_id)
+async def running(sandbox_id: SandboxId, request: Request, svc: Svc) -> SandboxAgent:
+    """The caller's running sandbox (404 for another team's, 409 for a dead one); the caller's key and
+    the sandbox's record come from one trip to the store."""
+    _, rec = await principal_and_sandbox(request, sandbox_id)
+    return await svc.agent_of(sandbox_id, rec)
 
 
 Running = Annotated[SandboxAgent, Depends(running)]

@@ -266,7 +266,10 @@ class SandboxService:
         return rec
 
     async def get(self, who: Principal, sandbox_id: str) -> SandboxRecord:
-        rec = await self.store.get_sandbox(sandbox_id, who.team)
+        return await self._found(sandbox_id, await self.store.get_sandbox(sandbox_id, who.team))
+
+    async def _found(self, sandbox_id: str, rec: SandboxRecord | None) -> SandboxRecord:
+        """The record of `sandbox_id` as read for its caller's team (None: that team has none), reconciled."""
         if rec is None:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
         return await self._reconcile(rec)
@@ -308,19 +311,24 @@ class SandboxService:
 
     async def sandbox(self, who: Principal, sandbox_id: str) -> SandboxAgent:
         """The data plane of a live sandbox of the caller's team (a hibernated one is woken)."""
-        await self._live(who, sandbox_id)
+        return await self.agent_of(sandbox_id, await self.store.get_sandbox(sandbox_id, who.team))
+
+    async def agent_of(self, sandbox_id: str, rec: SandboxRecord | None) -> SandboxAgent:
+        """`sandbox`, from the record its caller read already for its team (auth.principal_and_sandbox)."""
+        await self._live(await self._found(sandbox_id, rec))
         return await self.node.agent(sandbox_id)
 
     async def live_status(self, who: Principal, sandbox_id: str) -> SandboxStatus:
         """What the node says of a live sandbox of the caller's team (a hibernated one is woken)."""
-        await self._live(who, sandbox_id)
+        await self._live(await self.get(who, sandbox_id))
         status = await self.node.status(sandbox_id)
         if status is None:  # killed since the record was read
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
         return status
 
-    async def _live(self, who: Principal, sandbox_id: str) -> SandboxRecord:
-        rec = await self.get(who, sandbox_id)
+    async def _live(self, rec: SandboxRecord) -> SandboxRecord:
+        """`rec` (reconciled), when its sandbox is live; a hibernated one is woken."""
+        sandbox_id = rec.sandbox_id
         _check_reachable(rec)
         if rec.state not in ACTIVE_STATES:
             reason = f" ({rec.exit_reason})" if rec.exit_reason else ""

@@ -382,6 +382,21 @@ class Store:
 
         return await self._run(q)
 
+    async def key_and_sandbox(self, key_hash: str, sandbox_id: str) -> tuple[KeyRecord | None, SandboxRecord | None]:
+        """The key whose hash is `key_hash`, and the record of `sandbox_id` when it is that key's team's,
+        read in one transaction: every request to a sandbox needs both, and a trip to the store's
+        threads cost such a request 0.2 ms idle and ~0.9 ms on a host busy with sandboxes."""
+
+        def q(c: Connection) -> tuple[KeyRecord | None, SandboxRecord | None]:
+            row = c.execute(_KEY_BY_HASH, {"key_hash": key_hash}).first()
+            if row is None:
+                return None, None
+            key = KeyRecord(**row._mapping)
+            recs = _records(c, _TEAMS_SANDBOX, {"sandbox_id": sandbox_id, "team": key.team})
+            return key, (recs[0] if recs else None)
+
+        return await self._run(q)
+
     async def list_keys(self) -> list[KeyRecord]:
         def q(c: Connection) -> list[KeyRecord]:
             cols = [api_keys.c[n] for n in KeyRecord.__dataclass_fields__]

@@ -19,7 +19,7 @@ from pathlib import Path
 from fastapi import Request
 
 from sandlot import errors
-from sandlot.api.auth import Principal, principal
+from sandlot.api.auth import Principal, principal_and_sandbox
 from sandlot.api.service import SandboxService
 from sandlot.api.store import SandboxRecord, Store
 
@@ -51,13 +51,13 @@ def access_token(request: Request, sandbox_id: str) -> str:
 async def sandbox_principal(request: Request, sandbox_id: str) -> tuple[Principal, SandboxRecord]:
     """The caller of an in-sandbox request, as a principal of the sandbox's team."""
     svc: SandboxService = request.app.state.service
-    rec = await svc.store.get_sandbox(sandbox_id)
     token = request.headers.get("x-access-token") or request.headers.get("e2b-traffic-access-token")
     if token:
+        rec = await svc.store.get_sandbox(sandbox_id)
         if rec is None or not hmac.compare_digest(token, access_token(request, sandbox_id)):
             raise errors.AuthenticationError(f"the access token is not valid for sandbox {sandbox_id}")
         return Principal("e2b-access-token", rec.team, False), rec
-    who = await principal(request)  # an API key, or AuthenticationError
-    if rec is None or (rec.team != who.team):
+    who, team_rec = await principal_and_sandbox(request, sandbox_id)  # an API key, or AuthenticationError
+    if team_rec is None:
         raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
-    return who, rec
+    return who, team_rec
