@@ -225,7 +225,8 @@ class SandboxService:
             usable(existing, template, who)  # another team's own template is "not found"
         elif req.registry_auth is not None:  # pulled with the team's credentials: the team's own
             await self.node.fetch_template(template, req.registry_auth, team=writer(who))
-        async with self.teams.admit(who.team, sandboxes=1, disk_mb=req.disk_mb, what="create a sandbox") as room:
+        admit = self.teams.admit(who.team, sandboxes=1, disk_mb=req.disk_mb, what="create a sandbox", quota=quota)
+        async with admit as room:
             sbx = await self.node.create(spec)
             rec = await self._record(who, sbx, req, template, runtime, room)
             await afailpoint("api.create.after_record", sbx.sandbox_id)

@@ -159,14 +159,18 @@ class Teams:
         return TeamInfo(team=team, quota=quota, overrides=overrides, usage=usage)
 
     @contextlib.asynccontextmanager
-    async def admit(self, team: str, *, sandboxes: int = 0, disk_mb: int = 0, what: str) -> AsyncIterator[Room]:
+    async def admit(
+        self, team: str, *, sandboxes: int = 0, disk_mb: int = 0, what: str, quota: TeamQuota | None = None
+    ) -> AsyncIterator[Room]:
         """Hold room for `sandboxes` and `disk_mb` while `what` is made; LimitReachedError if they do not fit.
 
         The room is reserved in the database in the transaction that checks the limits, serialized
         per team across replicas; the local lock only spares the database this replica's queue.
-        It is released on leaving, unless `Room.recorded` gave it up with the record of what was made."""
+        It is released on leaving, unless `Room.recorded` gave it up with the record of what was made.
+        `quota`: the team's limits where the caller has just read them (`quota`): not read again."""
         async with self._locks.setdefault(team, asyncio.Lock()):
-            quota, _ = await self.quota(team)
+            if quota is None:
+                quota, _ = await self.quota(team)
             volume_mb, ck_mb = await self._stored_mb(team)
 
             def check(c: Connection, held: Amount) -> None:
