@@ -376,11 +376,7 @@ class Store:
         await self._run(lambda c: c.execute(api_keys.insert().values(**row)))
 
     async def key_by_hash(self, key_hash: str) -> KeyRecord | None:
-        def q(c: Connection) -> KeyRecord | None:
-            row = c.execute(_KEY_BY_HASH, {"key_hash": key_hash}).first()
-            return KeyRecord(**row._mapping) if row else None
-
-        return await self._run(q)
+        return await self._run(lambda c: _key(c, key_hash))
 
     async def key_and_sandbox(self, key_hash: str, sandbox_id: str) -> tuple[KeyRecord | None, SandboxRecord | None]:
         """The key whose hash is `key_hash`, and the record of `sandbox_id` when it is that key's team's,
@@ -388,12 +384,8 @@ class Store:
         threads cost such a request 0.2 ms idle and ~0.9 ms on a host busy with sandboxes."""
 
         def q(c: Connection) -> tuple[KeyRecord | None, SandboxRecord | None]:
-            row = c.execute(_KEY_BY_HASH, {"key_hash": key_hash}).first()
-            if row is None:
-                return None, None
-            key = KeyRecord(**row._mapping)
-            recs = _records(c, _TEAMS_SANDBOX, {"sandbox_id": sandbox_id, "team": key.team})
-            return key, (recs[0] if recs else None)
+            key = _key(c, key_hash)
+            return key, (_sandbox(c, sandbox_id, key.team) if key is not None else None)
 
         return await self._run(q)
 
@@ -492,14 +484,7 @@ class Store:
     async def get_sandbox(self, sandbox_id: str, team: str | None = None) -> SandboxRecord | None:
         """One record; with `team`, only that team's (another team's id is simply not found)."""
 
-        def q(c: Connection) -> SandboxRecord | None:
-            if team is None:
-                recs = _records(c, _SANDBOX, {"sandbox_id": sandbox_id})
-            else:
-                recs = _records(c, _TEAMS_SANDBOX, {"sandbox_id": sandbox_id, "team": team})
-            return recs[0] if recs else None
-
-        return await self._run(q)
+        return await self._run(lambda c: _sandbox(c, sandbox_id, team))
 
     async def list_sandboxes(
         self,
@@ -758,6 +743,20 @@ def _unavailable(exc: sa.exc.DBAPIError, dialect: str) -> errors.SandlotError:
     return errors.DatabaseUnavailableError(
         f"the server's {dialect} database is unavailable ({why}); the server reconnects by itself, retry shortly"
     )
+
+
+def _key(c: Connection, key_hash: str) -> KeyRecord | None:
+    row = c.execute(_KEY_BY_HASH, {"key_hash": key_hash}).first()
+    return KeyRecord(**row._mapping) if row else None
+
+
+def _sandbox(c: Connection, sandbox_id: str, team: str | None) -> SandboxRecord | None:
+    """One record; with `team`, only that team's."""
+    if team is None:
+        recs = _records(c, _SANDBOX, {"sandbox_id": sandbox_id})
+    else:
+        recs = _records(c, _TEAMS_SANDBOX, {"sandbox_id": sandbox_id, "team": team})
+    return recs[0] if recs else None
 
 
 def _records(c: Connection, stmt: sa.Select[Any], params: dict[str, Any] | None = None) -> list[SandboxRecord]:

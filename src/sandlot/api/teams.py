@@ -167,7 +167,7 @@ class Teams:
         The room is reserved in the database in the transaction that checks the limits, serialized
         per team across replicas; the local lock only spares the database this replica's queue.
         It is released on leaving, unless `Room.recorded` gave it up with the record of what was made.
-        `quota`: the team's limits where the caller has just read them (`quota`): not read again."""
+        `quota`: the team's limits, where the caller has just read them with `quota`: not read again."""
         async with self._locks.setdefault(team, asyncio.Lock()):
             if quota is None:
                 quota, _ = await self.quota(team)
