@@ -174,7 +174,9 @@ def test_network_policy_applies_to_the_guest(vm: Any, aio: Any, internet: Intern
 
 
 def test_pause_and_pause_with_memory(node: Any, vm: Any, aio: Any) -> None:
-    job = aio(vm.start("n=0; while true; do n=$((n+1)); echo $n > /tmp/n; sleep 0.2; done"))
+    # The count is renamed into place: `echo > /tmp/n` empties the file before it writes, and a read
+    # in between (the guest runs emulated, slowly) saw an empty file.
+    job = aio(vm.start("n=0; while true; do n=$((n+1)); echo $n > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.2; done"))
     aio(job.detach())
     time.sleep(1)
     aio(node.pause(vm.id))
