@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import inspect
 import json
+import logging
 import os
 import re
 import time
@@ -43,6 +45,7 @@ from sandlot.node.rootfs import overlaid
 __all__ = ["BUILT_IN_SOURCE", "ImageStore", "check_template_name"]
 
 Progress = Callable[[str], None]
+log = logging.getLogger("sandlot.node")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 
 
@@ -77,6 +80,8 @@ class ImageStore:
         # _hidden: templates for this process's own use (a build step's sandbox), never on disk:
         # a process killed mid-build leaves nothing for the store's other users to trip on.
         self._hidden: dict[str, builtin.Image] = {}
+        # built-ins whose new recipe failed to build here: this process keeps their old image
+        self._kept: set[str] = set()
 
     # ------------------------------------------------------------ locks and files
 
@@ -174,9 +179,17 @@ class ImageStore:
     def ensure(self, name: str, progress: Progress = builtin._print_progress) -> builtin.Image:
         """The template `name`: built (a built-in) or pulled (an image reference) on first use."""
         image = self.get(name)
-        if image is not None:
-            return image
         real = builtin.ALIASES.get(name, name)
+        if image is not None:
+            if not self._outdated(real, image):
+                return image
+            try:
+                return self._build(real, progress)
+            except errors.SandlotError as exc:  # (offline, say): the image it had still works
+                log.warning("the built-in template %s has a new recipe, but rebuilding it failed; "
+                            "this node keeps the one it has: %s", real, exc.message)  # fmt: skip
+                self._kept.add(real)
+                return image
         if real in builtin.BUILDERS:
             return self._build(real, progress)
         if looks_like_reference(name):
@@ -184,14 +197,24 @@ class ImageStore:
         known = ", ".join(sorted({*builtin.BUILDERS, *builtin.ALIASES, *(i.name for i in self.list_templates())}))
         raise errors.ImageNotFoundError(f"template {name!r} not found (templates here: {known})")
 
+    def _outdated(self, real: str, image: builtin.Image) -> bool:
+        """Whether `image` is a built-in made by an older recipe (of its own or of its base): the
+        store's promise is that a changed recipe builds afresh, not that the first build stays."""
+        if real not in builtin.BUILDERS or image.source != f"{BUILT_IN_SOURCE}{real}" or real in self._kept:
+            return False
+        base = self.get(builtin.BASES[real]) if real in builtin.BASES else None
+        if real in builtin.BASES and (base is None or self._outdated(builtin.BASES[real], base)):
+            return True
+        return image.layers[-1].parent.name != _built_id(real, base)
+
     def _build(self, real: str, progress: Progress) -> builtin.Image:
         builder = builtin.BUILDERS[real]
         base = self.ensure(builtin.BASES[real], progress) if real in builtin.BASES else None
         below = [p.parent.name for p in base.layers] if base else []
-        lid = "built-" + hashlib.sha256(f"{real}\0{_recipe(builder)}\0{' '.join(below)}".encode()).hexdigest()
+        lid = _built_id(real, base)
         with self._store_lock(fcntl.LOCK_SH), self._name_lock(real):
             image = self.get(real)
-            if image is not None:
+            if image is not None and image.layers[-1].parent.name == lid:
                 return image
 
             def fill(fs: Path) -> dict[str, Any]:
@@ -416,6 +439,13 @@ def _oci_config(image: builtin.Image) -> dict[str, Any]:
     return image.config.to_oci()
 
 
+def _built_id(real: str, base: builtin.Image | None) -> str:
+    """The id of the layer the built-in `real`'s current recipe makes (on `base`'s layers, if any)."""
+    below = " ".join(p.parent.name for p in base.layers) if base else ""
+    return "built-" + hashlib.sha256(f"{real}\0{_recipe(builtin.BUILDERS[real])}\0{below}".encode()).hexdigest()
+
+
+@functools.cache  # (every create asks whether its built-in is current: sources do not change meanwhile)
 def _recipe(builder: Callable[..., Any]) -> str:
     """What a built-in's layer is keyed by: its recipe's source.
 
