@@ -78,6 +78,25 @@ def test_the_default_template_is_e2bs(sbx: Sandbox, api_server: Server, e2b_key:
         assert (info.on_timeout, info.auto_resume) == ("hibernate", True)
 
 
+def test_a_login_shell_starts_no_program_and_sets_debians_path(sbx: Sandbox) -> None:
+    """E2B runs each command as `bash -l -c`: the image's login files answer from bash itself
+    (image_e2b.LOGIN_EDITS), and every shell and user still gets Debian's PATH."""
+    spy = '#!/bin/sh\n/usr/bin/id -un >> /tmp/id-ran\nexec /usr/bin/id "$@"\n'
+    sbx.files.write("/tmp/spy/id", spy)
+    sbx.commands.run("chmod 755 /tmp/spy/id; rm -f /tmp/id-ran", user="root")
+    spied = {"PATH": "/tmp/spy:/usr/bin:/bin"}  # what /etc/profile starts with, before it sets its own
+    other_shell = "PATH=/tmp/spy:/usr/bin:/bin sh -l -c 'echo $PATH'"  # (the outer bash set its own PATH)
+    user_path = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
+    root_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert sbx.commands.run("echo $PATH", envs=spied).stdout.strip() == user_path
+    assert sbx.commands.run("echo $PATH", envs=spied, user="root").stdout.strip() == root_path
+    assert sbx.commands.run("test -e /tmp/id-ran || echo none", user="root").stdout.strip() == "none"
+    # other shells still ask `id`, and get the same answers
+    assert sbx.commands.run(other_shell).stdout.strip() == user_path
+    assert sbx.commands.run(other_shell, user="root").stdout.strip() == root_path
+    assert sbx.commands.run("cat /tmp/id-ran", user="root").stdout.split() == ["user", "root"]
+
+
 # ---------------------------------------------------------------- pause, connect, lifecycle
 
 

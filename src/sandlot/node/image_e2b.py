@@ -55,6 +55,36 @@ def _apt(root: Path, *args: str) -> None:
         raise errors.InternalError(f"apt-get {args[0]} in the e2b-base image failed:\n{output}")
 
 
+#: Debian's /etc/profile asks `id -u` whether the login is root's, and root's ~/.profile runs `mesg n`
+#: with no terminal to act on. E2B's SDKs run every command as `bash -l -c ...`, so each command
+#: paid those programs' start: under gVisor's ptrace platform a dynamically linked program costs
+#: tens of milliseconds to start, as much as the rest of a command's round trip. Bash answers the
+#: first from its own `$EUID`; other shells still ask `id`. (line in the file, its replacement)
+LOGIN_EDITS = {
+    "etc/profile": (
+        'if [ "$(id -u)" -eq 0 ]; then',
+        'if [ "${BASH_VERSION:+$EUID}" = 0 ] || { [ -z "${BASH_VERSION-}" ] && [ "$(id -u)" -eq 0 ]; }; then',
+    ),
+    "root/.profile": ("mesg n 2> /dev/null || true", "if [ -t 0 ]; then mesg n 2> /dev/null || true; fi"),
+}
+
+
+def _login_without_forks(root: Path) -> None:
+    """Apply LOGIN_EDITS: the same PATH and terminal settings for every user and shell, without
+    starting a program on every login. A file whose line reads otherwise (another Debian release)
+    is left as it is."""
+    for name, (line, instead) in LOGIN_EDITS.items():
+        path = root / name
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            continue
+        lines = text.split("\n")
+        if line in lines:
+            lines[lines.index(line)] = instead
+            path.write_text("\n".join(lines))
+
+
 def build_e2b_base(root: Path, progress: Callable[[str], None]) -> ImageConfig:
     """Add E2B's tools and conventions to a root that holds the `debian` image (an overlay: what
     changes here becomes this image's layer)."""
@@ -81,6 +111,7 @@ def build_e2b_base(root: Path, progress: Callable[[str], None]) -> ImageConfig:
     link = root / "usr/local/bin/sudo"
     link.unlink(missing_ok=True)
     link.symlink_to(f"{MOUNT_POINT}/sandlot-agent")
+    _login_without_forks(root)
     progress("e2b-base image built")
     from sandlot.node.images import ImageConfig
 
