@@ -177,7 +177,8 @@ class ImageStore:
     # ------------------------------------------------------------ making templates
 
     def ensure(self, name: str, progress: Progress = builtin._print_progress) -> builtin.Image:
-        """The template `name`: built (a built-in) or pulled (an image reference) on first use."""
+        """The template `name`: built (a built-in) or pulled (an image reference) on first use; a built-in
+        made by an older recipe is built afresh."""
         image = self.get(name)
         real = builtin.ALIASES.get(name, name)
         if image is not None:
@@ -205,13 +206,13 @@ class ImageStore:
         base = self.get(builtin.BASES[real]) if real in builtin.BASES else None
         if real in builtin.BASES and (base is None or self._outdated(builtin.BASES[real], base)):
             return True
-        return image.layers[-1].parent.name != _built_id(real, base)
+        return image.layers[-1].parent.name != _built_id(real, _layer_ids(base))
 
     def _build(self, real: str, progress: Progress) -> builtin.Image:
         builder = builtin.BUILDERS[real]
         base = self.ensure(builtin.BASES[real], progress) if real in builtin.BASES else None
-        below = [p.parent.name for p in base.layers] if base else []
-        lid = _built_id(real, base)
+        below = _layer_ids(base)
+        lid = _built_id(real, below)
         with self._store_lock(fcntl.LOCK_SH), self._name_lock(real):
             image = self.get(real)
             if image is not None and image.layers[-1].parent.name == lid:
@@ -439,10 +440,15 @@ def _oci_config(image: builtin.Image) -> dict[str, Any]:
     return image.config.to_oci()
 
 
-def _built_id(real: str, base: builtin.Image | None) -> str:
-    """The id of the layer the built-in `real`'s current recipe makes (on `base`'s layers, if any)."""
-    below = " ".join(p.parent.name for p in base.layers) if base else ""
-    return "built-" + hashlib.sha256(f"{real}\0{_recipe(builtin.BUILDERS[real])}\0{below}".encode()).hexdigest()
+def _layer_ids(image: builtin.Image | None) -> tuple[str, ...]:
+    return tuple(p.parent.name for p in image.layers) if image else ()
+
+
+def _built_id(real: str, below: tuple[str, ...]) -> str:
+    """The id of the layer the built-in `real`'s current recipe makes on the layers `below`."""
+    return (
+        "built-" + hashlib.sha256(f"{real}\0{_recipe(builtin.BUILDERS[real])}\0{' '.join(below)}".encode()).hexdigest()
+    )
 
 
 @functools.cache  # (every create asks whether its built-in is current: sources do not change meanwhile)
