@@ -83,7 +83,10 @@ def favor_moves() -> str | None:
     if "favordynmods" in options:
         return None
     # mount(8) keeps the mount's other options (nsdelegate, nosuid, ...); a bare mount(2) remount would drop them.
-    res = subprocess.run(["mount", "-o", "remount,favordynmods", str(where)], capture_output=True, text=True)
+    try:
+        res = subprocess.run(["mount", "-o", "remount,favordynmods", str(where)], capture_output=True, text=True)
+    except OSError as exc:  # no mount(8)
+        return f"remounting {where} with favordynmods failed: {exc}"
     if res.returncode != 0:
         return f"remounting {where} with favordynmods failed: {res.stderr.strip() or res.returncode}"
     return None
