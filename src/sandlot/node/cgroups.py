@@ -70,11 +70,12 @@ def favor_moves() -> str | None:
     kernel makes the first move after a quiet moment wait for an RCU grace period, 8-20 ms
     on this kind of host, twice in each gVisor start (cold create, restore, fork, resume).
     With it, forks and exits on the host take a slightly slower lock instead (the kernel's
-    documented trade, made for hosts whose cgroups change often). The option is one flag of
-    the kernel's single cgroup2 hierarchy, so one remount sets it for every cgroup, v1's too.
+    documented trade, made for hosts whose cgroups change often). The lock in question is one
+    for the whole kernel, v1's hierarchies included, so the cgroup2 hierarchy's option serves all.
 
     Returns None when the option is set (now or before), else why it could not be: no
-    cgroup2 mount, a kernel before 6.0 (no such option), or no right to remount.
+    cgroup2 mount, a kernel before 6.0 (no such option), no right to remount, or a cgroup
+    namespace other than the host's.
     """
     found = _cgroup2_mount()
     if found is None:
@@ -89,6 +90,10 @@ def favor_moves() -> str | None:
         return f"remounting {where} with favordynmods failed: {exc}"
     if res.returncode != 0:
         return f"remounting {where} with favordynmods failed: {res.stderr.strip() or res.returncode}"
+    after = _cgroup2_mount()
+    if after is None or "favordynmods" not in after[1]:
+        # The kernel takes the hierarchy's options only from the host's cgroup namespace (a node in a pod has its own).
+        return f"the kernel left {where} without favordynmods (is this node in a cgroup namespace of its own?)"
     return None
 
 
