@@ -80,6 +80,7 @@ def instrument(node: Node, runtime: str) -> None:
     _wrap(Node, "boot")
     _wrap(Node, "wait_agent")
     _wrap(Node, "_attach_network")
+    _wrap(type(node.network), "setup", "network.setup")
     _wrap(type(node.images), "ensure", "images.ensure")
     _wrap(type(node.disks), "ensure", "disks.ensure")
     _wrap(type(node.disks), "check_room", "disks.check_room")
@@ -118,7 +119,7 @@ async def bench(args: argparse.Namespace) -> None:
     image = await asyncio.to_thread(node.images.ensure, "busybox")
     raw = RawRuntime(args.runtime, image.rootfs, data / "raw-state")
     instrument(node, args.runtime)
-    spec = SandboxSpec(image="busybox", runtime=args.runtime)
+    spec = SandboxSpec(image="busybox", runtime=args.runtime, network=args.network)
     starts: dict[str, list[float]] = defaultdict(list)
     durs: dict[str, list[float]] = defaultdict(list)
     totals, created, raws = [], [], []
@@ -183,6 +184,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--runtime", default="container", choices=["gvisor", "container"])
+    parser.add_argument("--network", default="none", help="the sandboxes' network mode (none, egress, full)")
     asyncio.run(bench(parser.parse_args()))
     return 0
 

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from sandlot.node import cgroups  # noqa: E402
+from sandlot.node import host_tuning  # noqa: E402
 from sandlot.node.runtimes.container import ensure_hybrid_cgroups  # noqa: E402
 from sandlot.node.spec import new_sandbox_id  # noqa: E402
 
@@ -141,9 +141,9 @@ class RawRuntime:
     def __init__(self, runtime: str, rootfs: Path, state: Path) -> None:
         self.runtime = runtime
         self.state = state
-        # The host as a node prepares it (Node's favor_cgroup_moves), so that a baseline measured
-        # before any node ran pays no cgroup move that Sandlot's starts no longer pay.
-        cgroups.favor_moves()
+        # The host as a node tunes it (NodeConfig.tune_host), so that a baseline measured before
+        # any node ran does not wait on the kernel where Sandlot's starts no longer do.
+        host_tuning.tune()
         if runtime == "container":
             # The host as Sandlot's crun runtime prepares it: on a host booted a moment ago crun
             # refuses ("cgroups in hybrid mode not supported") until hugetlb leaves cgroup2, and

@@ -1,8 +1,7 @@
-"""A node makes cgroup moves cheap on its host: cgroup2's `favordynmods` (cgroups.favor_moves).
+"""A node tunes its host's kernel for sandbox churn (host_tuning.py): cgroup2's `favordynmods`
+and expedited RCU grace periods.
 
-Every sandbox start moves processes between cgroups, and without the option the kernel
-makes the first move after a quiet moment wait for an RCU grace period. The option is
-host-wide, so each test puts back what it found.
+Both are host-wide, so each test puts back what it found.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sandlot.node import Node, NodeConfig, cgroups
+from sandlot.node import Node, NodeConfig, cgroups, host_tuning
 from tests.conftest import IMAGE_CACHE
 
 # mount(2) flags for the per-mount options a remount must hand back, or lose
@@ -49,19 +48,25 @@ def _remount(where: Path, favor: bool) -> None:
 
 
 @pytest.fixture
-def cgroup2() -> Iterator[Path]:
+def untuned() -> Iterator[Path]:
+    """The host with neither setting; both put back afterwards as they were."""
     if os.geteuid() != 0:
-        pytest.skip("remounting the host's cgroup2 needs root")
+        pytest.skip("tuning the host's kernel needs root")
     found = _cgroup2()
     if found is None:
         pytest.skip("this host mounts no cgroup2 hierarchy")
+    if not host_tuning.RCU_EXPEDITED.exists():
+        pytest.skip(f"this kernel has no {host_tuning.RCU_EXPEDITED}")
     where, _, options = found
+    expedited = host_tuning.RCU_EXPEDITED.read_text()
     try:
         _remount(where, favor=False)
     except OSError as exc:
         pytest.skip(f"this kernel cannot change cgroup2's options here: {exc}")
+    host_tuning.RCU_EXPEDITED.write_text("0")
     yield where
     _remount(where, favor="favordynmods" in options)
+    host_tuning.RCU_EXPEDITED.write_text(expedited)
 
 
 def _new_node(loop: Any, **config: Any) -> None:
@@ -70,7 +75,7 @@ def _new_node(loop: Any, **config: Any) -> None:
         loop.run(node.close())
 
 
-def test_a_node_sets_favordynmods_and_keeps_the_other_options(cgroup2: Path, loop: Any) -> None:
+def test_a_node_tunes_the_host_and_keeps_cgroup2s_other_options(untuned: Path, loop: Any) -> None:
     before = _cgroup2()
     assert before is not None and "favordynmods" not in before[2]
     _new_node(loop)
@@ -79,13 +84,34 @@ def test_a_node_sets_favordynmods_and_keeps_the_other_options(cgroup2: Path, loo
     assert "favordynmods" in after[2]
     assert after[1] == before[1]  # nosuid, nodev, ... as they were
     assert sorted(set(after[2]) - {"favordynmods"}) == sorted(before[2])  # nsdelegate and the rest kept
-    assert cgroups.favor_moves() is None  # already set: nothing to do, nothing to report
+    assert host_tuning.RCU_EXPEDITED.read_text().strip() == "1"
+    assert host_tuning.tune() == []  # all set already: nothing to do, nothing to report
 
 
-def test_a_node_told_not_to_leaves_the_host_as_it_is(cgroup2: Path, loop: Any) -> None:
-    _new_node(loop, favor_cgroup_moves=False)
+def test_a_node_told_not_to_leaves_the_host_as_it_is(untuned: Path, loop: Any) -> None:
+    _new_node(loop, tune_host=False)
     after = _cgroup2()
     assert after is not None and "favordynmods" not in after[2]
+    assert host_tuning.RCU_EXPEDITED.read_text().strip() == "0"
+
+
+def test_rcu_is_expedited_unless_the_kernel_forces_normal_grace_periods(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expedited, normal = tmp_path / "rcu_expedited", tmp_path / "rcu_normal"
+    monkeypatch.setattr(host_tuning, "RCU_EXPEDITED", expedited)
+    monkeypatch.setattr(host_tuning, "RCU_NORMAL", normal)
+    expedited.write_text("0\n")
+    normal.write_text("0\n")
+    assert host_tuning.expedite_rcu() is None
+    assert expedited.read_text() == "1"
+    normal.write_text("1\n")
+    expedited.write_text("0\n")
+    assert "rcu_normal" in (host_tuning.expedite_rcu() or "")
+    assert expedited.read_text() == "0\n"  # left alone: it would change nothing
+    normal.unlink()  # a kernel without rcu_normal, and here without rcu_expedited either
+    monkeypatch.setattr(host_tuning, "RCU_EXPEDITED", tmp_path / "gone" / "rcu_expedited")
+    assert "cannot set" in (host_tuning.expedite_rcu() or "")
 
 
 def test_the_mount_is_found_beside_v1_or_alone_and_names_are_unescaped(

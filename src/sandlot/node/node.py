@@ -26,7 +26,17 @@ from sandlot import errors
 from sandlot.agent import protocol as p
 from sandlot.agent.client import RESPONSE_TIMEOUT, AgentConnection
 from sandlot.failpoints import afailpoint
-from sandlot.node import cgroups, file_metadata, hibernation, intent, memory_pause, readiness, reaper, safepath
+from sandlot.node import (
+    cgroups,
+    file_metadata,
+    hibernation,
+    host_tuning,
+    intent,
+    memory_pause,
+    readiness,
+    reaper,
+    safepath,
+)
 from sandlot.node.admission import Admission
 from sandlot.node.bundle import MOUNT_POINT, Bundle, ensure_bundle
 from sandlot.node.checkpoints import MAX_FORK, Checkpoint, CheckpointStore, spec_from_dict
@@ -93,9 +103,9 @@ class NodeConfig:
     max_queued_starts: int = 256
     #: the longest a start waits in the queue before it is refused the same way
     max_start_wait_s: float = 45.0
-    #: set the host's cgroup2 option `favordynmods` (cgroups.favor_moves): every sandbox start
-    #: moves processes between cgroups, ~15 ms each without it. Host-wide; SANDLOT_FAVORDYNMODS=0 leaves it.
-    favor_cgroup_moves: bool = field(default_factory=lambda: os.environ.get("SANDLOT_FAVORDYNMODS", "1") != "0")
+    #: set the host's kernel for sandbox churn at the start (host_tuning.py: cgroup2's favordynmods,
+    #: expedited RCU), tens of ms off every start and stop; host-wide. SANDLOT_TUNE_HOST=0 leaves it be.
+    tune_host: bool = field(default_factory=lambda: os.environ.get("SANDLOT_TUNE_HOST", "1") != "0")
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -151,10 +161,9 @@ class Node:
         # Orphaned sandbox processes must come to us, not to a lazy host init.
         reaper.become_subreaper()
         _raise_nofile_limit()
-        if self.config.favor_cgroup_moves and os.geteuid() == 0:
-            why_not = cgroups.favor_moves()
-            if why_not:
-                log.info("moving processes between cgroups stays slow (~15 ms a start): %s", why_not)
+        if self.config.tune_host and os.geteuid() == 0:
+            for why in host_tuning.tune():
+                log.info("sandbox starts and stops stay slower on this host: %s", why)
 
     # ------------------------------------------------------------ setup
 
