@@ -374,6 +374,10 @@ def test_a_replica_killed_loses_nothing(fleet: Fleet) -> None:
         wait("replica0 back", lambda: httpx.get(fleet.replica_urls[0] + "/openapi.json", timeout=2).status_code == 200)
 
 
+def _last_seen(c: httpx.Client, name: str) -> float:
+    return float(next(n["last_seen"] for n in c.get("/nodes").json()["nodes"] if n["name"] == name))
+
+
 def test_a_volume_keeps_its_sandboxes_on_its_node(fleet: Fleet) -> None:
     """Every sandbox that mounts a volume is placed on the node that holds it, through either
     replica; with that node dead, such a create fails at once naming the volume and the node,
@@ -392,6 +396,11 @@ def test_a_volume_keeps_its_sandboxes_on_its_node(fleet: Fleet) -> None:
         for m in readers:
             assert run(b, m["sandbox_id"], "cat /kept/f")["stdout"] == "written\n"
             assert a.delete(f"/sandboxes/{m['sandbox_id']}").status_code == 204
+        # The listing of a dead node's volumes is its last heartbeat's: let one come that was
+        # wholly taken since the volume exists (on a fast host all of the above fits in one beat).
+        for _ in range(2):
+            since = _last_seen(a, home)
+            wait(f"a heartbeat of {home}", lambda since=since: _last_seen(a, home) > since, NODE_TIMEOUT)
         fleet.nodes[home].kill()
         try:
             for now in ("not answering", "unreachable"):  # at once, then once its heartbeats are stale

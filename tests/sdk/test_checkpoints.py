@@ -109,7 +109,9 @@ def test_volumes(sdk_env: str) -> None:
 
 
 def test_checkpoint_with_memory(sdk_env: str) -> None:
-    loop = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
+    # Each count replaces the file whole: `echo > /tmp/count` would empty it first, and a read
+    # that came between the two would find nothing.
+    loop = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
     with Sandbox.create(timeout=120) as sbx:
         job = sbx.commands.run(loop, background=True)
         time.sleep(0.5)
