@@ -111,7 +111,7 @@ class GVisorRuntime(Runtime):
         _check_bind_sources(bundle, sandbox_id)
         cli = self._cli(*args, network="sandbox" if connected else "none")
         if self.debug_log:
-            cli[1:1] = ["--debug", "--debug-log", str(log.parent / "runsc-debug/")]
+            cli[1:1] = ["--debug", "--debug-log", f"{log.parent / 'runsc-debug'}/"]  # (a directory: a file per command)
         if connected:
             # The netstack takes over the namespace's eth0. This runsc refuses
             # ("cannot run with network enabled in root network namespace")
