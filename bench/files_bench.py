@@ -9,13 +9,16 @@ Measured in one run, each figure a p50 of N (default 5):
   sandbox, the bytes on its stdin / stdout (what the sandbox imposes before any Sandlot code);
 - Sandlot through the core `Node` (`sbx.agent.write` / `.read`) and through HTTP and the SDK.
 
-It prints a table with each figure's ratio to the host disk; it fails only on a crash.
+It prints a table with each figure's ratio to the host disk, and for HTTP+SDK the CPU time
+each process spent per transfer (the sandbox's runsc processes, the API server, this client):
+on a host of few cores their sum bounds the transfer's time. It fails only on a crash.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -87,14 +90,44 @@ async def http(work: Path, plan: Plan) -> dict[str, Any]:
     try:
         conn = {"api_url": server.url, "api_key": server.admin_key, "request_timeout": 120.0}
         sbx = await AsyncSandbox.create(template="busybox", **conn)
+        assert server.proc is not None
+        api, sandbox_id = server.proc.pid, sbx.sandbox_id
+
+        def cpu() -> dict[str, float]:
+            return {
+                "sandbox (sentry, gofer)": sum(cpu_s(pid) for pid in pids_naming(sandbox_id)),
+                "API server": cpu_s(api),
+                "client (SDK)": time.process_time(),
+            }
+
         try:
-            figures = await http_files(sbx, plan)
+            figures = await http_files(sbx, plan, cpu)
         finally:
             await sbx.kill()
             await sbx.close()
     finally:
         server.stop()
     return {"gvisor http": figures}
+
+
+def cpu_s(pid: int) -> float:
+    """The CPU seconds (user and system) process `pid` has used; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pids_naming(word: str) -> list[int]:
+    """The processes whose command line holds `word` (a sandbox's id: its runsc processes)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if word.encode() in Path(entry.path, "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
 
 
 def _spread(fig: dict[str, Any]) -> str:
@@ -127,6 +160,8 @@ def main() -> int:
         for name, fig in figures.items():
             f = fig[op]
             print(f"  {name:16} {op:5} {f['p50_ms']:7.1f} ms ({_spread(f)})  {f['p50_ms'] / base['p50_ms']:.2f}x")
+            for who, ms in fig.get("cpu_ms", {}).get(op, {}).items():
+                print(f"      CPU of the {who}: {ms:.0f} ms")
     return 0
 
 

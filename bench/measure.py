@@ -12,6 +12,8 @@ import os
 import shutil
 import statistics
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -230,19 +232,36 @@ async def node_figures(node: Node, plan: Plan) -> dict[str, Any]:
     return out
 
 
-async def http_files(sbx: Any, plan: Plan) -> dict[str, Any]:
-    """Write then read back a 100 MB file through HTTP and the SDK (`sbx`: an AsyncSandbox)."""
+async def http_files(sbx: Any, plan: Plan, cpu: Callable[[], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Write then read back a 100 MB file through HTTP and the SDK (`sbx`: an AsyncSandbox).
+
+    `cpu`: the CPU seconds each process taking part has used so far, by name; each transfer's
+    share of them is kept (`cpu_ms`: for each op and name, the median in ms)."""
     data = os.urandom(FILE_MB << 20)
     writes, reads = [], []
+    used: dict[str, dict[str, list[float]]] = {"write": defaultdict(list), "read": defaultdict(list)}
+
+    def account(op: str, before: dict[str, float]) -> None:
+        if cpu is not None:
+            for name, s in cpu().items():
+                used[op][name].append((s - before.get(name, 0.0)) * 1000)
+
     for _ in range(plan.file_runs):
+        before = cpu() if cpu else {}
         t0 = time.perf_counter()
         await sbx.files.write("/root/blob", data)
         writes.append(time.perf_counter() - t0)
+        account("write", before)
+        before = cpu() if cpu else {}
         t0 = time.perf_counter()
         got = await sbx.files.read("/root/blob", format="bytes")
         reads.append(time.perf_counter() - t0)
+        account("read", before)
         assert got == data, f"read back {len(got)} of {len(data)} bytes, or other bytes"
-    return {"write": summary(writes), "read": summary(reads), "mb": FILE_MB}
+    out: dict[str, Any] = {"write": summary(writes), "read": summary(reads), "mb": FILE_MB}
+    if cpu is not None:
+        out["cpu_ms"] = {op: {k: statistics.median(v) for k, v in by.items()} for op, by in used.items()}
+    return out
 
 
 async def http_figures(data_dir: Path, bundle_cache: Path, plan: Plan) -> dict[str, Any]:
