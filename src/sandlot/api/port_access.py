@@ -104,9 +104,10 @@ class PortAccessRegistry:
         """The running sandbox behind a port request, or the error that says why not."""
         assert hasattr(headers, "get") and hasattr(query, "get")
         check_port(port)
-        sbx = await self.node.status(sandbox_id)
-        if sbx is None:
+        found = await self.node.state(sandbox_id)
+        if found is None:
             raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
+        state, exit_reason = found
         access = await self.get(sandbox_id)
         if not (access.all_public or port in access.public):
             token = (
@@ -126,12 +127,12 @@ class PortAccessRegistry:
                 who = await _authenticate(self.store, key)
                 if await self.store.get_sandbox(sandbox_id, who.team) is None:
                     raise errors.SandboxNotFoundError(f"sandbox {sandbox_id} not found")
-        if sbx.state != "running":
+        if state != "running":
             rec = await self.store.get_sandbox(sandbox_id)
             if rec is None or self.service is None:
-                reason = f" ({sbx.exit_reason})" if sbx.exit_reason else ""
+                reason = f" ({exit_reason})" if exit_reason else ""
                 raise errors.SandboxStateError(
-                    f"sandbox {sandbox_id} is {sbx.state}{reason}: its ports answer only while it runs"
+                    f"sandbox {sandbox_id} is {state}{reason}: its ports answer only while it runs"
                 )
             return await self.service.for_request(rec)  # resumes one that resumes on requests (auto_resume)
         return await self.node.agent(sandbox_id)

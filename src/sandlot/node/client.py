@@ -151,6 +151,14 @@ class NodeClient(abc.ABC):
     async def status(self, sandbox_id: str) -> SandboxStatus | None:
         """The sandbox now; None when the node does not hold it (never made, or killed and gone)."""
 
+    async def state(self, sandbox_id: str) -> tuple[str, str | None] | None:
+        """The sandbox's state and exit reason, as `status` gives them; None where it gives None.
+
+        For paths that ask on every request (the port proxy authorizes each one): a node that
+        holds its sandboxes in this process answers without building their whole status."""
+        status = await self.status(sandbox_id)
+        return None if status is None else (status.state, status.exit_reason)
+
     @abc.abstractmethod
     async def exit_reason(self, sandbox_id: str) -> str | None:
         """Why a sandbox the node held but holds no more ended (its agent died, ...); None if it does not know."""

@@ -196,6 +196,14 @@ class LocalNode(NodeClient):
             return None
         return None if sbx.pooled else status_of(sbx, self.name)
 
+    async def state(self, sandbox_id: str) -> tuple[str, str | None] | None:
+        # (measured: building the status was ~9% of the API's CPU per proxied request)
+        try:
+            sbx = self.node.get(sandbox_id)
+        except errors.SandboxNotFoundError:
+            return None
+        return None if sbx.pooled else (sbx.state.value, sbx.exit_reason)
+
     async def exit_reason(self, sandbox_id: str) -> str | None:
         return self.node.exit_reason(sandbox_id)
 

@@ -176,11 +176,11 @@ class RemoteNode(NodeClient):
     async def status(self, sandbox_id: str) -> SandboxStatus | None:
         """The sandbox's status: the one last read while its relay connection has been up and the
         daemon has not said since that it changed (`CHANGED`, agent/relay.py); else asked for."""
+        current = self._current(sandbox_id)
+        if current is not None:
+            return current.model_copy(deep=True)
         conn = self._conns.get(sandbox_id)
         epoch = conn.epoch if conn is not None and conn.connected else None
-        cached = self._statuses.get(sandbox_id)
-        if cached is not None and epoch is not None and cached[0] == epoch:
-            return cached[1].model_copy(deep=True)
         try:
             st = SandboxStatus.model_validate(await self._request("GET", f"/sandboxes/{self._sid(sandbox_id)}"))
         except errors.SandboxNotFoundError:
@@ -189,6 +189,20 @@ class RemoteNode(NodeClient):
         if conn is not None and epoch is not None and conn.connected and conn.epoch == epoch:
             self._statuses[sandbox_id] = (epoch, st.model_copy(deep=True))  # nothing changed meanwhile
         return st
+
+    async def state(self, sandbox_id: str) -> tuple[str, str | None] | None:
+        current = self._current(sandbox_id)  # (read, not copied: nothing of it is handed out)
+        if current is not None:
+            return current.state, current.exit_reason
+        return await super().state(sandbox_id)
+
+    def _current(self, sandbox_id: str) -> SandboxStatus | None:
+        """The status last read, while it is current (see `status`); None when it must be asked for."""
+        conn = self._conns.get(sandbox_id)
+        cached = self._statuses.get(sandbox_id)
+        if cached is not None and conn is not None and conn.connected and cached[0] == conn.epoch:
+            return cached[1]
+        return None
 
     def _stale(self, sandbox_id: str) -> None:
         """This client is changing the sandbox: the status it read is not current any more."""

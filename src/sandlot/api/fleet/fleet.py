@@ -391,15 +391,22 @@ class Fleet(NodeClient):
             return
 
     async def status(self, sandbox_id: str) -> SandboxStatus | None:
+        return await self._ask_holder(sandbox_id, lambda n: n.status(sandbox_id))
+
+    async def state(self, sandbox_id: str) -> tuple[str, str | None] | None:
+        return await self._ask_holder(sandbox_id, lambda n: n.state(sandbox_id))
+
+    async def _ask_holder(self, sandbox_id: str, ask: Callable[[NodeClient], Awaitable[T | None]]) -> T | None:
+        """`ask` the node that holds the sandbox; None when none does."""
         name = await self._node_of(sandbox_id)
         if name is None or await self._record(name) is None:
             name = await self._node_of(sandbox_id, fresh=True)  # moved since it was remembered?
             if name is None or await self._record(name) is None:
                 return None  # never made, or its node was removed from the fleet (`sandlot nodes rm`)
-        status = await (await self._node(name)).status(sandbox_id)
-        if status is None and (moved := await self._node_of(sandbox_id, fresh=True)) != name and moved:
-            return await (await self._node(moved)).status(sandbox_id)  # moved off that node meanwhile
-        return status
+        answer = await ask(await self._node(name))
+        if answer is None and (moved := await self._node_of(sandbox_id, fresh=True)) != name and moved:
+            return await ask(await self._node(moved))  # moved off that node meanwhile
+        return answer
 
     async def kill(self, sandbox_id: str) -> None:
         await (await self._holder(sandbox_id)).kill(sandbox_id)
