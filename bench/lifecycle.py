@@ -41,7 +41,7 @@ from lib import RawRuntime, arepeat, summary
 from sandlot import errors
 from sandlot.node import Limits, Node, SandboxSpec
 
-__all__ = ["checkpoint_figures", "memory_pause_figures"]
+__all__ = ["checkpoint_figures", "memory_pause_figures", "raw_checkpoint_restore"]
 
 WRITTEN_MB = 100
 HELD_MB = 200
@@ -222,33 +222,41 @@ async def memory_pause_figures(node: Node, plan: Plan, rootfs: Path) -> dict[str
     raw = RawRuntime("gvisor", rootfs, node.config.data_dir / "raw-state")
     raw.set_args(["/usr/bin/python3", "-c", HOLD])
     try:
-        out.update(await asyncio.to_thread(_raw_checkpoint_restore, raw, max(3, plan.slow // 2)))
+        out.update(await asyncio.to_thread(raw_checkpoint_restore, raw, max(3, plan.slow // 2)))
     finally:
         raw.close()
     return out
 
 
-def _raw_checkpoint_restore(raw: Any, runs: int) -> dict[str, Any]:
+def raw_checkpoint_restore(raw: Any, runs: int, debug_log: Path | None = None) -> dict[str, Any]:
+    """`runs` raw `runsc checkpoint` / `runsc restore` cycles of `raw`'s process; with `debug_log`,
+    runsc logs each command there (a file each)."""
     from sandlot.node.spec import new_sandbox_id
+
+    def cli(*args: str) -> list[str]:
+        base = raw.cli(*args)
+        return base if debug_log is None else [base[0], "--debug", "--debug-log", f"{debug_log}/", *base[1:]]
 
     cid = new_sandbox_id()
     image = Path(tempfile.mkdtemp(prefix="slb-img-", dir="/var/tmp"))
     bundle = str(raw.bundle)
     ckpt, rest = [], []
+    size = 0
     try:
         # The sandbox inherits its stdio: no pipes, or waiting on them never ends.
-        subprocess.run(raw.cli("run", "--detach", "--bundle", bundle, cid), check=True, stdout=subprocess.DEVNULL,
+        subprocess.run(cli("run", "--detach", "--bundle", bundle, cid), check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         time.sleep(3)  # the python process touches its 200 MB
         for _ in range(runs):
             t0 = time.perf_counter()
-            res = subprocess.run(raw.cli("checkpoint", "--image-path", str(image), cid), capture_output=True, text=True)
+            res = subprocess.run(cli("checkpoint", "--image-path", str(image), cid), capture_output=True, text=True)
             if res.returncode != 0:
                 raise RuntimeError(f"raw runsc checkpoint failed: {res.stdout} {res.stderr}")
             ckpt.append(time.perf_counter() - t0)
+            size = (image / "checkpoint.img").stat().st_size
             subprocess.run(raw.cli("delete", "--force", cid), capture_output=True)
             t0 = time.perf_counter()
-            subprocess.run(raw.cli("restore", "--detach", "--image-path", str(image), "--bundle", bundle, cid),
+            subprocess.run(cli("restore", "--detach", "--image-path", str(image), "--bundle", bundle, cid),
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)  # fmt: skip
             rest.append(time.perf_counter() - t0)
@@ -257,7 +265,7 @@ def _raw_checkpoint_restore(raw: Any, runs: int) -> dict[str, Any]:
     finally:
         raw.remove(cid)
         shutil.rmtree(image, ignore_errors=True)
-    return {"raw checkpoint": summary(ckpt), "raw restore": summary(rest)}
+    return {"raw checkpoint": summary(ckpt), "raw restore": summary(rest), "raw image bytes": size}
 
 
 def main() -> int:

@@ -29,22 +29,19 @@ import asyncio
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 from cold_profile import _spans as spans
 from cold_profile import _wrap as wrap
 from lib import IMAGE_CACHE, RawRuntime
-from lifecycle import HELD_MB, HOLD
+from lifecycle import HELD_MB, HOLD, raw_checkpoint_restore
 
 from sandlot.node import Limits, Node, NodeConfig, SandboxSpec, memory_pause
 from sandlot.node.runtimes.gvisor import GVisorRuntime
-from sandlot.node.spec import new_sandbox_id
 
 __all__ = ["sentry_phases"]
 
@@ -79,9 +76,9 @@ def sentry_phases(log_dir: Path) -> list[tuple[str, float]]:
     return [(what, ms) for _, what, ms in sorted(found)]
 
 
-async def sandlot_side(node: Node, runs: int) -> tuple[dict[str, list[float]], Path, dict[str, str]]:
-    """Pause/resume cycles of one sandbox; returns the timings, its runsc debug log directory and what
-    its agent holds."""
+async def sandlot_side(node: Node, runs: int) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Pause/resume cycles of one sandbox; returns the timings (the sentry's phases among them) and
+    what its agent holds."""
     took: dict[str, list[float]] = defaultdict(list)
     wrap(GVisorRuntime, "_checkpoint", "runsc checkpoint")
     wrap(GVisorRuntime, "restore_memory", "runsc restore")
@@ -106,50 +103,28 @@ async def sandlot_side(node: Node, runs: int) -> tuple[dict[str, list[float]], P
             t0 = time.perf_counter()
             await node.resume(sbx.id)
             took["resume"].append((time.perf_counter() - t0) * 1000)
-        logs = Path(tempfile.mkdtemp(prefix="slpp-logs-", dir="/var/tmp"))
-        shutil.copytree(sbx.dir / "runsc-debug", logs, dirs_exist_ok=True)
+        _phases(took, sbx.dir / "runsc-debug")  # (read before the kill removes them)
     finally:
         await node.kill(sbx.id)
     for label, t0, t1 in spans:
         took[label].append((t1 - t0) * 1000)
-    return took, logs, held
+    return took, held
 
 
-def raw_side(rootfs: Path, work: Path, runs: int) -> tuple[dict[str, list[float]], Path, str]:
-    """The same cycles through raw runsc, the Python as the sandbox's init."""
+def raw_side(rootfs: Path, work: Path, runs: int) -> tuple[dict[str, list[float]], str]:
+    """The same cycles through raw runsc (lifecycle.py's baseline), the Python as the sandbox's init."""
     raw = RawRuntime("gvisor", rootfs, work / "raw-state")
     raw.set_args(["/usr/bin/python3", "-c", HOLD])
     logs = work / "raw-logs"
     logs.mkdir()
-
-    def cli(*args: str) -> list[str]:
-        base = raw.cli(*args)
-        return [base[0], "--debug", "--debug-log", f"{logs}/", *base[1:]]
-
-    cid, image, bundle = new_sandbox_id(), work / "raw-image", str(raw.bundle)
-    image.mkdir()
-    took: dict[str, list[float]] = defaultdict(list)
-    size = ""
-    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
     try:
-        subprocess.run(cli("run", "--detach", "--bundle", bundle, cid), check=True, **quiet)
-        time.sleep(3)  # the Python touches its memory
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            subprocess.run(cli("checkpoint", "--image-path", str(image), cid), check=True, capture_output=True)
-            took["pause"].append((time.perf_counter() - t0) * 1000)
-            size = str((image / "checkpoint.img").stat().st_size)
-            subprocess.run(raw.cli("delete", "--force", cid), capture_output=True)
-            t0 = time.perf_counter()
-            subprocess.run(cli("restore", "--detach", "--image-path", str(image), "--bundle", bundle, cid),
-                           check=True, **quiet)  # fmt: skip
-            took["resume"].append((time.perf_counter() - t0) * 1000)
-            for f in image.iterdir():
-                f.unlink()
+        out = raw_checkpoint_restore(raw, runs, debug_log=logs)
     finally:
-        raw.remove(cid)
         raw.close()
-    return took, logs, size
+    took: dict[str, list[float]] = defaultdict(list)
+    took["pause"], took["resume"] = out["raw checkpoint"]["samples_ms"], out["raw restore"]["samples_ms"]
+    _phases(took, logs)
+    return took, str(out["raw image bytes"])
 
 
 def _phases(took: dict[str, list[float]], logs: Path) -> None:
@@ -190,19 +165,14 @@ def report(ours: dict[str, list[float]], raw: dict[str, list[float]], held: dict
 async def bench(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="slpp-", dir="/var/tmp"))  # short: agent socket paths
     node = Node(NodeConfig(data_dir=work / "node", images_dir=IMAGE_CACHE))
-    logs: list[Path] = []
     try:
         await node.bundle()
         debian = await asyncio.to_thread(node.images.ensure, "debian")
-        ours, our_logs, held = await sandlot_side(node, args.runs)
-        logs.append(our_logs)
-        _phases(ours, our_logs)
-        raw, raw_logs, raw_size = await asyncio.to_thread(raw_side, debian.rootfs, work, args.runs)
-        _phases(raw, raw_logs)
+        ours, held = await sandlot_side(node, args.runs)
+        raw, raw_size = await asyncio.to_thread(raw_side, debian.rootfs, work, args.runs)
     finally:
         await node.close()
-        for d in [work, *logs]:
-            shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     report(ours, raw, held, raw_size)
 
 
