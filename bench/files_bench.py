@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
 import subprocess
@@ -30,11 +29,13 @@ from typing import Any
 
 from api_server import Server
 from baselines import Plan, host_files
+from density import cpu_ns
 from lib import summary
 from measure import FILE_MB, _create, files, http_files, make_node
 
 from sandlot.node.bundle import ensure_bundle
 from sandlot.node.node import Node
+from sandlot.node.runtimes.gvisor import GVisorRuntime
 
 BUNDLE_CACHE = Path("/var/tmp/sandlot-bench-cache/bundle")
 
@@ -92,11 +93,12 @@ async def http(work: Path, plan: Plan) -> dict[str, Any]:
         sbx = await AsyncSandbox.create(template="busybox", **conn)
         assert server.proc is not None
         api, sandbox_id = server.proc.pid, sbx.sandbox_id
+        runtime = GVisorRuntime(server.data_dir / "runtime")  # (its host processes, as density.py finds them)
 
         def cpu() -> dict[str, float]:
             return {
-                "sandbox (sentry, gofer)": sum(cpu_s(pid) for pid in pids_naming(sandbox_id)),
-                "API server": cpu_s(api),
+                "sandbox (sentry, gofer)": cpu_ns(runtime.host_pids(sandbox_id)) / 1e9,
+                "API server": cpu_ns([api]) / 1e9,
                 "client (SDK)": time.process_time(),
             }
 
@@ -108,26 +110,6 @@ async def http(work: Path, plan: Plan) -> dict[str, Any]:
     finally:
         server.stop()
     return {"gvisor http": figures}
-
-
-def cpu_s(pid: int) -> float:
-    """The CPU seconds (user and system) process `pid` has used; 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pids_naming(word: str) -> list[int]:
-    """The processes whose command line holds `word` (a sandbox's id: its runsc processes)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if word.encode() in Path(entry.path, "cmdline").read_bytes():
-                    found.append(int(entry.name))
-    return found
 
 
 def _spread(fig: dict[str, Any]) -> str:
